@@ -1,0 +1,762 @@
+//! The connection handshake as a typestate machine: each state is a type, consumed by the input
+//! that moves it on, so a failed handshake cannot be continued and a step cannot be skipped.
+//!
+//! ```text
+//! initiator                                  acceptor
+//!   initiate ── Hello(versions, cluster, identity, nonce_i) ──▶ AwaitHello::handle
+//!                                                 (cluster, version, self-connect checked;
+//!                                                  the runtime admits or refuses the peer)
+//!   AwaitChallenge::handle ◀── Challenge(version, cluster, identity, nonce_a) ── admit
+//!   (the runtime proceeds or abandons)
+//!   proceed ── Response(proof_i) ──▶ AwaitResponse::handle   (proof_i checked)
+//!   AwaitConfirm::handle ◀── Confirm(proof_a) ── confirm        (the runtime may still refuse)
+//!   (proof_a checked) → Established                              → Established
+//! ```
+//!
+//! Each proof is HMAC-SHA256 keyed by the cluster secret over a transcript of everything both
+//! sides said (version, cluster, both identities, both nonces) and a label naming the role, so the
+//! secret never crosses the wire, a proof cannot be replayed on another connection or reflected
+//! back, and it is checked in constant time. The initiator proves first, so an unauthenticated
+//! dialer learns nothing about the secret. Nonces are supplied by the caller (fresh random bytes
+//! in the runtime, fixed ones in tests).
+//!
+//! Every failure comes as a [`HandshakeFailure`]: the error, and — where the peer deserves to
+//! know why — a [`Refusal`] notice to send before closing.
+
+use hmac::{Hmac, KeyInit, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+use crate::{Incarnation, NodeName};
+
+/// The largest handshake frame accepted, in bytes: handshake messages are small, and a peer that
+/// has not proved anything yet gets no more.
+pub const MAX_HANDSHAKE_FRAME: usize = 2048;
+
+/// The protocol versions this build speaks.
+pub const SUPPORTED_VERSIONS: VersionRange = VersionRange { min: 1, max: 1 };
+
+/// The first bytes of every Hello, so that a stray client of another protocol is told apart
+/// from a peer of another version.
+pub const MAGIC: [u8; 4] = *b"GCRS";
+
+/// Fresh random bytes that make each handshake's transcript unique.
+pub type Nonce = [u8; 32];
+
+type Proof = [u8; 32];
+
+/// An inclusive range of protocol versions.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct VersionRange {
+    /// Oldest version spoken.
+    pub min: u16,
+    /// Newest version spoken.
+    pub max: u16,
+}
+
+impl VersionRange {
+    /// The newest version both ranges contain, if any.
+    pub fn negotiate(self, other: VersionRange) -> Option<u16> {
+        let best = self.max.min(other.max);
+        (best >= self.min.max(other.min)).then_some(best)
+    }
+}
+
+/// Who a node is, as told in the handshake.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Identity {
+    /// The node's name.
+    pub name: NodeName,
+    /// Which life of the node this is.
+    pub incarnation: Incarnation,
+    /// The address the node listens on, so peers can tell others how to reach it (at most 255
+    /// bytes).
+    pub listen: String,
+}
+
+/// What every handshake of one node needs.
+#[derive(Clone)]
+pub struct HandshakeConfig {
+    /// The cluster's name; a peer of another cluster is refused.
+    pub cluster: String,
+    /// The shared cluster secret (the cookie).
+    pub secret: Vec<u8>,
+    /// This node.
+    pub local: Identity,
+    /// The versions this node speaks (normally [`SUPPORTED_VERSIONS`]).
+    pub versions: VersionRange,
+}
+
+impl std::fmt::Debug for HandshakeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HandshakeConfig")
+            .field("cluster", &self.cluster)
+            .field("secret", &"<redacted>")
+            .field("local", &self.local)
+            .field("versions", &self.versions)
+            .finish()
+    }
+}
+
+/// Why a side refuses a handshake, told to the other side before closing.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The nodes belong to different clusters.
+    #[error("cluster name mismatch: this node is in cluster {expected:?}")]
+    WrongCluster {
+        /// The refusing node's cluster.
+        expected: String,
+    },
+    /// No protocol version in common.
+    #[error("no common protocol version: this node speaks {supported:?}")]
+    IncompatibleVersion {
+        /// What the refusing node speaks.
+        supported: VersionRange,
+    },
+    /// The proof of the cluster secret was wrong: the cookies differ.
+    #[error("authentication failed: the cluster secrets (cookies) differ")]
+    BadProof,
+    /// The nodes are already connected (or connecting on a connection that wins).
+    #[error("already connected to this node")]
+    Duplicate,
+    /// The peer is an earlier life of a node whose later life is already connected.
+    #[error("stale incarnation: a newer start of this node is connected")]
+    StaleIncarnation,
+    /// A node dialed itself.
+    #[error("a node cannot connect to itself")]
+    SelfConnect,
+    /// The peer's name hashes to the id of another connected node; rename one of them.
+    #[error("node id collision with another connected node; rename one of them")]
+    IdCollision,
+}
+
+/// Why a handshake failed.
+#[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HandshakeError {
+    /// The peer sent bytes that are not a handshake message of this protocol.
+    #[error("malformed handshake message: {0}")]
+    Malformed(String),
+    /// The peer sent a valid message at the wrong step.
+    #[error("unexpected handshake message: expected {expected}")]
+    Unexpected {
+        /// What was expected.
+        expected: &'static str,
+    },
+    /// This side refuses the peer.
+    #[error("refused the peer: {0}")]
+    RefusedPeer(Refusal),
+    /// The peer refused this side.
+    #[error("the peer refused us: {0}")]
+    RefusedByPeer(Refusal),
+}
+
+/// A failed handshake: the error, and the notice to send the peer (if any) before closing.
+#[derive(Debug)]
+pub struct HandshakeFailure {
+    /// What went wrong.
+    pub error: HandshakeError,
+    /// An encoded frame body to send before closing, telling the peer why.
+    pub notice: Option<Vec<u8>>,
+}
+
+impl HandshakeFailure {
+    fn silent(error: HandshakeError) -> Self {
+        Self {
+            error,
+            notice: None,
+        }
+    }
+
+    fn refusing(refusal: Refusal) -> Self {
+        Self {
+            notice: Some(encode(&Message::Refused {
+                reason: refusal.clone(),
+            })),
+            error: HandshakeError::RefusedPeer(refusal),
+        }
+    }
+}
+
+/// Which side of the connection a node played.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Role {
+    /// Dialed the connection.
+    Initiator,
+    /// Accepted it.
+    Acceptor,
+}
+
+/// A completed handshake.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Established {
+    /// The authenticated peer.
+    pub peer: Identity,
+    /// The negotiated protocol version.
+    pub version: u16,
+    /// Which side this node played.
+    pub role: Role,
+}
+
+#[derive(Serialize, Deserialize, Debug)]
+enum Message {
+    Hello {
+        magic: [u8; 4],
+        versions: VersionRange,
+        cluster: String,
+        identity: Identity,
+        nonce: Nonce,
+    },
+    Challenge {
+        version: u16,
+        cluster: String,
+        identity: Identity,
+        nonce: Nonce,
+    },
+    Response {
+        proof: Proof,
+    },
+    Confirm {
+        proof: Proof,
+    },
+    Refused {
+        reason: Refusal,
+    },
+}
+
+/// Starts a handshake as the dialing side: returns the state and the Hello frame body to send.
+pub fn initiate(config: HandshakeConfig, nonce: Nonce) -> (AwaitChallenge, Vec<u8>) {
+    let hello = encode(&Message::Hello {
+        magic: MAGIC,
+        versions: config.versions,
+        cluster: config.cluster.clone(),
+        identity: config.local.clone(),
+        nonce,
+    });
+    (AwaitChallenge { config, nonce }, hello)
+}
+
+/// Starts a handshake as the accepting side.
+pub fn accept(config: HandshakeConfig, nonce: Nonce) -> AwaitHello {
+    AwaitHello { config, nonce }
+}
+
+/// Initiator: Hello sent, waiting for the acceptor's Challenge.
+#[derive(Debug)]
+pub struct AwaitChallenge {
+    config: HandshakeConfig,
+    nonce: Nonce,
+}
+
+impl AwaitChallenge {
+    /// Handles the acceptor's answer to the Hello.
+    pub fn handle(self, frame: &[u8]) -> Result<ChallengeReceived, HandshakeFailure> {
+        let Message::Challenge {
+            version,
+            cluster,
+            identity,
+            nonce,
+        } = decode(frame, "Challenge")?
+        else {
+            unreachable!("decode checks the kind")
+        };
+        if cluster != self.config.cluster {
+            return Err(HandshakeFailure::refusing(Refusal::WrongCluster {
+                expected: self.config.cluster,
+            }));
+        }
+        if !(self.config.versions.min..=self.config.versions.max).contains(&version) {
+            return Err(HandshakeFailure::refusing(Refusal::IncompatibleVersion {
+                supported: self.config.versions,
+            }));
+        }
+        if identity.name == self.config.local.name {
+            return Err(HandshakeFailure::refusing(Refusal::SelfConnect));
+        }
+        let transcript = Transcript {
+            version,
+            cluster: &self.config.cluster,
+            initiator: &self.config.local,
+            acceptor: &identity,
+            initiator_nonce: &self.nonce,
+            acceptor_nonce: &nonce,
+        };
+        let proof = transcript.proof(&self.config.secret, INITIATOR_LABEL);
+        let expected = transcript.mac(&self.config.secret, ACCEPTOR_LABEL);
+        Ok(ChallengeReceived {
+            established: Established {
+                peer: identity,
+                version,
+                role: Role::Initiator,
+            },
+            proof,
+            expected,
+        })
+    }
+}
+
+/// Initiator: the acceptor is known; the runtime decides whether to go on with this connection.
+#[derive(Debug)]
+pub struct ChallengeReceived {
+    established: Established,
+    proof: Proof,
+    expected: Hmac<Sha256>,
+}
+
+impl ChallengeReceived {
+    /// The acceptor, as it claims to be (not yet authenticated).
+    pub fn peer(&self) -> &Identity {
+        &self.established.peer
+    }
+
+    /// Goes on: returns the state and the Response frame body to send.
+    pub fn proceed(self) -> (AwaitConfirm, Vec<u8>) {
+        let response = encode(&Message::Response { proof: self.proof });
+        (
+            AwaitConfirm {
+                established: self.established,
+                expected: self.expected,
+            },
+            response,
+        )
+    }
+
+    /// Gives up on this connection (another one to the same peer wins): returns the notice to send.
+    pub fn refuse(self, refusal: Refusal) -> HandshakeFailure {
+        HandshakeFailure::refusing(refusal)
+    }
+}
+
+/// Initiator: proof sent, waiting for the acceptor's proof.
+#[derive(Debug)]
+pub struct AwaitConfirm {
+    established: Established,
+    expected: Hmac<Sha256>,
+}
+
+impl AwaitConfirm {
+    /// Checks the acceptor's proof; on success the connection is established.
+    pub fn handle(self, frame: &[u8]) -> Result<Established, HandshakeFailure> {
+        let Message::Confirm { proof } = decode(frame, "Confirm")? else {
+            unreachable!("decode checks the kind")
+        };
+        self.expected
+            .verify_slice(&proof)
+            .map_err(|_| HandshakeFailure::refusing(Refusal::BadProof))?;
+        Ok(self.established)
+    }
+}
+
+/// Acceptor: waiting for the dialer's Hello.
+#[derive(Debug)]
+pub struct AwaitHello {
+    config: HandshakeConfig,
+    nonce: Nonce,
+}
+
+impl AwaitHello {
+    /// Handles the dialer's Hello: checks the protocol, the cluster name and the version.
+    pub fn handle(self, frame: &[u8]) -> Result<HelloReceived, HandshakeFailure> {
+        let Message::Hello {
+            magic,
+            versions,
+            cluster,
+            identity,
+            nonce,
+        } = decode(frame, "Hello")?
+        else {
+            unreachable!("decode checks the kind")
+        };
+        if magic != MAGIC {
+            return Err(HandshakeFailure::silent(HandshakeError::Malformed(
+                "bad magic bytes".into(),
+            )));
+        }
+        if cluster != self.config.cluster {
+            return Err(HandshakeFailure::refusing(Refusal::WrongCluster {
+                expected: self.config.cluster,
+            }));
+        }
+        let Some(version) = self.config.versions.negotiate(versions) else {
+            return Err(HandshakeFailure::refusing(Refusal::IncompatibleVersion {
+                supported: self.config.versions,
+            }));
+        };
+        if identity.name == self.config.local.name {
+            return Err(HandshakeFailure::refusing(Refusal::SelfConnect));
+        }
+        Ok(HelloReceived {
+            config: self.config,
+            nonce: self.nonce,
+            peer_nonce: nonce,
+            peer: identity,
+            version,
+        })
+    }
+}
+
+/// Acceptor: the dialer is known (not yet authenticated); the runtime admits or refuses it.
+#[derive(Debug)]
+pub struct HelloReceived {
+    config: HandshakeConfig,
+    nonce: Nonce,
+    peer_nonce: Nonce,
+    peer: Identity,
+    version: u16,
+}
+
+impl HelloReceived {
+    /// The dialer, as it claims to be.
+    pub fn peer(&self) -> &Identity {
+        &self.peer
+    }
+
+    /// Goes on: returns the state and the Challenge frame body to send.
+    pub fn admit(self) -> (AwaitResponse, Vec<u8>) {
+        let challenge = encode(&Message::Challenge {
+            version: self.version,
+            cluster: self.config.cluster.clone(),
+            identity: self.config.local.clone(),
+            nonce: self.nonce,
+        });
+        (AwaitResponse { hello: self }, challenge)
+    }
+
+    /// Refuses the dialer: returns the failure with the notice to send.
+    pub fn refuse(self, refusal: Refusal) -> HandshakeFailure {
+        HandshakeFailure::refusing(refusal)
+    }
+}
+
+/// Acceptor: Challenge sent, waiting for the dialer's proof.
+#[derive(Debug)]
+pub struct AwaitResponse {
+    hello: HelloReceived,
+}
+
+impl AwaitResponse {
+    /// Checks the dialer's proof of the secret.
+    pub fn handle(self, frame: &[u8]) -> Result<ResponseVerified, HandshakeFailure> {
+        let Message::Response { proof } = decode(frame, "Response")? else {
+            unreachable!("decode checks the kind")
+        };
+        let h = &self.hello;
+        let transcript = Transcript {
+            version: h.version,
+            cluster: &h.config.cluster,
+            initiator: &h.peer,
+            acceptor: &h.config.local,
+            initiator_nonce: &h.peer_nonce,
+            acceptor_nonce: &h.nonce,
+        };
+        transcript
+            .mac(&h.config.secret, INITIATOR_LABEL)
+            .verify_slice(&proof)
+            .map_err(|_| HandshakeFailure::refusing(Refusal::BadProof))?;
+        let confirm = transcript.proof(&h.config.secret, ACCEPTOR_LABEL);
+        Ok(ResponseVerified {
+            established: Established {
+                peer: self.hello.peer,
+                version: self.hello.version,
+                role: Role::Acceptor,
+            },
+            confirm,
+        })
+    }
+}
+
+/// Acceptor: the dialer proved the secret; the runtime makes the last admission check.
+#[derive(Debug)]
+pub struct ResponseVerified {
+    established: Established,
+    confirm: Proof,
+}
+
+impl ResponseVerified {
+    /// The authenticated dialer.
+    pub fn peer(&self) -> &Identity {
+        &self.established.peer
+    }
+
+    /// Completes the handshake: returns it and the Confirm frame body to send.
+    pub fn confirm(self) -> (Established, Vec<u8>) {
+        let confirm = encode(&Message::Confirm {
+            proof: self.confirm,
+        });
+        (self.established, confirm)
+    }
+
+    /// Refuses the dialer after all (another connection to it won).
+    pub fn refuse(self, refusal: Refusal) -> HandshakeFailure {
+        HandshakeFailure::refusing(refusal)
+    }
+}
+
+const INITIATOR_LABEL: &[u8] = b"gen_cluster v1 initiator proof";
+const ACCEPTOR_LABEL: &[u8] = b"gen_cluster v1 acceptor proof";
+
+#[derive(Serialize)]
+struct Transcript<'a> {
+    version: u16,
+    cluster: &'a str,
+    initiator: &'a Identity,
+    acceptor: &'a Identity,
+    initiator_nonce: &'a Nonce,
+    acceptor_nonce: &'a Nonce,
+}
+
+impl Transcript<'_> {
+    fn mac(&self, secret: &[u8], label: &[u8]) -> Hmac<Sha256> {
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret)
+            .expect("HMAC accepts keys of any length");
+        mac.update(label);
+        mac.update(&postcard::to_allocvec(self).expect("a transcript always serializes"));
+        mac
+    }
+
+    fn proof(&self, secret: &[u8], label: &[u8]) -> Proof {
+        self.mac(secret, label).finalize().into_bytes().into()
+    }
+}
+
+fn encode(message: &Message) -> Vec<u8> {
+    postcard::to_allocvec(message).expect("handshake messages always serialize")
+}
+
+fn decode(frame: &[u8], expected: &'static str) -> Result<Message, HandshakeFailure> {
+    if frame.len() > MAX_HANDSHAKE_FRAME {
+        return Err(HandshakeFailure::silent(HandshakeError::Malformed(
+            format!(
+                "{} bytes exceed the {MAX_HANDSHAKE_FRAME}-byte handshake frame limit",
+                frame.len()
+            ),
+        )));
+    }
+    let (message, rest) = postcard::take_from_bytes::<Message>(frame)
+        .map_err(|e| HandshakeFailure::silent(HandshakeError::Malformed(e.to_string())))?;
+    if !rest.is_empty() {
+        return Err(HandshakeFailure::silent(HandshakeError::Malformed(
+            format!("{} trailing bytes", rest.len()),
+        )));
+    }
+    if message
+        .identity()
+        .is_some_and(|identity| identity.listen.len() > 255)
+    {
+        return Err(HandshakeFailure::silent(HandshakeError::Malformed(
+            "listen address longer than 255 bytes".into(),
+        )));
+    }
+    match (&message, expected) {
+        (Message::Refused { reason }, _) => Err(HandshakeFailure::silent(
+            HandshakeError::RefusedByPeer(reason.clone()),
+        )),
+        (Message::Hello { .. }, "Hello")
+        | (Message::Challenge { .. }, "Challenge")
+        | (Message::Response { .. }, "Response")
+        | (Message::Confirm { .. }, "Confirm") => Ok(message),
+        _ => Err(HandshakeFailure::silent(HandshakeError::Unexpected {
+            expected,
+        })),
+    }
+}
+
+impl Message {
+    fn identity(&self) -> Option<&Identity> {
+        match self {
+            Self::Hello { identity, .. } | Self::Challenge { identity, .. } => Some(identity),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn config(name: &str, cluster: &str, secret: &[u8]) -> HandshakeConfig {
+        HandshakeConfig {
+            cluster: cluster.into(),
+            secret: secret.to_vec(),
+            local: Identity {
+                name: NodeName::new(name).unwrap(),
+                incarnation: Incarnation(1),
+                listen: format!("127.0.0.1:{}", name.len()),
+            },
+            versions: SUPPORTED_VERSIONS,
+        }
+    }
+
+    /// Runs a whole handshake between two configs; returns each side's outcome.
+    fn run(
+        initiator: HandshakeConfig,
+        acceptor: HandshakeConfig,
+    ) -> (
+        Result<Established, HandshakeError>,
+        Result<Established, HandshakeError>,
+    ) {
+        let (await_challenge, hello) = initiate(initiator, [1; 32]);
+        let hello_received = match accept(acceptor, [2; 32]).handle(&hello) {
+            Ok(h) => h,
+            Err(f) => {
+                let notice = f.notice.expect("a refusal tells the peer");
+                let peer_side = await_challenge.handle(&notice).map(|_| unreachable!());
+                return (peer_side.map_err(|f| f.error), Err(f.error));
+            }
+        };
+        let (await_response, challenge) = hello_received.admit();
+        let (await_confirm, response) = match await_challenge.handle(&challenge) {
+            Ok(c) => c.proceed(),
+            Err(f) => {
+                return (
+                    Err(f.error),
+                    Err(HandshakeError::Malformed("aborted".into())),
+                );
+            }
+        };
+        match await_response.handle(&response) {
+            Ok(verified) => {
+                let (acc, confirm) = verified.confirm();
+                (await_confirm.handle(&confirm).map_err(|f| f.error), Ok(acc))
+            }
+            Err(f) => {
+                let notice = f.notice.expect("a refusal tells the peer");
+                (
+                    await_confirm.handle(&notice).map_err(|f| f.error),
+                    Err(f.error),
+                )
+            }
+        }
+    }
+
+    #[test]
+    fn same_secret_and_cluster_establish_both_sides() {
+        let (i, a) = run(config("a", "c", b"secret"), config("b", "c", b"secret"));
+        let i = i.unwrap();
+        let a = a.unwrap();
+        assert_eq!(i.peer.name.as_str(), "b");
+        assert_eq!(a.peer.name.as_str(), "a");
+        assert_eq!((i.role, a.role), (Role::Initiator, Role::Acceptor));
+        assert_eq!(i.version, 1);
+    }
+
+    #[test]
+    fn a_wrong_secret_is_refused_and_the_dialer_is_told() {
+        let (i, a) = run(config("a", "c", b"secret"), config("b", "c", b"other"));
+        assert_eq!(a, Err(HandshakeError::RefusedPeer(Refusal::BadProof)));
+        assert_eq!(i, Err(HandshakeError::RefusedByPeer(Refusal::BadProof)));
+    }
+
+    #[test]
+    fn another_clusters_name_is_refused_at_hello() {
+        let (i, a) = run(config("a", "one", b"s"), config("b", "two", b"s"));
+        assert!(matches!(
+            a,
+            Err(HandshakeError::RefusedPeer(Refusal::WrongCluster { .. }))
+        ));
+        assert!(matches!(
+            i,
+            Err(HandshakeError::RefusedByPeer(Refusal::WrongCluster { .. }))
+        ));
+    }
+
+    #[test]
+    fn a_node_dialing_itself_is_refused() {
+        let (_, a) = run(config("a", "c", b"s"), config("a", "c", b"s"));
+        assert_eq!(a, Err(HandshakeError::RefusedPeer(Refusal::SelfConnect)));
+    }
+
+    #[test]
+    fn versions_negotiate_to_the_newest_common_one() {
+        let a = VersionRange { min: 1, max: 3 };
+        assert_eq!(a.negotiate(VersionRange { min: 2, max: 5 }), Some(3));
+        assert_eq!(a.negotiate(VersionRange { min: 4, max: 5 }), None);
+    }
+
+    #[test]
+    fn disjoint_versions_are_refused() {
+        let mut old = config("a", "c", b"s");
+        old.versions = VersionRange { min: 0, max: 0 };
+        let (i, a) = run(old, config("b", "c", b"s"));
+        assert!(matches!(
+            a,
+            Err(HandshakeError::RefusedPeer(
+                Refusal::IncompatibleVersion { .. }
+            ))
+        ));
+        assert!(i.is_err());
+    }
+
+    #[test]
+    fn a_proof_from_one_connection_fails_on_another() {
+        let (await_challenge, hello) = initiate(config("a", "c", b"s"), [1; 32]);
+        let (await_response, challenge) = accept(config("b", "c", b"s"), [2; 32])
+            .handle(&hello)
+            .unwrap()
+            .admit();
+        let (_, response) = await_challenge.handle(&challenge).unwrap().proceed();
+        assert!(await_response.handle(&response).is_ok());
+        // The same Response replayed against a handshake with a fresh acceptor nonce.
+        let (other, _) = accept(config("b", "c", b"s"), [3; 32])
+            .handle(&hello)
+            .unwrap()
+            .admit();
+        let failure = other.handle(&response).unwrap_err();
+        assert_eq!(
+            failure.error,
+            HandshakeError::RefusedPeer(Refusal::BadProof)
+        );
+    }
+
+    #[test]
+    fn a_message_at_the_wrong_step_fails_the_handshake() {
+        let (_, hello) = initiate(config("a", "c", b"s"), [1; 32]);
+        let (await_challenge, _) = initiate(config("x", "c", b"s"), [1; 32]);
+        let failure = await_challenge.handle(&hello).unwrap_err();
+        assert_eq!(
+            failure.error,
+            HandshakeError::Unexpected {
+                expected: "Challenge"
+            }
+        );
+    }
+
+    #[test]
+    fn trailing_bytes_fail_the_handshake() {
+        let (_, mut hello) = initiate(config("a", "c", b"s"), [1; 32]);
+        hello.push(0);
+        let failure = accept(config("b", "c", b"s"), [2; 32])
+            .handle(&hello)
+            .unwrap_err();
+        assert!(matches!(failure.error, HandshakeError::Malformed(_)));
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_establish_or_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            if let Ok(hello) = accept(config("b", "c", b"s"), [2; 32]).handle(&bytes) {
+                let (await_response, _) = hello.admit();
+                prop_assert!(await_response.handle(&bytes).is_err());
+            }
+            let (await_challenge, _) = initiate(config("a", "c", b"s"), [1; 32]);
+            if let Ok(c) = await_challenge.handle(&bytes) {
+                let (await_confirm, _) = c.proceed();
+                prop_assert!(await_confirm.handle(&bytes).is_err());
+            }
+        }
+
+        #[test]
+        fn handshakes_succeed_exactly_when_secrets_and_clusters_match(
+            s1 in proptest::collection::vec(any::<u8>(), 0..8),
+            s2 in proptest::collection::vec(any::<u8>(), 0..8),
+            c1 in "[ab]", c2 in "[ab]",
+        ) {
+            let (i, a) = run(config("a", &c1, &s1), config("b", &c2, &s2));
+            let should = s1 == s2 && c1 == c2;
+            prop_assert_eq!(i.is_ok(), should);
+            prop_assert_eq!(a.is_ok(), should);
+        }
+    }
+}

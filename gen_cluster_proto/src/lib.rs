@@ -1,0 +1,30 @@
+//! The sans-IO core of gen_cluster: every protocol the runtime speaks, as plain data and state
+//! machines that take inputs (bytes, `now`, decisions) and return outputs (bytes to send, actions,
+//! deadlines). Nothing here owns a socket, spawns a task, reads the clock or draws randomness: the
+//! `gen_cluster` crate feeds these machines and carries out what they return, which is what lets
+//! the tests drive any interleaving deterministically.
+//!
+//! # Layout
+//!
+//! - [`ids`] — node names, node ids, incarnations and process ids ([`Pid`]).
+//! - [`exit`] — why a process or a connection ended ([`ExitReason`]).
+//! - [`wire`] — the frames of an established connection: header + trailing payload, bounded size,
+//!   a decoder that never panics and rejects trailing bytes.
+//! - [`handshake`] — the typestate handshake: version negotiation, cluster name check, and mutual
+//!   challenge–response proof of the cluster secret (HMAC-SHA256, constant-time compare).
+//! - [`arbitration`] — the rule that leaves exactly one connection per pair of nodes when both dial
+//!   at once, or when a node restarts under the same name.
+//! - [`liveness`] — the per-connection failure detector: heartbeats when idle, down after a silent
+//!   deadline.
+
+#![deny(missing_docs)]
+
+pub mod arbitration;
+pub mod exit;
+pub mod handshake;
+pub mod ids;
+pub mod liveness;
+pub mod wire;
+
+pub use exit::ExitReason;
+pub use ids::{Incarnation, InvalidNodeName, NodeId, NodeName, Pid};

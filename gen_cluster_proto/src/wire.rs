@@ -1,0 +1,329 @@
+//! Frames of an established connection. A frame on the wire is a 4-byte big-endian length, then
+//! a postcard-encoded [`Header`], then — for the kinds that carry one — the message payload up to
+//! the end of the frame. The payload is the user's message, postcard-encoded by the runtime
+//! straight into the frame buffer, and handed to the destination still encoded: the server that
+//! owns the message type decodes it, so this layer never needs to know user types.
+//!
+//! Decoding is for untrusted bytes: [`decode`] never panics, borrows instead of allocating, and
+//! rejects trailing bytes after kinds that carry no payload. The size cap is checked before any
+//! decoding, by the framing layer (the runtime's length-delimited reader) on receive and by
+//! [`encode`] on send.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{ExitReason, Pid};
+
+/// Bytes of the length prefix in front of every frame.
+pub const LENGTH_PREFIX: usize = 4;
+
+/// The default cap on one frame's size (prefix excluded): 8 MiB. A peer announcing a larger frame
+/// is disconnected before anything is read or allocated.
+pub const DEFAULT_MAX_FRAME: usize = 8 * 1024 * 1024;
+
+/// Where a message goes on the receiving node.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum Dest<'a> {
+    /// A process by its pid.
+    Pid(Pid),
+    /// A process by its locally registered name on the receiving node.
+    Name(&'a str),
+}
+
+/// Why a remote call got no reply from the remote side.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum CallRefusal {
+    /// No process with that pid (or that name) on the receiving node.
+    NoProc,
+    /// The process ended, or dropped the caller's reply handle, without replying.
+    NoReply,
+    /// The process could not decode the request as its call type; the text says why.
+    BadRequest(String),
+}
+
+/// What a frame says; the payload, when there is one, follows it in the same frame.
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Header<'a> {
+    /// Sent when the link has been idle, so the peer's failure detector hears from us.
+    Heartbeat,
+    /// The sender is closing the connection on purpose (a leave, not a crash).
+    Goodbye {
+        /// Why it leaves.
+        reason: ExitReason,
+    },
+    /// A plain message for the destination's `handle_info`. Payload follows.
+    Send {
+        /// The receiving process.
+        #[serde(borrow)]
+        to: Dest<'a>,
+    },
+    /// A one-way request for the destination's `handle_cast`. Payload follows.
+    Cast {
+        /// The receiving process.
+        #[serde(borrow)]
+        to: Dest<'a>,
+    },
+    /// A request for the destination's `handle_call`. Payload follows.
+    Call {
+        /// The receiving process.
+        #[serde(borrow)]
+        to: Dest<'a>,
+        /// Chosen by the caller's node; the reply carries it back.
+        reference: u64,
+    },
+    /// The reply to a call. Payload (the reply value) follows.
+    Reply {
+        /// The call's reference.
+        reference: u64,
+    },
+    /// A call that will get no reply.
+    ReplyRefused {
+        /// The call's reference.
+        reference: u64,
+        /// Why.
+        refusal: CallRefusal,
+    },
+    /// `watcher` (on the sender) monitors `target` (on the receiver).
+    Monitor {
+        /// Chosen by the watcher's node; the DOWN carries it back.
+        reference: u64,
+        /// The watching process.
+        watcher: Pid,
+        /// The watched process.
+        target: Pid,
+    },
+    /// Cancels a monitor.
+    Demonitor {
+        /// The monitor's reference.
+        reference: u64,
+        /// The watched process.
+        target: Pid,
+    },
+    /// A monitored process ended (or did not exist).
+    Down {
+        /// The monitor's reference.
+        reference: u64,
+        /// The process that ended.
+        target: Pid,
+        /// Why.
+        reason: ExitReason,
+    },
+    /// `from` (on the sender) links to `to` (on the receiver).
+    Link {
+        /// The process that asked for the link.
+        from: Pid,
+        /// The other end.
+        to: Pid,
+    },
+    /// Removes a link.
+    Unlink {
+        /// The process that removes the link.
+        from: Pid,
+        /// The other end.
+        to: Pid,
+    },
+    /// `from` ended and was linked to `to`.
+    Exit {
+        /// The process that ended.
+        from: Pid,
+        /// The linked process on the receiver.
+        to: Pid,
+        /// Why `from` ended.
+        reason: ExitReason,
+    },
+}
+
+impl Header<'_> {
+    /// Whether a payload follows this header in its frame.
+    pub fn carries_payload(&self) -> bool {
+        matches!(
+            self,
+            Self::Send { .. } | Self::Cast { .. } | Self::Call { .. } | Self::Reply { .. }
+        )
+    }
+}
+
+/// A frame that could not be encoded or decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WireError {
+    /// The bytes are not a valid frame (a peer bug or an attack): close the connection.
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+    /// A header kind without payload was followed by extra bytes.
+    #[error("malformed frame: {0} trailing bytes after a header that carries no payload")]
+    TrailingBytes(usize),
+    /// The frame would exceed the frame size cap; send a smaller message or raise the cap on
+    /// every node.
+    #[error("frame of {size} bytes exceeds the {limit}-byte frame limit")]
+    TooLarge {
+        /// The frame's size.
+        size: usize,
+        /// The cap.
+        limit: usize,
+    },
+    /// The payload could not be serialized.
+    #[error("cannot encode message: {0}")]
+    Encode(String),
+}
+
+/// Decodes the body of one frame (length prefix already removed): its header, and its payload
+/// (empty for kinds that carry none).
+pub fn decode(frame: &[u8]) -> Result<(Header<'_>, &[u8]), WireError> {
+    let (header, rest) = postcard::take_from_bytes::<Header<'_>>(frame)
+        .map_err(|e| WireError::Malformed(e.to_string()))?;
+    if !header.carries_payload() && !rest.is_empty() {
+        return Err(WireError::TrailingBytes(rest.len()));
+    }
+    Ok((header, rest))
+}
+
+/// Encodes one frame, length prefix included, with `payload` postcard-encoded after the header.
+/// Fails if the frame would exceed `limit` bytes.
+pub fn encode<P: Serialize + ?Sized>(
+    header: &Header<'_>,
+    payload: Option<&P>,
+    limit: usize,
+) -> Result<Vec<u8>, WireError> {
+    debug_assert_eq!(header.carries_payload(), payload.is_some());
+    let mut buf = Vec::with_capacity(64);
+    buf.extend_from_slice(&[0; LENGTH_PREFIX]);
+    let mut buf = postcard::to_extend(header, buf).map_err(|e| WireError::Encode(e.to_string()))?;
+    if let Some(payload) = payload {
+        buf = postcard::to_extend(payload, buf).map_err(|e| WireError::Encode(e.to_string()))?;
+    }
+    seal(buf, limit)
+}
+
+/// Encodes a frame that carries no payload.
+pub fn encode_header(header: &Header<'_>, limit: usize) -> Result<Vec<u8>, WireError> {
+    encode::<()>(header, None, limit)
+}
+
+/// Writes the length prefix of a buffer that starts with [`LENGTH_PREFIX`] placeholder bytes,
+/// after checking the body against `limit`.
+pub fn seal(mut buf: Vec<u8>, limit: usize) -> Result<Vec<u8>, WireError> {
+    let size = buf.len() - LENGTH_PREFIX;
+    let prefix = u32::try_from(size)
+        .ok()
+        .filter(|_| size <= limit)
+        .ok_or(WireError::TooLarge { size, limit })?;
+    buf[..LENGTH_PREFIX].copy_from_slice(&prefix.to_be_bytes());
+    Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Incarnation, NodeId};
+    use proptest::prelude::*;
+
+    fn pid(node: u64, local: u64) -> Pid {
+        Pid {
+            node: NodeId(node),
+            incarnation: Incarnation(7),
+            local,
+        }
+    }
+
+    fn body(frame: &[u8]) -> &[u8] {
+        let len = u32::from_be_bytes(frame[..4].try_into().unwrap()) as usize;
+        assert_eq!(len, frame.len() - 4, "length prefix must cover the body");
+        &frame[4..]
+    }
+
+    #[test]
+    fn a_call_round_trips_with_its_payload() {
+        let header = Header::Call {
+            to: Dest::Name("echo"),
+            reference: 42,
+        };
+        let frame = encode(&header, Some(&("hello", 5u32)), DEFAULT_MAX_FRAME).unwrap();
+        let (decoded, payload) = decode(body(&frame)).unwrap();
+        assert_eq!(decoded, header);
+        let value: (String, u32) = postcard::from_bytes(payload).unwrap();
+        assert_eq!(value, ("hello".to_string(), 5));
+    }
+
+    #[test]
+    fn trailing_bytes_after_a_payloadless_header_are_refused() {
+        let mut frame = encode_header(&Header::Heartbeat, DEFAULT_MAX_FRAME).unwrap();
+        frame.push(0);
+        assert_eq!(decode(&frame[4..]), Err(WireError::TrailingBytes(1)));
+    }
+
+    #[test]
+    fn an_oversized_frame_is_refused_at_encode() {
+        let big = vec![0u8; 100];
+        let err = encode(
+            &Header::Send {
+                to: Dest::Pid(pid(1, 1)),
+            },
+            Some(&big),
+            50,
+        )
+        .unwrap_err();
+        assert!(matches!(err, WireError::TooLarge { limit: 50, .. }));
+    }
+
+    #[test]
+    fn an_empty_frame_is_malformed() {
+        assert!(matches!(decode(&[]), Err(WireError::Malformed(_))));
+    }
+
+    fn arb_reason() -> impl Strategy<Value = ExitReason> {
+        prop_oneof![
+            Just(ExitReason::Normal),
+            Just(ExitReason::Shutdown),
+            Just(ExitReason::Killed),
+            Just(ExitReason::NoProc),
+            Just(ExitReason::NoConnection),
+            ".{0,40}".prop_map(ExitReason::Error),
+        ]
+    }
+
+    fn arb_pid() -> impl Strategy<Value = Pid> {
+        (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(n, i, l)| Pid {
+            node: NodeId(n),
+            incarnation: Incarnation(i),
+            local: l,
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn every_header_round_trips(
+            kind in 0u8..12, a in arb_pid(), b in arb_pid(), r in any::<u64>(),
+            reason in arb_reason(), name in "[a-z]{0,20}", payload in proptest::collection::vec(any::<u8>(), 0..64)
+        ) {
+            let to = if r % 2 == 0 { Dest::Pid(a) } else { Dest::Name(&name) };
+            let header = match kind {
+                0 => Header::Heartbeat,
+                1 => Header::Goodbye { reason },
+                2 => Header::Send { to },
+                3 => Header::Cast { to },
+                4 => Header::Call { to, reference: r },
+                5 => Header::Reply { reference: r },
+                6 => Header::ReplyRefused { reference: r, refusal: CallRefusal::BadRequest(name.clone()) },
+                7 => Header::Monitor { reference: r, watcher: a, target: b },
+                8 => Header::Demonitor { reference: r, target: b },
+                9 => Header::Down { reference: r, target: b, reason },
+                10 => Header::Link { from: a, to: b },
+                _ => Header::Exit { from: a, to: b, reason },
+            };
+            let carried = header.carries_payload().then_some(&payload);
+            let frame = encode(&header, carried, DEFAULT_MAX_FRAME).unwrap();
+            let (decoded, rest) = decode(body(&frame)).unwrap();
+            prop_assert_eq!(&decoded, &header);
+            if let Some(p) = carried {
+                prop_assert_eq!(postcard::from_bytes::<Vec<u8>>(rest).unwrap(), p.clone());
+            }
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic_the_decoder(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = decode(&bytes);
+        }
+    }
+}
