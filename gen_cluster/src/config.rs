@@ -1,0 +1,114 @@
+//! What a node is told when it starts. Every default is documented where it is set; an invalid
+//! configuration is refused by [`NodeConfig::validate`] when the node starts, never discovered
+//! later.
+
+use std::time::Duration;
+
+use gen_cluster_proto::NodeName;
+use gen_cluster_proto::liveness::{LivenessConfig, LivenessConfigError};
+use gen_cluster_proto::wire::DEFAULT_MAX_FRAME;
+
+/// The settings of one node.
+#[derive(Clone)]
+pub struct NodeConfig {
+    /// The node's name, unique in the cluster.
+    pub name: NodeName,
+    /// Where to listen. Default `127.0.0.1:0` (loopback, any free port).
+    pub listen: String,
+    /// The cluster's name: nodes of another cluster are refused at the handshake even with the
+    /// same secret. Default `"default"`.
+    pub cluster: String,
+    /// The shared secret (cookie) every node of the cluster must hold. Never sent on the wire.
+    pub cookie: Vec<u8>,
+    /// Failure detection: heartbeat interval and silent deadline (defaults 200 ms and 1 s).
+    pub liveness: LivenessConfig,
+    /// The longest a handshake may take before the connection is dropped. Default 5 s: enough for
+    /// a congested WAN link, short enough that silent connections cannot pile up.
+    pub handshake_timeout: Duration,
+    /// The longest a dial may take. Default 5 s.
+    pub connect_timeout: Duration,
+    /// The largest frame accepted or sent, in bytes. Default 8 MiB. Must be the same on every
+    /// node: a larger frame from a peer closes the connection.
+    pub max_frame: usize,
+    /// The most handshakes in progress at once; further connections wait to be accepted.
+    /// Default 64: a flood of silent connections cannot exhaust memory or starve real peers.
+    pub max_pending_handshakes: usize,
+}
+
+impl NodeConfig {
+    /// A configuration with every default, for the node `name` holding `cookie`.
+    pub fn new(name: NodeName, cookie: impl Into<Vec<u8>>) -> Self {
+        Self {
+            name,
+            listen: "127.0.0.1:0".into(),
+            cluster: "default".into(),
+            cookie: cookie.into(),
+            liveness: LivenessConfig::default(),
+            handshake_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
+            max_frame: DEFAULT_MAX_FRAME,
+            max_pending_handshakes: 64,
+        }
+    }
+
+    /// Checks the configuration; the node refuses to start with an invalid one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.cookie.is_empty() {
+            return Err(ConfigError::EmptyCookie);
+        }
+        if self.cluster.is_empty() || self.cluster.len() > 255 {
+            return Err(ConfigError::ClusterName);
+        }
+        self.liveness.validate()?;
+        if self.handshake_timeout.is_zero() || self.connect_timeout.is_zero() {
+            return Err(ConfigError::ZeroTimeout);
+        }
+        if self.max_frame < 1024 || self.max_frame > u32::MAX as usize {
+            return Err(ConfigError::MaxFrame(self.max_frame));
+        }
+        if self.max_pending_handshakes == 0 {
+            return Err(ConfigError::ZeroPendingHandshakes);
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for NodeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeConfig")
+            .field("name", &self.name)
+            .field("listen", &self.listen)
+            .field("cluster", &self.cluster)
+            .field("cookie", &"<redacted>")
+            .field("liveness", &self.liveness)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("max_frame", &self.max_frame)
+            .field("max_pending_handshakes", &self.max_pending_handshakes)
+            .finish()
+    }
+}
+
+/// A refused [`NodeConfig`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// No secret: every node could join.
+    #[error("the cookie is empty: give every node of the cluster the same non-empty secret")]
+    EmptyCookie,
+    /// The cluster name is empty or too long.
+    #[error("the cluster name must be 1 to 255 bytes")]
+    ClusterName,
+    /// The failure detector settings cannot work.
+    #[error(transparent)]
+    Liveness(#[from] LivenessConfigError),
+    /// A timeout of zero would fail every connection.
+    #[error("handshake_timeout and connect_timeout must be greater than zero")]
+    ZeroTimeout,
+    /// The frame cap is out of range.
+    #[error("max_frame {0} is out of range: use 1 KiB to 4 GiB")]
+    MaxFrame(usize),
+    /// No handshake could ever run.
+    #[error("max_pending_handshakes must be at least 1")]
+    ZeroPendingHandshakes,
+}

@@ -1,0 +1,3 @@
+//! Servers that ship with every node.
+
+pub mod echo;

@@ -1,0 +1,86 @@
+//! How bytes get between nodes. A [`Transport`] binds a listener, accepts and dials, and hands
+//! back each connection already split into a read half and a write half, so that the node's
+//! reader and writer tasks own one half each without a lock. TCP is the default ([`Tcp`]); TLS and
+//! a simulated network plug in here without touching the layers above, because everything above
+//! sees only [`ReadHalf`] and [`WriteHalf`].
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+
+/// The receiving half of a connection.
+pub type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
+/// The sending half of a connection.
+pub type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// A way to carry bytes between nodes.
+pub trait Transport: Send + Sync + 'static {
+    /// A bound listener.
+    type Listener: Send + 'static;
+
+    /// Binds a listener on `addr`; returns it and the address it actually listens on (the port
+    /// chosen when `addr` asks for port 0).
+    fn bind(&self, addr: &str)
+    -> impl Future<Output = io::Result<(Self::Listener, String)>> + Send;
+
+    /// Waits for the next incoming connection; returns its halves and the peer's address.
+    fn accept(
+        &self,
+        listener: &mut Self::Listener,
+    ) -> impl Future<Output = io::Result<(ReadHalf, WriteHalf, String)>> + Send;
+
+    /// Dials `addr`. The caller bounds the wait.
+    fn connect(&self, addr: &str)
+    -> impl Future<Output = io::Result<(ReadHalf, WriteHalf)>> + Send;
+}
+
+/// Plain TCP, with Nagle's algorithm off (every frame is written as soon as the writer has it).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Tcp;
+
+impl Transport for Tcp {
+    type Listener = TcpListener;
+
+    async fn bind(&self, addr: &str) -> io::Result<(TcpListener, String)> {
+        let listener = TcpListener::bind(addr).await?;
+        let local = listener.local_addr()?.to_string();
+        Ok((listener, local))
+    }
+
+    async fn accept(
+        &self,
+        listener: &mut TcpListener,
+    ) -> io::Result<(ReadHalf, WriteHalf, String)> {
+        let (stream, peer) = listener.accept().await?;
+        let (read, write) = split_tcp(stream)?;
+        Ok((read, write, peer.to_string()))
+    }
+
+    async fn connect(&self, addr: &str) -> io::Result<(ReadHalf, WriteHalf)> {
+        split_tcp(TcpStream::connect(addr).await?)
+    }
+}
+
+fn split_tcp(stream: TcpStream) -> io::Result<(ReadHalf, WriteHalf)> {
+    stream.set_nodelay(true)?;
+    let (read, write) = stream.into_split();
+    Ok((Box::new(read), Box::new(write)))
+}
+
+type DialFuture = Pin<Box<dyn Future<Output = io::Result<(ReadHalf, WriteHalf)>> + Send>>;
+
+/// The dialing side of a transport, with its type erased so that the node is not generic.
+pub(crate) trait Dialer: Send + Sync + 'static {
+    fn dial(&self, addr: String) -> DialFuture;
+}
+
+impl<T: Transport> Dialer for Arc<T> {
+    fn dial(&self, addr: String) -> DialFuture {
+        let transport = Arc::clone(self);
+        Box::pin(async move { transport.connect(&addr).await })
+    }
+}
