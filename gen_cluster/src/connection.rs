@@ -25,12 +25,12 @@ use gen_cluster_proto::handshake::{
 use gen_cluster_proto::liveness::{Liveness, LivenessAction};
 use gen_cluster_proto::wire::{self, CallRefusal, Header};
 use tokio::io::AsyncWriteExt;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, broadcast, mpsc};
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{ConnectError, HandshakeFailed};
-use crate::events::DownReason;
+use crate::events::{DownReason, NodeEvent};
 use crate::node::{Node, Outgoing, PeerLink};
 use crate::process::{Payload, ReplyRoute, Signal};
 use crate::transport::{ReadHalf, Transport, WriteHalf};
@@ -93,7 +93,9 @@ async fn run_acceptor(node: Node, read: ReadHalf, mut write: WriteHalf, remote: 
             metrics::counter!("gen_cluster_handshake_failures_total", "role" => "acceptor")
                 .increment(1);
             match &error {
-                HandshakeFailed::Protocol(HandshakeError::RefusedPeer(Refusal::Duplicate))
+                HandshakeFailed::Protocol(HandshakeError::RefusedPeer(Refusal::Duplicate {
+                    ..
+                }))
                 | HandshakeFailed::Superseded => {
                     tracing::debug!(%remote, "duplicate connection refused")
                 }
@@ -155,6 +157,7 @@ pub(crate) async fn dial(node: &Node, addr: &str) -> Result<NodeName, ConnectErr
     let cancel = node.inner.shutdown.child_token();
     let mut frames = handshake_frames(read);
     let mut peer = None;
+    let mut events = node.subscribe();
     let outcome = tokio::time::timeout(
         config.handshake_timeout,
         dial_handshake(node, conn, &cancel, &mut frames, &mut write, &mut peer),
@@ -173,20 +176,57 @@ pub(crate) async fn dial(node: &Node, addr: &str) -> Result<NodeName, ConnectErr
             }
             metrics::counter!("gen_cluster_handshake_failures_total", "role" => "initiator")
                 .increment(1);
-            match (error, peer) {
-                // Another connection to the same node won: we are (or are about to be) connected.
+            // Another connection to the same node may have won: then we are, or are about to
+            // be, connected to it.
+            let winner = match (&error, peer) {
+                (HandshakeFailed::Superseded, Some(peer)) => Some(peer.name),
                 (
-                    HandshakeFailed::Protocol(HandshakeError::RefusedPeer(Refusal::Duplicate))
-                    | HandshakeFailed::Superseded,
+                    HandshakeFailed::Protocol(HandshakeError::RefusedPeer(Refusal::Duplicate {
+                        ..
+                    })),
                     Some(peer),
-                ) => Ok(peer.name),
-                (source, _) => Err(ConnectError::Handshake {
+                ) => Some(peer.name),
+                (
+                    HandshakeFailed::Protocol(HandshakeError::RefusedByPeer(Refusal::Duplicate {
+                        node,
+                    })),
+                    _,
+                ) => Some(node.clone()),
+                _ => None,
+            };
+            match winner {
+                Some(name)
+                    if await_up(node, &mut events, &name, config.handshake_timeout).await =>
+                {
+                    Ok(name)
+                }
+                _ => Err(ConnectError::Handshake {
                     addr: addr.into(),
-                    source,
+                    source: error,
                 }),
             }
         }
     }
+}
+
+/// Waits until `name` is connected, at most `timeout`.
+async fn await_up(
+    node: &Node,
+    events: &mut broadcast::Receiver<NodeEvent>,
+    name: &NodeName,
+    timeout: Duration,
+) -> bool {
+    let up = async {
+        loop {
+            if node.is_connected(name) {
+                return;
+            }
+            if let Err(broadcast::error::RecvError::Closed) = events.recv().await {
+                return std::future::pending().await;
+            }
+        }
+    };
+    tokio::time::timeout(timeout, up).await.is_ok()
 }
 
 async fn dial_handshake(

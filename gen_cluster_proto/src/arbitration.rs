@@ -86,19 +86,25 @@ pub fn arbitrate(
         Progress::Challenged => false,
     };
     if committed {
-        return Verdict::Refuse(Refusal::Duplicate);
+        return Verdict::Refuse(Refusal::Duplicate {
+            node: local.clone(),
+        });
     }
     let this_dialed_by_us = step == Step::ChallengeReceived;
     if this_dialed_by_us == other.dialed_by_us {
         // Two connections dialed the same way (say, through two addresses): keep the first.
-        return Verdict::Refuse(Refusal::Duplicate);
+        return Verdict::Refuse(Refusal::Duplicate {
+            node: local.clone(),
+        });
     }
     let dialer_of_this = if this_dialed_by_us { local } else { peer_name };
     let dialer_of_other = if other.dialed_by_us { local } else { peer_name };
     if dialer_of_this < dialer_of_other {
         Verdict::ProceedReplacing
     } else {
-        Verdict::Refuse(Refusal::Duplicate)
+        Verdict::Refuse(Refusal::Duplicate {
+            node: local.clone(),
+        })
     }
 }
 
@@ -157,7 +163,7 @@ mod tests {
                     step,
                     other(Progress::Established, dialed),
                 );
-                assert_eq!(v, Verdict::Refuse(Refusal::Duplicate));
+                assert!(matches!(v, Verdict::Refuse(Refusal::Duplicate { .. })));
             }
         }
     }
@@ -171,7 +177,7 @@ mod tests {
             Step::HelloReceived,
             other(Progress::Proved, true),
         );
-        assert_eq!(v, Verdict::Refuse(Refusal::Duplicate));
+        assert!(matches!(v, Verdict::Refuse(Refusal::Duplicate { .. })));
     }
 
     /// Simulates both nodes of a crossing dial meeting the other connection at every pair of
@@ -221,6 +227,6 @@ mod tests {
             Step::ChallengeReceived,
             other(Progress::Proved, true),
         );
-        assert_eq!(v, Verdict::Refuse(Refusal::Duplicate));
+        assert!(matches!(v, Verdict::Refuse(Refusal::Duplicate { .. })));
     }
 }

@@ -118,8 +118,11 @@ pub enum Refusal {
     #[error("authentication failed: the cluster secrets (cookies) differ")]
     BadProof,
     /// The nodes are already connected (or connecting on a connection that wins).
-    #[error("already connected to this node")]
-    Duplicate,
+    #[error("{node} is already connected to this node")]
+    Duplicate {
+        /// The refusing node (not authenticated: check that it is connected).
+        node: NodeName,
+    },
     /// The peer is an earlier life of a node whose later life is already connected.
     #[error("stale incarnation: a newer start of this node is connected")]
     StaleIncarnation,
