@@ -1,1 +1,108 @@
-fn main() {}
+//! `gen-cluster`: run a node, benchmark the runtime against its baselines, or watch a demo.
+//! Thin by design: it parses flags and calls the `gen_cluster` library.
+
+mod bench;
+mod cookie;
+mod demo;
+mod node_cmd;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(
+    name = "gen-cluster",
+    version,
+    about = "Clusters of Erlang-style processes across machines"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node: listen, connect to the seeds (and reconnect when they drop), serve the echo
+    /// server, print node up/down events until Ctrl-C or SIGTERM.
+    Node(NodeArgs),
+    /// Run the benchmark suite; each figure beside its baseline measured in the same run.
+    Bench(BenchArgs),
+    /// Start a few local nodes that find each other and exchange calls.
+    Demo,
+}
+
+/// Flags of `gen-cluster node`.
+#[derive(clap::Args)]
+struct NodeArgs {
+    /// The node's name, unique in the cluster (letters, digits, `-_.@:`).
+    #[arg(long)]
+    name: String,
+    /// The address to listen on.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: String,
+    /// A node to connect to (repeatable).
+    #[arg(long = "seed")]
+    seeds: Vec<String>,
+    /// A file holding the cluster secret. Without it: $GEN_CLUSTER_COOKIE, else
+    /// ~/.gen_cluster.cookie (created with a random secret if missing).
+    #[arg(long)]
+    cookie_file: Option<PathBuf>,
+    /// The cluster's name; nodes of another cluster are refused.
+    #[arg(long, default_value = "default")]
+    cluster: String,
+    /// Declare a silent peer down after this many milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    down_after_ms: u64,
+    /// How events are printed.
+    #[arg(long, value_enum, default_value_t = EventFormat::Text)]
+    events: EventFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum EventFormat {
+    /// One readable line per event.
+    Text,
+    /// One JSON object per line: event, node, peer, reason, ts_ms, …
+    Json,
+}
+
+/// Flags of `gen-cluster bench`.
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// Print one JSON object per figure instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Run only this benchmark (see the list in the table's first column, e.g. remote_call).
+    #[arg(long)]
+    only: Option<String>,
+    /// The Erlang/OTP baseline script, run when `erl` is on PATH.
+    #[arg(
+        long,
+        env = "GEN_CLUSTER_ERLANG_ANCHOR",
+        default_value = "../shared/anchors/erlang/run.sh"
+    )]
+    erlang_anchor: PathBuf,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    // The benchmarks kill nodes on purpose: only errors are worth printing there.
+    let default_level = match cli.command {
+        Command::Bench(_) => "error",
+        _ => "warn",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("GEN_CLUSTER_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Node(args) => node_cmd::run(args),
+        Command::Bench(args) => bench::run(args),
+        Command::Demo => demo::run(),
+    }
+}

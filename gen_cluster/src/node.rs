@@ -1039,7 +1039,12 @@ impl Node {
             );
         }
         metrics::counter!("gen_cluster_node_down_total", "reason" => reason.kind()).increment(1);
-        tracing::warn!(node = %self.name(), peer = %link.name, %reason, "node down");
+        match reason {
+            DownReason::Left(_) | DownReason::LocalShutdown | DownReason::Disconnected => {
+                tracing::info!(node = %self.name(), peer = %link.name, %reason, "node down")
+            }
+            _ => tracing::warn!(node = %self.name(), peer = %link.name, %reason, "node down"),
+        }
         let _ = self.inner.events.send(NodeEvent::NodeDown {
             peer: link.name.clone(),
             incarnation: link.incarnation,

@@ -1,0 +1,711 @@
+//! `gen-cluster bench`: the runtime's figures, each beside a baseline measured in the same run —
+//! raw loopback TCP written here for the remote paths, a bare tokio channel round trip for the
+//! local path, and Erlang/OTP (the anchor script, when `erl` is on PATH) for the system users
+//! would pick instead.
+//!
+//! The client and the server side each run on their own one-thread tokio runtime, like two
+//! processes on this 2-core machine; the raw baselines run on the same two runtimes.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use gen_cluster::services::echo::{self, Echo, EchoCall, EchoReply};
+use gen_cluster::{Node, NodeConfig, NodeEvent, NodeName, ServerRef};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::runtime::Runtime;
+
+use crate::BenchArgs;
+
+const PAYLOAD: usize = 64;
+const COOKIE: &str = "bench-cookie";
+const BENCHMARKS: [&str; 5] = [
+    "remote_call",
+    "concurrent_calls",
+    "casts",
+    "local_call",
+    "node_down",
+];
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub fn run(args: BenchArgs) -> Result<()> {
+    if let Some(only) = &args.only {
+        if !BENCHMARKS.contains(&only.as_str()) {
+            bail!(
+                "unknown benchmark {only:?}; choose one of {}",
+                BENCHMARKS.join(", ")
+            );
+        }
+    }
+    let wanted = |name: &str| args.only.as_deref().is_none_or(|only| only == name);
+    let mut report = Report {
+        json: args.json,
+        rows: Vec::new(),
+    };
+    let erlang = erlang_figures(&args.erlang_anchor, &mut report);
+    let sides = Sides::new()?;
+    if wanted("remote_call") {
+        remote_call(&sides, &erlang, &mut report)?;
+    }
+    if wanted("concurrent_calls") {
+        concurrent_calls(&sides, &erlang, &mut report)?;
+    }
+    if wanted("casts") {
+        casts(&sides, &erlang, &mut report)?;
+    }
+    if wanted("local_call") {
+        local_call(&sides, &erlang, &mut report)?;
+    }
+    if wanted("node_down") {
+        node_down(&sides, &mut report)?;
+    }
+    report.finish();
+    Ok(())
+}
+
+/// Two one-thread runtimes: one for the serving side, one for the calling side.
+struct Sides {
+    server: Runtime,
+    client: Runtime,
+}
+
+impl Sides {
+    fn new() -> Result<Self> {
+        let runtime = |name: &str| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name(name)
+                .enable_all()
+                .build()
+        };
+        Ok(Self {
+            server: runtime("bench-server")?,
+            client: runtime("bench-client")?,
+        })
+    }
+
+    /// Runs `work` as a task on the client runtime's worker and waits for it.
+    fn on_client<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = T> + Send + 'static,
+    ) -> Result<T> {
+        Ok(self.client.block_on(self.client.spawn(work))?)
+    }
+
+    /// A server node (with the echo server) and a client node connected to it.
+    fn nodes(&self, tag: &str) -> Result<(Node, Node, ServerRef<Echo>)> {
+        let server = self.server.block_on(async {
+            let node = Node::start(config(&format!("server-{tag}"))).await?;
+            node.spawn_named(echo::NAME, Echo::default()).await?;
+            anyhow::Ok(node)
+        })?;
+        let addr = server.listen_addr().to_string();
+        let client = self.client.block_on(async move {
+            let node = Node::start(config(&format!("client-{tag}"))).await?;
+            node.connect(&addr).await?;
+            anyhow::Ok(node)
+        })?;
+        let echo = ServerRef::named(server.name(), echo::NAME);
+        Ok((server, client, echo))
+    }
+
+    fn stop(&self, nodes: &[&Node]) {
+        for node in nodes {
+            let node = (*node).clone();
+            let _ = self.on_client(async move { node.shutdown().await });
+        }
+    }
+
+    /// A raw TCP echo server on the server runtime: `batched` answers everything it has read
+    /// before flushing; otherwise it answers each message at once.
+    fn raw_echo_server(&self) -> Result<String> {
+        let listener = self.server.block_on(TcpListener::bind("127.0.0.1:0"))?;
+        let addr = listener.local_addr()?.to_string();
+        self.server.spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(raw_echo(stream));
+            }
+        });
+        Ok(addr)
+    }
+}
+
+fn config(name: &str) -> NodeConfig {
+    NodeConfig::new(
+        NodeName::new(name).expect("bench node names are valid"),
+        COOKIE,
+    )
+}
+
+async fn raw_echo(stream: TcpStream) -> std::io::Result<()> {
+    stream.set_nodelay(true)?;
+    let (read, write) = stream.into_split();
+    let mut read = BufReader::with_capacity(64 * 1024, read);
+    let mut write = BufWriter::with_capacity(64 * 1024, write);
+    let mut message = [0u8; PAYLOAD];
+    loop {
+        read.read_exact(&mut message).await?;
+        write.write_all(&message).await?;
+        if read.buffer().is_empty() {
+            write.flush().await?;
+        }
+    }
+}
+
+fn remote_call(sides: &Sides, erlang: &Erlang, report: &mut Report) -> Result<()> {
+    const WARMUP: usize = 2_000;
+    const N: usize = 20_000;
+    let addr = sides.raw_echo_server()?;
+    let (raw, raw_elapsed) = sides.on_client(async move {
+        let mut stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let mut message = [7u8; PAYLOAD];
+        let mut samples = Vec::with_capacity(N);
+        let mut started = Instant::now();
+        for i in 0..WARMUP + N {
+            if i == WARMUP {
+                started = Instant::now();
+            }
+            let t = Instant::now();
+            stream.write_all(&message).await?;
+            stream.read_exact(&mut message).await?;
+            if i >= WARMUP {
+                samples.push(t.elapsed());
+            }
+        }
+        anyhow::Ok((samples, started.elapsed()))
+    })??;
+    let (server, client, echo) = sides.nodes("call")?;
+    let caller = client.clone();
+    let (ours, ours_elapsed) = sides.on_client(async move {
+        let mut samples = Vec::with_capacity(N);
+        let mut started = Instant::now();
+        for i in 0..WARMUP + N {
+            if i == WARMUP {
+                started = Instant::now();
+            }
+            let t = Instant::now();
+            let reply = caller
+                .call(&echo, EchoCall::Echo(vec![7; PAYLOAD]), CALL_TIMEOUT)
+                .await?;
+            if i >= WARMUP {
+                samples.push(t.elapsed());
+            }
+            debug_assert!(matches!(reply, EchoReply::Echo(_)));
+        }
+        anyhow::Ok((samples, started.elapsed()))
+    })??;
+    sides.stop(&[&client, &server]);
+    let (raw_p50, raw_p99) = percentiles(raw);
+    let (p50, p99) = percentiles(ours);
+    report.lower(
+        "remote_call_p50",
+        "us",
+        p50,
+        "raw_tcp_ping_pong_p50",
+        raw_p50,
+    );
+    report.lower(
+        "remote_call_p99",
+        "us",
+        p99,
+        "raw_tcp_ping_pong_p99",
+        raw_p99,
+    );
+    let rate = N as f64 / ours_elapsed.as_secs_f64();
+    report.higher(
+        "remote_calls_per_s_1_caller",
+        "calls/s",
+        rate,
+        "raw_tcp_round_trips_per_s",
+        N as f64 / raw_elapsed.as_secs_f64(),
+    );
+    if let Some(e) = erlang.get("remote_call_latency") {
+        report.lower(
+            "remote_call_p50",
+            "us",
+            p50,
+            "erlang_otp_remote_call_p50",
+            field(e, "p50_us"),
+        );
+        report.lower(
+            "remote_call_p99",
+            "us",
+            p99,
+            "erlang_otp_remote_call_p99",
+            field(e, "p99_us"),
+        );
+        report.higher(
+            "remote_calls_per_s_1_caller",
+            "calls/s",
+            rate,
+            "erlang_otp_calls_per_s_1_caller",
+            field(e, "calls_per_s"),
+        );
+    }
+    Ok(())
+}
+
+fn concurrent_calls(sides: &Sides, erlang: &Erlang, report: &mut Report) -> Result<()> {
+    const CALLERS: usize = 64;
+    const PER_CALLER: usize = 1_000;
+    const TOTAL: usize = CALLERS * PER_CALLER;
+    let addr = sides.raw_echo_server()?;
+    let raw_rate = sides.on_client(async move {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let (read, mut write) = stream.into_split();
+        let mut read = BufReader::with_capacity(64 * 1024, read);
+        let message = [7u8; PAYLOAD];
+        let mut reply = [0u8; PAYLOAD];
+        let started = Instant::now();
+        let mut in_flight = Vec::with_capacity(CALLERS * PAYLOAD);
+        for _ in 0..CALLERS {
+            in_flight.extend_from_slice(&message);
+        }
+        write.write_all(&in_flight).await?;
+        let (mut sent, mut received) = (CALLERS, 0);
+        while received < TOTAL {
+            read.read_exact(&mut reply).await?;
+            received += 1;
+            // Answer every reply already buffered with one write, as 64 independent callers would.
+            let mut burst = 1;
+            while read.buffer().len() >= PAYLOAD && received < TOTAL {
+                read.read_exact(&mut reply).await?;
+                received += 1;
+                burst += 1;
+            }
+            let next = burst.min(TOTAL - sent);
+            if next > 0 {
+                write.write_all(&in_flight[..next * PAYLOAD]).await?;
+                sent += next;
+            }
+        }
+        anyhow::Ok(TOTAL as f64 / started.elapsed().as_secs_f64())
+    })??;
+    let (server, client, echo) = sides.nodes("concurrent")?;
+    let caller = client.clone();
+    let rate = sides.on_client(async move {
+        let started = Instant::now();
+        let mut callers = tokio::task::JoinSet::new();
+        for _ in 0..CALLERS {
+            let (node, echo) = (caller.clone(), echo.clone());
+            callers.spawn(async move {
+                for _ in 0..PER_CALLER {
+                    node.call(&echo, EchoCall::Echo(vec![7; PAYLOAD]), CALL_TIMEOUT)
+                        .await?;
+                }
+                anyhow::Ok(())
+            });
+        }
+        while let Some(done) = callers.join_next().await {
+            done??;
+        }
+        anyhow::Ok(TOTAL as f64 / started.elapsed().as_secs_f64())
+    })??;
+    sides.stop(&[&client, &server]);
+    report.higher(
+        "remote_calls_per_s_64_callers",
+        "calls/s",
+        rate,
+        "raw_tcp_64_in_flight_per_s",
+        raw_rate,
+    );
+    if let Some(e) = erlang.get("remote_concurrent_calls") {
+        report.higher(
+            "remote_calls_per_s_64_callers",
+            "calls/s",
+            rate,
+            "erlang_otp_calls_per_s_64_callers",
+            field(e, "calls_per_s"),
+        );
+    }
+    Ok(())
+}
+
+fn casts(sides: &Sides, erlang: &Erlang, report: &mut Report) -> Result<()> {
+    const N: usize = 500_000;
+    let listener = sides.server.block_on(TcpListener::bind("127.0.0.1:0"))?;
+    let addr = listener.local_addr()?.to_string();
+    sides.server.spawn(async move {
+        let (stream, _) = listener.accept().await?;
+        let (read, mut write) = stream.into_split();
+        let mut read = BufReader::with_capacity(64 * 1024, read);
+        let mut message = [0u8; 4 + PAYLOAD];
+        for _ in 0..N {
+            read.read_exact(&mut message).await?;
+        }
+        write.write_all(b"k").await?;
+        std::io::Result::Ok(())
+    });
+    let raw_rate = sides.on_client(async move {
+        let stream = TcpStream::connect(addr).await?;
+        let (mut read, write) = stream.into_split();
+        let mut write = BufWriter::with_capacity(64 * 1024, write);
+        let mut message = [7u8; 4 + PAYLOAD];
+        message[..4].copy_from_slice(&(PAYLOAD as u32).to_be_bytes());
+        let started = Instant::now();
+        for _ in 0..N {
+            write.write_all(&message).await?;
+        }
+        write.flush().await?;
+        read.read_u8().await?;
+        anyhow::Ok(N as f64 / started.elapsed().as_secs_f64())
+    })??;
+    let (server, client, echo) = sides.nodes("casts")?;
+    let caster = client.clone();
+    let rate = sides.on_client(async move {
+        let started = Instant::now();
+        for i in 0..N {
+            caster.cast(&echo, vec![7; PAYLOAD])?;
+            if i % 1024 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+        let seen = caster
+            .call(&echo, EchoCall::CastsSeen, Duration::from_secs(60))
+            .await?;
+        if seen != EchoReply::Count(N as u64) {
+            bail!("the echo server saw {seen:?} casts, expected {N}");
+        }
+        anyhow::Ok(N as f64 / started.elapsed().as_secs_f64())
+    })??;
+    sides.stop(&[&client, &server]);
+    report.higher(
+        "casts_per_s",
+        "msgs/s",
+        rate,
+        "raw_tcp_batched_stream_msgs_per_s",
+        raw_rate,
+    );
+    if let Some(e) = erlang.get("remote_send_throughput") {
+        report.higher(
+            "casts_per_s",
+            "msgs/s",
+            rate,
+            "erlang_otp_sends_per_s",
+            field(e, "msgs_per_s"),
+        );
+    }
+    Ok(())
+}
+
+fn local_call(sides: &Sides, erlang: &Erlang, report: &mut Report) -> Result<()> {
+    const WARMUP: usize = 10_000;
+    const N: usize = 100_000;
+    type Request = (Vec<u8>, tokio::sync::oneshot::Sender<Vec<u8>>);
+    let raw = sides.on_client(async move {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Request>();
+        tokio::spawn(async move {
+            while let Some((message, reply)) = rx.recv().await {
+                let _ = reply.send(message);
+            }
+        });
+        let mut samples = Vec::with_capacity(N);
+        for i in 0..WARMUP + N {
+            let t = Instant::now();
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            tx.send((vec![7; PAYLOAD], reply))?;
+            answer.await?;
+            if i >= WARMUP {
+                samples.push(t.elapsed());
+            }
+        }
+        anyhow::Ok(samples)
+    })??;
+    let node = sides.client.block_on(Node::start(config("local")))?;
+    let caller = node.clone();
+    let ours = sides.on_client(async move {
+        let echo = caller.spawn(Echo::default()).await?;
+        let mut samples = Vec::with_capacity(N);
+        for i in 0..WARMUP + N {
+            let t = Instant::now();
+            caller
+                .call(&echo, EchoCall::Echo(vec![7; PAYLOAD]), CALL_TIMEOUT)
+                .await?;
+            if i >= WARMUP {
+                samples.push(t.elapsed());
+            }
+        }
+        anyhow::Ok(samples)
+    })??;
+    sides.stop(&[&node]);
+    let (raw_p50, _) = percentiles(raw);
+    let (p50, p99) = percentiles(ours);
+    report.lower(
+        "local_call_p50",
+        "us",
+        p50,
+        "tokio_channel_round_trip_p50",
+        raw_p50,
+    );
+    if let Some(e) = erlang.get("local_call_latency") {
+        report.lower(
+            "local_call_p50",
+            "us",
+            p50,
+            "erlang_otp_local_call_p50",
+            field(e, "p50_us"),
+        );
+        report.lower(
+            "local_call_p99",
+            "us",
+            p99,
+            "erlang_otp_local_call_p99",
+            field(e, "p99_us"),
+        );
+    }
+    Ok(())
+}
+
+/// `kill -9` a node running as its own OS process: how long until this node reports it down,
+/// against how long a raw TCP connection to the same process takes to see the close.
+fn node_down(sides: &Sides, report: &mut Report) -> Result<()> {
+    const TRIALS: usize = 10;
+    let exe = std::env::current_exe()?;
+    let node = sides.client.block_on(Node::start(config("watcher")))?;
+    let mut ours = Vec::new();
+    let mut raw = Vec::new();
+    for trial in 0..TRIALS {
+        let mut child = tokio::process::Command::new(&exe);
+        child
+            .args([
+                "node",
+                "--name",
+                &format!("victim{trial}"),
+                "--events",
+                "json",
+            ])
+            .env("GEN_CLUSTER_COOKIE", COOKIE)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
+        let watcher = node.clone();
+        let (to_ours, to_raw) = sides.on_client(async move {
+            let mut child = child.spawn()?;
+            let stdout = child.stdout.take().context("child stdout")?;
+            let mut line = String::new();
+            BufReader::new(stdout).read_line(&mut line).await?;
+            let started: Value = serde_json::from_str(&line)?;
+            let addr = started["addr"]
+                .as_str()
+                .context("the child printed no address")?
+                .to_string();
+            let mut events = watcher.subscribe();
+            let peer = watcher.connect(&addr).await?;
+            let mut raw = TcpStream::connect(&addr).await?;
+            child.start_kill()?;
+            let killed = Instant::now();
+            let raw_closed = async {
+                let mut byte = [0u8; 1];
+                let _ = raw.read(&mut byte).await;
+                killed.elapsed()
+            };
+            let down = async {
+                loop {
+                    match events.recv().await {
+                        Ok(NodeEvent::NodeDown { peer: p, .. }) if p == peer => {
+                            return killed.elapsed();
+                        }
+                        Ok(_) => {}
+                        Err(_) => return Duration::MAX,
+                    }
+                }
+            };
+            let (to_raw, to_ours) = tokio::time::timeout(Duration::from_secs(10), async {
+                tokio::join!(raw_closed, down)
+            })
+            .await
+            .context("no down event within 10 s of kill -9")?;
+            let _ = child.wait().await;
+            anyhow::Ok((to_ours, to_raw))
+        })??;
+        ours.push(to_ours);
+        raw.push(to_raw);
+    }
+    sides.stop(&[&node]);
+    let (p50, _) = percentiles(ours.clone());
+    let (raw_p50, _) = percentiles(raw);
+    report.lower(
+        "node_down_after_kill9_p50",
+        "ms",
+        p50 / 1000.0,
+        "raw_tcp_close_seen_after_kill9_p50",
+        raw_p50 / 1000.0,
+    );
+    let worst = ours.iter().max().copied().unwrap_or_default().as_secs_f64() * 1000.0;
+    report.lower("node_down_after_kill9_max", "ms", worst, "target_ms", 100.0);
+    Ok(())
+}
+
+/// p50 and p99 in microseconds.
+fn percentiles(mut samples: Vec<Duration>) -> (f64, f64) {
+    samples.sort_unstable();
+    let at = |p: f64| {
+        let index = ((samples.len() as f64 * p).round() as usize).clamp(1, samples.len()) - 1;
+        samples[index].as_secs_f64() * 1e6
+    };
+    (at(0.50), at(0.99))
+}
+
+type Erlang = HashMap<String, Value>;
+
+fn field(figures: &Value, name: &str) -> f64 {
+    figures[name].as_f64().unwrap_or(f64::NAN)
+}
+
+/// Runs the Erlang/OTP anchor when `erl` is on PATH; its figures keyed by metric.
+fn erlang_figures(anchor: &Path, report: &mut Report) -> Erlang {
+    let mut figures = Erlang::new();
+    let has_erl = std::process::Command::new("erl")
+        .args(["-noshell", "-eval", "halt()."])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_erl {
+        report.note("erl not on PATH: Erlang/OTP figures skipped (apt-get install -y erlang-base)");
+        return figures;
+    }
+    if !anchor.exists() {
+        report.note(&format!(
+            "Erlang anchor {} not found: Erlang/OTP figures skipped",
+            anchor.display()
+        ));
+        return figures;
+    }
+    let output = std::process::Command::new("bash")
+        .arg(anchor)
+        .arg(PAYLOAD.to_string())
+        .stderr(Stdio::inherit())
+        .output();
+    match output {
+        Ok(output) if output.status.success() => {
+            for line in String::from_utf8_lossy(&output.stdout).lines() {
+                if let Ok(value) = serde_json::from_str::<Value>(line) {
+                    if let Some(metric) = value["metric"].as_str() {
+                        figures.insert(metric.to_string(), value.clone());
+                    }
+                }
+            }
+        }
+        Ok(output) => report.note(&format!(
+            "Erlang anchor failed ({}): figures skipped",
+            output.status
+        )),
+        Err(error) => report.note(&format!(
+            "Erlang anchor did not run ({error}): figures skipped"
+        )),
+    }
+    figures
+}
+
+struct Row {
+    metric: String,
+    unit: &'static str,
+    value: f64,
+    baseline: String,
+    baseline_value: f64,
+    better: &'static str,
+}
+
+struct Report {
+    json: bool,
+    rows: Vec<Row>,
+}
+
+impl Report {
+    fn lower(
+        &mut self,
+        metric: &str,
+        unit: &'static str,
+        value: f64,
+        baseline: &str,
+        baseline_value: f64,
+    ) {
+        self.add(metric, unit, value, baseline, baseline_value, "lower");
+    }
+
+    fn higher(
+        &mut self,
+        metric: &str,
+        unit: &'static str,
+        value: f64,
+        baseline: &str,
+        baseline_value: f64,
+    ) {
+        self.add(metric, unit, value, baseline, baseline_value, "higher");
+    }
+
+    fn add(
+        &mut self,
+        metric: &str,
+        unit: &'static str,
+        value: f64,
+        baseline: &str,
+        baseline_value: f64,
+        better: &'static str,
+    ) {
+        let row = Row {
+            metric: metric.into(),
+            unit,
+            value,
+            baseline: baseline.into(),
+            baseline_value,
+            better,
+        };
+        if self.json {
+            println!(
+                "{}",
+                json!({
+                    "metric": row.metric, "unit": row.unit, "value": round(row.value),
+                    "baseline": row.baseline, "baseline_value": round(row.baseline_value),
+                    "ratio": round(row.value / row.baseline_value), "better": row.better,
+                })
+            );
+        } else if self.rows.is_empty() {
+            println!(
+                "{:<30} {:>12} {:<8} {:<36} {:>12} {:>7}",
+                "metric", "value", "unit", "baseline", "baseline", "ratio"
+            );
+        }
+        if !self.json {
+            println!(
+                "{:<30} {:>12.2} {:<8} {:<36} {:>12.2} {:>7.3}",
+                row.metric,
+                row.value,
+                row.unit,
+                row.baseline,
+                row.baseline_value,
+                row.value / row.baseline_value
+            );
+        }
+        let _ = std::io::stdout().flush();
+        self.rows.push(row);
+    }
+
+    fn note(&mut self, text: &str) {
+        if self.json {
+            println!("{}", json!({ "note": text }));
+        } else {
+            println!("note: {text}");
+        }
+    }
+
+    fn finish(&self) {
+        if !self.json {
+            println!(
+                "ratio = value / baseline; for 'us' and 'ms' lower is better, for '/s' higher is better."
+            );
+        }
+    }
+}
+
+fn round(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
