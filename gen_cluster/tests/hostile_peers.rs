@@ -2,6 +2,8 @@
 //! cluster, garbage, an oversized length prefix, a silent dialer, a peer that goes silent after
 //! its handshake. After each, the node still serves a good peer.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 mod common;
 
 use std::time::{Duration, Instant};

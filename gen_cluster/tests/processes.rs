@@ -1,6 +1,8 @@
 //! Processes across two nodes in one OS process: calls, casts, deferred replies, monitors, links,
 //! crashes, and what a lost node does to them.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 mod common;
 
 use std::time::Duration;

@@ -109,6 +109,7 @@ pub fn arbitrate(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 mod tests {
     use super::*;
 
@@ -134,17 +135,30 @@ mod tests {
 
     #[test]
     fn a_restarted_peer_replaces_its_earlier_life_and_not_the_reverse() {
-        let newer = Some(Other {
-            incarnation: Incarnation(4),
-            ..other(Progress::Established, true).unwrap()
-        });
-        let v = arbitrate(&name("a"), &name("b"), INC, Step::HelloReceived, newer);
+        let held = |incarnation| {
+            Some(Other {
+                progress: Progress::Established,
+                dialed_by_us: true,
+                incarnation,
+            })
+        };
+        let earlier_life_held = held(Incarnation(INC.0 - 1));
+        let v = arbitrate(
+            &name("a"),
+            &name("b"),
+            INC,
+            Step::HelloReceived,
+            earlier_life_held,
+        );
         assert_eq!(v, Verdict::ProceedReplacing);
-        let older = Some(Other {
-            incarnation: Incarnation(6),
-            ..newer.unwrap()
-        });
-        let v = arbitrate(&name("a"), &name("b"), INC, Step::HelloReceived, older);
+        let later_life_held = held(Incarnation(INC.0 + 1));
+        let v = arbitrate(
+            &name("a"),
+            &name("b"),
+            INC,
+            Step::HelloReceived,
+            later_life_held,
+        );
         assert_eq!(v, Verdict::Refuse(Refusal::StaleIncarnation));
     }
 

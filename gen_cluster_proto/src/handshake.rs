@@ -575,6 +575,7 @@ impl Message {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 mod tests {
     use super::*;
     use proptest::prelude::*;

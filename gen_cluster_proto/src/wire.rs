@@ -214,6 +214,7 @@ pub fn seal(mut buf: Vec<u8>, limit: usize) -> Result<Vec<u8>, WireError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 mod tests {
     use super::*;
     use crate::{Incarnation, NodeId};

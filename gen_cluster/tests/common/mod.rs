@@ -1,7 +1,7 @@
 //! Helpers shared by the integration tests: nodes on loopback, event waits with generous
 //! bounds that only catch hangs.
 
-#![allow(dead_code)]
+#![allow(clippy::unwrap_used, dead_code)] // test code; not every test file uses every helper
 
 use std::time::Duration;
 

@@ -1,0 +1,362 @@
+//! Nodes as separate OS processes over TCP: the `gen-cluster node` binary as a child, and a node
+//! of the library in the test process. Covers calls, casts, deferred replies and monitors across
+//! processes, `kill -9`, `SIGSTOP`/`SIGCONT`, a restart under the same name, and the JSON events.
+//! Waits are bounded generously, only to catch hangs; the speeds belong in `gen-cluster bench`.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use gen_cluster::services::echo::{self, Echo, EchoCall, EchoReply};
+use gen_cluster::{
+    CallError, DownReason, ExitReason, Info, LivenessConfig, Node, NodeConfig, NodeEvent, NodeName,
+    ServerRef,
+};
+use serde_json::Value;
+
+const COOKIE: &str = "os-test-cookie";
+const HANG: Duration = Duration::from_secs(30);
+const T: Duration = Duration::from_secs(5);
+const DOWN_AFTER: Duration = Duration::from_millis(500);
+
+/// A `gen-cluster node` child process and the JSON events it prints.
+struct NodeProcess {
+    child: Child,
+    events: mpsc::Receiver<Value>,
+    name: NodeName,
+    addr: String,
+}
+
+impl NodeProcess {
+    fn start(name: &str, listen: &str, cookie: &str, seeds: &[&str]) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_gen-cluster"));
+        command
+            .args([
+                "node", "--name", name, "--listen", listen, "--events", "json",
+            ])
+            .args(["--down-after-ms", &DOWN_AFTER.as_millis().to_string()])
+            .env("GEN_CLUSTER_COOKIE", cookie)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        for seed in seeds {
+            command.args(["--seed", seed]);
+        }
+        let mut child = command.spawn().expect("the gen-cluster binary starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, events) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let value: Value = serde_json::from_str(&line).expect("every event line is JSON");
+                if tx.send(value).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut process = Self {
+            child,
+            events,
+            name: NodeName::new(name).unwrap(),
+            addr: String::new(),
+        };
+        let started = process.wait_event("started");
+        process.addr = started["addr"]
+            .as_str()
+            .expect("started carries the address")
+            .to_string();
+        process
+    }
+
+    fn wait_event(&self, event: &str) -> Value {
+        let deadline = Instant::now() + HANG;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let value = self
+                .events
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no {event} event before the hang bound"));
+            if value["event"] == event {
+                return value;
+            }
+        }
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {signal} failed");
+    }
+
+    fn kill9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    fn echo(&self) -> ServerRef<Echo> {
+        ServerRef::named(&self.name, echo::NAME)
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn local_node(name: &str) -> Node {
+    let mut config = NodeConfig::new(NodeName::new(name).unwrap(), COOKIE);
+    config.liveness = LivenessConfig {
+        heartbeat_interval: DOWN_AFTER / 5,
+        down_after: DOWN_AFTER,
+    };
+    Node::start(config).await.unwrap()
+}
+
+async fn next_down(
+    events: &mut tokio::sync::broadcast::Receiver<NodeEvent>,
+    peer: &NodeName,
+) -> DownReason {
+    tokio::time::timeout(HANG, async {
+        loop {
+            if let NodeEvent::NodeDown {
+                peer: p, reason, ..
+            } = events.recv().await.unwrap()
+                && &p == peer
+            {
+                return reason;
+            }
+        }
+    })
+    .await
+    .expect("node down before the hang bound")
+}
+
+async fn next_up(events: &mut tokio::sync::broadcast::Receiver<NodeEvent>, peer: &NodeName) {
+    tokio::time::timeout(HANG, async {
+        loop {
+            if let NodeEvent::NodeUp { peer: p, .. } = events.recv().await.unwrap()
+                && &p == peer
+            {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("node up before the hang bound")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_casts_deferred_replies_and_monitors_cross_process_boundaries() {
+    let remote = NodeProcess::start("remote1", "127.0.0.1:0", COOKIE, &[]);
+    let node = local_node("tester1").await;
+    assert_eq!(node.connect(&remote.addr).await.unwrap(), remote.name);
+    let echo = remote.echo();
+    assert_eq!(
+        node.call(&echo, EchoCall::Echo(b"over the wire".to_vec()), T)
+            .await
+            .unwrap(),
+        EchoReply::Echo(b"over the wire".to_vec())
+    );
+    for _ in 0..100 {
+        node.cast(&echo, vec![1, 2, 3]).unwrap();
+    }
+    assert_eq!(
+        node.call(&echo, EchoCall::CastsSeen, T).await.unwrap(),
+        EchoReply::Count(100)
+    );
+    let later = EchoCall::EchoLater {
+        payload: vec![9],
+        delay_ms: 30,
+    };
+    assert_eq!(
+        node.call(&echo, later, T).await.unwrap(),
+        EchoReply::Echo(vec![9])
+    );
+    let EchoReply::Pid(pid) = node.call(&echo, EchoCall::Pid, T).await.unwrap() else {
+        panic!("a pid")
+    };
+    let mut watcher = node.mailbox::<()>();
+    let reference = watcher.monitor(pid);
+    assert_eq!(
+        node.call(&echo, EchoCall::Crash, T).await,
+        Err(CallError::NoReply)
+    );
+    match tokio::time::timeout(HANG, watcher.recv()).await.unwrap() {
+        Some(Info::Down {
+            reference: r,
+            pid: p,
+            reason: ExitReason::Error(why),
+        }) => {
+            assert_eq!((r, p), (reference, pid));
+            assert!(why.contains("crash requested"), "{why}");
+        }
+        other => panic!("expected DOWN with the crash, got {other:?}"),
+    }
+    assert_eq!(
+        node.call(&echo, EchoCall::Pid, T).await,
+        Err(CallError::NoProc),
+        "the name was released"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_cli_nodes_connect_through_a_seed_and_report_a_leave_and_a_crash() {
+    let a = NodeProcess::start("cli-a", "127.0.0.1:0", COOKIE, &[]);
+    let mut b = NodeProcess::start("cli-b", "127.0.0.1:0", COOKIE, &[&a.addr]);
+    let up = a.wait_event("node_up");
+    assert_eq!(up["node"], "cli-a");
+    assert_eq!(up["peer"], "cli-b");
+    assert!(up["ts_ms"].as_u64().unwrap() > 1_600_000_000_000);
+    b.wait_event("node_up");
+    let c = NodeProcess::start("cli-c", "127.0.0.1:0", COOKIE, &[&a.addr]);
+    a.wait_event("node_up");
+    // A clean stop is a leave...
+    c.signal("-TERM");
+    let left = a.wait_event("node_down");
+    assert_eq!(
+        (left["peer"].as_str(), left["reason"].as_str()),
+        (Some("cli-c"), Some("left"))
+    );
+    // ...and kill -9 is a lost connection.
+    b.kill9();
+    let lost = a.wait_event("node_down");
+    assert_eq!(
+        (lost["peer"].as_str(), lost["reason"].as_str()),
+        (Some("cli-b"), Some("connection_lost"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_fires_every_monitor_with_noconnection_and_fails_calls_in_flight() {
+    let mut remote = NodeProcess::start("remote2", "127.0.0.1:0", COOKIE, &[]);
+    let node = local_node("tester2").await;
+    node.connect(&remote.addr).await.unwrap();
+    let mut events = node.subscribe();
+    let EchoReply::Pid(pid) = node.call(&remote.echo(), EchoCall::Pid, T).await.unwrap() else {
+        panic!()
+    };
+    let mut watchers = [node.mailbox::<()>(), node.mailbox::<()>()];
+    for watcher in &watchers {
+        watcher.monitor(pid);
+    }
+    let in_flight = {
+        let (node, echo) = (node.clone(), remote.echo());
+        tokio::spawn(async move {
+            node.call(
+                &echo,
+                EchoCall::EchoLater {
+                    payload: vec![],
+                    delay_ms: 60_000,
+                },
+                HANG,
+            )
+            .await
+        })
+    };
+    node.call(&remote.echo(), EchoCall::Pid, T).await.unwrap();
+    let killed = Instant::now();
+    remote.kill9();
+    assert!(matches!(
+        next_down(&mut events, &remote.name).await,
+        DownReason::ConnectionLost(_)
+    ));
+    for watcher in &mut watchers {
+        let down = tokio::time::timeout(HANG, watcher.recv()).await.unwrap();
+        assert!(
+            matches!(
+                down,
+                Some(Info::Down {
+                    reason: ExitReason::NoConnection,
+                    ..
+                })
+            ),
+            "{down:?}"
+        );
+    }
+    assert_eq!(in_flight.await.unwrap(), Err(CallError::NodeDown));
+    assert!(killed.elapsed() < HANG);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigstop_is_down_within_the_deadline_and_sigcont_reconnects() {
+    let remote = NodeProcess::start("remote3", "127.0.0.1:0", COOKIE, &[]);
+    let node = local_node("tester3").await;
+    let mut events = node.subscribe();
+    node.keep_connected(vec![remote.addr.clone()], Duration::from_millis(100));
+    next_up(&mut events, &remote.name).await;
+    remote.signal("-STOP");
+    let stopped = Instant::now();
+    let reason = next_down(&mut events, &remote.name).await;
+    let DownReason::Unresponsive { silent_for } = reason else {
+        panic!("expected unresponsive, got {reason:?}")
+    };
+    assert!(silent_for >= DOWN_AFTER);
+    assert!(stopped.elapsed() < HANG);
+    remote.signal("-CONT");
+    next_up(&mut events, &remote.name).await;
+    assert_eq!(
+        node.call(&remote.echo(), EchoCall::Echo(vec![5]), T)
+            .await
+            .unwrap(),
+        EchoReply::Echo(vec![5])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarted_under_the_same_name_refuses_pids_of_its_earlier_life() {
+    let mut first = NodeProcess::start("remote4", "127.0.0.1:0", COOKIE, &[]);
+    let addr = first.addr.clone();
+    let node = local_node("tester4").await;
+    let mut events = node.subscribe();
+    node.keep_connected(vec![addr.clone()], Duration::from_millis(100));
+    next_up(&mut events, &first.name).await;
+    let EchoReply::Pid(old) = node.call(&first.echo(), EchoCall::Pid, T).await.unwrap() else {
+        panic!()
+    };
+    first.kill9();
+    next_down(&mut events, &first.name).await;
+    let second = NodeProcess::start("remote4", &addr, COOKIE, &[]);
+    next_up(&mut events, &second.name).await;
+    let EchoReply::Pid(new) = node.call(&second.echo(), EchoCall::Pid, T).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(new.local, old.local, "the new life reuses the local number");
+    assert_ne!(new.incarnation, old.incarnation);
+    let stale = ServerRef::<Echo>::from_pid(old);
+    assert_eq!(
+        node.call(&stale, EchoCall::CastsSeen, T).await,
+        Err(CallError::NoProc)
+    );
+    node.cast(&stale, vec![1]).unwrap();
+    assert_eq!(
+        node.call(&second.echo(), EchoCall::CastsSeen, T)
+            .await
+            .unwrap(),
+        EchoReply::Count(0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_another_cookie_is_refused_and_the_cluster_keeps_serving() {
+    let remote = NodeProcess::start("remote5", "127.0.0.1:0", COOKIE, &[]);
+    let intruder = NodeProcess::start("intruder", "127.0.0.1:0", "another-cookie", &[&remote.addr]);
+    let node = local_node("tester5").await;
+    node.connect(&remote.addr).await.unwrap();
+    assert_eq!(
+        node.call(&remote.echo(), EchoCall::Echo(vec![1]), T)
+            .await
+            .unwrap(),
+        EchoReply::Echo(vec![1])
+    );
+    assert!(node.connect(&intruder.addr).await.is_err());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        intruder.events.try_iter().all(|e| e["event"] != "node_up"),
+        "the intruder never joins"
+    );
+}
