@@ -195,7 +195,8 @@ fn remote_call(sides: &Sides, erlang: &Erlang, report: &mut Report) -> Result<()
             }
             ours_time += started.elapsed();
             if batch == 0 {
-                (raw.clear(), ours.clear());
+                raw.clear();
+                ours.clear();
                 (raw_time, ours_time) = (Duration::ZERO, Duration::ZERO);
             }
         }
