@@ -808,6 +808,10 @@ impl Node {
     }
 
     pub(crate) fn handle_link(&self, link: &PeerLink, from: Pid, to: Pid) {
+        if !link.owns(from) {
+            tracing::warn!(peer = %link.name, %from, "peer asked to link on behalf of another node's pid; ignored");
+            return;
+        }
         let alive = self.is_local(to)
             && link.track(|state| state.links.insert((to, from))).is_some()
             && self.add_watcher(to.local, Watcher::Link { other: from });
@@ -875,6 +879,7 @@ impl Node {
         cancel: &CancellationToken,
     ) -> Result<(), Refusal> {
         let id = peer.name.id();
+        // The initiator's only decision point is the Challenge; the acceptor's are the others.
         let dialed_by_us = step == Step::ChallengeReceived;
         let mut replaced = None;
         {
@@ -918,10 +923,6 @@ impl Node {
                 Step::HelloReceived => Progress::Challenged,
                 Step::ChallengeReceived => Progress::Proved,
                 Step::ResponseVerified => Progress::Established,
-            };
-            let dialed_by_us = match peers.by_id.get(&id) {
-                Some(PeerEntry::Handshaking(p)) if p.conn == conn => p.dialed_by_us,
-                _ => dialed_by_us,
             };
             peers.by_id.insert(
                 id,
@@ -1082,6 +1083,11 @@ impl PeerLink {
                 });
             }
         }
+    }
+
+    /// Whether `pid` lives on this peer (in the life this link connects to).
+    fn owns(&self, pid: Pid) -> bool {
+        pid.node == self.id && pid.incarnation == self.incarnation
     }
 
     /// Runs `f` on the link's bookkeeping unless the link is closed (then returns `None`).
