@@ -338,29 +338,24 @@ async fn read_loop(
             Header::Heartbeat => {}
             Header::Goodbye { reason } => return DownReason::Left(reason),
             Header::Send { to } => {
-                if let Some(local) = node.resolve_dest(to) {
-                    node.deliver_local(local, Signal::Info(payload()));
-                }
+                let _ = node.deliver_to_dest(to, Signal::Info(payload()));
             }
             Header::Cast { to } => {
-                if let Some(local) = node.resolve_dest(to) {
-                    node.deliver_local(local, Signal::Cast(payload()));
-                }
+                let _ = node.deliver_to_dest(to, Signal::Cast(payload()));
             }
             Header::Call { to, reference } => {
                 let reply = ReplyRoute::Remote {
                     link: Arc::clone(link),
                     reference,
                 };
-                let request = payload();
-                let delivered = node
-                    .resolve_dest(to)
-                    .map(|local| node.deliver_local(local, Signal::Call { request, reply }));
-                if delivered != Some(true) {
-                    link.send_header(&Header::ReplyRefused {
-                        reference,
-                        refusal: CallRefusal::NoProc,
-                    });
+                if let Err(Signal::Call { reply, .. }) = node.deliver_to_dest(
+                    to,
+                    Signal::Call {
+                        request: payload(),
+                        reply,
+                    },
+                ) {
+                    reply.refuse(CallRefusal::NoProc);
                 }
             }
             Header::Reply { reference } => link.finish_call(reference, Ok(payload())),

@@ -6,7 +6,6 @@
 //! Costs: a local message is one mailbox push under the process-table lock; a remote one is one
 //! encode into a frame and one queue push; a node down is O(processes + monitors on that peer).
 
-use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -15,6 +14,7 @@ use gen_cluster_proto::arbitration::{self, Other, Progress, Step, Verdict};
 use gen_cluster_proto::handshake::{HandshakeConfig, Identity, Refusal, SUPPORTED_VERSIONS};
 use gen_cluster_proto::wire::{self, CallRefusal, Dest, Header};
 use gen_cluster_proto::{ExitReason, Incarnation, NodeId, NodeName, Pid};
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use serde::Serialize;
 use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -539,12 +539,18 @@ impl Node {
         }
     }
 
-    /// Resolves a destination named by a peer to a local process number.
-    pub(crate) fn resolve_dest(&self, dest: Dest<'_>) -> Option<u64> {
-        match dest {
+    /// Puts a signal from a peer in the mailbox of the process it names (one table lock);
+    /// gives the signal back if there is no such process.
+    pub(crate) fn deliver_to_dest(&self, dest: Dest<'_>, signal: Signal) -> Result<(), Signal> {
+        let processes = lock(&self.inner.processes);
+        let local = match dest {
             Dest::Pid(pid) if self.is_local(pid) => Some(pid.local),
             Dest::Pid(_) => None,
-            Dest::Name(name) => lock(&self.inner.processes).names.get(name).copied(),
+            Dest::Name(name) => processes.names.get(name).copied(),
+        };
+        match local.and_then(|local| processes.slots.get(&local)) {
+            Some(slot) => slot.mailbox.send(signal).map_err(|returned| returned.0),
+            None => Err(signal),
         }
     }
 

@@ -187,7 +187,8 @@ pub fn encode<P: Serialize + ?Sized>(
     limit: usize,
 ) -> Result<Vec<u8>, WireError> {
     debug_assert_eq!(header.carries_payload(), payload.is_some());
-    let mut buf = Vec::with_capacity(64);
+    // Room for a header and a small payload, so that small frames never reallocate.
+    let mut buf = Vec::with_capacity(128);
     buf.extend_from_slice(&[0; LENGTH_PREFIX]);
     let mut buf = postcard::to_extend(header, buf).map_err(|e| WireError::Encode(e.to_string()))?;
     if let Some(payload) = payload {
