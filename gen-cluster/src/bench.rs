@@ -228,29 +228,21 @@ fn remote_call(sides: &Sides, erlang: &Erlang, report: &mut Report) -> Result<()
         "raw_tcp_round_trips_per_s",
         n / raw_time.as_secs_f64(),
     );
-    if let Some(e) = erlang.get("remote_call_latency") {
-        report.lower(
-            "remote_call_p50",
-            "us",
-            p50,
-            "erlang_otp_remote_call_p50",
-            field(e, "p50_us"),
-        );
-        report.lower(
-            "remote_call_p99",
-            "us",
-            p99,
-            "erlang_otp_remote_call_p99",
-            field(e, "p99_us"),
-        );
-        report.higher(
-            "remote_calls_per_s_1_caller",
-            "calls/s",
-            rate,
-            "erlang_otp_calls_per_s_1_caller",
-            field(e, "calls_per_s"),
-        );
-    }
+    report.against_erlang(
+        erlang,
+        "remote_call_latency",
+        &[
+            ("remote_call_p50", "us", p50, "p50_us", Better::Lower),
+            ("remote_call_p99", "us", p99, "p99_us", Better::Lower),
+            (
+                "remote_calls_per_s_1_caller",
+                "calls/s",
+                rate,
+                "calls_per_s",
+                Better::Higher,
+            ),
+        ],
+    );
     Ok(())
 }
 
@@ -319,15 +311,17 @@ fn concurrent_calls(sides: &Sides, erlang: &Erlang, report: &mut Report) -> Resu
         "raw_tcp_64_in_flight_per_s",
         raw_rate,
     );
-    if let Some(e) = erlang.get("remote_concurrent_calls") {
-        report.higher(
+    report.against_erlang(
+        erlang,
+        "remote_concurrent_calls",
+        &[(
             "remote_calls_per_s_64_callers",
             "calls/s",
             rate,
-            "erlang_otp_calls_per_s_64_callers",
-            field(e, "calls_per_s"),
-        );
-    }
+            "calls_per_s",
+            Better::Higher,
+        )],
+    );
     Ok(())
 }
 
@@ -386,15 +380,11 @@ fn casts(sides: &Sides, erlang: &Erlang, report: &mut Report) -> Result<()> {
         "raw_tcp_batched_stream_msgs_per_s",
         raw_rate,
     );
-    if let Some(e) = erlang.get("remote_send_throughput") {
-        report.higher(
-            "casts_per_s",
-            "msgs/s",
-            rate,
-            "erlang_otp_sends_per_s",
-            field(e, "msgs_per_s"),
-        );
-    }
+    report.against_erlang(
+        erlang,
+        "remote_send_throughput",
+        &[("casts_per_s", "msgs/s", rate, "msgs_per_s", Better::Higher)],
+    );
     Ok(())
 }
 
@@ -447,22 +437,14 @@ fn local_call(sides: &Sides, erlang: &Erlang, report: &mut Report) -> Result<()>
         "tokio_channel_round_trip_p50",
         raw_p50,
     );
-    if let Some(e) = erlang.get("local_call_latency") {
-        report.lower(
-            "local_call_p50",
-            "us",
-            p50,
-            "erlang_otp_local_call_p50",
-            field(e, "p50_us"),
-        );
-        report.lower(
-            "local_call_p99",
-            "us",
-            p99,
-            "erlang_otp_local_call_p99",
-            field(e, "p99_us"),
-        );
-    }
+    report.against_erlang(
+        erlang,
+        "local_call_latency",
+        &[
+            ("local_call_p50", "us", p50, "p50_us", Better::Lower),
+            ("local_call_p99", "us", p99, "p99_us", Better::Lower),
+        ],
+    );
     Ok(())
 }
 
@@ -558,10 +540,6 @@ fn percentiles(mut samples: Vec<Duration>) -> (f64, f64) {
 
 type Erlang = HashMap<String, Value>;
 
-fn field(figures: &Value, name: &str) -> f64 {
-    figures[name].as_f64().unwrap_or(f64::NAN)
-}
-
 /// Runs the Erlang/OTP anchor when `erl` is on PATH; its figures keyed by metric.
 fn erlang_figures(anchor: &Path, report: &mut Report) -> Erlang {
     let mut figures = Erlang::new();
@@ -615,13 +593,29 @@ fn erlang_figures(anchor: &Path, report: &mut Report) -> Erlang {
     figures
 }
 
+/// Which way a figure improves.
+#[derive(Clone, Copy)]
+enum Better {
+    Lower,
+    Higher,
+}
+
+impl Better {
+    fn as_str(self) -> &'static str {
+        match self {
+            Better::Lower => "lower",
+            Better::Higher => "higher",
+        }
+    }
+}
+
 struct Row {
     metric: String,
     unit: &'static str,
     value: f64,
     baseline: String,
     baseline_value: f64,
-    better: &'static str,
+    better: Better,
 }
 
 struct Report {
@@ -638,7 +632,7 @@ impl Report {
         baseline: &str,
         baseline_value: f64,
     ) {
-        self.add(metric, unit, value, baseline, baseline_value, "lower");
+        self.add(metric, unit, value, baseline, baseline_value, Better::Lower);
     }
 
     fn higher(
@@ -649,7 +643,14 @@ impl Report {
         baseline: &str,
         baseline_value: f64,
     ) {
-        self.add(metric, unit, value, baseline, baseline_value, "higher");
+        self.add(
+            metric,
+            unit,
+            value,
+            baseline,
+            baseline_value,
+            Better::Higher,
+        );
     }
 
     fn add(
@@ -659,7 +660,7 @@ impl Report {
         value: f64,
         baseline: &str,
         baseline_value: f64,
-        better: &'static str,
+        better: Better,
     ) {
         let row = Row {
             metric: metric.into(),
@@ -675,7 +676,7 @@ impl Report {
                 json!({
                     "metric": row.metric, "unit": row.unit, "value": round(row.value),
                     "baseline": row.baseline, "baseline_value": round(row.baseline_value),
-                    "ratio": round(row.value / row.baseline_value), "better": row.better,
+                    "ratio": round(row.value / row.baseline_value), "better": row.better.as_str(),
                 })
             );
         } else if self.rows.is_empty() {
@@ -697,6 +698,24 @@ impl Report {
         }
         let _ = std::io::stdout().flush();
         self.rows.push(row);
+    }
+
+    /// Adds rows comparing our figures with the fields of one Erlang anchor metric, if it ran:
+    /// (our metric, unit, our value, the anchor's field, which way is better).
+    fn against_erlang(
+        &mut self,
+        erlang: &Erlang,
+        anchor_metric: &str,
+        rows: &[(&str, &'static str, f64, &str, Better)],
+    ) {
+        let Some(figures) = erlang.get(anchor_metric) else {
+            return;
+        };
+        for &(metric, unit, value, field, better) in rows {
+            let baseline = format!("erlang_otp_{metric}");
+            let erlang_value = figures[field].as_f64().unwrap_or(f64::NAN);
+            self.add(metric, unit, value, &baseline, erlang_value, better);
+        }
     }
 
     fn note(&mut self, text: &str) {

@@ -86,8 +86,14 @@ struct BenchArgs {
     erlang_anchor: PathBuf,
 }
 
-fn main() -> Result<()> {
-    let cli = Cli::parse();
+fn main() {
+    if let Err(error) = run(Cli::parse()) {
+        eprintln!("error: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
     // The benchmarks kill nodes on purpose: only errors are worth printing there.
     let default_level = match cli.command {
         Command::Bench(_) => "error",

@@ -266,7 +266,7 @@ pub(crate) async fn keep_connected(node: Node, seeds: Vec<String>, retry: Durati
             match dial(&node, seed).await {
                 Ok(peer) => *name = Some(peer),
                 Err(ConnectError::ShuttingDown) => return,
-                Err(error) => tracing::debug!(%seed, %error, "seed not reachable yet"),
+                Err(error) => tracing::debug!(%seed, ?error, "seed not reachable yet"),
             }
         }
         tokio::select! {

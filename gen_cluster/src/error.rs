@@ -17,7 +17,7 @@ pub enum StartNodeError {
     #[error("invalid node configuration: {0}")]
     Config(#[from] ConfigError),
     /// The listen address could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         /// The address.
         addr: String,
@@ -39,7 +39,7 @@ pub enum ConnectError {
         after: Duration,
     },
     /// The address refused or failed the connection.
-    #[error("cannot connect to {addr}: {source}")]
+    #[error("cannot connect to {addr}")]
     Io {
         /// The address.
         addr: String,
@@ -47,7 +47,7 @@ pub enum ConnectError {
         source: std::io::Error,
     },
     /// The handshake failed: wrong cookie, another cluster, incompatible version…
-    #[error("handshake with {addr} failed: {source}")]
+    #[error("handshake with {addr} failed")]
     Handshake {
         /// The address.
         addr: String,
