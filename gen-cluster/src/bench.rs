@@ -681,13 +681,13 @@ impl Report {
             );
         } else if self.rows.is_empty() {
             println!(
-                "{:<30} {:>12} {:<8} {:<36} {:>12} {:>7}",
+                "{:<30} {:>12} {:<8} {:<42} {:>12} {:>7}",
                 "metric", "value", "unit", "baseline", "baseline", "ratio"
             );
         }
         if !self.json {
             println!(
-                "{:<30} {:>12.2} {:<8} {:<36} {:>12.2} {:>7.3}",
+                "{:<30} {:>12.2} {:<8} {:<42} {:>12.2} {:>7.3}",
                 row.metric,
                 row.value,
                 row.unit,
