@@ -323,7 +323,7 @@ async fn read_loop(
             None => return DownReason::ConnectionLost("closed by peer".into()),
         };
         last_heard.store(
-            node.inner.epoch.elapsed().as_nanos() as u64,
+            now().saturating_duration_since(node.inner.epoch).as_nanos() as u64,
             Ordering::Relaxed,
         );
         let (header, payload) = match wire::decode(&frame) {
@@ -399,8 +399,8 @@ async fn write_loop(
 ) {
     let config = node.inner.config.liveness;
     let deadline = config.down_after;
-    let mut detector = Liveness::new(config, Instant::now());
-    let mut last_write = Instant::now() - COALESCE_WINDOW;
+    let mut detector = Liveness::new(config, now());
+    let mut last_write = now() - COALESCE_WINDOW;
     let mut batch = Vec::with_capacity(WRITE_BATCH);
     let mut buffer = Vec::with_capacity(64 * 1024);
     let heartbeat =
@@ -418,7 +418,7 @@ async fn write_loop(
                     // In a burst, let the tasks that are ready run first: tokio runs a woken task
                     // next, so the writer would otherwise send each caller's frame on its own.
                     // On an idle link, write at once: the yield costs a driver poll.
-                    if last_write.elapsed() < COALESCE_WINDOW {
+                    if now().saturating_duration_since(last_write) < COALESCE_WINDOW {
                         tokio::task::yield_now().await;
                         while batch.len() < WRITE_BATCH {
                             match queue.try_recv() {
@@ -444,7 +444,7 @@ async fn write_loop(
                         buffer.extend_from_slice(&frame);
                     }
                     write_all(&mut write, &buffer, deadline).await?;
-                    last_write = Instant::now();
+                    last_write = now();
                     detector.handle_sent(last_write);
                     if let Some(reason) = goodbye {
                         let _ = tokio::time::timeout(deadline, write.shutdown()).await;
@@ -456,7 +456,7 @@ async fn write_loop(
             }
             let heard = node.inner.epoch + Duration::from_nanos(last_heard.load(Ordering::Relaxed));
             detector.handle_heard(heard);
-            match detector.poll(Instant::now()) {
+            match detector.poll(now()) {
                 Some(LivenessAction::SendHeartbeat) => write_all(&mut write, &heartbeat, deadline).await?,
                 Some(LivenessAction::Down { silent_for }) => return Err(DownReason::Unresponsive { silent_for }),
                 None => {}
@@ -536,6 +536,11 @@ async fn send_notice(failure: HandshakeFailure, write: &mut WriteHalf) -> Handsh
         let _ = write.shutdown().await;
     }
     HandshakeFailed::Protocol(failure.error)
+}
+
+/// The runtime's clock: tokio's, so that paused and simulated time drive the protocol machines.
+pub(crate) fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
 }
 
 fn nonce() -> handshake::Nonce {

@@ -176,7 +176,7 @@ impl Node {
                 incarnation,
                 listen_addr,
                 dialer: Box::new(Arc::clone(&transport)),
-                epoch: Instant::now(),
+                epoch: connection::now(),
                 next_local: AtomicU64::new(1),
                 next_ref: AtomicU64::new(1),
                 processes: Mutex::default(),
