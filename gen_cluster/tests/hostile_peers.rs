@@ -11,10 +11,7 @@ use std::time::{Duration, Instant};
 use common::{HANG, config, next_event, node, pair, wait_until};
 use gen_cluster::services::echo::{Echo, EchoCall, EchoReply};
 use gen_cluster::{ConnectError, DownReason, HandshakeFailed, Node, NodeEvent};
-use gen_cluster_proto::handshake::{
-    self, HandshakeConfig, HandshakeError, Identity, Refusal, SUPPORTED_VERSIONS,
-};
-use gen_cluster_proto::{Incarnation, NodeName};
+use gen_cluster_proto::handshake::{HandshakeError, Refusal};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -122,49 +119,12 @@ async fn a_silent_dialer_is_dropped_at_the_handshake_deadline_without_blocking_o
     assert!(started.elapsed() < HANG);
 }
 
-/// A peer that completes a real handshake, then never sends another byte.
-async fn handshake_then_go_silent(addr: &str) -> TcpStream {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    let config = HandshakeConfig {
-        cluster: "default".into(),
-        secret: b"test-cookie".to_vec(),
-        local: Identity {
-            name: NodeName::new("silent").unwrap(),
-            incarnation: Incarnation(1),
-            listen: "127.0.0.1:1".into(),
-        },
-        versions: SUPPORTED_VERSIONS,
-    };
-    let (machine, hello) = handshake::initiate(config, [9; 32]);
-    write_frame(&mut stream, &hello).await;
-    let challenge = read_frame(&mut stream).await;
-    let (machine, response) = machine.handle(&challenge).unwrap().proceed();
-    write_frame(&mut stream, &response).await;
-    let confirm = read_frame(&mut stream).await;
-    machine.handle(&confirm).unwrap();
-    stream
-}
-
-async fn write_frame(stream: &mut TcpStream, body: &[u8]) {
-    stream
-        .write_all(&(body.len() as u32).to_be_bytes())
-        .await
-        .unwrap();
-    stream.write_all(body).await.unwrap();
-}
-
-async fn read_frame(stream: &mut TcpStream) -> Vec<u8> {
-    let len = stream.read_u32().await.unwrap() as usize;
-    let mut body = vec![0; len];
-    stream.read_exact(&mut body).await.unwrap();
-    body
-}
-
 #[tokio::test]
 async fn a_peer_that_goes_silent_is_declared_down_at_the_deadline() {
     let a = node("a").await;
     let mut events = a.subscribe();
-    let _silent = handshake_then_go_silent(a.listen_addr()).await;
+    // A peer that completes a real handshake, then never sends another byte.
+    let _silent = common::authenticated_stream(a.listen_addr(), "silent").await;
     next_event(&mut events, |e| {
         matches!(e, NodeEvent::NodeUp { .. }).then_some(())
     })

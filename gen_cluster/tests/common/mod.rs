@@ -6,6 +6,10 @@
 use std::time::Duration;
 
 use gen_cluster::{LivenessConfig, Node, NodeConfig, NodeEvent, NodeName};
+use gen_cluster_proto::Incarnation;
+use gen_cluster_proto::handshake::{self, HandshakeConfig, Identity, SUPPORTED_VERSIONS};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::sync::broadcast;
 
 /// A bound that only catches hangs; the speeds belong in `gen-cluster bench`.
@@ -58,4 +62,41 @@ pub async fn next_event<T>(
     })
     .await
     .expect("event not seen before the hang bound")
+}
+
+/// A raw TCP peer named `name` that passes the real handshake with a node of [`config`], for
+/// tests that then misbehave on purpose.
+pub async fn authenticated_stream(addr: &str, name: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let config = HandshakeConfig {
+        cluster: "default".into(),
+        secret: b"test-cookie".to_vec(),
+        local: Identity {
+            name: NodeName::new(name).unwrap(),
+            incarnation: Incarnation(1),
+            listen: "127.0.0.1:1".into(),
+        },
+        versions: SUPPORTED_VERSIONS,
+    };
+    let (machine, hello) = handshake::initiate(config, [7; 32]);
+    write_frame(&mut stream, &hello).await;
+    let challenge = read_frame(&mut stream).await;
+    let (machine, response) = machine.handle(&challenge).unwrap().proceed();
+    write_frame(&mut stream, &response).await;
+    machine.handle(&read_frame(&mut stream).await).unwrap();
+    stream
+}
+
+/// Writes one length-prefixed frame (errors ignored: the peer may already have hung up).
+pub async fn write_frame(stream: &mut TcpStream, body: &[u8]) {
+    let _ = stream.write_all(&(body.len() as u32).to_be_bytes()).await;
+    let _ = stream.write_all(body).await;
+}
+
+/// Reads one length-prefixed frame.
+pub async fn read_frame(stream: &mut TcpStream) -> Vec<u8> {
+    let len = stream.read_u32().await.unwrap() as usize;
+    let mut body = vec![0; len];
+    stream.read_exact(&mut body).await.unwrap();
+    body
 }
