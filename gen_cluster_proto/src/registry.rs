@@ -1,0 +1,522 @@
+//! The global name registry as a state machine: what each node knows of `name → pid`, and the one
+//! rule that settles a clash.
+//!
+//! Each node is the authority for the names held by its own processes: it announces them to every
+//! peer when the peer connects and when a name is registered, and withdraws them when the holder
+//! ends or unregisters. A peer's names are forgotten when the peer goes down. Two holders of one
+//! name (a concurrent registration, or two sides of a healed partition) are settled by
+//! [`Stamp`] order: **the earlier registration wins** — by Lamport clock, then by node name. Every
+//! node computes the same winner from the same two registrations, so views converge once the
+//! announcements have crossed; a name held longer keeps its holder, which is what callers of a
+//! long-lived name expect. The node of the losing process notifies it once
+//! ([`RegistryAction::NotifyLoser`]) and withdraws its registration.
+//!
+//! Inputs: `register`, `unregister`, `handle_message`, `handle_node_up`, `handle_node_down`,
+//! `handle_process_down`. Outputs: [`Registry::poll_action`]. Costs: O(log names) per
+//! registration; a node up sends that node's own names, a node down scans all names.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Incarnation, NodeId, NodeName, Pid};
+
+/// When a registration was made: a Lamport clock, tie-broken by the registering node's name.
+/// Ordered: earlier first.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Debug, Serialize, Deserialize)]
+pub struct Stamp {
+    /// The registering node's Lamport clock at registration.
+    pub clock: u64,
+    /// The registering node.
+    pub node: NodeName,
+}
+
+/// One name held by one process.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Registration {
+    /// The name.
+    pub name: String,
+    /// Its holder.
+    pub pid: Pid,
+    /// When it was registered.
+    pub stamp: Stamp,
+}
+
+/// What registries tell each other.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum RegistryMessage {
+    /// Names held by the sender's processes. With `ack`, the receiver answers with [`Ack`].
+    ///
+    /// [`Ack`]: RegistryMessage::Ack
+    Announce {
+        /// The sending node.
+        from: NodeId,
+        /// Its registrations.
+        registrations: Vec<Registration>,
+        /// A reference to answer with, when the sender waits for the answer.
+        ack: Option<u64>,
+    },
+    /// The answer to an announcement: the receiver's registrations that beat the announced ones.
+    Ack {
+        /// The announcement's reference.
+        reference: u64,
+        /// Registrations that won against the announced ones.
+        winners: Vec<Registration>,
+    },
+    /// The sender's process no longer holds the name.
+    Withdraw {
+        /// The registration withdrawn.
+        registration: Registration,
+    },
+}
+
+/// What the registry wants done.
+#[derive(Clone, PartialEq, Eq, Debug)]
+#[must_use]
+pub enum RegistryAction {
+    /// Send to the registry of every connected peer.
+    Broadcast(RegistryMessage),
+    /// Send to the registry of one peer.
+    Send {
+        /// The peer.
+        to: NodeId,
+        /// The message.
+        message: RegistryMessage,
+    },
+    /// Tell a local process that another process won its name.
+    NotifyLoser {
+        /// The local process that lost the name.
+        loser: Pid,
+        /// The name.
+        name: String,
+        /// Its holder now.
+        winner: Pid,
+    },
+    /// Watch a local process, so that its end releases its names.
+    Monitor(Pid),
+}
+
+/// A name that cannot be registered.
+#[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RegisterError {
+    /// Another live process holds the name.
+    #[error("the name is held by {0}")]
+    Taken(Pid),
+    /// Only processes of this node can be registered by this node.
+    #[error("{0} is not a process of this node")]
+    NotLocal(Pid),
+    /// Names are 1 to 255 bytes.
+    #[error("a global name must be 1 to 255 bytes")]
+    BadName,
+}
+
+/// One node's view of the global names.
+#[derive(Debug)]
+pub struct Registry {
+    node: NodeName,
+    id: NodeId,
+    incarnation: Incarnation,
+    clock: u64,
+    names: BTreeMap<String, Registration>,
+    actions: VecDeque<RegistryAction>,
+}
+
+impl Registry {
+    /// The registry of the node `node` in its life `incarnation`.
+    pub fn new(node: NodeName, incarnation: Incarnation) -> Self {
+        Self {
+            id: node.id(),
+            node,
+            incarnation,
+            clock: 0,
+            names: BTreeMap::new(),
+            actions: VecDeque::new(),
+        }
+    }
+
+    /// The holder of `name`, as far as this node knows.
+    pub fn whereis(&self, name: &str) -> Option<Pid> {
+        self.names.get(name).map(|r| r.pid)
+    }
+
+    /// Every name this node knows, with its holder.
+    pub fn names(&self) -> impl Iterator<Item = (&str, Pid)> {
+        self.names.iter().map(|(name, r)| (name.as_str(), r.pid))
+    }
+
+    /// Registers `name` for the local process `pid`. The caller announces the returned
+    /// registration to every peer (and may wait for their [`RegistryMessage::Ack`]s).
+    pub fn register(&mut self, name: &str, pid: Pid) -> Result<Registration, RegisterError> {
+        if name.is_empty() || name.len() > 255 {
+            return Err(RegisterError::BadName);
+        }
+        if !self.is_local(pid) {
+            return Err(RegisterError::NotLocal(pid));
+        }
+        if let Some(held) = self.names.get(name) {
+            return if held.pid == pid {
+                Ok(held.clone())
+            } else {
+                Err(RegisterError::Taken(held.pid))
+            };
+        }
+        self.clock += 1;
+        let registration = Registration {
+            name: name.to_string(),
+            pid,
+            stamp: Stamp {
+                clock: self.clock,
+                node: self.node.clone(),
+            },
+        };
+        self.names.insert(name.to_string(), registration.clone());
+        self.actions.push_back(RegistryAction::Monitor(pid));
+        Ok(registration)
+    }
+
+    /// Releases `name` if the local process `pid` holds it; returns whether it did.
+    pub fn unregister(&mut self, name: &str, pid: Pid) -> bool {
+        match self.names.get(name) {
+            Some(held) if held.pid == pid && self.is_local(pid) => {
+                let registration = self.names.remove(name).expect("just seen");
+                self.actions
+                    .push_back(RegistryAction::Broadcast(RegistryMessage::Withdraw {
+                        registration,
+                    }));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A message from the registry of the peer `from`.
+    pub fn handle_message(&mut self, from: NodeId, message: RegistryMessage) {
+        match message {
+            RegistryMessage::Announce {
+                registrations, ack, ..
+            } => {
+                let mut winners = Vec::new();
+                for registration in registrations {
+                    // A node speaks only for its own processes.
+                    if registration.pid.node != from {
+                        continue;
+                    }
+                    if let Some(winner) = self.merge(registration) {
+                        winners.push(winner);
+                    }
+                }
+                if let Some(reference) = ack {
+                    self.actions.push_back(RegistryAction::Send {
+                        to: from,
+                        message: RegistryMessage::Ack { reference, winners },
+                    });
+                }
+            }
+            RegistryMessage::Ack { winners, .. } => {
+                for winner in winners {
+                    self.merge(winner);
+                }
+            }
+            RegistryMessage::Withdraw { registration } => {
+                if registration.pid.node == from
+                    && self.names.get(&registration.name) == Some(&registration)
+                {
+                    self.names.remove(&registration.name);
+                }
+            }
+        }
+    }
+
+    /// The peer `peer` connected: tell it the names of this node's processes.
+    pub fn handle_node_up(&mut self, peer: NodeId) {
+        let registrations: Vec<Registration> = self
+            .names
+            .values()
+            .filter(|r| self.is_local(r.pid))
+            .cloned()
+            .collect();
+        self.actions.push_back(RegistryAction::Send {
+            to: peer,
+            message: RegistryMessage::Announce {
+                from: self.id,
+                registrations,
+                ack: None,
+            },
+        });
+    }
+
+    /// The peer `node` (in its life `incarnation`) went down: its processes' names are released.
+    pub fn handle_node_down(&mut self, node: NodeId, incarnation: Incarnation) {
+        self.names
+            .retain(|_, r| !(r.pid.node == node && r.pid.incarnation == incarnation));
+    }
+
+    /// The local process `pid` ended: its names are released everywhere.
+    pub fn handle_process_down(&mut self, pid: Pid) {
+        let released: Vec<String> = self
+            .names
+            .iter()
+            .filter(|(_, r)| r.pid == pid)
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in released {
+            self.unregister(&name, pid);
+        }
+    }
+
+    /// The next thing to do, if any.
+    pub fn poll_action(&mut self) -> Option<RegistryAction> {
+        self.actions.pop_front()
+    }
+
+    fn is_local(&self, pid: Pid) -> bool {
+        pid.node == self.id && pid.incarnation == self.incarnation
+    }
+
+    /// Merges a peer's registration; returns this node's registration of the name when it beats
+    /// the peer's.
+    fn merge(&mut self, incoming: Registration) -> Option<Registration> {
+        self.clock = self.clock.max(incoming.stamp.clock);
+        let Some(held) = self.names.get(&incoming.name) else {
+            self.names.insert(incoming.name.clone(), incoming);
+            return None;
+        };
+        if held.pid == incoming.pid || held.stamp <= incoming.stamp {
+            return (held.pid != incoming.pid).then(|| held.clone());
+        }
+        let lost = self
+            .names
+            .insert(incoming.name.clone(), incoming.clone())
+            .expect("just seen");
+        if self.is_local(lost.pid) {
+            self.actions.push_back(RegistryAction::NotifyLoser {
+                loser: lost.pid,
+                name: lost.name.clone(),
+                winner: incoming.pid,
+            });
+            self.actions
+                .push_back(RegistryAction::Broadcast(RegistryMessage::Withdraw {
+                    registration: lost,
+                }));
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+mod tests {
+    use super::*;
+
+    fn registry(name: &str) -> Registry {
+        Registry::new(NodeName::new(name).unwrap(), Incarnation(1))
+    }
+
+    fn pid_of(registry: &Registry, local: u64) -> Pid {
+        Pid {
+            node: registry.id,
+            incarnation: registry.incarnation,
+            local,
+        }
+    }
+
+    fn drain(registry: &mut Registry) -> Vec<RegistryAction> {
+        std::iter::from_fn(|| registry.poll_action()).collect()
+    }
+
+    /// Delivers every message `from` wants sent to `to` (broadcasts included).
+    fn deliver(from: &mut Registry, to: &mut Registry) -> Vec<RegistryAction> {
+        let sender = from.id;
+        let mut other = Vec::new();
+        for action in drain(from) {
+            match action {
+                RegistryAction::Broadcast(message) => to.handle_message(sender, message),
+                RegistryAction::Send { to: id, message } if id == to.id => {
+                    to.handle_message(sender, message)
+                }
+                action => other.push(action),
+            }
+        }
+        other
+    }
+
+    fn announce(registry: &Registry, registration: &Registration) -> RegistryMessage {
+        RegistryMessage::Announce {
+            from: registry.id,
+            registrations: vec![registration.clone()],
+            ack: None,
+        }
+    }
+
+    #[test]
+    fn a_free_name_is_registered_and_its_holder_watched() {
+        let mut a = registry("a");
+        let pid = pid_of(&a, 1);
+        a.register("x", pid).unwrap();
+        assert_eq!(a.whereis("x"), Some(pid));
+        assert_eq!(drain(&mut a), vec![RegistryAction::Monitor(pid)]);
+    }
+
+    #[test]
+    fn a_held_name_is_refused_to_another_process() {
+        let mut a = registry("a");
+        a.register("x", pid_of(&a, 1)).unwrap();
+        assert_eq!(
+            a.register("x", pid_of(&a, 2)),
+            Err(RegisterError::Taken(pid_of(&a, 1)))
+        );
+        assert!(
+            a.register("x", pid_of(&a, 1)).is_ok(),
+            "registering again is idempotent"
+        );
+    }
+
+    #[test]
+    fn only_local_processes_and_sane_names_are_registered() {
+        let mut a = registry("a");
+        let b = registry("b");
+        assert_eq!(
+            a.register("x", pid_of(&b, 1)),
+            Err(RegisterError::NotLocal(pid_of(&b, 1)))
+        );
+        assert_eq!(a.register("", pid_of(&a, 1)), Err(RegisterError::BadName));
+    }
+
+    #[test]
+    fn an_announcement_teaches_a_peer_and_an_unregistration_withdraws_it() {
+        let (mut a, mut b) = (registry("a"), registry("b"));
+        let registration = a.register("x", pid_of(&a, 1)).unwrap();
+        b.handle_message(a.id, announce(&a, &registration));
+        assert_eq!(b.whereis("x"), Some(pid_of(&a, 1)));
+        drain(&mut a);
+        assert!(a.unregister("x", pid_of(&a, 1)));
+        deliver(&mut a, &mut b);
+        assert_eq!((a.whereis("x"), b.whereis("x")), (None, None));
+    }
+
+    #[test]
+    fn a_node_cannot_speak_for_another_nodes_processes() {
+        let (a, mut b, c) = (registry("a"), registry("b"), registry("c"));
+        let forged = Registration {
+            name: "x".into(),
+            pid: pid_of(&c, 1),
+            stamp: Stamp {
+                clock: 1,
+                node: c.node.clone(),
+            },
+        };
+        b.handle_message(a.id, announce(&a, &forged));
+        assert_eq!(b.whereis("x"), None);
+    }
+
+    #[test]
+    fn a_lost_node_releases_its_names_and_a_dead_holder_releases_everywhere() {
+        let (mut a, mut b) = (registry("a"), registry("b"));
+        let x = a.register("x", pid_of(&a, 1)).unwrap();
+        let y = a.register("y", pid_of(&a, 2)).unwrap();
+        for r in [&x, &y] {
+            b.handle_message(a.id, announce(&a, r));
+        }
+        drain(&mut a);
+        a.handle_process_down(pid_of(&a, 1));
+        deliver(&mut a, &mut b);
+        assert_eq!(b.whereis("x"), None);
+        assert_eq!(b.whereis("y"), Some(pid_of(&a, 2)));
+        b.handle_node_down(a.id, a.incarnation);
+        assert_eq!(b.whereis("y"), None);
+    }
+
+    #[test]
+    fn after_a_heal_the_earlier_registration_wins_everywhere_and_the_loser_is_told_once() {
+        let (mut a, mut b, mut c) = (registry("a"), registry("b"), registry("c"));
+        // Partition {a} | {b, c}, each side registers "x"; b's registration is later in Lamport
+        // time.
+        b.clock = 10;
+        a.register("x", pid_of(&a, 1)).unwrap();
+        let bx = b.register("x", pid_of(&b, 1)).unwrap();
+        c.handle_message(b.id, announce(&b, &bx));
+        drain(&mut a);
+        drain(&mut b);
+        // Heal: a announces its names to b and c, b announces its own to a.
+        a.handle_node_up(b.id);
+        a.handle_node_up(c.id);
+        for action in drain(&mut a) {
+            if let RegistryAction::Send { to, message } = action {
+                let peer = if to == b.id { &mut b } else { &mut c };
+                peer.handle_message(a.id, message);
+            }
+        }
+        b.handle_node_up(a.id);
+        let b_actions = drain(&mut b);
+        let notices: Vec<_> = b_actions
+            .iter()
+            .filter(|a| matches!(a, RegistryAction::NotifyLoser { .. }))
+            .collect();
+        let expected = RegistryAction::NotifyLoser {
+            loser: pid_of(&b, 1),
+            name: "x".into(),
+            winner: pid_of(&a, 1),
+        };
+        assert_eq!(notices, vec![&expected], "the loser is told exactly once");
+        for action in b_actions {
+            match action {
+                RegistryAction::Broadcast(message) => {
+                    a.handle_message(b.id, message.clone());
+                    c.handle_message(b.id, message);
+                }
+                RegistryAction::Send { message, .. } => a.handle_message(b.id, message),
+                _ => {}
+            }
+        }
+        for r in [&a, &b, &c] {
+            assert_eq!(r.whereis("x"), Some(pid_of(&a, 1)), "on {:?}", r.node);
+        }
+        assert!(
+            drain(&mut a).is_empty() && drain(&mut c).is_empty(),
+            "no one else is told anything"
+        );
+    }
+
+    #[test]
+    fn an_acknowledged_announcement_returns_the_winner_to_the_later_registrant() {
+        let (mut a, mut b) = (registry("a"), registry("b"));
+        a.register("x", pid_of(&a, 1)).unwrap();
+        b.clock = 5;
+        let bx = b.register("x", pid_of(&b, 1)).unwrap();
+        drain(&mut a);
+        drain(&mut b);
+        a.handle_message(
+            b.id,
+            RegistryMessage::Announce {
+                from: b.id,
+                registrations: vec![bx],
+                ack: Some(7),
+            },
+        );
+        let actions = drain(&mut a);
+        let [RegistryAction::Send { to, message }] = actions.as_slice() else {
+            panic!("one ack, got {actions:?}")
+        };
+        let (to, message) = (*to, message.clone());
+        assert_eq!(to, b.id);
+        b.handle_message(a.id, message);
+        assert_eq!(
+            b.whereis("x"),
+            Some(pid_of(&a, 1)),
+            "the later registrant learns it lost"
+        );
+    }
+
+    #[test]
+    fn equal_clocks_are_settled_by_node_name() {
+        let (mut a, mut b) = (registry("a"), registry("b"));
+        let ax = a.register("x", pid_of(&a, 1)).unwrap();
+        let bx = b.register("x", pid_of(&b, 1)).unwrap();
+        assert_eq!(ax.stamp.clock, bx.stamp.clock);
+        a.handle_message(b.id, announce(&b, &bx));
+        b.handle_message(a.id, announce(&a, &ax));
+        assert_eq!(a.whereis("x"), Some(pid_of(&a, 1)));
+        assert_eq!(b.whereis("x"), Some(pid_of(&a, 1)));
+    }
+}
