@@ -42,6 +42,8 @@
 //! - [`node`] — identity, process table, connection table, node-down handling.
 //! - [`process`] — the [`Server`] behaviour, its run loop, [`ServerRef`], [`ReplyTo`],
 //!   [`Mailbox`].
+//! - `registry` — the global name service every node runs (`Node::register_global`, …); the
+//!   names and the clash rule live in `gen_cluster_proto::registry`.
 //! - [`services`] — servers every node can run (the echo diagnostics server).
 //! - [`config`], [`events`], [`error`].
 //!
@@ -57,6 +59,7 @@ pub mod error;
 pub mod events;
 pub mod node;
 pub mod process;
+mod registry;
 pub mod services;
 pub mod transport;
 
@@ -64,6 +67,7 @@ pub use config::NodeConfig;
 pub use error::{CallError, ConnectError, HandshakeFailed, SendError, StartError, StartNodeError};
 pub use events::{DownReason, NodeEvent};
 pub use gen_cluster_proto::liveness::LivenessConfig;
+pub use gen_cluster_proto::registry::RegisterError;
 pub use gen_cluster_proto::{ExitReason, Incarnation, NodeId, NodeName, Pid};
 pub use node::{Node, PeerInfo};
 pub use process::{Context, Flow, Info, Mailbox, Message, MonitorRef, ReplyTo, Server, ServerRef};

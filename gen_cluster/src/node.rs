@@ -12,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use gen_cluster_proto::arbitration::{self, Other, Progress, Step, Verdict};
 use gen_cluster_proto::handshake::{HandshakeConfig, Identity, Refusal, SUPPORTED_VERSIONS};
+use gen_cluster_proto::registry::{RegisterError, Registry};
 use gen_cluster_proto::wire::{self, CallRefusal, Dest, Header};
 use gen_cluster_proto::{ExitReason, Incarnation, NodeId, NodeName, Pid};
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
@@ -27,6 +28,7 @@ use crate::events::{DownReason, NodeEvent};
 use crate::process::{
     self, Mailbox, Message, MonitorRef, Payload, ReplyRoute, Server, ServerRef, Signal, Target,
 };
+use crate::registry::{self, GlobalRegistry};
 use crate::transport::{Dialer, Tcp, Transport};
 
 /// How many events a slow subscriber may fall behind before it misses some.
@@ -51,6 +53,7 @@ pub(crate) struct Inner {
     peers: Mutex<Peers>,
     events: broadcast::Sender<NodeEvent>,
     pub(crate) shutdown: CancellationToken,
+    pub(crate) registry: GlobalRegistry,
     process_tasks: TaskTracker,
     pub(crate) link_tasks: TaskTracker,
 }
@@ -183,11 +186,13 @@ impl Node {
                 peers: Mutex::default(),
                 events: broadcast::channel(EVENT_BUFFER).0,
                 shutdown: CancellationToken::new(),
+                registry: GlobalRegistry::new(Registry::new(config.name.clone(), incarnation)),
                 process_tasks: TaskTracker::new(),
                 link_tasks: TaskTracker::new(),
                 config,
             }),
         };
+        registry::start(&node);
         let pending = Arc::new(Semaphore::new(node.inner.config.max_pending_handshakes));
         node.inner.link_tasks.spawn(connection::accept_loop(
             node.clone(),
@@ -324,6 +329,45 @@ impl Node {
         Mailbox::new(self.clone(), pid, rx)
     }
 
+    /// A new mailbox registered under `name` on this node, so peers can reach it by name.
+    pub fn mailbox_named<M: Message>(&self, name: &str) -> Result<Mailbox<M>, StartError> {
+        let (pid, rx) = self.register_slot(Some(name.into()))?;
+        Ok(Mailbox::new(self.clone(), pid, rx))
+    }
+
+    /// Registers `name` for the local process `pid` across the cluster. Every connected node
+    /// learns it before this returns (each answers within the failure detector's deadline or is
+    /// treated as gone). If another process holds the name, or wins it while this registration
+    /// is being announced (see the registry's clash rule: the earlier registration wins), the
+    /// result is [`RegisterError::Taken`] with the holder.
+    ///
+    /// The name is released when `pid` ends, when it is unregistered, or — on the other nodes —
+    /// when this node is lost. A holder that loses its name after a partition heals gets
+    /// [`Info::NameLost`](crate::Info::NameLost).
+    pub async fn register_global(&self, name: &str, pid: Pid) -> Result<(), RegisterError> {
+        registry::register(self, name, pid, self.inner.config.liveness.down_after).await
+    }
+
+    /// The holder of the global `name`, as this node knows it: a local read, no round trip.
+    /// Never a process whose end (or whose node's loss) this node has learned of.
+    pub fn whereis_global(&self, name: &str) -> Option<Pid> {
+        self.inner.registry.whereis(name)
+    }
+
+    /// Releases the global `name` if a process of this node holds it; returns whether one did.
+    /// The other nodes learn it without a round trip being awaited.
+    pub fn unregister_global(&self, name: &str) -> bool {
+        let Some(holder) = self.whereis_global(name).filter(|&pid| self.is_local(pid)) else {
+            return false;
+        };
+        registry::drive(self, |machine| machine.unregister(name, holder))
+    }
+
+    /// Every global name this node knows, with its holder.
+    pub fn global_names(&self) -> Vec<(String, Pid)> {
+        self.inner.registry.names()
+    }
+
     /// The pid registered as `name` on this node.
     pub fn whereis(&self, name: &str) -> Option<Pid> {
         let processes = lock(&self.inner.processes);
@@ -361,6 +405,20 @@ impl Node {
             Ok(Err(_)) => Err(CallError::NodeDown),
             Err(_) => Err(CallError::Timeout(timeout)),
         }
+    }
+
+    /// Sends `message` to the process registered as `name` on the node `node`.
+    pub(crate) fn post_named<M: Message>(
+        &self,
+        node: NodeId,
+        name: &str,
+        message: M,
+    ) -> Result<(), SendError> {
+        let target = Target::Named {
+            node,
+            name: name.into(),
+        };
+        self.post(&target, message, |to| Header::Send { to }, Signal::Info)
     }
 
     /// Sends a one-way request to `server`'s `handle_cast`.
@@ -563,7 +621,7 @@ impl Node {
             .is_some_and(|slot| slot.mailbox.send(signal).is_ok())
     }
 
-    fn deliver_to_pid(&self, pid: Pid, signal: Signal) {
+    pub(crate) fn deliver_to_pid(&self, pid: Pid, signal: Signal) {
         if self.is_local(pid) {
             self.deliver_local(pid.local, signal);
         }

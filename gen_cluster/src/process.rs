@@ -106,6 +106,7 @@ pub trait Server: Sized + Send + 'static {
 
 /// A message for `handle_info`, or a notice about another process.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum Info<M> {
     /// A message sent with [`Node::send`].
     Message(M),
@@ -124,6 +125,14 @@ pub enum Info<M> {
         from: Pid,
         /// Why.
         reason: ExitReason,
+    },
+    /// This process held the global `name`, and an earlier registration by another process won
+    /// it when the two met (after a partition healed). The name is no longer this process's.
+    NameLost {
+        /// The name.
+        name: String,
+        /// Its holder now.
+        winner: Pid,
     },
 }
 
@@ -147,6 +156,10 @@ pub(crate) enum Signal {
     Exit {
         from: Pid,
         reason: ExitReason,
+    },
+    NameLost {
+        name: String,
+        winner: Pid,
     },
     Stop(ExitReason),
 }
@@ -402,6 +415,7 @@ impl<M: Message> Mailbox<M> {
                     });
                 }
                 Signal::Exit { from, reason } => return Some(Info::Exit { from, reason }),
+                Signal::NameLost { name, winner } => return Some(Info::NameLost { name, winner }),
                 Signal::Call { reply, .. } => reply.refuse(CallRefusal::NoReply),
                 Signal::Cast(_) => {}
                 Signal::Stop(_) => return None,
@@ -495,6 +509,9 @@ async fn serve<S: Server>(
             }
             Signal::Exit { from, reason } if ctx.trap_exits => {
                 guarded(server.handle_info(Info::Exit { from, reason }, ctx)).await
+            }
+            Signal::NameLost { name, winner } => {
+                guarded(server.handle_info(Info::NameLost { name, winner }, ctx)).await
             }
             Signal::Exit { reason, .. } if reason.is_normal() => Ok(Flow::Continue),
             Signal::Exit { reason, .. } | Signal::Stop(reason) => return reason,

@@ -58,6 +58,8 @@ pub enum RegistryMessage {
     },
     /// The answer to an announcement: the receiver's registrations that beat the announced ones.
     Ack {
+        /// The answering node.
+        from: NodeId,
         /// The announcement's reference.
         reference: u64,
         /// Registrations that won against the announced ones.
@@ -209,7 +211,11 @@ impl Registry {
                 if let Some(reference) = ack {
                     self.actions.push_back(RegistryAction::Send {
                         to: from,
-                        message: RegistryMessage::Ack { reference, winners },
+                        message: RegistryMessage::Ack {
+                            from: self.id,
+                            reference,
+                            winners,
+                        },
                     });
                 }
             }

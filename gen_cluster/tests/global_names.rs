@@ -1,0 +1,163 @@
+//! Global names across three nodes in one OS process: register and whereis everywhere, release
+//! when the holder or its node ends, one winner for concurrent registrations, and one holder
+//! everywhere after a partition heals, with the loser told once.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+mod common;
+
+use std::time::Duration;
+
+use common::{HANG, node, wait_until};
+use gen_cluster::{Info, Mailbox, Node, Pid, RegisterError};
+
+/// Three nodes, all connected to each other.
+async fn mesh() -> [Node; 3] {
+    let nodes = [node("a").await, node("b").await, node("c").await];
+    for (i, from) in nodes.iter().enumerate() {
+        for to in &nodes[i + 1..] {
+            from.connect(to.listen_addr()).await.unwrap();
+        }
+    }
+    for node in &nodes {
+        wait_until(|| node.peers().len() == 2).await;
+    }
+    nodes
+}
+
+async fn everywhere(nodes: &[&Node], name: &str, holder: Option<Pid>) {
+    for node in nodes {
+        wait_until(|| node.whereis_global(name) == holder).await;
+    }
+}
+
+/// The NameLost notices a mailbox gets within `window`.
+async fn notices(mailbox: &mut Mailbox<()>, window: Duration) -> Vec<(String, Pid)> {
+    let mut seen = Vec::new();
+    while let Ok(Some(info)) = tokio::time::timeout(window, mailbox.recv()).await {
+        if let Info::NameLost { name, winner } = info {
+            seen.push((name, winner));
+        }
+    }
+    seen
+}
+
+#[tokio::test]
+async fn a_registered_name_is_seen_on_every_node_and_refused_to_others() {
+    let [a, b, c] = mesh().await;
+    let holder = b.mailbox::<()>();
+    b.register_global("service", holder.pid()).await.unwrap();
+    // Every connected node learned it before register_global returned.
+    for node in [&a, &b, &c] {
+        assert_eq!(node.whereis_global("service"), Some(holder.pid()));
+    }
+    let other = c.mailbox::<()>();
+    assert_eq!(
+        c.register_global("service", other.pid()).await,
+        Err(RegisterError::Taken(holder.pid()))
+    );
+    assert_eq!(
+        a.register_global("x", other.pid()).await,
+        Err(RegisterError::NotLocal(other.pid())),
+        "a node registers only its own processes"
+    );
+    assert!(b.unregister_global("service"));
+    everywhere(&[&a, &b, &c], "service", None).await;
+    c.register_global("service", other.pid()).await.unwrap();
+    everywhere(&[&a, &b, &c], "service", Some(other.pid())).await;
+}
+
+#[tokio::test]
+async fn a_name_is_released_everywhere_when_its_holder_ends() {
+    let [a, b, c] = mesh().await;
+    let holder = a.mailbox::<()>();
+    a.register_global("job", holder.pid()).await.unwrap();
+    drop(holder);
+    everywhere(&[&a, &b, &c], "job", None).await;
+}
+
+#[tokio::test]
+async fn a_name_is_released_when_its_holders_node_is_lost() {
+    let [a, b, c] = mesh().await;
+    let holder = c.mailbox::<()>();
+    c.register_global("job", holder.pid()).await.unwrap();
+    everywhere(&[&a, &b], "job", Some(holder.pid())).await;
+    // c vanishes from a's and b's view without a goodbye, as after a crash.
+    a.disconnect(c.name());
+    b.disconnect(c.name());
+    everywhere(&[&a, &b], "job", None).await;
+}
+
+#[tokio::test]
+async fn concurrent_registrations_of_one_name_have_exactly_one_winner() {
+    for round in 0..10 {
+        let [a, b, c] = mesh().await;
+        let name = format!("leader{round}");
+        let holders = [a.mailbox::<()>(), b.mailbox::<()>(), c.mailbox::<()>()];
+        let (ra, rb, rc) = tokio::join!(
+            a.register_global(&name, holders[0].pid()),
+            b.register_global(&name, holders[1].pid()),
+            c.register_global(&name, holders[2].pid()),
+        );
+        let winners: Vec<Pid> = [ra, rb, rc]
+            .into_iter()
+            .zip(&holders)
+            .filter(|(result, _)| result.is_ok())
+            .map(|(_, holder)| holder.pid())
+            .collect();
+        assert_eq!(
+            winners.len(),
+            1,
+            "round {round}: exactly one registration succeeds"
+        );
+        everywhere(&[&a, &b, &c], &name, Some(winners[0])).await;
+    }
+}
+
+#[tokio::test]
+async fn after_a_partition_heals_one_holder_remains_everywhere_and_the_loser_is_told_once() {
+    let [a, b, c] = mesh().await;
+    // Partition {a} | {b, c}.
+    for peer in [b.name(), c.name()] {
+        a.disconnect(peer);
+    }
+    wait_until(|| a.peers().is_empty() && b.peers().len() == 1 && c.peers().len() == 1).await;
+    let mut on_a = a.mailbox::<()>();
+    let mut on_b = b.mailbox::<()>();
+    a.register_global("singleton", on_a.pid()).await.unwrap();
+    b.register_global("singleton", on_b.pid()).await.unwrap();
+    assert_eq!(c.whereis_global("singleton"), Some(on_b.pid()));
+    // Heal.
+    a.connect(b.listen_addr()).await.unwrap();
+    a.connect(c.listen_addr()).await.unwrap();
+    wait_until(|| [&a, &b, &c].iter().all(|n| n.peers().len() == 2)).await;
+    let winner = tokio::time::timeout(HANG, async {
+        loop {
+            let views: Vec<_> = [&a, &b, &c]
+                .iter()
+                .map(|n| n.whereis_global("singleton"))
+                .collect();
+            if views.iter().all(|v| *v == views[0] && v.is_some()) {
+                return views[0].unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("views converge");
+    let (winner_box, loser_box) = if winner == on_a.pid() {
+        (&mut on_a, &mut on_b)
+    } else {
+        (&mut on_b, &mut on_a)
+    };
+    let window = Duration::from_millis(300);
+    assert_eq!(
+        notices(loser_box, window).await,
+        vec![("singleton".to_string(), winner)],
+        "the loser is told once"
+    );
+    assert!(
+        notices(winner_box, window).await.is_empty(),
+        "the winner is told nothing"
+    );
+}
