@@ -24,12 +24,13 @@ use crate::BenchArgs;
 
 const PAYLOAD: usize = 64;
 const COOKIE: &str = "bench-cookie";
-const BENCHMARKS: [&str; 5] = [
+const BENCHMARKS: [&str; 6] = [
     "remote_call",
     "concurrent_calls",
     "casts",
     "local_call",
     "node_down",
+    "global_names",
 ];
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -63,6 +64,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     if wanted("node_down") {
         node_down(&sides, &mut report)?;
+    }
+    if wanted("global_names") {
+        global_names(&sides, &erlang, &mut report)?;
     }
     report.finish();
     Ok(())
@@ -525,6 +529,57 @@ fn node_down(sides: &Sides, report: &mut Report) -> Result<()> {
     );
     let worst = ours.iter().max().copied().unwrap_or_default().as_secs_f64() * 1000.0;
     report.lower("node_down_after_kill9_max", "ms", worst, "target_ms", 100.0);
+    Ok(())
+}
+
+/// Register and unregister a global name while one other node is connected: the registration
+/// waits for that node's answer, so its floor is one round trip.
+fn global_names(sides: &Sides, erlang: &Erlang, report: &mut Report) -> Result<()> {
+    const N: usize = 2_000;
+    let addr = sides.raw_echo_server()?;
+    let (server, client, _) = sides.nodes("global")?;
+    let node = client.clone();
+    let (per_pair, round_trip) = sides.on_client(async move {
+        let mut stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let mut message = [7u8; PAYLOAD];
+        let started = Instant::now();
+        for _ in 0..N {
+            stream.write_all(&message).await?;
+            stream.read_exact(&mut message).await?;
+        }
+        let round_trip = started.elapsed() / N as u32;
+        let holder = node.mailbox::<()>();
+        let started = Instant::now();
+        for i in 0..N {
+            let name = format!("bench-{i}");
+            node.register_global(&name, holder.pid()).await?;
+            if !node.unregister_global(&name) {
+                bail!("{name} was not registered");
+            }
+        }
+        anyhow::Ok((started.elapsed() / N as u32, round_trip))
+    })??;
+    sides.stop(&[&client, &server]);
+    let us = per_pair.as_secs_f64() * 1e6;
+    report.lower(
+        "global_register_unregister",
+        "us",
+        us,
+        "raw_tcp_round_trip",
+        round_trip.as_secs_f64() * 1e6,
+    );
+    report.against_erlang(
+        erlang,
+        "global_register_unregister",
+        &[(
+            "global_register_unregister",
+            "us",
+            us,
+            "us_per_register_unregister",
+            Better::Lower,
+        )],
+    );
     Ok(())
 }
 

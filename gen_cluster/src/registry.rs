@@ -14,7 +14,7 @@ use tokio::sync::{broadcast, oneshot};
 
 use crate::events::NodeEvent;
 use crate::node::{Node, lock};
-use crate::process::{Info, Mailbox, Signal};
+use crate::process::{Info, Mailbox, MonitorRef, Signal};
 
 /// The local name of every node's registry mailbox.
 pub(crate) const MAILBOX: &str = "gen_cluster.registry";
@@ -24,6 +24,7 @@ pub(crate) struct GlobalRegistry {
     machine: Mutex<Registry>,
     acks: Mutex<FxHashMap<u64, AckWait>>,
     mailbox: OnceLock<Pid>,
+    monitors: Mutex<FxHashMap<Pid, MonitorRef>>,
 }
 
 struct AckWait {
@@ -37,6 +38,7 @@ impl GlobalRegistry {
             machine: Mutex::new(machine),
             acks: Mutex::default(),
             mailbox: OnceLock::new(),
+            monitors: Mutex::default(),
         }
     }
 
@@ -88,7 +90,13 @@ fn execute(node: &Node, action: RegistryAction) {
         }
         RegistryAction::Monitor(pid) => {
             if let Some(&mailbox) = node.inner.registry.mailbox.get() {
-                node.monitor_from(mailbox, pid);
+                let reference = node.monitor_from(mailbox, pid);
+                lock(&node.inner.registry.monitors).insert(pid, reference);
+            }
+        }
+        RegistryAction::Demonitor(pid) => {
+            if let Some(reference) = lock(&node.inner.registry.monitors).remove(&pid) {
+                node.demonitor_from(reference, pid);
             }
         }
     }
@@ -175,7 +183,10 @@ async fn run(
             _ = node.inner.shutdown.cancelled() => return,
             received = mailbox.recv() => match received {
                 Some(Info::Message(message)) => handle_message(&node, message),
-                Some(Info::Down { pid, .. }) => drive(&node, |machine| machine.handle_process_down(pid)),
+                Some(Info::Down { pid, .. }) => {
+                    lock(&node.inner.registry.monitors).remove(&pid);
+                    drive(&node, |machine| machine.handle_process_down(pid));
+                }
                 Some(_) => {}
                 None => return,
             },

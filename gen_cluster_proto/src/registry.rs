@@ -94,8 +94,11 @@ pub enum RegistryAction {
         /// Its holder now.
         winner: Pid,
     },
-    /// Watch a local process, so that its end releases its names.
+    /// Watch a local process, so that its end releases its names (asked once per holder, when
+    /// it takes its first name).
     Monitor(Pid),
+    /// Stop watching a local process: it holds no name any more.
+    Demonitor(Pid),
 }
 
 /// A name that cannot be registered.
@@ -121,6 +124,8 @@ pub struct Registry {
     incarnation: Incarnation,
     clock: u64,
     names: BTreeMap<String, Registration>,
+    /// How many names each local process holds, to watch each holder once.
+    local_holders: BTreeMap<Pid, usize>,
     actions: VecDeque<RegistryAction>,
 }
 
@@ -133,6 +138,7 @@ impl Registry {
             incarnation,
             clock: 0,
             names: BTreeMap::new(),
+            local_holders: BTreeMap::new(),
             actions: VecDeque::new(),
         }
     }
@@ -173,7 +179,7 @@ impl Registry {
             },
         };
         self.names.insert(name.to_string(), registration.clone());
-        self.actions.push_back(RegistryAction::Monitor(pid));
+        self.holds(pid);
         Ok(registration)
     }
 
@@ -182,6 +188,7 @@ impl Registry {
         match self.names.get(name) {
             Some(held) if held.pid == pid && self.is_local(pid) => {
                 let registration = self.names.remove(name).expect("just seen");
+                self.releases(pid);
                 self.actions
                     .push_back(RegistryAction::Broadcast(RegistryMessage::Withdraw {
                         registration,
@@ -280,6 +287,26 @@ impl Registry {
         pid.node == self.id && pid.incarnation == self.incarnation
     }
 
+    /// The local process `pid` took a name.
+    fn holds(&mut self, pid: Pid) {
+        let count = self.local_holders.entry(pid).or_default();
+        *count += 1;
+        if *count == 1 {
+            self.actions.push_back(RegistryAction::Monitor(pid));
+        }
+    }
+
+    /// The local process `pid` gave up a name.
+    fn releases(&mut self, pid: Pid) {
+        if let Some(count) = self.local_holders.get_mut(&pid) {
+            *count -= 1;
+            if *count == 0 {
+                self.local_holders.remove(&pid);
+                self.actions.push_back(RegistryAction::Demonitor(pid));
+            }
+        }
+    }
+
     /// Merges a peer's registration; returns this node's registration of the name when it beats
     /// the peer's.
     fn merge(&mut self, incoming: Registration) -> Option<Registration> {
@@ -296,6 +323,7 @@ impl Registry {
             .insert(incoming.name.clone(), incoming.clone())
             .expect("just seen");
         if self.is_local(lost.pid) {
+            self.releases(lost.pid);
             self.actions.push_back(RegistryAction::NotifyLoser {
                 loser: lost.pid,
                 name: lost.name.clone(),
@@ -362,6 +390,19 @@ mod tests {
         a.register("x", pid).unwrap();
         assert_eq!(a.whereis("x"), Some(pid));
         assert_eq!(drain(&mut a), vec![RegistryAction::Monitor(pid)]);
+    }
+
+    #[test]
+    fn a_holder_is_watched_once_and_released_with_its_last_name() {
+        let mut a = registry("a");
+        let pid = pid_of(&a, 1);
+        a.register("x", pid).unwrap();
+        a.register("y", pid).unwrap();
+        assert_eq!(drain(&mut a), vec![RegistryAction::Monitor(pid)]);
+        a.unregister("x", pid);
+        assert!(!drain(&mut a).contains(&RegistryAction::Demonitor(pid)));
+        a.unregister("y", pid);
+        assert!(drain(&mut a).contains(&RegistryAction::Demonitor(pid)));
     }
 
     #[test]
