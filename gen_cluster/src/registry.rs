@@ -30,6 +30,8 @@ pub(crate) struct GlobalRegistry {
 struct AckWait {
     waiting: FxHashSet<NodeId>,
     done: Option<oneshot::Sender<()>>,
+    /// The registration that beat the announced one, if a peer reported one.
+    winner: Option<Pid>,
 }
 
 impl GlobalRegistry {
@@ -121,6 +123,7 @@ pub(crate) async fn register(
             AckWait {
                 waiting: peers.clone(),
                 done: Some(done),
+                winner: None,
             },
         );
         let announce = RegistryMessage::Announce {
@@ -134,12 +137,17 @@ pub(crate) async fn register(
             }
         }
         let _ = tokio::time::timeout(wait, answered).await;
-        lock(&node.inner.registry.acks).remove(&reference);
+        let reported = lock(&node.inner.registry.acks)
+            .remove(&reference)
+            .and_then(|wait| wait.winner);
+        if let Some(winner) = reported {
+            return Err(RegisterError::Taken(winner));
+        }
     }
     match node.inner.registry.whereis(name) {
         Some(holder) if holder == pid => Ok(()),
         Some(holder) => Err(RegisterError::Taken(holder)),
-        // Released meanwhile (the holder ended).
+        // Lost to a registration whose announcement has not arrived yet, or released meanwhile.
         None => Err(RegisterError::Taken(pid)),
     }
 }
@@ -215,7 +223,16 @@ fn handle_message(node: &Node, message: RegistryMessage) {
         RegistryMessage::Withdraw { registration } => registration.pid.node,
     };
     let answered = match &message {
-        RegistryMessage::Ack { reference, .. } => Some(*reference),
+        RegistryMessage::Ack {
+            reference, winners, ..
+        } => {
+            if let Some(winner) = winners.first()
+                && let Some(wait) = lock(&node.inner.registry.acks).get_mut(reference)
+            {
+                wait.winner.get_or_insert(winner.pid);
+            }
+            Some(*reference)
+        }
         _ => None,
     };
     drive(node, |machine| machine.handle_message(from, message));

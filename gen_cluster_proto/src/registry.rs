@@ -3,13 +3,15 @@
 //!
 //! Each node is the authority for the names held by its own processes: it announces them to every
 //! peer when the peer connects and when a name is registered, and withdraws them when the holder
-//! ends or unregisters. A peer's names are forgotten when the peer goes down. Two holders of one
-//! name (a concurrent registration, or two sides of a healed partition) are settled by
-//! [`Stamp`] order: **the earlier registration wins** — by Lamport clock, then by node name. Every
-//! node computes the same winner from the same two registrations, so views converge once the
+//! ends or unregisters. A peer's names are forgotten when the peer goes down. Per name, a node
+//! keeps the registration each node announced (its candidates); the holder is the candidate with
+//! the earliest [`Stamp`] — **the earlier registration wins**, by Lamport clock, then by node
+//! name. Every node computes the same winner from the same candidates, so views converge once the
 //! announcements have crossed; a name held longer keeps its holder, which is what callers of a
-//! long-lived name expect. The node of the losing process notifies it once
-//! ([`RegistryAction::NotifyLoser`]) and withdraws its registration.
+//! long-lived name expect. Keeping every candidate, not only the winner, matters: when a winner
+//! is withdrawn, the next candidate (which its own node still holds) is the holder again.
+//! The node of a losing process notifies it once ([`RegistryAction::NotifyLoser`]) and withdraws
+//! its registration.
 //!
 //! Inputs: `register`, `unregister`, `handle_message`, `handle_node_up`, `handle_node_down`,
 //! `handle_process_down`. Outputs: [`Registry::poll_action`]. Costs: O(log names) per
@@ -123,7 +125,8 @@ pub struct Registry {
     id: NodeId,
     incarnation: Incarnation,
     clock: u64,
-    names: BTreeMap<String, Registration>,
+    /// Per name, the registration each node announced.
+    names: BTreeMap<String, BTreeMap<NodeId, Registration>>,
     /// How many names each local process holds, to watch each holder once.
     local_holders: BTreeMap<Pid, usize>,
     actions: VecDeque<RegistryAction>,
@@ -145,12 +148,15 @@ impl Registry {
 
     /// The holder of `name`, as far as this node knows.
     pub fn whereis(&self, name: &str) -> Option<Pid> {
-        self.names.get(name).map(|r| r.pid)
+        self.winner(name).map(|r| r.pid)
     }
 
     /// Every name this node knows, with its holder.
     pub fn names(&self) -> impl Iterator<Item = (&str, Pid)> {
-        self.names.iter().map(|(name, r)| (name.as_str(), r.pid))
+        self.names.iter().filter_map(|(name, candidates)| {
+            let winner = candidates.values().min_by(|a, b| a.stamp.cmp(&b.stamp))?;
+            Some((name.as_str(), winner.pid))
+        })
     }
 
     /// Registers `name` for the local process `pid`. The caller announces the returned
@@ -162,7 +168,7 @@ impl Registry {
         if !self.is_local(pid) {
             return Err(RegisterError::NotLocal(pid));
         }
-        if let Some(held) = self.names.get(name) {
+        if let Some(held) = self.winner(name) {
             return if held.pid == pid {
                 Ok(held.clone())
             } else {
@@ -178,25 +184,21 @@ impl Registry {
                 node: self.node.clone(),
             },
         };
-        self.names.insert(name.to_string(), registration.clone());
+        self.names
+            .entry(name.to_string())
+            .or_default()
+            .insert(self.id, registration.clone());
         self.holds(pid);
         Ok(registration)
     }
 
     /// Releases `name` if the local process `pid` holds it; returns whether it did.
     pub fn unregister(&mut self, name: &str, pid: Pid) -> bool {
-        match self.names.get(name) {
-            Some(held) if held.pid == pid && self.is_local(pid) => {
-                let registration = self.names.remove(name).expect("just seen");
-                self.releases(pid);
-                self.actions
-                    .push_back(RegistryAction::Broadcast(RegistryMessage::Withdraw {
-                        registration,
-                    }));
-                true
-            }
-            _ => false,
+        if self.local_registration(name).is_none_or(|r| r.pid != pid) {
+            return false;
         }
+        self.drop_local(name, None);
+        true
     }
 
     /// A message from the registry of the peer `from`.
@@ -211,8 +213,10 @@ impl Registry {
                     if registration.pid.node != from {
                         continue;
                     }
-                    if let Some(winner) = self.merge(registration) {
-                        winners.push(winner);
+                    let name = registration.name.clone();
+                    self.merge(from, registration.clone());
+                    if let Some(winner) = self.winner(&name).filter(|w| **w != registration) {
+                        winners.push(winner.clone());
                     }
                 }
                 if let Some(reference) = ack {
@@ -226,16 +230,30 @@ impl Registry {
                     });
                 }
             }
+            // Winners may be other nodes' registrations: they only tell this node that its own
+            // registration lost; their own nodes announce them.
             RegistryMessage::Ack { winners, .. } => {
                 for winner in winners {
-                    self.merge(winner);
+                    self.clock = self.clock.max(winner.stamp.clock);
+                    if self
+                        .local_registration(&winner.name)
+                        .is_some_and(|local| winner.stamp < local.stamp)
+                    {
+                        self.drop_local(&winner.name.clone(), None);
+                    }
                 }
             }
             RegistryMessage::Withdraw { registration } => {
-                if registration.pid.node == from
-                    && self.names.get(&registration.name) == Some(&registration)
-                {
-                    self.names.remove(&registration.name);
+                if registration.pid.node != from {
+                    return;
+                }
+                if let Some(candidates) = self.names.get_mut(&registration.name) {
+                    if candidates.get(&from) == Some(&registration) {
+                        candidates.remove(&from);
+                    }
+                    if candidates.is_empty() {
+                        self.names.remove(&registration.name);
+                    }
                 }
             }
         }
@@ -246,7 +264,7 @@ impl Registry {
         let registrations: Vec<Registration> = self
             .names
             .values()
-            .filter(|r| self.is_local(r.pid))
+            .filter_map(|candidates| candidates.get(&self.id))
             .cloned()
             .collect();
         self.actions.push_back(RegistryAction::Send {
@@ -261,8 +279,10 @@ impl Registry {
 
     /// The peer `node` (in its life `incarnation`) went down: its processes' names are released.
     pub fn handle_node_down(&mut self, node: NodeId, incarnation: Incarnation) {
-        self.names
-            .retain(|_, r| !(r.pid.node == node && r.pid.incarnation == incarnation));
+        self.names.retain(|_, candidates| {
+            candidates.retain(|&id, r| !(id == node && r.pid.incarnation == incarnation));
+            !candidates.is_empty()
+        });
     }
 
     /// The local process `pid` ended: its names are released everywhere.
@@ -270,7 +290,7 @@ impl Registry {
         let released: Vec<String> = self
             .names
             .iter()
-            .filter(|(_, r)| r.pid == pid)
+            .filter(|(_, candidates)| candidates.get(&self.id).is_some_and(|r| r.pid == pid))
             .map(|(name, _)| name.clone())
             .collect();
         for name in released {
@@ -307,34 +327,61 @@ impl Registry {
         }
     }
 
-    /// Merges a peer's registration; returns this node's registration of the name when it beats
-    /// the peer's.
-    fn merge(&mut self, incoming: Registration) -> Option<Registration> {
+    /// The earliest registration of `name` this node knows.
+    fn winner(&self, name: &str) -> Option<&Registration> {
+        self.names
+            .get(name)?
+            .values()
+            .min_by(|a, b| a.stamp.cmp(&b.stamp))
+    }
+
+    fn local_registration(&self, name: &str) -> Option<&Registration> {
+        self.names.get(name)?.get(&self.id)
+    }
+
+    /// Takes in the registration that the peer `from` announced for one of its processes; a
+    /// local registration of the same name that it beats has lost.
+    fn merge(&mut self, from: NodeId, incoming: Registration) {
         self.clock = self.clock.max(incoming.stamp.clock);
-        let Some(held) = self.names.get(&incoming.name) else {
-            self.names.insert(incoming.name.clone(), incoming);
-            return None;
+        let name = incoming.name.clone();
+        let winner = incoming.pid;
+        let stamp = incoming.stamp.clone();
+        self.names
+            .entry(name.clone())
+            .or_default()
+            .insert(from, incoming);
+        if self
+            .local_registration(&name)
+            .is_some_and(|local| stamp < local.stamp)
+        {
+            self.drop_local(&name, Some(winner));
+        }
+    }
+
+    /// Removes this node's registration of `name` and withdraws it everywhere; with `lost_to`,
+    /// tells its holder which process won the name.
+    fn drop_local(&mut self, name: &str, lost_to: Option<Pid>) {
+        let Some(candidates) = self.names.get_mut(name) else {
+            return;
         };
-        if held.pid == incoming.pid || held.stamp <= incoming.stamp {
-            return (held.pid != incoming.pid).then(|| held.clone());
+        let Some(registration) = candidates.remove(&self.id) else {
+            return;
+        };
+        if candidates.is_empty() {
+            self.names.remove(name);
         }
-        let lost = self
-            .names
-            .insert(incoming.name.clone(), incoming.clone())
-            .expect("just seen");
-        if self.is_local(lost.pid) {
-            self.releases(lost.pid);
+        self.releases(registration.pid);
+        if let Some(winner) = lost_to {
             self.actions.push_back(RegistryAction::NotifyLoser {
-                loser: lost.pid,
-                name: lost.name.clone(),
-                winner: incoming.pid,
+                loser: registration.pid,
+                name: name.to_string(),
+                winner,
             });
-            self.actions
-                .push_back(RegistryAction::Broadcast(RegistryMessage::Withdraw {
-                    registration: lost,
-                }));
         }
-        None
+        self.actions
+            .push_back(RegistryAction::Broadcast(RegistryMessage::Withdraw {
+                registration,
+            }));
     }
 }
 
@@ -526,9 +573,9 @@ mod tests {
     }
 
     #[test]
-    fn an_acknowledged_announcement_returns_the_winner_to_the_later_registrant() {
+    fn an_acknowledged_announcement_tells_the_later_registrant_it_lost() {
         let (mut a, mut b) = (registry("a"), registry("b"));
-        a.register("x", pid_of(&a, 1)).unwrap();
+        let ax = a.register("x", pid_of(&a, 1)).unwrap();
         b.clock = 5;
         let bx = b.register("x", pid_of(&b, 1)).unwrap();
         drain(&mut a);
@@ -537,7 +584,7 @@ mod tests {
             b.id,
             RegistryMessage::Announce {
                 from: b.id,
-                registrations: vec![bx],
+                registrations: vec![bx.clone()],
                 ack: Some(7),
             },
         );
@@ -545,13 +592,48 @@ mod tests {
         let [RegistryAction::Send { to, message }] = actions.as_slice() else {
             panic!("one ack, got {actions:?}")
         };
-        let (to, message) = (*to, message.clone());
-        assert_eq!(to, b.id);
-        b.handle_message(a.id, message);
+        assert_eq!(
+            (*to, message),
+            (
+                b.id,
+                &RegistryMessage::Ack {
+                    from: a.id,
+                    reference: 7,
+                    winners: vec![ax.clone()]
+                }
+            )
+        );
+        b.handle_message(a.id, message.clone());
+        assert_eq!(b.whereis("x"), None, "the losing registration is dropped");
+        assert_eq!(
+            drain(&mut b),
+            vec![
+                RegistryAction::Demonitor(pid_of(&b, 1)),
+                RegistryAction::Broadcast(RegistryMessage::Withdraw { registration: bx }),
+            ],
+            "and withdrawn, without a notice: the registrant learns it from its register call"
+        );
+        b.handle_message(a.id, announce(&a, &ax));
+        assert_eq!(b.whereis("x"), Some(pid_of(&a, 1)));
+    }
+
+    #[test]
+    fn withdrawing_a_winner_reveals_the_registration_it_had_beaten() {
+        let (mut a, mut b, mut c) = (registry("a"), registry("b"), registry("c"));
+        let ax = a.register("x", pid_of(&a, 1)).unwrap();
+        c.clock = 5;
+        let cx = c.register("x", pid_of(&c, 1)).unwrap();
+        // b hears both; c (cut off from a) keeps its own.
+        b.handle_message(c.id, announce(&c, &cx));
+        b.handle_message(a.id, announce(&a, &ax));
+        assert_eq!(b.whereis("x"), Some(pid_of(&a, 1)));
+        drain(&mut a);
+        a.unregister("x", pid_of(&a, 1));
+        deliver(&mut a, &mut b);
         assert_eq!(
             b.whereis("x"),
-            Some(pid_of(&a, 1)),
-            "the later registrant learns it lost"
+            Some(pid_of(&c, 1)),
+            "c's registration, still held by c, is the holder"
         );
     }
 
