@@ -14,6 +14,7 @@
 //!   challenge–response proof of the cluster secret (HMAC-SHA256, constant-time compare).
 //! - [`arbitration`] — the rule that leaves exactly one connection per pair of nodes when both dial
 //!   at once, or when a node restarts under the same name.
+//! - [`membership`] — the member list of a cluster of processes, and its join/leave events.
 //! - [`registry`] — global names: who holds what, and the rule that settles a clash after a heal.
 //! - [`liveness`] — the per-connection failure detector: heartbeats when idle, down after a silent
 //!   deadline.
@@ -25,6 +26,7 @@ pub mod exit;
 pub mod handshake;
 pub mod ids;
 pub mod liveness;
+pub mod membership;
 pub mod registry;
 pub mod wire;
 

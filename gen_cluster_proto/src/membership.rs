@@ -1,0 +1,445 @@
+//! Membership of one cluster of processes (the gen_cluster behaviour), as a state machine owned
+//! by each member process. It is the member's one source of truth, changed only by messages:
+//! nothing ships closures or whole states between members.
+//!
+//! - A newcomer asks one member (its seed) to [`Join`](MembershipMessage::Join). The contacted
+//!   member adds it, reports [`MembershipEvent::Joined`] with `contacted: true` (the behaviour's
+//!   `handle_join`) and welcomes it with the member list. A member lets others in only once it is
+//!   in itself: it holds their requests until then. A newcomer whose seed ends first is told
+//!   ([`MembershipEvent::SeedLost`]) and joins again through another member
+//!   ([`Membership::rejoin`]).
+//! - The newcomer adopts the list silently and announces itself, with its list, to every member
+//!   (so a contacted member that ends right after the welcome loses nothing). A member that
+//!   learns of a member it did not know adds it and reports `Joined` with `contacted: false`
+//!   (`handle_node_joined`) and sends the new member its own list, so knowing is always mutual.
+//!   That is how concurrent joins through different seeds meet.
+//! - Members that knew of each other only through members that ended before telling them find
+//!   each other through the rally name: a member whose list lacks the rally's holder introduces
+//!   itself to it ([`Membership::introduce_to`]).
+//! - Each member monitors every other member once; a DOWN removes the member and reports
+//!   [`MembershipEvent::Left`] with the reason (`handle_leave`). Departed pids are remembered, so a
+//!   late list never brings them back (pids are never reused).
+//!
+//! Each event is reported exactly once per member and per process. Costs: a join sends the list
+//! (O(n) entries) to the newcomer and from the newcomer to each of the n members, so O(n²) bytes
+//! per join in all; a member holds n entries and n − 1 monitors.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{ExitReason, Pid};
+
+/// A member: its pid and its kind (members of several kinds can share one cluster).
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Debug, Serialize, Deserialize)]
+pub struct Member {
+    /// The member process.
+    pub pid: Pid,
+    /// Its kind (at most 255 bytes).
+    pub kind: String,
+}
+
+/// What members tell each other.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum MembershipMessage {
+    /// A newcomer asks the receiving member to let it in.
+    Join {
+        /// The newcomer.
+        member: Member,
+    },
+    /// The members the sender knows (itself included).
+    Members {
+        /// The members.
+        members: Vec<Member>,
+    },
+}
+
+/// What happened to the membership, for the behaviour's callbacks.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum MembershipEvent {
+    /// A member joined.
+    Joined {
+        /// The new member.
+        member: Member,
+        /// Whether it joined through this member (`handle_join`), or this member learned of it
+        /// (`handle_node_joined`).
+        contacted: bool,
+    },
+    /// The member this one was joining through ended before letting it in: join again through
+    /// another member ([`Membership::rejoin`]), for instance the cluster's rally name.
+    SeedLost {
+        /// The seed that ended.
+        seed: Pid,
+    },
+    /// A member left.
+    Left {
+        /// The member that left.
+        member: Member,
+        /// Why it ended.
+        reason: ExitReason,
+    },
+}
+
+/// What the membership wants done.
+#[derive(Clone, PartialEq, Eq, Debug)]
+#[must_use]
+pub enum MembershipAction {
+    /// Send a message to another member.
+    Send {
+        /// The member.
+        to: Pid,
+        /// The message.
+        message: MembershipMessage,
+    },
+    /// Watch a member, so that its end is reported.
+    Monitor(Pid),
+    /// Report an event to the behaviour; the member list already reflects it.
+    Event(MembershipEvent),
+}
+
+/// One member's view of its cluster.
+#[derive(Debug)]
+pub struct Membership {
+    me: Member,
+    members: BTreeMap<Pid, Member>,
+    departed: BTreeSet<Pid>,
+    /// Whether this member has heard its first list since asking to join (a newcomer adopts that
+    /// list without reporting each member as joined).
+    welcomed: bool,
+    /// The member it is joining through, until welcomed.
+    seed: Option<Pid>,
+    /// Newcomers that asked this member to let them in before it was in itself.
+    held_joins: Vec<Member>,
+    actions: VecDeque<MembershipAction>,
+}
+
+impl Membership {
+    /// The membership of `me`, alone: the first member of a new cluster.
+    pub fn first(me: Member) -> Self {
+        Self {
+            members: BTreeMap::from([(me.pid, me.clone())]),
+            me,
+            departed: BTreeSet::new(),
+            welcomed: true,
+            seed: None,
+            held_joins: Vec::new(),
+            actions: VecDeque::new(),
+        }
+    }
+
+    /// The membership of `me`, joining through the member `seed`.
+    pub fn joining(me: Member, seed: Pid) -> Self {
+        let mut membership = Self::first(me);
+        membership.welcomed = false;
+        membership.rejoin(seed);
+        membership
+    }
+
+    /// Asks `seed` to let this member in, after its previous seed was lost. Does nothing once
+    /// this member has been let in.
+    pub fn rejoin(&mut self, seed: Pid) {
+        if self.welcomed || seed == self.me.pid {
+            return;
+        }
+        self.seed = Some(seed);
+        self.actions.push_back(MembershipAction::Monitor(seed));
+        self.actions.push_back(MembershipAction::Send {
+            to: seed,
+            message: MembershipMessage::Join {
+                member: self.me.clone(),
+            },
+        });
+    }
+
+    /// Sends this member's list to `other`, a member of the same cluster that this one does not
+    /// know — found through the cluster's rally name when members that linked two groups ended
+    /// before telling each side of the other. The groups then learn of each other as of joins.
+    pub fn introduce_to(&mut self, other: Pid) {
+        if self.welcomed && other != self.me.pid && !self.members.contains_key(&other) {
+            self.send_list(other);
+        }
+    }
+
+    /// Whether this member has been let in (its seed, or any member, sent it the list).
+    pub fn is_welcomed(&self) -> bool {
+        self.welcomed
+    }
+
+    /// The members, this one included, ordered by pid.
+    pub fn members(&self) -> impl Iterator<Item = &Member> {
+        self.members.values()
+    }
+
+    /// The members' pids grouped by kind.
+    pub fn by_kind(&self) -> BTreeMap<&str, Vec<Pid>> {
+        let mut kinds: BTreeMap<&str, Vec<Pid>> = BTreeMap::new();
+        for member in self.members.values() {
+            kinds
+                .entry(member.kind.as_str())
+                .or_default()
+                .push(member.pid);
+        }
+        kinds
+    }
+
+    /// Whether `pid` is a member.
+    pub fn contains(&self, pid: Pid) -> bool {
+        self.members.contains_key(&pid)
+    }
+
+    /// A message from another member (or a newcomer).
+    pub fn handle_message(&mut self, message: MembershipMessage) {
+        match message {
+            MembershipMessage::Join { member } => {
+                if member.pid == self.me.pid || self.departed.contains(&member.pid) {
+                    return;
+                }
+                if !self.welcomed {
+                    // Let others in only once in: hold the join until then.
+                    if !self.held_joins.contains(&member) {
+                        self.held_joins.push(member);
+                    }
+                    return;
+                }
+                let newcomer = member.pid;
+                if !self.members.contains_key(&newcomer) {
+                    self.add(member, Some(true));
+                }
+                // The welcome (sent again to a newcomer that retried).
+                self.send_list(newcomer);
+            }
+            MembershipMessage::Members { members } if !self.welcomed => self.adopt(members),
+            MembershipMessage::Members { members } => {
+                for member in members {
+                    if member.pid != self.me.pid
+                        && !self.departed.contains(&member.pid)
+                        && !self.members.contains_key(&member.pid)
+                    {
+                        // Learning is returned: the new member hears of this one (and of all
+                        // it knows), even if whoever told of it ends before telling it.
+                        let pid = member.pid;
+                        self.add(member, Some(false));
+                        self.send_list(pid);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A monitored process ended: if it was a member, it left.
+    pub fn handle_down(&mut self, pid: Pid, reason: ExitReason) {
+        self.departed.insert(pid);
+        if !self.welcomed && self.seed == Some(pid) {
+            self.seed = None;
+            self.actions
+                .push_back(MembershipAction::Event(MembershipEvent::SeedLost {
+                    seed: pid,
+                }));
+        }
+        if let Some(member) = self.members.remove(&pid) {
+            self.actions
+                .push_back(MembershipAction::Event(MembershipEvent::Left {
+                    member,
+                    reason,
+                }));
+        }
+    }
+
+    /// The next thing to do, if any.
+    pub fn poll_action(&mut self) -> Option<MembershipAction> {
+        self.actions.pop_front()
+    }
+
+    /// A newcomer takes its first list as the cluster it joined, without reporting each member
+    /// as joined; announces itself to every member (the contacted one may end before telling
+    /// anyone); then lets in the newcomers that asked it while it waited.
+    fn adopt(&mut self, members: Vec<Member>) {
+        self.welcomed = true;
+        self.seed = None;
+        for member in members {
+            if member.pid != self.me.pid
+                && !self.departed.contains(&member.pid)
+                && !self.members.contains_key(&member.pid)
+            {
+                self.add(member, None);
+            }
+        }
+        let others: Vec<Pid> = self
+            .members
+            .keys()
+            .copied()
+            .filter(|&pid| pid != self.me.pid)
+            .collect();
+        for pid in others {
+            self.send_list(pid);
+        }
+        for member in std::mem::take(&mut self.held_joins) {
+            self.handle_message(MembershipMessage::Join { member });
+        }
+    }
+
+    /// Adds a member this one did not know, watches it, and reports it joined (`Some(contacted)`)
+    /// or not at all (`None`, while adopting a welcome).
+    fn add(&mut self, member: Member, joined: Option<bool>) {
+        let pid = member.pid;
+        self.members.insert(pid, member.clone());
+        self.actions.push_back(MembershipAction::Monitor(pid));
+        if let Some(contacted) = joined {
+            self.actions
+                .push_back(MembershipAction::Event(MembershipEvent::Joined {
+                    member,
+                    contacted,
+                }));
+        }
+    }
+
+    fn send_list(&mut self, to: Pid) {
+        self.actions.push_back(MembershipAction::Send {
+            to,
+            message: MembershipMessage::Members {
+                members: self.members.values().cloned().collect(),
+            },
+        });
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+mod tests {
+    use super::*;
+    use crate::{Incarnation, NodeId};
+
+    fn member(local: u64, kind: &str) -> Member {
+        Member {
+            pid: Pid {
+                node: NodeId(local % 3),
+                incarnation: Incarnation(1),
+                local,
+            },
+            kind: kind.into(),
+        }
+    }
+
+    fn drain(m: &mut Membership) -> Vec<MembershipAction> {
+        std::iter::from_fn(|| m.poll_action()).collect()
+    }
+
+    fn events(actions: &[MembershipAction]) -> Vec<&MembershipEvent> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                MembershipAction::Event(e) => Some(e),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Delivers the messages in `actions` addressed to `to`.
+    fn deliver(actions: &[MembershipAction], to: &mut Membership) {
+        for action in actions {
+            if let MembershipAction::Send { to: pid, message } = action
+                && *pid == to.me.pid
+            {
+                to.handle_message(message.clone());
+            }
+        }
+    }
+
+    #[test]
+    fn a_join_is_handle_join_on_the_contacted_member_and_handle_node_joined_on_the_others() {
+        let (a, b, c) = (member(1, "web"), member(2, "web"), member(3, "db"));
+        let mut ma = Membership::first(a.clone());
+        let mut mb = Membership::joining(b.clone(), a.pid);
+        deliver(&drain(&mut mb), &mut ma);
+        let a_out = drain(&mut ma);
+        assert_eq!(
+            events(&a_out),
+            vec![&MembershipEvent::Joined {
+                member: b.clone(),
+                contacted: true
+            }]
+        );
+        deliver(&a_out, &mut mb);
+        let b_out = drain(&mut mb);
+        assert!(
+            events(&b_out).is_empty(),
+            "the newcomer adopts the list silently"
+        );
+        assert!(mb.is_welcomed());
+        deliver(&b_out, &mut ma);
+        assert!(events(&drain(&mut ma)).is_empty(), "a already knew b");
+        // c joins through b: b reports handle_join; c announces itself; a reports handle_node_joined.
+        let mut mc = Membership::joining(c.clone(), b.pid);
+        deliver(&drain(&mut mc), &mut mb);
+        let b_out = drain(&mut mb);
+        assert_eq!(
+            events(&b_out),
+            vec![&MembershipEvent::Joined {
+                member: c.clone(),
+                contacted: true
+            }]
+        );
+        deliver(&b_out, &mut mc);
+        let c_out = drain(&mut mc);
+        assert!(events(&c_out).is_empty());
+        deliver(&c_out, &mut ma);
+        deliver(&c_out, &mut mb);
+        assert_eq!(
+            events(&drain(&mut ma)),
+            vec![&MembershipEvent::Joined {
+                member: c.clone(),
+                contacted: false
+            }]
+        );
+        assert!(events(&drain(&mut mb)).is_empty(), "b reported c once");
+        for m in [&ma, &mb, &mc] {
+            assert_eq!(m.members().count(), 3);
+            assert_eq!(m.by_kind()["web"], vec![a.pid, b.pid]);
+            assert_eq!(m.by_kind()["db"], vec![c.pid]);
+        }
+    }
+
+    #[test]
+    fn a_newcomer_whose_seed_ends_first_is_told_and_can_join_elsewhere() {
+        let (a, b, c) = (member(1, "k"), member(2, "k"), member(3, "k"));
+        let mut mb = Membership::first(b.clone());
+        let mut mc = Membership::joining(c.clone(), a.pid);
+        drain(&mut mc);
+        mc.handle_down(a.pid, ExitReason::NoConnection);
+        assert_eq!(
+            events(&drain(&mut mc)),
+            vec![&MembershipEvent::SeedLost { seed: a.pid }]
+        );
+        mc.rejoin(b.pid);
+        deliver(&drain(&mut mc), &mut mb);
+        deliver(&drain(&mut mb), &mut mc);
+        assert!(mc.is_welcomed());
+        assert_eq!(mc.members().count(), 2);
+    }
+
+    #[test]
+    fn a_member_that_ends_is_reported_left_once_and_never_comes_back() {
+        let (a, b) = (member(1, "k"), member(2, "k"));
+        let mut ma = Membership::first(a);
+        ma.handle_message(MembershipMessage::Join { member: b.clone() });
+        drain(&mut ma);
+        ma.handle_down(b.pid, ExitReason::Shutdown);
+        ma.handle_down(b.pid, ExitReason::Shutdown);
+        assert_eq!(
+            events(&drain(&mut ma)),
+            vec![&MembershipEvent::Left {
+                member: b.clone(),
+                reason: ExitReason::Shutdown
+            }]
+        );
+        ma.handle_message(MembershipMessage::Members {
+            members: vec![b.clone()],
+        });
+        ma.handle_message(MembershipMessage::Join { member: b });
+        assert!(
+            drain(&mut ma).is_empty(),
+            "a stale list or join does not revive a departed member"
+        );
+        assert_eq!(ma.members().count(), 1);
+    }
+}
