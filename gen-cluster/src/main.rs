@@ -58,6 +58,9 @@ struct NodeArgs {
     /// How events are printed.
     #[arg(long, value_enum, default_value_t = EventFormat::Text)]
     events: EventFormat,
+    /// Register this node's echo server under this global name (repeatable).
+    #[arg(long = "global")]
+    globals: Vec<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]

@@ -29,7 +29,13 @@ async fn serve(args: NodeArgs) -> Result<()> {
         down_after,
     };
     let node = Node::start(config).await.context("cannot start the node")?;
-    node.spawn_named(echo::NAME, Echo::default()).await?;
+    let echo = node.spawn_named(echo::NAME, Echo::default()).await?;
+    let echo_pid = echo.pid().context("a spawned server has a pid")?;
+    for name in &args.globals {
+        node.register_global(name, echo_pid)
+            .await
+            .with_context(|| format!("cannot register the global name {name:?}"))?;
+    }
     let printer = Printer {
         format: args.events,
         node: node.name().to_string(),

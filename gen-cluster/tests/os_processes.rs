@@ -32,6 +32,10 @@ struct NodeProcess {
 
 impl NodeProcess {
     fn start(name: &str, listen: &str, cookie: &str, seeds: &[&str]) -> Self {
+        Self::start_with(name, listen, cookie, seeds, &[])
+    }
+
+    fn start_with(name: &str, listen: &str, cookie: &str, seeds: &[&str], extra: &[&str]) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_gen-cluster"));
         command
             .args([
@@ -44,6 +48,7 @@ impl NodeProcess {
         for seed in seeds {
             command.args(["--seed", seed]);
         }
+        command.args(extra);
         let mut child = command.spawn().expect("the gen-cluster binary starts");
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, events) = mpsc::channel();
@@ -359,4 +364,38 @@ async fn a_node_with_another_cookie_is_refused_and_the_cluster_keeps_serving() {
         intruder.events.try_iter().all(|e| e["event"] != "node_up"),
         "the intruder never joins"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_global_name_is_released_when_its_holders_node_is_killed() {
+    // The holder registers its echo server under the global name "svc" at start.
+    let mut holder =
+        NodeProcess::start_with("holder", "127.0.0.1:0", COOKIE, &[], &["--global", "svc"]);
+    let other = NodeProcess::start("other", "127.0.0.1:0", COOKIE, &[&holder.addr]);
+    let node = local_node("tester6").await;
+    node.connect(&holder.addr).await.unwrap();
+    node.connect(&other.addr).await.unwrap();
+    let EchoReply::Pid(echo) = node.call(&holder.echo(), EchoCall::Pid, T).await.unwrap() else {
+        panic!()
+    };
+    let until = |want: Option<gen_cluster::Pid>| {
+        let node = node.clone();
+        async move {
+            tokio::time::timeout(HANG, async {
+                while node.whereis_global("svc") != want {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+            .await
+            .expect("the global name reaches the expected holder before the hang bound");
+        }
+    };
+    until(Some(echo)).await;
+    holder.kill9();
+    until(None).await;
+    // The name is free again: a process elsewhere can take it.
+    let mailbox = node.mailbox::<()>();
+    node.register_global("svc", mailbox.pid()).await.unwrap();
+    assert_eq!(node.whereis_global("svc"), Some(mailbox.pid()));
+    drop(other);
 }
