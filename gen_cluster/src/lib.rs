@@ -44,6 +44,8 @@
 //!   [`Mailbox`].
 //! - `registry` — the global name service every node runs (`Node::register_global`, …); the
 //!   names and the clash rule live in `gen_cluster_proto::registry`.
+//! - [`cluster`] — the gen_cluster behaviour ([`ClusterServer`]): members, join/leave callbacks,
+//!   the rally name.
 //! - [`services`] — servers every node can run (the echo diagnostics server).
 //! - [`config`], [`events`], [`error`].
 //!
@@ -53,6 +55,7 @@
 
 #![deny(missing_docs)]
 
+pub mod cluster;
 pub mod config;
 mod connection;
 pub mod error;
@@ -63,6 +66,9 @@ mod registry;
 pub mod services;
 pub mod transport;
 
+pub use cluster::{
+    ClusterContext, ClusterInfo, ClusterServer, Clustered, Member, MemberConfig, Membership, Seed,
+};
 pub use config::NodeConfig;
 pub use error::{CallError, ConnectError, HandshakeFailed, SendError, StartError, StartNodeError};
 pub use events::{DownReason, NodeEvent};

@@ -407,6 +407,24 @@ impl Node {
         }
     }
 
+    /// Sends `message` to `pid`'s `handle_info` encoded even when `pid` is local, so that a
+    /// receiver whose info type differs from `M` but shares its encoding (an enum with the same
+    /// leading variants) decodes it. Used between members of different kinds of one cluster.
+    pub(crate) fn send_encoded<M: Message>(&self, pid: Pid, message: M) -> Result<(), SendError> {
+        if self.is_local(pid) {
+            let bytes = postcard::to_allocvec(&message)
+                .map_err(|e| wire::WireError::Encode(e.to_string()))?;
+            self.deliver_local(pid.local, Signal::Info(Payload::Remote(bytes.into())));
+            return Ok(());
+        }
+        self.post(
+            &Target::Pid(pid),
+            message,
+            |to| Header::Send { to },
+            Signal::Info,
+        )
+    }
+
     /// Sends `message` to the process registered as `name` on the node `node`.
     pub(crate) fn post_named<M: Message>(
         &self,

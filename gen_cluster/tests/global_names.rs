@@ -8,21 +8,16 @@ mod common;
 
 use std::time::Duration;
 
-use common::{HANG, node, wait_until};
+use common::{HANG, wait_until};
 use gen_cluster::{Info, Mailbox, Node, Pid, RegisterError};
 
 /// Three nodes, all connected to each other.
 async fn mesh() -> [Node; 3] {
-    let nodes = [node("a").await, node("b").await, node("c").await];
-    for (i, from) in nodes.iter().enumerate() {
-        for to in &nodes[i + 1..] {
-            from.connect(to.listen_addr()).await.unwrap();
-        }
-    }
-    for node in &nodes {
-        wait_until(|| node.peers().len() == 2).await;
-    }
-    nodes
+    common::mesh(&["a", "b", "c"])
+        .await
+        .try_into()
+        .ok()
+        .unwrap()
 }
 
 async fn everywhere(nodes: &[&Node], name: &str, holder: Option<Pid>) {

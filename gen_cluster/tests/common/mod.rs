@@ -100,3 +100,20 @@ pub async fn read_frame(stream: &mut TcpStream) -> Vec<u8> {
     stream.read_exact(&mut body).await.unwrap();
     body
 }
+
+/// Nodes `names`, all connected to each other.
+pub async fn mesh(names: &[&str]) -> Vec<Node> {
+    let mut nodes = Vec::new();
+    for name in names {
+        nodes.push(node(name).await);
+    }
+    for (i, from) in nodes.iter().enumerate() {
+        for to in &nodes[i + 1..] {
+            from.connect(to.listen_addr()).await.unwrap();
+        }
+    }
+    for node in &nodes {
+        wait_until(|| node.peers().len() == names.len() - 1).await;
+    }
+    nodes
+}

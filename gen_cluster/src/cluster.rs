@@ -1,0 +1,416 @@
+//! The gen_cluster behaviour: a cluster of processes that know each other. A [`ClusterServer`] is
+//! a gen_server with three more callbacks — `handle_join` on the member a newcomer contacted,
+//! `handle_node_joined` on every other member, `handle_leave` on every survivor — each called
+//! exactly once per event, with the member list after it.
+//!
+//! [`Clustered`] runs a `ClusterServer` as a [`Server`]: it owns the member's
+//! `gen_cluster_proto::membership` machine (the member's one source of truth, changed only by
+//! messages), carries out its actions (membership messages, monitors) and turns its events into
+//! the callbacks. Membership messages travel encoded even between members on one node, so members
+//! of different kinds (different `ClusterServer` types) share one cluster.
+//!
+//! The cluster's **rally name** (`gen_cluster:<cluster>`, a global name) points at one live
+//! member: the first member takes it; when its holder leaves, a survivor takes it over (the
+//! registry lets exactly one win). Newcomers can join through it ([`Seed::Rally`],
+//! [`Seed::Address`]); a newcomer whose seed ends first joins again through it; and a member
+//! whose list lacks the rally's holder (after members that linked two groups ended, or after a
+//! partition heals) introduces itself to it, so the groups merge.
+
+use std::future::Future;
+use std::time::Duration;
+
+use gen_cluster_proto::membership::{MembershipAction, MembershipEvent, MembershipMessage};
+use gen_cluster_proto::{ExitReason, Pid};
+use rustc_hash::FxHashSet;
+use serde::{Deserialize, Serialize};
+
+pub use gen_cluster_proto::membership::{Member, Membership};
+
+use crate::error::StartError;
+use crate::node::Node;
+use crate::process::{Context, Flow, Info, Message, MonitorRef, ReplyTo, Server, ServerRef};
+
+/// The context of a cluster member's callbacks.
+pub type ClusterContext<C> = Context<Clustered<C>>;
+
+/// The gen_cluster behaviour. Every callback gets the member list (`members`), this member
+/// included. Only `handle_call` must be written.
+pub trait ClusterServer: Sized + Send + 'static {
+    /// Requests of [`Node::call`].
+    type Call: Message;
+    /// Replies to them.
+    type Reply: Message;
+    /// Messages of [`Node::cast`].
+    type Cast: Message;
+    /// The behaviour's own messages, sent as [`ClusterInfo::User`].
+    type Info: Message;
+
+    /// Runs in the new process before it joins.
+    fn init(
+        &mut self,
+        ctx: &mut ClusterContext<Self>,
+    ) -> impl Future<Output = Result<(), ExitReason>> + Send {
+        let _ = ctx;
+        async { Ok(()) }
+    }
+
+    /// A newcomer joined through this member.
+    fn handle_join(
+        &mut self,
+        joining: &Member,
+        members: &Membership,
+        ctx: &mut ClusterContext<Self>,
+    ) -> impl Future<Output = Flow> + Send {
+        let _ = (joining, members, ctx);
+        async { Flow::Continue }
+    }
+
+    /// A newcomer joined through another member.
+    fn handle_node_joined(
+        &mut self,
+        joined: &Member,
+        members: &Membership,
+        ctx: &mut ClusterContext<Self>,
+    ) -> impl Future<Output = Flow> + Send {
+        let _ = (joined, members, ctx);
+        async { Flow::Continue }
+    }
+
+    /// A member left: `reason` is how its process ended (`noconnection` when its node was lost).
+    fn handle_leave(
+        &mut self,
+        left: &Member,
+        members: &Membership,
+        reason: &ExitReason,
+        ctx: &mut ClusterContext<Self>,
+    ) -> impl Future<Output = Flow> + Send {
+        let _ = (left, members, reason, ctx);
+        async { Flow::Continue }
+    }
+
+    /// Handles a request; see [`Server::handle_call`].
+    fn handle_call(
+        &mut self,
+        request: Self::Call,
+        from: ReplyTo<Self::Reply>,
+        members: &Membership,
+        ctx: &mut ClusterContext<Self>,
+    ) -> impl Future<Output = Flow> + Send;
+
+    /// Handles a one-way request.
+    fn handle_cast(
+        &mut self,
+        message: Self::Cast,
+        members: &Membership,
+        ctx: &mut ClusterContext<Self>,
+    ) -> impl Future<Output = Flow> + Send {
+        let _ = (message, members, ctx);
+        async { Flow::Continue }
+    }
+
+    /// Handles the behaviour's own messages and notices about processes it watches itself.
+    fn handle_info(
+        &mut self,
+        info: Info<Self::Info>,
+        members: &Membership,
+        ctx: &mut ClusterContext<Self>,
+    ) -> impl Future<Output = Flow> + Send {
+        let _ = (info, members, ctx);
+        async { Flow::Continue }
+    }
+
+    /// Runs once when the member ends.
+    fn terminate(
+        &mut self,
+        reason: &ExitReason,
+        ctx: &mut ClusterContext<Self>,
+    ) -> impl Future<Output = ()> + Send {
+        let _ = (reason, ctx);
+        async {}
+    }
+}
+
+/// What a member's mailbox carries: membership traffic (handled by the runtime) or the
+/// behaviour's own messages. Send a member `ClusterInfo::User(message)` with [`Node::send`].
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum ClusterInfo<I> {
+    /// Between members; never reaches the behaviour.
+    Membership(MembershipMessage),
+    /// The behaviour's own message.
+    User(I),
+}
+
+/// Where a new member joins.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Seed {
+    /// Nowhere: it is the first member of a new cluster.
+    First,
+    /// Through this member.
+    Member(Pid),
+    /// Through the cluster's rally name, as this node resolves it; the first member if nobody
+    /// holds it.
+    Rally,
+    /// Connect to the node at this address, then join through the rally name. The rally's
+    /// holder may live on another node: this node must be (or become) connected to it — node
+    /// discovery keeps the nodes of a cluster connected — or the start fails after the handshake
+    /// timeout.
+    Address(String),
+}
+
+/// How a member starts.
+#[derive(Clone, Debug)]
+pub struct MemberConfig {
+    /// The cluster's name (its rally name is `gen_cluster:<cluster>`).
+    pub cluster: String,
+    /// This member's kind (members are grouped by kind).
+    pub kind: String,
+    /// Where it joins.
+    pub seed: Seed,
+}
+
+impl MemberConfig {
+    /// A member of kind `kind` in `cluster`, joining through `seed`.
+    pub fn new(cluster: impl Into<String>, kind: impl Into<String>, seed: Seed) -> Self {
+        Self {
+            cluster: cluster.into(),
+            kind: kind.into(),
+            seed,
+        }
+    }
+
+    /// The cluster's rally name.
+    pub fn rally_name(&self) -> String {
+        rally_name(&self.cluster)
+    }
+}
+
+/// The rally name of `cluster`.
+pub fn rally_name(cluster: &str) -> String {
+    format!("gen_cluster:{cluster}")
+}
+
+/// A [`ClusterServer`] run as a [`Server`]: the behaviour and its membership.
+pub struct Clustered<C> {
+    inner: C,
+    config: MemberConfig,
+    membership: Option<Membership>,
+    /// The monitors set for the membership, to tell their DOWNs from the behaviour's own.
+    monitors: FxHashSet<MonitorRef>,
+}
+
+impl Node {
+    /// Starts a cluster member running `server`. With [`Seed::Address`] it first connects to
+    /// that node and waits (at most the handshake timeout) until the rally name resolves. The
+    /// join itself is asynchronous: the callbacks report it.
+    pub async fn start_member<C: ClusterServer>(
+        &self,
+        mut config: MemberConfig,
+        server: C,
+    ) -> Result<ServerRef<Clustered<C>>, StartError> {
+        if let Seed::Address(addr) = &config.seed {
+            self.connect(addr).await.map_err(|error| {
+                StartError::InitFailed(ExitReason::Error(format!("cannot reach the seed: {error}")))
+            })?;
+            let rally = config.rally_name();
+            let waited = tokio::time::timeout(self.config().handshake_timeout, async {
+                loop {
+                    if let Some(pid) = self.whereis_global(&rally) {
+                        return pid;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+            .await;
+            let pid = waited.map_err(|_| {
+                StartError::InitFailed(ExitReason::Error(format!(
+                    "no member holds {rally:?} on the seed's cluster"
+                )))
+            })?;
+            config.seed = Seed::Member(pid);
+        }
+        self.spawn(Clustered {
+            inner: server,
+            config,
+            membership: None,
+            monitors: FxHashSet::default(),
+        })
+        .await
+    }
+}
+
+impl<C: ClusterServer> Clustered<C> {
+    fn membership_mut(&mut self) -> &mut Membership {
+        self.membership.as_mut().expect("set in init")
+    }
+
+    /// Carries out what the membership asks, calling back the behaviour for its events.
+    async fn drive(&mut self, ctx: &mut ClusterContext<C>) -> Flow {
+        while let Some(action) = self.membership_mut().poll_action() {
+            let flow = match action {
+                MembershipAction::Send { to, message } => {
+                    let _ = ctx
+                        .node()
+                        .send_encoded(to, ClusterInfo::<C::Info>::Membership(message));
+                    Flow::Continue
+                }
+                MembershipAction::Monitor(pid) => {
+                    self.monitors.insert(ctx.monitor(pid));
+                    Flow::Continue
+                }
+                MembershipAction::Event(MembershipEvent::Joined { member, contacted }) => {
+                    let members = self.membership.as_ref().expect("set in init");
+                    if contacted {
+                        self.inner.handle_join(&member, members, ctx).await
+                    } else {
+                        self.inner.handle_node_joined(&member, members, ctx).await
+                    }
+                }
+                MembershipAction::Event(MembershipEvent::Left { member, reason }) => {
+                    let members = self.membership.as_ref().expect("set in init");
+                    let flow = self
+                        .inner
+                        .handle_leave(&member, members, &reason, ctx)
+                        .await;
+                    self.after_leave(member.pid, ctx);
+                    flow
+                }
+                MembershipAction::Event(MembershipEvent::SeedLost { seed }) => {
+                    match ctx
+                        .node()
+                        .whereis_global(&self.config.rally_name())
+                        .filter(|&p| p != seed)
+                    {
+                        Some(rally) => self.membership_mut().rejoin(rally),
+                        None => {
+                            tracing::warn!(%seed, "seed lost before the join and no rally holder to join through")
+                        }
+                    }
+                    Flow::Continue
+                }
+            };
+            if let Flow::Stop(reason) = flow {
+                return Flow::Stop(reason);
+            }
+        }
+        Flow::Continue
+    }
+
+    /// After a leave: take the rally name over if its holder left, and meet the rally's holder if
+    /// this member does not know it.
+    fn after_leave(&mut self, left: Pid, ctx: &mut ClusterContext<C>) {
+        let rally = self.config.rally_name();
+        match ctx.node().whereis_global(&rally) {
+            Some(holder) if holder != left => {
+                self.membership_mut().introduce_to(holder);
+            }
+            _ => {
+                let (node, me) = (ctx.node().clone(), ctx.pid());
+                let wait = node.config().liveness.down_after * 2;
+                tokio::spawn(async move {
+                    // The registry learns of the end on its own; wait for it, then try.
+                    let released = tokio::time::timeout(wait, async {
+                        while node.whereis_global(&rally) == Some(left) {
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                    });
+                    if released.await.is_ok() && node.whereis_global(&rally).is_none() {
+                        let _ = node.register_global(&rally, me).await;
+                    }
+                });
+            }
+        }
+    }
+}
+
+impl<C: ClusterServer> Server for Clustered<C> {
+    type Call = C::Call;
+    type Reply = C::Reply;
+    type Cast = C::Cast;
+    type Info = ClusterInfo<C::Info>;
+
+    async fn init(&mut self, ctx: &mut Context<Self>) -> Result<(), ExitReason> {
+        self.inner.init(ctx).await?;
+        let me = Member {
+            pid: ctx.pid(),
+            kind: self.config.kind.clone(),
+        };
+        let rally = self.config.rally_name();
+        let seed = match &self.config.seed {
+            Seed::Member(pid) => Some(*pid),
+            Seed::Rally => ctx.node().whereis_global(&rally),
+            Seed::First | Seed::Address(_) => None,
+        };
+        self.membership = Some(match seed {
+            Some(seed) => Membership::joining(me, seed),
+            None => {
+                if let Err(error) = ctx.node().register_global(&rally, ctx.pid()).await {
+                    tracing::warn!(%rally, %error, "a first member could not take the rally name");
+                }
+                Membership::first(me)
+            }
+        });
+        match self.drive(ctx).await {
+            Flow::Continue => Ok(()),
+            Flow::Stop(reason) => Err(reason),
+        }
+    }
+
+    async fn handle_call(
+        &mut self,
+        request: C::Call,
+        from: ReplyTo<C::Reply>,
+        ctx: &mut Context<Self>,
+    ) -> Flow {
+        let members = self.membership.as_ref().expect("set in init");
+        self.inner.handle_call(request, from, members, ctx).await
+    }
+
+    async fn handle_cast(&mut self, message: C::Cast, ctx: &mut Context<Self>) -> Flow {
+        let members = self.membership.as_ref().expect("set in init");
+        self.inner.handle_cast(message, members, ctx).await
+    }
+
+    async fn handle_info(
+        &mut self,
+        info: Info<ClusterInfo<C::Info>>,
+        ctx: &mut Context<Self>,
+    ) -> Flow {
+        let forwarded = match info {
+            Info::Message(ClusterInfo::Membership(message)) => {
+                self.membership_mut().handle_message(message);
+                return self.drive(ctx).await;
+            }
+            Info::Down {
+                reference,
+                pid,
+                reason,
+            } if self.monitors.remove(&reference) => {
+                self.membership_mut().handle_down(pid, reason);
+                return self.drive(ctx).await;
+            }
+            Info::NameLost { name, winner } if name == self.config.rally_name() => {
+                // Two groups met (a partition healed): meet the rally's holder, so they merge.
+                self.membership_mut().introduce_to(winner);
+                return self.drive(ctx).await;
+            }
+            Info::Message(ClusterInfo::User(message)) => Info::Message(message),
+            Info::Down {
+                reference,
+                pid,
+                reason,
+            } => Info::Down {
+                reference,
+                pid,
+                reason,
+            },
+            Info::Exit { from, reason } => Info::Exit { from, reason },
+            Info::NameLost { name, winner } => Info::NameLost { name, winner },
+        };
+        let members = self.membership.as_ref().expect("set in init");
+        self.inner.handle_info(forwarded, members, ctx).await
+    }
+
+    async fn terminate(&mut self, reason: &ExitReason, ctx: &mut Context<Self>) {
+        self.inner.terminate(reason, ctx).await;
+    }
+}
