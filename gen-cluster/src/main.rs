@@ -61,6 +61,10 @@ struct NodeArgs {
     /// Register this node's echo server under this global name (repeatable).
     #[arg(long = "global")]
     globals: Vec<String>,
+    /// Run a cluster member of this kind (in the cluster named by --cluster) that prints the
+    /// member list on every join and leave; it joins through the seeds' cluster.
+    #[arg(long)]
+    member: Option<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]

@@ -4,8 +4,10 @@ use std::io::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
+use gen_cluster::cluster::rally_name;
 use gen_cluster::services::echo::{self, Echo};
-use gen_cluster::{LivenessConfig, Node, NodeConfig, NodeEvent, NodeName};
+use gen_cluster::services::roster::{Roster, RosterChange};
+use gen_cluster::{LivenessConfig, MemberConfig, Node, NodeConfig, NodeEvent, NodeName, Seed};
 use serde_json::json;
 
 use crate::{EventFormat, NodeArgs};
@@ -45,11 +47,22 @@ async fn serve(args: NodeArgs) -> Result<()> {
     if !args.seeds.is_empty() {
         node.keep_connected(args.seeds.clone(), SEED_RETRY);
     }
+    let (changes_tx, mut changes) = tokio::sync::mpsc::unbounded_channel();
+    if let Some(kind) = &args.member {
+        let seed = join_point(&node, &args).await;
+        let config = MemberConfig::new(args.cluster.clone(), kind.clone(), seed);
+        let member = node.start_member(config, Roster::new(changes_tx)).await?;
+        printer.print_member_started(
+            member.pid().map(|p| p.to_string()).unwrap_or_default(),
+            kind,
+        );
+    }
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
             _ = terminate.recv() => break,
+            Some(change) = changes.recv() => printer.print_member(&change),
             event = events.recv() => match event {
                 Ok(NodeEvent::NodeUp { peer, addr, .. }) => printer.print("node_up", Some(peer.as_str()), None, Some(&addr)),
                 Ok(NodeEvent::NodeDown { peer, reason, .. }) => {
@@ -68,6 +81,29 @@ async fn serve(args: NodeArgs) -> Result<()> {
     printer.print("stopped", None, None, None);
     Ok(())
 }
+
+/// Where a new member joins: through the rally name of the seeds' cluster once a seed is
+/// connected and the name resolves (bounded wait), else as the first member. Two clusters started
+/// apart merge when they meet: the rally name clash makes them introduce themselves.
+async fn join_point(node: &Node, args: &NodeArgs) -> Seed {
+    if args.seeds.is_empty() {
+        return Seed::First;
+    }
+    let rally = rally_name(&args.cluster);
+    let resolved = tokio::time::timeout(JOIN_WAIT, async {
+        while node.whereis_global(&rally).is_none() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    if resolved.is_err() {
+        tracing::warn!(%rally, "no member found through the seeds yet: starting as the first member");
+    }
+    Seed::Rally
+}
+
+/// How long a new member waits for the seeds' cluster before starting on its own.
+const JOIN_WAIT: Duration = Duration::from_secs(2);
 
 struct Printer {
     format: EventFormat,
@@ -110,8 +146,74 @@ impl Printer {
                 line
             }
         };
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{line}");
-        let _ = out.flush();
+        emit(&line);
     }
+
+    fn print_member_started(&self, pid: String, kind: &str) {
+        self.emit_member("member_started", &pid, kind, None, &[]);
+    }
+
+    fn print_member(&self, change: &RosterChange) {
+        let event = format!("member_{}", change.event);
+        let reason = change.reason.as_ref().map(|r| r.to_string());
+        self.emit_member(
+            &event,
+            &change.member.pid.to_string(),
+            &change.member.kind,
+            reason,
+            &change.members,
+        );
+    }
+
+    fn emit_member(
+        &self,
+        event: &str,
+        member: &str,
+        kind: &str,
+        reason: Option<String>,
+        members: &[(String, Vec<gen_cluster::Pid>)],
+    ) {
+        let ts_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let line = match self.format {
+            EventFormat::Json => {
+                let members: serde_json::Map<String, serde_json::Value> = members
+                    .iter()
+                    .map(|(kind, pids)| {
+                        (kind.clone(), pids.iter().map(|p| p.to_string()).collect())
+                    })
+                    .collect();
+                json!({
+                    "event": event, "node": self.node, "member": member, "kind": kind,
+                    "reason": reason, "members": members, "ts_ms": ts_ms,
+                })
+                .to_string()
+            }
+            EventFormat::Text => {
+                let mut line = format!("{ts_ms} {} {event} member={member} kind={kind}", self.node);
+                if let Some(reason) = reason {
+                    line += &format!(" reason=\"{reason}\"");
+                }
+                if !members.is_empty() {
+                    let groups: Vec<String> = members
+                        .iter()
+                        .map(|(kind, pids)| {
+                            let pids: Vec<String> = pids.iter().map(|p| p.to_string()).collect();
+                            format!("{kind}:[{}]", pids.join(","))
+                        })
+                        .collect();
+                    line += &format!(" members={}", groups.join(" "));
+                }
+                line
+            }
+        };
+        emit(&line);
+    }
+}
+
+fn emit(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
 }

@@ -399,3 +399,60 @@ async fn a_global_name_is_released_when_its_holders_node_is_killed() {
     assert_eq!(node.whereis_global("svc"), Some(mailbox.pid()));
     drop(other);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_members_in_three_processes_see_each_join_and_leave_once() {
+    let a = NodeProcess::start_with("m-a", "127.0.0.1:0", COOKIE, &[], &["--member", "web"]);
+    let member_a = a.wait_event("member_started")["member"].clone();
+    let mut b = NodeProcess::start_with(
+        "m-b",
+        "127.0.0.1:0",
+        COOKIE,
+        &[&a.addr],
+        &["--member", "web"],
+    );
+    let member_b = b.wait_event("member_started")["member"].clone();
+    assert_eq!(
+        a.wait_event("member_joined")["member"],
+        member_b,
+        "b joined through a, the rally holder"
+    );
+    let c = NodeProcess::start_with(
+        "m-c",
+        "127.0.0.1:0",
+        COOKIE,
+        &[&a.addr, &b.addr],
+        &["--member", "db"],
+    );
+    let member_c = c.wait_event("member_started")["member"].clone();
+    let on_a = a.wait_event("member_joined");
+    assert_eq!(on_a["member"], member_c);
+    assert_eq!(on_a["members"]["web"].as_array().unwrap().len(), 2);
+    assert_eq!(on_a["members"]["db"].as_array().unwrap().len(), 1);
+    assert_eq!(b.wait_event("member_node_joined")["member"], member_c);
+    // A clean stop is one leave with reason shutdown on each survivor...
+    c.signal("-TERM");
+    for survivor in [&a, &b] {
+        let left = survivor.wait_event("member_left");
+        assert_eq!(
+            (left["member"].clone(), left["reason"].as_str()),
+            (member_c.clone(), Some("shutdown"))
+        );
+        assert!(left["members"].get("db").is_none());
+    }
+    // ...and kill -9 is a leave with noconnection.
+    b.kill9();
+    let left = a.wait_event("member_left");
+    assert_eq!(
+        (left["member"].clone(), left["reason"].as_str()),
+        (member_b, Some("noconnection"))
+    );
+    assert_eq!(left["members"]["web"], serde_json::json!([member_a]));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        a.events
+            .try_iter()
+            .all(|e| !e["event"].as_str().unwrap_or("").starts_with("member_")),
+        "no leave or join is reported twice"
+    );
+}

@@ -248,12 +248,18 @@ impl<C: ClusterServer> Clustered<C> {
         while let Some(action) = self.membership_mut().poll_action() {
             let flow = match action {
                 MembershipAction::Send { to, message } => {
+                    if let Some(addr) = self.unreached_address(to, ctx.node()) {
+                        reach(ctx.node(), to, &addr).await;
+                    }
                     let _ = ctx
                         .node()
                         .send_encoded(to, ClusterInfo::<C::Info>::Membership(message));
                     Flow::Continue
                 }
                 MembershipAction::Monitor(pid) => {
+                    if let Some(addr) = self.unreached_address(pid, ctx.node()) {
+                        reach(ctx.node(), pid, &addr).await;
+                    }
                     self.monitors.insert(ctx.monitor(pid));
                     Flow::Continue
                 }
@@ -295,6 +301,15 @@ impl<C: ClusterServer> Clustered<C> {
         Flow::Continue
     }
 
+    /// The listen address of the member `pid`'s node, if that node is not connected: members
+    /// learn of members on nodes their own node has not met, and connect to them first.
+    fn unreached_address(&self, pid: Pid, node: &Node) -> Option<String> {
+        if pid.node == node.id() || node.is_connected_id(pid.node) {
+            return None;
+        }
+        Some(self.membership.as_ref()?.member(pid)?.addr.clone())
+    }
+
     /// After a leave: take the rally name over if its holder left, and meet the rally's holder if
     /// this member does not know it.
     fn after_leave(&mut self, left: Pid, ctx: &mut ClusterContext<C>) {
@@ -322,6 +337,14 @@ impl<C: ClusterServer> Clustered<C> {
     }
 }
 
+/// Connects to the node of the member `pid` at `addr`, within the node's connect and handshake
+/// timeouts; a node that cannot be reached makes the monitor report the member gone.
+async fn reach(node: &Node, pid: Pid, addr: &str) {
+    if let Err(error) = node.connect(addr).await {
+        tracing::warn!(member = %pid, %addr, %error, "cannot reach a member's node");
+    }
+}
+
 impl<C: ClusterServer> Server for Clustered<C> {
     type Call = C::Call;
     type Reply = C::Reply;
@@ -333,6 +356,7 @@ impl<C: ClusterServer> Server for Clustered<C> {
         let me = Member {
             pid: ctx.pid(),
             kind: self.config.kind.clone(),
+            addr: ctx.node().listen_addr().to_string(),
         };
         let rally = self.config.rally_name();
         let seed = match &self.config.seed {

@@ -253,6 +253,11 @@ impl Node {
         list
     }
 
+    /// Whether the node with this id is connected.
+    pub(crate) fn is_connected_id(&self, id: NodeId) -> bool {
+        self.link_to(id).is_some()
+    }
+
     /// Whether a peer of this name is connected.
     pub fn is_connected(&self, peer: &NodeName) -> bool {
         self.link_to(peer.id())

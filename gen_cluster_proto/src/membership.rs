@@ -30,13 +30,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::{ExitReason, Pid};
 
-/// A member: its pid and its kind (members of several kinds can share one cluster).
+/// A member: its pid, its kind (members of several kinds can share one cluster) and where its
+/// node listens (so that every member can reach every other member's node).
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Debug, Serialize, Deserialize)]
 pub struct Member {
     /// The member process.
     pub pid: Pid,
-    /// Its kind (at most 255 bytes).
+    /// Its kind.
     pub kind: String,
+    /// The listen address of its node.
+    pub addr: String,
 }
 
 /// What members tell each other.
@@ -187,6 +190,11 @@ impl Membership {
         self.members.contains_key(&pid)
     }
 
+    /// The member `pid`, if it is one.
+    pub fn member(&self, pid: Pid) -> Option<&Member> {
+        self.members.get(&pid)
+    }
+
     /// A message from another member (or a newcomer).
     pub fn handle_message(&mut self, message: MembershipMessage) {
         match message {
@@ -317,6 +325,7 @@ mod tests {
                 local,
             },
             kind: kind.into(),
+            addr: format!("127.0.0.1:{}", 4000 + local % 3),
         }
     }
 

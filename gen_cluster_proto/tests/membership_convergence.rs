@@ -94,6 +94,7 @@ impl Sim {
                 let member = Member {
                     pid: pid(i),
                     kind: format!("k{}", i % 2),
+                    addr: String::new(),
                 };
                 self.add(Membership::joining(member, pid(seed % n)));
             }
@@ -165,7 +166,7 @@ proptest! {
     #[test]
     fn members_agree_once_the_faults_stop(ops in proptest::collection::vec(op(), 0..80)) {
         let mut sim = Sim::default();
-        sim.add(Membership::first(Member { pid: pid(0), kind: "k0".into() }));
+        sim.add(Membership::first(Member { pid: pid(0), kind: "k0".into(), addr: String::new() }));
         for op in ops {
             sim.apply(op);
         }

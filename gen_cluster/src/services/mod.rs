@@ -1,3 +1,4 @@
 //! Servers that ship with every node.
 
 pub mod echo;
+pub mod roster;

@@ -1,0 +1,111 @@
+//! The roster: a cluster member that reports every join and leave, with the member list after
+//! it, to a channel. `gen-cluster node --member KIND` runs one and prints what it reports; it is
+//! the smallest useful [`ClusterServer`].
+
+use tokio::sync::mpsc;
+
+use crate::cluster::{ClusterContext, ClusterServer, Member, Membership};
+use crate::process::{Flow, ReplyTo};
+use crate::{ExitReason, Pid};
+
+/// A change of the member list, as the roster saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RosterChange {
+    /// `joined` (through this member), `node_joined` (through another member) or `left`.
+    pub event: &'static str,
+    /// The member concerned.
+    pub member: Member,
+    /// Why it left (for `left`).
+    pub reason: Option<ExitReason>,
+    /// The members after the change, grouped by kind.
+    pub members: Vec<(String, Vec<Pid>)>,
+}
+
+/// A member that sends a [`RosterChange`] for each join and leave.
+#[derive(Debug)]
+pub struct Roster {
+    changes: mpsc::UnboundedSender<RosterChange>,
+}
+
+impl Roster {
+    /// A roster reporting to `changes`.
+    pub fn new(changes: mpsc::UnboundedSender<RosterChange>) -> Self {
+        Self { changes }
+    }
+
+    fn report(
+        &self,
+        event: &'static str,
+        member: &Member,
+        reason: Option<&ExitReason>,
+        members: &Membership,
+    ) {
+        let members = members
+            .by_kind()
+            .into_iter()
+            .map(|(kind, pids)| (kind.to_string(), pids))
+            .collect();
+        let _ = self.changes.send(RosterChange {
+            event,
+            member: member.clone(),
+            reason: reason.cloned(),
+            members,
+        });
+    }
+}
+
+impl ClusterServer for Roster {
+    type Call = ();
+    /// The members, grouped by kind.
+    type Reply = Vec<(String, Vec<Pid>)>;
+    type Cast = ();
+    type Info = ();
+
+    async fn handle_join(
+        &mut self,
+        joining: &Member,
+        members: &Membership,
+        _: &mut ClusterContext<Self>,
+    ) -> Flow {
+        self.report("joined", joining, None, members);
+        Flow::Continue
+    }
+
+    async fn handle_node_joined(
+        &mut self,
+        joined: &Member,
+        members: &Membership,
+        _: &mut ClusterContext<Self>,
+    ) -> Flow {
+        self.report("node_joined", joined, None, members);
+        Flow::Continue
+    }
+
+    async fn handle_leave(
+        &mut self,
+        left: &Member,
+        members: &Membership,
+        reason: &ExitReason,
+        _: &mut ClusterContext<Self>,
+    ) -> Flow {
+        self.report("left", left, Some(reason), members);
+        Flow::Continue
+    }
+
+    async fn handle_call(
+        &mut self,
+        _: (),
+        from: ReplyTo<Self::Reply>,
+        members: &Membership,
+        _: &mut ClusterContext<Self>,
+    ) -> Flow {
+        from.reply(
+            members
+                .by_kind()
+                .into_iter()
+                .map(|(kind, pids)| (kind.to_string(), pids))
+                .collect(),
+        );
+        Flow::Continue
+    }
+}
