@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use gen_cluster::services::echo::{self, Echo, EchoCall, EchoReply};
-use gen_cluster::{Node, NodeConfig, NodeEvent, NodeName, ServerRef};
+use gen_cluster::services::roster::Roster;
+use gen_cluster::{MemberConfig, Node, NodeConfig, NodeEvent, NodeName, Seed, ServerRef};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
@@ -24,13 +25,14 @@ use crate::BenchArgs;
 
 const PAYLOAD: usize = 64;
 const COOKIE: &str = "bench-cookie";
-const BENCHMARKS: [&str; 6] = [
+const BENCHMARKS: [&str; 7] = [
     "remote_call",
     "concurrent_calls",
     "casts",
     "local_call",
     "node_down",
     "global_names",
+    "cluster_join",
 ];
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -67,6 +69,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     if wanted("global_names") {
         global_names(&sides, &erlang, &mut report)?;
+    }
+    if wanted("cluster_join") {
+        cluster_join(&mut report)?;
     }
     report.finish();
     Ok(())
@@ -580,6 +585,88 @@ fn global_names(sides: &Sides, erlang: &Erlang, report: &mut Report) -> Result<(
             Better::Lower,
         )],
     );
+    Ok(())
+}
+
+/// N members on N nodes (one process, loopback TCP, a 2-thread runtime) all join through one
+/// seed at once: the time until every member holds all N, against one remote call round trip
+/// measured on the same nodes.
+fn cluster_join(report: &mut Report) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    for n in [3usize, 10, 50] {
+        let (converged, round_trip) = runtime.block_on(async move {
+            let mut nodes = Vec::with_capacity(n);
+            for i in 0..n {
+                nodes.push(Node::start(config(&format!("join{n}-{i}"))).await?);
+            }
+            for node in &nodes[1..] {
+                node.connect(nodes[0].listen_addr()).await?;
+            }
+            nodes[1].spawn_named(echo::NAME, Echo::default()).await?;
+            let echo = ServerRef::<Echo>::named(nodes[1].name(), echo::NAME);
+            let started = Instant::now();
+            for _ in 0..200 {
+                nodes[0]
+                    .call(&echo, EchoCall::Echo(vec![7; PAYLOAD]), CALL_TIMEOUT)
+                    .await?;
+            }
+            let round_trip = started.elapsed() / 200;
+            let (changes, _) = tokio::sync::mpsc::unbounded_channel();
+            let seed = nodes[0]
+                .start_member(
+                    MemberConfig::new("bench", "m", Seed::First),
+                    Roster::new(changes),
+                )
+                .await?;
+            let seed = Seed::Member(seed.pid().context("a started member has a pid")?);
+            let started = Instant::now();
+            let mut joins = tokio::task::JoinSet::new();
+            for node in nodes.iter().skip(1).cloned() {
+                let seed = seed.clone();
+                joins.spawn(async move {
+                    let (changes, _) = tokio::sync::mpsc::unbounded_channel();
+                    let member = node
+                        .start_member(MemberConfig::new("bench", "m", seed), Roster::new(changes))
+                        .await?;
+                    anyhow::Ok((node, member))
+                });
+            }
+            let mut started_members = Vec::with_capacity(n);
+            while let Some(joined) = joins.join_next().await {
+                started_members.push(joined??);
+            }
+            tokio::time::timeout(Duration::from_secs(60), async {
+                loop {
+                    let mut all = true;
+                    for (node, member) in &started_members {
+                        let groups = node.call(member, (), CALL_TIMEOUT).await?;
+                        all &= groups.iter().map(|(_, pids)| pids.len()).sum::<usize>() == n;
+                    }
+                    if all {
+                        return anyhow::Ok(());
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            })
+            .await
+            .context("members did not converge within 60 s")??;
+            let converged = started.elapsed();
+            for node in &nodes {
+                node.shutdown().await;
+            }
+            anyhow::Ok((converged, round_trip))
+        })?;
+        report.lower(
+            &format!("cluster_{n}_members_converged"),
+            "ms",
+            converged.as_secs_f64() * 1000.0,
+            "remote_call_round_trip",
+            round_trip.as_secs_f64() * 1000.0,
+        );
+    }
     Ok(())
 }
 
