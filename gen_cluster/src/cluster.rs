@@ -238,6 +238,29 @@ impl Node {
     }
 }
 
+impl Node {
+    /// Adds `child`, a plain process of this node (any server, not a cluster member), to the
+    /// cluster as a member of kind `kind`, through `member`: `member` reports it in
+    /// `handle_join`, every other member in `handle_node_joined`, and its end is a leave on every
+    /// member. The child itself gets no membership messages.
+    pub fn add_child<C: ClusterServer>(
+        &self,
+        member: &ServerRef<Clustered<C>>,
+        child: Pid,
+        kind: &str,
+    ) -> Result<(), crate::error::SendError> {
+        let join = MembershipMessage::Join {
+            member: Member {
+                pid: child,
+                kind: kind.to_string(),
+                addr: self.listen_addr().to_string(),
+                child: true,
+            },
+        };
+        self.send(member, ClusterInfo::Membership(join))
+    }
+}
+
 impl<C: ClusterServer> Clustered<C> {
     fn membership_mut(&mut self) -> &mut Membership {
         self.membership.as_mut().expect("set in init")
@@ -357,6 +380,7 @@ impl<C: ClusterServer> Server for Clustered<C> {
             pid: ctx.pid(),
             kind: self.config.kind.clone(),
             addr: ctx.node().listen_addr().to_string(),
+            child: false,
         };
         let rally = self.config.rally_name();
         let seed = match &self.config.seed {

@@ -336,3 +336,51 @@ async fn members_of_two_kinds_are_grouped_alike_on_every_member() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_plain_server_added_as_a_child_is_a_member_everywhere_and_its_end_a_leave() {
+    use gen_cluster::services::echo::{Echo, EchoCall};
+    let (nodes, [m1, m2, m3]) = three().await;
+    for m in [&m1, &m2, &m3] {
+        m.log.lock().unwrap().clear();
+    }
+    let worker = nodes[0].spawn(Echo::default()).await.unwrap();
+    let worker_pid = worker.pid().unwrap();
+    nodes[0]
+        .add_child(&m1.member, worker_pid, "worker")
+        .unwrap();
+    converged(
+        &[&m1, &m2, &m3],
+        vec![m1.pid(), m2.pid(), m3.pid(), worker_pid],
+    )
+    .await;
+    let all = sorted(vec![m1.pid(), m2.pid(), m3.pid(), worker_pid]);
+    assert_eq!(
+        m1.callbacks(),
+        vec![Callback::Join(worker_pid, all.clone())],
+        "handle_join on the member it was added through"
+    );
+    for m in [&m2, &m3] {
+        assert_eq!(
+            m.callbacks(),
+            vec![Callback::NodeJoined(worker_pid, all.clone())]
+        );
+        let Answer::ByKind(kinds) = m.node.call(&m.member, Ask::ByKind, T).await.unwrap() else {
+            panic!()
+        };
+        assert_eq!(kinds["worker"], vec![worker_pid]);
+    }
+    nodes[0].call(&worker, EchoCall::Stop, T).await.unwrap();
+    converged(&[&m1, &m2, &m3], vec![m1.pid(), m2.pid(), m3.pid()]).await;
+    let survivors = sorted(vec![m1.pid(), m2.pid(), m3.pid()]);
+    for m in [&m1, &m2, &m3] {
+        assert_eq!(
+            m.callbacks().last(),
+            Some(&Callback::Leave(
+                worker_pid,
+                survivors.clone(),
+                ExitReason::Normal
+            ))
+        );
+    }
+}

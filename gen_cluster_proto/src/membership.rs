@@ -40,6 +40,9 @@ pub struct Member {
     pub kind: String,
     /// The listen address of its node.
     pub addr: String,
+    /// A plain process added as a member ([`Membership::add_child`]): it gets no membership
+    /// messages, and the member it was added through tells the others about it.
+    pub child: bool,
 }
 
 /// What members tell each other.
@@ -163,6 +166,18 @@ impl Membership {
         }
     }
 
+    /// Adds `child`, a plain process (not a member process), as a member through this one: it is
+    /// reported joined here (`handle_join`) and on the others, watched by all, and its end is a
+    /// leave. Ignored until this member is in (then held, as any join).
+    pub fn add_child(&mut self, child: Member) {
+        self.handle_message(MembershipMessage::Join {
+            member: Member {
+                child: true,
+                ..child
+            },
+        });
+    }
+
     /// Whether this member has been let in (its seed, or any member, sent it the list).
     pub fn is_welcomed(&self) -> bool {
         self.welcomed
@@ -210,6 +225,26 @@ impl Membership {
                     return;
                 }
                 let newcomer = member.pid;
+                if member.child {
+                    if !self.members.contains_key(&newcomer) {
+                        self.add(member.clone(), Some(true));
+                        // A child does not speak: tell the others about it.
+                        let news = MembershipMessage::Members {
+                            members: vec![self.me.clone(), member],
+                        };
+                        let others: Vec<Pid> = self
+                            .speaking_members()
+                            .filter(|&pid| pid != self.me.pid)
+                            .collect();
+                        for pid in others {
+                            self.actions.push_back(MembershipAction::Send {
+                                to: pid,
+                                message: news.clone(),
+                            });
+                        }
+                    }
+                    return;
+                }
                 if !self.members.contains_key(&newcomer) {
                     self.add(member, Some(true));
                 }
@@ -301,7 +336,15 @@ impl Membership {
         }
     }
 
+    /// The members that take part in the membership protocol (all but children).
+    fn speaking_members(&self) -> impl Iterator<Item = Pid> + '_ {
+        self.members.values().filter(|m| !m.child).map(|m| m.pid)
+    }
+
     fn send_list(&mut self, to: Pid) {
+        if self.members.get(&to).is_some_and(|m| m.child) {
+            return;
+        }
         self.actions.push_back(MembershipAction::Send {
             to,
             message: MembershipMessage::Members {
@@ -326,6 +369,7 @@ mod tests {
             },
             kind: kind.into(),
             addr: format!("127.0.0.1:{}", 4000 + local % 3),
+            child: false,
         }
     }
 
@@ -424,6 +468,61 @@ mod tests {
         deliver(&drain(&mut mb), &mut mc);
         assert!(mc.is_welcomed());
         assert_eq!(mc.members().count(), 2);
+    }
+
+    #[test]
+    fn a_child_is_announced_by_the_member_it_joined_through_and_never_messaged() {
+        let (a, b, child) = (member(1, "web"), member(2, "web"), member(9, "worker"));
+        let mut ma = Membership::first(a.clone());
+        let mut mb = Membership::joining(b.clone(), a.pid);
+        deliver(&drain(&mut mb), &mut ma);
+        deliver(&drain(&mut ma), &mut mb);
+        deliver(&drain(&mut mb), &mut ma);
+        drain(&mut ma);
+        ma.add_child(child.clone());
+        let a_out = drain(&mut ma);
+        let as_child = Member {
+            child: true,
+            ..child.clone()
+        };
+        assert_eq!(
+            events(&a_out),
+            vec![&MembershipEvent::Joined {
+                member: as_child.clone(),
+                contacted: true
+            }]
+        );
+        assert!(
+            a_out
+                .iter()
+                .all(|a| !matches!(a, MembershipAction::Send { to, .. } if *to == child.pid)),
+            "nothing is sent to a child"
+        );
+        deliver(&a_out, &mut mb);
+        let b_out = drain(&mut mb);
+        assert_eq!(
+            events(&b_out),
+            vec![&MembershipEvent::Joined {
+                member: as_child.clone(),
+                contacted: false
+            }]
+        );
+        assert!(
+            b_out
+                .iter()
+                .all(|a| !matches!(a, MembershipAction::Send { to, .. } if *to == child.pid))
+        );
+        assert!(b_out.contains(&MembershipAction::Monitor(child.pid)));
+        for m in [&mut ma, &mut mb] {
+            m.handle_down(child.pid, ExitReason::Normal);
+            assert_eq!(
+                events(&drain(m)),
+                vec![&MembershipEvent::Left {
+                    member: as_child.clone(),
+                    reason: ExitReason::Normal
+                }]
+            );
+        }
     }
 
     #[test]

@@ -95,6 +95,7 @@ impl Sim {
                     pid: pid(i),
                     kind: format!("k{}", i % 2),
                     addr: String::new(),
+                    child: false,
                 };
                 self.add(Membership::joining(member, pid(seed % n)));
             }
@@ -166,7 +167,7 @@ proptest! {
     #[test]
     fn members_agree_once_the_faults_stop(ops in proptest::collection::vec(op(), 0..80)) {
         let mut sim = Sim::default();
-        sim.add(Membership::first(Member { pid: pid(0), kind: "k0".into(), addr: String::new() }));
+        sim.add(Membership::first(Member { pid: pid(0), kind: "k0".into(), addr: String::new(), child: false }));
         for op in ops {
             sim.apply(op);
         }
