@@ -1,7 +1,7 @@
 //! A running node: its identity, its process table, its connection table, and what happens when
-//! processes end or peers go down. [`crate::connection`] drives each connection's handshake and
+//! processes end or peers go down. The `connection` module drives each connection's handshake and
 //! its reader and writer tasks and calls back into the node; [`crate::process`] runs each
-//! process and calls [`Node::process_exited`] at its end.
+//! process and tells the node when it ends.
 //!
 //! Costs: a local message is one mailbox push under the process-table lock; a remote one is one
 //! encode into a frame and one queue push; a node down is O(processes + monitors on that peer).

@@ -1,9 +1,9 @@
 //! Processes: the gen_server behaviour ([`Server`]), its runtime loop, and the handles that reach
 //! a process ([`ServerRef`], [`ReplyTo`], [`Mailbox`]).
 //!
-//! A process is a tokio task that owns its state and an unbounded mailbox of [`Signal`]s. Local
+//! A process is a tokio task that owns its state and an unbounded mailbox of signals. Local
 //! senders move their message into the mailbox as a boxed value (no serialization); messages
-//! from peers arrive still encoded ([`Payload::Remote`]) and are decoded by the process itself,
+//! from peers arrive still encoded and are decoded by the process itself,
 //! against its own message types. A handler that panics or returns `Stop` ends its process with
 //! a reason; monitors and links then fire (see [`crate::node`]); the node lives on.
 
