@@ -15,6 +15,7 @@
 //! - [`arbitration`] — the rule that leaves exactly one connection per pair of nodes when both dial
 //!   at once, or when a node restarts under the same name.
 //! - [`membership`] — the member list of a cluster of processes, and its join/leave events.
+//! - [`reconcile`] — the discovery reconcile loop: refresh, backoff with jitter, reconnects.
 //! - [`registry`] — global names: who holds what, and the rule that settles a clash after a heal.
 //! - [`liveness`] — the per-connection failure detector: heartbeats when idle, down after a silent
 //!   deadline.
@@ -27,6 +28,7 @@ pub mod handshake;
 pub mod ids;
 pub mod liveness;
 pub mod membership;
+pub mod reconcile;
 pub mod registry;
 pub mod wire;
 

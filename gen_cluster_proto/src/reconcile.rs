@@ -1,0 +1,415 @@
+//! The reconcile loop of node discovery as a state machine: it keeps this node connected to the
+//! peers that discovery finds. The runtime asks discovery when told ([`ReconcileAction::Discover`]),
+//! dials when told ([`ReconcileAction::Connect`]), and reports back what happened.
+//!
+//! - Discovery runs at start and then every `refresh_interval` (never again with `None`). An
+//!   error keeps the last good answer and is reported once per distinct error, not per round.
+//! - Every discovered peer that is not connected is dialed. A failed dial is retried after an
+//!   exponential backoff (from `backoff_min`, doubling, capped at `backoff_max`) with ±`jitter`
+//!   drawn from a seeded generator, so restarts do not stampede.
+//! - A discovered peer whose connection drops is dialed again at once, not at the next refresh.
+//! - A peer no longer discovered is not dialed again; its connection, if any, is left alone.
+//!
+//! Inputs take `now`; [`Reconciler::poll`] gives the next action, [`Reconciler::poll_timeout`]
+//! when to ask again. Costs: O(peers) per discovery round, O(log peers) per event.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
+
+/// Reconcile settings.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ReconcileConfig {
+    /// How often discovery runs again; `None` runs it once. Default 5 s.
+    pub refresh_interval: Option<Duration>,
+    /// The first retry delay after a failed dial. Default 100 ms.
+    pub backoff_min: Duration,
+    /// The longest retry delay. Default 10 s.
+    pub backoff_max: Duration,
+    /// The share of each delay drawn at random, up or down (0 to 1). Default 0.2.
+    pub jitter: f64,
+}
+
+impl Default for ReconcileConfig {
+    fn default() -> Self {
+        Self {
+            refresh_interval: Some(Duration::from_secs(5)),
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(10),
+            jitter: 0.2,
+        }
+    }
+}
+
+/// What the reconciler wants done.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[must_use]
+pub enum ReconcileAction {
+    /// Run discovery and report with [`Reconciler::handle_discovered`].
+    Discover,
+    /// Dial this address and report with `handle_connected` or `handle_connect_failed`.
+    Connect(String),
+    /// Tell the operator.
+    Event(DiscoveryEvent),
+}
+
+/// What discovery did, for events and metrics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DiscoveryEvent {
+    /// A peer appeared in discovery.
+    Discovered(String),
+    /// A peer disappeared from discovery.
+    Removed(String),
+    /// Discovery failed; the last good answer stays. Reported once per distinct error.
+    DiscoveryFailed(String),
+    /// A dial failed; it is retried after `retry_in`.
+    ConnectFailed {
+        /// The address.
+        addr: String,
+        /// Why.
+        error: String,
+        /// When it is tried again.
+        retry_in: Duration,
+    },
+}
+
+#[derive(Debug, Default)]
+struct Peer {
+    connected: bool,
+    dialing: bool,
+    failures: u32,
+    retry_at: Option<Instant>,
+}
+
+/// The reconcile loop's state.
+#[derive(Debug)]
+pub struct Reconciler {
+    config: ReconcileConfig,
+    rng: u64,
+    peers: BTreeMap<String, Peer>,
+    next_discovery: Option<Instant>,
+    discovering: bool,
+    last_error: Option<String>,
+    actions: VecDeque<ReconcileAction>,
+}
+
+impl Reconciler {
+    /// A reconciler that discovers at once; `seed` drives the jitter.
+    pub fn new(config: ReconcileConfig, seed: u64, now: Instant) -> Self {
+        Self {
+            config,
+            rng: seed | 1,
+            peers: BTreeMap::new(),
+            next_discovery: Some(now),
+            discovering: false,
+            last_error: None,
+            actions: VecDeque::new(),
+        }
+    }
+
+    /// Discovery answered (`Ok` with the peers' addresses) or failed.
+    pub fn handle_discovered(&mut self, now: Instant, result: Result<Vec<String>, String>) {
+        self.discovering = false;
+        self.next_discovery = self.config.refresh_interval.map(|every| now + every);
+        let found = match result {
+            Ok(found) => {
+                self.last_error = None;
+                found.into_iter().collect::<BTreeSet<String>>()
+            }
+            Err(error) => {
+                if self.last_error.as_ref() != Some(&error) {
+                    self.actions.push_back(ReconcileAction::Event(
+                        DiscoveryEvent::DiscoveryFailed(error.clone()),
+                    ));
+                    self.last_error = Some(error);
+                }
+                return;
+            }
+        };
+        let removed: Vec<String> = self
+            .peers
+            .keys()
+            .filter(|a| !found.contains(*a))
+            .cloned()
+            .collect();
+        for addr in removed {
+            self.peers.remove(&addr);
+            self.actions
+                .push_back(ReconcileAction::Event(DiscoveryEvent::Removed(addr)));
+        }
+        for addr in found {
+            if !self.peers.contains_key(&addr) {
+                self.actions
+                    .push_back(ReconcileAction::Event(DiscoveryEvent::Discovered(
+                        addr.clone(),
+                    )));
+                self.peers.insert(
+                    addr,
+                    Peer {
+                        retry_at: Some(now),
+                        ..Peer::default()
+                    },
+                );
+            }
+        }
+    }
+
+    /// The dial of `addr` succeeded.
+    pub fn handle_connected(&mut self, addr: &str) {
+        if let Some(peer) = self.peers.get_mut(addr) {
+            *peer = Peer {
+                connected: true,
+                ..Peer::default()
+            };
+        }
+    }
+
+    /// The dial of `addr` failed.
+    pub fn handle_connect_failed(&mut self, now: Instant, addr: &str, error: String) {
+        let delay = match self.peers.get_mut(addr) {
+            Some(peer) => {
+                peer.dialing = false;
+                peer.failures = peer.failures.saturating_add(1);
+                peer.failures
+            }
+            None => return,
+        };
+        let retry_in = self.backoff(delay);
+        if let Some(peer) = self.peers.get_mut(addr) {
+            peer.retry_at = Some(now + retry_in);
+        }
+        self.actions
+            .push_back(ReconcileAction::Event(DiscoveryEvent::ConnectFailed {
+                addr: addr.to_string(),
+                error,
+                retry_in,
+            }));
+    }
+
+    /// The connection to `addr` dropped: a discovered peer is dialed again at once.
+    pub fn handle_disconnected(&mut self, now: Instant, addr: &str) {
+        if let Some(peer) = self.peers.get_mut(addr) {
+            peer.connected = false;
+            peer.dialing = false;
+            peer.retry_at = Some(now);
+        }
+    }
+
+    /// When [`poll`](Self::poll) next has something to do, if ever.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let discovery = self.next_discovery.filter(|_| !self.discovering);
+        let retries = self
+            .peers
+            .values()
+            .filter(|p| !p.connected && !p.dialing)
+            .filter_map(|p| p.retry_at);
+        discovery.into_iter().chain(retries).min()
+    }
+
+    /// The next action due at `now`.
+    pub fn poll(&mut self, now: Instant) -> Option<ReconcileAction> {
+        if let Some(action) = self.actions.pop_front() {
+            return Some(action);
+        }
+        if !self.discovering && self.next_discovery.is_some_and(|at| at <= now) {
+            self.discovering = true;
+            return Some(ReconcileAction::Discover);
+        }
+        let due = self
+            .peers
+            .iter_mut()
+            .find(|(_, p)| !p.connected && !p.dialing && p.retry_at.is_some_and(|at| at <= now))?;
+        due.1.dialing = true;
+        due.1.retry_at = None;
+        Some(ReconcileAction::Connect(due.0.clone()))
+    }
+
+    /// The delay before retry number `failures`, with jitter.
+    fn backoff(&mut self, failures: u32) -> Duration {
+        let base = self
+            .config
+            .backoff_min
+            .saturating_mul(2u32.saturating_pow(failures.saturating_sub(1).min(30)))
+            .min(self.config.backoff_max);
+        let unit = (self.next_random() >> 11) as f64 / (1u64 << 53) as f64;
+        let factor = 1.0 + self.config.jitter.clamp(0.0, 1.0) * (2.0 * unit - 1.0);
+        base.mul_f64(factor)
+    }
+
+    /// xorshift64*: small, seeded, good enough for jitter.
+    fn next_random(&mut self) -> u64 {
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn drain(r: &mut Reconciler, now: Instant) -> Vec<ReconcileAction> {
+        std::iter::from_fn(|| r.poll(now)).collect()
+    }
+
+    fn peers(list: &[&str]) -> Result<Vec<String>, String> {
+        Ok(list.iter().map(|s| s.to_string()).collect())
+    }
+
+    #[test]
+    fn discovery_runs_at_start_and_every_peer_found_is_dialed() {
+        let t0 = Instant::now();
+        let mut r = Reconciler::new(ReconcileConfig::default(), 7, t0);
+        assert_eq!(drain(&mut r, t0), vec![ReconcileAction::Discover]);
+        r.handle_discovered(t0, peers(&["a:1", "b:2"]));
+        let actions = drain(&mut r, t0);
+        assert!(actions.contains(&ReconcileAction::Connect("a:1".into())));
+        assert!(actions.contains(&ReconcileAction::Connect("b:2".into())));
+        assert!(
+            actions.contains(&ReconcileAction::Event(DiscoveryEvent::Discovered(
+                "a:1".into()
+            )))
+        );
+        assert_eq!(
+            r.poll_timeout(),
+            Some(t0 + Duration::from_secs(5)),
+            "next: the refresh"
+        );
+    }
+
+    #[test]
+    fn failed_dials_back_off_exponentially_with_bounded_jitter_up_to_the_cap() {
+        let t0 = Instant::now();
+        let config = ReconcileConfig {
+            backoff_min: 100 * MS,
+            backoff_max: 1000 * MS,
+            jitter: 0.2,
+            ..Default::default()
+        };
+        let mut r = Reconciler::new(config, 42, t0);
+        drain(&mut r, t0);
+        r.handle_discovered(t0, peers(&["a:1"]));
+        drain(&mut r, t0);
+        let mut now = t0;
+        for (failure, base) in [100u64, 200, 400, 800, 1000, 1000].into_iter().enumerate() {
+            r.handle_connect_failed(now, "a:1", "refused".into());
+            let Some(ReconcileAction::Event(DiscoveryEvent::ConnectFailed { retry_in, .. })) =
+                r.poll(now)
+            else {
+                panic!("a ConnectFailed event")
+            };
+            let (low, high) = (base * 8 / 10, base * 12 / 10);
+            assert!(
+                retry_in >= Duration::from_millis(low) && retry_in <= Duration::from_millis(high),
+                "failure {failure}: {retry_in:?} not within {low}..{high} ms"
+            );
+            assert_eq!(r.poll(now), None, "nothing before the retry");
+            now += retry_in;
+            assert_eq!(r.poll(now), Some(ReconcileAction::Connect("a:1".into())));
+        }
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_delays() {
+        let delays = |seed| {
+            let t0 = Instant::now();
+            let mut r = Reconciler::new(ReconcileConfig::default(), seed, t0);
+            drain(&mut r, t0);
+            r.handle_discovered(t0, peers(&["a:1"]));
+            drain(&mut r, t0);
+            r.handle_connect_failed(t0, "a:1", "x".into());
+            r.poll(t0)
+        };
+        assert_eq!(delays(9), delays(9));
+        assert_ne!(delays(9), delays(10));
+    }
+
+    #[test]
+    fn a_dropped_connection_is_dialed_again_at_once_and_resets_the_backoff() {
+        let t0 = Instant::now();
+        let mut r = Reconciler::new(ReconcileConfig::default(), 1, t0);
+        drain(&mut r, t0);
+        r.handle_discovered(t0, peers(&["a:1"]));
+        drain(&mut r, t0);
+        r.handle_connected("a:1");
+        let later = t0 + 1000 * MS;
+        r.handle_disconnected(later, "a:1");
+        assert_eq!(r.poll(later), Some(ReconcileAction::Connect("a:1".into())));
+    }
+
+    #[test]
+    fn a_removed_peer_is_not_dialed_again() {
+        let t0 = Instant::now();
+        let mut r = Reconciler::new(ReconcileConfig::default(), 1, t0);
+        drain(&mut r, t0);
+        r.handle_discovered(t0, peers(&["a:1"]));
+        drain(&mut r, t0);
+        r.handle_connected("a:1");
+        let t1 = t0 + Duration::from_secs(5);
+        assert_eq!(drain(&mut r, t1), vec![ReconcileAction::Discover]);
+        r.handle_discovered(t1, peers(&[]));
+        assert_eq!(
+            drain(&mut r, t1),
+            vec![ReconcileAction::Event(DiscoveryEvent::Removed(
+                "a:1".into()
+            ))]
+        );
+        r.handle_disconnected(t1, "a:1");
+        assert_eq!(drain(&mut r, t1 + 1000 * MS), vec![]);
+    }
+
+    #[test]
+    fn a_discovery_error_keeps_the_last_answer_and_is_reported_once_per_change() {
+        let t0 = Instant::now();
+        let config = ReconcileConfig {
+            refresh_interval: Some(100 * MS),
+            ..Default::default()
+        };
+        let mut r = Reconciler::new(config, 1, t0);
+        drain(&mut r, t0);
+        r.handle_discovered(t0, peers(&["a:1"]));
+        drain(&mut r, t0);
+        r.handle_connected("a:1");
+        let mut reports = 0;
+        for round in 1..=5u32 {
+            let now = t0 + 100 * MS * round;
+            drain(&mut r, now);
+            let error = if round < 4 { "timeout" } else { "NXDOMAIN" };
+            r.handle_discovered(now, Err(error.into()));
+            reports += drain(&mut r, now)
+                .iter()
+                .filter(|a| {
+                    matches!(
+                        a,
+                        ReconcileAction::Event(DiscoveryEvent::DiscoveryFailed(_))
+                    )
+                })
+                .count();
+        }
+        assert_eq!(reports, 2, "one report per distinct error");
+        r.handle_disconnected(t0 + 600 * MS, "a:1");
+        assert!(
+            drain(&mut r, t0 + 600 * MS).contains(&ReconcileAction::Connect("a:1".into())),
+            "the last good answer still stands"
+        );
+    }
+
+    #[test]
+    fn with_no_refresh_interval_discovery_runs_once() {
+        let t0 = Instant::now();
+        let config = ReconcileConfig {
+            refresh_interval: None,
+            ..Default::default()
+        };
+        let mut r = Reconciler::new(config, 1, t0);
+        assert_eq!(drain(&mut r, t0), vec![ReconcileAction::Discover]);
+        r.handle_discovered(t0, peers(&["a:1"]));
+        drain(&mut r, t0);
+        r.handle_connected("a:1");
+        assert_eq!(r.poll_timeout(), None);
+        assert_eq!(drain(&mut r, t0 + Duration::from_secs(3600)), vec![]);
+    }
+}
