@@ -7,13 +7,13 @@ use anyhow::{Context, Result};
 use gen_cluster::cluster::rally_name;
 use gen_cluster::services::echo::{self, Echo};
 use gen_cluster::services::roster::{Roster, RosterChange};
-use gen_cluster::{LivenessConfig, MemberConfig, Node, NodeConfig, NodeEvent, NodeName, Seed};
+use gen_cluster::{
+    LivenessConfig, MemberConfig, Node, NodeConfig, NodeEvent, NodeName, ReconcileConfig, Seed,
+    StaticPeers,
+};
 use serde_json::json;
 
 use crate::{EventFormat, NodeArgs};
-
-/// How often an unreachable seed is dialed again.
-const SEED_RETRY: Duration = Duration::from_millis(500);
 
 pub fn run(args: NodeArgs) -> Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
@@ -45,7 +45,7 @@ async fn serve(args: NodeArgs) -> Result<()> {
     let mut events = node.subscribe();
     printer.print("started", None, None, Some(node.listen_addr()));
     if !args.seeds.is_empty() {
-        node.keep_connected(args.seeds.clone(), SEED_RETRY);
+        node.discover(StaticPeers(args.seeds.clone()), ReconcileConfig::default());
     }
     let (changes_tx, mut changes) = tokio::sync::mpsc::unbounded_channel();
     if let Some(kind) = &args.member {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use gen_cluster::services::echo::{self, Echo, EchoCall, EchoReply};
 use gen_cluster::{
     CallError, DownReason, ExitReason, Info, LivenessConfig, Node, NodeConfig, NodeEvent, NodeName,
-    ServerRef,
+    ReconcileConfig, ServerRef, StaticPeers,
 };
 use serde_json::Value;
 
@@ -292,7 +292,10 @@ async fn sigstop_is_down_within_the_deadline_and_sigcont_reconnects() {
     let remote = NodeProcess::start("remote3", "127.0.0.1:0", COOKIE, &[]);
     let node = local_node("tester3").await;
     let mut events = node.subscribe();
-    node.keep_connected(vec![remote.addr.clone()], Duration::from_millis(100));
+    node.discover(
+        StaticPeers(vec![remote.addr.clone()]),
+        ReconcileConfig::default(),
+    );
     next_up(&mut events, &remote.name).await;
     remote.signal("-STOP");
     let stopped = Instant::now();
@@ -318,7 +321,7 @@ async fn a_node_restarted_under_the_same_name_refuses_pids_of_its_earlier_life()
     let addr = first.addr.clone();
     let node = local_node("tester4").await;
     let mut events = node.subscribe();
-    node.keep_connected(vec![addr.clone()], Duration::from_millis(100));
+    node.discover(StaticPeers(vec![addr.clone()]), ReconcileConfig::default());
     next_up(&mut events, &first.name).await;
     let EchoReply::Pid(old) = node.call(&first.echo(), EchoCall::Pid, T).await.unwrap() else {
         panic!()

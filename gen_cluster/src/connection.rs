@@ -252,31 +252,6 @@ async fn dial_handshake(
     Ok(established.peer)
 }
 
-/// Keeps dialing `seeds` that are not connected, every `retry` and at once when a peer drops.
-pub(crate) async fn keep_connected(node: Node, seeds: Vec<String>, retry: Duration) {
-    let mut events = node.subscribe();
-    let mut known: Vec<Option<NodeName>> = vec![None; seeds.len()];
-    loop {
-        for (seed, name) in seeds.iter().zip(known.iter_mut()) {
-            let connected = name.as_ref().is_some_and(|name| node.is_connected(name))
-                || node.peers().iter().any(|peer| &peer.addr == seed);
-            if connected {
-                continue;
-            }
-            match dial(&node, seed).await {
-                Ok(peer) => *name = Some(peer),
-                Err(ConnectError::ShuttingDown) => return,
-                Err(error) => tracing::debug!(%seed, ?error, "seed not reachable yet"),
-            }
-        }
-        tokio::select! {
-            _ = node.inner.shutdown.cancelled() => return,
-            _ = tokio::time::sleep(retry) => {}
-            _ = events.recv() => {}
-        }
-    }
-}
-
 /// Runs an established connection. Its tasks stop on their own token, not the node's shutdown
 /// token: a node that shuts down first lets its processes' exits and its goodbye go out.
 fn start_link(node: &Node, conn: u64, peer: Identity, frames: Frames, write: WriteHalf) {

@@ -46,6 +46,8 @@
 //!   names and the clash rule live in `gen_cluster_proto::registry`.
 //! - [`cluster`] — the gen_cluster behaviour ([`ClusterServer`]): members, join/leave callbacks,
 //!   the rally name.
+//! - [`discovery`] — [`Discover`] sources and the reconcile loop that keeps the node connected to
+//!   what they find.
 //! - [`services`] — servers every node can run (the echo diagnostics server).
 //! - [`config`], [`events`], [`error`].
 //!
@@ -58,6 +60,7 @@
 pub mod cluster;
 pub mod config;
 mod connection;
+pub mod discovery;
 pub mod error;
 pub mod events;
 pub mod node;
@@ -70,6 +73,7 @@ pub use cluster::{
     ClusterContext, ClusterInfo, ClusterServer, Clustered, Member, MemberConfig, Membership, Seed,
 };
 pub use config::NodeConfig;
+pub use discovery::{Discover, DiscoverError, ReconcileConfig, StaticPeers};
 pub use error::{CallError, ConnectError, HandshakeFailed, SendError, StartError, StartNodeError};
 pub use events::{DownReason, NodeEvent};
 pub use gen_cluster_proto::liveness::LivenessConfig;

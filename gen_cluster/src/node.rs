@@ -285,15 +285,6 @@ impl Node {
         }
     }
 
-    /// Keeps this node connected to `seeds`: dials each now, then again whenever its connection
-    /// drops, every `retry` until this node shuts down.
-    pub fn keep_connected(&self, seeds: Vec<String>, retry: Duration) {
-        let node = self.clone();
-        self.inner
-            .link_tasks
-            .spawn(connection::keep_connected(node, seeds, retry));
-    }
-
     /// Starts a process running `server`; returns once its `init` has succeeded.
     pub async fn spawn<S: Server>(&self, server: S) -> Result<ServerRef<S>, StartError> {
         self.spawn_inner(None, server).await

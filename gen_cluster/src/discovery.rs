@@ -1,0 +1,172 @@
+//! Node discovery: a [`Discover`] implementation says which nodes to be connected to, and the
+//! reconcile loop keeps this node connected to them. The loop drives the sans-IO
+//! `gen_cluster_proto::reconcile` machine (refresh, backoff with jitter, reconnect on drop): it
+//! runs discovery and each dial in tasks of their own with deadlines, so that a slow resolver or
+//! a hung peer never stops it, and feeds back their outcomes and the node's down events. The loop
+//! has no mailbox: nothing sent to the node can stop it.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gen_cluster_proto::NodeName;
+use gen_cluster_proto::handshake::{HandshakeError, Refusal};
+use gen_cluster_proto::reconcile::{DiscoveryEvent, ReconcileAction, Reconciler};
+use rustc_hash::FxHashMap;
+use tokio::sync::{broadcast, mpsc};
+
+pub use gen_cluster_proto::reconcile::ReconcileConfig;
+
+use crate::connection::now;
+use crate::error::{ConnectError, HandshakeFailed};
+use crate::events::NodeEvent;
+use crate::node::Node;
+
+/// The longest one discovery round may take before it counts as failed.
+const DISCOVER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A source of node addresses (`host:port`) to be connected to. This node's own address may be
+/// among them: it is recognized at the handshake and skipped.
+pub trait Discover: Send + Sync + 'static {
+    /// The addresses now, or why they cannot be had (the last good answer is kept).
+    fn peers(&self) -> impl Future<Output = Result<Vec<String>, DiscoverError>> + Send;
+}
+
+/// Discovery failed this round.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("discovery failed: {0}")]
+pub struct DiscoverError(pub String);
+
+/// A fixed list of addresses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StaticPeers(pub Vec<String>);
+
+impl Discover for StaticPeers {
+    async fn peers(&self) -> Result<Vec<String>, DiscoverError> {
+        Ok(self.0.clone())
+    }
+}
+
+enum Outcome {
+    Discovered(Result<Vec<String>, String>),
+    Dialed(String, Result<NodeName, ConnectError>),
+}
+
+impl Node {
+    /// Keeps this node connected to what `discover` finds, as `config` says, until the node
+    /// shuts down.
+    pub fn discover<D: Discover>(&self, discover: D, config: ReconcileConfig) {
+        let mut seed = [0u8; 8];
+        let _ = getrandom::fill(&mut seed);
+        let machine = Reconciler::new(config, u64::from_le_bytes(seed), now());
+        let events = self.subscribe();
+        self.inner
+            .link_tasks
+            .spawn(reconcile(self.clone(), Arc::new(discover), machine, events));
+    }
+}
+
+async fn reconcile<D: Discover>(
+    node: Node,
+    discover: Arc<D>,
+    mut machine: Reconciler,
+    mut events: broadcast::Receiver<NodeEvent>,
+) {
+    let (outcomes, mut results) = mpsc::unbounded_channel();
+    // Which address each connected peer was dialed at.
+    let mut dialed: FxHashMap<NodeName, String> = FxHashMap::default();
+    loop {
+        while let Some(action) = machine.poll(now()) {
+            match action {
+                ReconcileAction::Discover => {
+                    let (discover, outcomes) = (Arc::clone(&discover), outcomes.clone());
+                    tokio::spawn(async move {
+                        let found =
+                            match tokio::time::timeout(DISCOVER_TIMEOUT, discover.peers()).await {
+                                Ok(found) => found.map_err(|e| e.0),
+                                Err(_) => Err(format!("no answer within {DISCOVER_TIMEOUT:?}")),
+                            };
+                        let _ = outcomes.send(Outcome::Discovered(found));
+                    });
+                }
+                ReconcileAction::Connect(addr) => {
+                    let (node, outcomes) = (node.clone(), outcomes.clone());
+                    tokio::spawn(async move {
+                        let result = node.connect(&addr).await;
+                        let _ = outcomes.send(Outcome::Dialed(addr, result));
+                    });
+                }
+                ReconcileAction::Event(event) => report(&event),
+            }
+        }
+        let wake = machine.poll_timeout();
+        tokio::select! {
+            _ = node.inner.shutdown.cancelled() => return,
+            Some(outcome) = results.recv() => match outcome {
+                Outcome::Discovered(found) => machine.handle_discovered(now(), found),
+                Outcome::Dialed(addr, Ok(peer)) => {
+                    machine.handle_connected(&addr);
+                    dialed.insert(peer, addr);
+                }
+                Outcome::Dialed(addr, Err(error)) if is_self(&error) => {
+                    tracing::debug!(%addr, "discovered this node itself; skipped");
+                    machine.handle_connected(&addr);
+                }
+                Outcome::Dialed(addr, Err(error)) => machine.handle_connect_failed(now(), &addr, error.to_string()),
+            },
+            event = events.recv() => {
+                if let Ok(NodeEvent::NodeDown { peer, .. }) = event
+                    && let Some(addr) = dialed.remove(&peer)
+                {
+                    machine.handle_disconnected(now(), &addr);
+                }
+            }
+            _ = sleep_until(wake) => {}
+        }
+    }
+}
+
+async fn sleep_until(wake: Option<std::time::Instant>) {
+    match wake {
+        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn is_self(error: &ConnectError) -> bool {
+    matches!(
+        error,
+        ConnectError::Handshake {
+            source: HandshakeFailed::Protocol(
+                HandshakeError::RefusedPeer(Refusal::SelfConnect)
+                    | HandshakeError::RefusedByPeer(Refusal::SelfConnect)
+            ),
+            ..
+        }
+    )
+}
+
+fn report(event: &DiscoveryEvent) {
+    match event {
+        DiscoveryEvent::Discovered(addr) => {
+            metrics::counter!("gen_cluster_discovery_discovered_total").increment(1);
+            tracing::info!(%addr, "peer discovered");
+        }
+        DiscoveryEvent::Removed(addr) => {
+            metrics::counter!("gen_cluster_discovery_removed_total").increment(1);
+            tracing::info!(%addr, "peer no longer discovered");
+        }
+        DiscoveryEvent::DiscoveryFailed(error) => {
+            metrics::counter!("gen_cluster_discovery_failures_total").increment(1);
+            tracing::warn!(%error, "discovery failed; keeping the last answer");
+        }
+        DiscoveryEvent::ConnectFailed {
+            addr,
+            error,
+            retry_in,
+        } => {
+            metrics::counter!("gen_cluster_discovery_connect_failures_total").increment(1);
+            tracing::debug!(%addr, %error, retry_in_ms = retry_in.as_millis() as u64, "dial failed");
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! Discovery and reconnection: static peers, reconnect on drop without waiting for the refresh,
+//! discovery once, errors that keep the last good answer, a loop that nothing stops.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use common::{config, next_event, node, wait_until};
+use gen_cluster::{Discover, DiscoverError, Node, NodeEvent, ReconcileConfig, StaticPeers};
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// Counts its rounds; answers with `peers` the first `good_rounds` times, then fails.
+struct Counting {
+    peers: Vec<String>,
+    rounds: Arc<AtomicUsize>,
+    good_rounds: usize,
+}
+
+impl Discover for Counting {
+    async fn peers(&self) -> Result<Vec<String>, DiscoverError> {
+        let round = self.rounds.fetch_add(1, Ordering::SeqCst);
+        if round < self.good_rounds {
+            Ok(self.peers.clone())
+        } else {
+            Err(DiscoverError("resolver unreachable".into()))
+        }
+    }
+}
+
+/// Drops the connection from `b`'s side and waits for `a` to see it go and come back.
+async fn dropped_then_reconnected(a: &Node, b: &Node) {
+    let mut events = a.subscribe();
+    assert!(b.disconnect(a.name()));
+    next_event(&mut events, |e| {
+        matches!(e, NodeEvent::NodeDown { peer, .. } if peer == b.name()).then_some(())
+    })
+    .await;
+    next_event(&mut events, |e| {
+        matches!(e, NodeEvent::NodeUp { peer, .. } if peer == b.name()).then_some(())
+    })
+    .await;
+}
+
+fn every(refresh: Option<Duration>) -> ReconcileConfig {
+    ReconcileConfig {
+        refresh_interval: refresh,
+        ..ReconcileConfig::default()
+    }
+}
+
+#[tokio::test]
+async fn static_peers_are_connected_and_a_restarted_peer_is_reconnected_before_the_refresh() {
+    let (b, c) = (node("b").await, node("c").await);
+    let a = node("a").await;
+    // Its own address in the list is recognized and skipped.
+    let list = vec![
+        b.listen_addr().to_string(),
+        c.listen_addr().to_string(),
+        a.listen_addr().to_string(),
+    ];
+    a.discover(StaticPeers(list), every(Some(HOUR)));
+    wait_until(|| a.is_connected(b.name()) && a.is_connected(c.name())).await;
+    let addr = b.listen_addr().to_string();
+    b.shutdown().await;
+    wait_until(|| !a.is_connected(b.name())).await;
+    let mut restarted = config("b");
+    restarted.listen = addr;
+    let b2 = Node::start(restarted).await.unwrap();
+    wait_until(|| a.is_connected(b2.name())).await;
+    assert_eq!(a.peers().len(), 2);
+}
+
+#[tokio::test]
+async fn with_no_refresh_discovery_runs_once_and_a_drop_still_reconnects() {
+    let b = node("b").await;
+    let a = node("a").await;
+    let rounds = Arc::new(AtomicUsize::new(0));
+    a.discover(
+        Counting {
+            peers: vec![b.listen_addr().to_string()],
+            rounds: rounds.clone(),
+            good_rounds: usize::MAX,
+        },
+        every(None),
+    );
+    wait_until(|| a.is_connected(b.name())).await;
+    dropped_then_reconnected(&a, &b).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        rounds.load(Ordering::SeqCst),
+        1,
+        "discovered once, never re-queried"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_discoverer_keeps_the_last_good_answer() {
+    let b = node("b").await;
+    let a = node("a").await;
+    let rounds = Arc::new(AtomicUsize::new(0));
+    a.discover(
+        Counting {
+            peers: vec![b.listen_addr().to_string()],
+            rounds: rounds.clone(),
+            good_rounds: 1,
+        },
+        every(Some(Duration::from_millis(20))),
+    );
+    wait_until(|| a.is_connected(b.name())).await;
+    wait_until(|| rounds.load(Ordering::SeqCst) >= 5).await;
+    dropped_then_reconnected(&a, &b).await;
+}
+
+#[tokio::test]
+async fn unrelated_events_do_not_stop_the_loop() {
+    let b = node("b").await;
+    let a = node("a").await;
+    let rounds = Arc::new(AtomicUsize::new(0));
+    a.discover(
+        Counting {
+            peers: vec![b.listen_addr().to_string()],
+            rounds: rounds.clone(),
+            good_rounds: usize::MAX,
+        },
+        every(Some(Duration::from_millis(20))),
+    );
+    wait_until(|| a.is_connected(b.name())).await;
+    // 200 node events that have nothing to do with the discovered peers.
+    let others = [node("x").await, node("y").await];
+    for i in 0..100 {
+        let other = &others[i % 2];
+        a.connect(other.listen_addr()).await.unwrap();
+        a.disconnect(other.name());
+        wait_until(|| !other.is_connected(a.name())).await;
+    }
+    let before = rounds.load(Ordering::SeqCst);
+    wait_until(|| rounds.load(Ordering::SeqCst) >= before + 3).await;
+    assert!(a.is_connected(b.name()));
+}
