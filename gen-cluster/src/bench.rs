@@ -15,7 +15,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use gen_cluster::services::echo::{self, Echo, EchoCall, EchoReply};
 use gen_cluster::services::roster::Roster;
-use gen_cluster::{MemberConfig, Node, NodeConfig, NodeEvent, NodeName, Seed, ServerRef};
+use gen_cluster::{
+    MemberConfig, Node, NodeConfig, NodeEvent, NodeName, ReconcileConfig, Seed, ServerRef,
+    StaticPeers,
+};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
@@ -25,7 +28,7 @@ use crate::BenchArgs;
 
 const PAYLOAD: usize = 64;
 const COOKIE: &str = "bench-cookie";
-const BENCHMARKS: [&str; 7] = [
+const BENCHMARKS: [&str; 8] = [
     "remote_call",
     "concurrent_calls",
     "casts",
@@ -33,6 +36,7 @@ const BENCHMARKS: [&str; 7] = [
     "node_down",
     "global_names",
     "cluster_join",
+    "reconnect",
 ];
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -72,6 +76,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     if wanted("cluster_join") {
         cluster_join(&mut report)?;
+    }
+    if wanted("reconnect") {
+        reconnect(&mut report)?;
     }
     report.finish();
     Ok(())
@@ -667,6 +674,74 @@ fn cluster_join(report: &mut Report) -> Result<()> {
             round_trip.as_secs_f64() * 1000.0,
         );
     }
+    Ok(())
+}
+
+/// A discovered peer restarts (down 100 ms, then listening again at the same address): the time
+/// from its listening to this node's node-up, against a fresh dial and handshake to it.
+fn reconnect(report: &mut Report) -> Result<()> {
+    const TRIALS: usize = 20;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let (ours, floor) = runtime.block_on(async {
+        let watcher = Node::start(config("watcher")).await?;
+        let mut peer = Node::start(config("restarting")).await?;
+        let addr = peer.listen_addr().to_string();
+        let static_peers = ReconcileConfig {
+            refresh_interval: Some(Duration::from_secs(3600)),
+            ..ReconcileConfig::default()
+        };
+        watcher.discover(StaticPeers(vec![addr.clone()]), static_peers);
+        let (mut ours, mut floor) = (Vec::new(), Vec::new());
+        for _ in 0..TRIALS {
+            let mut events = watcher.subscribe();
+            peer.shutdown().await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let mut restarted = config("restarting");
+            restarted.listen = addr.clone();
+            peer = Node::start(restarted).await?;
+            let listening = Instant::now();
+            tokio::time::timeout(Duration::from_secs(10), async {
+                loop {
+                    if let Ok(NodeEvent::NodeUp { peer: up, .. }) = events.recv().await
+                        && &up == peer.name()
+                    {
+                        return;
+                    }
+                }
+            })
+            .await
+            .context("no reconnect within 10 s of the restart")?;
+            ours.push(listening.elapsed());
+            let probe = Node::start(config("probe")).await?;
+            let dial = Instant::now();
+            probe.connect(&addr).await?;
+            floor.push(dial.elapsed());
+            probe.shutdown().await;
+        }
+        watcher.shutdown().await;
+        peer.shutdown().await;
+        anyhow::Ok((ours, floor))
+    })?;
+    let worst = ours.iter().max().copied().unwrap_or_default().as_secs_f64() * 1000.0;
+    let (p50, _) = percentiles(ours);
+    let (floor_p50, _) = percentiles(floor);
+    report.lower(
+        "reconnect_after_restart_p50",
+        "ms",
+        p50 / 1000.0,
+        "fresh_dial_and_handshake_p50",
+        floor_p50 / 1000.0,
+    );
+    report.lower(
+        "reconnect_after_restart_max",
+        "ms",
+        worst,
+        "target_ms",
+        50.0,
+    );
     Ok(())
 }
 

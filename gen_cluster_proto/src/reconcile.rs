@@ -7,7 +7,9 @@
 //! - Every discovered peer that is not connected is dialed. A failed dial is retried after an
 //!   exponential backoff (from `backoff_min`, doubling, capped at `backoff_max`) with ±`jitter`
 //!   drawn from a seeded generator, so restarts do not stampede.
-//! - A discovered peer whose connection drops is dialed again at once, not at the next refresh.
+//! - A discovered peer whose connection drops is dialed again at once, not at the next refresh,
+//!   and for `reconnect_window` its retries come at most `reconnect_max` apart (a restart is
+//!   usually short).
 //! - A peer no longer discovered is not dialed again; its connection, if any, is left alone.
 //!
 //! Inputs take `now`; [`Reconciler::poll`] gives the next action, [`Reconciler::poll_timeout`]
@@ -27,6 +29,13 @@ pub struct ReconcileConfig {
     pub backoff_max: Duration,
     /// The share of each delay drawn at random, up or down (0 to 1). Default 0.2.
     pub jitter: f64,
+    /// For this long after a connected peer drops, retries come at most `reconnect_max` apart,
+    /// so that a restarting peer is reconnected soon after it listens again. Default 10 s.
+    pub reconnect_window: Duration,
+    /// The longest retry delay within `reconnect_window`. Default 40 ms: with jitter, a
+    /// restarted peer is reconnected within 50 ms of listening, for at most 25 refused dials a
+    /// second while it is down.
+    pub reconnect_max: Duration,
 }
 
 impl Default for ReconcileConfig {
@@ -36,6 +45,8 @@ impl Default for ReconcileConfig {
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(10),
             jitter: 0.2,
+            reconnect_window: Duration::from_secs(10),
+            reconnect_max: Duration::from_millis(40),
         }
     }
 }
@@ -78,6 +89,8 @@ struct Peer {
     dialing: bool,
     failures: u32,
     retry_at: Option<Instant>,
+    /// When its connection last dropped.
+    dropped_at: Option<Instant>,
 }
 
 /// The reconcile loop's state.
@@ -165,15 +178,21 @@ impl Reconciler {
 
     /// The dial of `addr` failed.
     pub fn handle_connect_failed(&mut self, now: Instant, addr: &str, error: String) {
-        let delay = match self.peers.get_mut(addr) {
+        let (failures, dropped_at) = match self.peers.get_mut(addr) {
             Some(peer) => {
                 peer.dialing = false;
                 peer.failures = peer.failures.saturating_add(1);
-                peer.failures
+                (peer.failures, peer.dropped_at)
             }
             None => return,
         };
-        let retry_in = self.backoff(delay);
+        let cap = match dropped_at {
+            Some(at) if now.saturating_duration_since(at) < self.config.reconnect_window => {
+                self.config.reconnect_max
+            }
+            _ => self.config.backoff_max,
+        };
+        let retry_in = self.backoff(failures, cap);
         if let Some(peer) = self.peers.get_mut(addr) {
             peer.retry_at = Some(now + retry_in);
         }
@@ -191,6 +210,7 @@ impl Reconciler {
             peer.connected = false;
             peer.dialing = false;
             peer.retry_at = Some(now);
+            peer.dropped_at = Some(now);
         }
     }
 
@@ -223,13 +243,13 @@ impl Reconciler {
         Some(ReconcileAction::Connect(due.0.clone()))
     }
 
-    /// The delay before retry number `failures`, with jitter.
-    fn backoff(&mut self, failures: u32) -> Duration {
+    /// The delay before retry number `failures`, at most `cap`, with jitter.
+    fn backoff(&mut self, failures: u32, cap: Duration) -> Duration {
         let base = self
             .config
             .backoff_min
             .saturating_mul(2u32.saturating_pow(failures.saturating_sub(1).min(30)))
-            .min(self.config.backoff_max);
+            .min(cap);
         let unit = (self.next_random() >> 11) as f64 / (1u64 << 53) as f64;
         let factor = 1.0 + self.config.jitter.clamp(0.0, 1.0) * (2.0 * unit - 1.0);
         base.mul_f64(factor)
@@ -338,6 +358,46 @@ mod tests {
         let later = t0 + 1000 * MS;
         r.handle_disconnected(later, "a:1");
         assert_eq!(r.poll(later), Some(ReconcileAction::Connect("a:1".into())));
+    }
+
+    #[test]
+    fn after_a_drop_retries_stay_short_for_the_reconnect_window_then_back_off() {
+        let t0 = Instant::now();
+        let config = ReconcileConfig {
+            reconnect_window: Duration::from_secs(1),
+            reconnect_max: 40 * MS,
+            jitter: 0.0,
+            ..Default::default()
+        };
+        let mut r = Reconciler::new(config, 3, t0);
+        drain(&mut r, t0);
+        r.handle_discovered(t0, peers(&["a:1"]));
+        drain(&mut r, t0);
+        r.handle_connected("a:1");
+        r.handle_disconnected(t0, "a:1");
+        let mut now = t0;
+        let mut delays = Vec::new();
+        while now < t0 + Duration::from_secs(3) {
+            assert_eq!(r.poll(now), Some(ReconcileAction::Connect("a:1".into())));
+            r.handle_connect_failed(now, "a:1", "refused".into());
+            let Some(ReconcileAction::Event(DiscoveryEvent::ConnectFailed { retry_in, .. })) =
+                r.poll(now)
+            else {
+                panic!("a ConnectFailed event")
+            };
+            delays.push((now - t0, retry_in));
+            now += retry_in;
+        }
+        assert!(
+            delays
+                .iter()
+                .filter(|(at, _)| *at < Duration::from_secs(1))
+                .all(|(_, d)| *d <= 40 * MS)
+        );
+        assert!(
+            delays.iter().any(|(_, d)| *d > 40 * MS),
+            "after the window the backoff grows again"
+        );
     }
 
     #[test]
