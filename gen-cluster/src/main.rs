@@ -5,6 +5,7 @@ mod bench;
 mod cookie;
 mod demo;
 mod node_cmd;
+mod settings;
 
 use std::path::PathBuf;
 
@@ -36,12 +37,15 @@ enum Command {
 /// Flags of `gen-cluster node`.
 #[derive(clap::Args)]
 struct NodeArgs {
+    /// A TOML file with the node's settings; the flags below override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// The node's name, unique in the cluster (letters, digits, `-_.@:`).
     #[arg(long)]
-    name: String,
-    /// The address to listen on.
-    #[arg(long, default_value = "127.0.0.1:0")]
-    listen: String,
+    name: Option<String>,
+    /// The address to listen on [default: 127.0.0.1:0].
+    #[arg(long)]
+    listen: Option<String>,
     /// A node to connect to (repeatable).
     #[arg(long = "seed")]
     seeds: Vec<String>,
@@ -49,15 +53,15 @@ struct NodeArgs {
     /// ~/.gen_cluster.cookie (created with a random secret if missing).
     #[arg(long)]
     cookie_file: Option<PathBuf>,
-    /// The cluster's name; nodes of another cluster are refused.
-    #[arg(long, default_value = "default")]
-    cluster: String,
-    /// Declare a silent peer down after this many milliseconds.
-    #[arg(long, default_value_t = 1000)]
-    down_after_ms: u64,
-    /// How events are printed.
-    #[arg(long, value_enum, default_value_t = EventFormat::Text)]
-    events: EventFormat,
+    /// The cluster's name; nodes of another cluster are refused [default: default].
+    #[arg(long)]
+    cluster: Option<String>,
+    /// Declare a silent peer down after this many milliseconds [default: 1000].
+    #[arg(long)]
+    down_after_ms: Option<u64>,
+    /// How events are printed [default: text].
+    #[arg(long, value_enum)]
+    events: Option<EventFormat>,
     /// Register this node's echo server under this global name (repeatable).
     #[arg(long = "global")]
     globals: Vec<String>,
@@ -67,7 +71,8 @@ struct NodeArgs {
     member: Option<String>,
 }
 
-#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 enum EventFormat {
     /// One readable line per event.
     Text,

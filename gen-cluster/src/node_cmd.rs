@@ -8,24 +8,27 @@ use gen_cluster::cluster::rally_name;
 use gen_cluster::services::echo::{self, Echo};
 use gen_cluster::services::roster::{Roster, RosterChange};
 use gen_cluster::{
-    LivenessConfig, MemberConfig, Node, NodeConfig, NodeEvent, NodeName, ReconcileConfig, Seed,
-    StaticPeers,
+    LivenessConfig, MemberConfig, Node, NodeConfig, NodeEvent, ReconcileConfig, Seed, StaticPeers,
 };
 use serde_json::json;
 
+use crate::settings::Settings;
 use crate::{EventFormat, NodeArgs};
 
 pub fn run(args: NodeArgs) -> Result<()> {
+    let settings = crate::settings::resolve(&args)?;
     let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(serve(args))
+    runtime.block_on(serve(settings))
 }
 
-async fn serve(args: NodeArgs) -> Result<()> {
-    let name = NodeName::new(&args.name)?;
-    let mut config = NodeConfig::new(name, crate::cookie::load(args.cookie_file.as_deref())?);
+async fn serve(args: Settings) -> Result<()> {
+    let mut config = NodeConfig::new(
+        args.name.clone(),
+        crate::cookie::load(args.cookie_file.as_deref())?,
+    );
     config.listen = args.listen.clone();
     config.cluster = args.cluster.clone();
-    let down_after = Duration::from_millis(args.down_after_ms);
+    let down_after = args.down_after;
     config.liveness = LivenessConfig {
         heartbeat_interval: down_after / 5,
         down_after,
@@ -45,7 +48,11 @@ async fn serve(args: NodeArgs) -> Result<()> {
     let mut events = node.subscribe();
     printer.print("started", None, None, Some(node.listen_addr()));
     if !args.seeds.is_empty() {
-        node.discover(StaticPeers(args.seeds.clone()), ReconcileConfig::default());
+        let reconcile = ReconcileConfig {
+            refresh_interval: args.refresh_interval,
+            ..ReconcileConfig::default()
+        };
+        node.discover(StaticPeers(args.seeds.clone()), reconcile);
     }
     let (changes_tx, mut changes) = tokio::sync::mpsc::unbounded_channel();
     if let Some(kind) = &args.member {
@@ -85,7 +92,7 @@ async fn serve(args: NodeArgs) -> Result<()> {
 /// Where a new member joins: through the rally name of the seeds' cluster once a seed is
 /// connected and the name resolves (bounded wait), else as the first member. Two clusters started
 /// apart merge when they meet: the rally name clash makes them introduce themselves.
-async fn join_point(node: &Node, args: &NodeArgs) -> Seed {
+async fn join_point(node: &Node, args: &Settings) -> Seed {
     if args.seeds.is_empty() {
         return Seed::First;
     }

@@ -1,0 +1,146 @@
+//! A node's settings: a TOML file (`--config`), then the command-line flags over it, then the
+//! defaults. A bad file is refused at start with the line and the reason.
+//!
+//! ```toml
+//! name = "a"                      # required, here or as --name
+//! listen = "0.0.0.0:4370"         # default 127.0.0.1:0
+//! cluster = "default"
+//! cookie_file = "/etc/gen-cluster/cookie"
+//! down_after_ms = 1000
+//! events = "json"                 # or "text"
+//! member = "web"                  # run a cluster member of this kind
+//! globals = ["scheduler"]         # global names for the echo server
+//!
+//! [discovery]
+//! static = ["10.0.0.2:4370", "10.0.0.3:4370"]
+//! refresh_interval_ms = 5000      # or "infinity": discover and connect once
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use gen_cluster::NodeName;
+use serde::{Deserialize, Deserializer};
+
+use crate::{EventFormat, NodeArgs};
+
+/// What a node runs with.
+pub struct Settings {
+    pub name: NodeName,
+    pub listen: String,
+    pub cluster: String,
+    pub cookie_file: Option<PathBuf>,
+    pub down_after: Duration,
+    pub events: EventFormat,
+    pub globals: Vec<String>,
+    pub member: Option<String>,
+    pub seeds: Vec<String>,
+    /// `None`: discover once.
+    pub refresh_interval: Option<Duration>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct File {
+    name: Option<NodeName>,
+    listen: Option<String>,
+    cluster: Option<String>,
+    cookie_file: Option<PathBuf>,
+    down_after_ms: Option<u64>,
+    events: Option<EventFormat>,
+    globals: Option<Vec<String>>,
+    member: Option<String>,
+    #[serde(default)]
+    discovery: Discovery,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Discovery {
+    #[serde(rename = "static", default)]
+    static_peers: Vec<String>,
+    #[serde(default, deserialize_with = "refresh")]
+    refresh_interval_ms: Option<Refresh>,
+}
+
+#[derive(Clone, Copy)]
+enum Refresh {
+    Every(Duration),
+    Once,
+}
+
+/// Milliseconds, or the word "infinity".
+fn refresh<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Refresh>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Millis(u64),
+        Word(String),
+    }
+    match Raw::deserialize(deserializer)? {
+        Raw::Millis(0) => Err(serde::de::Error::custom(
+            "refresh_interval_ms must be above 0, or \"infinity\"",
+        )),
+        Raw::Millis(ms) => Ok(Some(Refresh::Every(Duration::from_millis(ms)))),
+        Raw::Word(word) if word == "infinity" => Ok(Some(Refresh::Once)),
+        Raw::Word(word) => Err(serde::de::Error::custom(format!(
+            "refresh_interval_ms must be milliseconds or \"infinity\", not {word:?}"
+        ))),
+    }
+}
+
+/// The default refresh interval of discovery.
+const DEFAULT_REFRESH: Duration = Duration::from_secs(5);
+
+/// Reads the file named by `--config` (if any) and lays the flags over it.
+pub fn resolve(args: &NodeArgs) -> Result<Settings> {
+    let file = match &args.config {
+        Some(path) => read(path)?,
+        None => File::default(),
+    };
+    let name = match (&args.name, file.name) {
+        (Some(name), _) => NodeName::new(name.as_str())?,
+        (None, Some(name)) => name,
+        (None, None) => bail!("no node name: give --name or `name = \"…\"` in the config file"),
+    };
+    let mut seeds = file.discovery.static_peers;
+    seeds.extend(args.seeds.iter().cloned());
+    let mut globals = file.globals.unwrap_or_default();
+    globals.extend(args.globals.iter().cloned());
+    let down_after_ms = args.down_after_ms.or(file.down_after_ms).unwrap_or(1000);
+    if down_after_ms < 10 {
+        bail!("down_after_ms must be at least 10");
+    }
+    Ok(Settings {
+        name,
+        listen: args
+            .listen
+            .clone()
+            .or(file.listen)
+            .unwrap_or_else(|| "127.0.0.1:0".into()),
+        cluster: args
+            .cluster
+            .clone()
+            .or(file.cluster)
+            .unwrap_or_else(|| "default".into()),
+        cookie_file: args.cookie_file.clone().or(file.cookie_file),
+        down_after: Duration::from_millis(down_after_ms),
+        events: args.events.or(file.events).unwrap_or(EventFormat::Text),
+        globals,
+        member: args.member.clone().or(file.member),
+        seeds,
+        refresh_interval: match file.discovery.refresh_interval_ms {
+            Some(Refresh::Every(every)) => Some(every),
+            Some(Refresh::Once) => None,
+            None => Some(DEFAULT_REFRESH),
+        },
+    })
+}
+
+fn read(path: &Path) -> Result<File> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the config file {}", path.display()))?;
+    toml::from_str(&text)
+        .map_err(|error| anyhow::anyhow!("invalid config file {}: {error}", path.display()))
+}

@@ -1,0 +1,106 @@
+//! `gen-cluster node --config FILE`: a good file starts a node with its discovery; a bad one is
+//! refused at start with the line and the reason.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn write(dir: &std::path::Path, name: &str, text: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn scratch() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("gen-cluster-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn a_bad_config_file_is_refused_with_its_line_and_reason() {
+    let dir = scratch();
+    let cases = [
+        (
+            "typo.toml",
+            "name = \"a\"\nlisen = \"127.0.0.1:0\"\n",
+            "line 2",
+            "unknown field `lisen`",
+        ),
+        (
+            "refresh.toml",
+            "name = \"a\"\n[discovery]\nrefresh_interval_ms = \"soon\"\n",
+            "line 3",
+            "\"infinity\"",
+        ),
+        (
+            "name.toml",
+            "name = \"not a name\"\n",
+            "line 1",
+            "invalid node name",
+        ),
+    ];
+    for (file, text, line, reason) in cases {
+        let path = write(&dir, file, text);
+        let output = Command::new(env!("CARGO_BIN_EXE_gen-cluster"))
+            .args(["node", "--config"])
+            .arg(&path)
+            .env("GEN_CLUSTER_COOKIE", "c")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{file}: refused");
+        assert!(
+            stderr.contains(line) && stderr.contains(reason),
+            "{file}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_config_file_starts_a_node_that_connects_to_its_static_peers() {
+    let dir = scratch();
+    let spawn = |args: &[&str]| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_gen-cluster"))
+            .args(args)
+            .env("GEN_CLUSTER_COOKIE", "config-test")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        (child, lines)
+    };
+    let (mut seed, mut seed_lines) = spawn(&["node", "--name", "cfg-seed", "--events", "json"]);
+    let started: serde_json::Value =
+        serde_json::from_str(&seed_lines.next().unwrap().unwrap()).unwrap();
+    let addr = started["addr"].as_str().unwrap();
+    let config = write(
+        &dir,
+        "good.toml",
+        &format!(
+            "name = \"cfg-node\"\nevents = \"json\"\n[discovery]\nstatic = [\"{addr}\"]\nrefresh_interval_ms = \"infinity\"\n"
+        ),
+    );
+    let (mut node, lines) = spawn(&["node", "--config", config.to_str().unwrap()]);
+    // A watchdog ends the node after the hang bound, which closes its output and fails the test.
+    let pid = node.id().to_string();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(30));
+        let _ = Command::new("kill").args(["-9", &pid]).status();
+    });
+    let connected = lines.map_while(Result::ok).any(|line| {
+        let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+        event["event"] == "node_up" && event["peer"] == "cfg-seed" && event["node"] == "cfg-node"
+    });
+    assert!(
+        connected,
+        "the node connected to its static peer before the hang bound"
+    );
+    for child in [&mut node, &mut seed] {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}
