@@ -694,6 +694,14 @@ fn reconnect(report: &mut Report) -> Result<()> {
             ..ReconcileConfig::default()
         };
         watcher.discover(StaticPeers(vec![addr.clone()]), static_peers);
+        // Trials start from a connected peer: what is measured is a reconnection.
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while !watcher.is_connected(peer.name()) {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await
+        .context("the watcher did not connect to the peer within 10 s")?;
         let (mut ours, mut floor) = (Vec::new(), Vec::new());
         for _ in 0..TRIALS {
             let mut events = watcher.subscribe();
