@@ -32,6 +32,25 @@ impl Discover for Counting {
     }
 }
 
+/// Starts discovery on `a` with a [`Counting`] discoverer that finds `b`, and waits until `a`
+/// is connected to `b`; returns the round counter.
+async fn discover_counting(
+    a: &Node,
+    b: &Node,
+    good_rounds: usize,
+    refresh: Option<Duration>,
+) -> Arc<AtomicUsize> {
+    let rounds = Arc::new(AtomicUsize::new(0));
+    let discover = Counting {
+        peers: vec![b.listen_addr().to_string()],
+        rounds: rounds.clone(),
+        good_rounds,
+    };
+    a.discover(discover, every(refresh));
+    wait_until(|| a.is_connected(b.name())).await;
+    rounds
+}
+
 /// Drops the connection from `b`'s side and waits for `a` to see it go and come back.
 async fn dropped_then_reconnected(a: &Node, b: &Node) {
     let mut events = a.subscribe();
@@ -79,16 +98,7 @@ async fn static_peers_are_connected_and_a_restarted_peer_is_reconnected_before_t
 async fn with_no_refresh_discovery_runs_once_and_a_drop_still_reconnects() {
     let b = node("b").await;
     let a = node("a").await;
-    let rounds = Arc::new(AtomicUsize::new(0));
-    a.discover(
-        Counting {
-            peers: vec![b.listen_addr().to_string()],
-            rounds: rounds.clone(),
-            good_rounds: usize::MAX,
-        },
-        every(None),
-    );
-    wait_until(|| a.is_connected(b.name())).await;
+    let rounds = discover_counting(&a, &b, usize::MAX, None).await;
     dropped_then_reconnected(&a, &b).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(
@@ -102,16 +112,7 @@ async fn with_no_refresh_discovery_runs_once_and_a_drop_still_reconnects() {
 async fn a_failing_discoverer_keeps_the_last_good_answer() {
     let b = node("b").await;
     let a = node("a").await;
-    let rounds = Arc::new(AtomicUsize::new(0));
-    a.discover(
-        Counting {
-            peers: vec![b.listen_addr().to_string()],
-            rounds: rounds.clone(),
-            good_rounds: 1,
-        },
-        every(Some(Duration::from_millis(20))),
-    );
-    wait_until(|| a.is_connected(b.name())).await;
+    let rounds = discover_counting(&a, &b, 1, Some(Duration::from_millis(20))).await;
     wait_until(|| rounds.load(Ordering::SeqCst) >= 5).await;
     dropped_then_reconnected(&a, &b).await;
 }
@@ -120,16 +121,7 @@ async fn a_failing_discoverer_keeps_the_last_good_answer() {
 async fn unrelated_events_do_not_stop_the_loop() {
     let b = node("b").await;
     let a = node("a").await;
-    let rounds = Arc::new(AtomicUsize::new(0));
-    a.discover(
-        Counting {
-            peers: vec![b.listen_addr().to_string()],
-            rounds: rounds.clone(),
-            good_rounds: usize::MAX,
-        },
-        every(Some(Duration::from_millis(20))),
-    );
-    wait_until(|| a.is_connected(b.name())).await;
+    let rounds = discover_counting(&a, &b, usize::MAX, Some(Duration::from_millis(20))).await;
     // 200 node events that have nothing to do with the discovered peers.
     let others = [node("x").await, node("y").await];
     for i in 0..100 {

@@ -40,11 +40,7 @@ impl Roster {
         reason: Option<&ExitReason>,
         members: &Membership,
     ) {
-        let members = members
-            .by_kind()
-            .into_iter()
-            .map(|(kind, pids)| (kind.to_string(), pids))
-            .collect();
+        let members = grouped(members);
         let _ = self.changes.send(RosterChange {
             event,
             member: member.clone(),
@@ -99,13 +95,16 @@ impl ClusterServer for Roster {
         members: &Membership,
         _: &mut ClusterContext<Self>,
     ) -> Flow {
-        from.reply(
-            members
-                .by_kind()
-                .into_iter()
-                .map(|(kind, pids)| (kind.to_string(), pids))
-                .collect(),
-        );
+        from.reply(grouped(members));
         Flow::Continue
     }
+}
+
+/// The members' pids grouped by kind, as owned data to send.
+fn grouped(members: &Membership) -> Vec<(String, Vec<Pid>)> {
+    members
+        .by_kind()
+        .into_iter()
+        .map(|(kind, pids)| (kind.to_string(), pids))
+        .collect()
 }
