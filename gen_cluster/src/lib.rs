@@ -73,7 +73,10 @@ pub use cluster::{
     ClusterContext, ClusterInfo, ClusterServer, Clustered, Member, MemberConfig, Membership, Seed,
 };
 pub use config::NodeConfig;
-pub use discovery::{Discover, DiscoverError, ReconcileConfig, StaticPeers};
+pub use discovery::{
+    Discover, DiscoverError, Discovery, DiscoveryEvent, Dns, DnsA, DnsSrv, HostType,
+    ReconcileConfig, StaticPeers,
+};
 pub use error::{CallError, ConnectError, HandshakeFailed, SendError, StartError, StartNodeError};
 pub use events::{DownReason, NodeEvent};
 pub use gen_cluster_proto::liveness::LivenessConfig;

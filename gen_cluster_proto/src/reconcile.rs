@@ -70,6 +70,8 @@ pub enum DiscoveryEvent {
     Discovered(String),
     /// A peer disappeared from discovery.
     Removed(String),
+    /// A discovered peer was dialed and is connected.
+    Connected(String),
     /// Discovery failed; the last good answer stays. Reported once per distinct error.
     DiscoveryFailed(String),
     /// A dial failed; it is retried after `retry_in`.
@@ -168,12 +170,29 @@ impl Reconciler {
 
     /// The dial of `addr` succeeded.
     pub fn handle_connected(&mut self, addr: &str) {
-        if let Some(peer) = self.peers.get_mut(addr) {
-            *peer = Peer {
-                connected: true,
-                ..Peer::default()
-            };
+        if self.settle(addr) {
+            self.actions
+                .push_back(ReconcileAction::Event(DiscoveryEvent::Connected(
+                    addr.to_string(),
+                )));
         }
+    }
+
+    /// `addr` is this node itself: it is not dialed again.
+    pub fn handle_self(&mut self, addr: &str) {
+        self.settle(addr);
+    }
+
+    /// Marks a discovered peer connected; false if it is not discovered.
+    fn settle(&mut self, addr: &str) -> bool {
+        let Some(peer) = self.peers.get_mut(addr) else {
+            return false;
+        };
+        *peer = Peer {
+            connected: true,
+            ..Peer::default()
+        };
+        true
     }
 
     /// The dial of `addr` failed.
@@ -355,6 +374,12 @@ mod tests {
         r.handle_discovered(t0, peers(&["a:1"]));
         drain(&mut r, t0);
         r.handle_connected("a:1");
+        assert_eq!(
+            drain(&mut r, t0),
+            vec![ReconcileAction::Event(DiscoveryEvent::Connected(
+                "a:1".into()
+            ))]
+        );
         let later = t0 + 1000 * MS;
         r.handle_disconnected(later, "a:1");
         assert_eq!(r.poll(later), Some(ReconcileAction::Connect("a:1".into())));
@@ -374,6 +399,7 @@ mod tests {
         r.handle_discovered(t0, peers(&["a:1"]));
         drain(&mut r, t0);
         r.handle_connected("a:1");
+        drain(&mut r, t0);
         r.handle_disconnected(t0, "a:1");
         let mut now = t0;
         let mut delays = Vec::new();
@@ -401,6 +427,17 @@ mod tests {
     }
 
     #[test]
+    fn this_node_found_by_discovery_is_not_dialed_again_nor_reported_connected() {
+        let t0 = Instant::now();
+        let mut r = Reconciler::new(ReconcileConfig::default(), 1, t0);
+        drain(&mut r, t0);
+        r.handle_discovered(t0, peers(&["me:1"]));
+        drain(&mut r, t0);
+        r.handle_self("me:1");
+        assert_eq!(drain(&mut r, t0 + 1000 * MS), vec![]);
+    }
+
+    #[test]
     fn a_removed_peer_is_not_dialed_again() {
         let t0 = Instant::now();
         let mut r = Reconciler::new(ReconcileConfig::default(), 1, t0);
@@ -408,6 +445,7 @@ mod tests {
         r.handle_discovered(t0, peers(&["a:1"]));
         drain(&mut r, t0);
         r.handle_connected("a:1");
+        drain(&mut r, t0);
         let t1 = t0 + Duration::from_secs(5);
         assert_eq!(drain(&mut r, t1), vec![ReconcileAction::Discover]);
         r.handle_discovered(t1, peers(&[]));
@@ -469,6 +507,7 @@ mod tests {
         r.handle_discovered(t0, peers(&["a:1"]));
         drain(&mut r, t0);
         r.handle_connected("a:1");
+        drain(&mut r, t0);
         assert_eq!(r.poll_timeout(), None);
         assert_eq!(drain(&mut r, t0 + Duration::from_secs(3600)), vec![]);
     }

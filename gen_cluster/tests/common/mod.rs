@@ -117,3 +117,43 @@ pub async fn mesh(names: &[&str]) -> Vec<Node> {
     }
     nodes
 }
+
+/// Set in `.ci/run`, where the real peers (dnsmasq, epmd, erl) are installed: a missing one
+/// fails the test there instead of skipping it.
+const REQUIRE_REAL_PEERS: &str = "GEN_CLUSTER_REQUIRE_REAL_PEERS";
+
+/// The path of `program` on `PATH`, for tests against programs no one here wrote. Absent, the
+/// test is skipped with a notice, unless `GEN_CLUSTER_REQUIRE_REAL_PEERS` is set.
+pub fn real_peer(program: &str) -> Option<std::path::PathBuf> {
+    let found = std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .chain(["/usr/sbin".into(), "/sbin".into()])
+        .map(|dir| dir.join(program))
+        .find(|path| path.is_file());
+    if found.is_none() {
+        assert!(
+            std::env::var_os(REQUIRE_REAL_PEERS).is_none(),
+            "{program} is not installed, and {REQUIRE_REAL_PEERS} requires it"
+        );
+        eprintln!("{program} is not installed: test skipped");
+    }
+    found
+}
+
+/// A new empty directory under the system's temporary directory.
+pub fn scratch_dir(purpose: &str) -> std::path::PathBuf {
+    static COUNT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let dir =
+        std::env::temp_dir().join(format!("gen-cluster-{purpose}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A loopback port free at the time of asking.
+pub fn free_port() -> u16 {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    probe.local_addr().unwrap().port()
+}

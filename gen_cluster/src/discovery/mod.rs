@@ -11,16 +11,20 @@ use std::time::Duration;
 
 use gen_cluster_proto::NodeName;
 use gen_cluster_proto::handshake::{HandshakeError, Refusal};
-use gen_cluster_proto::reconcile::{DiscoveryEvent, ReconcileAction, Reconciler};
+use gen_cluster_proto::reconcile::{ReconcileAction, Reconciler};
 use rustc_hash::FxHashMap;
 use tokio::sync::{broadcast, mpsc};
 
-pub use gen_cluster_proto::reconcile::ReconcileConfig;
+pub use gen_cluster_proto::reconcile::{DiscoveryEvent, ReconcileConfig};
 
 use crate::connection::now;
 use crate::error::{ConnectError, HandshakeFailed};
 use crate::events::NodeEvent;
 use crate::node::Node;
+
+mod dns;
+
+pub use dns::{Dns, DnsA, DnsConfigError, DnsSrv, HostType};
 
 /// The longest one discovery round may take before it counts as failed.
 const DISCOVER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -52,17 +56,46 @@ enum Outcome {
     Dialed(String, Result<NodeName, ConnectError>),
 }
 
+/// Events of one discovery loop kept for a subscriber that has not read them yet; an older
+/// one is dropped (the subscriber sees `Lagged`) rather than grow without bound.
+const EVENT_BACKLOG: usize = 1024;
+
+/// A running discovery loop: subscribe to its [`DiscoveryEvent`]s. Dropping it does not stop
+/// the loop, which runs until the node shuts down.
+#[derive(Debug)]
+pub struct Discovery {
+    first: broadcast::Receiver<DiscoveryEvent>,
+}
+
+impl Discovery {
+    /// Every event since discovery started.
+    pub fn into_events(self) -> broadcast::Receiver<DiscoveryEvent> {
+        self.first
+    }
+
+    /// The events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<DiscoveryEvent> {
+        self.first.resubscribe()
+    }
+}
+
 impl Node {
     /// Keeps this node connected to what `discover` finds, as `config` says, until the node
     /// shuts down.
-    pub fn discover<D: Discover>(&self, discover: D, config: ReconcileConfig) {
+    pub fn discover<D: Discover>(&self, discover: D, config: ReconcileConfig) -> Discovery {
         let mut seed = [0u8; 8];
         let _ = getrandom::fill(&mut seed);
         let machine = Reconciler::new(config, u64::from_le_bytes(seed), now());
-        let events = self.subscribe();
-        self.inner
-            .link_tasks
-            .spawn(reconcile(self.clone(), Arc::new(discover), machine, events));
+        let (announce, first) = broadcast::channel(EVENT_BACKLOG);
+        let node_events = self.subscribe();
+        self.inner.link_tasks.spawn(reconcile(
+            self.clone(),
+            Arc::new(discover),
+            machine,
+            node_events,
+            announce,
+        ));
+        Discovery { first }
     }
 }
 
@@ -70,7 +103,8 @@ async fn reconcile<D: Discover>(
     node: Node,
     discover: Arc<D>,
     mut machine: Reconciler,
-    mut events: broadcast::Receiver<NodeEvent>,
+    mut node_events: broadcast::Receiver<NodeEvent>,
+    announce: broadcast::Sender<DiscoveryEvent>,
 ) {
     let (outcomes, mut results) = mpsc::unbounded_channel();
     // Which address each connected peer was dialed at.
@@ -96,7 +130,10 @@ async fn reconcile<D: Discover>(
                         let _ = outcomes.send(Outcome::Dialed(addr, result));
                     });
                 }
-                ReconcileAction::Event(event) => report(&event),
+                ReconcileAction::Event(event) => {
+                    report(&event);
+                    let _ = announce.send(event);
+                }
             }
         }
         let wake = machine.poll_timeout();
@@ -110,17 +147,30 @@ async fn reconcile<D: Discover>(
                 }
                 Outcome::Dialed(addr, Err(error)) if is_self(&error) => {
                     tracing::debug!(%addr, "discovered this node itself; skipped");
-                    machine.handle_connected(&addr);
+                    machine.handle_self(&addr);
                 }
                 Outcome::Dialed(addr, Err(error)) => machine.handle_connect_failed(now(), &addr, error.to_string()),
             },
-            event = events.recv() => {
-                if let Ok(NodeEvent::NodeDown { peer, .. }) = event
-                    && let Some(addr) = dialed.remove(&peer)
-                {
-                    machine.handle_disconnected(now(), &addr);
+            event = node_events.recv() => match event {
+                Ok(NodeEvent::NodeDown { peer, .. }) => {
+                    if let Some(addr) = dialed.remove(&peer) {
+                        machine.handle_disconnected(now(), &addr);
+                    }
                 }
-            }
+                Ok(_) => {}
+                // Too many events to keep up with: whichever were down events, the connection
+                // table still tells.
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    dialed.retain(|peer, addr| {
+                        let up = node.is_connected(peer);
+                        if !up {
+                            machine.handle_disconnected(now(), addr);
+                        }
+                        up
+                    });
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
             _ = sleep_until(wake) => {}
         }
     }
@@ -151,6 +201,10 @@ fn report(event: &DiscoveryEvent) {
         DiscoveryEvent::Discovered(addr) => {
             metrics::counter!("gen_cluster_discovery_discovered_total").increment(1);
             tracing::info!(%addr, "peer discovered");
+        }
+        DiscoveryEvent::Connected(addr) => {
+            metrics::counter!("gen_cluster_discovery_connected_total").increment(1);
+            tracing::info!(%addr, "discovered peer connected");
         }
         DiscoveryEvent::Removed(addr) => {
             metrics::counter!("gen_cluster_discovery_removed_total").increment(1);
