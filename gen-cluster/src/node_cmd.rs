@@ -8,7 +8,8 @@ use gen_cluster::cluster::rally_name;
 use gen_cluster::services::echo::{self, Echo};
 use gen_cluster::services::roster::{Roster, RosterChange};
 use gen_cluster::{
-    LivenessConfig, MemberConfig, Node, NodeConfig, NodeEvent, ReconcileConfig, Seed, StaticPeers,
+    Dns, DnsA, DnsSrv, Epmd, LivenessConfig, MemberConfig, Node, NodeConfig, NodeEvent,
+    ReconcileConfig, Seed, StaticPeers,
 };
 use serde_json::json;
 
@@ -19,6 +20,39 @@ pub fn run(args: NodeArgs) -> Result<()> {
     let settings = crate::settings::resolve(&args)?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(serve(settings))
+}
+
+/// Every discovery source the settings name, each in a reconcile loop of its own.
+fn start_discovery(node: &Node, args: &Settings) -> Result<()> {
+    let reconcile = ReconcileConfig {
+        refresh_interval: args.refresh_interval,
+        ..ReconcileConfig::default()
+    };
+    if !args.seeds.is_empty() {
+        node.discover(StaticPeers(args.seeds.clone()), reconcile);
+    }
+    if args.dns_a.is_some() || args.dns_srv.is_some() {
+        let dns = match args.nameserver {
+            Some(server) => Dns::server(server),
+            None => Dns::system()?,
+        };
+        if let Some(a) = &args.dns_a {
+            node.discover(
+                DnsA::new(dns.clone(), &a.name, a.port, a.host_type),
+                reconcile,
+            );
+        }
+        if let Some(srv) = &args.dns_srv {
+            node.discover(DnsSrv::new(dns, &srv.name, srv.host_type), reconcile);
+        }
+    }
+    if let Some(epmd) = &args.epmd_register {
+        node.register_in_epmd(epmd);
+    }
+    if !args.epmd.is_empty() {
+        node.discover(Epmd::new(&args.epmd), reconcile);
+    }
+    Ok(())
 }
 
 async fn serve(args: Settings) -> Result<()> {
@@ -47,13 +81,7 @@ async fn serve(args: Settings) -> Result<()> {
     };
     let mut events = node.subscribe();
     printer.print("started", None, None, Some(node.listen_addr()));
-    if !args.seeds.is_empty() {
-        let reconcile = ReconcileConfig {
-            refresh_interval: args.refresh_interval,
-            ..ReconcileConfig::default()
-        };
-        node.discover(StaticPeers(args.seeds.clone()), reconcile);
-    }
+    start_discovery(&node, &args)?;
     let (changes_tx, mut changes) = tokio::sync::mpsc::unbounded_channel();
     if let Some(kind) = &args.member {
         let seed = join_point(&node, &args).await;

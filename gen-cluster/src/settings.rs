@@ -11,8 +11,13 @@
 //! member = "web"                  # run a cluster member of this kind
 //! globals = ["scheduler"]         # global names for the echo server
 //!
-//! [discovery]
+//! [discovery]                     # any of these sources, each kept connected
 //! static = ["10.0.0.2:4370", "10.0.0.3:4370"]
+//! dns_a = { name = "nodes.example.com", port = 4370, host_type = "ip" }   # or "hostname"
+//! dns_srv = { name = "_gen-cluster._tcp.example.com", host_type = "hostname" }
+//! nameserver = "10.0.0.53:53"     # default: the system's resolver (/etc/resolv.conf)
+//! epmd = ["10.0.0.2", "10.0.0.3:4369"]   # list the nodes registered in these EPMDs
+//! epmd_register = "127.0.0.1:4369"       # register this node in this EPMD
 //! refresh_interval_ms = 5000      # or "infinity": discover and connect once
 //! ```
 
@@ -20,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use gen_cluster::NodeName;
+use gen_cluster::{HostType, NodeName};
 use serde::{Deserialize, Deserializer};
 
 use crate::{EventFormat, NodeArgs};
@@ -36,8 +41,32 @@ pub struct Settings {
     pub globals: Vec<String>,
     pub member: Option<String>,
     pub seeds: Vec<String>,
+    pub dns_a: Option<DnsA>,
+    pub dns_srv: Option<DnsSrv>,
+    pub nameserver: Option<std::net::SocketAddr>,
+    pub epmd: Vec<String>,
+    pub epmd_register: Option<String>,
     /// `None`: discover once.
     pub refresh_interval: Option<Duration>,
+}
+
+/// Peers on every address of a DNS name's A/AAAA records.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsA {
+    pub name: String,
+    pub port: u16,
+    #[serde(default)]
+    pub host_type: HostType,
+}
+
+/// Peers named by a DNS name's SRV records.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsSrv {
+    pub name: String,
+    #[serde(default)]
+    pub host_type: HostType,
 }
 
 #[derive(Deserialize, Default)]
@@ -60,6 +89,12 @@ struct File {
 struct Discovery {
     #[serde(rename = "static", default)]
     static_peers: Vec<String>,
+    dns_a: Option<DnsA>,
+    dns_srv: Option<DnsSrv>,
+    nameserver: Option<std::net::SocketAddr>,
+    #[serde(default)]
+    epmd: Vec<String>,
+    epmd_register: Option<String>,
     #[serde(default, deserialize_with = "refresh")]
     refresh_interval_ms: Option<Refresh>,
 }
@@ -130,6 +165,11 @@ pub fn resolve(args: &NodeArgs) -> Result<Settings> {
         globals,
         member: args.member.clone().or(file.member),
         seeds,
+        dns_a: file.discovery.dns_a,
+        dns_srv: file.discovery.dns_srv,
+        nameserver: file.discovery.nameserver,
+        epmd: file.discovery.epmd,
+        epmd_register: file.discovery.epmd_register,
         refresh_interval: match file.discovery.refresh_interval_ms {
             Some(Refresh::Every(every)) => Some(every),
             Some(Refresh::Once) => None,

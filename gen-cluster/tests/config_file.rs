@@ -36,6 +36,12 @@ fn a_bad_config_file_is_refused_with_its_line_and_reason() {
             "\"infinity\"",
         ),
         (
+            "host_type.toml",
+            "name = \"a\"\n[discovery]\ndns_srv = { name = \"_x._tcp.example\", host_type = \"dns\" }\n",
+            "line 3",
+            "unknown variant `dns`",
+        ),
+        (
             "name.toml",
             "name = \"not a name\"\n",
             "line 1",

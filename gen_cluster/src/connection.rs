@@ -99,6 +99,10 @@ async fn run_acceptor(node: Node, read: ReadHalf, mut write: WriteHalf, remote: 
                 | HandshakeFailed::Superseded => {
                     tracing::debug!(%remote, "duplicate connection refused")
                 }
+                // Discovery lists this node among the others; its dial is expected.
+                HandshakeFailed::Protocol(HandshakeError::RefusedPeer(Refusal::SelfConnect)) => {
+                    tracing::debug!(%remote, "connection from this node itself refused")
+                }
                 _ => {
                     tracing::warn!(%remote, %error, "incoming connection dropped: handshake failed")
                 }

@@ -74,7 +74,7 @@ pub use cluster::{
 };
 pub use config::NodeConfig;
 pub use discovery::{
-    Discover, DiscoverError, Discovery, DiscoveryEvent, Dns, DnsA, DnsSrv, HostType,
+    Discover, DiscoverError, Discovery, DiscoveryEvent, Dns, DnsA, DnsSrv, Epmd, HostType,
     ReconcileConfig, StaticPeers,
 };
 pub use error::{CallError, ConnectError, HandshakeFailed, SendError, StartError, StartNodeError};

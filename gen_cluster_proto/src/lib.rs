@@ -14,6 +14,7 @@
 //!   challenge–response proof of the cluster secret (HMAC-SHA256, constant-time compare).
 //! - [`arbitration`] — the rule that leaves exactly one connection per pair of nodes when both dial
 //!   at once, or when a node restarts under the same name.
+//! - [`epmd`] — the requests and replies of Erlang's port-mapper daemon, for EPMD discovery.
 //! - [`membership`] — the member list of a cluster of processes, and its join/leave events.
 //! - [`reconcile`] — the discovery reconcile loop: refresh, backoff with jitter, reconnects.
 //! - [`registry`] — global names: who holds what, and the rule that settles a clash after a heal.
@@ -23,6 +24,7 @@
 #![deny(missing_docs)]
 
 pub mod arbitration;
+pub mod epmd;
 pub mod exit;
 pub mod handshake;
 pub mod ids;

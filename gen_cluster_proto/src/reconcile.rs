@@ -99,7 +99,7 @@ struct Peer {
 #[derive(Debug)]
 pub struct Reconciler {
     config: ReconcileConfig,
-    rng: u64,
+    backoff: Backoff,
     peers: BTreeMap<String, Peer>,
     next_discovery: Option<Instant>,
     discovering: bool,
@@ -112,7 +112,7 @@ impl Reconciler {
     pub fn new(config: ReconcileConfig, seed: u64, now: Instant) -> Self {
         Self {
             config,
-            rng: seed | 1,
+            backoff: Backoff::new(config.backoff_min, config.jitter, seed),
             peers: BTreeMap::new(),
             next_discovery: Some(now),
             discovering: false,
@@ -211,7 +211,7 @@ impl Reconciler {
             }
             _ => self.config.backoff_max,
         };
-        let retry_in = self.backoff(failures, cap);
+        let retry_in = self.backoff.delay(failures, cap);
         if let Some(peer) = self.peers.get_mut(addr) {
             peer.retry_at = Some(now + retry_in);
         }
@@ -261,17 +261,35 @@ impl Reconciler {
         due.1.retry_at = None;
         Some(ReconcileAction::Connect(due.0.clone()))
     }
+}
 
-    /// The delay before retry number `failures`, at most `cap`, with jitter.
-    fn backoff(&mut self, failures: u32, cap: Duration) -> Duration {
+/// Exponential backoff with jitter drawn from a seeded generator: the delay before retry `n`
+/// is `min · 2^(n-1)`, capped, then moved up or down by at most `jitter` of itself.
+#[derive(Clone, Debug)]
+pub struct Backoff {
+    min: Duration,
+    jitter: f64,
+    rng: u64,
+}
+
+impl Backoff {
+    /// Delays from `min`, with ±`jitter` (0 to 1) drawn from a generator seeded with `seed`.
+    pub fn new(min: Duration, jitter: f64, seed: u64) -> Self {
+        Self {
+            min,
+            jitter: jitter.clamp(0.0, 1.0),
+            rng: seed | 1,
+        }
+    }
+
+    /// The delay before retry number `failures` (from 1), at most `cap` before jitter.
+    pub fn delay(&mut self, failures: u32, cap: Duration) -> Duration {
         let base = self
-            .config
-            .backoff_min
+            .min
             .saturating_mul(2u32.saturating_pow(failures.saturating_sub(1).min(30)))
             .min(cap);
         let unit = (self.next_random() >> 11) as f64 / (1u64 << 53) as f64;
-        let factor = 1.0 + self.config.jitter.clamp(0.0, 1.0) * (2.0 * unit - 1.0);
-        base.mul_f64(factor)
+        base.mul_f64(1.0 + self.jitter * (2.0 * unit - 1.0))
     }
 
     /// xorshift64*: small, seeded, good enough for jitter.

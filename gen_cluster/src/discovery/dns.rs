@@ -11,9 +11,8 @@
 //! additional section.
 
 use std::collections::BTreeSet;
-use std::hash::Hash;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
@@ -21,16 +20,17 @@ use hickory_resolver::config::{NameServerConfig, ResolveHosts, ResolverConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
 use hickory_resolver::{Resolver, ResolverBuilder, TokioResolver};
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 
-use super::{Discover, DiscoverError};
+use super::{Discover, DiscoverError, LastGood};
 
 /// How long one query may take before it is tried again, and how many tries.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
 const QUERY_ATTEMPTS: usize = 2;
 
-/// How a discovered peer is addressed.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// How a discovered peer is addressed (`"ip"` or `"hostname"` in a config file).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum HostType {
     /// By IP address.
     #[default]
@@ -271,62 +271,5 @@ impl Discover for DnsSrv {
             )));
         }
         Ok(peers.into_iter().collect())
-    }
-}
-
-/// The last good result of each lookup inside a discovery round (keyed by what was looked up),
-/// so that one failing lookup keeps its peer rather than dropping it. Keys not looked up in a
-/// round are forgotten, so it holds no more than the last round's keys.
-#[derive(Debug)]
-struct LastGood<K, V> {
-    what: &'static str,
-    entries: Mutex<FxHashMap<K, Entry<V>>>,
-}
-
-#[derive(Debug)]
-struct Entry<V> {
-    value: Option<V>,
-    error: Option<String>,
-}
-
-impl<K: Eq + Hash + Clone + std::fmt::Display, V: Clone> LastGood<K, V> {
-    fn new(what: &'static str) -> Self {
-        Self {
-            what,
-            entries: Mutex::new(FxHashMap::default()),
-        }
-    }
-
-    /// This round's results, failures replaced by their last good value or left out.
-    fn settle(&self, results: impl IntoIterator<Item = (K, Result<V, String>)>) -> Vec<(K, V)> {
-        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut seen = FxHashSet::default();
-        let mut settled = Vec::new();
-        for (key, result) in results {
-            seen.insert(key.clone());
-            let entry = entries.entry(key.clone()).or_insert(Entry {
-                value: None,
-                error: None,
-            });
-            match result {
-                Ok(value) => {
-                    if entry.error.take().is_some() {
-                        tracing::info!(what = self.what, %key, "lookup answers again");
-                    }
-                    entry.value = Some(value);
-                }
-                Err(error) => {
-                    if entry.error.as_ref() != Some(&error) {
-                        tracing::warn!(what = self.what, %key, %error, kept = entry.value.is_some(), "lookup failed; keeping its last good answer, if any");
-                        entry.error = Some(error);
-                    }
-                }
-            }
-            if let Some(value) = &entry.value {
-                settled.push((key, value.clone()));
-            }
-        }
-        entries.retain(|key, _| seen.contains(key));
-        settled
     }
 }

@@ -6,13 +6,14 @@
 //! has no mailbox: nothing sent to the node can stop it.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use gen_cluster_proto::NodeName;
 use gen_cluster_proto::handshake::{HandshakeError, Refusal};
 use gen_cluster_proto::reconcile::{ReconcileAction, Reconciler};
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use tokio::sync::{broadcast, mpsc};
 
 pub use gen_cluster_proto::reconcile::{DiscoveryEvent, ReconcileConfig};
@@ -23,8 +24,10 @@ use crate::events::NodeEvent;
 use crate::node::Node;
 
 mod dns;
+mod epmd;
 
 pub use dns::{Dns, DnsA, DnsConfigError, DnsSrv, HostType};
+pub use epmd::Epmd;
 
 /// The longest one discovery round may take before it counts as failed.
 const DISCOVER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -222,5 +225,65 @@ fn report(event: &DiscoveryEvent) {
             metrics::counter!("gen_cluster_discovery_connect_failures_total").increment(1);
             tracing::debug!(%addr, %error, retry_in_ms = retry_in.as_millis() as u64, "dial failed");
         }
+    }
+}
+
+/// The last good result of each lookup inside a discovery round (keyed by what was looked up),
+/// so that one failing lookup keeps its peer rather than dropping it. Keys not looked up in a
+/// round are forgotten, so it holds no more than the last round's keys.
+#[derive(Debug)]
+pub(crate) struct LastGood<K, V> {
+    what: &'static str,
+    entries: Mutex<FxHashMap<K, Entry<V>>>,
+}
+
+#[derive(Debug)]
+struct Entry<V> {
+    value: Option<V>,
+    error: Option<String>,
+}
+
+impl<K: Eq + Hash + Clone + std::fmt::Display, V: Clone> LastGood<K, V> {
+    pub(crate) fn new(what: &'static str) -> Self {
+        Self {
+            what,
+            entries: Mutex::new(FxHashMap::default()),
+        }
+    }
+
+    /// This round's results, failures replaced by their last good value or left out.
+    pub(crate) fn settle(
+        &self,
+        results: impl IntoIterator<Item = (K, Result<V, String>)>,
+    ) -> Vec<(K, V)> {
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut seen = FxHashSet::default();
+        let mut settled = Vec::new();
+        for (key, result) in results {
+            seen.insert(key.clone());
+            let entry = entries.entry(key.clone()).or_insert(Entry {
+                value: None,
+                error: None,
+            });
+            match result {
+                Ok(value) => {
+                    if entry.error.take().is_some() {
+                        tracing::info!(what = self.what, %key, "lookup answers again");
+                    }
+                    entry.value = Some(value);
+                }
+                Err(error) => {
+                    if entry.error.as_ref() != Some(&error) {
+                        tracing::warn!(what = self.what, %key, %error, kept = entry.value.is_some(), "lookup failed; keeping its last good answer, if any");
+                        entry.error = Some(error);
+                    }
+                }
+            }
+            if let Some(value) = &entry.value {
+                settled.push((key, value.clone()));
+            }
+        }
+        entries.retain(|key, _| seen.contains(key));
+        settled
     }
 }
