@@ -14,6 +14,7 @@
 //!   challenge–response proof of the cluster secret (HMAC-SHA256, constant-time compare).
 //! - [`arbitration`] — the rule that leaves exactly one connection per pair of nodes when both dial
 //!   at once, or when a node restarts under the same name.
+//! - [`election`] — leader election among candidate nodes (gen_leader's priority mode).
 //! - [`epmd`] — the requests and replies of Erlang's port-mapper daemon, for EPMD discovery.
 //! - [`membership`] — the member list of a cluster of processes, and its join/leave events.
 //! - [`reconcile`] — the discovery reconcile loop: refresh, backoff with jitter, reconnects.
@@ -24,6 +25,7 @@
 #![deny(missing_docs)]
 
 pub mod arbitration;
+pub mod election;
 pub mod epmd;
 pub mod exit;
 pub mod handshake;
