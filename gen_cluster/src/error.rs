@@ -57,6 +57,9 @@ pub enum ConnectError {
     /// This node is shutting down.
     #[error("the node is shutting down")]
     ShuttingDown,
+    /// An election's incarnation file cannot be read or written.
+    #[error("{0}")]
+    Incarnation(String),
 }
 
 /// A process could not be started.
@@ -72,6 +75,9 @@ pub enum StartError {
     /// This node is shutting down.
     #[error("the node is shutting down")]
     ShuttingDown,
+    /// An election's incarnation file cannot be read or written.
+    #[error("{0}")]
+    Incarnation(String),
 }
 
 /// A call got no reply.

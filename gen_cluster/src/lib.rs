@@ -46,6 +46,8 @@
 //!   names and the clash rule live in `gen_cluster_proto::registry`.
 //! - [`cluster`] — the gen_cluster behaviour ([`ClusterServer`]): members, join/leave callbacks,
 //!   the rally name.
+//! - [`leader`] — the gen_leader behaviour ([`LeaderServer`]): one leader among candidate
+//!   nodes, leader calls, the merge of a stepped-down leader's state.
 //! - [`discovery`] — [`Discover`] sources and the reconcile loop that keeps the node connected to
 //!   what they find.
 //! - [`services`] — servers every node can run (the echo diagnostics server).
@@ -63,6 +65,7 @@ mod connection;
 pub mod discovery;
 pub mod error;
 pub mod events;
+pub mod leader;
 pub mod node;
 pub mod process;
 mod registry;
@@ -82,6 +85,10 @@ pub use events::{DownReason, NodeEvent};
 pub use gen_cluster_proto::liveness::LivenessConfig;
 pub use gen_cluster_proto::registry::RegisterError;
 pub use gen_cluster_proto::{ExitReason, Incarnation, NodeId, NodeName, Pid};
+pub use leader::{
+    ElectionId, Leader, LeaderCallError, LeaderConfig, LeaderFlow, LeaderReplyTo, LeaderServer,
+    LeaderStatus,
+};
 pub use node::{Node, PeerInfo};
 pub use process::{Context, Flow, Info, Mailbox, Message, MonitorRef, ReplyTo, Server, ServerRef};
 pub use transport::{Tcp, Transport};
