@@ -2,6 +2,7 @@
 //! Thin by design: it parses flags and calls the `gen_cluster` library.
 
 mod bench;
+mod client;
 mod cookie;
 mod demo;
 mod node_cmd;
@@ -30,8 +31,13 @@ enum Command {
     Node(NodeArgs),
     /// Run the benchmark suite; each figure beside its baseline measured in the same run.
     Bench(BenchArgs),
-    /// Start a few local nodes that find each other and exchange calls.
+    /// The global dictionary: three local nodes elect a leader, keys are written, the leader
+    /// is killed and replaced, and comes back as a follower.
     Demo,
+    /// Read and write the global dictionary of a running node (`node --candidates …`).
+    Dict(DictArgs),
+    /// Print a running node's view of the dictionary's election.
+    Status(StatusArgs),
 }
 
 /// Flags of `gen-cluster node`.
@@ -69,6 +75,61 @@ struct NodeArgs {
     /// member list on every join and leave; it joins through the seeds' cluster.
     #[arg(long)]
     member: Option<String>,
+    /// Run the global dictionary, led by one of these nodes (highest priority first; the same
+    /// list on every node). A node not in the list is a worker.
+    #[arg(long, value_delimiter = ',')]
+    candidates: Vec<String>,
+    /// Workers of the dictionary known in advance (others may join).
+    #[arg(long, value_delimiter = ',')]
+    workers: Vec<String>,
+    /// Where the election's incarnation is kept across restarts [default: none, a random one].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+/// How a client reaches a running node.
+#[derive(clap::Args)]
+struct ClientArgs {
+    /// The node's address (required).
+    #[arg(long, global = true)]
+    node: Option<String>,
+    /// The cluster secret's file, as for `node`.
+    #[arg(long, global = true)]
+    cookie_file: Option<PathBuf>,
+    /// The cluster's name.
+    #[arg(long, global = true, default_value = "default")]
+    cluster: String,
+}
+
+/// Flags of `gen-cluster dict`.
+#[derive(clap::Args)]
+struct DictArgs {
+    #[command(subcommand)]
+    op: DictOp,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(Subcommand)]
+enum DictOp {
+    /// Set a key (through the leader).
+    Put { key: String, value: String },
+    /// Print a key's value, as the node holds it.
+    Get { key: String },
+    /// Delete a key (through the leader).
+    Del { key: String },
+    /// Print every key and value, as the node holds them.
+    List,
+}
+
+/// Flags of `gen-cluster status`.
+#[derive(clap::Args)]
+struct StatusArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq, serde::Deserialize)]
@@ -122,5 +183,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Node(args) => node_cmd::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Demo => demo::run(),
+        Command::Dict(args) => client::dict(args),
+        Command::Status(args) => client::status(args),
     }
 }

@@ -5,11 +5,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use gen_cluster::cluster::rally_name;
+use gen_cluster::services::dict::{self, Dict};
 use gen_cluster::services::echo::{self, Echo};
 use gen_cluster::services::roster::{Roster, RosterChange};
 use gen_cluster::{
-    Dns, DnsA, DnsSrv, Epmd, LivenessConfig, MemberConfig, Node, NodeConfig, NodeEvent,
-    ReconcileConfig, Seed, StaticPeers,
+    Dns, DnsA, DnsSrv, Epmd, Leader, LeaderConfig, LivenessConfig, MemberConfig, Node, NodeConfig,
+    NodeEvent, ReconcileConfig, Seed, StaticPeers,
 };
 use serde_json::json;
 
@@ -20,6 +21,24 @@ pub fn run(args: NodeArgs) -> Result<()> {
     let settings = crate::settings::resolve(&args)?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(serve(settings))
+}
+
+/// How often the node looks for a change of the dictionary's leader, to print it.
+const LEADER_WATCH: Duration = Duration::from_millis(10);
+
+/// The global dictionary, if the settings name its candidates.
+async fn start_dictionary(node: &Node, args: &Settings) -> Result<Option<Leader<Dict>>> {
+    if args.candidates.is_empty() {
+        return Ok(None);
+    }
+    let mut config = LeaderConfig::new(dict::ELECTION, args.candidates.clone());
+    config.workers = args.workers.clone();
+    config.data_dir = args.data_dir.clone();
+    let dictionary = node
+        .start_leader(config, Dict::default())
+        .await
+        .context("cannot start the global dictionary")?;
+    Ok(Some(dictionary))
 }
 
 /// Every discovery source the settings name, each in a reconcile loop of its own.
@@ -92,9 +111,23 @@ async fn serve(args: Settings) -> Result<()> {
             kind,
         );
     }
+    let dictionary = start_dictionary(&node, &args).await?;
+    let mut leader: Option<String> = None;
+    let mut watch = tokio::time::interval(LEADER_WATCH);
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
         tokio::select! {
+            _ = watch.tick(), if dictionary.is_some() => {
+                if let Some(dictionary) = &dictionary
+                    && let Ok(status) = dictionary.status(LEADER_WATCH * 10).await
+                {
+                    let now = status.leader.map(|l| l.to_string());
+                    if now != leader {
+                        printer.print("leader", now.as_deref(), None, None);
+                        leader = now;
+                    }
+                }
+            }
             _ = tokio::signal::ctrl_c() => break,
             _ = terminate.recv() => break,
             Some(change) = changes.recv() => printer.print_member(&change),

@@ -10,6 +10,9 @@
 //! events = "json"                 # or "text"
 //! member = "web"                  # run a cluster member of this kind
 //! globals = ["scheduler"]         # global names for the echo server
+//! candidates = ["a", "b", "c"]    # run the global dictionary, led by one of these
+//! workers = ["w1"]                # its workers known in advance (others may join)
+//! data_dir = "/var/lib/gen-cluster"   # where the election's incarnation is kept
 //!
 //! [discovery]                     # any of these sources, each kept connected
 //! static = ["10.0.0.2:4370", "10.0.0.3:4370"]
@@ -39,6 +42,9 @@ pub struct Settings {
     pub down_after: Duration,
     pub events: EventFormat,
     pub globals: Vec<String>,
+    pub candidates: Vec<NodeName>,
+    pub workers: Vec<NodeName>,
+    pub data_dir: Option<PathBuf>,
     pub member: Option<String>,
     pub seeds: Vec<String>,
     pub dns_a: Option<DnsA>,
@@ -79,6 +85,9 @@ struct File {
     down_after_ms: Option<u64>,
     events: Option<EventFormat>,
     globals: Option<Vec<String>>,
+    candidates: Option<Vec<NodeName>>,
+    workers: Option<Vec<NodeName>>,
+    data_dir: Option<PathBuf>,
     member: Option<String>,
     #[serde(default)]
     discovery: Discovery,
@@ -143,6 +152,23 @@ pub fn resolve(args: &NodeArgs) -> Result<Settings> {
     seeds.extend(args.seeds.iter().cloned());
     let mut globals = file.globals.unwrap_or_default();
     globals.extend(args.globals.iter().cloned());
+    let names = |flag: &[String]| -> Result<Option<Vec<NodeName>>> {
+        if flag.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(
+            flag.iter()
+                .map(|n| NodeName::new(n.as_str()))
+                .collect::<Result<_, _>>()?,
+        ))
+    };
+    let candidates = names(&args.candidates)?
+        .or(file.candidates)
+        .unwrap_or_default();
+    let workers = names(&args.workers)?.or(file.workers).unwrap_or_default();
+    if candidates.is_empty() && !workers.is_empty() {
+        bail!("workers without candidates: give the candidates too (--candidates)");
+    }
     let down_after_ms = args.down_after_ms.or(file.down_after_ms).unwrap_or(1000);
     if down_after_ms < 10 {
         bail!("down_after_ms must be at least 10");
@@ -163,6 +189,9 @@ pub fn resolve(args: &NodeArgs) -> Result<Settings> {
         down_after: Duration::from_millis(down_after_ms),
         events: args.events.or(file.events).unwrap_or(EventFormat::Text),
         globals,
+        candidates,
+        workers,
+        data_dir: args.data_dir.clone().or(file.data_dir),
         member: args.member.clone().or(file.member),
         seeds,
         dns_a: file.discovery.dns_a,

@@ -10,7 +10,8 @@
 //!   state alone.
 //! - When two leaders meet (a partition healed) the lower one steps down: its
 //!   `stepping_down` state goes to the winner's `merge`, so what both sides did survives.
-//! - A `leader_call` waits while no leader is known, and fails with
+//! - A `leader_call` goes to this node's instance, which handles it if it leads, else relays
+//!   it to the leader's instance, or holds it while no leader is known. It fails with
 //!   [`LeaderCallError::LeaderDied`] the moment the leader's node or instance is lost.
 //! - The incarnation, which tells a restarted node from its earlier self, is kept in
 //!   `data_dir` (one file per election name), or drawn at random without one.
@@ -198,6 +199,9 @@ pub enum LeaderCallError {
     /// This node's instance of the election is not running.
     #[error("this node does not run the election")]
     NotRunning,
+    /// No leader is known, and too many calls already wait for one.
+    #[error("no leader is known, and too many calls wait for one")]
+    NoLeader,
     /// The call could not be made.
     #[error(transparent)]
     Call(CallError),
@@ -219,12 +223,10 @@ impl<B: LeaderServer> LeaderReplyTo<B> {
 #[derive(Serialize, Deserialize)]
 #[serde(bound = "")]
 pub enum InstanceCall<B: LeaderServer> {
-    /// A leader call.
-    Leader(B::Call),
+    /// A leader call, and how long its caller waits.
+    Leader(B::Call, Duration),
     /// A local call.
     Local(B::LocalCall),
-    /// The leader's instance, once one is known.
-    WhereIsLeader,
     /// The status.
     Status,
 }
@@ -235,12 +237,14 @@ pub enum InstanceCall<B: LeaderServer> {
 pub enum InstanceReply<B: LeaderServer> {
     /// A leader call's reply.
     Leader(B::Reply),
-    /// This instance does not lead (any more): the request, to send to the leader.
-    NotLeader(B::Call),
+    /// The leader was lost while it had the call.
+    LeaderDied,
+    /// No leader answered within the caller's time.
+    TimedOut,
+    /// No leader is known and too many calls wait.
+    NoLeader,
     /// A local call's reply.
     Local(B::LocalReply),
-    /// The leader's instance.
-    LeaderIs(Pid),
     /// The status.
     Status(LeaderStatus),
 }
@@ -290,14 +294,21 @@ pub struct Instance<B: LeaderServer> {
     name: String,
     /// Where each alive peer's instance is.
     pids: FxHashMap<NodeName, Pid>,
-    /// `WhereIsLeader` calls waiting for a leader.
-    waiting: Vec<ReplyTo<InstanceReply<B>>>,
+    /// Leader calls waiting for a leader: the request, its caller's time, the caller.
+    held_calls: Vec<HeldCall<B>>,
     /// Leader casts waiting for a leader.
     held_casts: Vec<B::Cast>,
 }
 
-/// The most leader casts held while no leader is known; older ones are dropped beyond it.
-const MAX_HELD_CASTS: usize = 10_000;
+type HeldCall<B> = (
+    <B as LeaderServer>::Call,
+    Duration,
+    ReplyTo<InstanceReply<B>>,
+);
+
+/// The most leader calls, and casts, held while no leader is known. Beyond it a call fails
+/// with [`LeaderCallError::NoLeader`] and the oldest cast is dropped.
+const MAX_HELD: usize = 10_000;
 
 /// A handle on this node's instance of an election.
 pub struct Leader<B: LeaderServer> {
@@ -347,7 +358,7 @@ impl Node {
             machine,
             name: name.clone(),
             pids: FxHashMap::default(),
-            waiting: Vec::new(),
+            held_calls: Vec::new(),
             held_casts: Vec::new(),
         };
         let events = self.subscribe();
@@ -392,11 +403,12 @@ async fn forward_node_events<B: LeaderServer>(
 }
 
 impl<B: LeaderServer> Leader<B> {
-    /// A handle on the instance of `election` on `node`, started elsewhere.
-    pub fn on(node: &Node, election: &str) -> Self {
+    /// A handle, used from `node`, on the instance of `election` that runs on the node `host`
+    /// (`node` itself or a peer it is connected to, such as a client's).
+    pub fn at(node: &Node, host: &NodeName, election: &str) -> Self {
         Self {
             node: node.clone(),
-            instance: ServerRef::named(node.name(), &instance_name(election)),
+            instance: ServerRef::named(host, &instance_name(election)),
         }
     }
 
@@ -407,48 +419,19 @@ impl<B: LeaderServer> Leader<B> {
         request: B::Call,
         timeout: Duration,
     ) -> Result<B::Reply, LeaderCallError> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut request = request;
-        loop {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let leader = match self
-                .node
-                .call(&self.instance, InstanceCall::WhereIsLeader, left)
-                .await
-            {
-                Ok(InstanceReply::LeaderIs(pid)) => pid,
-                Ok(_) => {
-                    return Err(LeaderCallError::Call(CallError::BadReply(
-                        "not a leader".into(),
-                    )));
-                }
-                Err(CallError::Timeout(_)) => return Err(LeaderCallError::Timeout(timeout)),
-                Err(CallError::NoProc | CallError::NodeDown) => {
-                    return Err(LeaderCallError::NotRunning);
-                }
-                Err(error) => return Err(LeaderCallError::Call(error)),
-            };
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let leader = ServerRef::<Instance<B>>::from_pid(leader);
-            match self
-                .node
-                .call(&leader, InstanceCall::Leader(request), left)
-                .await
-            {
-                Ok(InstanceReply::Leader(reply)) => return Ok(reply),
-                // It stepped down between the two calls, without handling the request.
-                Ok(InstanceReply::NotLeader(back)) => request = back,
-                Ok(_) => {
-                    return Err(LeaderCallError::Call(CallError::BadReply(
-                        "not a leader reply".into(),
-                    )));
-                }
-                Err(CallError::Timeout(_)) => return Err(LeaderCallError::Timeout(timeout)),
-                Err(CallError::NodeDown | CallError::NoProc | CallError::NoReply) => {
-                    return Err(LeaderCallError::LeaderDied);
-                }
-                Err(error) => return Err(LeaderCallError::Call(error)),
+        let call = InstanceCall::Leader(request, timeout);
+        match self.node.call(&self.instance, call, timeout).await {
+            Ok(InstanceReply::Leader(reply)) => Ok(reply),
+            Ok(InstanceReply::LeaderDied) => Err(LeaderCallError::LeaderDied),
+            Ok(InstanceReply::NoLeader) => Err(LeaderCallError::NoLeader),
+            Ok(InstanceReply::TimedOut) | Err(CallError::Timeout(_)) => {
+                Err(LeaderCallError::Timeout(timeout))
             }
+            Ok(_) => Err(LeaderCallError::Call(CallError::BadReply(
+                "not a leader call's reply".into(),
+            ))),
+            Err(CallError::NoProc | CallError::NodeDown) => Err(LeaderCallError::NotRunning),
+            Err(error) => Err(LeaderCallError::Call(error)),
         }
     }
 
@@ -519,8 +502,7 @@ impl<B: LeaderServer> Instance<B> {
                 return Flow::Stop(reason);
             }
         }
-        self.release_waiting(ctx);
-        Flow::Continue
+        self.release_held(ctx)
     }
 
     fn execute(&mut self, ctx: &Context<Self>, action: ElectionAction<B::State>) -> Flow {
@@ -617,36 +599,78 @@ impl<B: LeaderServer> Instance<B> {
             .send(&ServerRef::<Self>::named(to, &self.name), info);
     }
 
-    /// Answers the `WhereIsLeader` calls and forwards the casts held, once a leader is known.
-    fn release_waiting(&mut self, ctx: &Context<Self>) {
-        let Some(leader) = self.leader_pid(ctx) else {
-            return;
-        };
-        for waiting in self.waiting.drain(..) {
-            waiting.reply(InstanceReply::LeaderIs(leader));
+    /// Sends the held calls and casts on, once a leader is known.
+    fn release_held(&mut self, ctx: &Context<Self>) -> Flow {
+        if self.machine.current().is_none() {
+            return Flow::Continue;
         }
-        let leader = ServerRef::<Self>::from_pid(leader);
-        for cast in self.held_casts.drain(..) {
-            let _ = ctx.node().send(&leader, InstanceInfo::Cast(cast));
+        for (request, timeout, from) in std::mem::take(&mut self.held_calls) {
+            if let Flow::Stop(reason) = self.leader_call(ctx, request, timeout, from) {
+                return Flow::Stop(reason);
+            }
+        }
+        for request in std::mem::take(&mut self.held_casts) {
+            if let Flow::Stop(reason) = self.leader_cast(ctx, request) {
+                return Flow::Stop(reason);
+            }
+        }
+        Flow::Continue
+    }
+
+    /// A leader call: handled here if this node leads, relayed to the leader, or held.
+    fn leader_call(
+        &mut self,
+        ctx: &Context<Self>,
+        request: B::Call,
+        timeout: Duration,
+        from: ReplyTo<InstanceReply<B>>,
+    ) -> Flow {
+        match self.machine.current().cloned() {
+            Some(election) if self.machine.is_leader() => {
+                let from = LeaderReplyTo { inner: from };
+                let flow = self.behaviour.handle_leader_call(request, from, &election);
+                self.follow(ctx, flow)
+            }
+            Some(_) => {
+                match self.leader_pid(ctx) {
+                    Some(leader) => relay(ctx.node().clone(), leader, request, timeout, from),
+                    None => from.reply(InstanceReply::LeaderDied),
+                }
+                Flow::Continue
+            }
+            None if self.held_calls.len() >= MAX_HELD => {
+                from.reply(InstanceReply::NoLeader);
+                Flow::Continue
+            }
+            None => {
+                self.held_calls.push((request, timeout, from));
+                Flow::Continue
+            }
         }
     }
 
-    fn handle_leader_cast(&mut self, ctx: &Context<Self>, request: B::Cast) -> Flow {
+    /// A leader cast: handled here if this node leads, sent to the leader, or held.
+    fn leader_cast(&mut self, ctx: &Context<Self>, request: B::Cast) -> Flow {
         match self.machine.current().cloned() {
             Some(election) if self.machine.is_leader() => {
                 let flow = self.behaviour.handle_leader_cast(request, &election);
                 self.follow(ctx, flow)
             }
             _ => {
-                self.hold_cast(request);
-                self.release_waiting(ctx);
+                match self.leader_pid(ctx) {
+                    Some(leader) => {
+                        let leader = ServerRef::<Self>::from_pid(leader);
+                        let _ = ctx.node().send(&leader, InstanceInfo::Cast(request));
+                    }
+                    None => self.hold_cast(request),
+                }
                 Flow::Continue
             }
         }
     }
 
     fn hold_cast(&mut self, request: B::Cast) {
-        if self.held_casts.len() >= MAX_HELD_CASTS {
+        if self.held_casts.len() >= MAX_HELD {
             tracing::warn!(
                 "too many leader casts held while no leader is known; dropping the oldest"
             );
@@ -654,6 +678,29 @@ impl<B: LeaderServer> Instance<B> {
         }
         self.held_casts.push(request);
     }
+}
+
+/// Passes a leader call to the leader's instance, and its answer back, in a task of its own
+/// so that the instance goes on meanwhile.
+fn relay<B: LeaderServer>(
+    node: Node,
+    leader: Pid,
+    request: B::Call,
+    timeout: Duration,
+    from: ReplyTo<InstanceReply<B>>,
+) {
+    tokio::spawn(async move {
+        let leader = ServerRef::<Instance<B>>::from_pid(leader);
+        let reply = match node
+            .call(&leader, InstanceCall::Leader(request, timeout), timeout)
+            .await
+        {
+            Ok(reply) => reply,
+            Err(CallError::Timeout(_)) => InstanceReply::TimedOut,
+            Err(_) => InstanceReply::LeaderDied,
+        };
+        from.reply(reply);
+    });
 }
 
 impl<B: LeaderServer> Server for Instance<B> {
@@ -677,29 +724,12 @@ impl<B: LeaderServer> Server for Instance<B> {
         ctx: &mut Context<Self>,
     ) -> Flow {
         match request {
-            InstanceCall::Leader(request) => match self.machine.current().cloned() {
-                Some(election) if self.machine.is_leader() => {
-                    let from = LeaderReplyTo { inner: from };
-                    let flow = self.behaviour.handle_leader_call(request, from, &election);
-                    self.follow(ctx, flow)
-                }
-                _ => {
-                    from.reply(InstanceReply::NotLeader(request));
-                    Flow::Continue
-                }
-            },
+            InstanceCall::Leader(request, timeout) => self.leader_call(ctx, request, timeout, from),
             InstanceCall::Local(request) => {
                 let status = self.status(ctx.node());
                 from.reply(InstanceReply::Local(
                     self.behaviour.handle_call(request, &status),
                 ));
-                Flow::Continue
-            }
-            InstanceCall::WhereIsLeader => {
-                match self.leader_pid(ctx) {
-                    Some(pid) => from.reply(InstanceReply::LeaderIs(pid)),
-                    None => self.waiting.push(from),
-                }
                 Flow::Continue
             }
             InstanceCall::Status => {
@@ -711,20 +741,7 @@ impl<B: LeaderServer> Server for Instance<B> {
 
     async fn handle_cast(&mut self, message: Self::Cast, ctx: &mut Context<Self>) -> Flow {
         match message {
-            InstanceCast::Leader(request) => match self.leader_pid(ctx) {
-                Some(pid) if pid == ctx.pid() => self.handle_leader_cast(ctx, request),
-                Some(pid) => {
-                    let _ = ctx.node().send(
-                        &ServerRef::<Self>::from_pid(pid),
-                        InstanceInfo::Cast(request),
-                    );
-                    Flow::Continue
-                }
-                None => {
-                    self.hold_cast(request);
-                    Flow::Continue
-                }
-            },
+            InstanceCast::Leader(request) => self.leader_cast(ctx, request),
         }
     }
 
@@ -743,7 +760,7 @@ impl<B: LeaderServer> Server for Instance<B> {
                 }
                 Flow::Continue
             }
-            InstanceInfo::Cast(request) => self.handle_leader_cast(ctx, request),
+            InstanceInfo::Cast(request) => self.leader_cast(ctx, request),
             InstanceInfo::NodeUp(peer) => self.drive(ctx, |machine| machine.handle_node_up(peer)),
             InstanceInfo::NodeDown(peer) => {
                 self.pids.remove(&peer);

@@ -1,0 +1,115 @@
+//! `gen-cluster dict` and `gen-cluster status`: clients of a running node. Each starts a
+//! short-lived node of its own (same cookie and cluster), connects to the given address, and
+//! talks to that node's instance of the dictionary's election.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use gen_cluster::services::dict::{self, Dict, Read, ReadReply, Write};
+use gen_cluster::{Leader, LeaderStatus, Node, NodeConfig, NodeName};
+
+use crate::{ClientArgs, DictArgs, DictOp, StatusArgs};
+
+/// What a failed request to the node's election most often means.
+const NOT_RUNNING: &str =
+    "no answer from the node's dictionary (was it started with --candidates?)";
+
+/// How long a client waits for an answer (a write waits for a leader at most this long).
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub fn dict(args: DictArgs) -> Result<()> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let (node, dictionary) = connect(&args.client).await?;
+        let outcome = run_dict(&dictionary, args.op).await;
+        node.shutdown().await;
+        outcome
+    })
+}
+
+async fn run_dict(dictionary: &Leader<Dict>, op: DictOp) -> Result<()> {
+    let write = |w| dictionary.leader_call(w, CLIENT_TIMEOUT);
+    match op {
+        DictOp::Put { key, value } => write(Write::Put(key, value)).await?,
+        DictOp::Del { key } => write(Write::Delete(key)).await?,
+        DictOp::Get { key } => match dictionary
+            .call(Read::Get(key.clone()), CLIENT_TIMEOUT)
+            .await
+            .context(NOT_RUNNING)?
+        {
+            ReadReply::Value(Some(value)) => println!("{value}"),
+            ReadReply::Value(None) => bail!("no key {key:?}"),
+            ReadReply::All(_) => bail!("unexpected answer"),
+        },
+        DictOp::List => match dictionary
+            .call(Read::List, CLIENT_TIMEOUT)
+            .await
+            .context(NOT_RUNNING)?
+        {
+            ReadReply::All(entries) => {
+                for (key, value) in entries {
+                    println!("{key}\t{value}");
+                }
+            }
+            ReadReply::Value(_) => bail!("unexpected answer"),
+        },
+    }
+    Ok(())
+}
+
+pub fn status(args: StatusArgs) -> Result<()> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let (node, dictionary) = connect(&args.client).await?;
+        let status = dictionary.status(CLIENT_TIMEOUT).await;
+        node.shutdown().await;
+        let status = status.context(NOT_RUNNING)?;
+        print_status(&status, args.json);
+        Ok(())
+    })
+}
+
+fn print_status(status: &LeaderStatus, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string(status).unwrap_or_default());
+        return;
+    }
+    let list = |names: &[NodeName]| {
+        names
+            .iter()
+            .map(NodeName::as_str)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let leader = status.leader.as_ref().map_or("none", NodeName::as_str);
+    let election = status
+        .election
+        .as_ref()
+        .map_or("none".to_string(), |e| e.to_string());
+    println!("node        {}", status.node);
+    println!("leader      {leader}");
+    println!("election    {election}");
+    println!("candidates  {}", list(&status.candidates));
+    println!("workers     {}", list(&status.workers));
+    println!("alive       {}", list(&status.alive));
+    println!("down        {}", list(&status.down));
+}
+
+/// A client node connected to the node at `args.node`, and a handle on its dictionary.
+async fn connect(args: &ClientArgs) -> Result<(Node, Leader<Dict>)> {
+    let name = NodeName::new(format!("gen-cluster-client-{}", std::process::id()))?;
+    let mut config = NodeConfig::new(name, crate::cookie::load(args.cookie_file.as_deref())?);
+    config.cluster = args.cluster.clone();
+    let node = Node::start(config)
+        .await
+        .context("cannot start the client node")?;
+    let Some(addr) = &args.node else {
+        bail!("which node? give its address with --node HOST:PORT");
+    };
+    let host = node
+        .connect(addr)
+        .await
+        .with_context(|| format!("cannot reach the node at {addr}"))?;
+    let dictionary = Leader::at(&node, &host, dict::ELECTION);
+    Ok((node, dictionary))
+}
