@@ -10,10 +10,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use gen_cluster::services::dict::{self, Dict, Read, ReadReply, Write};
 use gen_cluster::services::echo::{self, Echo, EchoCall, EchoReply};
 use gen_cluster::{
-    CallError, DownReason, ExitReason, Info, LivenessConfig, Node, NodeConfig, NodeEvent, NodeName,
-    ReconcileConfig, ServerRef, StaticPeers,
+    CallError, DownReason, ExitReason, Info, Leader, LeaderCallError, LivenessConfig, Node,
+    NodeConfig, NodeEvent, NodeName, ReconcileConfig, ServerRef, StaticPeers,
 };
 use serde_json::Value;
 
@@ -84,6 +85,20 @@ impl NodeProcess {
                 .unwrap_or_else(|_| panic!("no {event} event before the hang bound"));
             if value["event"] == event {
                 return value;
+            }
+        }
+    }
+
+    /// Waits for the node to print that `leader` leads its dictionary.
+    fn wait_leader(&self, leader: &str) {
+        let deadline = Instant::now() + HANG;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let value = self.events.recv_timeout(left).unwrap_or_else(|_| {
+                panic!("{}: no leader {leader} before the hang bound", self.name)
+            });
+            if value["event"] == "leader" && value["peer"] == leader {
+                return;
             }
         }
     }
@@ -458,4 +473,143 @@ async fn cluster_members_in_three_processes_see_each_join_and_leave_once() {
             .all(|e| !e["event"].as_str().unwrap_or("").starts_with("member_")),
         "no leave or join is reported twice"
     );
+}
+
+/// Three CLI nodes running the dictionary with candidates a, b, c; `a` keeps its incarnation in
+/// `dir`.
+fn dictionary_nodes(dir: &std::path::Path) -> Vec<NodeProcess> {
+    let data = dir.to_str().unwrap();
+    let a = NodeProcess::start_with(
+        "a",
+        "127.0.0.1:0",
+        COOKIE,
+        &[],
+        &["--candidates", "a,b,c", "--data-dir", data],
+    );
+    let b = NodeProcess::start_with(
+        "b",
+        "127.0.0.1:0",
+        COOKIE,
+        &[&a.addr],
+        &["--candidates", "a,b,c"],
+    );
+    let c = NodeProcess::start_with(
+        "c",
+        "127.0.0.1:0",
+        COOKIE,
+        &[&a.addr, &b.addr],
+        &["--candidates", "a,b,c"],
+    );
+    for node in [&a, &b, &c] {
+        node.wait_leader("a");
+    }
+    vec![a, b, c]
+}
+
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("gen-cluster-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_leader_is_replaced_racing_calls_never_hang_and_it_returns_as_a_follower() {
+    let dir = scratch("leader-kill");
+    let mut nodes = dictionary_nodes(&dir);
+    let client = local_node("client").await;
+    client.connect(&nodes[1].addr).await.unwrap();
+    let via_b = Leader::<Dict>::at(&client, &nodes[1].name, dict::ELECTION);
+    via_b
+        .leader_call(Write::Put("before".into(), "1".into()), T)
+        .await
+        .unwrap();
+
+    let racing: Vec<_> = (0..100)
+        .map(|i| {
+            let via_b = via_b.clone();
+            tokio::spawn(async move {
+                let outcome = via_b
+                    .leader_call(Write::Put(format!("k{i}"), "v".into()), T)
+                    .await;
+                (i, outcome)
+            })
+        })
+        .collect();
+    nodes[0].kill9();
+    let mut written = vec!["before".to_string()];
+    for call in racing {
+        let (i, outcome) = tokio::time::timeout(T, call)
+            .await
+            .expect("no leader call hangs")
+            .unwrap();
+        match outcome {
+            Ok(()) => written.push(format!("k{i}")),
+            Err(LeaderCallError::LeaderDied) => {}
+            Err(other) => panic!("call {i}: {other}"),
+        }
+    }
+    nodes[1].wait_leader("b");
+    nodes[2].wait_leader("b");
+    via_b
+        .leader_call(Write::Put("after".into(), "2".into()), T)
+        .await
+        .unwrap();
+    written.push("after".into());
+
+    // The old leader restarts with its data directory: a follower, with the state.
+    let data = dir.to_str().unwrap();
+    let a = NodeProcess::start_with(
+        "a",
+        "127.0.0.1:0",
+        COOKIE,
+        &[&nodes[1].addr, &nodes[2].addr],
+        &["--candidates", "a,b,c", "--data-dir", data],
+    );
+    a.wait_leader("b");
+    client.connect(&a.addr).await.unwrap();
+    let on_a = Leader::<Dict>::at(&client, &a.name, dict::ELECTION);
+    let keys = tokio::time::timeout(HANG, async {
+        loop {
+            let ReadReply::All(entries) = on_a.call(Read::List, T).await.unwrap() else {
+                panic!("a list")
+            };
+            let keys: Vec<String> = entries.into_iter().map(|(k, _)| k).collect();
+            if written.iter().all(|k| keys.contains(k)) {
+                return keys;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("every acknowledged write is on the restarted node");
+    assert!(keys.len() >= written.len());
+    let status = on_a.status(T).await.unwrap();
+    assert_eq!(
+        status.leader.as_ref().map(NodeName::as_str),
+        Some("b"),
+        "no failback"
+    );
+    assert_eq!(status.election.unwrap().leader.as_str(), "b");
+    let incarnation = std::fs::read_to_string(dir.join("gen_leader.dict.incarnation")).unwrap();
+    assert_eq!(incarnation, "gen_leader-incarnation-v1 2\n");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_leader_is_replaced_within_the_failure_detector_deadline() {
+    let dir = scratch("leader-stop");
+    let nodes = dictionary_nodes(&dir);
+    let stopped = Instant::now();
+    nodes[0].signal("-STOP");
+    nodes[1].wait_leader("b");
+    nodes[2].wait_leader("b");
+    let failover = stopped.elapsed();
+    // A generous bound, only against hangs: the detector's deadline is DOWN_AFTER.
+    assert!(failover < DOWN_AFTER * 6, "failover took {failover:?}");
+    nodes[0].signal("-CONT");
+    // Back, it meets the leader its peers chose; the higher priority wins, as after any heal
+    // (`a` never stopped leading in its own view, so it prints no change).
+    nodes[1].wait_leader("a");
+    nodes[2].wait_leader("a");
+    let _ = std::fs::remove_dir_all(&dir);
 }
