@@ -167,9 +167,9 @@ fn main() {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    // The benchmarks kill nodes on purpose: only errors are worth printing there.
+    // The benchmarks and the demo kill nodes on purpose: only errors are worth printing there.
     let default_level = match cli.command {
-        Command::Bench(_) => "error",
+        Command::Bench(_) | Command::Demo => "error",
         _ => "warn",
     };
     tracing_subscriber::fmt()

@@ -270,6 +270,8 @@ impl<S: Clone> Election<S> {
                 if self.top_leader().as_ref() == Some(&from) && !self.leading {
                     self.current = Some(election.clone());
                     self.requested = None;
+                    // It has met its cluster: a later loss of the leader is no start.
+                    self.grace_until = None;
                     self.actions
                         .push_back(ElectionAction::Surrendered { election, state });
                     self.flush_merges();
