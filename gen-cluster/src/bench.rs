@@ -26,9 +26,11 @@ use tokio::runtime::Runtime;
 
 use crate::BenchArgs;
 
+mod leader;
+
 const PAYLOAD: usize = 64;
 const COOKIE: &str = "bench-cookie";
-const BENCHMARKS: [&str; 8] = [
+const BENCHMARKS: [&str; 13] = [
     "remote_call",
     "concurrent_calls",
     "casts",
@@ -37,6 +39,11 @@ const BENCHMARKS: [&str; 8] = [
     "global_names",
     "cluster_join",
     "reconnect",
+    "leader_call",
+    "leader_cold_start",
+    "leader_failover",
+    "leader_hung",
+    "leader_heal",
 ];
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -79,6 +86,21 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     if wanted("reconnect") {
         reconnect(&mut report)?;
+    }
+    if wanted("leader_call") {
+        leader::leader_call(&sides, &mut report)?;
+    }
+    if wanted("leader_cold_start") {
+        leader::cold_start(&mut report)?;
+    }
+    if wanted("leader_failover") {
+        leader::failover_kill9(&mut report)?;
+    }
+    if wanted("leader_hung") {
+        leader::failover_hung(&mut report)?;
+    }
+    if wanted("leader_heal") {
+        leader::heal(&mut report)?;
     }
     report.finish();
     Ok(())

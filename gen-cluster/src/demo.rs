@@ -4,16 +4,14 @@
 //! survivors, then restarts the old leader and shows it come back as a follower with every key —
 //! with the time each step took.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use gen_cluster::services::dict::{self, Dict, Read, ReadReply, Write};
 use gen_cluster::{Leader, Node, NodeConfig, NodeName};
-use serde_json::Value;
+
+use crate::child::NodeProcess;
 
 const CANDIDATES: &str = "alpha,beta,gamma";
 /// A bound on each step, only so that a broken demo ends instead of hanging.
@@ -34,9 +32,9 @@ pub fn run() -> Result<()> {
 async fn demo(cookie: &str, data: &Path) -> Result<()> {
     println!("gen-cluster demo: the global dictionary on three nodes, each its own OS process\n");
     let started = Instant::now();
-    let alpha = NodeProcess::start("alpha", cookie, &[], data)?;
-    let beta = NodeProcess::start("beta", cookie, &[&alpha.addr], data)?;
-    let gamma = NodeProcess::start("gamma", cookie, &[&alpha.addr, &beta.addr], data)?;
+    let alpha = start("alpha", cookie, &[], data)?;
+    let beta = start("beta", cookie, &[&alpha.addr], data)?;
+    let gamma = start("gamma", cookie, &[&alpha.addr, &beta.addr], data)?;
     for node in [&alpha, &beta, &gamma] {
         node.wait_leader("alpha")?;
     }
@@ -94,7 +92,7 @@ async fn demo(cookie: &str, data: &Path) -> Result<()> {
     }
 
     let restarted = Instant::now();
-    let alpha = NodeProcess::start("alpha", cookie, &[&beta.addr, &gamma.addr], data)?;
+    let alpha = start("alpha", cookie, &[&beta.addr, &gamma.addr], data)?;
     alpha.wait_leader("beta")?;
     println!(
         "4. alpha restarted: it follows beta (no failback)   {}",
@@ -120,6 +118,26 @@ async fn demo(cookie: &str, data: &Path) -> Result<()> {
     Ok(())
 }
 
+/// A node of the demo's dictionary, keeping its incarnation under `data`.
+fn start(name: &str, cookie: &str, seeds: &[&str], data: &Path) -> Result<NodeProcess> {
+    let data_dir = data.join(name);
+    let data_dir = data_dir
+        .to_str()
+        .context("a temporary path that is not UTF-8")?;
+    let mut args = vec![
+        "--listen",
+        "127.0.0.1:0",
+        "--candidates",
+        CANDIDATES,
+        "--data-dir",
+        data_dir,
+    ];
+    for seed in seeds {
+        args.extend(["--seed", seed]);
+    }
+    NodeProcess::start(name, cookie, &args, STEP)
+}
+
 fn took(since: Instant) -> String {
     format!("[{:.1} ms]", since.elapsed().as_secs_f64() * 1000.0)
 }
@@ -133,92 +151,5 @@ async fn list(client: &Node, host: &NodeName) -> Result<String> {
             .collect::<Vec<_>>()
             .join(" ")),
         ReadReply::Value(_) => Err(anyhow!("unexpected answer")),
-    }
-}
-
-/// A `gen-cluster node` child running the dictionary, and its JSON events.
-struct NodeProcess {
-    child: Child,
-    events: mpsc::Receiver<Value>,
-    name: NodeName,
-    addr: String,
-}
-
-impl NodeProcess {
-    fn start(name: &str, cookie: &str, seeds: &[&str], data: &Path) -> Result<Self> {
-        let data_dir: PathBuf = data.join(name);
-        let mut command = Command::new(std::env::current_exe()?);
-        command
-            .args([
-                "node",
-                "--name",
-                name,
-                "--listen",
-                "127.0.0.1:0",
-                "--events",
-                "json",
-            ])
-            .args(["--candidates", CANDIDATES, "--down-after-ms", "1000"])
-            .arg("--data-dir")
-            .arg(&data_dir)
-            .env("GEN_CLUSTER_COOKIE", cookie)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        for seed in seeds {
-            command.args(["--seed", seed]);
-        }
-        let mut child = command.spawn().context("cannot start a node process")?;
-        let stdout = child.stdout.take().context("no stdout")?;
-        let (tx, events) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Ok(value) = serde_json::from_str::<Value>(&line)
-                    && tx.send(value).is_err()
-                {
-                    return;
-                }
-            }
-        });
-        let mut node = Self {
-            child,
-            events,
-            name: NodeName::new(name)?,
-            addr: String::new(),
-        };
-        let started = node.wait(|e| e["event"] == "started")?;
-        node.addr = started["addr"].as_str().context("no address")?.to_string();
-        Ok(node)
-    }
-
-    fn wait(&self, pick: impl Fn(&Value) -> bool) -> Result<Value> {
-        let deadline = Instant::now() + STEP;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let event = self
-                .events
-                .recv_timeout(left)
-                .map_err(|_| anyhow!("{}: no expected event within {STEP:?}", self.name))?;
-            if pick(&event) {
-                return Ok(event);
-            }
-        }
-    }
-
-    fn wait_leader(&self, leader: &str) -> Result<()> {
-        self.wait(|e| e["event"] == "leader" && e["peer"] == leader)
-            .map(|_| ())
-    }
-
-    fn kill(&mut self) -> Result<()> {
-        self.child.kill()?;
-        self.child.wait()?;
-        Ok(())
-    }
-}
-
-impl Drop for NodeProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }

@@ -2,6 +2,7 @@
 //! Thin by design: it parses flags and calls the `gen_cluster` library.
 
 mod bench;
+mod child;
 mod client;
 mod cookie;
 mod demo;

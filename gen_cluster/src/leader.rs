@@ -379,7 +379,7 @@ impl Node {
     }
 }
 
-/// Tells the instance `pid` of node ups and downs, in order, until it ends.
+/// Tells the instance `pid` of node ups and downs, in order, until it or the node ends.
 async fn forward_node_events<B: LeaderServer>(
     node: Node,
     pid: Pid,
@@ -387,7 +387,11 @@ async fn forward_node_events<B: LeaderServer>(
 ) {
     let instance = ServerRef::<Instance<B>>::from_pid(pid);
     loop {
-        let info = match events.recv().await {
+        let event = tokio::select! {
+            _ = node.inner.shutdown.cancelled() => return,
+            event = events.recv() => event,
+        };
+        let info = match event {
             Ok(NodeEvent::NodeUp { peer, .. }) => InstanceInfo::NodeUp(peer),
             Ok(NodeEvent::NodeDown { peer, .. }) => InstanceInfo::NodeDown(peer),
             Err(broadcast::error::RecvError::Lagged(missed)) => {

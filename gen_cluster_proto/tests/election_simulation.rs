@@ -448,8 +448,16 @@ fn workers_follow_and_never_lead_and_a_late_worker_is_taken_in() {
 fn a_leader_lost_during_the_start_grace_is_replaced_at_once() {
     let mut sim = Sim::new(3, 3);
     sim.deliver_all();
-    assert_eq!(leader_of_all(&sim), 0, "all candidates met: no need to wait");
+    assert_eq!(
+        leader_of_all(&sim),
+        0,
+        "all candidates met: no need to wait"
+    );
     sim.crash(0);
     sim.deliver_all();
-    assert_eq!(leader_of_all(&sim), 1, "without waiting for the grace to end");
+    assert_eq!(
+        leader_of_all(&sim),
+        1,
+        "without waiting for the grace to end"
+    );
 }

@@ -1,0 +1,477 @@
+//! The leader election's figures, each beside a floor measured in the same run: failover after
+//! `kill -9` (beside the raw TCP close the kernel reports), after `SIGSTOP` (beside the failure
+//! detector's deadline), the heal of a partition (beside the reconnection itself), a cold start
+//! (beside forming the mesh), and `leader_call` (beside a plain remote call on the same
+//! connection).
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use gen_cluster::services::dict::{self, Dict, Write};
+use gen_cluster::services::echo::{Echo, EchoCall};
+use gen_cluster::{Leader, LeaderConfig, Node, NodeName, ReconcileConfig, ServerRef, StaticPeers};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+
+use super::{COOKIE, Report, Sides, config, percentiles};
+use crate::child::NodeProcess;
+
+const CANDIDATES: [&str; 3] = ["a", "b", "c"];
+/// A bound on each wait, only so that a broken run ends.
+const STEP: Duration = Duration::from_secs(20);
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
+fn summary(samples: &[Duration]) -> (f64, f64, f64) {
+    let (p50, p99) = percentiles(samples.to_vec());
+    let max = samples.iter().max().copied().unwrap_or_default();
+    (p50 / 1000.0, p99 / 1000.0, max.as_secs_f64() * 1000.0)
+}
+
+/// Three `gen-cluster node` processes running the dictionary on fixed ports, restartable.
+struct Trio {
+    nodes: Vec<Option<NodeProcess>>,
+    addrs: Vec<String>,
+    data: std::path::PathBuf,
+    down_after_ms: u64,
+}
+
+impl Trio {
+    fn start(down_after_ms: u64) -> Result<Self> {
+        let data = std::env::temp_dir().join(format!("gen-cluster-bench-{}", std::process::id()));
+        let mut addrs = Vec::new();
+        for _ in CANDIDATES {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
+            addrs.push(probe.local_addr()?.to_string());
+        }
+        let mut trio = Self {
+            nodes: CANDIDATES.iter().map(|_| None).collect(),
+            addrs,
+            data,
+            down_after_ms,
+        };
+        for slot in 0..CANDIDATES.len() {
+            trio.restart(slot)?;
+        }
+        for node in trio.nodes.iter().flatten() {
+            node.wait_leader("a")?;
+        }
+        Ok(trio)
+    }
+
+    fn restart(&mut self, slot: usize) -> Result<()> {
+        let data_dir = self.data.join(CANDIDATES[slot]);
+        let data_dir = data_dir
+            .to_str()
+            .context("a temporary path that is not UTF-8")?;
+        let down_after = self.down_after_ms.to_string();
+        let candidates = CANDIDATES.join(",");
+        let mut args = vec![
+            "--listen",
+            &self.addrs[slot],
+            "--candidates",
+            &candidates,
+            "--data-dir",
+            data_dir,
+            "--down-after-ms",
+            &down_after,
+        ];
+        for (other, addr) in self.addrs.iter().enumerate() {
+            if other != slot {
+                args.extend(["--seed", addr]);
+            }
+        }
+        self.nodes[slot] = Some(NodeProcess::start(CANDIDATES[slot], COOKIE, &args, STEP)?);
+        Ok(())
+    }
+
+    fn node(&self, slot: usize) -> Result<&NodeProcess> {
+        self.nodes[slot].as_ref().context("the node is not running")
+    }
+}
+
+impl Drop for Trio {
+    fn drop(&mut self) {
+        self.nodes.clear();
+        let _ = std::fs::remove_dir_all(&self.data);
+    }
+}
+
+/// A client node of the bench process, kept connected to the trio.
+async fn client(addrs: &[String]) -> Result<Node> {
+    let client = Node::start(config("bench-client")).await?;
+    let once_an_hour = ReconcileConfig {
+        refresh_interval: Some(Duration::from_secs(3600)),
+        ..ReconcileConfig::default()
+    };
+    client.discover(StaticPeers(addrs.to_vec()), once_an_hour);
+    Ok(client)
+}
+
+async fn connected(client: &Node, name: &str) -> Result<()> {
+    let name = NodeName::new(name)?;
+    tokio::time::timeout(STEP, async {
+        while !client.is_connected(&name) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .context("the bench client did not reconnect")
+}
+
+/// Writes through `via` until a leader answers; the time it took.
+async fn first_answer(client: &Node, via: &str, since: Instant) -> Result<Duration> {
+    let via = Leader::<Dict>::at(client, &NodeName::new(via)?, dict::ELECTION);
+    loop {
+        if since.elapsed() > STEP {
+            bail!("no leader answered within {STEP:?}");
+        }
+        let write = Write::Put("bench".into(), "x".into());
+        if via.leader_call(write, STEP).await.is_ok() {
+            return Ok(since.elapsed());
+        }
+    }
+}
+
+async fn leader_now(client: &Node, via: &str) -> Result<usize> {
+    let via = Leader::<Dict>::at(client, &NodeName::new(via)?, dict::ELECTION);
+    let status = via.status(STEP).await?;
+    let leader = status.leader.context("no leader")?;
+    CANDIDATES
+        .iter()
+        .position(|c| *c == leader.as_str())
+        .context("an unknown leader")
+}
+
+/// `kill -9` of the leader, then the first write a new leader answers; the killed node is
+/// restarted (it comes back as a follower) before the next trial.
+pub(super) fn failover_kill9(report: &mut Report) -> Result<()> {
+    const TRIALS: usize = 100;
+    let mut trio = Trio::start(1000)?;
+    let runtime = runtime()?;
+    let client = runtime.block_on(client(&trio.addrs))?;
+    let (mut ours, mut floor) = (Vec::new(), Vec::new());
+    let mut leader = 0;
+    for _ in 0..TRIALS {
+        let survivor = (leader + 1) % CANDIDATES.len();
+        runtime.block_on(connected(&client, CANDIDATES[survivor]))?;
+        let addr = trio.addrs[leader].clone();
+        let raw = runtime.block_on(TcpStream::connect(&addr))?;
+        let closed = runtime.spawn(async move {
+            let mut raw = raw;
+            let mut byte = [0u8; 1];
+            let _ = raw.read(&mut byte).await;
+            Instant::now()
+        });
+        let killed = Instant::now();
+        trio.nodes[leader].as_mut().context("running")?.kill()?;
+        ours.push(runtime.block_on(first_answer(&client, CANDIDATES[survivor], killed))?);
+        floor.push(runtime.block_on(closed)?.duration_since(killed));
+        let next = runtime.block_on(leader_now(&client, CANDIDATES[survivor]))?;
+        trio.restart(leader)?;
+        trio.node(leader)?.wait_leader(CANDIDATES[next])?;
+        leader = next;
+    }
+    runtime.block_on(client.shutdown());
+    let (p50, p99, max) = summary(&ours);
+    let (floor_p50, ..) = summary(&floor);
+    report.lower(
+        "leader_failover_kill9_p50",
+        "ms",
+        p50,
+        "raw_tcp_close_seen_after_kill9_p50",
+        floor_p50,
+    );
+    report.lower("leader_failover_kill9_p99", "ms", p99, "target_ms_p50", 5.0);
+    report.lower("leader_failover_kill9_max", "ms", max, "target_ms_p50", 5.0);
+    Ok(())
+}
+
+/// `SIGSTOP` of the leader with the default failure detector (down after 1 s of silence), then
+/// the first write a new leader answers.
+pub(super) fn failover_hung(report: &mut Report) -> Result<()> {
+    const TRIALS: usize = 5;
+    const DOWN_AFTER_MS: u64 = 1000;
+    let trio = Trio::start(DOWN_AFTER_MS)?;
+    let runtime = runtime()?;
+    let client = runtime.block_on(client(&trio.addrs))?;
+    let mut ours = Vec::new();
+    for _ in 0..TRIALS {
+        for name in CANDIDATES {
+            runtime.block_on(connected(&client, name))?;
+        }
+        let leader = runtime.block_on(leader_now(&client, CANDIDATES[1]))?;
+        let survivor = (leader + 1) % CANDIDATES.len();
+        let stopped = Instant::now();
+        trio.node(leader)?.signal("-STOP")?;
+        ours.push(runtime.block_on(first_answer(&client, CANDIDATES[survivor], stopped))?);
+        trio.node(leader)?.signal("-CONT")?;
+        // Back, it meets the new leader; wait for one leader everywhere again.
+        runtime.block_on(async {
+            let deadline = Instant::now() + STEP;
+            loop {
+                let mut views = Vec::new();
+                for name in CANDIDATES {
+                    views.push(leader_now(&client, name).await.ok());
+                }
+                if views.iter().all(|v| v.is_some() && *v == views[0]) {
+                    return Ok(());
+                }
+                if Instant::now() > deadline {
+                    bail!("no single leader after SIGCONT");
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })?;
+    }
+    runtime.block_on(client.shutdown());
+    let (p50, _, max) = summary(&ours);
+    report.lower(
+        "leader_failover_sigstop_p50",
+        "ms",
+        p50,
+        "failure_detector_deadline_ms",
+        DOWN_AFTER_MS as f64,
+    );
+    report.lower(
+        "leader_failover_sigstop_max",
+        "ms",
+        max,
+        "target_ms",
+        1500.0,
+    );
+    Ok(())
+}
+
+/// Three in-process nodes running the dictionary, all connected.
+async fn trio_in_process(tag: &str) -> Result<(Vec<Node>, Vec<Leader<Dict>>, Duration)> {
+    let mut nodes = Vec::new();
+    for name in CANDIDATES {
+        nodes.push(Node::start(config(&format!("{name}{tag}"))).await?);
+    }
+    let meshed = Instant::now();
+    for (i, from) in nodes.iter().enumerate() {
+        for to in &nodes[i + 1..] {
+            from.connect(to.listen_addr()).await?;
+        }
+    }
+    let mesh = meshed.elapsed();
+    let candidates: Vec<NodeName> = nodes.iter().map(|n| n.name().clone()).collect();
+    let mut instances = Vec::new();
+    for node in &nodes {
+        let config = LeaderConfig::new(dict::ELECTION, candidates.clone());
+        instances.push(node.start_leader(config, Dict::default()).await?);
+    }
+    Ok((nodes, instances, mesh))
+}
+
+/// Waits until every instance names `leader`.
+async fn agreed(instances: &[Leader<Dict>], leader: &NodeName) -> Result<()> {
+    tokio::time::timeout(STEP, async {
+        loop {
+            let mut all = true;
+            for instance in instances {
+                all &= instance
+                    .status(STEP)
+                    .await
+                    .ok()
+                    .and_then(|s| s.leader)
+                    .as_ref()
+                    == Some(leader);
+            }
+            if all {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .context("no agreement on the leader")
+}
+
+/// Three nodes connected to each other start their instances together: the time until all
+/// agree on the leader, beside the time the three connections took.
+pub(super) fn cold_start(report: &mut Report) -> Result<()> {
+    const TRIALS: usize = 100;
+    let runtime = runtime()?;
+    let (ours, mesh) = runtime.block_on(async {
+        let (mut ours, mut meshes) = (Vec::new(), Vec::new());
+        for trial in 0..TRIALS {
+            let started = Instant::now();
+            let (nodes, instances, mesh) = trio_in_process(&format!("-cold{trial}")).await?;
+            let begun = started + mesh;
+            agreed(&instances, nodes[0].name()).await?;
+            ours.push(begun.elapsed());
+            meshes.push(mesh);
+            for node in &nodes {
+                node.shutdown().await;
+            }
+        }
+        anyhow::Ok((ours, meshes))
+    })?;
+    let (p50, p99, _) = summary(&ours);
+    let (mesh_p50, ..) = summary(&mesh);
+    report.lower(
+        "leader_cold_start_3_nodes_p50",
+        "ms",
+        p50,
+        "mesh_of_3_connect_p50",
+        mesh_p50,
+    );
+    report.lower(
+        "leader_cold_start_3_nodes_p99",
+        "ms",
+        p99,
+        "target_ms",
+        50.0,
+    );
+    Ok(())
+}
+
+/// The top candidate is cut off, the others elect their own leader, then the links return:
+/// the time until all three agree on the top candidate again, beside the reconnection itself.
+pub(super) fn heal(report: &mut Report) -> Result<()> {
+    const TRIALS: usize = 100;
+    let runtime = runtime()?;
+    let (ours, links) = runtime.block_on(async {
+        let (nodes, instances, _) = trio_in_process("-heal").await?;
+        agreed(&instances, nodes[0].name()).await?;
+        let (mut ours, mut links) = (Vec::new(), Vec::new());
+        for _ in 0..TRIALS {
+            nodes[0].disconnect(nodes[1].name());
+            nodes[0].disconnect(nodes[2].name());
+            agreed(&instances[1..], nodes[1].name()).await?;
+            let relinking = Instant::now();
+            nodes[0].connect(nodes[1].listen_addr()).await?;
+            nodes[0].connect(nodes[2].listen_addr()).await?;
+            let returned = Instant::now();
+            links.push(returned - relinking);
+            agreed(&instances, nodes[0].name()).await?;
+            ours.push(returned.elapsed());
+        }
+        for node in &nodes {
+            node.shutdown().await;
+        }
+        anyhow::Ok((ours, links))
+    })?;
+    let (p50, p99, max) = summary(&ours);
+    let (link_p50, ..) = summary(&links);
+    report.lower(
+        "leader_heal_to_one_leader_p50",
+        "ms",
+        p50,
+        "links_return_p50",
+        link_p50,
+    );
+    report.lower(
+        "leader_heal_to_one_leader_p99",
+        "ms",
+        p99,
+        "target_ms",
+        500.0,
+    );
+    report.lower(
+        "leader_heal_to_one_leader_max",
+        "ms",
+        max,
+        "target_ms",
+        500.0,
+    );
+    Ok(())
+}
+
+/// `leader_call` from a follower (relayed by its instance to the leader's node) beside a plain
+/// remote call to the leader's node, on the same connection: one caller, then 64.
+pub(super) fn leader_call(sides: &Sides, report: &mut Report) -> Result<()> {
+    const CALLS: usize = 5_000;
+    const CALLERS: usize = 64;
+    let (leader, follower, echo) = sides.nodes("leader")?;
+    let candidates = vec![leader.name().clone()];
+    let start = |node: &Node| {
+        let node = node.clone();
+        let candidates = candidates.clone();
+        async move {
+            let config = LeaderConfig::new(dict::ELECTION, candidates);
+            node.start_leader(config, Dict::default()).await
+        }
+    };
+    sides.server.block_on(start(&leader))?;
+    let instance = sides.on_client(start(&follower))??;
+    let follower_node = follower.clone();
+    let (ours, plain, ours_rate, plain_rate) = sides.on_client(async move {
+        let write = || Write::Put("k".into(), "v".into());
+        instance.leader_call(write(), STEP).await?;
+        let echo_call = || EchoCall::Echo(vec![7u8; 64]);
+        let (mut ours, mut plain) = (Vec::new(), Vec::new());
+        for _ in 0..CALLS {
+            let t = Instant::now();
+            instance.leader_call(write(), STEP).await?;
+            ours.push(t.elapsed());
+            let t = Instant::now();
+            follower.call(&echo, echo_call(), STEP).await?;
+            plain.push(t.elapsed());
+        }
+        let rate = |instance: Leader<Dict>,
+                    follower: Node,
+                    echo: ServerRef<Echo>,
+                    leader_calls: bool| async move {
+            let started = Instant::now();
+            let mut callers = Vec::new();
+            for _ in 0..CALLERS {
+                let (instance, follower, echo) = (instance.clone(), follower.clone(), echo.clone());
+                callers.push(tokio::spawn(async move {
+                    for _ in 0..CALLS / CALLERS * 4 {
+                        if leader_calls {
+                            instance
+                                .leader_call(Write::Put("k".into(), "v".into()), STEP)
+                                .await?;
+                        } else {
+                            follower
+                                .call(&echo, EchoCall::Echo(vec![7u8; 64]), STEP)
+                                .await?;
+                        }
+                    }
+                    anyhow::Ok(())
+                }));
+            }
+            for caller in callers {
+                caller.await??;
+            }
+            anyhow::Ok((CALLS / CALLERS * 4 * CALLERS) as f64 / started.elapsed().as_secs_f64())
+        };
+        let ours_rate = rate(instance.clone(), follower.clone(), echo.clone(), true).await?;
+        let plain_rate = rate(instance, follower, echo, false).await?;
+        anyhow::Ok((ours, plain, ours_rate, plain_rate))
+    })??;
+    sides.stop(&[&leader]);
+    sides.stop(&[&follower_node]);
+    let (p50, p99) = percentiles(ours);
+    let (plain_p50, plain_p99) = percentiles(plain);
+    report.lower(
+        "leader_call_p50",
+        "us",
+        p50,
+        "remote_call_same_link_p50",
+        plain_p50,
+    );
+    report.lower(
+        "leader_call_p99",
+        "us",
+        p99,
+        "remote_call_same_link_p99",
+        plain_p99,
+    );
+    report.higher(
+        "leader_calls_per_s_64_callers",
+        "/s",
+        ours_rate,
+        "remote_calls_per_s_64_callers",
+        plain_rate,
+    );
+    Ok(())
+}

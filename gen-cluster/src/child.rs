@@ -1,0 +1,104 @@
+//! A `gen-cluster node` child process driven through its JSON events, for the demo and the
+//! benchmarks that kill or stop nodes for real.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use gen_cluster::NodeName;
+use serde_json::Value;
+
+/// A `gen-cluster node` child process, and the JSON events it prints.
+pub struct NodeProcess {
+    child: Child,
+    events: mpsc::Receiver<Value>,
+    /// Its name.
+    pub name: NodeName,
+    /// Where it listens.
+    pub addr: String,
+    /// How long a wait for one of its events may last.
+    step: Duration,
+}
+
+impl NodeProcess {
+    /// Starts `gen-cluster node --name NAME --events json ARGS…` with `cookie`.
+    pub fn start(name: &str, cookie: &str, args: &[&str], step: Duration) -> Result<Self> {
+        let mut command = Command::new(std::env::current_exe()?);
+        command
+            .args(["node", "--name", name, "--events", "json"])
+            .args(args)
+            .env("GEN_CLUSTER_COOKIE", cookie)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut child = command.spawn().context("cannot start a node process")?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let (tx, events) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(value) = serde_json::from_str::<Value>(&line)
+                    && tx.send(value).is_err()
+                {
+                    return;
+                }
+            }
+        });
+        let mut node = Self {
+            child,
+            events,
+            name: NodeName::new(name)?,
+            addr: String::new(),
+            step,
+        };
+        let started = node.wait(|e| e["event"] == "started")?;
+        node.addr = started["addr"].as_str().context("no address")?.to_string();
+        Ok(node)
+    }
+
+    /// The next event `pick` accepts, within the step bound.
+    pub fn wait(&self, pick: impl Fn(&Value) -> bool) -> Result<Value> {
+        let deadline = Instant::now() + self.step;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let event = self
+                .events
+                .recv_timeout(left)
+                .map_err(|_| anyhow!("{}: no expected event within {:?}", self.name, self.step))?;
+            if pick(&event) {
+                return Ok(event);
+            }
+        }
+    }
+
+    /// Waits until the node prints that `leader` leads its dictionary.
+    pub fn wait_leader(&self, leader: &str) -> Result<()> {
+        self.wait(|e| e["event"] == "leader" && e["peer"] == leader)
+            .map(|_| ())
+    }
+
+    /// SIGKILL, and wait for it to end.
+    pub fn kill(&mut self) -> Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
+    /// Sends a signal (`-STOP`, `-CONT`, …).
+    pub fn signal(&self, signal: &str) -> Result<()> {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()?;
+        if !status.success() {
+            bail!("kill {signal} {} failed", self.name);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
