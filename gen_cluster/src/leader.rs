@@ -69,6 +69,8 @@ pub trait LeaderServer: Sized + Send + 'static {
     type LocalCall: Message;
     /// Their replies.
     type LocalReply: Message;
+    /// One-way requests of [`Leader::cast`], handled on this node's instance.
+    type LocalCast: Message;
 
     /// This node leads `election`: return the state for `joined`, or for every member on a
     /// fresh win (`joined` is `None`).
@@ -126,6 +128,11 @@ pub trait LeaderServer: Sized + Send + 'static {
 
     /// A local request ([`Leader::call`]) to this node's instance.
     fn handle_call(&mut self, request: Self::LocalCall, status: &LeaderStatus) -> Self::LocalReply;
+
+    /// A local one-way request ([`Leader::cast`]) to this node's instance.
+    fn handle_cast(&mut self, request: Self::LocalCast, status: &LeaderStatus) {
+        let _ = (request, status);
+    }
 
     /// Runs once when the instance ends.
     fn terminate(&mut self, reason: &ExitReason) {
@@ -255,6 +262,8 @@ pub enum InstanceReply<B: LeaderServer> {
 pub enum InstanceCast<B: LeaderServer> {
     /// A leader cast, forwarded to the leader (held while none is known).
     Leader(B::Cast),
+    /// A local cast.
+    Local(B::LocalCast),
 }
 
 /// Between instances, and from this node's event forwarder.
@@ -437,6 +446,35 @@ impl<B: LeaderServer> Leader<B> {
             Err(CallError::NoProc | CallError::NodeDown) => Err(LeaderCallError::NotRunning),
             Err(error) => Err(LeaderCallError::Call(error)),
         }
+    }
+
+    /// [`leader_call`](Self::leader_call), sent again to the next leader when the leader is
+    /// lost during the call, until `timeout`: for requests that are safe to handle twice (the
+    /// lost leader may have handled it before it went).
+    pub async fn leader_call_retried(
+        &self,
+        request: B::Call,
+        timeout: Duration,
+    ) -> Result<B::Reply, LeaderCallError>
+    where
+        B::Call: Clone,
+    {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.leader_call(request.clone(), left).await {
+                Err(LeaderCallError::LeaderDied) if !left.is_zero() => continue,
+                Err(LeaderCallError::Timeout(_)) => return Err(LeaderCallError::Timeout(timeout)),
+                outcome => return outcome,
+            }
+        }
+    }
+
+    /// Sends a one-way request to this node's instance (`handle_cast`).
+    pub fn cast(&self, request: B::LocalCast) -> Result<(), LeaderCallError> {
+        self.node
+            .cast(&self.instance, InstanceCast::Local(request))
+            .map_err(|_| LeaderCallError::NotRunning)
     }
 
     /// Sends a one-way request to the leader (held until one is known).
@@ -746,6 +784,11 @@ impl<B: LeaderServer> Server for Instance<B> {
     async fn handle_cast(&mut self, message: Self::Cast, ctx: &mut Context<Self>) -> Flow {
         match message {
             InstanceCast::Leader(request) => self.leader_cast(ctx, request),
+            InstanceCast::Local(request) => {
+                let status = self.status(ctx.node());
+                self.behaviour.handle_cast(request, &status);
+                Flow::Continue
+            }
         }
     }
 

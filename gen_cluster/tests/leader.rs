@@ -53,6 +53,7 @@ impl LeaderServer for Probe {
     type Broadcast = u64;
     type LocalCall = ();
     type LocalReply = u64;
+    type LocalCast = u64;
 
     fn elected(&mut self, _: &ElectionId, joined: Option<&NodeName>) -> u64 {
         self.saw(Seen::Elected(joined.cloned()));
@@ -96,6 +97,11 @@ impl LeaderServer for Probe {
 
     fn handle_call(&mut self, _: (), _: &LeaderStatus) -> u64 {
         self.total
+    }
+
+    /// A local cast sets the node's own copy, nobody else's.
+    fn handle_cast(&mut self, total: u64, _: &LeaderStatus) {
+        self.total = total;
     }
 }
 
@@ -453,4 +459,64 @@ async fn a_node_with_another_candidate_list_is_refused() {
     let status = a.status(T).await.unwrap();
     assert_eq!(status.alive, vec![ours[0].clone()], "b is not taken in");
     assert_eq!(b.status(T).await.unwrap().alive, vec![ours[1].clone()]);
+}
+
+#[tokio::test]
+async fn a_candidate_added_later_goes_at_the_end_of_the_order() {
+    let nodes = mesh(&["a", "b", "c"]).await;
+    let first_two = vec![nodes[0].name().clone(), nodes[1].name().clone()];
+    let all = names(&nodes);
+    let mut instances = Vec::new();
+    for node in &nodes[..2] {
+        instances.push(
+            node.start_leader(leader_config(first_two.clone()), Probe::default())
+                .await
+                .unwrap(),
+        );
+    }
+    agreed(&instances, &all[0]).await;
+    instances.push(
+        nodes[2]
+            .start_leader(leader_config(all.clone()), Probe::default())
+            .await
+            .unwrap(),
+    );
+    agreed(&instances, &all[0]).await;
+    for instance in &instances {
+        tokio::time::timeout(HANG, async {
+            while instance.status(T).await.unwrap().candidates != all {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("every node adopts the longer list");
+    }
+    // The newcomer leads only once both earlier candidates are gone.
+    nodes[0].shutdown().await;
+    agreed(&instances[1..], &all[1]).await;
+    nodes[1].shutdown().await;
+    agreed(&instances[2..], &all[2]).await;
+}
+
+#[tokio::test]
+async fn local_calls_and_casts_reach_this_nodes_instance_only() {
+    let nodes = mesh(&["a", "b"]).await;
+    let candidates = names(&nodes);
+    let a = nodes[0]
+        .start_leader(leader_config(candidates.clone()), Probe::default())
+        .await
+        .unwrap();
+    let b = nodes[1]
+        .start_leader(leader_config(candidates.clone()), Probe::default())
+        .await
+        .unwrap();
+    agreed(&[a.clone(), b.clone()], &candidates[0]).await;
+    b.cast(42).unwrap();
+    wait_until_value(&b, 42).await;
+    assert_eq!(a.call((), T).await.unwrap(), 0);
+    assert_eq!(
+        b.leader_call_retried(1, T).await.unwrap(),
+        1,
+        "the leader's own total"
+    );
 }

@@ -121,6 +121,7 @@ impl LeaderServer for Dict {
     type Broadcast = Change;
     type LocalCall = Read;
     type LocalReply = ReadReply;
+    type LocalCast = ();
 
     fn elected(&mut self, _: &ElectionId, _: Option<&NodeName>) -> Self::State {
         self.entries.clone()
