@@ -93,6 +93,12 @@ fn print_status(status: &LeaderStatus, json: bool) {
     println!("workers     {}", list(&status.workers));
     println!("alive       {}", list(&status.alive));
     println!("down        {}", list(&status.down));
+    if !status.refused.is_empty() {
+        println!(
+            "refused     {} (their candidate lists conflict with this node's)",
+            list(&status.refused)
+        );
+    }
 }
 
 /// A client node connected to the node at `args.node`, and a handle on its dictionary.

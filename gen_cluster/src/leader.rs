@@ -19,6 +19,7 @@
 //! Callbacks are plain functions: they change the state and return at once, so that elections
 //! and calls are never held up by one of them. Do slow work in tasks of your own.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -157,6 +158,8 @@ pub struct LeaderStatus {
     pub alive: Vec<NodeName>,
     /// Candidates and workers known but not taking part.
     pub down: Vec<NodeName>,
+    /// Connected nodes refused for a candidate list that conflicts with this node's.
+    pub refused: Vec<NodeName>,
 }
 
 /// How an election runs on this node.
@@ -253,7 +256,7 @@ pub enum InstanceReply<B: LeaderServer> {
     /// A local call's reply.
     Local(B::LocalReply),
     /// The status.
-    Status(LeaderStatus),
+    Status(Box<LeaderStatus>),
 }
 
 /// One-way requests to an instance.
@@ -292,6 +295,8 @@ pub enum InstanceInfo<B: LeaderServer> {
     NodeUp(NodeName),
     /// A node was lost.
     NodeDown(NodeName),
+    /// The nodes connected now, after node events were missed.
+    Connected(Vec<NodeName>),
     /// The start grace may be over.
     Timer,
 }
@@ -404,8 +409,11 @@ async fn forward_node_events<B: LeaderServer>(
             Ok(NodeEvent::NodeUp { peer, .. }) => InstanceInfo::NodeUp(peer),
             Ok(NodeEvent::NodeDown { peer, .. }) => InstanceInfo::NodeDown(peer),
             Err(broadcast::error::RecvError::Lagged(missed)) => {
-                tracing::error!(missed, "an election instance missed node events");
-                continue;
+                tracing::warn!(
+                    missed,
+                    "an election instance missed node events; resynchronizing"
+                );
+                InstanceInfo::Connected(node.peers().into_iter().map(|p| p.name).collect())
             }
             Err(broadcast::error::RecvError::Closed) => return,
         };
@@ -507,7 +515,7 @@ impl<B: LeaderServer> Leader<B> {
             .call(&self.instance, InstanceCall::Status, timeout)
             .await?
         {
-            InstanceReply::Status(status) => Ok(status),
+            InstanceReply::Status(status) => Ok(*status),
             _ => Err(CallError::BadReply("not a status".into())),
         }
     }
@@ -524,6 +532,7 @@ impl<B: LeaderServer> Instance<B> {
             workers: self.machine.workers().into_iter().collect(),
             alive: self.machine.alive().into_iter().collect(),
             down: self.machine.down().into_iter().collect(),
+            refused: self.machine.refused().iter().cloned().collect(),
         }
     }
 
@@ -775,7 +784,7 @@ impl<B: LeaderServer> Server for Instance<B> {
                 Flow::Continue
             }
             InstanceCall::Status => {
-                from.reply(InstanceReply::Status(self.status(ctx.node())));
+                from.reply(InstanceReply::Status(Box::new(self.status(ctx.node()))));
                 Flow::Continue
             }
         }
@@ -812,6 +821,11 @@ impl<B: LeaderServer> Server for Instance<B> {
             InstanceInfo::NodeDown(peer) => {
                 self.pids.remove(&peer);
                 self.drive(ctx, |machine| machine.handle_node_down(&peer))
+            }
+            InstanceInfo::Connected(peers) => {
+                let peers: BTreeSet<NodeName> = peers.into_iter().collect();
+                self.pids.retain(|name, _| peers.contains(name));
+                self.drive(ctx, |machine| machine.handle_connected_now(&peers))
             }
             InstanceInfo::Timer => self.drive(ctx, |machine| machine.handle_timeout(now())),
         }

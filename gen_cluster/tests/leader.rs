@@ -458,6 +458,7 @@ async fn a_node_with_another_candidate_list_is_refused() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let status = a.status(T).await.unwrap();
     assert_eq!(status.alive, vec![ours[0].clone()], "b is not taken in");
+    assert_eq!(status.refused, vec![ours[1].clone()], "and it says why");
     assert_eq!(b.status(T).await.unwrap().alive, vec![ours[1].clone()]);
 }
 

@@ -227,6 +227,19 @@ impl<S: Clone> Election<S> {
         self.hello(peer, true);
     }
 
+    /// The nodes connected now, when the events that tell of each change were lost: the
+    /// missing downs and ups are applied.
+    pub fn handle_connected_now(&mut self, peers: &BTreeSet<NodeName>) {
+        let gone: Vec<NodeName> = self.connected.difference(peers).cloned().collect();
+        for peer in gone {
+            self.handle_node_down(&peer);
+        }
+        let new: Vec<NodeName> = peers.difference(&self.connected).cloned().collect();
+        for peer in new {
+            self.handle_node_up(peer);
+        }
+    }
+
     /// The node `peer` is gone (down, or its instance ended).
     pub fn handle_node_down(&mut self, peer: &NodeName) {
         self.connected.remove(peer);
@@ -627,6 +640,35 @@ mod tests {
             },
         );
         assert_eq!(a.candidates(), &[name("a"), name("b"), name("d")]);
+    }
+
+    #[test]
+    fn lost_node_events_are_made_up_from_the_connected_set() {
+        let mut a = Election::<u32>::new(name("a"), 1, config(&["a", "b", "c"]), Instant::now());
+        a.handle_node_up(name("b"));
+        drain(&mut a);
+        a.handle_connected_now(&BTreeSet::from([name("c")]));
+        let actions = drain(&mut a);
+        assert!(
+            actions
+                .iter()
+                .any(|x| matches!(x, ElectionAction::Send { to, .. } if *to == name("c")))
+        );
+        assert!(
+            !actions
+                .iter()
+                .any(|x| matches!(x, ElectionAction::Send { to, .. } if *to == name("b")))
+        );
+        a.handle_message(
+            name("b"),
+            ElectionMessage::Hello {
+                incarnation: 1,
+                candidates: vec![name("a"), name("b"), name("c")],
+                leading: None,
+                reply: false,
+            },
+        );
+        assert!(!a.alive().contains(&name("b")), "b is no longer connected");
     }
 
     #[test]
