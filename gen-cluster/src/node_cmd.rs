@@ -9,8 +9,8 @@ use gen_cluster::services::dict::{self, Dict};
 use gen_cluster::services::echo::{self, Echo};
 use gen_cluster::services::roster::{Roster, RosterChange};
 use gen_cluster::{
-    Dns, DnsA, DnsSrv, Epmd, Leader, LeaderConfig, LivenessConfig, MemberConfig, Node, NodeConfig,
-    NodeEvent, ReconcileConfig, Seed, StaticPeers,
+    Dns, DnsA, DnsSrv, ElectionId, Epmd, Leader, LeaderConfig, LivenessConfig, MemberConfig, Node,
+    NodeConfig, NodeEvent, ReconcileConfig, Seed, StaticPeers,
 };
 use serde_json::json;
 
@@ -23,8 +23,18 @@ pub fn run(args: NodeArgs) -> Result<()> {
     runtime.block_on(serve(settings))
 }
 
-/// How often the node looks for a change of the dictionary's leader, to print it.
-const LEADER_WATCH: Duration = Duration::from_millis(10);
+/// The election followed next time it changes; pending forever without a dictionary.
+async fn next_leader(
+    changes: &mut Option<tokio::sync::watch::Receiver<Option<ElectionId>>>,
+) -> Option<Option<ElectionId>> {
+    let Some(changes) = changes else {
+        return std::future::pending().await;
+    };
+    if changes.changed().await.is_err() {
+        return std::future::pending().await;
+    }
+    Some(changes.borrow_and_update().clone())
+}
 
 /// The global dictionary, if the settings name its candidates.
 async fn start_dictionary(node: &Node, args: &Settings) -> Result<Option<Leader<Dict>>> {
@@ -112,21 +122,13 @@ async fn serve(args: Settings) -> Result<()> {
         );
     }
     let dictionary = start_dictionary(&node, &args).await?;
-    let mut leader: Option<String> = None;
-    let mut watch = tokio::time::interval(LEADER_WATCH);
+    let mut leader_changes = dictionary.as_ref().and_then(Leader::leader_changes);
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
         tokio::select! {
-            _ = watch.tick(), if dictionary.is_some() => {
-                if let Some(dictionary) = &dictionary
-                    && let Ok(status) = dictionary.status(LEADER_WATCH * 10).await
-                {
-                    let now = status.leader.map(|l| l.to_string());
-                    if now != leader {
-                        printer.print("leader", now.as_deref(), None, None);
-                        leader = now;
-                    }
-                }
+            Some(election) = next_leader(&mut leader_changes) => {
+                let leader = election.map(|e| e.leader.to_string());
+                printer.print("leader", leader.as_deref(), None, None);
             }
             _ = tokio::signal::ctrl_c() => break,
             _ = terminate.recv() => break,

@@ -27,7 +27,7 @@ use gen_cluster_proto::election::{Election, ElectionAction, ElectionConfig, Elec
 use gen_cluster_proto::{ExitReason, NodeName, Pid};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 pub use gen_cluster_proto::election::ElectionId;
 
@@ -312,6 +312,8 @@ pub struct Instance<B: LeaderServer> {
     held_calls: Vec<HeldCall<B>>,
     /// Leader casts waiting for a leader.
     held_casts: Vec<B::Cast>,
+    /// Tells the local `Leader` handles which election this node follows.
+    changes: watch::Sender<Option<ElectionId>>,
 }
 
 type HeldCall<B> = (
@@ -328,6 +330,8 @@ const MAX_HELD: usize = 10_000;
 pub struct Leader<B: LeaderServer> {
     node: Node,
     instance: ServerRef<Instance<B>>,
+    /// The election followed, as this node's instance updates it (local handles only).
+    changes: Option<watch::Receiver<Option<ElectionId>>>,
 }
 
 impl<B: LeaderServer> Clone for Leader<B> {
@@ -335,6 +339,7 @@ impl<B: LeaderServer> Clone for Leader<B> {
         Self {
             node: self.node.clone(),
             instance: self.instance.clone(),
+            changes: self.changes.clone(),
         }
     }
 }
@@ -367,6 +372,7 @@ impl Node {
             now(),
         );
         let name = instance_name(&config.name);
+        let (announce, changes) = watch::channel(None);
         let instance = Instance {
             behaviour,
             machine,
@@ -374,6 +380,7 @@ impl Node {
             pids: FxHashMap::default(),
             held_calls: Vec::new(),
             held_casts: Vec::new(),
+            changes: announce,
         };
         let events = self.subscribe();
         let server = self.spawn_named(&name, instance).await?;
@@ -389,6 +396,7 @@ impl Node {
         Ok(Leader {
             node: self.clone(),
             instance: server,
+            changes: Some(changes),
         })
     }
 }
@@ -430,7 +438,14 @@ impl<B: LeaderServer> Leader<B> {
         Self {
             node: node.clone(),
             instance: ServerRef::named(host, &instance_name(election)),
+            changes: None,
         }
+    }
+
+    /// The election this node follows (its own if it leads), updated on every change: wait
+    /// with `changed()`. `None` for a handle made with [`at`](Self::at).
+    pub fn leader_changes(&self) -> Option<watch::Receiver<Option<ElectionId>>> {
+        self.changes.clone()
     }
 
     /// Calls the leader: waits while no leader is known, and fails at once with
@@ -553,6 +568,14 @@ impl<B: LeaderServer> Instance<B> {
                 return Flow::Stop(reason);
             }
         }
+        let current = self.machine.current();
+        self.changes.send_if_modified(|seen| {
+            let changed = seen.as_ref() != current;
+            if changed {
+                seen.clone_from(&current.cloned());
+            }
+            changed
+        });
         self.release_held(ctx)
     }
 

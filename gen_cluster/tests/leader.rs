@@ -219,6 +219,15 @@ async fn leader_calls_reach_the_leader_from_every_node_and_fail_fast_when_it_is_
         instances[2].leader_call(1, T).await.unwrap() >= 7,
         "the new leader has the state"
     );
+    let changes = instances[2].leader_changes().expect("a local handle");
+    let followed = changes.borrow().as_ref().map(|e| e.leader.clone());
+    assert_eq!(
+        followed.as_ref(),
+        Some(&candidates[1]),
+        "the watch names the new leader"
+    );
+    let remote = Leader::<Probe>::at(&nodes[1], nodes[2].name(), "test");
+    assert!(remote.leader_changes().is_none());
 }
 
 async fn wait_until_value(instance: &Leader<Probe>, value: u64) {
