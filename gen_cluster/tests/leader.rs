@@ -117,6 +117,16 @@ fn leader_config(candidates: Vec<NodeName>) -> LeaderConfig {
     config
 }
 
+/// A `Probe` instance of the election among `candidates` on each node.
+async fn start_probes(nodes: &[Node], candidates: &[NodeName]) -> Vec<Leader<Probe>> {
+    let mut instances = Vec::new();
+    for node in nodes {
+        let config = leader_config(candidates.to_vec());
+        instances.push(node.start_leader(config, Probe::default()).await.unwrap());
+    }
+    instances
+}
+
 async fn leader_of<B: LeaderServer>(leader: &Leader<B>) -> Option<NodeName> {
     leader.status(T).await.unwrap().leader
 }
@@ -182,14 +192,7 @@ async fn candidates_started_together_agree_on_one_leader_elected_once_surrendere
 async fn leader_calls_reach_the_leader_from_every_node_and_fail_fast_when_it_is_lost() {
     let nodes = mesh(&["a", "b", "c"]).await;
     let candidates = names(&nodes);
-    let mut instances = Vec::new();
-    for node in &nodes {
-        instances.push(
-            node.start_leader(leader_config(candidates.clone()), Probe::default())
-                .await
-                .unwrap(),
-        );
-    }
+    let instances = start_probes(&nodes, &candidates).await;
     agreed(&instances, &candidates[0]).await;
     assert_eq!(instances[2].leader_call(5, T).await.unwrap(), 5);
     assert_eq!(instances[0].leader_call(1, T).await.unwrap(), 6);
@@ -244,14 +247,7 @@ async fn wait_until_value(instance: &Leader<Probe>, value: u64) {
 async fn a_restarted_leader_comes_back_as_a_follower_and_gets_the_state() {
     let nodes = mesh(&["a", "b", "c"]).await;
     let candidates = names(&nodes);
-    let mut instances = Vec::new();
-    for node in &nodes {
-        instances.push(
-            node.start_leader(leader_config(candidates.clone()), Probe::default())
-                .await
-                .unwrap(),
-        );
-    }
+    let instances = start_probes(&nodes, &candidates).await;
     agreed(&instances, &candidates[0]).await;
     instances[1].leader_call(10, T).await.unwrap();
     nodes[0].shutdown().await;
@@ -424,14 +420,7 @@ async fn both_sides_of_a_partition_write_and_after_the_heal_one_leader_holds_bot
 async fn connect_disconnect_reconnect_leaves_exactly_one_leader() {
     let nodes = mesh(&["a", "b"]).await;
     let candidates = names(&nodes);
-    let mut instances = Vec::new();
-    for node in &nodes {
-        instances.push(
-            node.start_leader(leader_config(candidates.clone()), Probe::default())
-                .await
-                .unwrap(),
-        );
-    }
+    let instances = start_probes(&nodes, &candidates).await;
     for round in 0..5 {
         agreed(&instances, &candidates[0]).await;
         nodes[0].disconnect(nodes[1].name());
