@@ -16,8 +16,8 @@ use anyhow::{Context, Result, bail};
 use gen_cluster::services::echo::{self, Echo, EchoCall, EchoReply};
 use gen_cluster::services::roster::Roster;
 use gen_cluster::{
-    MemberConfig, Node, NodeConfig, NodeEvent, NodeName, ReconcileConfig, Seed, ServerRef,
-    StaticPeers,
+    Clustered, Discovery, MemberConfig, Node, NodeConfig, NodeEvent, NodeName, ReconcileConfig,
+    Seed, ServerRef, StaticPeers,
 };
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
@@ -587,8 +587,8 @@ fn global_names(sides: &Sides, erlang: &Erlang, report: &mut Report) -> Result<(
         let started = Instant::now();
         for i in 0..N {
             let name = format!("bench-{i}");
-            node.register_global(&name, holder.pid()).await?;
-            if !node.unregister_global(&name) {
+            node.globals().register(&name, holder.pid()).await?;
+            if !node.globals().unregister(&name).await {
                 bail!("{name} was not registered");
             }
         }
@@ -644,12 +644,12 @@ fn cluster_join(report: &mut Report) -> Result<()> {
             }
             let round_trip = started.elapsed() / 200;
             let (changes, _) = tokio::sync::mpsc::unbounded_channel();
-            let seed = nodes[0]
-                .start_member(
-                    MemberConfig::new("bench", "m", Seed::First),
-                    Roster::new(changes),
-                )
-                .await?;
+            let seed = Clustered::start(
+                &nodes[0],
+                MemberConfig::new("bench", "m", Seed::First),
+                Roster::new(changes),
+            )
+            .await?;
             let seed = Seed::Member(seed.pid().context("a started member has a pid")?);
             let started = Instant::now();
             let mut joins = tokio::task::JoinSet::new();
@@ -657,9 +657,12 @@ fn cluster_join(report: &mut Report) -> Result<()> {
                 let seed = seed.clone();
                 joins.spawn(async move {
                     let (changes, _) = tokio::sync::mpsc::unbounded_channel();
-                    let member = node
-                        .start_member(MemberConfig::new("bench", "m", seed), Roster::new(changes))
-                        .await?;
+                    let member = Clustered::start(
+                        &node,
+                        MemberConfig::new("bench", "m", seed),
+                        Roster::new(changes),
+                    )
+                    .await?;
                     anyhow::Ok((node, member))
                 });
             }
@@ -715,7 +718,7 @@ fn reconnect(report: &mut Report) -> Result<()> {
             refresh_interval: Some(Duration::from_secs(3600)),
             ..ReconcileConfig::default()
         };
-        watcher.discover(StaticPeers(vec![addr.clone()]), static_peers);
+        Discovery::start(&watcher, StaticPeers(vec![addr.clone()]), static_peers);
         // Trials start from a connected peer: what is measured is a reconnection.
         tokio::time::timeout(Duration::from_secs(10), async {
             while !watcher.is_connected(peer.name()) {

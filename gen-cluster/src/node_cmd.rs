@@ -4,13 +4,13 @@ use std::io::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
-use gen_cluster::cluster::rally_name;
+use gen_cluster::rally_name;
 use gen_cluster::services::dict::{self, Dict};
 use gen_cluster::services::echo::{self, Echo};
 use gen_cluster::services::roster::{Roster, RosterChange};
 use gen_cluster::{
-    Dns, DnsA, DnsSrv, ElectionId, Epmd, Leader, LeaderConfig, LivenessConfig, MemberConfig, Node,
-    NodeConfig, NodeEvent, ReconcileConfig, Seed, StaticPeers,
+    Clustered, Discovery, Dns, DnsA, DnsSrv, ElectionId, Epmd, Leader, LeaderConfig,
+    LivenessConfig, MemberConfig, Node, NodeConfig, NodeEvent, ReconcileConfig, Seed, StaticPeers,
 };
 use serde_json::json;
 
@@ -44,8 +44,7 @@ async fn start_dictionary(node: &Node, args: &Settings) -> Result<Option<Leader<
     let mut config = LeaderConfig::new(dict::ELECTION, args.candidates.clone());
     config.workers = args.workers.clone();
     config.data_dir = args.data_dir.clone();
-    let dictionary = node
-        .start_leader(config, Dict::default())
+    let dictionary = Leader::start(node, config, Dict::default())
         .await
         .context("cannot start the global dictionary")?;
     Ok(Some(dictionary))
@@ -58,7 +57,7 @@ fn start_discovery(node: &Node, args: &Settings) -> Result<()> {
         ..ReconcileConfig::default()
     };
     if !args.seeds.is_empty() {
-        node.discover(StaticPeers(args.seeds.clone()), reconcile);
+        Discovery::start(node, StaticPeers(args.seeds.clone()), reconcile);
     }
     if args.dns_a.is_some() || args.dns_srv.is_some() {
         let dns = match args.nameserver {
@@ -66,20 +65,21 @@ fn start_discovery(node: &Node, args: &Settings) -> Result<()> {
             None => Dns::system()?,
         };
         if let Some(a) = &args.dns_a {
-            node.discover(
+            Discovery::start(
+                node,
                 DnsA::new(dns.clone(), &a.name, a.port, a.host_type),
                 reconcile,
             );
         }
         if let Some(srv) = &args.dns_srv {
-            node.discover(DnsSrv::new(dns, &srv.name, srv.host_type), reconcile);
+            Discovery::start(node, DnsSrv::new(dns, &srv.name, srv.host_type), reconcile);
         }
     }
     if let Some(epmd) = &args.epmd_register {
-        node.register_in_epmd(epmd);
+        Epmd::register(node, epmd);
     }
     if !args.epmd.is_empty() {
-        node.discover(Epmd::new(&args.epmd), reconcile);
+        Discovery::start(node, Epmd::new(&args.epmd), reconcile);
     }
     Ok(())
 }
@@ -100,7 +100,8 @@ async fn serve(args: Settings) -> Result<()> {
     let echo = node.spawn_named(echo::NAME, Echo::default()).await?;
     let echo_pid = echo.pid().context("a spawned server has a pid")?;
     for name in &args.globals {
-        node.register_global(name, echo_pid)
+        node.globals()
+            .register(name, echo_pid)
             .await
             .with_context(|| format!("cannot register the global name {name:?}"))?;
     }
@@ -115,7 +116,7 @@ async fn serve(args: Settings) -> Result<()> {
     if let Some(kind) = &args.member {
         let seed = join_point(&node, &args).await;
         let config = MemberConfig::new(args.cluster.clone(), kind.clone(), seed);
-        let member = node.start_member(config, Roster::new(changes_tx)).await?;
+        let member = Clustered::start(&node, config, Roster::new(changes_tx)).await?;
         printer.print_member_started(
             member.pid().map(|p| p.to_string()).unwrap_or_default(),
             kind,
@@ -160,12 +161,10 @@ async fn join_point(node: &Node, args: &Settings) -> Seed {
         return Seed::First;
     }
     let rally = rally_name(&args.cluster);
-    let resolved = tokio::time::timeout(JOIN_WAIT, async {
-        while node.whereis_global(&rally).is_none() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
+    let held = node
+        .globals()
+        .wait_until(|names| names.whereis(&rally).is_some());
+    let resolved = tokio::time::timeout(JOIN_WAIT, held).await;
     if resolved.is_err() {
         tracing::warn!(%rally, "no member found through the seeds yet: starting as the first member");
     }
@@ -224,7 +223,7 @@ impl Printer {
     }
 
     fn print_member(&self, change: &RosterChange) {
-        let event = format!("member_{}", change.event);
+        let event = format!("member_{}", change.event.as_str());
         let reason = change.reason.as_ref().map(|r| r.to_string());
         self.emit_member(
             &event,

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use gen_cluster::services::dict::{self, Dict, Read, ReadReply, Write};
 use gen_cluster::services::echo::{self, Echo, EchoCall, EchoReply};
 use gen_cluster::{
-    CallError, DownReason, ExitReason, Info, Leader, LeaderCallError, LivenessConfig, Node,
-    NodeConfig, NodeEvent, NodeName, ReconcileConfig, ServerRef, StaticPeers,
+    CallError, Discovery, DownReason, ExitReason, Info, Leader, LeaderCallError, LivenessConfig,
+    Node, NodeConfig, NodeEvent, NodeName, ReconcileConfig, ServerRef, StaticPeers,
 };
 use serde_json::Value;
 
@@ -307,7 +307,8 @@ async fn sigstop_is_down_within_the_deadline_and_sigcont_reconnects() {
     let remote = NodeProcess::start("remote3", "127.0.0.1:0", COOKIE, &[]);
     let node = local_node("tester3").await;
     let mut events = node.subscribe();
-    node.discover(
+    Discovery::start(
+        &node,
         StaticPeers(vec![remote.addr.clone()]),
         ReconcileConfig::default(),
     );
@@ -336,7 +337,11 @@ async fn a_node_restarted_under_the_same_name_refuses_pids_of_its_earlier_life()
     let addr = first.addr.clone();
     let node = local_node("tester4").await;
     let mut events = node.subscribe();
-    node.discover(StaticPeers(vec![addr.clone()]), ReconcileConfig::default());
+    Discovery::start(
+        &node,
+        StaticPeers(vec![addr.clone()]),
+        ReconcileConfig::default(),
+    );
     next_up(&mut events, &first.name).await;
     let EchoReply::Pid(old) = node.call(&first.echo(), EchoCall::Pid, T).await.unwrap() else {
         panic!()
@@ -400,7 +405,7 @@ async fn a_global_name_is_released_when_its_holders_node_is_killed() {
         let node = node.clone();
         async move {
             tokio::time::timeout(HANG, async {
-                while node.whereis_global("svc") != want {
+                while node.globals().whereis("svc") != want {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
             })
@@ -413,8 +418,8 @@ async fn a_global_name_is_released_when_its_holders_node_is_killed() {
     until(None).await;
     // The name is free again: a process elsewhere can take it.
     let mailbox = node.mailbox::<()>();
-    node.register_global("svc", mailbox.pid()).await.unwrap();
-    assert_eq!(node.whereis_global("svc"), Some(mailbox.pid()));
+    node.globals().register("svc", mailbox.pid()).await.unwrap();
+    assert_eq!(node.globals().whereis("svc"), Some(mailbox.pid()));
     drop(other);
 }
 

@@ -14,8 +14,8 @@
 use std::time::Duration;
 
 use gen_cluster::{
-    ClusterContext, ClusterServer, ExitReason, Flow, Member, MemberConfig, Membership, Node,
-    NodeConfig, NodeName, ReplyTo, Seed,
+    ClusterContext, ClusterServer, Clustered, ExitReason, Flow, Member, MemberConfig, Membership,
+    Node, NodeConfig, NodeName, ReplyTo, Seed,
 };
 
 /// The member's state: how many joins it has seen.
@@ -103,12 +103,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(addr) => Seed::Address(addr),
         None => Seed::First,
     };
-    let member = node
-        .start_member(
-            MemberConfig::new("example", "member", seed),
-            ExampleMember { joins_seen: 0 },
-        )
-        .await?;
+    let member = Clustered::start(
+        &node,
+        MemberConfig::new("example", "member", seed),
+        ExampleMember { joins_seen: 0 },
+    )
+    .await?;
     let members = node.call(&member, (), Duration::from_secs(5)).await?;
     println!(
         "member {} started on {}; {} member(s) so far",

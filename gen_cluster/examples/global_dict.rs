@@ -15,7 +15,7 @@
 use std::time::Duration;
 
 use gen_cluster::services::dict::{Dict, Read, ReadReply, Write};
-use gen_cluster::{LeaderConfig, Node, NodeConfig, NodeName};
+use gen_cluster::{Leader, LeaderConfig, Node, NodeConfig, NodeName};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 const CANDIDATES: [&str; 3] = ["a", "b", "c"];
@@ -37,9 +37,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .iter()
         .map(|c| NodeName::new(*c))
         .collect::<Result<_, _>>()?;
-    let dict = node
-        .start_leader(LeaderConfig::new("dict", candidates), Dict::default())
-        .await?;
+    let dict = Leader::start(
+        &node,
+        LeaderConfig::new("dict", candidates),
+        Dict::default(),
+    )
+    .await?;
     println!(
         "{name} listening on {}; commands: put K V, get K, del K, list, status",
         node.listen_addr()

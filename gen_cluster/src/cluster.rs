@@ -17,7 +17,6 @@
 //! partition heals) introduces itself to it, so the groups merge.
 
 use std::future::Future;
-use std::time::Duration;
 
 use gen_cluster_proto::membership::{MembershipAction, MembershipEvent, MembershipMessage};
 use gen_cluster_proto::{ExitReason, Pid};
@@ -26,8 +25,8 @@ use serde::{Deserialize, Serialize};
 
 pub use gen_cluster_proto::membership::{Member, Membership};
 
-use crate::error::StartError;
-use crate::node::Node;
+use crate::Node;
+use crate::error::{SendError, StartError};
 use crate::process::{Context, Flow, Info, Message, MonitorRef, ReplyTo, Server, ServerRef};
 
 /// The context of a cluster member's callbacks.
@@ -198,37 +197,33 @@ pub struct Clustered<C> {
     monitors: FxHashSet<MonitorRef>,
 }
 
-impl Node {
-    /// Starts a cluster member running `server`. With [`Seed::Address`] it first connects to
-    /// that node and waits (at most the handshake timeout) until the rally name resolves. The
-    /// join itself is asynchronous: the callbacks report it.
-    pub async fn start_member<C: ClusterServer>(
-        &self,
+impl<C: ClusterServer> Clustered<C> {
+    /// Starts a cluster member running `server` on `node`. With [`Seed::Address`] it first
+    /// connects to that node and waits (at most the handshake timeout) until the rally name
+    /// resolves. The join itself is asynchronous: the callbacks report it.
+    pub async fn start(
+        node: &Node,
         mut config: MemberConfig,
         server: C,
     ) -> Result<ServerRef<Clustered<C>>, StartError> {
         if let Seed::Address(addr) = &config.seed {
-            self.connect(addr).await.map_err(|error| {
-                StartError::InitFailed(ExitReason::Error(format!("cannot reach the seed: {error}")))
-            })?;
+            node.connect(addr)
+                .await
+                .map_err(StartError::SeedUnreachable)?;
             let rally = config.rally_name();
-            let waited = tokio::time::timeout(self.config().handshake_timeout, async {
-                loop {
-                    if let Some(pid) = self.whereis_global(&rally) {
-                        return pid;
-                    }
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-            })
-            .await;
-            let pid = waited.map_err(|_| {
-                StartError::InitFailed(ExitReason::Error(format!(
-                    "no member holds {rally:?} on the seed's cluster"
-                )))
-            })?;
-            config.seed = Seed::Member(pid);
+            let globals = node.globals();
+            let held = globals.wait_until(|names| names.whereis(&rally).is_some());
+            tokio::time::timeout(node.config().handshake_timeout, held)
+                .await
+                .map_err(|_| StartError::NoRallyHolder {
+                    rally: rally.clone(),
+                })?;
+            let holder = globals
+                .whereis(&rally)
+                .ok_or(StartError::NoRallyHolder { rally })?;
+            config.seed = Seed::Member(holder);
         }
-        self.spawn(Clustered {
+        node.spawn(Clustered {
             inner: server,
             config,
             membership: None,
@@ -236,32 +231,28 @@ impl Node {
         })
         .await
     }
-}
 
-impl Node {
-    /// Adds `child`, a plain process of this node (any server, not a cluster member), to the
+    /// Adds `child`, a plain process of `node` (any server, not a cluster member), to the
     /// cluster as a member of kind `kind`, through `member`: `member` reports it in
     /// `handle_join`, every other member in `handle_node_joined`, and its end is a leave on every
     /// member. The child itself gets no membership messages.
-    pub fn add_child<C: ClusterServer>(
-        &self,
+    pub fn add_child(
+        node: &Node,
         member: &ServerRef<Clustered<C>>,
         child: Pid,
         kind: &str,
-    ) -> Result<(), crate::error::SendError> {
+    ) -> Result<(), SendError> {
         let join = MembershipMessage::Join {
             member: Member {
                 pid: child,
                 kind: kind.to_string(),
-                addr: self.listen_addr().to_string(),
+                addr: node.listen_addr().to_string(),
                 child: true,
             },
         };
-        self.send(member, ClusterInfo::Membership(join))
+        node.send(member, ClusterInfo::Membership(join))
     }
-}
 
-impl<C: ClusterServer> Clustered<C> {
     fn membership_mut(&mut self) -> &mut Membership {
         self.membership.as_mut().expect("set in init")
     }
@@ -306,7 +297,8 @@ impl<C: ClusterServer> Clustered<C> {
                 MembershipAction::Event(MembershipEvent::SeedLost { seed }) => {
                     match ctx
                         .node()
-                        .whereis_global(&self.config.rally_name())
+                        .globals()
+                        .whereis(&self.config.rally_name())
                         .filter(|&p| p != seed)
                     {
                         Some(rally) => self.membership_mut().rejoin(rally),
@@ -337,22 +329,24 @@ impl<C: ClusterServer> Clustered<C> {
     /// this member does not know it.
     fn after_leave(&mut self, left: Pid, ctx: &mut ClusterContext<C>) {
         let rally = self.config.rally_name();
-        match ctx.node().whereis_global(&rally) {
+        match ctx.node().globals().whereis(&rally) {
             Some(holder) if holder != left => {
                 self.membership_mut().introduce_to(holder);
             }
             _ => {
                 let (node, me) = (ctx.node().clone(), ctx.pid());
                 let wait = node.config().liveness.down_after * 2;
-                tokio::spawn(async move {
+                let span = tracing::info_span!("rally", %rally);
+                ctx.node().spawn_task(span, async move {
                     // The registry learns of the end on its own; wait for it, then try.
-                    let released = tokio::time::timeout(wait, async {
-                        while node.whereis_global(&rally) == Some(left) {
-                            tokio::time::sleep(Duration::from_millis(5)).await;
-                        }
-                    });
-                    if released.await.is_ok() && node.whereis_global(&rally).is_none() {
-                        let _ = node.register_global(&rally, me).await;
+                    let globals = node.globals();
+                    let released = globals.wait_until(|names| names.whereis(&rally) != Some(left));
+                    let released = tokio::select! {
+                        _ = node.shutting_down() => return,
+                        released = tokio::time::timeout(wait, released) => released,
+                    };
+                    if released.is_ok() && globals.whereis(&rally).is_none() {
+                        let _ = globals.register(&rally, me).await;
                     }
                 });
             }
@@ -385,13 +379,13 @@ impl<C: ClusterServer> Server for Clustered<C> {
         let rally = self.config.rally_name();
         let seed = match &self.config.seed {
             Seed::Member(pid) => Some(*pid),
-            Seed::Rally => ctx.node().whereis_global(&rally),
+            Seed::Rally => ctx.node().globals().whereis(&rally),
             Seed::First | Seed::Address(_) => None,
         };
         self.membership = Some(match seed {
             Some(seed) => Membership::joining(me, seed),
             None => {
-                if let Err(error) = ctx.node().register_global(&rally, ctx.pid()).await {
+                if let Err(error) = ctx.node().globals().register(&rally, ctx.pid()).await {
                     tracing::warn!(%rally, %error, "a first member could not take the rally name");
                 }
                 Membership::first(me)

@@ -1,11 +1,13 @@
-//! The errors of the runtime, one enum per kind of operation, each variant saying what happened
-//! and what to do about it.
+//! The errors of the runtime: one `#[non_exhaustive]` enum per kind of operation, each variant
+//! saying whose fault it is (the caller's input, the peer, the network, this machine) and what to
+//! do about it. Errors of the services live beside them (`LeaderCallError`, `DiscoverError`).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use gen_cluster_proto::ExitReason;
 use gen_cluster_proto::handshake::HandshakeError;
-use gen_cluster_proto::wire::WireError;
+use gen_cluster_proto::wire::{CallRefusal, WireError};
 
 use crate::config::ConfigError;
 
@@ -13,10 +15,10 @@ use crate::config::ConfigError;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StartNodeError {
-    /// The configuration was refused.
+    /// The configuration was refused (the caller's input).
     #[error("invalid node configuration: {0}")]
     Config(#[from] ConfigError),
-    /// The listen address could not be bound.
+    /// The listen address could not be bound (this machine: in use, or not an address here).
     #[error("cannot listen on {addr}")]
     Bind {
         /// The address.
@@ -24,13 +26,16 @@ pub enum StartNodeError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The node's own services could not start (a bug: report it).
+    #[error("the node's services could not start")]
+    Services(#[source] StartError),
 }
 
 /// A connection to a peer could not be made.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConnectError {
-    /// The address did not answer in time.
+    /// The address did not answer in time (the network, or nothing listens there).
     #[error("connecting to {addr} timed out after {after:?}")]
     Timeout {
         /// The address.
@@ -57,16 +62,13 @@ pub enum ConnectError {
     /// This node is shutting down.
     #[error("the node is shutting down")]
     ShuttingDown,
-    /// An election's incarnation file cannot be read or written.
-    #[error("{0}")]
-    Incarnation(String),
 }
 
 /// A process could not be started.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StartError {
-    /// The local name is already registered.
+    /// The local name is already registered (the caller's input: pick another name).
     #[error("the name {0:?} is already registered on this node")]
     NameTaken(String),
     /// `init` returned an error or panicked.
@@ -75,9 +77,42 @@ pub enum StartError {
     /// This node is shutting down.
     #[error("the node is shutting down")]
     ShuttingDown,
-    /// An election's incarnation file cannot be read or written.
-    #[error("{0}")]
-    Incarnation(String),
+    /// An election's incarnation file cannot be read or written (this machine's disk).
+    #[error(transparent)]
+    Incarnation(#[from] IncarnationError),
+    /// A cluster member's seed node could not be reached.
+    #[error("cannot reach the seed")]
+    SeedUnreachable(#[source] ConnectError),
+    /// A cluster member's seed is connected, but no member holds the cluster's rally name there:
+    /// the seed's node runs no member of this cluster.
+    #[error("no member holds {rally:?} on the seed's cluster")]
+    NoRallyHolder {
+        /// The rally name looked for.
+        rally: String,
+    },
+}
+
+/// The election incarnation kept in a data directory cannot be used (this machine's disk, or an
+/// operator's edit).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IncarnationError {
+    /// The file does not hold an incarnation.
+    #[error("the incarnation file {0} is corrupt; restore it, or remove it to start a new history")]
+    Corrupt(PathBuf),
+    /// The file holds the largest incarnation there is: no later one can follow it.
+    #[error(
+        "the incarnation file {0} holds the largest incarnation; remove it to start a new history"
+    )]
+    Exhausted(PathBuf),
+    /// The file or its directory cannot be read or written.
+    #[error("cannot keep the incarnation in {path}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
 }
 
 /// A call got no reply.
@@ -98,15 +133,40 @@ pub enum CallError {
     #[error("the process ended or dropped the call without replying")]
     NoReply,
     /// The process could not decode the request: the caller and the callee disagree on the
-    /// message type.
+    /// message type. The text is the callee's.
     #[error("the process could not decode the request: {0}")]
     BadRequest(String),
     /// The reply could not be decoded as the expected type.
     #[error("cannot decode the reply: {0}")]
-    BadReply(String),
-    /// The request could not be encoded, or is larger than the frame limit.
+    BadReply(DecodeError),
+    /// The request could not be encoded, or is larger than the frame limit (the caller's input).
     #[error(transparent)]
     Encode(#[from] WireError),
+}
+
+impl From<CallRefusal> for CallError {
+    fn from(refusal: CallRefusal) -> Self {
+        match refusal {
+            CallRefusal::NoProc => CallError::NoProc,
+            CallRefusal::BadRequest(why) => CallError::BadRequest(why),
+            _ => CallError::NoReply,
+        }
+    }
+}
+
+/// A message could not be decoded as the type its receiver expects.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// A local sender moved a value of another type (sender and receiver disagree on the type).
+    #[error("expected a message of type {expected}")]
+    WrongType {
+        /// The type the receiver expected.
+        expected: &'static str,
+    },
+    /// The bytes from a peer do not decode as the expected type.
+    #[error("malformed message: {0}")]
+    Malformed(postcard::Error),
 }
 
 /// A one-way message could not be sent. (A message sent to a process that does not exist is
@@ -117,22 +177,25 @@ pub enum SendError {
     /// The process's node is not connected.
     #[error("the process's node is not connected")]
     NodeDown,
-    /// The message could not be encoded, or is larger than the frame limit.
+    /// The message could not be encoded, or is larger than the frame limit (the caller's input).
     #[error(transparent)]
     Encode(#[from] WireError),
 }
 
 /// Why a handshake did not complete.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum HandshakeFailed {
-    /// The protocol failed or a side refused: see the inner error.
+    /// The protocol failed or a side refused: see the inner error for whose fault it is.
     #[error(transparent)]
     Protocol(#[from] HandshakeError),
-    /// The connection failed or closed during the handshake.
-    #[error("connection failed during the handshake: {0}")]
-    Io(String),
-    /// The handshake did not complete in time.
+    /// The peer closed the connection during the handshake.
+    #[error("the peer closed the connection during the handshake")]
+    Closed,
+    /// The connection failed during the handshake (the network).
+    #[error("connection failed during the handshake")]
+    Io(#[source] std::io::Error),
+    /// The handshake did not complete in time (a slow or silent peer).
     #[error("handshake not completed within {0:?}")]
     Timeout(Duration),
     /// Another connection to the same node won.

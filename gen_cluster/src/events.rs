@@ -1,9 +1,66 @@
 //! Node events: a peer came up, a peer went down and why. Subscribers get them through
-//! [`Node::subscribe`](crate::Node::subscribe); the CLI prints them.
+//! [`Node::subscribe`](crate::Node::subscribe); the CLI prints them. The [`EventBus`] is where the
+//! distribution layer reports them: one call counts the metric, writes the log line and tells
+//! every subscriber.
 
 use std::time::Duration;
 
+use gen_cluster_proto::wire::WireError;
 use gen_cluster_proto::{ExitReason, Incarnation, NodeName};
+use tokio::sync::broadcast;
+
+/// How many events a slow subscriber may fall behind before it misses some (it then gets
+/// `Lagged` and should recheck what it tracks).
+const EVENT_BUFFER: usize = 1024;
+
+/// Where node events are published.
+#[derive(Clone, Debug)]
+pub(crate) struct EventBus {
+    node: NodeName,
+    sender: broadcast::Sender<NodeEvent>,
+}
+
+impl EventBus {
+    /// The bus of the node `node`.
+    pub(crate) fn new(node: NodeName) -> Self {
+        Self {
+            node,
+            sender: broadcast::channel(EVENT_BUFFER).0,
+        }
+    }
+
+    /// The events from now on.
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<NodeEvent> {
+        self.sender.subscribe()
+    }
+
+    /// A peer's connection was established and authenticated.
+    pub(crate) fn node_up(&self, peer: &NodeName, incarnation: Incarnation, addr: &str) {
+        metrics::counter!("gen_cluster_node_up_total").increment(1);
+        tracing::info!(node = %self.node, %peer, %addr, "node up");
+        let _ = self.sender.send(NodeEvent::NodeUp {
+            peer: peer.clone(),
+            incarnation,
+            addr: addr.to_string(),
+        });
+    }
+
+    /// A peer's connection ended (called once per connection).
+    pub(crate) fn node_down(&self, peer: &NodeName, incarnation: Incarnation, reason: DownReason) {
+        metrics::counter!("gen_cluster_node_down_total", "reason" => reason.kind()).increment(1);
+        match reason {
+            DownReason::Left(_) | DownReason::LocalShutdown | DownReason::Disconnected => {
+                tracing::info!(node = %self.node, %peer, %reason, "node down")
+            }
+            _ => tracing::warn!(node = %self.node, %peer, %reason, "node down"),
+        }
+        let _ = self.sender.send(NodeEvent::NodeDown {
+            peer: peer.clone(),
+            incarnation,
+            reason,
+        });
+    }
+}
 
 /// Something that happened to this node's view of the cluster.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,7 +101,7 @@ pub enum DownReason {
         silent_for: Duration,
     },
     /// The peer sent bytes that break the protocol.
-    ProtocolError(String),
+    ProtocolError(WireError),
     /// A newer life of the peer connected.
     Restarted,
     /// This node is shutting down.

@@ -31,64 +31,99 @@
 //! a.connect(b.listen_addr()).await?;
 //! let counter = b.spawn(Counter(0)).await?;
 //! assert_eq!(a.call(&counter, 5, Duration::from_secs(1)).await?, 5);
+//! a.shutdown().await;
+//! b.shutdown().await;
 //! # Ok(()) }
 //! ```
 //!
 //! ## Layout
 //!
-//! - [`transport`] — how bytes move ([`Tcp`]; TLS and simulated transports plug in here).
-//! - `connection` — per connection: the handshake with a deadline, then a reader task that decodes
-//!   into mailboxes and a writer task that coalesces frames and runs the failure detector.
-//! - [`node`] — identity, process table, connection table, node-down handling.
-//! - [`process`] — the [`Server`] behaviour, its run loop, [`ServerRef`], [`ReplyTo`],
-//!   [`Mailbox`].
-//! - `registry` — the global name service every node runs (`Node::register_global`, …); the
-//!   names and the clash rule live in `gen_cluster_proto::registry`.
-//! - [`cluster`] — the gen_cluster behaviour ([`ClusterServer`]): members, join/leave callbacks,
-//!   the rally name.
-//! - [`leader`] — the gen_leader behaviour ([`LeaderServer`]): one leader among candidate
-//!   nodes, leader calls, the merge of a stepped-down leader's state.
-//! - [`discovery`] — [`Discover`] sources and the reconcile loop that keeps the node connected to
-//!   what they find.
-//! - [`services`] — servers every node can run (the echo diagnostics server).
-//! - [`config`], [`events`], [`error`].
+//! Bottom to top; a module uses only the ones on its own line or above it, and nothing below the
+//! façade names it (a test keeps it so).
+//!
+//! - `clock`, `config`, `error`, `events` (the event bus), `tasks` (the task trackers),
+//!   `transport` ([`Tcp`], [`MemoryNetwork`]) — the ground floor.
+//! - `process` — the [`Server`] behaviour and what a process is made of: `signal` (what a
+//!   mailbox carries), `table` (pids, slots, local names, delivery), `watch` (monitors, links,
+//!   exit fan-out), `run` (the task of one process, [`Context`]), `handle` ([`ServerRef`],
+//!   [`ReplyTo`], [`Mailbox`]).
+//! - `dist` — the distribution layer: `queue` (a link's frame queue), `link` (one peer's link and
+//!   what is tracked on it), `peers` (the peer table and arbitration), `handshake`, `listener`,
+//!   `driver` (a link's reader, writer and failure detector).
+//! - `router` — a target to a local mailbox, a peer's link, or nowhere; calls wait here.
+//! - `names` — the global-name service ([`GlobalNames`]).
+//! - `kernel` — [`Node`] and the parts it holds, as data; `node` — the façade, the one `impl Node`.
+//! - Services, built from a `&Node` with its public API only: `cluster` ([`Clustered`], the
+//!   gen_cluster behaviour), `leader` ([`Leader`], gen_leader), `discovery` ([`Discovery`],
+//!   [`Epmd::register`]), [`services`] (echo, roster, the global dictionary).
+//!
+//! ## Who drives what
+//!
+//! Every task runs on the node's tracker inside a span naming it, and ends at shutdown:
+//!
+//! - `listener` — accepts connections; one `accept{remote}` task per handshake, bounded.
+//! - `link{peer,conn}` — two per link: the reader (frames into mailboxes, control frames to the
+//!   watchers, replies to the callers) and the writer (the queue to the socket, heartbeats, the
+//!   failure detector). Whichever ends first takes the link down, once.
+//! - `proc{pid}` — one per process: its behaviour, one signal at a time.
+//! - `names` — the global-name service, owner of the registry machine.
+//! - `leader{election}` — per election instance, node events and timers into the instance.
+//! - `discovery` — per discovery source, the reconcile loop and its dials; `epmd` — a
+//!   registration held open.
 //!
 //! The protocols themselves (wire format, handshake, arbitration of duplicate connections,
-//! failure detection) are sans-IO state machines in the `gen_cluster_proto` crate; this crate
-//! only moves their bytes and runs their timers.
+//! failure detection, registry, membership, election, reconcile) are sans-IO state machines in
+//! the `gen_cluster_proto` crate; this crate only moves their bytes and runs their timers.
 
 #![deny(missing_docs)]
 
-pub mod cluster;
-pub mod config;
-mod connection;
-pub mod discovery;
-pub mod error;
-pub mod events;
-pub mod leader;
-pub mod node;
-pub mod process;
-mod registry;
+mod clock;
+mod cluster;
+mod config;
+mod discovery;
+mod dist;
+mod error;
+mod events;
+mod kernel;
+mod leader;
+mod names;
+mod node;
+mod process;
+mod router;
 pub mod services;
-pub mod transport;
+mod tasks;
+mod transport;
 
 pub use cluster::{
     ClusterContext, ClusterInfo, ClusterServer, Clustered, Member, MemberConfig, Membership, Seed,
+    rally_name,
 };
-pub use config::NodeConfig;
+pub use config::{ConfigError, NodeConfig};
 pub use discovery::{
-    Discover, DiscoverError, Discovery, DiscoveryEvent, Dns, DnsA, DnsSrv, Epmd, HostType,
-    ReconcileConfig, StaticPeers,
+    Discover, DiscoverError, Discovery, DiscoveryEvent, Dns, DnsA, DnsConfigError, DnsSrv, Epmd,
+    HostType, ReconcileConfig, StaticPeers,
 };
-pub use error::{CallError, ConnectError, HandshakeFailed, SendError, StartError, StartNodeError};
+pub use dist::PeerInfo;
+pub use error::{
+    CallError, ConnectError, DecodeError, HandshakeFailed, IncarnationError, SendError, StartError,
+    StartNodeError,
+};
 pub use events::{DownReason, NodeEvent};
 pub use gen_cluster_proto::liveness::LivenessConfig;
-pub use gen_cluster_proto::registry::RegisterError;
 pub use gen_cluster_proto::{ExitReason, Incarnation, NodeId, NodeName, Pid};
+pub use kernel::Node;
 pub use leader::{
-    ElectionId, Leader, LeaderCallError, LeaderConfig, LeaderFlow, LeaderReplyTo, LeaderServer,
-    LeaderStatus,
+    ElectionId, Failback, Leader, LeaderCallError, LeaderConfig, LeaderFlow, LeaderReplyTo,
+    LeaderServer, LeaderStatus, instance_name,
 };
-pub use node::{Node, PeerInfo};
+pub use names::{GlobalNames, RegisterError};
 pub use process::{Context, Flow, Info, Mailbox, Message, MonitorRef, ReplyTo, Server, ServerRef};
-pub use transport::{Tcp, Transport};
+pub use transport::{MemoryNetwork, MemoryTransport, ReadHalf, Tcp, Transport, WriteHalf};
+
+/// Locks a mutex, recovering the data if a panicking thread poisoned it (every critical section
+/// in this crate leaves the data consistent).
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}

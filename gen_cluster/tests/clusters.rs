@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{HANG, mesh, wait_until};
-use gen_cluster::cluster::rally_name;
+use gen_cluster::rally_name;
 use gen_cluster::{
     ClusterContext, ClusterServer, Clustered, ExitReason, Flow, Member, MemberConfig, Membership,
     Node, Pid, ReplyTo, Seed, ServerRef,
@@ -149,13 +149,13 @@ impl Started {
 
 async fn start(node: &Node, kind: &str, seed: Seed) -> Started {
     let log = Arc::new(Mutex::new(Vec::new()));
-    let member = node
-        .start_member(
-            MemberConfig::new(CLUSTER, kind, seed),
-            Recorder { log: log.clone() },
-        )
-        .await
-        .unwrap();
+    let member = Clustered::start(
+        node,
+        MemberConfig::new(CLUSTER, kind, seed),
+        Recorder { log: log.clone() },
+    )
+    .await
+    .unwrap();
     Started {
         node: node.clone(),
         member,
@@ -279,14 +279,14 @@ async fn the_rally_name_moves_to_a_live_member_and_a_newcomer_joins_through_it()
     wait_until(|| {
         nodes
             .iter()
-            .all(|n| n.whereis_global(&rally) == Some(m1.pid()))
+            .all(|n| n.globals().whereis(&rally) == Some(m1.pid()))
     })
     .await;
     m1.node.call(&m1.member, Ask::Stop, T).await.unwrap();
     wait_until(|| {
-        let holder = nodes[1].whereis_global(&rally);
+        let holder = nodes[1].globals().whereis(&rally);
         holder.is_some_and(|h| h == m2.pid() || h == m3.pid())
-            && nodes.iter().all(|n| n.whereis_global(&rally) == holder)
+            && nodes.iter().all(|n| n.globals().whereis(&rally) == holder)
     })
     .await;
     let m4 = start(&nodes[0], "web", Seed::Rally).await;
@@ -346,9 +346,7 @@ async fn a_plain_server_added_as_a_child_is_a_member_everywhere_and_its_end_a_le
     }
     let worker = nodes[0].spawn(Echo::default()).await.unwrap();
     let worker_pid = worker.pid().unwrap();
-    nodes[0]
-        .add_child(&m1.member, worker_pid, "worker")
-        .unwrap();
+    Clustered::add_child(&nodes[0], &m1.member, worker_pid, "worker").unwrap();
     converged(
         &[&m1, &m2, &m3],
         vec![m1.pid(), m2.pid(), m3.pid(), worker_pid],

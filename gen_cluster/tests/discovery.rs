@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::{config, next_event, node, wait_until};
-use gen_cluster::{Discover, DiscoverError, Node, NodeEvent, ReconcileConfig, StaticPeers};
+use gen_cluster::{
+    Discover, DiscoverError, Discovery, Node, NodeEvent, ReconcileConfig, StaticPeers,
+};
 
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -46,7 +48,7 @@ async fn discover_counting(
         rounds: rounds.clone(),
         good_rounds,
     };
-    a.discover(discover, every(refresh));
+    Discovery::start(a, discover, every(refresh));
     wait_until(|| a.is_connected(b.name())).await;
     rounds
 }
@@ -82,7 +84,7 @@ async fn static_peers_are_connected_and_a_restarted_peer_is_reconnected_before_t
         c.listen_addr().to_string(),
         a.listen_addr().to_string(),
     ];
-    a.discover(StaticPeers(list), every(Some(HOUR)));
+    Discovery::start(&a, StaticPeers(list), every(Some(HOUR)));
     wait_until(|| a.is_connected(b.name()) && a.is_connected(c.name())).await;
     let addr = b.listen_addr().to_string();
     b.shutdown().await;

@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use common::{HANG, config, free_port, next_event, node, real_peer, scratch_dir, wait_until};
 use gen_cluster::{
-    Discover, DiscoveryEvent, Dns, DnsA, DnsSrv, HostType, Node, NodeEvent, ReconcileConfig,
+    Discover, Discovery, DiscoveryEvent, Dns, DnsA, DnsSrv, HostType, Node, NodeEvent,
+    ReconcileConfig,
 };
 use hickory_proto::rr::rdata::{A, PTR, SOA, SRV};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType, RrKey};
@@ -191,7 +192,11 @@ async fn a_records_by_ip_connect_added_peers_and_forget_removed_ones() {
     let (nodes, port) = nodes_on_one_port(&[("b", b_ip), ("c", c_ip)]).await;
     let a = node("a").await;
     dns.set_a(NODES, &[b_ip]).await;
-    let discovery = a.discover(DnsA::new(dns.dns(), NODES, port, HostType::Ip), every(50));
+    let discovery = Discovery::start(
+        &a,
+        DnsA::new(dns.dns(), NODES, port, HostType::Ip),
+        every(50),
+    );
     added_then_removed(
         &a,
         (&nodes[0], &nodes[1]),
@@ -229,7 +234,7 @@ async fn srv_records_by_ip_and_by_host_name_connect_added_peers_and_forget_remov
             HostType::Ip => format!("127.0.0.1:{c_port}"),
             HostType::Hostname => format!("localhost:{c_port}"),
         };
-        let discovery = a.discover(DnsSrv::new(dns.dns(), SERVICE, host_type), every(50));
+        let discovery = Discovery::start(&a, DnsSrv::new(dns.dns(), SERVICE, host_type), every(50));
         added_then_removed(
             &a,
             (&b, &c),
@@ -274,7 +279,7 @@ async fn a_records_by_host_name_use_the_reverse_lookup_and_keep_its_last_good_an
     );
 
     let a = node("a").await;
-    a.discover(discover, every(50));
+    Discovery::start(&a, discover, every(50));
     wait_until(|| a.is_connected(b.name())).await;
 }
 
@@ -335,9 +340,12 @@ async fn a_connected_peer_whose_records_vanish_is_still_reconnected_after_a_drop
     let port: u16 = b.listen_addr().rsplit_once(':').unwrap().1.parse().unwrap();
     dns.set_a(NODES, &[Ipv4Addr::LOCALHOST]).await;
     let a = node("a").await;
-    let mut events = a
-        .discover(DnsA::new(dns.dns(), NODES, port, HostType::Ip), every(50))
-        .into_events();
+    let mut events = Discovery::start(
+        &a,
+        DnsA::new(dns.dns(), NODES, port, HostType::Ip),
+        every(50),
+    )
+    .into_events();
     wait_until(|| a.is_connected(b.name())).await;
     dns.set_a(NODES, &[]).await;
     next(&mut events, |e| {
@@ -460,11 +468,13 @@ async fn dnsmasq_discovery() {
 
     // SRV: d by host name (localhost), e by the address of its target.
     let srv = node("srv").await;
-    srv.discover(
+    Discovery::start(
+        &srv,
         DnsSrv::new(Dns::server(dnsmasq.addr), SERVICE, HostType::Hostname),
         every(50),
     );
-    srv.discover(
+    Discovery::start(
+        &srv,
         DnsSrv::new(Dns::server(dnsmasq.addr), SERVICE, HostType::Ip),
         every(50),
     );
@@ -472,7 +482,8 @@ async fn dnsmasq_discovery() {
 
     // A records that change while discovery runs.
     let a = node("a").await;
-    let discovery = a.discover(
+    let discovery = Discovery::start(
+        &a,
         DnsA::new(
             Dns::server(dnsmasq.addr),
             "nodes.cluster.test",

@@ -11,7 +11,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::{HANG, free_port, node, real_peer, wait_until};
-use gen_cluster::{Discover, DiscoveryEvent, Epmd, Node, ReconcileConfig};
+use gen_cluster::{Discover, Discovery, DiscoveryEvent, Epmd, Node, ReconcileConfig};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -78,11 +78,8 @@ async fn our_nodes_find_each_other_in_a_real_epmd_and_an_erlang_node_is_refused(
     let nodes: Vec<Node> = futures::future::join_all(["a", "b", "c"].map(node)).await;
     let mut events = Vec::new();
     for n in &nodes {
-        n.register_in_epmd(&at);
-        events.push(
-            n.discover(Epmd::new([at.as_str()]), every(100))
-                .into_events(),
-        );
+        Epmd::register(n, &at);
+        events.push(Discovery::start(n, Epmd::new([at.as_str()]), every(100)).into_events());
     }
     registered(&at, 4).await;
     wait_until(|| nodes.iter().all(|n| n.peers().len() == 2)).await;
@@ -120,7 +117,7 @@ async fn a_registration_comes_back_after_epmd_restarts() {
     };
     let (first, at) = start_epmd(&program).await;
     let a = node("a").await;
-    a.register_in_epmd(&at);
+    Epmd::register(&a, &at);
     registered(&at, 1).await;
     drop(first);
     tokio::time::sleep(Duration::from_millis(200)).await;

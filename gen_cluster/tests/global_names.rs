@@ -22,7 +22,7 @@ async fn mesh() -> [Node; 3] {
 
 async fn everywhere(nodes: &[&Node], name: &str, holder: Option<Pid>) {
     for node in nodes {
-        wait_until(|| node.whereis_global(name) == holder).await;
+        wait_until(|| node.globals().whereis(name) == holder).await;
     }
 }
 
@@ -41,24 +41,24 @@ async fn notices(mailbox: &mut Mailbox<()>, window: Duration) -> Vec<(String, Pi
 async fn a_registered_name_is_seen_on_every_node_and_refused_to_others() {
     let [a, b, c] = mesh().await;
     let holder = b.mailbox::<()>();
-    b.register_global("service", holder.pid()).await.unwrap();
+    b.globals().register("service", holder.pid()).await.unwrap();
     // Every connected node learned it before register_global returned.
     for node in [&a, &b, &c] {
-        assert_eq!(node.whereis_global("service"), Some(holder.pid()));
+        assert_eq!(node.globals().whereis("service"), Some(holder.pid()));
     }
     let other = c.mailbox::<()>();
     assert_eq!(
-        c.register_global("service", other.pid()).await,
+        c.globals().register("service", other.pid()).await,
         Err(RegisterError::Taken(holder.pid()))
     );
     assert_eq!(
-        a.register_global("x", other.pid()).await,
+        a.globals().register("x", other.pid()).await,
         Err(RegisterError::NotLocal(other.pid())),
         "a node registers only its own processes"
     );
-    assert!(b.unregister_global("service"));
+    assert!(b.globals().unregister("service").await);
     everywhere(&[&a, &b, &c], "service", None).await;
-    c.register_global("service", other.pid()).await.unwrap();
+    c.globals().register("service", other.pid()).await.unwrap();
     everywhere(&[&a, &b, &c], "service", Some(other.pid())).await;
 }
 
@@ -66,7 +66,7 @@ async fn a_registered_name_is_seen_on_every_node_and_refused_to_others() {
 async fn a_name_is_released_everywhere_when_its_holder_ends() {
     let [a, b, c] = mesh().await;
     let holder = a.mailbox::<()>();
-    a.register_global("job", holder.pid()).await.unwrap();
+    a.globals().register("job", holder.pid()).await.unwrap();
     drop(holder);
     everywhere(&[&a, &b, &c], "job", None).await;
 }
@@ -75,7 +75,7 @@ async fn a_name_is_released_everywhere_when_its_holder_ends() {
 async fn a_name_is_released_when_its_holders_node_is_lost() {
     let [a, b, c] = mesh().await;
     let holder = c.mailbox::<()>();
-    c.register_global("job", holder.pid()).await.unwrap();
+    c.globals().register("job", holder.pid()).await.unwrap();
     everywhere(&[&a, &b], "job", Some(holder.pid())).await;
     // c vanishes from a's and b's view without a goodbye, as after a crash.
     a.disconnect(c.name());
@@ -90,9 +90,9 @@ async fn concurrent_registrations_of_one_name_have_exactly_one_winner() {
         let name = format!("leader{round}");
         let holders = [a.mailbox::<()>(), b.mailbox::<()>(), c.mailbox::<()>()];
         let (ra, rb, rc) = tokio::join!(
-            a.register_global(&name, holders[0].pid()),
-            b.register_global(&name, holders[1].pid()),
-            c.register_global(&name, holders[2].pid()),
+            a.globals().register(&name, holders[0].pid()),
+            b.globals().register(&name, holders[1].pid()),
+            c.globals().register(&name, holders[2].pid()),
         );
         let winners: Vec<Pid> = [ra, rb, rc]
             .into_iter()
@@ -119,9 +119,9 @@ async fn after_a_partition_heals_one_holder_remains_everywhere_and_the_loser_is_
     wait_until(|| a.peers().is_empty() && b.peers().len() == 1 && c.peers().len() == 1).await;
     let mut on_a = a.mailbox::<()>();
     let mut on_b = b.mailbox::<()>();
-    a.register_global("singleton", on_a.pid()).await.unwrap();
-    b.register_global("singleton", on_b.pid()).await.unwrap();
-    assert_eq!(c.whereis_global("singleton"), Some(on_b.pid()));
+    a.globals().register("singleton", on_a.pid()).await.unwrap();
+    b.globals().register("singleton", on_b.pid()).await.unwrap();
+    assert_eq!(c.globals().whereis("singleton"), Some(on_b.pid()));
     // Heal.
     a.connect(b.listen_addr()).await.unwrap();
     a.connect(c.listen_addr()).await.unwrap();
@@ -130,7 +130,7 @@ async fn after_a_partition_heals_one_holder_remains_everywhere_and_the_loser_is_
         loop {
             let views: Vec<_> = [&a, &b, &c]
                 .iter()
-                .map(|n| n.whereis_global("singleton"))
+                .map(|n| n.globals().whereis("singleton"))
                 .collect();
             if views.iter().all(|v| *v == views[0] && v.is_some()) {
                 return views[0].unwrap();

@@ -122,7 +122,7 @@ async fn start_probes(nodes: &[Node], candidates: &[NodeName]) -> Vec<Leader<Pro
     let mut instances = Vec::new();
     for node in nodes {
         let config = leader_config(candidates.to_vec());
-        instances.push(node.start_leader(config, Probe::default()).await.unwrap());
+        instances.push(Leader::start(node, config, Probe::default()).await.unwrap());
     }
     instances
 }
@@ -160,7 +160,7 @@ async fn candidates_started_together_agree_on_one_leader_elected_once_surrendere
         for node in &nodes {
             let (probe, seen) = Probe::new();
             instances.push(
-                node.start_leader(leader_config(candidates.clone()), probe)
+                Leader::start(node, leader_config(candidates.clone()), probe)
                     .await
                     .unwrap(),
             );
@@ -258,8 +258,7 @@ async fn a_restarted_leader_comes_back_as_a_follower_and_gets_the_state() {
     a.connect(nodes[1].listen_addr()).await.unwrap();
     a.connect(nodes[2].listen_addr()).await.unwrap();
     let (probe, seen) = Probe::new();
-    let back = a
-        .start_leader(leader_config(candidates.clone()), probe)
+    let back = Leader::start(&a, leader_config(candidates.clone()), probe)
         .await
         .unwrap();
     agreed(
@@ -291,7 +290,7 @@ async fn workers_follow_never_lead_and_a_late_worker_is_taken_in() {
     for node in &nodes {
         let (probe, seen) = Probe::new();
         instances.push(
-            node.start_leader(leader_config(candidates.clone()), probe)
+            Leader::start(node, leader_config(candidates.clone()), probe)
                 .await
                 .unwrap(),
         );
@@ -305,8 +304,7 @@ async fn workers_follow_never_lead_and_a_late_worker_is_taken_in() {
         late.connect(n.listen_addr()).await.unwrap();
     }
     let (probe, late_seen) = Probe::new();
-    let late = late
-        .start_leader(leader_config(candidates.clone()), probe)
+    let late = Leader::start(&late, leader_config(candidates.clone()), probe)
         .await
         .unwrap();
     agreed(std::slice::from_ref(&late), &candidates[0]).await;
@@ -370,7 +368,7 @@ async fn both_sides_of_a_partition_write_and_after_the_heal_one_leader_holds_bot
     for node in &nodes {
         let mut config = leader_config(candidates.clone());
         config.name = "dict".into();
-        dicts.push(node.start_leader(config, Dict::default()).await.unwrap());
+        dicts.push(Leader::start(node, config, Dict::default()).await.unwrap());
     }
     agreed(&dicts, &candidates[0]).await;
     dicts[1]
@@ -445,12 +443,10 @@ async fn a_node_with_another_candidate_list_is_refused() {
     let nodes = mesh(&["a", "b"]).await;
     let ours = names(&nodes);
     let theirs = vec![ours[1].clone(), ours[0].clone()];
-    let a = nodes[0]
-        .start_leader(leader_config(ours.clone()), Probe::default())
+    let a = Leader::start(&nodes[0], leader_config(ours.clone()), Probe::default())
         .await
         .unwrap();
-    let b = nodes[1]
-        .start_leader(leader_config(theirs), Probe::default())
+    let b = Leader::start(&nodes[1], leader_config(theirs), Probe::default())
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -468,15 +464,14 @@ async fn a_candidate_added_later_goes_at_the_end_of_the_order() {
     let mut instances = Vec::new();
     for node in &nodes[..2] {
         instances.push(
-            node.start_leader(leader_config(first_two.clone()), Probe::default())
+            Leader::start(node, leader_config(first_two.clone()), Probe::default())
                 .await
                 .unwrap(),
         );
     }
     agreed(&instances, &all[0]).await;
     instances.push(
-        nodes[2]
-            .start_leader(leader_config(all.clone()), Probe::default())
+        Leader::start(&nodes[2], leader_config(all.clone()), Probe::default())
             .await
             .unwrap(),
     );
@@ -501,14 +496,20 @@ async fn a_candidate_added_later_goes_at_the_end_of_the_order() {
 async fn local_calls_and_casts_reach_this_nodes_instance_only() {
     let nodes = mesh(&["a", "b"]).await;
     let candidates = names(&nodes);
-    let a = nodes[0]
-        .start_leader(leader_config(candidates.clone()), Probe::default())
-        .await
-        .unwrap();
-    let b = nodes[1]
-        .start_leader(leader_config(candidates.clone()), Probe::default())
-        .await
-        .unwrap();
+    let a = Leader::start(
+        &nodes[0],
+        leader_config(candidates.clone()),
+        Probe::default(),
+    )
+    .await
+    .unwrap();
+    let b = Leader::start(
+        &nodes[1],
+        leader_config(candidates.clone()),
+        Probe::default(),
+    )
+    .await
+    .unwrap();
     agreed(&[a.clone(), b.clone()], &candidates[0]).await;
     b.cast(42).unwrap();
     wait_until_value(&b, 42).await;

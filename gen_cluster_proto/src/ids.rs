@@ -146,6 +146,13 @@ pub struct Pid {
     pub local: u64,
 }
 
+impl Pid {
+    /// Whether this process belongs to the node `node` in its life `incarnation`.
+    pub fn is_of(&self, node: NodeId, incarnation: Incarnation) -> bool {
+        self.node == node && self.incarnation == incarnation
+    }
+}
+
 impl fmt::Debug for Pid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(self, f)

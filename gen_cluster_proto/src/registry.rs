@@ -48,11 +48,10 @@ pub struct Registration {
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub enum RegistryMessage {
     /// Names held by the sender's processes. With `ack`, the receiver answers with [`Ack`].
+    /// The sender is the authenticated peer the message came from, never a field of it.
     ///
     /// [`Ack`]: RegistryMessage::Ack
     Announce {
-        /// The sending node.
-        from: NodeId,
         /// Its registrations.
         registrations: Vec<Registration>,
         /// A reference to answer with, when the sender waits for the answer.
@@ -60,8 +59,6 @@ pub enum RegistryMessage {
     },
     /// The answer to an announcement: the receiver's registrations that beat the announced ones.
     Ack {
-        /// The answering node.
-        from: NodeId,
         /// The announcement's reference.
         reference: u64,
         /// Registrations that won against the announced ones.
@@ -201,7 +198,8 @@ impl Registry {
         true
     }
 
-    /// A message from the registry of the peer `from`.
+    /// A message from the registry of the peer `from`: the node of the authenticated connection
+    /// it arrived on, which the runtime knows and the message does not say.
     pub fn handle_message(&mut self, from: NodeId, message: RegistryMessage) {
         match message {
             RegistryMessage::Announce {
@@ -222,11 +220,7 @@ impl Registry {
                 if let Some(reference) = ack {
                     self.actions.push_back(RegistryAction::Send {
                         to: from,
-                        message: RegistryMessage::Ack {
-                            from: self.id,
-                            reference,
-                            winners,
-                        },
+                        message: RegistryMessage::Ack { reference, winners },
                     });
                 }
             }
@@ -270,7 +264,6 @@ impl Registry {
         self.actions.push_back(RegistryAction::Send {
             to: peer,
             message: RegistryMessage::Announce {
-                from: self.id,
                 registrations,
                 ack: None,
             },
@@ -304,7 +297,7 @@ impl Registry {
     }
 
     fn is_local(&self, pid: Pid) -> bool {
-        pid.node == self.id && pid.incarnation == self.incarnation
+        pid.is_of(self.id, self.incarnation)
     }
 
     /// The local process `pid` took a name.
@@ -422,9 +415,8 @@ mod tests {
         other
     }
 
-    fn announce(registry: &Registry, registration: &Registration) -> RegistryMessage {
+    fn announce(registration: &Registration) -> RegistryMessage {
         RegistryMessage::Announce {
-            from: registry.id,
             registrations: vec![registration.clone()],
             ack: None,
         }
@@ -481,7 +473,7 @@ mod tests {
     fn an_announcement_teaches_a_peer_and_an_unregistration_withdraws_it() {
         let (mut a, mut b) = (registry("a"), registry("b"));
         let registration = a.register("x", pid_of(&a, 1)).unwrap();
-        b.handle_message(a.id, announce(&a, &registration));
+        b.handle_message(a.id, announce(&registration));
         assert_eq!(b.whereis("x"), Some(pid_of(&a, 1)));
         drain(&mut a);
         assert!(a.unregister("x", pid_of(&a, 1)));
@@ -500,7 +492,7 @@ mod tests {
                 node: c.node.clone(),
             },
         };
-        b.handle_message(a.id, announce(&a, &forged));
+        b.handle_message(a.id, announce(&forged));
         assert_eq!(b.whereis("x"), None);
     }
 
@@ -510,7 +502,7 @@ mod tests {
         let x = a.register("x", pid_of(&a, 1)).unwrap();
         let y = a.register("y", pid_of(&a, 2)).unwrap();
         for r in [&x, &y] {
-            b.handle_message(a.id, announce(&a, r));
+            b.handle_message(a.id, announce(r));
         }
         drain(&mut a);
         a.handle_process_down(pid_of(&a, 1));
@@ -529,7 +521,7 @@ mod tests {
         b.clock = 10;
         a.register("x", pid_of(&a, 1)).unwrap();
         let bx = b.register("x", pid_of(&b, 1)).unwrap();
-        c.handle_message(b.id, announce(&b, &bx));
+        c.handle_message(b.id, announce(&bx));
         drain(&mut a);
         drain(&mut b);
         // Heal: a announces its names to b and c, b announces its own to a.
@@ -583,7 +575,6 @@ mod tests {
         a.handle_message(
             b.id,
             RegistryMessage::Announce {
-                from: b.id,
                 registrations: vec![bx.clone()],
                 ack: Some(7),
             },
@@ -597,7 +588,6 @@ mod tests {
             (
                 b.id,
                 &RegistryMessage::Ack {
-                    from: a.id,
                     reference: 7,
                     winners: vec![ax.clone()]
                 }
@@ -613,7 +603,7 @@ mod tests {
             ],
             "and withdrawn, without a notice: the registrant learns it from its register call"
         );
-        b.handle_message(a.id, announce(&a, &ax));
+        b.handle_message(a.id, announce(&ax));
         assert_eq!(b.whereis("x"), Some(pid_of(&a, 1)));
     }
 
@@ -624,8 +614,8 @@ mod tests {
         c.clock = 5;
         let cx = c.register("x", pid_of(&c, 1)).unwrap();
         // b hears both; c (cut off from a) keeps its own.
-        b.handle_message(c.id, announce(&c, &cx));
-        b.handle_message(a.id, announce(&a, &ax));
+        b.handle_message(c.id, announce(&cx));
+        b.handle_message(a.id, announce(&ax));
         assert_eq!(b.whereis("x"), Some(pid_of(&a, 1)));
         drain(&mut a);
         a.unregister("x", pid_of(&a, 1));
@@ -643,8 +633,8 @@ mod tests {
         let ax = a.register("x", pid_of(&a, 1)).unwrap();
         let bx = b.register("x", pid_of(&b, 1)).unwrap();
         assert_eq!(ax.stamp.clock, bx.stamp.clock);
-        a.handle_message(b.id, announce(&b, &bx));
-        b.handle_message(a.id, announce(&a, &ax));
+        a.handle_message(b.id, announce(&bx));
+        b.handle_message(a.id, announce(&ax));
         assert_eq!(a.whereis("x"), Some(pid_of(&a, 1)));
         assert_eq!(b.whereis("x"), Some(pid_of(&a, 1)));
     }

@@ -166,7 +166,6 @@ impl Sim {
                     self.flush(node);
                     // What the runtime does after a registration: announce it to every peer.
                     let announce = RegistryMessage::Announce {
-                        from: self.names[node].id(),
                         registrations: vec![registration],
                         ack: None,
                     };

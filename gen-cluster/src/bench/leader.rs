@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use gen_cluster::services::dict::{self, Dict, Write};
 use gen_cluster::services::echo::{Echo, EchoCall};
-use gen_cluster::{Leader, LeaderConfig, Node, NodeName, ReconcileConfig, ServerRef, StaticPeers};
+use gen_cluster::{
+    Discovery, Leader, LeaderConfig, Node, NodeName, ReconcileConfig, ServerRef, StaticPeers,
+};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
@@ -109,7 +111,7 @@ async fn client(addrs: &[String]) -> Result<Node> {
         refresh_interval: Some(Duration::from_secs(3600)),
         ..ReconcileConfig::default()
     };
-    client.discover(StaticPeers(addrs.to_vec()), once_an_hour);
+    Discovery::start(&client, StaticPeers(addrs.to_vec()), once_an_hour);
     Ok(client)
 }
 
@@ -272,7 +274,7 @@ async fn trio_in_process(tag: &str) -> Result<(Vec<Node>, Vec<Leader<Dict>>, Dur
     let mut instances = Vec::new();
     for node in &nodes {
         let config = LeaderConfig::new(dict::ELECTION, candidates.clone());
-        instances.push(node.start_leader(config, Dict::default()).await?);
+        instances.push(Leader::start(node, config, Dict::default()).await?);
     }
     Ok((nodes, instances, mesh))
 }
@@ -404,7 +406,7 @@ pub(super) fn leader_call(sides: &Sides, report: &mut Report) -> Result<()> {
         let candidates = candidates.clone();
         async move {
             let config = LeaderConfig::new(dict::ELECTION, candidates);
-            node.start_leader(config, Dict::default()).await
+            Leader::start(&node, config, Dict::default()).await
         }
     };
     sides.server.block_on(start(&leader))?;

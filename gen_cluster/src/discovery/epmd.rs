@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::{Discover, DiscoverError, LastGood};
-use crate::node::Node;
+use crate::Node;
 
 /// The longest one exchange with an EPMD may take.
 const EPMD_TIMEOUT: Duration = Duration::from_secs(2);
@@ -118,27 +118,25 @@ async fn names(host: &str, port: u16) -> Result<Vec<(String, u16)>, String> {
     epmd::parse_names(&reply).map_err(|e| format!("EPMD at {at}: {e}"))
 }
 
-impl Node {
-    /// Registers this node, by name and listen port, in the EPMD at `epmd` (`host:port`,
-    /// usually `127.0.0.1:4369`), and keeps it registered until the node shuts down: the
-    /// registration lasts as long as its connection, and is made again if EPMD restarts.
-    pub fn register_in_epmd(&self, epmd: &str) {
+impl Epmd {
+    /// Registers `node`, by name and listen port, in the EPMD at `epmd` (`host:port`, usually
+    /// `127.0.0.1:4369`), and keeps it registered until the node shuts down: the registration
+    /// lasts as long as its connection, and is made again if EPMD restarts.
+    pub fn register(node: &Node, epmd: &str) {
         let (host, port) = host_and_port(epmd);
-        self.inner
-            .link_tasks
-            .spawn(stay_registered(self.clone(), address(&host, port)));
+        let epmd = address(&host, port);
+        let span = tracing::info_span!("epmd", %epmd);
+        node.spawn_task(span, stay_registered(node.clone(), epmd));
     }
 }
 
 async fn stay_registered(node: Node, epmd: String) {
-    let mut seed = [0u8; 8];
-    let _ = getrandom::fill(&mut seed);
-    let mut backoff = Backoff::new(REGISTER_RETRY_MIN, 0.2, u64::from_le_bytes(seed));
+    let mut backoff = Backoff::new(REGISTER_RETRY_MIN, 0.2, crate::clock::seed());
     let mut failures = 0;
     let mut last_error = None;
     loop {
         let outcome = tokio::select! {
-            _ = node.inner.shutdown.cancelled() => return,
+            _ = node.shutting_down() => return,
             outcome = register_and_hold(&node, &epmd) => outcome,
         };
         match outcome {
@@ -158,7 +156,7 @@ async fn stay_registered(node: Node, epmd: String) {
         }
         let delay = backoff.delay(failures, REGISTER_RETRY_MAX);
         tokio::select! {
-            _ = node.inner.shutdown.cancelled() => return,
+            _ = node.shutting_down() => return,
             _ = tokio::time::sleep(delay) => {}
         }
     }

@@ -18,10 +18,10 @@ use tokio::sync::{broadcast, mpsc};
 
 pub use gen_cluster_proto::reconcile::{DiscoveryEvent, ReconcileConfig};
 
-use crate::connection::now;
+use crate::Node;
+use crate::clock::{self, now};
 use crate::error::{ConnectError, HandshakeFailed};
 use crate::events::NodeEvent;
-use crate::node::Node;
 
 mod dns;
 mod epmd;
@@ -71,6 +71,23 @@ pub struct Discovery {
 }
 
 impl Discovery {
+    /// Keeps `node` connected to what `discover` finds, as `config` says, until the node shuts
+    /// down. The loop runs in a `discovery` task of the node.
+    pub fn start<D: Discover>(node: &Node, discover: D, config: ReconcileConfig) -> Discovery {
+        let machine = Reconciler::new(config, clock::seed(), now());
+        let (announce, first) = broadcast::channel(EVENT_BACKLOG);
+        let node_events = node.subscribe();
+        let task = reconcile(
+            node.clone(),
+            Arc::new(discover),
+            machine,
+            node_events,
+            announce,
+        );
+        node.spawn_task(tracing::info_span!("discovery"), task);
+        Discovery { first }
+    }
+
     /// Every event since discovery started.
     pub fn into_events(self) -> broadcast::Receiver<DiscoveryEvent> {
         self.first
@@ -79,26 +96,6 @@ impl Discovery {
     /// The events from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<DiscoveryEvent> {
         self.first.resubscribe()
-    }
-}
-
-impl Node {
-    /// Keeps this node connected to what `discover` finds, as `config` says, until the node
-    /// shuts down.
-    pub fn discover<D: Discover>(&self, discover: D, config: ReconcileConfig) -> Discovery {
-        let mut seed = [0u8; 8];
-        let _ = getrandom::fill(&mut seed);
-        let machine = Reconciler::new(config, u64::from_le_bytes(seed), now());
-        let (announce, first) = broadcast::channel(EVENT_BACKLOG);
-        let node_events = self.subscribe();
-        self.inner.link_tasks.spawn(reconcile(
-            self.clone(),
-            Arc::new(discover),
-            machine,
-            node_events,
-            announce,
-        ));
-        Discovery { first }
     }
 }
 
@@ -117,7 +114,7 @@ async fn reconcile<D: Discover>(
             match action {
                 ReconcileAction::Discover => {
                     let (discover, outcomes) = (Arc::clone(&discover), outcomes.clone());
-                    tokio::spawn(async move {
+                    node.spawn_task(tracing::info_span!("discover"), async move {
                         let found =
                             match tokio::time::timeout(DISCOVER_TIMEOUT, discover.peers()).await {
                                 Ok(found) => found.map_err(|e| e.0),
@@ -127,9 +124,10 @@ async fn reconcile<D: Discover>(
                     });
                 }
                 ReconcileAction::Connect(addr) => {
-                    let (node, outcomes) = (node.clone(), outcomes.clone());
-                    tokio::spawn(async move {
-                        let result = node.connect(&addr).await;
+                    let (dialer, outcomes) = (node.clone(), outcomes.clone());
+                    let span = tracing::info_span!("dial", %addr);
+                    node.spawn_task(span, async move {
+                        let result = dialer.connect(&addr).await;
                         let _ = outcomes.send(Outcome::Dialed(addr, result));
                     });
                 }
@@ -141,7 +139,7 @@ async fn reconcile<D: Discover>(
         }
         let wake = machine.poll_timeout();
         tokio::select! {
-            _ = node.inner.shutdown.cancelled() => return,
+            _ = node.shutting_down() => return,
             Some(outcome) = results.recv() => match outcome {
                 Outcome::Discovered(found) => machine.handle_discovered(now(), found),
                 Outcome::Dialed(addr, Ok(peer)) => {

@@ -69,10 +69,16 @@ impl Server for Echo {
         match request {
             EchoCall::Echo(payload) => from.reply(EchoReply::Echo(payload)),
             EchoCall::EchoLater { payload, delay_ms } => {
-                tokio::spawn(async move {
-                    tokio::time::sleep(Duration::from_millis(delay_ms)).await;
-                    from.reply(EchoReply::Echo(payload));
-                });
+                let node = ctx.node().clone();
+                ctx.node()
+                    .spawn_task(tracing::info_span!("echo_later"), async move {
+                        tokio::select! {
+                            _ = node.shutting_down() => {}
+                            _ = tokio::time::sleep(Duration::from_millis(delay_ms)) => {
+                                from.reply(EchoReply::Echo(payload));
+                            }
+                        }
+                    });
             }
             EchoCall::CastsSeen => from.reply(EchoReply::Count(self.casts)),
             EchoCall::Pid => from.reply(EchoReply::Pid(ctx.pid())),

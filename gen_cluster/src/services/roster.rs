@@ -4,15 +4,35 @@
 
 use tokio::sync::mpsc;
 
-use crate::cluster::{ClusterContext, ClusterServer, Member, Membership};
-use crate::process::{Flow, ReplyTo};
-use crate::{ExitReason, Pid};
+use crate::{ClusterContext, ClusterServer, ExitReason, Flow, Member, Membership, Pid, ReplyTo};
+
+/// What changed in the member list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RosterEvent {
+    /// A member joined through this member (`handle_join`).
+    Joined,
+    /// A member joined through another member (`handle_node_joined`).
+    NodeJoined,
+    /// A member left (`handle_leave`).
+    Left,
+}
+
+impl RosterEvent {
+    /// Its name in the CLI's output: `joined`, `node_joined`, `left`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Joined => "joined",
+            Self::NodeJoined => "node_joined",
+            Self::Left => "left",
+        }
+    }
+}
 
 /// A change of the member list, as the roster saw it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RosterChange {
-    /// `joined` (through this member), `node_joined` (through another member) or `left`.
-    pub event: &'static str,
+    /// What happened.
+    pub event: RosterEvent,
     /// The member concerned.
     pub member: Member,
     /// Why it left (for `left`).
@@ -35,7 +55,7 @@ impl Roster {
 
     fn report(
         &self,
-        event: &'static str,
+        event: RosterEvent,
         member: &Member,
         reason: Option<&ExitReason>,
         members: &Membership,
@@ -63,7 +83,7 @@ impl ClusterServer for Roster {
         members: &Membership,
         _: &mut ClusterContext<Self>,
     ) -> Flow {
-        self.report("joined", joining, None, members);
+        self.report(RosterEvent::Joined, joining, None, members);
         Flow::Continue
     }
 
@@ -73,7 +93,7 @@ impl ClusterServer for Roster {
         members: &Membership,
         _: &mut ClusterContext<Self>,
     ) -> Flow {
-        self.report("node_joined", joined, None, members);
+        self.report(RosterEvent::NodeJoined, joined, None, members);
         Flow::Continue
     }
 
@@ -84,7 +104,7 @@ impl ClusterServer for Roster {
         reason: &ExitReason,
         _: &mut ClusterContext<Self>,
     ) -> Flow {
-        self.report("left", left, Some(reason), members);
+        self.report(RosterEvent::Left, left, Some(reason), members);
         Flow::Continue
     }
 

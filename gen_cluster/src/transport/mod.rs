@@ -1,8 +1,9 @@
 //! How bytes get between nodes. A [`Transport`] binds a listener, accepts and dials, and hands
 //! back each connection already split into a read half and a write half, so that the node's
-//! reader and writer tasks own one half each without a lock. TCP is the default ([`Tcp`]); TLS and
-//! a simulated network plug in here without touching the layers above, because everything above
-//! sees only [`ReadHalf`] and [`WriteHalf`].
+//! reader and writer tasks own one half each without a lock. TCP is the default ([`Tcp`]); the
+//! in-memory network ([`MemoryNetwork`]) joins nodes of one process for tests that delay, cut and
+//! heal links in paused time; TLS plugs in here too, without touching the layers above, because
+//! everything above sees only [`ReadHalf`] and [`WriteHalf`].
 
 use std::future::Future;
 use std::io;
@@ -11,6 +12,10 @@ use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+
+mod memory;
+
+pub use memory::{MemoryNetwork, MemoryTransport};
 
 /// The receiving half of a connection.
 pub type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;

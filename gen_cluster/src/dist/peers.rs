@@ -1,0 +1,341 @@
+//! The peer table: for each peer node, the handshake in progress or the established link. It
+//! decides, with the arbitration rule of `gen_cluster_proto::arbitration`, which of several
+//! connections to one peer survives; records links; and removes them, returning what the link
+//! held so that the caller reports the loss (the table itself fails no call and fires no monitor).
+//!
+//! One mutex guards the table. It is never held while another lock is taken, except a link's own
+//! state when a link is removed (order: peers, then link).
+
+use std::sync::{Arc, Mutex};
+
+use gen_cluster_proto::arbitration::{self, Other, Progress, Step, Verdict};
+use gen_cluster_proto::handshake::{Identity, Refusal};
+use gen_cluster_proto::{NodeId, NodeName};
+use rustc_hash::FxHashMap as HashMap;
+use tokio_util::sync::CancellationToken;
+
+use crate::dist::PeerInfo;
+use crate::dist::link::{LinkState, PeerLink};
+use crate::dist::queue::FrameQueue;
+use crate::lock;
+
+/// Every peer of one node, handshaking or up.
+#[derive(Debug)]
+pub(crate) struct PeerTable {
+    local: NodeName,
+    inner: Mutex<Peers>,
+}
+
+#[derive(Debug, Default)]
+struct Peers {
+    by_id: HashMap<NodeId, PeerEntry>,
+    next_conn: u64,
+}
+
+#[derive(Debug)]
+enum PeerEntry {
+    Handshaking(Pending),
+    Up(Arc<PeerLink>),
+}
+
+#[derive(Debug)]
+struct Pending {
+    conn: u64,
+    name: NodeName,
+    progress: Progress,
+    dialed_by_us: bool,
+    incarnation: gen_cluster_proto::Incarnation,
+    cancel: CancellationToken,
+}
+
+impl PeerTable {
+    /// The table of the node `local`.
+    pub(crate) fn new(local: NodeName) -> Self {
+        Self {
+            local,
+            inner: Mutex::default(),
+        }
+    }
+
+    /// A number for a new connection, for the table and the logs.
+    pub(crate) fn new_conn_id(&self) -> u64 {
+        let mut peers = lock(&self.inner);
+        peers.next_conn += 1;
+        peers.next_conn
+    }
+
+    /// The established link to the node `id`.
+    pub(crate) fn link_to(&self, id: NodeId) -> Option<Arc<PeerLink>> {
+        match lock(&self.inner).by_id.get(&id) {
+            Some(PeerEntry::Up(link)) => Some(Arc::clone(link)),
+            _ => None,
+        }
+    }
+
+    /// Whether `peer` is connected (by name, not only by id).
+    pub(crate) fn is_connected(&self, peer: &NodeName) -> bool {
+        self.link_to(peer.id())
+            .is_some_and(|link| &link.name == peer)
+    }
+
+    /// The connected peers, by name.
+    pub(crate) fn list(&self) -> Vec<PeerInfo> {
+        let mut list: Vec<PeerInfo> = self
+            .links()
+            .iter()
+            .map(|link| PeerInfo {
+                name: link.name.clone(),
+                incarnation: link.incarnation,
+                addr: link.addr.clone(),
+            })
+            .collect();
+        list.sort_by(|a, b| a.name.cmp(&b.name));
+        list
+    }
+
+    /// The established links.
+    pub(crate) fn links(&self) -> Vec<Arc<PeerLink>> {
+        lock(&self.inner)
+            .by_id
+            .values()
+            .filter_map(|entry| match entry {
+                PeerEntry::Up(link) => Some(Arc::clone(link)),
+                PeerEntry::Handshaking(_) => None,
+            })
+            .collect()
+    }
+
+    /// Cancels every handshake in progress (at shutdown).
+    pub(crate) fn cancel_handshakes(&self) {
+        for entry in lock(&self.inner).by_id.values() {
+            if let PeerEntry::Handshaking(pending) = entry {
+                pending.cancel.cancel();
+            }
+        }
+    }
+
+    /// Decides whether handshake `conn` with `peer` may go on at `step` (see [`arbitration`]);
+    /// if so, records its progress and cancels a handshake it replaces. An established link it
+    /// replaces is removed from the table and returned: the caller takes it down.
+    pub(crate) fn arbitrate(
+        &self,
+        conn: u64,
+        peer: &Identity,
+        step: Step,
+        cancel: &CancellationToken,
+    ) -> Result<Option<Arc<PeerLink>>, Refusal> {
+        let id = peer.name.id();
+        // The initiator's only decision point is the Challenge; the acceptor's are the others.
+        let dialed_by_us = step == Step::ChallengeReceived;
+        let mut peers = lock(&self.inner);
+        let (other, other_name) = match peers.by_id.get(&id) {
+            Some(PeerEntry::Handshaking(p)) if p.conn == conn => (None, &p.name),
+            Some(PeerEntry::Handshaking(p)) => (
+                Some(Other {
+                    progress: p.progress,
+                    dialed_by_us: p.dialed_by_us,
+                    incarnation: p.incarnation,
+                }),
+                &p.name,
+            ),
+            Some(PeerEntry::Up(link)) => (
+                Some(Other {
+                    progress: Progress::Established,
+                    dialed_by_us: false,
+                    incarnation: link.incarnation,
+                }),
+                &link.name,
+            ),
+            None => (None, &peer.name),
+        };
+        if *other_name != peer.name {
+            return Err(Refusal::IdCollision);
+        }
+        let replaced =
+            match arbitration::arbitrate(&self.local, &peer.name, peer.incarnation, step, other) {
+                Verdict::Refuse(refusal) => return Err(refusal),
+                Verdict::Proceed => None,
+                Verdict::ProceedReplacing => peers.by_id.remove(&id),
+            };
+        let progress = match step {
+            Step::HelloReceived => Progress::Challenged,
+            Step::ChallengeReceived => Progress::Proved,
+            Step::ResponseVerified => Progress::Established,
+        };
+        let pending = Pending {
+            conn,
+            name: peer.name.clone(),
+            progress,
+            dialed_by_us,
+            incarnation: peer.incarnation,
+            cancel: cancel.clone(),
+        };
+        peers.by_id.insert(id, PeerEntry::Handshaking(pending));
+        drop(peers);
+        match replaced {
+            Some(PeerEntry::Handshaking(pending)) => {
+                pending.cancel.cancel();
+                Ok(None)
+            }
+            Some(PeerEntry::Up(link)) => Ok(Some(link)),
+            None => Ok(None),
+        }
+    }
+
+    /// Forgets handshake `conn` if it is still the one recorded for `peer` (it failed).
+    pub(crate) fn abandon(&self, conn: u64, peer: NodeId) {
+        let mut peers = lock(&self.inner);
+        if matches!(peers.by_id.get(&peer), Some(PeerEntry::Handshaking(p)) if p.conn == conn) {
+            peers.by_id.remove(&peer);
+        }
+    }
+
+    /// Turns handshake `conn` into an established link, if it is still the one recorded for the
+    /// peer; `None` if another connection won meanwhile.
+    pub(crate) fn establish(
+        &self,
+        conn: u64,
+        peer: &Identity,
+        queue: FrameQueue,
+    ) -> Option<Arc<PeerLink>> {
+        let id = peer.name.id();
+        let mut peers = lock(&self.inner);
+        if !matches!(peers.by_id.get(&id), Some(PeerEntry::Handshaking(p)) if p.conn == conn) {
+            return None;
+        }
+        let link = Arc::new(PeerLink::new(
+            peer.name.clone(),
+            peer.incarnation,
+            peer.listen.clone(),
+            queue,
+        ));
+        peers.by_id.insert(id, PeerEntry::Up(Arc::clone(&link)));
+        Some(link)
+    }
+
+    /// Removes `link` from the table (if it is still the one recorded) and closes it, returning
+    /// what it held; `None` if it had closed already, so its loss is reported once.
+    pub(crate) fn remove(&self, link: &Arc<PeerLink>) -> Option<LinkState> {
+        let mut peers = lock(&self.inner);
+        if matches!(peers.by_id.get(&link.id), Some(PeerEntry::Up(l)) if Arc::ptr_eq(l, link)) {
+            peers.by_id.remove(&link.id);
+        }
+        link.close()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+mod tests {
+    use super::*;
+    use gen_cluster_proto::Incarnation;
+
+    fn identity(name: &str, incarnation: u64) -> Identity {
+        Identity {
+            name: NodeName::new(name).unwrap(),
+            incarnation: Incarnation(incarnation),
+            listen: format!("{name}:1"),
+        }
+    }
+
+    fn queue(peer: &Identity) -> FrameQueue {
+        FrameQueue::new(peer.name.clone(), 1 << 20).0
+    }
+
+    /// A table of node `a` with `peer` established on connection 1.
+    fn with_link(peer: &Identity) -> (PeerTable, Arc<PeerLink>) {
+        let table = PeerTable::new(NodeName::new("a").unwrap());
+        let conn = table.new_conn_id();
+        let cancel = CancellationToken::new();
+        table
+            .arbitrate(conn, peer, Step::HelloReceived, &cancel)
+            .unwrap();
+        table
+            .arbitrate(conn, peer, Step::ResponseVerified, &cancel)
+            .unwrap();
+        let link = table.establish(conn, peer, queue(peer)).unwrap();
+        (table, link)
+    }
+
+    #[test]
+    fn an_established_link_is_listed_and_found_by_id_and_name() {
+        let b = identity("b", 1);
+        let (table, link) = with_link(&b);
+        assert!(Arc::ptr_eq(&table.link_to(b.name.id()).unwrap(), &link));
+        assert!(table.is_connected(&b.name));
+        assert_eq!(table.list()[0].name, b.name);
+    }
+
+    #[test]
+    fn a_second_connection_from_the_same_life_is_refused_while_one_is_up() {
+        let b = identity("b", 1);
+        let (table, _) = with_link(&b);
+        let conn = table.new_conn_id();
+        let refused = table.arbitrate(conn, &b, Step::HelloReceived, &CancellationToken::new());
+        assert!(
+            matches!(refused, Err(Refusal::Duplicate { .. })),
+            "{refused:?}"
+        );
+    }
+
+    #[test]
+    fn a_later_life_replaces_the_link_and_hands_it_back() {
+        let b1 = identity("b", 1);
+        let (table, old) = with_link(&b1);
+        let b2 = identity("b", 2);
+        let conn = table.new_conn_id();
+        let replaced = table
+            .arbitrate(conn, &b2, Step::HelloReceived, &CancellationToken::new())
+            .unwrap();
+        assert!(Arc::ptr_eq(&replaced.unwrap(), &old));
+        assert!(
+            table.link_to(b2.name.id()).is_none(),
+            "the new one is still handshaking"
+        );
+        assert!(
+            table.remove(&old).is_some(),
+            "the old link's state is handed over once"
+        );
+        assert!(table.remove(&old).is_none());
+        let new = table.establish(conn, &b2, queue(&b2)).unwrap();
+        assert_eq!(new.incarnation, Incarnation(2));
+    }
+
+    #[test]
+    fn removing_a_replaced_link_leaves_its_successor_in_place() {
+        let b1 = identity("b", 1);
+        let (table, old) = with_link(&b1);
+        let b2 = identity("b", 2);
+        let conn = table.new_conn_id();
+        let cancel = CancellationToken::new();
+        table
+            .arbitrate(conn, &b2, Step::HelloReceived, &cancel)
+            .unwrap();
+        table.establish(conn, &b2, queue(&b2)).unwrap();
+        table.remove(&old);
+        assert_eq!(
+            table.link_to(b2.name.id()).unwrap().incarnation,
+            Incarnation(2)
+        );
+    }
+
+    #[test]
+    fn a_handshake_that_lost_is_not_established_and_an_abandoned_one_is_forgotten() {
+        let table = PeerTable::new(NodeName::new("a").unwrap());
+        let b = identity("b", 1);
+        let (first, second) = (table.new_conn_id(), table.new_conn_id());
+        let first_cancel = CancellationToken::new();
+        table
+            .arbitrate(first, &b, Step::HelloReceived, &first_cancel)
+            .unwrap();
+        // A later life arrives on another connection: the first is cancelled and cannot finish.
+        let b2 = identity("b", 2);
+        table
+            .arbitrate(second, &b2, Step::HelloReceived, &CancellationToken::new())
+            .unwrap();
+        assert!(first_cancel.is_cancelled());
+        assert!(table.establish(first, &b, queue(&b)).is_none());
+        table.abandon(second, b2.name.id());
+        assert!(table.establish(second, &b2, queue(&b2)).is_none());
+    }
+}

@@ -1,0 +1,99 @@
+//! What a mailbox carries ([`Signal`]), a message body that is either a moved value or still
+//! encoded ([`Payload`]), and where a call's reply goes ([`ReplyRoute`]): a local oneshot, or a
+//! frame on the caller's link queue — the process layer never holds a connection.
+
+use std::any::Any;
+
+use bytes::Bytes;
+use gen_cluster_proto::wire::CallRefusal;
+use gen_cluster_proto::{ExitReason, NodeId, Pid};
+use tokio::sync::oneshot;
+
+use crate::dist::queue::RemoteReply;
+use crate::error::{CallError, DecodeError};
+use crate::process::{Message, MonitorRef};
+
+/// A message in a mailbox, as the runtime carries it.
+pub(crate) enum Signal {
+    /// A call; its reply goes back along `reply`.
+    Call { request: Payload, reply: ReplyRoute },
+    /// A one-way request.
+    Cast(Payload),
+    /// A plain message, and the node it came from: this node, or the authenticated peer whose
+    /// link delivered it (the global-name service trusts nothing else about a sender).
+    Info { payload: Payload, from: NodeId },
+    /// A monitored process ended.
+    Down {
+        reference: MonitorRef,
+        pid: Pid,
+        reason: ExitReason,
+    },
+    /// A linked process ended.
+    Exit { from: Pid, reason: ExitReason },
+    /// This process lost a global name to an earlier registration.
+    NameLost { name: String, winner: Pid },
+    /// End now, with this reason.
+    Stop(ExitReason),
+}
+
+/// A message body: moved as a value on the local path, still encoded when it came from a peer.
+pub(crate) enum Payload {
+    Local(Box<dyn Any + Send>),
+    Encoded(Bytes),
+}
+
+impl std::fmt::Debug for Payload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Payload::Local(_) => f.write_str("Payload::Local(..)"),
+            Payload::Encoded(bytes) => write!(f, "Payload::Encoded({} bytes)", bytes.len()),
+        }
+    }
+}
+
+impl Payload {
+    /// The body as the receiver's type.
+    pub(crate) fn decode<T: Message>(self) -> Result<T, DecodeError> {
+        match self {
+            Payload::Local(value) => {
+                value
+                    .downcast::<T>()
+                    .map(|boxed| *boxed)
+                    .map_err(|_| DecodeError::WrongType {
+                        expected: std::any::type_name::<T>(),
+                    })
+            }
+            Payload::Encoded(bytes) => postcard::from_bytes(&bytes).map_err(DecodeError::Malformed),
+        }
+    }
+}
+
+/// Where a call's reply goes.
+pub(crate) enum ReplyRoute {
+    /// A caller on this node.
+    Local(oneshot::Sender<Result<Payload, CallError>>),
+    /// A caller on a peer: a Reply frame on that peer's link.
+    Remote(RemoteReply),
+}
+
+impl ReplyRoute {
+    /// Tells the caller that no reply will come, and why.
+    pub(crate) fn refuse(self, refusal: CallRefusal) {
+        match self {
+            ReplyRoute::Local(tx) => {
+                let _ = tx.send(Err(CallError::from(refusal)));
+            }
+            ReplyRoute::Remote(remote) => remote.refuse(refusal),
+        }
+    }
+
+    /// Sends the reply.
+    pub(crate) fn reply<R: Message>(self, value: R) {
+        match self {
+            ReplyRoute::Local(tx) => {
+                let _ = tx.send(Ok(Payload::Local(Box::new(value))));
+            }
+            ReplyRoute::Remote(remote) => remote.reply(&value),
+        }
+    }
+}
