@@ -29,9 +29,9 @@ proptest! {
         runtime.block_on(async {
             let (good, node) = common::pair().await;
             let echo = node.spawn(Echo::default()).await.unwrap();
-            let mut fuzzer = common::authenticated_stream(node.listen_addr(), "fuzzer").await;
+            let mut fuzzer = common::Net::Tcp.authenticated(node.listen_addr(), "fuzzer").await;
             for frame in &frames {
-                common::write_frame(&mut fuzzer, frame).await;
+                fuzzer.write_frame(frame).await;
             }
             let reply = good.call(&echo, EchoCall::CastsSeen, Duration::from_secs(5)).await;
             prop_assert_eq!(reply, Ok(EchoReply::Count(0)), "no fuzzed message was delivered as a cast");

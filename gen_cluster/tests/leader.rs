@@ -1,22 +1,29 @@
 //! The gen_leader behaviour over real nodes in one process: one leader agreed at start, with
 //! `elected` once on it and `surrendered` once on every other candidate; leader calls routed to
-//! it and failing fast when it is lost; a restarted leader back as a follower with the state;
-//! workers; partitions whose two sides both wrote, merged after the heal; a disconnect and
-//! reconnect leaving exactly one leader; a node with another candidate list refused.
+//! it and failing fast when it is lost, or at once when they cannot be sent; a handle on another
+//! node's instance; a restarted leader back as a follower with the state; workers; partitions
+//! whose two sides both wrote, merged after the heal; a disconnect and reconnect leaving exactly
+//! one leader; a node with another candidate list refused. Each scenario runs over loopback TCP
+//! and over the in-memory network in paused time; waits follow the election's own watch and the
+//! probes' totals.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
+#[macro_use]
 mod common;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{HANG, mesh, node, wait_until};
+use common::{HANG, Net, connect, next_event};
 use gen_cluster::services::dict::{Dict, Read, ReadReply, Write};
 use gen_cluster::{
     ElectionId, Leader, LeaderCallError, LeaderConfig, LeaderFlow, LeaderReplyTo, LeaderServer,
-    LeaderStatus, Node, NodeName,
+    LeaderStatus, Node, NodeEvent, NodeName,
 };
+use gen_cluster_proto::wire::WireError;
+use tokio::sync::watch;
+use tokio::time::Instant;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Seen {
@@ -26,22 +33,54 @@ enum Seen {
     Down(NodeName),
 }
 
-/// A counter that records every callback.
-#[derive(Default)]
+/// A counter that records every callback, and publishes its total.
 struct Probe {
     total: u64,
     seen: Arc<Mutex<Vec<Seen>>>,
+    published: watch::Sender<u64>,
+}
+
+/// What a test sees of a probe: its callbacks and its total.
+#[derive(Clone)]
+struct Log {
+    seen: Arc<Mutex<Vec<Seen>>>,
+    total: watch::Receiver<u64>,
+}
+
+impl Log {
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// Waits until the probe's total is `value` (a broadcast or a cast arrived).
+    async fn reaches(&self, value: u64) {
+        let mut total = self.total.clone();
+        tokio::time::timeout(HANG, total.wait_for(|t| *t == value))
+            .await
+            .expect("the total arrives")
+            .unwrap();
+    }
 }
 
 impl Probe {
-    fn new() -> (Self, Arc<Mutex<Vec<Seen>>>) {
-        let probe = Self::default();
-        let seen = probe.seen.clone();
-        (probe, seen)
+    fn new() -> (Self, Log) {
+        let (published, total) = watch::channel(0);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let probe = Self {
+            total: 0,
+            seen: Arc::clone(&seen),
+            published,
+        };
+        (probe, Log { seen, total })
     }
 
     fn saw(&self, seen: Seen) {
         self.seen.lock().unwrap().push(seen);
+    }
+
+    fn set(&mut self, total: u64) {
+        self.total = total;
+        self.published.send_replace(total);
     }
 }
 
@@ -62,7 +101,7 @@ impl LeaderServer for Probe {
 
     fn surrendered(&mut self, state: u64, election: &ElectionId) {
         self.saw(Seen::Surrendered(election.leader.clone()));
-        self.total = state;
+        self.set(state);
     }
 
     fn handle_leader_call(
@@ -71,14 +110,14 @@ impl LeaderServer for Probe {
         from: LeaderReplyTo<Self>,
         _: &ElectionId,
     ) -> LeaderFlow<u64> {
-        self.total += add;
+        self.set(self.total + add);
         from.reply(self.total);
         LeaderFlow::Broadcast(self.total)
     }
 
     fn from_leader(&mut self, total: u64, _: &ElectionId) {
         self.saw(Seen::FromLeader(total));
-        self.total = total;
+        self.set(total);
     }
 
     fn handle_down(&mut self, node: &NodeName, _: &ElectionId) -> LeaderFlow<u64> {
@@ -91,7 +130,7 @@ impl LeaderServer for Probe {
     }
 
     fn merge(&mut self, theirs: u64, _: &NodeName, _: &ElectionId) -> LeaderFlow<u64> {
-        self.total += theirs;
+        self.set(self.total + theirs);
         LeaderFlow::Broadcast(self.total)
     }
 
@@ -101,7 +140,7 @@ impl LeaderServer for Probe {
 
     /// A local cast sets the node's own copy, nobody else's.
     fn handle_cast(&mut self, total: u64, _: &LeaderStatus) {
-        self.total = total;
+        self.set(total);
     }
 }
 
@@ -117,65 +156,84 @@ fn leader_config(candidates: Vec<NodeName>) -> LeaderConfig {
     config
 }
 
-/// A `Probe` instance of the election among `candidates` on each node.
-async fn start_probes(nodes: &[Node], candidates: &[NodeName]) -> Vec<Leader<Probe>> {
+/// A `Probe` instance of the election among `candidates` on each node, and their logs.
+async fn start_probes(nodes: &[Node], candidates: &[NodeName]) -> (Vec<Leader<Probe>>, Vec<Log>) {
     let mut instances = Vec::new();
+    let mut logs = Vec::new();
     for node in nodes {
+        let (probe, log) = Probe::new();
         let config = leader_config(candidates.to_vec());
-        instances.push(Leader::start(node, config, Probe::default()).await.unwrap());
+        instances.push(Leader::start(node, config, probe).await.unwrap());
+        logs.push(log);
     }
-    instances
+    (instances, logs)
 }
 
 async fn leader_of<B: LeaderServer>(leader: &Leader<B>) -> Option<NodeName> {
     leader.status(T).await.unwrap().leader
 }
 
-/// Waits until every instance names `expected` as leader.
-async fn agreed<B: LeaderServer>(instances: &[Leader<B>], expected: &NodeName) {
-    tokio::time::timeout(HANG, async {
-        loop {
-            let mut all = true;
+/// The leader `instance`'s node follows, as its watch says.
+fn followed<B: LeaderServer>(instance: &Leader<B>) -> Option<NodeName> {
+    let changes = instance.leader_changes().expect("a local handle");
+    changes.borrow().as_ref().map(|e| e.leader.clone())
+}
+
+/// Waits until every instance follows `expected` (`None`: no leader), on the election's watch.
+async fn following<B: LeaderServer>(instances: &[Leader<B>], expected: Option<&NodeName>) {
+    let all = async {
+        while instances.iter().any(|i| followed(i).as_ref() != expected) {
             for instance in instances {
-                all &= leader_of(instance).await.as_ref() == Some(expected);
+                let mut changes = instance.leader_changes().expect("a local handle");
+                let there = changes.wait_for(|e| e.as_ref().map(|e| &e.leader) == expected);
+                there.await.unwrap();
             }
-            if all {
-                return;
-            }
+        }
+    };
+    tokio::time::timeout(HANG, all)
+        .await
+        .expect("every instance follows the expected leader");
+}
+
+async fn agreed<B: LeaderServer>(instances: &[Leader<B>], expected: &NodeName) {
+    following(instances, Some(expected)).await
+}
+
+/// Polls `condition` for state that has no event to wait on (a value replicated by broadcast),
+/// bounded by the hang bound.
+async fn eventually<F: Future<Output = bool>>(mut condition: impl FnMut() -> F) {
+    tokio::time::timeout(HANG, async {
+        while !condition().await {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     })
     .await
-    .expect("every instance follows the expected leader");
+    .expect("the condition holds before the hang bound");
 }
 
-#[tokio::test]
-async fn candidates_started_together_agree_on_one_leader_elected_once_surrendered_once() {
+async fn candidates_started_together_agree_on_one_leader_elected_once_surrendered_once(net: Net) {
     for count in 2..=5usize {
         let all = ["a", "b", "c", "d", "e"];
-        let nodes = mesh(&all[..count]).await;
+        let nodes = net.mesh(&all[..count]).await;
         let candidates = names(&nodes);
-        let mut instances = Vec::new();
-        let mut logs = Vec::new();
-        for node in &nodes {
-            let (probe, seen) = Probe::new();
-            instances.push(
-                Leader::start(node, leader_config(candidates.clone()), probe)
-                    .await
-                    .unwrap(),
-            );
-            logs.push(seen);
-        }
+        let (instances, logs) = start_probes(&nodes, &candidates).await;
         agreed(&instances, &candidates[0]).await;
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let seen = logs[0].lock().unwrap().clone();
+        // Frames on a link are ordered: once every member has answered a leader call, the
+        // leader's `elected` state has reached them all.
+        for instance in &instances {
+            instance.leader_call(0, T).await.unwrap();
+        }
         assert_eq!(
-            seen,
+            logs[0].seen(),
             vec![Seen::Elected(None)],
             "{count} nodes: the leader's callbacks"
         );
         for (i, log) in logs.iter().enumerate().skip(1) {
-            let seen = log.lock().unwrap().clone();
+            let seen: Vec<Seen> = log
+                .seen()
+                .into_iter()
+                .filter(|s| !matches!(s, Seen::FromLeader(_)))
+                .collect();
             assert_eq!(
                 seen,
                 vec![Seen::Surrendered(candidates[0].clone())],
@@ -188,15 +246,14 @@ async fn candidates_started_together_agree_on_one_leader_elected_once_surrendere
     }
 }
 
-#[tokio::test]
-async fn leader_calls_reach_the_leader_from_every_node_and_fail_fast_when_it_is_lost() {
-    let nodes = mesh(&["a", "b", "c"]).await;
+async fn leader_calls_reach_the_leader_from_every_node_and_fail_fast_when_it_is_lost(net: Net) {
+    let nodes = net.mesh(&["a", "b", "c"]).await;
     let candidates = names(&nodes);
-    let instances = start_probes(&nodes, &candidates).await;
+    let (instances, logs) = start_probes(&nodes, &candidates).await;
     agreed(&instances, &candidates[0]).await;
     assert_eq!(instances[2].leader_call(5, T).await.unwrap(), 5);
     assert_eq!(instances[0].leader_call(1, T).await.unwrap(), 6);
-    wait_until_value(&instances[1], 6).await;
+    logs[1].reaches(6).await;
 
     // Calls racing the leader's loss: each one succeeds or fails with LeaderDied, at once.
     let racing: Vec<_> = (0..50)
@@ -222,10 +279,8 @@ async fn leader_calls_reach_the_leader_from_every_node_and_fail_fast_when_it_is_
         instances[2].leader_call(1, T).await.unwrap() >= 7,
         "the new leader has the state"
     );
-    let changes = instances[2].leader_changes().expect("a local handle");
-    let followed = changes.borrow().as_ref().map(|e| e.leader.clone());
     assert_eq!(
-        followed.as_ref(),
+        followed(&instances[2]).as_ref(),
         Some(&candidates[1]),
         "the watch names the new leader"
     );
@@ -233,31 +288,91 @@ async fn leader_calls_reach_the_leader_from_every_node_and_fail_fast_when_it_is_
     assert!(remote.leader_changes().is_none());
 }
 
-async fn wait_until_value(instance: &Leader<Probe>, value: u64) {
-    tokio::time::timeout(HANG, async {
-        while instance.call((), T).await.unwrap() != value {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+async fn a_handle_on_another_nodes_instance_reaches_the_leader_through_it(net: Net) {
+    let nodes = net.mesh(&["a", "b"]).await;
+    let candidates = names(&nodes);
+    let (instances, logs) = start_probes(&nodes, &candidates).await;
+    agreed(&instances, &candidates[0]).await;
+    // A client that runs no instance, connected to the follower only.
+    let client = net.node("client").await;
+    connect(&client, &nodes[1]).await;
+    let through_follower = Leader::<Probe>::at(&client, nodes[1].name(), "test");
+    assert_eq!(through_follower.leader_call(4, T).await.unwrap(), 4);
+    logs[1].reaches(4).await;
+    let through_leader = Leader::<Probe>::at(&client, nodes[0].name(), "test");
+    assert_eq!(
+        through_leader.leader_call(1, T).await,
+        Err(LeaderCallError::NotRunning),
+        "not connected to the leader's node"
+    );
+    connect(&client, &nodes[0]).await;
+    assert_eq!(through_leader.leader_call(1, T).await.unwrap(), 5);
+    let unknown = Leader::<Probe>::at(&client, nodes[0].name(), "no-such-election");
+    assert_eq!(
+        unknown.leader_call(1, T).await,
+        Err(LeaderCallError::NotRunning)
+    );
+    // The leader is lost while the follower holds a forwarded call: LeaderDied, at once.
+    let mut events = nodes[1].subscribe();
+    let slow_leader = nodes[0].clone();
+    let (call, ()) = tokio::join!(through_follower.leader_call(1, T), async {
+        slow_leader.shutdown().await;
+    });
+    assert!(
+        matches!(call, Ok(6) | Err(LeaderCallError::LeaderDied)),
+        "{call:?}"
+    );
+    next_event(&mut events, |e| {
+        matches!(e, NodeEvent::NodeDown { .. }).then_some(())
     })
-    .await
-    .expect("the broadcast arrives");
+    .await;
+    agreed(&instances[1..], &candidates[1]).await;
+    assert!(through_follower.leader_call(1, T).await.unwrap() >= 6);
 }
 
-#[tokio::test]
-async fn a_restarted_leader_comes_back_as_a_follower_and_gets_the_state() {
-    let nodes = mesh(&["a", "b", "c"]).await;
+async fn a_request_that_cannot_be_sent_is_reported_as_such_and_never_retried(net: Net) {
+    let nodes = net.mesh(&["a", "b"]).await;
     let candidates = names(&nodes);
-    let instances = start_probes(&nodes, &candidates).await;
+    let mut dicts = Vec::new();
+    for node in &nodes {
+        let mut config = leader_config(candidates.clone());
+        config.name = "dict".into();
+        dicts.push(Leader::start(node, config, Dict::default()).await.unwrap());
+    }
+    agreed(&dicts, &candidates[0]).await;
+    let limit = nodes[1].config().max_frame;
+    let huge = Write::Put("k".into(), "x".repeat(limit + 1));
+    let started = Instant::now();
+    let error = dicts[1].leader_call_retried(huge, T).await.unwrap_err();
+    assert!(
+        matches!(error, LeaderCallError::Encode(WireError::TooLarge { .. })),
+        "{error:?}"
+    );
+    assert!(
+        started.elapsed() < T,
+        "returned at once, not retried until the timeout"
+    );
+    assert_eq!(
+        dicts[1].call(Read::List, T).await.unwrap(),
+        ReadReply::All(vec![]),
+        "nothing was written"
+    );
+}
+
+async fn a_restarted_leader_comes_back_as_a_follower_and_gets_the_state(net: Net) {
+    let nodes = net.mesh(&["a", "b", "c"]).await;
+    let candidates = names(&nodes);
+    let (instances, _) = start_probes(&nodes, &candidates).await;
     agreed(&instances, &candidates[0]).await;
     instances[1].leader_call(10, T).await.unwrap();
     nodes[0].shutdown().await;
     agreed(&instances[1..], &candidates[1]).await;
     instances[2].leader_call(1, T).await.unwrap();
 
-    let a = node("a").await;
-    a.connect(nodes[1].listen_addr()).await.unwrap();
-    a.connect(nodes[2].listen_addr()).await.unwrap();
-    let (probe, seen) = Probe::new();
+    let a = net.node("a").await;
+    connect(&a, &nodes[1]).await;
+    connect(&a, &nodes[2]).await;
+    let (probe, log) = Probe::new();
     let back = Leader::start(&a, leader_config(candidates.clone()), probe)
         .await
         .unwrap();
@@ -266,64 +381,51 @@ async fn a_restarted_leader_comes_back_as_a_follower_and_gets_the_state() {
         &candidates[1],
     )
     .await;
+    log.reaches(11).await;
     assert_eq!(
         back.call((), T).await.unwrap(),
         11,
         "the follower got the leader's state"
     );
     assert!(
-        !seen
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|s| matches!(s, Seen::Elected(_))),
+        !log.seen().iter().any(|s| matches!(s, Seen::Elected(_))),
         "never led"
     );
 }
 
-#[tokio::test]
-async fn workers_follow_never_lead_and_a_late_worker_is_taken_in() {
-    let nodes = mesh(&["a", "b", "w1"]).await;
+async fn workers_follow_never_lead_and_a_late_worker_is_taken_in(net: Net) {
+    let nodes = net.mesh(&["a", "b", "w1"]).await;
     let candidates = vec![nodes[0].name().clone(), nodes[1].name().clone()];
-    let mut instances = Vec::new();
-    let mut logs = Vec::new();
-    for node in &nodes {
-        let (probe, seen) = Probe::new();
-        instances.push(
-            Leader::start(node, leader_config(candidates.clone()), probe)
-                .await
-                .unwrap(),
-        );
-        logs.push(seen);
-    }
+    let (instances, logs) = start_probes(&nodes, &candidates).await;
     agreed(&instances, &candidates[0]).await;
     instances[2].leader_call(3, T).await.unwrap();
 
-    let late = node("w2").await;
+    let late = net.node("w2").await;
     for n in &nodes {
-        late.connect(n.listen_addr()).await.unwrap();
+        connect(&late, n).await;
     }
-    let (probe, late_seen) = Probe::new();
+    let (probe, late_log) = Probe::new();
     let late = Leader::start(&late, leader_config(candidates.clone()), probe)
         .await
         .unwrap();
     agreed(std::slice::from_ref(&late), &candidates[0]).await;
+    late_log.reaches(3).await;
     assert_eq!(
         late.call((), T).await.unwrap(),
         3,
         "the late worker got the state"
     );
     instances[1].leader_call(1, T).await.unwrap();
-    wait_until_value(&late, 4).await;
+    late_log.reaches(4).await;
 
     // Both candidates gone: the workers never lead.
     nodes[0].shutdown().await;
     nodes[1].shutdown().await;
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    following(&[instances[2].clone(), late.clone()], None).await;
     assert_eq!(leader_of(&instances[2]).await, None);
     assert_eq!(leader_of(&late).await, None);
-    for log in [&logs[2], &late_seen] {
-        let seen = log.lock().unwrap().clone();
+    for log in [&logs[2], &late_log] {
+        let seen = log.seen();
         assert!(
             seen.iter().any(|s| matches!(s, Seen::Surrendered(_))),
             "{seen:?}"
@@ -354,15 +456,14 @@ async fn heal(nodes: &[&Node]) {
     for (i, a) in nodes.iter().enumerate() {
         for b in &nodes[i + 1..] {
             if !a.is_connected(b.name()) {
-                a.connect(b.listen_addr()).await.unwrap();
+                connect(a, b).await;
             }
         }
     }
 }
 
-#[tokio::test]
-async fn both_sides_of_a_partition_write_and_after_the_heal_one_leader_holds_both_keys() {
-    let nodes = mesh(&["a", "b", "c"]).await;
+async fn both_sides_of_a_partition_write_and_after_the_heal_one_leader_holds_both_keys(net: Net) {
+    let nodes = net.mesh(&["a", "b", "c"]).await;
     let candidates = names(&nodes);
     let mut dicts = Vec::new();
     for node in &nodes {
@@ -391,7 +492,7 @@ async fn both_sides_of_a_partition_write_and_after_the_heal_one_leader_holds_bot
         .await
         .unwrap();
 
-    let healed = std::time::Instant::now();
+    let healed = Instant::now();
     heal(&[&nodes[0], &nodes[1], &nodes[2]]).await;
     agreed(&dicts, &candidates[0]).await;
     let expected = ReadReply::All(vec![
@@ -399,13 +500,7 @@ async fn both_sides_of_a_partition_write_and_after_the_heal_one_leader_holds_bot
         ("island-bc".into(), "2".into()),
     ]);
     for dict in &dicts {
-        tokio::time::timeout(HANG, async {
-            while dict.call(Read::List, T).await.unwrap() != expected {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        })
-        .await
-        .expect("both sides' writes on every node");
+        eventually(|| async { dict.call(Read::List, T).await.unwrap() == expected }).await;
     }
     assert!(
         healed.elapsed() < Duration::from_secs(1),
@@ -414,17 +509,22 @@ async fn both_sides_of_a_partition_write_and_after_the_heal_one_leader_holds_bot
     );
 }
 
-#[tokio::test]
-async fn connect_disconnect_reconnect_leaves_exactly_one_leader() {
-    let nodes = mesh(&["a", "b"]).await;
+async fn connect_disconnect_reconnect_leaves_exactly_one_leader(net: Net) {
+    let nodes = net.mesh(&["a", "b"]).await;
     let candidates = names(&nodes);
-    let instances = start_probes(&nodes, &candidates).await;
+    let (instances, _) = start_probes(&nodes, &candidates).await;
     for round in 0..5 {
         agreed(&instances, &candidates[0]).await;
+        let mut events = nodes[1].subscribe();
         nodes[0].disconnect(nodes[1].name());
-        wait_until(|| !nodes[1].is_connected(nodes[0].name())).await;
+        if nodes[1].is_connected(nodes[0].name()) {
+            next_event(&mut events, |e| {
+                matches!(e, NodeEvent::NodeDown { .. }).then_some(())
+            })
+            .await;
+        }
         agreed(&instances[1..], &candidates[1]).await;
-        nodes[1].connect(nodes[0].listen_addr()).await.unwrap();
+        connect(&nodes[1], &nodes[0]).await;
         agreed(&instances, &candidates[0]).await;
         let leaders = [
             leader_of(&instances[0]).await,
@@ -438,52 +538,42 @@ async fn connect_disconnect_reconnect_leaves_exactly_one_leader() {
     }
 }
 
-#[tokio::test]
-async fn a_node_with_another_candidate_list_is_refused() {
-    let nodes = mesh(&["a", "b"]).await;
+async fn a_node_with_another_candidate_list_is_refused(net: Net) {
+    let nodes = net.mesh(&["a", "b"]).await;
     let ours = names(&nodes);
     let theirs = vec![ours[1].clone(), ours[0].clone()];
-    let a = Leader::start(&nodes[0], leader_config(ours.clone()), Probe::default())
+    let (probe_a, _) = Probe::new();
+    let (probe_b, _) = Probe::new();
+    let a = Leader::start(&nodes[0], leader_config(ours.clone()), probe_a)
         .await
         .unwrap();
-    let b = Leader::start(&nodes[1], leader_config(theirs), Probe::default())
+    let b = Leader::start(&nodes[1], leader_config(theirs), probe_b)
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Each leads alone once its start grace is over, having refused the other's greeting.
+    agreed(std::slice::from_ref(&a), &ours[0]).await;
+    agreed(std::slice::from_ref(&b), &ours[1]).await;
     let status = a.status(T).await.unwrap();
     assert_eq!(status.alive, vec![ours[0].clone()], "b is not taken in");
     assert_eq!(status.refused, vec![ours[1].clone()], "and it says why");
     assert_eq!(b.status(T).await.unwrap().alive, vec![ours[1].clone()]);
 }
 
-#[tokio::test]
-async fn a_candidate_added_later_goes_at_the_end_of_the_order() {
-    let nodes = mesh(&["a", "b", "c"]).await;
+async fn a_candidate_added_later_goes_at_the_end_of_the_order(net: Net) {
+    let nodes = net.mesh(&["a", "b", "c"]).await;
     let first_two = vec![nodes[0].name().clone(), nodes[1].name().clone()];
     let all = names(&nodes);
-    let mut instances = Vec::new();
-    for node in &nodes[..2] {
-        instances.push(
-            Leader::start(node, leader_config(first_two.clone()), Probe::default())
-                .await
-                .unwrap(),
-        );
-    }
+    let (mut instances, _) = start_probes(&nodes[..2], &first_two).await;
     agreed(&instances, &all[0]).await;
+    let (probe, _) = Probe::new();
     instances.push(
-        Leader::start(&nodes[2], leader_config(all.clone()), Probe::default())
+        Leader::start(&nodes[2], leader_config(all.clone()), probe)
             .await
             .unwrap(),
     );
     agreed(&instances, &all[0]).await;
     for instance in &instances {
-        tokio::time::timeout(HANG, async {
-            while instance.status(T).await.unwrap().candidates != all {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        })
-        .await
-        .expect("every node adopts the longer list");
+        eventually(|| async { instance.status(T).await.unwrap().candidates == all }).await;
     }
     // The newcomer leads only once both earlier candidates are gone.
     nodes[0].shutdown().await;
@@ -492,27 +582,14 @@ async fn a_candidate_added_later_goes_at_the_end_of_the_order() {
     agreed(&instances[2..], &all[2]).await;
 }
 
-#[tokio::test]
-async fn local_calls_and_casts_reach_this_nodes_instance_only() {
-    let nodes = mesh(&["a", "b"]).await;
+async fn local_calls_and_casts_reach_this_nodes_instance_only(net: Net) {
+    let nodes = net.mesh(&["a", "b"]).await;
     let candidates = names(&nodes);
-    let a = Leader::start(
-        &nodes[0],
-        leader_config(candidates.clone()),
-        Probe::default(),
-    )
-    .await
-    .unwrap();
-    let b = Leader::start(
-        &nodes[1],
-        leader_config(candidates.clone()),
-        Probe::default(),
-    )
-    .await
-    .unwrap();
-    agreed(&[a.clone(), b.clone()], &candidates[0]).await;
+    let (instances, logs) = start_probes(&nodes, &candidates).await;
+    let (a, b) = (&instances[0], &instances[1]);
+    agreed(&instances, &candidates[0]).await;
     b.cast(42).unwrap();
-    wait_until_value(&b, 42).await;
+    logs[1].reaches(42).await;
     assert_eq!(a.call((), T).await.unwrap(), 0);
     assert_eq!(
         b.leader_call_retried(1, T).await.unwrap(),
@@ -520,3 +597,17 @@ async fn local_calls_and_casts_reach_this_nodes_instance_only() {
         "the leader's own total"
     );
 }
+
+on_both_transports!(
+    candidates_started_together_agree_on_one_leader_elected_once_surrendered_once,
+    leader_calls_reach_the_leader_from_every_node_and_fail_fast_when_it_is_lost,
+    a_handle_on_another_nodes_instance_reaches_the_leader_through_it,
+    a_request_that_cannot_be_sent_is_reported_as_such_and_never_retried,
+    a_restarted_leader_comes_back_as_a_follower_and_gets_the_state,
+    workers_follow_never_lead_and_a_late_worker_is_taken_in,
+    both_sides_of_a_partition_write_and_after_the_heal_one_leader_holds_both_keys,
+    connect_disconnect_reconnect_leaves_exactly_one_leader,
+    a_node_with_another_candidate_list_is_refused,
+    a_candidate_added_later_goes_at_the_end_of_the_order,
+    local_calls_and_casts_reach_this_nodes_instance_only,
+);

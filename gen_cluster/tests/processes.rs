@@ -1,13 +1,15 @@
 //! Processes across two nodes in one OS process: calls, casts, deferred replies, monitors, links,
-//! crashes, and what a lost node does to them.
+//! crashes, and what a lost node does to them. Each scenario runs over loopback TCP and over the
+//! in-memory network in paused time.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
+#[macro_use]
 mod common;
 
 use std::time::Duration;
 
-use common::{HANG, next_event, node, pair, wait_until};
+use common::{HANG, Net, next_event};
 use gen_cluster::services::echo::{Echo, EchoCall, EchoReply, NAME};
 use gen_cluster::{
     CallError, Context, DownReason, ExitReason, Flow, Info, NodeEvent, ReplyTo, Server, ServerRef,
@@ -15,9 +17,8 @@ use gen_cluster::{
 
 const T: Duration = Duration::from_secs(5);
 
-#[tokio::test]
-async fn a_remote_call_gets_its_reply_and_a_local_one_too() {
-    let (a, b) = pair().await;
+async fn a_remote_call_gets_its_reply_and_a_local_one_too(net: Net) {
+    let (a, b) = net.pair().await;
     let echo = b.spawn_named(NAME, Echo::default()).await.unwrap();
     let reply = a
         .call(&echo, EchoCall::Echo(b"hi".to_vec()), T)
@@ -35,9 +36,8 @@ async fn a_remote_call_gets_its_reply_and_a_local_one_too() {
     );
 }
 
-#[tokio::test]
-async fn casts_arrive_in_order_before_a_later_call() {
-    let (a, b) = pair().await;
+async fn casts_arrive_in_order_before_a_later_call(net: Net) {
+    let (a, b) = net.pair().await;
     let echo = b.spawn(Echo::default()).await.unwrap();
     for i in 0..1000u32 {
         a.cast(&echo, i.to_be_bytes().to_vec()).unwrap();
@@ -48,38 +48,39 @@ async fn casts_arrive_in_order_before_a_later_call() {
     );
 }
 
-#[tokio::test]
-async fn a_deferred_reply_from_another_task_reaches_the_remote_caller() {
-    let (a, b) = pair().await;
+async fn a_deferred_reply_from_another_task_reaches_the_remote_caller(net: Net) {
+    let (a, b) = net.pair().await;
     let echo = b.spawn(Echo::default()).await.unwrap();
     let later = EchoCall::EchoLater {
         payload: vec![7],
         delay_ms: 50,
     };
-    // While the first call waits for its deferred reply, the server keeps serving.
-    let (slow, fast) = tokio::join!(a.call(&echo, later, T), async {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        a.call(&echo, EchoCall::Echo(vec![8]), T).await
-    });
+    // While the first call waits for its deferred reply, the server keeps serving: the slow
+    // call is sent first (a biased select polls it first) and the fast one is answered first.
+    let slow = a.call(&echo, later, T);
+    tokio::pin!(slow);
+    let fast = tokio::select! {
+        biased;
+        _ = &mut slow => panic!("the deferred reply came before the later call's"),
+        fast = a.call(&echo, EchoCall::Echo(vec![8]), T) => fast,
+    };
+    let slow = slow.await;
     assert_eq!(slow.unwrap(), EchoReply::Echo(vec![7]));
     assert_eq!(fast.unwrap(), EchoReply::Echo(vec![8]));
 }
 
-#[tokio::test]
-async fn calling_a_missing_process_fails_with_noproc_locally_and_remotely() {
-    let (a, b) = pair().await;
+async fn calling_a_missing_process_fails_with_noproc_locally_and_remotely(net: Net) {
+    let (a, b) = net.pair().await;
     let echo = b.spawn(Echo::default()).await.unwrap();
+    let mut watcher = b.mailbox::<()>();
+    watcher.monitor(echo.pid().unwrap());
     b.call(&echo, EchoCall::Stop, T).await.unwrap();
-    wait_until(|| b.whereis(NAME).is_none()).await;
-    let stopped = tokio::time::timeout(HANG, async {
-        loop {
-            match a.call(&echo, EchoCall::Echo(vec![]), T).await {
-                Err(CallError::NoProc) => break,
-                _ => tokio::time::sleep(Duration::from_millis(5)).await,
-            }
-        }
-    });
-    stopped.await.unwrap();
+    let ended = tokio::time::timeout(HANG, watcher.recv()).await.unwrap();
+    assert!(matches!(ended, Some(Info::Down { .. })), "{ended:?}");
+    assert_eq!(
+        a.call(&echo, EchoCall::Echo(vec![]), T).await,
+        Err(CallError::NoProc)
+    );
     assert_eq!(
         b.call(&echo, EchoCall::Pid, T).await,
         Err(CallError::NoProc)
@@ -91,9 +92,8 @@ async fn calling_a_missing_process_fails_with_noproc_locally_and_remotely() {
     );
 }
 
-#[tokio::test]
-async fn a_crashing_handler_ends_its_process_with_the_panic_and_the_node_lives_on() {
-    let (a, b) = pair().await;
+async fn a_crashing_handler_ends_its_process_with_the_panic_and_the_node_lives_on(net: Net) {
+    let (a, b) = net.pair().await;
     let echo = b.spawn(Echo::default()).await.unwrap();
     let mut watcher = a.mailbox::<()>();
     let reference = watcher.monitor(echo.pid().unwrap());
@@ -119,9 +119,8 @@ async fn a_crashing_handler_ends_its_process_with_the_panic_and_the_node_lives_o
     );
 }
 
-#[tokio::test]
-async fn a_call_times_out_when_the_reply_is_too_late() {
-    let (a, b) = pair().await;
+async fn a_call_times_out_when_the_reply_is_too_late(net: Net) {
+    let (a, b) = net.pair().await;
     let echo = b.spawn(Echo::default()).await.unwrap();
     let later = EchoCall::EchoLater {
         payload: vec![],
@@ -131,9 +130,8 @@ async fn a_call_times_out_when_the_reply_is_too_late() {
     assert_eq!(a.call(&echo, later, t).await, Err(CallError::Timeout(t)));
 }
 
-#[tokio::test]
-async fn a_monitor_on_a_missing_pid_fires_noproc_at_once() {
-    let (a, b) = pair().await;
+async fn a_monitor_on_a_missing_pid_fires_noproc_at_once(net: Net) {
+    let (a, b) = net.pair().await;
     let echo = b.spawn(Echo::default()).await.unwrap();
     let pid = echo.pid().unwrap();
     let mut local_watcher = b.mailbox::<()>();
@@ -167,9 +165,8 @@ async fn a_monitor_on_a_missing_pid_fires_noproc_at_once() {
     );
 }
 
-#[tokio::test]
-async fn losing_a_node_fires_every_monitor_on_it_and_fails_calls_in_flight() {
-    let (a, b) = pair().await;
+async fn losing_a_node_fires_every_monitor_on_it_and_fails_calls_in_flight(net: Net) {
+    let (a, b) = net.pair().await;
     let mut events = a.subscribe();
     let echoes = [
         b.spawn(Echo::default()).await.unwrap(),
@@ -179,23 +176,19 @@ async fn losing_a_node_fires_every_monitor_on_it_and_fails_calls_in_flight() {
     for echo in &echoes {
         watcher.monitor(echo.pid().unwrap());
     }
-    let in_flight = {
-        let a = a.clone();
-        let echo = echoes[0].clone();
-        tokio::spawn(async move {
-            a.call(
-                &echo,
-                EchoCall::EchoLater {
-                    payload: vec![],
-                    delay_ms: 10_000,
-                },
-                HANG,
-            )
-            .await
-        })
+    let slow = EchoCall::EchoLater {
+        payload: vec![],
+        delay_ms: 10_000,
     };
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    assert!(b.disconnect(a.name()));
+    let in_flight = a.call(&echoes[0], slow, HANG);
+    let lose_b = async {
+        // Frames on a link are ordered: once the second echo has answered, b holds the first
+        // call.
+        a.call(&echoes[1], EchoCall::Pid, T).await.unwrap();
+        assert!(b.disconnect(a.name()));
+    };
+    let (in_flight, ()) = tokio::join!(in_flight, lose_b);
+    assert_eq!(in_flight, Err(CallError::NodeDown));
     for _ in 0..2 {
         let down = tokio::time::timeout(HANG, watcher.recv()).await.unwrap();
         assert!(
@@ -209,7 +202,6 @@ async fn losing_a_node_fires_every_monitor_on_it_and_fails_calls_in_flight() {
             "{down:?}"
         );
     }
-    assert_eq!(in_flight.await.unwrap(), Err(CallError::NodeDown));
     let reason = next_event(&mut events, |e| match e {
         NodeEvent::NodeDown { reason, .. } => Some(reason.clone()),
         _ => None,
@@ -221,9 +213,8 @@ async fn losing_a_node_fires_every_monitor_on_it_and_fails_calls_in_flight() {
     );
 }
 
-#[tokio::test]
-async fn a_clean_shutdown_is_reported_as_a_leave_and_monitors_see_shutdown() {
-    let (a, b) = pair().await;
+async fn a_clean_shutdown_is_reported_as_a_leave_and_monitors_see_shutdown(net: Net) {
+    let (a, b) = net.pair().await;
     let mut events = a.subscribe();
     let echo = b.spawn(Echo::default()).await.unwrap();
     let mut watcher = a.mailbox::<()>();
@@ -282,9 +273,8 @@ impl Server for Linker {
     }
 }
 
-#[tokio::test]
-async fn a_linked_process_dies_with_its_remote_partner_unless_it_traps_exits() {
-    let (a, b) = pair().await;
+async fn a_linked_process_dies_with_its_remote_partner_unless_it_traps_exits(net: Net) {
+    let (a, b) = net.pair().await;
     let echo = b.spawn(Echo::default()).await.unwrap();
     let mut reports = a.mailbox::<String>();
     let follower = a
@@ -326,17 +316,16 @@ async fn a_linked_process_dies_with_its_remote_partner_unless_it_traps_exits() {
     assert_eq!(a.call(&trapper, (), T).await, Ok(()));
 }
 
-#[tokio::test]
-async fn a_pid_of_an_earlier_incarnation_never_reaches_the_new_process() {
-    let a = node("a").await;
-    let b1 = node("b").await;
+async fn a_pid_of_an_earlier_incarnation_never_reaches_the_new_process(net: Net) {
+    let a = net.node("a").await;
+    let b1 = net.node("b").await;
     a.connect(b1.listen_addr()).await.unwrap();
     let old = b1.spawn_named(NAME, Echo::default()).await.unwrap();
     let old_pid = old.pid().unwrap();
     b1.shutdown().await;
     let mut config = common::config("b");
     config.listen = b1.listen_addr().to_string();
-    let b2 = gen_cluster::Node::start(config).await.unwrap();
+    let b2 = net.start(config).await;
     a.connect(b2.listen_addr()).await.unwrap();
     // The new life numbers its processes from 1 again: the same local number exists.
     let fresh = b2.spawn_named(NAME, Echo::default()).await.unwrap();
@@ -353,3 +342,17 @@ async fn a_pid_of_an_earlier_incarnation_never_reaches_the_new_process() {
         Ok(EchoReply::Count(0))
     );
 }
+
+on_both_transports!(
+    a_remote_call_gets_its_reply_and_a_local_one_too,
+    casts_arrive_in_order_before_a_later_call,
+    a_deferred_reply_from_another_task_reaches_the_remote_caller,
+    calling_a_missing_process_fails_with_noproc_locally_and_remotely,
+    a_crashing_handler_ends_its_process_with_the_panic_and_the_node_lives_on,
+    a_call_times_out_when_the_reply_is_too_late,
+    a_monitor_on_a_missing_pid_fires_noproc_at_once,
+    losing_a_node_fires_every_monitor_on_it_and_fails_calls_in_flight,
+    a_clean_shutdown_is_reported_as_a_leave_and_monitors_see_shutdown,
+    a_linked_process_dies_with_its_remote_partner_unless_it_traps_exits,
+    a_pid_of_an_earlier_incarnation_never_reaches_the_new_process,
+);

@@ -327,3 +327,269 @@ impl Watchers {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+mod tests {
+    use super::*;
+    use gen_cluster_proto::arbitration::Step;
+    use gen_cluster_proto::handshake::Identity;
+    use gen_cluster_proto::wire;
+    use gen_cluster_proto::{Incarnation, NodeName};
+    use tokio::sync::mpsc;
+    use tokio_util::sync::CancellationToken;
+
+    use crate::dist::queue::{FrameQueue, Outgoing};
+
+    struct World {
+        watchers: Watchers,
+        processes: Arc<ProcessTable>,
+        peers: Arc<PeerTable>,
+    }
+
+    fn world() -> World {
+        let me = NodeName::new("a").unwrap();
+        let processes = Arc::new(ProcessTable::new(me.id(), Incarnation(1)));
+        let peers = Arc::new(PeerTable::new(me));
+        let watchers = Watchers::new(Arc::clone(&processes), Arc::clone(&peers));
+        World {
+            watchers,
+            processes,
+            peers,
+        }
+    }
+
+    impl World {
+        fn process(&self) -> (Pid, mpsc::UnboundedReceiver<Signal>) {
+            self.processes.register(None).unwrap()
+        }
+
+        /// Connects the peer `b` and returns its link and the frames queued to it.
+        fn peer(&self) -> (Arc<PeerLink>, mpsc::UnboundedReceiver<Outgoing>) {
+            let b = Identity {
+                name: NodeName::new("b").unwrap(),
+                incarnation: Incarnation(5),
+                listen: "b:1".into(),
+            };
+            let conn = self.peers.new_conn_id();
+            let cancel = CancellationToken::new();
+            self.peers
+                .arbitrate(conn, &b, Step::HelloReceived, &cancel)
+                .unwrap();
+            let (queue, frames) = FrameQueue::new(b.name.clone(), 1 << 20);
+            (self.peers.establish(conn, &b, queue).unwrap(), frames)
+        }
+    }
+
+    fn remote_pid(local: u64) -> Pid {
+        Pid {
+            node: NodeName::new("b").unwrap().id(),
+            incarnation: Incarnation(5),
+            local,
+        }
+    }
+
+    fn down(rx: &mut mpsc::UnboundedReceiver<Signal>) -> Option<(u64, Pid, ExitReason)> {
+        match rx.try_recv().ok()? {
+            Signal::Down {
+                reference,
+                pid,
+                reason,
+            } => Some((reference.0, pid, reason)),
+            _ => None,
+        }
+    }
+
+    fn exit(rx: &mut mpsc::UnboundedReceiver<Signal>) -> Option<(Pid, ExitReason)> {
+        match rx.try_recv().ok()? {
+            Signal::Exit { from, reason } => Some((from, reason)),
+            _ => None,
+        }
+    }
+
+    fn header(frames: &mut mpsc::UnboundedReceiver<Outgoing>) -> Option<Header<'static>> {
+        let Ok(Outgoing::Frame(frame)) = frames.try_recv() else {
+            return None;
+        };
+        let frame: &'static [u8] = Box::leak(frame.into_boxed_slice());
+        Some(wire::decode(&frame[wire::LENGTH_PREFIX..]).unwrap().0)
+    }
+
+    #[test]
+    fn a_local_monitor_fires_once_with_the_reason_when_its_target_ends() {
+        let w = world();
+        let (watcher, mut inbox) = w.process();
+        let (target, _) = w.process();
+        let reference = w.watchers.monitor(watcher, target);
+        w.watchers.process_ended(target, ExitReason::Normal);
+        w.watchers.process_ended(target, ExitReason::Shutdown);
+        assert_eq!(
+            down(&mut inbox),
+            Some((reference.0, target, ExitReason::Normal))
+        );
+        assert!(inbox.try_recv().is_err(), "an end is told once");
+    }
+
+    #[test]
+    fn monitoring_a_missing_process_fires_noproc_and_a_demonitored_one_stays_silent() {
+        let w = world();
+        let (watcher, mut inbox) = w.process();
+        let (gone, _) = w.process();
+        w.watchers.process_ended(gone, ExitReason::Normal);
+        w.watchers.monitor(watcher, gone);
+        assert_eq!(down(&mut inbox).map(|d| d.2), Some(ExitReason::NoProc));
+        let (target, _) = w.process();
+        let reference = w.watchers.monitor(watcher, target);
+        w.watchers.demonitor(reference, target);
+        w.watchers.process_ended(target, ExitReason::Normal);
+        assert!(inbox.try_recv().is_err());
+    }
+
+    #[test]
+    fn a_local_link_delivers_the_exit_to_the_other_end_only() {
+        let w = world();
+        let (a, mut a_inbox) = w.process();
+        let (b, mut b_inbox) = w.process();
+        w.watchers.link(a, b);
+        w.watchers
+            .process_ended(a, ExitReason::Error("boom".into()));
+        assert_eq!(
+            exit(&mut b_inbox),
+            Some((a, ExitReason::Error("boom".into())))
+        );
+        assert!(a_inbox.try_recv().is_err());
+        let (c, mut c_inbox) = w.process();
+        let (d, _) = w.process();
+        w.watchers.link(c, d);
+        w.watchers.unlink(c, d);
+        w.watchers.process_ended(d, ExitReason::Shutdown);
+        assert!(
+            c_inbox.try_recv().is_err(),
+            "an unlinked process is not told"
+        );
+    }
+
+    #[test]
+    fn a_remote_monitor_sends_its_frame_and_fires_noconnection_when_the_peer_is_lost() {
+        let w = world();
+        let (watcher, mut inbox) = w.process();
+        let target = remote_pid(3);
+        let unreachable = w.watchers.monitor(watcher, target);
+        assert_eq!(
+            down(&mut inbox),
+            Some((unreachable.0, target, ExitReason::NoConnection)),
+            "no link: noconnection at once"
+        );
+        let (link, mut frames) = w.peer();
+        let reference = w.watchers.monitor(watcher, target);
+        assert_eq!(
+            header(&mut frames),
+            Some(Header::Monitor {
+                reference: reference.0,
+                watcher,
+                target
+            })
+        );
+        let state = w.peers.remove(&link).unwrap();
+        w.watchers.peer_down(&link, state);
+        assert_eq!(
+            down(&mut inbox),
+            Some((reference.0, target, ExitReason::NoConnection))
+        );
+    }
+
+    #[test]
+    fn a_peers_watchers_are_forgotten_when_it_is_lost() {
+        let w = world();
+        let (target, _) = w.process();
+        let (link, mut frames) = w.peer();
+        w.watchers.inbound(
+            &link,
+            Header::Monitor {
+                reference: 9,
+                watcher: remote_pid(1),
+                target,
+            },
+        );
+        let state = w.peers.remove(&link).unwrap();
+        w.watchers.peer_down(&link, state);
+        let (_, mut frames_again) = w.peer();
+        w.watchers.process_ended(target, ExitReason::Normal);
+        assert!(header(&mut frames).is_none());
+        assert!(
+            header(&mut frames_again).is_none(),
+            "the lost peer's monitor does not outlive it"
+        );
+    }
+
+    #[test]
+    fn a_peers_monitor_of_a_missing_process_is_answered_with_noproc() {
+        let w = world();
+        let (link, mut frames) = w.peer();
+        let (gone, _) = w.process();
+        w.watchers.process_ended(gone, ExitReason::Normal);
+        w.watchers.inbound(
+            &link,
+            Header::Monitor {
+                reference: 4,
+                watcher: remote_pid(1),
+                target: gone,
+            },
+        );
+        assert_eq!(
+            header(&mut frames),
+            Some(Header::Down {
+                reference: 4,
+                target: gone,
+                reason: ExitReason::NoProc
+            })
+        );
+    }
+
+    #[test]
+    fn a_peer_cannot_link_on_behalf_of_another_nodes_process() {
+        let w = world();
+        let (local, mut inbox) = w.process();
+        let (link, mut frames) = w.peer();
+        let someone_elses = Pid {
+            node: NodeName::new("c").unwrap().id(),
+            incarnation: Incarnation(1),
+            local: 1,
+        };
+        w.watchers.inbound(
+            &link,
+            Header::Link {
+                from: someone_elses,
+                to: local,
+            },
+        );
+        w.watchers.process_ended(local, ExitReason::Shutdown);
+        assert!(header(&mut frames).is_none(), "no exit for a refused link");
+        assert!(inbox.try_recv().is_err());
+    }
+
+    #[test]
+    fn a_remote_exit_reaches_a_linked_process_and_only_while_linked() {
+        let w = world();
+        let (local, mut inbox) = w.process();
+        let (link, mut frames) = w.peer();
+        let remote = remote_pid(2);
+        w.watchers.link(local, remote);
+        assert_eq!(
+            header(&mut frames),
+            Some(Header::Link {
+                from: local,
+                to: remote
+            })
+        );
+        let crash = Header::Exit {
+            from: remote,
+            to: local,
+            reason: ExitReason::Shutdown,
+        };
+        w.watchers.inbound(&link, crash.clone());
+        assert_eq!(exit(&mut inbox), Some((remote, ExitReason::Shutdown)));
+        w.watchers.inbound(&link, crash);
+        assert!(inbox.try_recv().is_err(), "the link is gone after its exit");
+    }
+}

@@ -1,16 +1,183 @@
-//! Helpers shared by the integration tests: nodes on loopback, event waits with generous
-//! bounds that only catch hangs.
+//! Helpers shared by the integration tests: nodes on loopback TCP or on the in-memory network,
+//! raw connections for tests that misbehave on purpose, and event waits with generous bounds
+//! that only catch hangs.
 
-#![allow(clippy::unwrap_used, dead_code)] // test code; not every test file uses every helper
+#![allow(clippy::unwrap_used, dead_code, unused_macros)] // test code; not every file uses every helper
 
 use std::time::Duration;
 
-use gen_cluster::{LivenessConfig, Node, NodeConfig, NodeEvent, NodeName};
+use gen_cluster::{
+    LivenessConfig, MemoryNetwork, Node, NodeConfig, NodeEvent, NodeName, ReadHalf, Transport,
+    WriteHalf,
+};
 use gen_cluster_proto::Incarnation;
 use gen_cluster_proto::handshake::{self, HandshakeConfig, Identity, SUPPORTED_VERSIONS};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::broadcast;
+
+/// Runs each named scenario (an `async fn(Net)`) twice: over TCP on loopback in real time, as
+/// `tcp::<name>`, and over the in-memory network in paused time, as `memory::<name>`.
+macro_rules! on_both_transports {
+    ($($scenario:ident),* $(,)?) => {
+        mod tcp {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    super::$scenario(crate::common::Net::Tcp).await
+                }
+            )*
+        }
+        mod memory {
+            $(
+                #[tokio::test(start_paused = true)]
+                async fn $scenario() {
+                    super::$scenario(crate::common::Net::memory()).await
+                }
+            )*
+        }
+    };
+}
+
+/// Where a test's nodes run.
+#[derive(Clone, Debug)]
+pub enum Net {
+    /// Real TCP on loopback, real time.
+    Tcp,
+    /// The in-memory network (each node a host named after it); meant for paused time.
+    Memory(MemoryNetwork),
+}
+
+impl Net {
+    /// A fresh in-memory network.
+    pub fn memory() -> Self {
+        Net::Memory(MemoryNetwork::new())
+    }
+
+    /// Starts a node with `config` on this network.
+    pub async fn start(&self, config: NodeConfig) -> Node {
+        match self {
+            Net::Tcp => Node::start(config).await.unwrap(),
+            Net::Memory(net) => {
+                let host = net.host(config.name.as_str());
+                Node::start_with(config, host).await.unwrap()
+            }
+        }
+    }
+
+    /// A node named `name` with the tests' settings.
+    pub async fn node(&self, name: &str) -> Node {
+        self.start(config(name)).await
+    }
+
+    /// Two connected nodes, `a` and `b`.
+    pub async fn pair(&self) -> (Node, Node) {
+        let a = self.node("a").await;
+        let b = self.node("b").await;
+        connect(&a, &b).await;
+        (a, b)
+    }
+
+    /// Nodes `names`, all connected to each other.
+    pub async fn mesh(&self, names: &[&str]) -> Vec<Node> {
+        let mut nodes = Vec::new();
+        for name in names {
+            nodes.push(self.node(name).await);
+        }
+        for (i, from) in nodes.iter().enumerate() {
+            for to in &nodes[i + 1..] {
+                connect(from, to).await;
+            }
+        }
+        nodes
+    }
+
+    /// A raw connection to `addr`, for a test that speaks the protocol itself.
+    pub async fn raw(&self, addr: &str) -> Raw {
+        let (read, write): (ReadHalf, WriteHalf) = match self {
+            Net::Tcp => {
+                let (read, write) = TcpStream::connect(addr).await.unwrap().into_split();
+                (Box::new(read), Box::new(write))
+            }
+            Net::Memory(net) => net.host("raw").connect(addr).await.unwrap(),
+        };
+        Raw { read, write }
+    }
+
+    /// A raw connection named `name` that passes the real handshake with a node of [`config`],
+    /// for tests that then misbehave on purpose.
+    pub async fn authenticated(&self, addr: &str, name: &str) -> Raw {
+        let mut raw = self.raw(addr).await;
+        let config = HandshakeConfig {
+            cluster: "default".into(),
+            secret: b"test-cookie".to_vec(),
+            local: Identity {
+                name: NodeName::new(name).unwrap(),
+                incarnation: Incarnation(1),
+                listen: "127.0.0.1:1".into(),
+            },
+            versions: SUPPORTED_VERSIONS,
+        };
+        let (machine, hello) = handshake::initiate(config, [7; 32]);
+        raw.write_frame(&hello).await;
+        let challenge = raw.read_frame().await;
+        let (machine, response) = machine.handle(&challenge).unwrap().proceed();
+        raw.write_frame(&response).await;
+        machine.handle(&raw.read_frame().await).unwrap();
+        raw
+    }
+}
+
+/// Connects `from` to `to` and waits until both see the other up.
+pub async fn connect(from: &Node, to: &Node) {
+    let mut events = to.subscribe();
+    from.connect(to.listen_addr()).await.unwrap();
+    let name = from.name().clone();
+    if !to.is_connected(&name) {
+        next_event(&mut events, |e| {
+            matches!(e, NodeEvent::NodeUp { peer, .. } if *peer == name).then_some(())
+        })
+        .await;
+    }
+}
+
+/// A connection that speaks the protocol's bytes directly.
+pub struct Raw {
+    read: ReadHalf,
+    write: WriteHalf,
+}
+
+impl Raw {
+    /// Writes bytes as they are (errors ignored: the peer may already have hung up).
+    pub async fn write_all(&mut self, bytes: &[u8]) {
+        let _ = self.write.write_all(bytes).await;
+    }
+
+    /// Writes one length-prefixed frame (errors ignored).
+    pub async fn write_frame(&mut self, body: &[u8]) {
+        self.write_all(&(body.len() as u32).to_be_bytes()).await;
+        self.write_all(body).await;
+    }
+
+    /// Reads one length-prefixed frame.
+    pub async fn read_frame(&mut self) -> Vec<u8> {
+        let len = self.read.read_u32().await.unwrap() as usize;
+        let mut body = vec![0; len];
+        self.read.read_exact(&mut body).await.unwrap();
+        body
+    }
+
+    /// Reads until the peer closes, at most `within`; returns what it sent. Panics if it has not
+    /// closed by then.
+    pub async fn read_until_closed(&mut self, within: Duration) -> Vec<u8> {
+        let mut seen = Vec::new();
+        tokio::time::timeout(within, self.read.read_to_end(&mut seen))
+            .await
+            .expect("the node closes the connection in time")
+            .ok();
+        seen
+    }
+}
 
 /// A bound that only catches hangs; the speeds belong in `gen-cluster bench`.
 pub const HANG: Duration = Duration::from_secs(20);
@@ -28,13 +195,9 @@ pub async fn node(name: &str) -> Node {
     Node::start(config(name)).await.unwrap()
 }
 
-/// Two connected nodes.
+/// Two connected nodes on loopback TCP.
 pub async fn pair() -> (Node, Node) {
-    let a = node("a").await;
-    let b = node("b").await;
-    a.connect(b.listen_addr()).await.unwrap();
-    wait_until(|| b.is_connected(a.name())).await;
-    (a, b)
+    Net::Tcp.pair().await
 }
 
 pub async fn wait_until(mut done: impl FnMut() -> bool) {
@@ -64,58 +227,9 @@ pub async fn next_event<T>(
     .expect("event not seen before the hang bound")
 }
 
-/// A raw TCP peer named `name` that passes the real handshake with a node of [`config`], for
-/// tests that then misbehave on purpose.
-pub async fn authenticated_stream(addr: &str, name: &str) -> TcpStream {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    let config = HandshakeConfig {
-        cluster: "default".into(),
-        secret: b"test-cookie".to_vec(),
-        local: Identity {
-            name: NodeName::new(name).unwrap(),
-            incarnation: Incarnation(1),
-            listen: "127.0.0.1:1".into(),
-        },
-        versions: SUPPORTED_VERSIONS,
-    };
-    let (machine, hello) = handshake::initiate(config, [7; 32]);
-    write_frame(&mut stream, &hello).await;
-    let challenge = read_frame(&mut stream).await;
-    let (machine, response) = machine.handle(&challenge).unwrap().proceed();
-    write_frame(&mut stream, &response).await;
-    machine.handle(&read_frame(&mut stream).await).unwrap();
-    stream
-}
-
-/// Writes one length-prefixed frame (errors ignored: the peer may already have hung up).
-pub async fn write_frame(stream: &mut TcpStream, body: &[u8]) {
-    let _ = stream.write_all(&(body.len() as u32).to_be_bytes()).await;
-    let _ = stream.write_all(body).await;
-}
-
-/// Reads one length-prefixed frame.
-pub async fn read_frame(stream: &mut TcpStream) -> Vec<u8> {
-    let len = stream.read_u32().await.unwrap() as usize;
-    let mut body = vec![0; len];
-    stream.read_exact(&mut body).await.unwrap();
-    body
-}
-
-/// Nodes `names`, all connected to each other.
+/// Nodes `names` on loopback TCP, all connected to each other.
 pub async fn mesh(names: &[&str]) -> Vec<Node> {
-    let mut nodes = Vec::new();
-    for name in names {
-        nodes.push(node(name).await);
-    }
-    for (i, from) in nodes.iter().enumerate() {
-        for to in &nodes[i + 1..] {
-            from.connect(to.listen_addr()).await.unwrap();
-        }
-    }
-    for node in &nodes {
-        wait_until(|| node.peers().len() == names.len() - 1).await;
-    }
-    nodes
+    Net::Tcp.mesh(names).await
 }
 
 /// Set in `.ci/run`, where the real peers (dnsmasq, epmd, erl) are installed: a missing one
