@@ -30,77 +30,57 @@ mod leader;
 
 const PAYLOAD: usize = 64;
 const COOKIE: &str = "bench-cookie";
-const BENCHMARKS: [&str; 13] = [
-    "remote_call",
-    "concurrent_calls",
-    "casts",
-    "local_call",
-    "node_down",
-    "global_names",
-    "cluster_join",
-    "reconnect",
-    "leader_call",
-    "leader_cold_start",
-    "leader_failover",
-    "leader_hung",
-    "leader_heal",
-];
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What every benchmark may use: the two runtimes and the Erlang/OTP figures of this run.
+struct Bench {
+    sides: Sides,
+    erlang: Erlang,
+}
+
+/// A benchmark's runner: it measures, and adds its figures and their baselines to the report.
+type Runner = fn(&Bench, &mut Report) -> Result<()>;
+
+/// Every benchmark, in the order they run: its name (for `--only`) and its runner.
+const BENCHMARKS: [(&str, Runner); 13] = [
+    ("remote_call", remote_call),
+    ("concurrent_calls", concurrent_calls),
+    ("casts", casts),
+    ("local_call", local_call),
+    ("node_down", node_down),
+    ("global_names", global_names),
+    ("cluster_join", cluster_join),
+    ("reconnect", reconnect),
+    ("leader_call", leader::leader_call),
+    ("leader_cold_start", leader::cold_start),
+    ("leader_failover", leader::failover_kill9),
+    ("leader_hung", leader::failover_hung),
+    ("leader_heal", leader::heal),
+];
 
 pub fn run(args: BenchArgs) -> Result<()> {
     if let Some(only) = &args.only
-        && !BENCHMARKS.contains(&only.as_str())
+        && !BENCHMARKS.iter().any(|(name, _)| name == only)
     {
+        let names: Vec<&str> = BENCHMARKS.iter().map(|(name, _)| *name).collect();
         bail!(
             "unknown benchmark {only:?}; choose one of {}",
-            BENCHMARKS.join(", ")
+            names.join(", ")
         );
     }
-    let wanted = |name: &str| args.only.as_deref().is_none_or(|only| only == name);
     let mut report = Report {
         json: args.json,
         rows: Vec::new(),
     };
     let erlang = erlang_figures(&args.erlang_anchor, &mut report);
-    let sides = Sides::new()?;
-    if wanted("remote_call") {
-        remote_call(&sides, &erlang, &mut report)?;
-    }
-    if wanted("concurrent_calls") {
-        concurrent_calls(&sides, &erlang, &mut report)?;
-    }
-    if wanted("casts") {
-        casts(&sides, &erlang, &mut report)?;
-    }
-    if wanted("local_call") {
-        local_call(&sides, &erlang, &mut report)?;
-    }
-    if wanted("node_down") {
-        node_down(&sides, &mut report)?;
-    }
-    if wanted("global_names") {
-        global_names(&sides, &erlang, &mut report)?;
-    }
-    if wanted("cluster_join") {
-        cluster_join(&mut report)?;
-    }
-    if wanted("reconnect") {
-        reconnect(&mut report)?;
-    }
-    if wanted("leader_call") {
-        leader::leader_call(&sides, &mut report)?;
-    }
-    if wanted("leader_cold_start") {
-        leader::cold_start(&mut report)?;
-    }
-    if wanted("leader_failover") {
-        leader::failover_kill9(&mut report)?;
-    }
-    if wanted("leader_hung") {
-        leader::failover_hung(&mut report)?;
-    }
-    if wanted("leader_heal") {
-        leader::heal(&mut report)?;
+    let bench = Bench {
+        sides: Sides::new()?,
+        erlang,
+    };
+    for (name, runner) in BENCHMARKS {
+        if args.only.as_deref().is_none_or(|only| only == name) {
+            runner(&bench, &mut report).with_context(|| format!("benchmark {name}"))?;
+        }
     }
     report.finish();
     Ok(())
@@ -197,7 +177,7 @@ async fn raw_echo(stream: TcpStream) -> std::io::Result<()> {
 
 /// One caller, one call in flight, 64-byte payload. Raw TCP ping-pong and our calls alternate in
 /// batches, so both see the same machine: on a shared host, conditions drift within seconds.
-fn remote_call(sides: &Sides, erlang: &Erlang, report: &mut Report) -> Result<()> {
+fn remote_call(Bench { sides, erlang }: &Bench, report: &mut Report) -> Result<()> {
     const BATCH: usize = 1_000;
     const BATCHES: usize = 20;
     const WARMUP: usize = 2_000;
@@ -242,8 +222,8 @@ fn remote_call(sides: &Sides, erlang: &Erlang, report: &mut Report) -> Result<()
     })??;
     sides.stop(&[&client, &server]);
     let n = (BATCH * BATCHES) as f64;
-    let (raw_p50, raw_p99) = percentiles(raw);
-    let (p50, p99) = percentiles(ours);
+    let (raw_p50, raw_p99) = percentiles(raw)?;
+    let (p50, p99) = percentiles(ours)?;
     report.lower(
         "remote_call_p50",
         "us",
@@ -284,7 +264,7 @@ fn remote_call(sides: &Sides, erlang: &Erlang, report: &mut Report) -> Result<()
     Ok(())
 }
 
-fn concurrent_calls(sides: &Sides, erlang: &Erlang, report: &mut Report) -> Result<()> {
+fn concurrent_calls(Bench { sides, erlang }: &Bench, report: &mut Report) -> Result<()> {
     const CALLERS: usize = 64;
     const PER_CALLER: usize = 1_000;
     const TOTAL: usize = CALLERS * PER_CALLER;
@@ -363,7 +343,7 @@ fn concurrent_calls(sides: &Sides, erlang: &Erlang, report: &mut Report) -> Resu
     Ok(())
 }
 
-fn casts(sides: &Sides, erlang: &Erlang, report: &mut Report) -> Result<()> {
+fn casts(Bench { sides, erlang }: &Bench, report: &mut Report) -> Result<()> {
     const N: usize = 500_000;
     let listener = sides.server.block_on(TcpListener::bind("127.0.0.1:0"))?;
     let addr = listener.local_addr()?.to_string();
@@ -426,7 +406,7 @@ fn casts(sides: &Sides, erlang: &Erlang, report: &mut Report) -> Result<()> {
     Ok(())
 }
 
-fn local_call(sides: &Sides, erlang: &Erlang, report: &mut Report) -> Result<()> {
+fn local_call(Bench { sides, erlang }: &Bench, report: &mut Report) -> Result<()> {
     const WARMUP: usize = 10_000;
     const N: usize = 100_000;
     type Request = (Vec<u8>, tokio::sync::oneshot::Sender<Vec<u8>>);
@@ -466,8 +446,8 @@ fn local_call(sides: &Sides, erlang: &Erlang, report: &mut Report) -> Result<()>
         anyhow::Ok(samples)
     })??;
     sides.stop(&[&node]);
-    let (raw_p50, _) = percentiles(raw);
-    let (p50, p99) = percentiles(ours);
+    let (raw_p50, _) = percentiles(raw)?;
+    let (p50, p99) = percentiles(ours)?;
     report.lower(
         "local_call_p50",
         "us",
@@ -488,7 +468,7 @@ fn local_call(sides: &Sides, erlang: &Erlang, report: &mut Report) -> Result<()>
 
 /// `kill -9` a node running as its own OS process: how long until this node reports it down,
 /// against how long a raw TCP connection to the same process takes to see the close.
-fn node_down(sides: &Sides, report: &mut Report) -> Result<()> {
+fn node_down(Bench { sides, .. }: &Bench, report: &mut Report) -> Result<()> {
     const TRIALS: usize = 10;
     let exe = std::env::current_exe()?;
     let node = sides.client.block_on(Node::start(config("watcher")))?;
@@ -552,8 +532,8 @@ fn node_down(sides: &Sides, report: &mut Report) -> Result<()> {
         raw.push(to_raw);
     }
     sides.stop(&[&node]);
-    let (p50, _) = percentiles(ours.clone());
-    let (raw_p50, _) = percentiles(raw);
+    let (p50, _) = percentiles(ours.clone())?;
+    let (raw_p50, _) = percentiles(raw)?;
     report.lower(
         "node_down_after_kill9_p50",
         "ms",
@@ -568,7 +548,7 @@ fn node_down(sides: &Sides, report: &mut Report) -> Result<()> {
 
 /// Register and unregister a global name while one other node is connected: the registration
 /// waits for that node's answer, so its floor is one round trip.
-fn global_names(sides: &Sides, erlang: &Erlang, report: &mut Report) -> Result<()> {
+fn global_names(Bench { sides, erlang }: &Bench, report: &mut Report) -> Result<()> {
     const N: usize = 2_000;
     let addr = sides.raw_echo_server()?;
     let (server, client, _) = sides.nodes("global")?;
@@ -620,7 +600,7 @@ fn global_names(sides: &Sides, erlang: &Erlang, report: &mut Report) -> Result<(
 /// N members on N nodes (one process, loopback TCP, a 2-thread runtime) all join through one
 /// seed at once: the time until every member holds all N, against one remote call round trip
 /// measured on the same nodes.
-fn cluster_join(report: &mut Report) -> Result<()> {
+fn cluster_join(_: &Bench, report: &mut Report) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -704,7 +684,7 @@ fn cluster_join(report: &mut Report) -> Result<()> {
 
 /// A discovered peer restarts (down 100 ms, then listening again at the same address): the time
 /// from its listening to this node's node-up, against a fresh dial and handshake to it.
-fn reconnect(report: &mut Report) -> Result<()> {
+fn reconnect(_: &Bench, report: &mut Report) -> Result<()> {
     const TRIALS: usize = 20;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -759,8 +739,8 @@ fn reconnect(report: &mut Report) -> Result<()> {
         anyhow::Ok((ours, floor))
     })?;
     let worst = ours.iter().max().copied().unwrap_or_default().as_secs_f64() * 1000.0;
-    let (p50, _) = percentiles(ours);
-    let (floor_p50, _) = percentiles(floor);
+    let (p50, _) = percentiles(ours)?;
+    let (floor_p50, _) = percentiles(floor)?;
     report.lower(
         "reconnect_after_restart_p50",
         "ms",
@@ -778,14 +758,17 @@ fn reconnect(report: &mut Report) -> Result<()> {
     Ok(())
 }
 
-/// p50 and p99 in microseconds.
-fn percentiles(mut samples: Vec<Duration>) -> (f64, f64) {
+/// p50 and p99 in microseconds; an empty sample is an error (the benchmark measured nothing).
+fn percentiles(mut samples: Vec<Duration>) -> Result<(f64, f64)> {
+    if samples.is_empty() {
+        bail!("no samples: the benchmark measured nothing");
+    }
     samples.sort_unstable();
     let at = |p: f64| {
         let index = ((samples.len() as f64 * p).round() as usize).clamp(1, samples.len()) - 1;
         samples[index].as_secs_f64() * 1e6
     };
-    (at(0.50), at(0.99))
+    Ok((at(0.50), at(0.99)))
 }
 
 type Erlang = HashMap<String, Value>;
@@ -987,4 +970,17 @@ impl Report {
 
 fn round(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_of_an_empty_sample_are_an_error_not_a_panic() {
+        assert!(percentiles(Vec::new()).is_err());
+        let samples = (1..=100).map(Duration::from_micros).collect();
+        let (p50, p99) = percentiles(samples).expect("a sample");
+        assert_eq!((p50.round(), p99.round()), (50.0, 99.0));
+    }
 }

@@ -29,7 +29,7 @@ struct Cli {
 enum Command {
     /// Run a node: listen, connect to the seeds (and reconnect when they drop), serve the echo
     /// server, print node up/down events until Ctrl-C or SIGTERM.
-    Node(NodeArgs),
+    Node(Box<NodeArgs>),
     /// Run the benchmark suite; each figure beside its baseline measured in the same run.
     Bench(BenchArgs),
     /// The global dictionary: three local nodes elect a leader, keys are written, the leader
@@ -47,45 +47,8 @@ struct NodeArgs {
     /// A TOML file with the node's settings; the flags below override it.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// The node's name, unique in the cluster (letters, digits, `-_.@:`).
-    #[arg(long)]
-    name: Option<String>,
-    /// The address to listen on [default: 127.0.0.1:0].
-    #[arg(long)]
-    listen: Option<String>,
-    /// A node to connect to (repeatable).
-    #[arg(long = "seed")]
-    seeds: Vec<String>,
-    /// A file holding the cluster secret. Without it: $GEN_CLUSTER_COOKIE, else
-    /// ~/.gen_cluster.cookie (created with a random secret if missing).
-    #[arg(long)]
-    cookie_file: Option<PathBuf>,
-    /// The cluster's name; nodes of another cluster are refused [default: default].
-    #[arg(long)]
-    cluster: Option<String>,
-    /// Declare a silent peer down after this many milliseconds [default: 1000].
-    #[arg(long)]
-    down_after_ms: Option<u64>,
-    /// How events are printed [default: text].
-    #[arg(long, value_enum)]
-    events: Option<EventFormat>,
-    /// Register this node's echo server under this global name (repeatable).
-    #[arg(long = "global")]
-    globals: Vec<String>,
-    /// Run a cluster member of this kind (in the cluster named by --cluster) that prints the
-    /// member list on every join and leave; it joins through the seeds' cluster.
-    #[arg(long)]
-    member: Option<String>,
-    /// Run the global dictionary, led by one of these nodes (highest priority first; the same
-    /// list on every node). A node not in the list is a worker.
-    #[arg(long, value_delimiter = ',')]
-    candidates: Vec<String>,
-    /// Workers of the dictionary known in advance (others may join).
-    #[arg(long, value_delimiter = ',')]
-    workers: Vec<String>,
-    /// Where the election's incarnation is kept across restarts [default: none, a random one].
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    settings: settings::NodeSettings,
 }
 
 /// How a client reaches a running node.
@@ -133,13 +96,21 @@ struct StatusArgs {
     json: bool,
 }
 
-#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, serde::Deserialize)]
+#[derive(Clone, Copy, Default, ValueEnum, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 enum EventFormat {
     /// One readable line per event.
+    #[default]
     Text,
     /// One JSON object per line: event, node, peer, reason, ts_ms, …
     Json,
+}
+
+impl std::fmt::Display for EventFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let value = self.to_possible_value().expect("no variant is skipped");
+        f.write_str(value.get_name())
+    }
 }
 
 /// Flags of `gen-cluster bench`.
@@ -181,7 +152,7 @@ fn run(cli: Cli) -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
-        Command::Node(args) => node_cmd::run(args),
+        Command::Node(args) => node_cmd::run(*args),
         Command::Bench(args) => bench::run(args),
         Command::Demo => demo::run(),
         Command::Dict(args) => client::dict(args),

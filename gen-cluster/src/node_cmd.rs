@@ -9,8 +9,8 @@ use gen_cluster::services::dict::{self, Dict};
 use gen_cluster::services::echo::{self, Echo};
 use gen_cluster::services::roster::{Roster, RosterChange};
 use gen_cluster::{
-    Clustered, Discovery, Dns, DnsA, DnsSrv, ElectionId, Epmd, Leader, LeaderConfig,
-    LivenessConfig, MemberConfig, Node, NodeConfig, NodeEvent, ReconcileConfig, Seed, StaticPeers,
+    Clustered, Discovery, Dns, DnsA, DnsSrv, ElectionId, Epmd, Leader, LeaderConfig, MemberConfig,
+    Node, NodeEvent, Seed, StaticPeers,
 };
 use serde_json::json;
 
@@ -18,7 +18,7 @@ use crate::settings::Settings;
 use crate::{EventFormat, NodeArgs};
 
 pub fn run(args: NodeArgs) -> Result<()> {
-    let settings = crate::settings::resolve(&args)?;
+    let settings = crate::settings::resolve(args.config.as_deref(), args.settings)?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(serve(settings))
 }
@@ -38,12 +38,12 @@ async fn next_leader(
 
 /// The global dictionary, if the settings name its candidates.
 async fn start_dictionary(node: &Node, args: &Settings) -> Result<Option<Leader<Dict>>> {
-    if args.candidates.is_empty() {
+    if args.candidates().is_empty() {
         return Ok(None);
     }
-    let mut config = LeaderConfig::new(dict::ELECTION, args.candidates.clone());
-    config.workers = args.workers.clone();
-    config.data_dir = args.data_dir.clone();
+    let mut config = LeaderConfig::new(dict::ELECTION, args.candidates().to_vec());
+    config.workers = args.given.workers.clone().unwrap_or_default();
+    config.data_dir = args.given.data_dir.clone();
     let dictionary = Leader::start(node, config, Dict::default())
         .await
         .context("cannot start the global dictionary")?;
@@ -52,70 +52,58 @@ async fn start_dictionary(node: &Node, args: &Settings) -> Result<Option<Leader<
 
 /// Every discovery source the settings name, each in a reconcile loop of its own.
 fn start_discovery(node: &Node, args: &Settings) -> Result<()> {
-    let reconcile = ReconcileConfig {
-        refresh_interval: args.refresh_interval,
-        ..ReconcileConfig::default()
-    };
-    if !args.seeds.is_empty() {
-        Discovery::start(node, StaticPeers(args.seeds.clone()), reconcile);
+    let reconcile = args.reconcile();
+    let (seeds, discovery) = (&args.given.seeds, &args.given.discovery);
+    if !seeds.is_empty() {
+        Discovery::start(node, StaticPeers(seeds.clone()), reconcile);
     }
-    if args.dns_a.is_some() || args.dns_srv.is_some() {
-        let dns = match args.nameserver {
+    if discovery.dns_a.is_some() || discovery.dns_srv.is_some() {
+        let dns = match discovery.nameserver {
             Some(server) => Dns::server(server),
             None => Dns::system()?,
         };
-        if let Some(a) = &args.dns_a {
+        if let Some(a) = &discovery.dns_a {
             Discovery::start(
                 node,
                 DnsA::new(dns.clone(), &a.name, a.port, a.host_type),
                 reconcile,
             );
         }
-        if let Some(srv) = &args.dns_srv {
+        if let Some(srv) = &discovery.dns_srv {
             Discovery::start(node, DnsSrv::new(dns, &srv.name, srv.host_type), reconcile);
         }
     }
-    if let Some(epmd) = &args.epmd_register {
+    if let Some(epmd) = &discovery.epmd_register {
         Epmd::register(node, epmd);
     }
-    if !args.epmd.is_empty() {
-        Discovery::start(node, Epmd::new(&args.epmd), reconcile);
+    if !discovery.epmd.is_empty() {
+        Discovery::start(node, Epmd::new(&discovery.epmd), reconcile);
     }
     Ok(())
 }
 
 async fn serve(args: Settings) -> Result<()> {
-    let mut config = NodeConfig::new(
-        args.name.clone(),
-        crate::cookie::load(args.cookie_file.as_deref())?,
-    );
-    config.listen = args.listen.clone();
-    config.cluster = args.cluster.clone();
-    let down_after = args.down_after;
-    config.liveness = LivenessConfig {
-        heartbeat_interval: down_after / 5,
-        down_after,
-    };
+    let config = args.node_config(crate::cookie::load(args.given.cookie_file.as_deref())?);
     let node = Node::start(config).await.context("cannot start the node")?;
     let echo = node.spawn_named(echo::NAME, Echo::default()).await?;
     let echo_pid = echo.pid().context("a spawned server has a pid")?;
-    for name in &args.globals {
+    for name in &args.given.globals {
         node.globals()
             .register(name, echo_pid)
             .await
             .with_context(|| format!("cannot register the global name {name:?}"))?;
     }
     let printer = Printer {
-        format: args.events,
+        format: args.events(),
         node: node.name().to_string(),
     };
     let mut events = node.subscribe();
     printer.print("started", None, None, Some(node.listen_addr()));
     start_discovery(&node, &args)?;
     let (changes_tx, mut changes) = tokio::sync::mpsc::unbounded_channel();
-    if let Some(kind) = &args.member {
+    if let Some(kind) = &args.given.member {
         let seed = join_point(&node, &args).await;
-        let config = MemberConfig::new(args.cluster.clone(), kind.clone(), seed);
+        let config = MemberConfig::new(args.cluster(), kind.clone(), seed);
         let member = Clustered::start(&node, config, Roster::new(changes_tx)).await?;
         printer.print_member_started(
             member.pid().map(|p| p.to_string()).unwrap_or_default(),
@@ -157,10 +145,10 @@ async fn serve(args: Settings) -> Result<()> {
 /// connected and the name resolves (bounded wait), else as the first member. Two clusters started
 /// apart merge when they meet: the rally name clash makes them introduce themselves.
 async fn join_point(node: &Node, args: &Settings) -> Seed {
-    if args.seeds.is_empty() {
+    if args.given.seeds.is_empty() {
         return Seed::First;
     }
-    let rally = rally_name(&args.cluster);
+    let rally = rally_name(&args.cluster());
     let held = node
         .globals()
         .wait_until(|names| names.whereis(&rally).is_some());

@@ -1,5 +1,8 @@
-//! A node's settings: a TOML file (`--config`), then the command-line flags over it, then the
-//! defaults. A bad file is refused at start with the line and the reason.
+//! A node's settings, declared once in [`NodeSettings`]: each field is both a flag of
+//! `gen-cluster node` and a key of its TOML file (`--config`). The flags override the file, lists
+//! add up, and where neither gives a setting the library's default applies (`NodeConfig::new`,
+//! `ReconcileConfig::default`): no default is restated here. A bad file is refused at start with
+//! the line and the reason.
 //!
 //! ```toml
 //! name = "a"                      # required, here or as --name
@@ -28,32 +31,86 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use gen_cluster::{HostType, NodeName};
+use gen_cluster::{HostType, LivenessConfig, NodeConfig, NodeName, ReconcileConfig};
 use serde::{Deserialize, Deserializer};
 
-use crate::{EventFormat, NodeArgs};
+use crate::EventFormat;
 
-/// What a node runs with.
-pub struct Settings {
-    pub name: NodeName,
-    pub listen: String,
-    pub cluster: String,
+/// What a node runs with: every field optional, from the flags or the config file.
+#[derive(clap::Args, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSettings {
+    /// The node's name, unique in the cluster (letters, digits, `-_.@:`); required.
+    #[arg(long)]
+    pub name: Option<NodeName>,
+    /// The address to listen on.
+    #[arg(long, help = with_default("The address to listen on", NodeConfig::DEFAULT_LISTEN))]
+    pub listen: Option<String>,
+    /// A file holding the cluster secret. Without it: $GEN_CLUSTER_COOKIE, else
+    /// ~/.gen_cluster.cookie (created with a random secret if missing).
+    #[arg(long)]
     pub cookie_file: Option<PathBuf>,
-    pub down_after: Duration,
-    pub events: EventFormat,
+    /// The cluster's name; nodes of another cluster are refused.
+    #[arg(long, help = with_default(
+        "The cluster's name; nodes of another cluster are refused",
+        NodeConfig::DEFAULT_CLUSTER,
+    ))]
+    pub cluster: Option<String>,
+    /// Declare a silent peer down after this many milliseconds.
+    #[arg(long, help = with_default(
+        "Declare a silent peer down after this many milliseconds",
+        LivenessConfig::default().down_after.as_millis(),
+    ))]
+    pub down_after_ms: Option<u64>,
+    /// How events are printed.
+    #[arg(long, value_enum, help = with_default("How events are printed", EventFormat::default()))]
+    pub events: Option<EventFormat>,
+    /// Register this node's echo server under this global name (repeatable).
+    #[arg(long = "global")]
+    #[serde(default)]
     pub globals: Vec<String>,
-    pub candidates: Vec<NodeName>,
-    pub workers: Vec<NodeName>,
-    pub data_dir: Option<PathBuf>,
+    /// Run a cluster member of this kind (in the cluster named by --cluster) that prints the
+    /// member list on every join and leave; it joins through the seeds' cluster.
+    #[arg(long)]
     pub member: Option<String>,
+    /// Run the global dictionary, led by one of these nodes (highest priority first; the same
+    /// list on every node). A node not in the list is a worker.
+    #[arg(long, value_delimiter = ',')]
+    pub candidates: Option<Vec<NodeName>>,
+    /// Workers of the dictionary known in advance (others may join).
+    #[arg(long, value_delimiter = ',')]
+    pub workers: Option<Vec<NodeName>>,
+    /// Where the election's incarnation is kept across restarts [default: none, a random one].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// A node to connect to (repeatable); in the file, `static` under `[discovery]`.
+    #[arg(long = "seed")]
+    #[serde(skip)]
     pub seeds: Vec<String>,
+    /// The file's `[discovery]` table.
+    #[arg(skip)]
+    #[serde(default)]
+    pub discovery: DiscoverySettings,
+}
+
+/// The sources a node discovers its peers from, each kept connected.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoverySettings {
+    /// Fixed addresses (the file's list; `--seed` adds to it).
+    #[serde(rename = "static", default)]
+    pub static_peers: Vec<String>,
     pub dns_a: Option<DnsA>,
     pub dns_srv: Option<DnsSrv>,
+    /// Default: the system's resolver.
     pub nameserver: Option<std::net::SocketAddr>,
+    /// List the nodes registered in these EPMDs.
+    #[serde(default)]
     pub epmd: Vec<String>,
+    /// Register this node in this EPMD.
     pub epmd_register: Option<String>,
-    /// `None`: discover once.
-    pub refresh_interval: Option<Duration>,
+    #[serde(default, deserialize_with = "refresh")]
+    refresh_interval_ms: Option<Refresh>,
 }
 
 /// Peers on every address of a DNS name's A/AAAA records.
@@ -73,39 +130,6 @@ pub struct DnsSrv {
     pub name: String,
     #[serde(default)]
     pub host_type: HostType,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct File {
-    name: Option<NodeName>,
-    listen: Option<String>,
-    cluster: Option<String>,
-    cookie_file: Option<PathBuf>,
-    down_after_ms: Option<u64>,
-    events: Option<EventFormat>,
-    globals: Option<Vec<String>>,
-    candidates: Option<Vec<NodeName>>,
-    workers: Option<Vec<NodeName>>,
-    data_dir: Option<PathBuf>,
-    member: Option<String>,
-    #[serde(default)]
-    discovery: Discovery,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct Discovery {
-    #[serde(rename = "static", default)]
-    static_peers: Vec<String>,
-    dns_a: Option<DnsA>,
-    dns_srv: Option<DnsSrv>,
-    nameserver: Option<std::net::SocketAddr>,
-    #[serde(default)]
-    epmd: Vec<String>,
-    epmd_register: Option<String>,
-    #[serde(default, deserialize_with = "refresh")]
-    refresh_interval_ms: Option<Refresh>,
 }
 
 #[derive(Clone, Copy)]
@@ -134,80 +158,112 @@ fn refresh<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Refresh>
     }
 }
 
-/// The default refresh interval of discovery.
-const DEFAULT_REFRESH: Duration = Duration::from_secs(5);
-
-/// Reads the file named by `--config` (if any) and lays the flags over it.
-pub fn resolve(args: &NodeArgs) -> Result<Settings> {
-    let file = match &args.config {
-        Some(path) => read(path)?,
-        None => File::default(),
-    };
-    let name = match (&args.name, file.name) {
-        (Some(name), _) => NodeName::new(name.as_str())?,
-        (None, Some(name)) => name,
-        (None, None) => bail!("no node name: give --name or `name = \"…\"` in the config file"),
-    };
-    let mut seeds = file.discovery.static_peers;
-    seeds.extend(args.seeds.iter().cloned());
-    let mut globals = file.globals.unwrap_or_default();
-    globals.extend(args.globals.iter().cloned());
-    let names = |flag: &[String]| -> Result<Option<Vec<NodeName>>> {
-        if flag.is_empty() {
-            return Ok(None);
-        }
-        Ok(Some(
-            flag.iter()
-                .map(|n| NodeName::new(n.as_str()))
-                .collect::<Result<_, _>>()?,
-        ))
-    };
-    let candidates = names(&args.candidates)?
-        .or(file.candidates)
-        .unwrap_or_default();
-    let workers = names(&args.workers)?.or(file.workers).unwrap_or_default();
-    if candidates.is_empty() && !workers.is_empty() {
-        bail!("workers without candidates: give the candidates too (--candidates)");
-    }
-    let down_after_ms = args.down_after_ms.or(file.down_after_ms).unwrap_or(1000);
-    if down_after_ms < 10 {
-        bail!("down_after_ms must be at least 10");
-    }
-    Ok(Settings {
-        name,
-        listen: args
-            .listen
-            .clone()
-            .or(file.listen)
-            .unwrap_or_else(|| "127.0.0.1:0".into()),
-        cluster: args
-            .cluster
-            .clone()
-            .or(file.cluster)
-            .unwrap_or_else(|| "default".into()),
-        cookie_file: args.cookie_file.clone().or(file.cookie_file),
-        down_after: Duration::from_millis(down_after_ms),
-        events: args.events.or(file.events).unwrap_or(EventFormat::Text),
-        globals,
-        candidates,
-        workers,
-        data_dir: args.data_dir.clone().or(file.data_dir),
-        member: args.member.clone().or(file.member),
-        seeds,
-        dns_a: file.discovery.dns_a,
-        dns_srv: file.discovery.dns_srv,
-        nameserver: file.discovery.nameserver,
-        epmd: file.discovery.epmd,
-        epmd_register: file.discovery.epmd_register,
-        refresh_interval: match file.discovery.refresh_interval_ms {
-            Some(Refresh::Every(every)) => Some(every),
-            Some(Refresh::Once) => None,
-            None => Some(DEFAULT_REFRESH),
-        },
-    })
+/// A flag's help with the default the library applies.
+fn with_default(what: &str, default: impl std::fmt::Display) -> String {
+    format!("{what} [default: {default}]")
 }
 
-fn read(path: &Path) -> Result<File> {
+impl NodeSettings {
+    /// These settings over `file`'s: a setting given here wins, lists add up.
+    fn over(self, file: NodeSettings) -> NodeSettings {
+        let mut seeds = file.discovery.static_peers;
+        seeds.extend(self.seeds);
+        NodeSettings {
+            name: self.name.or(file.name),
+            listen: self.listen.or(file.listen),
+            cookie_file: self.cookie_file.or(file.cookie_file),
+            cluster: self.cluster.or(file.cluster),
+            down_after_ms: self.down_after_ms.or(file.down_after_ms),
+            events: self.events.or(file.events),
+            globals: [file.globals, self.globals].concat(),
+            member: self.member.or(file.member),
+            candidates: self.candidates.or(file.candidates),
+            workers: self.workers.or(file.workers),
+            data_dir: self.data_dir.or(file.data_dir),
+            seeds,
+            discovery: DiscoverySettings {
+                static_peers: Vec::new(),
+                ..file.discovery
+            },
+        }
+    }
+}
+
+/// The settings of a node about to start: the flags over the file, checked.
+pub struct Settings {
+    pub name: NodeName,
+    pub given: NodeSettings,
+}
+
+impl Settings {
+    /// The node's configuration: the library's defaults, with what was given.
+    pub fn node_config(&self, cookie: Vec<u8>) -> NodeConfig {
+        let mut config = NodeConfig::new(self.name.clone(), cookie);
+        if let Some(listen) = &self.given.listen {
+            config.listen.clone_from(listen);
+        }
+        config.cluster = self.cluster();
+        if let Some(ms) = self.given.down_after_ms {
+            let down_after = Duration::from_millis(ms);
+            config.liveness = LivenessConfig {
+                heartbeat_interval: down_after / 5,
+                down_after,
+            };
+        }
+        config
+    }
+
+    /// The cluster's name.
+    pub fn cluster(&self) -> String {
+        self.given
+            .cluster
+            .clone()
+            .unwrap_or_else(|| NodeConfig::DEFAULT_CLUSTER.into())
+    }
+
+    /// How events are printed.
+    pub fn events(&self) -> EventFormat {
+        self.given.events.unwrap_or_default()
+    }
+
+    /// The candidates of the dictionary (none: the node runs none).
+    pub fn candidates(&self) -> &[NodeName] {
+        self.given.candidates.as_deref().unwrap_or_default()
+    }
+
+    /// How the discovery loops run.
+    pub fn reconcile(&self) -> ReconcileConfig {
+        let mut reconcile = ReconcileConfig::default();
+        match self.given.discovery.refresh_interval_ms {
+            Some(Refresh::Every(every)) => reconcile.refresh_interval = Some(every),
+            Some(Refresh::Once) => reconcile.refresh_interval = None,
+            None => {}
+        }
+        reconcile
+    }
+}
+
+/// Reads the file named by `--config` (if any) and lays the flags over it.
+pub fn resolve(config: Option<&Path>, flags: NodeSettings) -> Result<Settings> {
+    let file = match config {
+        Some(path) => read(path)?,
+        None => NodeSettings::default(),
+    };
+    let given = flags.over(file);
+    let Some(name) = given.name.clone() else {
+        bail!("no node name: give --name or `name = \"…\"` in the config file");
+    };
+    let no_candidates = given.candidates.as_ref().is_none_or(Vec::is_empty);
+    if no_candidates && given.workers.as_ref().is_some_and(|w| !w.is_empty()) {
+        bail!("workers without candidates: give the candidates too (--candidates)");
+    }
+    if given.down_after_ms.is_some_and(|ms| ms < 10) {
+        bail!("down_after_ms must be at least 10");
+    }
+    Ok(Settings { name, given })
+}
+
+fn read(path: &Path) -> Result<NodeSettings> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the config file {}", path.display()))?;
     toml::from_str(&text)

@@ -36,12 +36,17 @@ pub struct NodeConfig {
 }
 
 impl NodeConfig {
+    /// The default listen address: loopback, any free port.
+    pub const DEFAULT_LISTEN: &'static str = "127.0.0.1:0";
+    /// The default cluster name.
+    pub const DEFAULT_CLUSTER: &'static str = "default";
+
     /// A configuration with every default, for the node `name` holding `cookie`.
     pub fn new(name: NodeName, cookie: impl Into<Vec<u8>>) -> Self {
         Self {
             name,
-            listen: "127.0.0.1:0".into(),
-            cluster: "default".into(),
+            listen: Self::DEFAULT_LISTEN.into(),
+            cluster: Self::DEFAULT_CLUSTER.into(),
             cookie: cookie.into(),
             liveness: LivenessConfig::default(),
             handshake_timeout: Duration::from_secs(5),

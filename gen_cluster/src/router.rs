@@ -192,7 +192,7 @@ mod tests {
             .arbitrate(conn, &b, Step::HelloReceived, &cancel)
             .unwrap();
         let (queue, frames) = FrameQueue::new(b.name.clone(), 1 << 20);
-        peers.establish(conn, &b, queue).unwrap();
+        peers.establish(conn, &b, queue, |_| {}).unwrap();
         frames
     }
 
@@ -308,7 +308,7 @@ mod tests {
         let call = router.call::<u8, u8>(&remote, 1, Duration::from_secs(1));
         let lose_link = async {
             tokio::task::yield_now().await;
-            peers.remove(&link).unwrap().fail_calls();
+            peers.remove(&link, |mut state| state.fail_calls());
         };
         let (outcome, ()) = tokio::join!(call, lose_link);
         assert_eq!(outcome, Err(CallError::NodeDown));

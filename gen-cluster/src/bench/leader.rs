@@ -15,7 +15,7 @@ use gen_cluster::{
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
-use super::{COOKIE, Report, Sides, config, percentiles};
+use super::{Bench, COOKIE, Report, config, percentiles};
 use crate::child::NodeProcess;
 
 const CANDIDATES: [&str; 3] = ["a", "b", "c"];
@@ -29,10 +29,11 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-fn summary(samples: &[Duration]) -> (f64, f64, f64) {
-    let (p50, p99) = percentiles(samples.to_vec());
+/// p50, p99 and max in milliseconds; an empty sample is an error.
+fn summary(samples: &[Duration]) -> Result<(f64, f64, f64)> {
+    let (p50, p99) = percentiles(samples.to_vec())?;
     let max = samples.iter().max().copied().unwrap_or_default();
-    (p50 / 1000.0, p99 / 1000.0, max.as_secs_f64() * 1000.0)
+    Ok((p50 / 1000.0, p99 / 1000.0, max.as_secs_f64() * 1000.0))
 }
 
 /// Three `gen-cluster node` processes running the dictionary on fixed ports, restartable.
@@ -152,7 +153,7 @@ async fn leader_now(client: &Node, via: &str) -> Result<usize> {
 
 /// `kill -9` of the leader, then the first write a new leader answers; the killed node is
 /// restarted (it comes back as a follower) before the next trial.
-pub(super) fn failover_kill9(report: &mut Report) -> Result<()> {
+pub(super) fn failover_kill9(_: &Bench, report: &mut Report) -> Result<()> {
     const TRIALS: usize = 100;
     let mut trio = Trio::start(1000)?;
     let runtime = runtime()?;
@@ -180,8 +181,8 @@ pub(super) fn failover_kill9(report: &mut Report) -> Result<()> {
         leader = next;
     }
     runtime.block_on(client.shutdown());
-    let (p50, p99, max) = summary(&ours);
-    let (floor_p50, ..) = summary(&floor);
+    let (p50, p99, max) = summary(&ours)?;
+    let (floor_p50, ..) = summary(&floor)?;
     report.lower(
         "leader_failover_kill9_p50",
         "ms",
@@ -196,7 +197,7 @@ pub(super) fn failover_kill9(report: &mut Report) -> Result<()> {
 
 /// `SIGSTOP` of the leader with the default failure detector (down after 1 s of silence), then
 /// the first write a new leader answers.
-pub(super) fn failover_hung(report: &mut Report) -> Result<()> {
+pub(super) fn failover_hung(_: &Bench, report: &mut Report) -> Result<()> {
     const TRIALS: usize = 100;
     const DOWN_AFTER_MS: u64 = 1000;
     let trio = Trio::start(DOWN_AFTER_MS)?;
@@ -232,7 +233,7 @@ pub(super) fn failover_hung(report: &mut Report) -> Result<()> {
         })?;
     }
     runtime.block_on(client.shutdown());
-    let (p50, p99, max) = summary(&ours);
+    let (p50, p99, max) = summary(&ours)?;
     report.lower(
         "leader_failover_sigstop_p50",
         "ms",
@@ -305,7 +306,7 @@ async fn agreed(instances: &[Leader<Dict>], leader: &NodeName) -> Result<()> {
 
 /// Three nodes connected to each other start their instances together: the time until all
 /// agree on the leader, beside the time the three connections took.
-pub(super) fn cold_start(report: &mut Report) -> Result<()> {
+pub(super) fn cold_start(_: &Bench, report: &mut Report) -> Result<()> {
     const TRIALS: usize = 100;
     let runtime = runtime()?;
     let (ours, mesh) = runtime.block_on(async {
@@ -323,8 +324,8 @@ pub(super) fn cold_start(report: &mut Report) -> Result<()> {
         }
         anyhow::Ok((ours, meshes))
     })?;
-    let (p50, p99, _) = summary(&ours);
-    let (mesh_p50, ..) = summary(&mesh);
+    let (p50, p99, _) = summary(&ours)?;
+    let (mesh_p50, ..) = summary(&mesh)?;
     report.lower(
         "leader_cold_start_3_nodes_p50",
         "ms",
@@ -344,7 +345,7 @@ pub(super) fn cold_start(report: &mut Report) -> Result<()> {
 
 /// The top candidate is cut off, the others elect their own leader, then the links return:
 /// the time until all three agree on the top candidate again, beside the reconnection itself.
-pub(super) fn heal(report: &mut Report) -> Result<()> {
+pub(super) fn heal(_: &Bench, report: &mut Report) -> Result<()> {
     const TRIALS: usize = 100;
     let runtime = runtime()?;
     let (ours, links) = runtime.block_on(async {
@@ -368,8 +369,8 @@ pub(super) fn heal(report: &mut Report) -> Result<()> {
         }
         anyhow::Ok((ours, links))
     })?;
-    let (p50, p99, max) = summary(&ours);
-    let (link_p50, ..) = summary(&links);
+    let (p50, p99, max) = summary(&ours)?;
+    let (link_p50, ..) = summary(&links)?;
     report.lower(
         "leader_heal_to_one_leader_p50",
         "ms",
@@ -396,7 +397,7 @@ pub(super) fn heal(report: &mut Report) -> Result<()> {
 
 /// `leader_call` from a follower (relayed by its instance to the leader's node) beside a plain
 /// remote call to the leader's node, on the same connection: one caller, then 64.
-pub(super) fn leader_call(sides: &Sides, report: &mut Report) -> Result<()> {
+pub(super) fn leader_call(Bench { sides, .. }: &Bench, report: &mut Report) -> Result<()> {
     const CALLS: usize = 5_000;
     const CALLERS: usize = 64;
     let (leader, follower, echo) = sides.nodes("leader")?;
@@ -459,8 +460,8 @@ pub(super) fn leader_call(sides: &Sides, report: &mut Report) -> Result<()> {
     })??;
     sides.stop(&[&leader]);
     sides.stop(&[&follower_node]);
-    let (p50, p99) = percentiles(ours);
-    let (plain_p50, plain_p99) = percentiles(plain);
+    let (p50, p99) = percentiles(ours)?;
+    let (plain_p50, plain_p99) = percentiles(plain)?;
     report.lower(
         "leader_call_p50",
         "us",

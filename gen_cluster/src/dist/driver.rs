@@ -43,12 +43,14 @@ pub(crate) fn start(
     write: WriteHalf,
 ) {
     let (queue, outgoing) = FrameQueue::new(peer.name.clone(), dist.config.max_frame);
-    let Some(link) = dist.peers.establish(conn, &peer, queue) else {
+    let announce = |link: &PeerLink| {
+        dist.events
+            .node_up(&link.name, link.incarnation, &link.addr)
+    };
+    let Some(link) = dist.peers.establish(conn, &peer, queue, announce) else {
         tracing::debug!(peer = %peer.name, "handshake completed but another connection won");
         return;
     };
-    dist.events
-        .node_up(&link.name, link.incarnation, &link.addr);
     frames
         .decoder_mut()
         .set_max_frame_length(dist.config.max_frame);

@@ -76,12 +76,11 @@ impl Dist {
     pub(crate) fn take_down(&self, link: &Arc<PeerLink>, reason: DownReason) {
         link.note_down_reason(reason);
         link.cancel();
-        let Some(mut state) = self.peers.remove(link) else {
-            return;
-        };
-        state.fail_calls();
-        self.watchers.peer_down(link, state);
-        let reason = link.down_reason_or(DownReason::LocalShutdown);
-        self.events.node_down(&link.name, link.incarnation, reason);
+        self.peers.remove(link, |mut state| {
+            state.fail_calls();
+            self.watchers.peer_down(link, state);
+            let reason = link.down_reason_or(DownReason::LocalShutdown);
+            self.events.node_down(&link.name, link.incarnation, reason);
+        });
     }
 }

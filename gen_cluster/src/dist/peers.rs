@@ -1,10 +1,12 @@
 //! The peer table: for each peer node, the handshake in progress or the established link. It
 //! decides, with the arbitration rule of `gen_cluster_proto::arbitration`, which of several
-//! connections to one peer survives; records links; and removes them, returning what the link
-//! held so that the caller reports the loss (the table itself fails no call and fires no monitor).
+//! connections to one peer survives; records links; and removes them, handing what the link held
+//! to the caller's report of the loss (the table itself fails no call and fires no monitor).
 //!
-//! One mutex guards the table. It is never held while another lock is taken, except a link's own
-//! state when a link is removed (order: peers, then link).
+//! One mutex guards the table. A link's loss is reported, and a new link announced, while it is
+//! held: so a peer's down is always told before a later connection to it is told up, even when
+//! the peer redials the moment it sees the old link fail. Lock order: peers, then a link's state,
+//! then the watchers' lists, then the process table.
 
 use std::sync::{Arc, Mutex};
 
@@ -191,12 +193,13 @@ impl PeerTable {
     }
 
     /// Turns handshake `conn` into an established link, if it is still the one recorded for the
-    /// peer; `None` if another connection won meanwhile.
+    /// peer, and `announce`s it; `None` if another connection won meanwhile.
     pub(crate) fn establish(
         &self,
         conn: u64,
         peer: &Identity,
         queue: FrameQueue,
+        announce: impl FnOnce(&PeerLink),
     ) -> Option<Arc<PeerLink>> {
         let id = peer.name.id();
         let mut peers = lock(&self.inner);
@@ -210,17 +213,25 @@ impl PeerTable {
             queue,
         ));
         peers.by_id.insert(id, PeerEntry::Up(Arc::clone(&link)));
+        announce(&link);
         Some(link)
     }
 
-    /// Removes `link` from the table (if it is still the one recorded) and closes it, returning
-    /// what it held; `None` if it had closed already, so its loss is reported once.
-    pub(crate) fn remove(&self, link: &Arc<PeerLink>) -> Option<LinkState> {
+    /// Removes `link` from the table (if it is still the one recorded) and closes it; the first
+    /// time only, hands what it held to `report`, still under the table's lock. Returns whether
+    /// this call closed it: a link's loss is reported once.
+    pub(crate) fn remove(&self, link: &Arc<PeerLink>, report: impl FnOnce(LinkState)) -> bool {
         let mut peers = lock(&self.inner);
         if matches!(peers.by_id.get(&link.id), Some(PeerEntry::Up(l)) if Arc::ptr_eq(l, link)) {
             peers.by_id.remove(&link.id);
         }
-        link.close()
+        match link.close() {
+            Some(state) => {
+                report(state);
+                true
+            }
+            None => false,
+        }
     }
 }
 
@@ -253,7 +264,7 @@ mod tests {
         table
             .arbitrate(conn, peer, Step::ResponseVerified, &cancel)
             .unwrap();
-        let link = table.establish(conn, peer, queue(peer)).unwrap();
+        let link = table.establish(conn, peer, queue(peer), |_| {}).unwrap();
         (table, link)
     }
 
@@ -293,11 +304,11 @@ mod tests {
             "the new one is still handshaking"
         );
         assert!(
-            table.remove(&old).is_some(),
+            table.remove(&old, |_| {}),
             "the old link's state is handed over once"
         );
-        assert!(table.remove(&old).is_none());
-        let new = table.establish(conn, &b2, queue(&b2)).unwrap();
+        assert!(!table.remove(&old, |_| {}));
+        let new = table.establish(conn, &b2, queue(&b2), |_| {}).unwrap();
         assert_eq!(new.incarnation, Incarnation(2));
     }
 
@@ -311,8 +322,8 @@ mod tests {
         table
             .arbitrate(conn, &b2, Step::HelloReceived, &cancel)
             .unwrap();
-        table.establish(conn, &b2, queue(&b2)).unwrap();
-        table.remove(&old);
+        table.establish(conn, &b2, queue(&b2), |_| {}).unwrap();
+        table.remove(&old, |_| {});
         assert_eq!(
             table.link_to(b2.name.id()).unwrap().incarnation,
             Incarnation(2)
@@ -334,8 +345,38 @@ mod tests {
             .arbitrate(second, &b2, Step::HelloReceived, &CancellationToken::new())
             .unwrap();
         assert!(first_cancel.is_cancelled());
-        assert!(table.establish(first, &b, queue(&b)).is_none());
+        assert!(table.establish(first, &b, queue(&b), |_| {}).is_none());
         table.abandon(second, b2.name.id());
-        assert!(table.establish(second, &b2, queue(&b2)).is_none());
+        assert!(table.establish(second, &b2, queue(&b2), |_| {}).is_none());
+    }
+
+    #[test]
+    fn a_links_loss_is_reported_before_a_new_connection_to_the_peer_is_announced() {
+        let b = identity("b", 1);
+        let (table, old) = with_link(&b);
+        let table = Arc::new(table);
+        let told = Arc::new(Mutex::new(Vec::new()));
+        let (inside, reporting) = std::sync::mpsc::channel();
+        let redial = {
+            let (table, told, b) = (Arc::clone(&table), Arc::clone(&told), b.clone());
+            std::thread::spawn(move || {
+                // The peer redials the moment the old link's loss is being reported.
+                reporting.recv().unwrap();
+                let conn = table.new_conn_id();
+                let cancel = CancellationToken::new();
+                table
+                    .arbitrate(conn, &b, Step::HelloReceived, &cancel)
+                    .unwrap();
+                table.establish(conn, &b, queue(&b), |_| lock(&told).push("up"));
+            })
+        };
+        table.remove(&old, |_| {
+            inside.send(()).unwrap();
+            // A window in which an unguarded table would let the new link be announced first.
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            lock(&told).push("down");
+        });
+        redial.join().unwrap();
+        assert_eq!(*lock(&told), vec!["down", "up"]);
     }
 }

@@ -377,7 +377,10 @@ mod tests {
                 .arbitrate(conn, &b, Step::HelloReceived, &cancel)
                 .unwrap();
             let (queue, frames) = FrameQueue::new(b.name.clone(), 1 << 20);
-            (self.peers.establish(conn, &b, queue).unwrap(), frames)
+            (
+                self.peers.establish(conn, &b, queue, |_| {}).unwrap(),
+                frames,
+            )
         }
     }
 
@@ -490,8 +493,8 @@ mod tests {
                 target
             })
         );
-        let state = w.peers.remove(&link).unwrap();
-        w.watchers.peer_down(&link, state);
+        w.peers
+            .remove(&link, |state| w.watchers.peer_down(&link, state));
         assert_eq!(
             down(&mut inbox),
             Some((reference.0, target, ExitReason::NoConnection))
@@ -511,8 +514,8 @@ mod tests {
                 target,
             },
         );
-        let state = w.peers.remove(&link).unwrap();
-        w.watchers.peer_down(&link, state);
+        w.peers
+            .remove(&link, |state| w.watchers.peer_down(&link, state));
         let (_, mut frames_again) = w.peer();
         w.watchers.process_ended(target, ExitReason::Normal);
         assert!(header(&mut frames).is_none());
