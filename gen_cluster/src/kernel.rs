@@ -26,7 +26,9 @@ use crate::tasks::Tasks;
 #[must_use = "a node runs until shutdown() is awaited"]
 pub struct Node(pub(crate) Arc<Kernel>);
 
-/// The parts of one node.
+/// The parts of one node. The distribution layer's share (`dist`) holds the same process table,
+/// watchers, peer table, event bus and trackers, not copies: it is handed them so that it never
+/// needs the kernel itself.
 pub(crate) struct Kernel {
     pub(crate) id: NodeId,
     pub(crate) incarnation: Incarnation,

@@ -263,7 +263,11 @@ impl Service {
     fn handle_signal(&mut self, signal: Signal) {
         match signal {
             Signal::Info { payload, from } if from != self.id => match payload.decode() {
-                Ok(message) => self.handle_message(from, message),
+                Ok(message) => {
+                    if let Some(message) = still_current(&self.peers, from, message) {
+                        self.handle_message(from, message);
+                    }
+                }
                 Err(error) => {
                     tracing::warn!(%from, %error, "dropped an undecodable registry message")
                 }
@@ -468,9 +472,96 @@ impl Service {
     }
 }
 
+/// What of `message` the node `from` may still say: registrations of its processes in the life
+/// its link connects to now. A message read before its link was lost (or replaced by a later life
+/// of the node) and handled after is dropped; applying it would bring back names that the loss
+/// released.
+fn still_current(
+    peers: &PeerTable,
+    from: NodeId,
+    message: RegistryMessage,
+) -> Option<RegistryMessage> {
+    let link = peers.link_to(from)?;
+    Some(match message {
+        RegistryMessage::Announce { registrations, ack } => RegistryMessage::Announce {
+            registrations: registrations
+                .into_iter()
+                .filter(|registration| link.owns(registration.pid))
+                .collect(),
+            ack,
+        },
+        other => other,
+    })
+}
+
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+mod tests {
+    use super::*;
+    use gen_cluster_proto::arbitration::Step;
+    use gen_cluster_proto::handshake::Identity;
+    use gen_cluster_proto::registry::{Registration, Stamp};
+    use tokio_util::sync::CancellationToken;
+
+    use crate::dist::queue::FrameQueue;
+
+    fn registration(node: &NodeName, incarnation: u64) -> Registration {
+        Registration {
+            name: "x".into(),
+            pid: Pid {
+                node: node.id(),
+                incarnation: Incarnation(incarnation),
+                local: 1,
+            },
+            stamp: Stamp {
+                clock: 1,
+                node: node.clone(),
+            },
+        }
+    }
+
+    fn announce(registrations: Vec<Registration>) -> RegistryMessage {
+        RegistryMessage::Announce {
+            registrations,
+            ack: None,
+        }
+    }
+
+    #[test]
+    fn a_peers_announcement_counts_only_while_its_link_is_up_and_only_for_that_life() {
+        let b = NodeName::new("b").unwrap();
+        let peers = PeerTable::new(NodeName::new("a").unwrap());
+        let stale = announce(vec![registration(&b, 1)]);
+        assert_eq!(
+            still_current(&peers, b.id(), stale.clone()),
+            None,
+            "read before the link was lost, handled after"
+        );
+        let life_two = Identity {
+            name: b.clone(),
+            incarnation: Incarnation(2),
+            listen: "b:1".into(),
+        };
+        let conn = peers.new_conn_id();
+        let cancel = CancellationToken::new();
+        peers
+            .arbitrate(conn, &life_two, Step::HelloReceived, &cancel, |_, _| {})
+            .unwrap();
+        let queue = FrameQueue::new(b.clone(), 1 << 20).0;
+        peers.establish(conn, &life_two, queue, |_| {}).unwrap();
+        assert_eq!(
+            still_current(&peers, b.id(), stale),
+            Some(announce(vec![])),
+            "an earlier life's names are not taken from the later life's link"
+        );
+        let fresh = announce(vec![registration(&b, 2)]);
+        assert_eq!(still_current(&peers, b.id(), fresh.clone()), Some(fresh));
     }
 }

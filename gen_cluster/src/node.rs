@@ -294,8 +294,7 @@ impl Node {
             let _ = mailbox.send(Signal::Stop(ExitReason::Shutdown));
         }
         kernel.tasks.drain_processes(PROCESS_DRAIN).await;
-        kernel.peers.cancel_handshakes();
-        let links = kernel.peers.links();
+        let links = kernel.peers.close();
         for link in &links {
             link.queue.goodbye(ExitReason::Shutdown);
         }

@@ -119,6 +119,7 @@ impl Router {
         request: M,
         timeout: Duration,
     ) -> Result<R, CallError> {
+        let mut remote = None;
         let reply = match self.route(target) {
             Route::Local(pid) => {
                 let (tx, rx) = oneshot::channel();
@@ -133,7 +134,10 @@ impl Router {
             }
             Route::Remote(node, to) => {
                 let link = self.peers.link_to(node).ok_or(CallError::NodeDown)?;
-                link.start_call(self.processes.next_ref(), to, &request)?
+                let reference = self.processes.next_ref();
+                let reply = link.start_call(reference, to, &request)?;
+                remote = Some((link, reference));
+                reply
             }
             Route::Nowhere => return Err(CallError::NoProc),
         };
@@ -141,7 +145,13 @@ impl Router {
             Ok(Ok(Ok(payload))) => payload.decode().map_err(CallError::BadReply),
             Ok(Ok(Err(error))) => Err(error),
             Ok(Err(_)) => Err(CallError::NodeDown),
-            Err(_) => Err(CallError::Timeout(timeout)),
+            Err(_) => {
+                // A late reply then finds no caller, and the link keeps no entry for it.
+                if let Some((link, reference)) = remote {
+                    link.forget_call(reference);
+                }
+                Err(CallError::Timeout(timeout))
+            }
         }
     }
 
@@ -189,7 +199,7 @@ mod tests {
         let cancel = CancellationToken::new();
         use gen_cluster_proto::arbitration::Step;
         peers
-            .arbitrate(conn, &b, Step::HelloReceived, &cancel)
+            .arbitrate(conn, &b, Step::HelloReceived, &cancel, |_, _| {})
             .unwrap();
         let (queue, frames) = FrameQueue::new(b.name.clone(), 1 << 20);
         peers.establish(conn, &b, queue, |_| {}).unwrap();
@@ -305,6 +315,13 @@ mod tests {
         );
         let _frames = connect_b(&peers);
         let link = peers.link_to(name("b").id()).unwrap();
+        let late = router.call::<u8, u8>(&remote, 1, t).await;
+        assert_eq!(late, Err(CallError::Timeout(t)));
+        assert_eq!(
+            link.track(|state| state.calls.len()),
+            Some(0),
+            "a timed-out call leaves no entry on its link"
+        );
         let call = router.call::<u8, u8>(&remote, 1, Duration::from_secs(1));
         let lose_link = async {
             tokio::task::yield_now().await;

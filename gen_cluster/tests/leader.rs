@@ -115,6 +115,11 @@ impl LeaderServer for Probe {
         LeaderFlow::Broadcast(self.total)
     }
 
+    fn handle_leader_cast(&mut self, add: u64, _: &ElectionId) -> LeaderFlow<u64> {
+        self.set(self.total + add);
+        LeaderFlow::Broadcast(self.total)
+    }
+
     fn from_leader(&mut self, total: u64, _: &ElectionId) {
         self.saw(Seen::FromLeader(total));
         self.set(total);
@@ -328,6 +333,47 @@ async fn a_handle_on_another_nodes_instance_reaches_the_leader_through_it(net: N
     .await;
     agreed(&instances[1..], &candidates[1]).await;
     assert!(through_follower.leader_call(1, T).await.unwrap() >= 6);
+}
+
+async fn a_handles_leader_cast_is_applied_before_its_next_leader_call(net: Net) {
+    let nodes = net.mesh(&["a", "b"]).await;
+    let candidates = names(&nodes);
+    let (instances, _) = start_probes(&nodes, &candidates).await;
+    agreed(&instances, &candidates[0]).await;
+    for round in 1..=20u64 {
+        instances[1].leader_cast(10).unwrap();
+        assert_eq!(
+            instances[1].leader_call(0, T).await.unwrap(),
+            round * 10,
+            "round {round}: the leader had the cast before the call that followed it"
+        );
+    }
+}
+
+async fn a_call_forwarded_to_a_leader_instance_that_ended_fails_at_once(net: Net) {
+    let nodes = net.mesh(&["a", "b"]).await;
+    let candidates = names(&nodes);
+    let (instances, _) = start_probes(&nodes, &candidates).await;
+    agreed(&instances, &candidates[0]).await;
+    let client = net.node("client").await;
+    connect(&client, &nodes[1]).await;
+    let through_follower = Leader::<Probe>::at(&client, nodes[1].name(), "test");
+    assert_eq!(through_follower.leader_call(1, T).await.unwrap(), 1);
+    // The leader's instance ends while its node stays up; the follower may still forward to it.
+    let leader_instance = nodes[0]
+        .whereis(&gen_cluster::instance_name("test"))
+        .unwrap();
+    let mut watcher = nodes[0].mailbox::<()>();
+    watcher.monitor(leader_instance);
+    assert!(nodes[0].stop_process(leader_instance, gen_cluster::ExitReason::Shutdown));
+    tokio::time::timeout(HANG, watcher.recv()).await.unwrap();
+    let started = Instant::now();
+    let outcome = through_follower.leader_call(1, HANG).await;
+    assert!(
+        matches!(outcome, Ok(_) | Err(LeaderCallError::LeaderDied)),
+        "{outcome:?}"
+    );
+    assert!(started.elapsed() < T, "answered, not left to the timeout");
 }
 
 async fn a_request_that_cannot_be_sent_is_reported_as_such_and_never_retried(net: Net) {
@@ -599,6 +645,8 @@ async fn local_calls_and_casts_reach_this_nodes_instance_only(net: Net) {
 }
 
 on_both_transports!(
+    a_handles_leader_cast_is_applied_before_its_next_leader_call,
+    a_call_forwarded_to_a_leader_instance_that_ended_fails_at_once,
     candidates_started_together_agree_on_one_leader_elected_once_surrendered_once,
     leader_calls_reach_the_leader_from_every_node_and_fail_fast_when_it_is_lost,
     a_handle_on_another_nodes_instance_reaches_the_leader_through_it,

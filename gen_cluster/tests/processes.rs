@@ -119,6 +119,26 @@ async fn a_crashing_handler_ends_its_process_with_the_panic_and_the_node_lives_o
     );
 }
 
+async fn calls_queued_behind_a_stop_are_refused_at_once(net: Net) {
+    let (a, b) = net.pair().await;
+    let echo = b.spawn(Echo::default()).await.unwrap();
+    // Frames on a link are ordered: the second call waits in the mailbox when the first stops
+    // the process; it is refused with noproc, not left to its caller's timeout.
+    let (stopped, queued) = tokio::join!(
+        a.call(&echo, EchoCall::Stop, T),
+        a.call(&echo, EchoCall::Pid, HANG * 2)
+    );
+    assert_eq!(stopped, Ok(EchoReply::Ok));
+    assert_eq!(queued, Err(CallError::NoProc));
+    let local = b.spawn(Echo::default()).await.unwrap();
+    let (stopped, queued) = tokio::join!(
+        b.call(&local, EchoCall::Stop, T),
+        b.call(&local, EchoCall::Pid, HANG * 2)
+    );
+    assert_eq!(stopped, Ok(EchoReply::Ok));
+    assert_eq!(queued, Err(CallError::NoProc), "the same locally");
+}
+
 async fn a_call_times_out_when_the_reply_is_too_late(net: Net) {
     let (a, b) = net.pair().await;
     let echo = b.spawn(Echo::default()).await.unwrap();
@@ -344,6 +364,7 @@ async fn a_pid_of_an_earlier_incarnation_never_reaches_the_new_process(net: Net)
 }
 
 on_both_transports!(
+    calls_queued_behind_a_stop_are_refused_at_once,
     a_remote_call_gets_its_reply_and_a_local_one_too,
     casts_arrive_in_order_before_a_later_call,
     a_deferred_reply_from_another_task_reaches_the_remote_caller,

@@ -183,8 +183,7 @@ async fn initiate(
 }
 
 /// Asks the peer table whether the handshake may go on; a link it replaces (an earlier life of
-/// the peer) is taken down here, before the new one can come up, so that subscribers see the old
-/// life's down before the new life's up.
+/// the peer) is stopped and its loss reported at once, before the new one can come up.
 fn arbitrate(
     dist: &Dist,
     conn: u64,
@@ -192,10 +191,12 @@ fn arbitrate(
     step: Step,
     cancel: &CancellationToken,
 ) -> Result<(), Refusal> {
-    if let Some(replaced) = dist.peers.arbitrate(conn, peer, step, cancel)? {
-        dist.take_down(&replaced, DownReason::Restarted);
-    }
-    Ok(())
+    dist.peers
+        .arbitrate(conn, peer, step, cancel, |replaced, state| {
+            let reason = replaced.note_down_reason(DownReason::Restarted);
+            replaced.cancel();
+            dist.report_down(replaced, state, reason);
+        })
 }
 
 /// Waits until `name` is connected, at most `timeout`.

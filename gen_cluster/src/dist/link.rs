@@ -118,14 +118,15 @@ impl PeerLink {
         }
     }
 
-    /// Records why the link is going down, unless a reason was recorded first.
-    pub(crate) fn note_down_reason(&self, reason: DownReason) {
-        lock(&self.down_reason).get_or_insert(reason);
+    /// Forgets the call `reference`, whose caller stopped waiting.
+    pub(crate) fn forget_call(&self, reference: u64) {
+        self.track(|state| state.calls.remove(&reference));
     }
 
-    /// The reason recorded first, or `fallback`.
-    pub(crate) fn down_reason_or(&self, fallback: DownReason) -> DownReason {
-        lock(&self.down_reason).get_or_insert(fallback).clone()
+    /// Records why the link is going down, unless a reason was recorded first; returns the
+    /// reason that stands (the first one recorded).
+    pub(crate) fn note_down_reason(&self, reason: DownReason) -> DownReason {
+        lock(&self.down_reason).get_or_insert(reason).clone()
     }
 
     /// Stops the link's tasks (after noting why, with [`note_down_reason`](Self::note_down_reason)).
@@ -203,10 +204,12 @@ mod tests {
     #[test]
     fn the_first_down_reason_recorded_wins() {
         let (link, _frames) = link();
-        link.note_down_reason(DownReason::Restarted);
-        link.note_down_reason(DownReason::Disconnected);
         assert_eq!(
-            link.down_reason_or(DownReason::LocalShutdown),
+            link.note_down_reason(DownReason::Restarted),
+            DownReason::Restarted
+        );
+        assert_eq!(
+            link.note_down_reason(DownReason::Disconnected),
             DownReason::Restarted
         );
     }

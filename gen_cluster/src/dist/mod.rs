@@ -29,7 +29,7 @@ pub(crate) mod listener;
 pub(crate) mod peers;
 pub(crate) mod queue;
 
-use link::PeerLink;
+use link::{LinkState, PeerLink};
 use peers::PeerTable;
 
 /// A peer as seen by [`Node::peers`](crate::Node::peers).
@@ -70,17 +70,22 @@ impl Dist {
         }
     }
 
-    /// Takes `link` down: stops its tasks and, the first time only, fails its calls, fires the
-    /// monitors and links on its processes with `noconnection`, and reports the peer down with
-    /// the first reason recorded on the link (else `reason`).
+    /// Takes `link` down: stops its tasks and, the first time only, reports its loss (see
+    /// [`report_down`](Self::report_down)) with the first reason recorded on the link.
     pub(crate) fn take_down(&self, link: &Arc<PeerLink>, reason: DownReason) {
-        link.note_down_reason(reason);
+        let reason = link.note_down_reason(reason);
         link.cancel();
-        self.peers.remove(link, |mut state| {
-            state.fail_calls();
-            self.watchers.peer_down(link, state);
-            let reason = link.down_reason_or(DownReason::LocalShutdown);
-            self.events.node_down(&link.name, link.incarnation, reason);
-        });
+        self.peers
+            .remove(link, |state| self.report_down(link, state, reason));
+    }
+
+    /// Reports the loss of `link`, whose state was just taken out of it: fails its calls, fires
+    /// the monitors and links on its processes with `noconnection`, tells subscribers. Called by
+    /// the peer table under its lock, so that the loss is told before any later connection to
+    /// the same peer is told up. Cost: O(watch lists) to forget the peer's watchers.
+    pub(crate) fn report_down(&self, link: &PeerLink, mut state: LinkState, reason: DownReason) {
+        state.fail_calls();
+        self.watchers.peer_down(link, state);
+        self.events.node_down(&link.name, link.incarnation, reason);
     }
 }

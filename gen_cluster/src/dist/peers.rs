@@ -32,6 +32,8 @@ pub(crate) struct PeerTable {
 struct Peers {
     by_id: HashMap<NodeId, PeerEntry>,
     next_conn: u64,
+    /// Set at shutdown: no link may be established after it.
+    closed: bool,
 }
 
 #[derive(Debug)]
@@ -107,25 +109,25 @@ impl PeerTable {
             .collect()
     }
 
-    /// Cancels every handshake in progress (at shutdown).
-    pub(crate) fn cancel_handshakes(&self) {
-        for entry in lock(&self.inner).by_id.values() {
-            if let PeerEntry::Handshaking(pending) = entry {
-                pending.cancel.cancel();
-            }
-        }
+    /// Refuses every link from now on (at shutdown) and returns the established ones, to say
+    /// goodbye on. A handshake in progress can no longer establish its link.
+    pub(crate) fn close(&self) -> Vec<Arc<PeerLink>> {
+        lock(&self.inner).closed = true;
+        self.links()
     }
 
     /// Decides whether handshake `conn` with `peer` may go on at `step` (see [`arbitration`]);
     /// if so, records its progress and cancels a handshake it replaces. An established link it
-    /// replaces is removed from the table and returned: the caller takes it down.
+    /// replaces (an earlier life of the peer) is removed and closed, and what it held handed to
+    /// `report_replaced`, under the table's lock: its loss is told before the new link's up.
     pub(crate) fn arbitrate(
         &self,
         conn: u64,
         peer: &Identity,
         step: Step,
         cancel: &CancellationToken,
-    ) -> Result<Option<Arc<PeerLink>>, Refusal> {
+        report_replaced: impl FnOnce(&Arc<PeerLink>, LinkState),
+    ) -> Result<(), Refusal> {
         let id = peer.name.id();
         // The initiator's only decision point is the Challenge; the acceptor's are the others.
         let dialed_by_us = step == Step::ChallengeReceived;
@@ -173,15 +175,16 @@ impl PeerTable {
             cancel: cancel.clone(),
         };
         peers.by_id.insert(id, PeerEntry::Handshaking(pending));
-        drop(peers);
         match replaced {
-            Some(PeerEntry::Handshaking(pending)) => {
-                pending.cancel.cancel();
-                Ok(None)
+            Some(PeerEntry::Handshaking(pending)) => pending.cancel.cancel(),
+            Some(PeerEntry::Up(link)) => {
+                if let Some(state) = link.close() {
+                    report_replaced(&link, state);
+                }
             }
-            Some(PeerEntry::Up(link)) => Ok(Some(link)),
-            None => Ok(None),
+            None => {}
         }
+        Ok(())
     }
 
     /// Forgets handshake `conn` if it is still the one recorded for `peer` (it failed).
@@ -203,7 +206,9 @@ impl PeerTable {
     ) -> Option<Arc<PeerLink>> {
         let id = peer.name.id();
         let mut peers = lock(&self.inner);
-        if !matches!(peers.by_id.get(&id), Some(PeerEntry::Handshaking(p)) if p.conn == conn) {
+        let current =
+            matches!(peers.by_id.get(&id), Some(PeerEntry::Handshaking(p)) if p.conn == conn);
+        if !current || peers.closed {
             return None;
         }
         let link = Arc::new(PeerLink::new(
@@ -259,10 +264,10 @@ mod tests {
         let conn = table.new_conn_id();
         let cancel = CancellationToken::new();
         table
-            .arbitrate(conn, peer, Step::HelloReceived, &cancel)
+            .arbitrate(conn, peer, Step::HelloReceived, &cancel, |_, _| {})
             .unwrap();
         table
-            .arbitrate(conn, peer, Step::ResponseVerified, &cancel)
+            .arbitrate(conn, peer, Step::ResponseVerified, &cancel, |_, _| {})
             .unwrap();
         let link = table.establish(conn, peer, queue(peer), |_| {}).unwrap();
         (table, link)
@@ -282,7 +287,8 @@ mod tests {
         let b = identity("b", 1);
         let (table, _) = with_link(&b);
         let conn = table.new_conn_id();
-        let refused = table.arbitrate(conn, &b, Step::HelloReceived, &CancellationToken::new());
+        let cancel = CancellationToken::new();
+        let refused = table.arbitrate(conn, &b, Step::HelloReceived, &cancel, |_, _| {});
         assert!(
             matches!(refused, Err(Refusal::Duplicate { .. })),
             "{refused:?}"
@@ -295,19 +301,25 @@ mod tests {
         let (table, old) = with_link(&b1);
         let b2 = identity("b", 2);
         let conn = table.new_conn_id();
-        let replaced = table
-            .arbitrate(conn, &b2, Step::HelloReceived, &CancellationToken::new())
+        let mut replaced = None;
+        let cancel = CancellationToken::new();
+        table
+            .arbitrate(conn, &b2, Step::HelloReceived, &cancel, |link, _| {
+                replaced = Some(Arc::clone(link))
+            })
             .unwrap();
-        assert!(Arc::ptr_eq(&replaced.unwrap(), &old));
+        assert!(
+            Arc::ptr_eq(&replaced.unwrap(), &old),
+            "the old link is handed over"
+        );
         assert!(
             table.link_to(b2.name.id()).is_none(),
             "the new one is still handshaking"
         );
         assert!(
-            table.remove(&old, |_| {}),
-            "the old link's state is handed over once"
+            !table.remove(&old, |_| {}),
+            "the old link's loss was reported by its replacement, once"
         );
-        assert!(!table.remove(&old, |_| {}));
         let new = table.establish(conn, &b2, queue(&b2), |_| {}).unwrap();
         assert_eq!(new.incarnation, Incarnation(2));
     }
@@ -320,7 +332,7 @@ mod tests {
         let conn = table.new_conn_id();
         let cancel = CancellationToken::new();
         table
-            .arbitrate(conn, &b2, Step::HelloReceived, &cancel)
+            .arbitrate(conn, &b2, Step::HelloReceived, &cancel, |_, _| {})
             .unwrap();
         table.establish(conn, &b2, queue(&b2), |_| {}).unwrap();
         table.remove(&old, |_| {});
@@ -337,12 +349,13 @@ mod tests {
         let (first, second) = (table.new_conn_id(), table.new_conn_id());
         let first_cancel = CancellationToken::new();
         table
-            .arbitrate(first, &b, Step::HelloReceived, &first_cancel)
+            .arbitrate(first, &b, Step::HelloReceived, &first_cancel, |_, _| {})
             .unwrap();
         // A later life arrives on another connection: the first is cancelled and cannot finish.
         let b2 = identity("b", 2);
+        let second_cancel = CancellationToken::new();
         table
-            .arbitrate(second, &b2, Step::HelloReceived, &CancellationToken::new())
+            .arbitrate(second, &b2, Step::HelloReceived, &second_cancel, |_, _| {})
             .unwrap();
         assert!(first_cancel.is_cancelled());
         assert!(table.establish(first, &b, queue(&b), |_| {}).is_none());
@@ -365,7 +378,7 @@ mod tests {
                 let conn = table.new_conn_id();
                 let cancel = CancellationToken::new();
                 table
-                    .arbitrate(conn, &b, Step::HelloReceived, &cancel)
+                    .arbitrate(conn, &b, Step::HelloReceived, &cancel, |_, _| {})
                     .unwrap();
                 table.establish(conn, &b, queue(&b), |_| lock(&told).push("up"));
             })
@@ -378,5 +391,18 @@ mod tests {
         });
         redial.join().unwrap();
         assert_eq!(*lock(&told), vec!["down", "up"]);
+    }
+
+    #[test]
+    fn no_link_is_established_once_the_table_is_closed() {
+        let b = identity("b", 1);
+        let table = PeerTable::new(NodeName::new("a").unwrap());
+        let conn = table.new_conn_id();
+        let cancel = CancellationToken::new();
+        table
+            .arbitrate(conn, &b, Step::HelloReceived, &cancel, |_, _| {})
+            .unwrap();
+        assert!(table.close().is_empty());
+        assert!(table.establish(conn, &b, queue(&b), |_| {}).is_none());
     }
 }

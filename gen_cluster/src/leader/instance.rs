@@ -18,7 +18,7 @@ use super::{ElectionId, LeaderFlow, LeaderReplyTo, LeaderServer, LeaderStatus};
 use crate::Node;
 use crate::clock::now;
 use crate::events::NodeEvent;
-use crate::process::{Context, Flow, Info, ReplyTo, Server, ServerRef};
+use crate::process::{Context, Flow, Info, MonitorRef, ReplyTo, Server, ServerRef};
 
 /// The most leader calls an instance holds while no leader is known, and the most it has
 /// forwarded and not yet heard back about; beyond either, a call fails with `Overloaded`. The
@@ -100,7 +100,7 @@ pub(crate) enum InstanceInfo<B: LeaderServer> {
     NodeUp(NodeName),
     /// A node was lost.
     NodeDown(NodeName),
-    /// The nodes connected now, after node events were missed.
+    /// The nodes connected now: at start, and after node events were missed.
     Connected(Vec<NodeName>),
     /// The machine's timer is due.
     Timer,
@@ -128,7 +128,8 @@ struct Held<B: LeaderServer> {
 
 /// A routed leader call forwarded to the leader's instance.
 struct Forwarded<B: LeaderServer> {
-    leader: NodeName,
+    /// The instance it was forwarded to (monitored: its end fails the call).
+    leader: Pid,
     reply: ReplyTo<InstanceReply<B>>,
 }
 
@@ -143,6 +144,8 @@ pub(crate) struct Instance<B: LeaderServer> {
     held_casts: VecDeque<B::Cast>,
     forwarded: FxHashMap<u64, Forwarded<B>>,
     next_forward: u64,
+    /// The leaders' instances this one forwarded calls to, each monitored once.
+    watched_leaders: FxHashMap<Pid, MonitorRef>,
     /// Tells the local `Leader` handles which election this node follows.
     changes: watch::Sender<Option<ElectionId>>,
     /// Tells the driver task when the machine's timer is due.
@@ -169,6 +172,7 @@ impl<B: LeaderServer> Instance<B> {
             held_casts: VecDeque::new(),
             forwarded: FxHashMap::default(),
             next_forward: 1,
+            watched_leaders: FxHashMap::default(),
             changes,
             timer,
         };
@@ -211,6 +215,9 @@ impl<B: LeaderServer> Instance<B> {
                 return Flow::Stop(reason);
             }
         }
+        // What waited for a leader goes first, then the handles learn of it: a call a handle
+        // sends once it sees the leader never overtakes an earlier cast held here.
+        let flow = self.release_held(ctx);
         let current = self.machine.current();
         self.changes.send_if_modified(|seen| {
             let changed = seen.as_ref() != current;
@@ -220,7 +227,7 @@ impl<B: LeaderServer> Instance<B> {
             changed
         });
         self.timer.send_replace(self.machine.poll_timeout());
-        self.release_held(ctx)
+        flow
     }
 
     fn execute(&mut self, ctx: &Context<Self>, action: ElectionAction<B::State>) -> Flow {
@@ -379,12 +386,12 @@ impl<B: LeaderServer> Instance<B> {
                 );
                 self.follow(ctx, flow)
             }
-            Some(election) => {
+            Some(_) => {
                 match self.leader_pid(ctx) {
                     Some(_) if self.forwarded.len() >= MAX_WAITING => {
                         reply.reply(InstanceReply::Overloaded)
                     }
-                    Some(leader) => self.forward(ctx, leader, election.leader, request, reply),
+                    Some(leader) => self.forward(ctx, leader, request, reply),
                     None => reply.reply(InstanceReply::LeaderDied),
                 }
                 Flow::Continue
@@ -413,12 +420,12 @@ impl<B: LeaderServer> Instance<B> {
         });
     }
 
-    /// Sends a routed call to the leader's instance `to`, which answers with `Forwarded`.
+    /// Sends a routed call to the leader's instance `to`, which answers with `Forwarded`; the
+    /// call fails with `LeaderDied` if that instance or its node is lost first (a monitor).
     fn forward(
         &mut self,
         ctx: &Context<Self>,
         to: Pid,
-        leader: NodeName,
         request: B::Call,
         reply: ReplyTo<InstanceReply<B>>,
     ) {
@@ -438,7 +445,10 @@ impl<B: LeaderServer> Instance<B> {
             return;
         }
         self.forwarded
-            .insert(reference, Forwarded { leader, reply });
+            .insert(reference, Forwarded { leader: to, reply });
+        if to != ctx.pid() && !self.watched_leaders.contains_key(&to) {
+            self.watched_leaders.insert(to, ctx.monitor(to));
+        }
     }
 
     /// A call forwarded by the instance `from`: handled if this instance leads, else handed back.
@@ -481,7 +491,7 @@ impl<B: LeaderServer> Instance<B> {
                 match self.machine.current().cloned() {
                     // This node still believes the instance that refused leads: wait for the
                     // election to move on rather than ask it again.
-                    Some(election) if election.leader == forwarded.leader => {
+                    Some(election) if self.leader_pid(ctx) == Some(forwarded.leader) => {
                         self.hold(request, forwarded.reply, Some(election))
                     }
                     _ => return self.route_call(ctx, request, forwarded.reply),
@@ -491,12 +501,14 @@ impl<B: LeaderServer> Instance<B> {
         Flow::Continue
     }
 
-    /// The calls forwarded to `lost`'s instance will get no answer: the leader died.
-    fn leader_lost(&mut self, lost: impl Fn(&NodeName) -> bool) {
+    /// The leader's instance `lost` ended, or its node was lost: the calls forwarded to it will
+    /// get no answer.
+    fn leader_lost(&mut self, lost: Pid) {
+        self.watched_leaders.remove(&lost);
         let gone: Vec<u64> = self
             .forwarded
             .iter()
-            .filter(|(_, forwarded)| lost(&forwarded.leader))
+            .filter(|(_, forwarded)| forwarded.leader == lost)
             .map(|(&reference, _)| reference)
             .collect();
         for reference in gone {
@@ -585,8 +597,13 @@ impl<B: LeaderServer> Server for Instance<B> {
     }
 
     async fn handle_info(&mut self, info: Info<Self::Info>, ctx: &mut Context<Self>) -> Flow {
-        let Info::Message(message) = info else {
-            return Flow::Continue;
+        let message = match info {
+            Info::Message(message) => message,
+            Info::Down { pid, .. } => {
+                self.leader_lost(pid);
+                return Flow::Continue;
+            }
+            _ => return Flow::Continue,
         };
         match message {
             InstanceInfo::Election { from, pid, message } => {
@@ -611,14 +628,11 @@ impl<B: LeaderServer> Server for Instance<B> {
             InstanceInfo::NodeUp(peer) => self.drive(ctx, |machine| machine.handle_node_up(peer)),
             InstanceInfo::NodeDown(peer) => {
                 self.pids.remove(&peer);
-                self.leader_lost(|leader| *leader == peer);
                 self.drive(ctx, |machine| machine.handle_node_down(&peer))
             }
             InstanceInfo::Connected(peers) => {
                 let peers: BTreeSet<NodeName> = peers.into_iter().collect();
                 self.pids.retain(|name, _| peers.contains(name));
-                let me = ctx.node().name().clone();
-                self.leader_lost(|leader| *leader != me && !peers.contains(leader));
                 self.drive(ctx, |machine| machine.handle_connected_now(&peers))
             }
             InstanceInfo::Timer => self.drive(ctx, |machine| machine.handle_timeout(now())),
@@ -652,6 +666,15 @@ async fn feed<B: LeaderServer>(
     mut events: broadcast::Receiver<NodeEvent>,
     mut timer: watch::Receiver<Option<Instant>>,
 ) {
+    // The peers connected now, read after subscribing to the node's events: an event about
+    // them that follows is applied after it, in order.
+    let connected = node.peers().into_iter().map(|peer| peer.name).collect();
+    if node
+        .send(&instance, InstanceInfo::Connected(connected))
+        .is_err()
+    {
+        return;
+    }
     let mut due = *timer.borrow_and_update();
     loop {
         let info = tokio::select! {

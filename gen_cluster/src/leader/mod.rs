@@ -262,7 +262,9 @@ impl LeaderCallError {
     fn from_instance(error: CallError, timeout: Duration) -> Self {
         match error {
             CallError::Timeout(_) => Self::Timeout(timeout),
-            CallError::NoProc | CallError::NodeDown | CallError::NoReply => Self::NotRunning,
+            CallError::NoProc | CallError::NodeDown => Self::NotRunning,
+            // The instance had the call (it led, or held it) and ended or dropped it.
+            CallError::NoReply => Self::LeaderDied,
             CallError::BadRequest(why) => Self::BadRequest(why),
             CallError::BadReply(error) => Self::BadReply(error),
             CallError::Encode(error) => Self::Encode(error),
@@ -398,9 +400,6 @@ impl<B: LeaderServer> Leader<B> {
         let changes = wiring.changes.clone();
         let server = node.spawn_named(&name, instance).await?;
         instance::drive_from_node(node, &config.name, server.clone(), wiring);
-        for peer in node.peers() {
-            let _ = node.send(&server, InstanceInfo::NodeUp(peer.name));
-        }
         Ok(Self {
             node: node.clone(),
             instance_name: name.into(),
@@ -533,11 +532,24 @@ impl<B: LeaderServer> Leader<B> {
             .map_err(|_| LeaderCallError::NotRunning)
     }
 
-    /// Sends a one-way request to the leader (held by the instance until one is known).
+    /// Sends a one-way request to the leader: straight to the leader's instance when this
+    /// node follows one (so that it keeps its order with this handle's leader calls), else
+    /// through the instance, which holds it until a leader is known.
     pub fn leader_cast(&self, request: B::Cast) -> Result<(), LeaderCallError> {
-        self.node
-            .cast(&self.instance, InstanceCast::Leader(request))
-            .map_err(|_| LeaderCallError::NotRunning)
+        let leader = self
+            .changes
+            .as_ref()
+            .and_then(|changes| changes.borrow().as_ref().map(|e| e.leader.clone()));
+        let sent = match leader {
+            Some(leader) => {
+                let leader = ServerRef::<Instance<B>>::named(&leader, &self.instance_name);
+                self.node.send(&leader, InstanceInfo::Cast(request))
+            }
+            None => self
+                .node
+                .cast(&self.instance, InstanceCast::Leader(request)),
+        };
+        sent.map_err(|_| LeaderCallError::NotRunning)
     }
 
     /// Calls this node's instance (`handle_call`).

@@ -21,7 +21,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 mod handle;
-mod run;
+pub(crate) mod run;
 pub(crate) mod signal;
 pub(crate) mod table;
 pub(crate) mod watch;

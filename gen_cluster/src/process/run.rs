@@ -134,6 +134,18 @@ async fn run<S: Server>(
         tracing::warn!(%pid, %reason, "process ended abnormally");
     }
     node.0.watchers.process_ended(pid, reason);
+    refuse_left_calls(&mut rx);
+}
+
+/// Refuses, with `noproc`, the calls still in the mailbox of a process that has ended (its slot
+/// is gone, so nothing more arrives): their callers learn at once instead of at their timeout.
+pub(crate) fn refuse_left_calls(rx: &mut mpsc::UnboundedReceiver<Signal>) {
+    rx.close();
+    while let Ok(signal) = rx.try_recv() {
+        if let Signal::Call { reply, .. } = signal {
+            reply.refuse(CallRefusal::NoProc);
+        }
+    }
 }
 
 async fn serve<S: Server>(

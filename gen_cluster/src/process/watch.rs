@@ -9,8 +9,10 @@
 //!
 //! Locks: the watch lists' mutex, then (inside it, only to check that a process is alive) the
 //! process table's; never the other way round. A process's end frees its table slot first, then
-//! takes its watch list: a watcher added in between is in the list and fires; one added after is
-//! refused with `noproc`. Costs: a monitor or link is O(1); an end is O(its watchers); a lost peer
+//! takes its watch list; a watcher is added only while the slot is there (checked under the
+//! lists' lock): one added before the end is in the list and fires, one after is refused with
+//! `noproc`. A peer speaks only for its own processes: a monitor, link or exit it sends on behalf
+//! of another node's process is ignored, and a DOWN must name the process the monitor watched. Costs: a monitor or link is O(1); an end is O(its watchers); a lost peer
 //! is O(all watch lists) to forget the peer's watchers.
 
 use std::sync::{Arc, Mutex};
@@ -171,7 +173,9 @@ impl Watchers {
                     );
                 }
                 Watcher::Monitor { reference, watcher } => {
-                    if let Some(link) = self.peers.link_to(watcher.node) {
+                    if let Some(link) = self.peers.link_to(watcher.node)
+                        && link.owns(watcher)
+                    {
                         link.queue.send_header(&Header::Down {
                             reference,
                             target: pid,
@@ -190,7 +194,9 @@ impl Watchers {
                     );
                 }
                 Watcher::Link { other } => {
-                    if let Some(link) = self.peers.link_to(other.node) {
+                    if let Some(link) = self.peers.link_to(other.node)
+                        && link.owns(other)
+                    {
                         link.track(|state| state.links.remove(&(pid, other)));
                         link.queue.send_header(&Header::Exit {
                             from: pid,
@@ -239,6 +245,10 @@ impl Watchers {
                 watcher,
                 target,
             } => {
+                if !link.owns(watcher) {
+                    tracing::warn!(peer = %link.name, %watcher, "peer asked to monitor on behalf of another node's pid; ignored");
+                    return;
+                }
                 let watched = self.add(target, Watcher::Monitor { reference, watcher });
                 if !watched {
                     link.queue.send_header(&Header::Down {
@@ -254,9 +264,14 @@ impl Watchers {
                 target,
                 reason,
             } => {
-                if let Some(Some((watcher, _))) =
-                    link.track(|state| state.monitors.remove(&reference))
-                {
+                let watched = link.track(|state| match state.monitors.get(&reference) {
+                    Some(&(watcher, watched)) if watched == target => {
+                        state.monitors.remove(&reference);
+                        Some(watcher)
+                    }
+                    _ => None,
+                });
+                if let Some(Some(watcher)) = watched {
                     self.processes.deliver(
                         watcher,
                         Signal::Down {
@@ -374,7 +389,7 @@ mod tests {
             let conn = self.peers.new_conn_id();
             let cancel = CancellationToken::new();
             self.peers
-                .arbitrate(conn, &b, Step::HelloReceived, &cancel)
+                .arbitrate(conn, &b, Step::HelloReceived, &cancel, |_, _| {})
                 .unwrap();
             let (queue, frames) = FrameQueue::new(b.name.clone(), 1 << 20);
             (
@@ -569,6 +584,49 @@ mod tests {
         w.watchers.process_ended(local, ExitReason::Shutdown);
         assert!(header(&mut frames).is_none(), "no exit for a refused link");
         assert!(inbox.try_recv().is_err());
+    }
+
+    #[test]
+    fn a_peer_speaks_only_for_its_own_processes_and_a_down_must_name_the_watched_one() {
+        let w = world();
+        let (target, _) = w.process();
+        let (watcher, mut inbox) = w.process();
+        let (link, mut frames) = w.peer();
+        // A monitor on behalf of a local process: ignored, so the target's end tells nobody.
+        w.watchers.inbound(
+            &link,
+            Header::Monitor {
+                reference: 1,
+                watcher,
+                target,
+            },
+        );
+        w.watchers.process_ended(target, ExitReason::Normal);
+        assert!(inbox.try_recv().is_err());
+        assert!(header(&mut frames).is_none());
+        // A DOWN for a real monitor that names another pid: ignored; the right one fires it.
+        let remote = remote_pid(7);
+        let reference = w.watchers.monitor(watcher, remote);
+        header(&mut frames);
+        let forged = Header::Down {
+            reference: reference.0,
+            target: remote_pid(8),
+            reason: ExitReason::Normal,
+        };
+        w.watchers.inbound(&link, forged);
+        assert!(inbox.try_recv().is_err());
+        w.watchers.inbound(
+            &link,
+            Header::Down {
+                reference: reference.0,
+                target: remote,
+                reason: ExitReason::Normal,
+            },
+        );
+        assert_eq!(
+            down(&mut inbox),
+            Some((reference.0, remote, ExitReason::Normal))
+        );
     }
 
     #[test]

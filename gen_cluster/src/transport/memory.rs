@@ -241,6 +241,7 @@ impl Transport for MemoryTransport {
             })?;
         let outbound = Arc::new(Pipe::new(&self.host, to));
         let inbound = Arc::new(Pipe::new(to, &self.host));
+        net.pipes.retain(|pipe| pipe.strong_count() > 0);
         net.pipes.push(Arc::downgrade(&outbound));
         net.pipes.push(Arc::downgrade(&inbound));
         let port = net.next_port.entry(self.host.clone()).or_insert(1);
