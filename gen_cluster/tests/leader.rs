@@ -174,6 +174,17 @@ async fn start_probes(nodes: &[Node], candidates: &[NodeName]) -> (Vec<Leader<Pr
     (instances, logs)
 }
 
+/// The global dictionary among `candidates` on each node.
+async fn start_dicts(nodes: &[Node], candidates: &[NodeName]) -> Vec<Leader<Dict>> {
+    let mut dicts = Vec::new();
+    for node in nodes {
+        let mut config = leader_config(candidates.to_vec());
+        config.name = "dict".into();
+        dicts.push(Leader::start(node, config, Dict::default()).await.unwrap());
+    }
+    dicts
+}
+
 async fn leader_of<B: LeaderServer>(leader: &Leader<B>) -> Option<NodeName> {
     leader.status(T).await.unwrap().leader
 }
@@ -379,12 +390,7 @@ async fn a_call_forwarded_to_a_leader_instance_that_ended_fails_at_once(net: Net
 async fn a_request_that_cannot_be_sent_is_reported_as_such_and_never_retried(net: Net) {
     let nodes = net.mesh(&["a", "b"]).await;
     let candidates = names(&nodes);
-    let mut dicts = Vec::new();
-    for node in &nodes {
-        let mut config = leader_config(candidates.clone());
-        config.name = "dict".into();
-        dicts.push(Leader::start(node, config, Dict::default()).await.unwrap());
-    }
+    let dicts = start_dicts(&nodes, &candidates).await;
     agreed(&dicts, &candidates[0]).await;
     let limit = nodes[1].config().max_frame;
     let huge = Write::Put("k".into(), "x".repeat(limit + 1));
@@ -511,12 +517,7 @@ async fn heal(nodes: &[&Node]) {
 async fn both_sides_of_a_partition_write_and_after_the_heal_one_leader_holds_both_keys(net: Net) {
     let nodes = net.mesh(&["a", "b", "c"]).await;
     let candidates = names(&nodes);
-    let mut dicts = Vec::new();
-    for node in &nodes {
-        let mut config = leader_config(candidates.clone());
-        config.name = "dict".into();
-        dicts.push(Leader::start(node, config, Dict::default()).await.unwrap());
-    }
+    let dicts = start_dicts(&nodes, &candidates).await;
     agreed(&dicts, &candidates[0]).await;
     dicts[1]
         .leader_call(Write::Put("before".into(), "0".into()), T)

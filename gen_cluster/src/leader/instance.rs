@@ -346,6 +346,24 @@ impl<B: LeaderServer> Instance<B> {
         Flow::Continue
     }
 
+    /// Handles a leader call here if this instance leads; gives it back otherwise.
+    #[allow(clippy::type_complexity)] // the call and its reply handle, given back together
+    fn lead(
+        &mut self,
+        ctx: &Context<Self>,
+        request: B::Call,
+        reply: ReplyTo<InstanceReply<B>>,
+    ) -> Result<Flow, (B::Call, ReplyTo<InstanceReply<B>>)> {
+        match self.machine.current().cloned() {
+            Some(election) if self.machine.is_leader() => {
+                let reply = LeaderReplyTo::direct(reply);
+                let flow = self.behaviour.handle_leader_call(request, reply, &election);
+                Ok(self.follow(ctx, flow))
+            }
+            _ => Err((request, reply)),
+        }
+    }
+
     /// A leader call from a caller that believes this instance leads.
     fn leader_call(
         &mut self,
@@ -353,20 +371,11 @@ impl<B: LeaderServer> Instance<B> {
         request: B::Call,
         reply: ReplyTo<InstanceReply<B>>,
     ) -> Flow {
-        match self.machine.current().cloned() {
-            Some(election) if self.machine.is_leader() => {
-                let flow = self.behaviour.handle_leader_call(
-                    request,
-                    LeaderReplyTo::direct(reply),
-                    &election,
-                );
-                self.follow(ctx, flow)
-            }
-            _ => {
+        self.lead(ctx, request, reply)
+            .unwrap_or_else(|(request, reply)| {
                 reply.reply(InstanceReply::NotLeader(request));
                 Flow::Continue
-            }
-        }
+            })
     }
 
     /// A leader call of a handle on another node: handled here if this node leads, forwarded to
@@ -377,30 +386,20 @@ impl<B: LeaderServer> Instance<B> {
         request: B::Call,
         reply: ReplyTo<InstanceReply<B>>,
     ) -> Flow {
-        match self.machine.current().cloned() {
-            Some(election) if self.machine.is_leader() => {
-                let flow = self.behaviour.handle_leader_call(
-                    request,
-                    LeaderReplyTo::direct(reply),
-                    &election,
-                );
-                self.follow(ctx, flow)
+        let (request, reply) = match self.lead(ctx, request, reply) {
+            Ok(flow) => return flow,
+            Err(given_back) => given_back,
+        };
+        let known = self.machine.current().is_some();
+        match self.leader_pid(ctx) {
+            _ if !known => self.hold(request, reply, None),
+            None => reply.reply(InstanceReply::LeaderDied),
+            Some(_) if self.forwarded.len() >= MAX_WAITING => {
+                reply.reply(InstanceReply::Overloaded)
             }
-            Some(_) => {
-                match self.leader_pid(ctx) {
-                    Some(_) if self.forwarded.len() >= MAX_WAITING => {
-                        reply.reply(InstanceReply::Overloaded)
-                    }
-                    Some(leader) => self.forward(ctx, leader, request, reply),
-                    None => reply.reply(InstanceReply::LeaderDied),
-                }
-                Flow::Continue
-            }
-            None => {
-                self.hold(request, reply, None);
-                Flow::Continue
-            }
+            Some(leader) => self.forward(ctx, leader, request, reply),
         }
+        Flow::Continue
     }
 
     fn hold(

@@ -71,7 +71,7 @@ pub trait Server: Sized + Send + 'static {
 
     /// Handles a request. Reply now with `from.reply(value)`, or keep `from` and reply later from
     /// any task. Dropping `from` unreplied fails the caller at once with
-    /// [`CallError::NoReply`].
+    /// [`CallError::NoReply`](crate::CallError::NoReply).
     fn handle_call(
         &mut self,
         request: Self::Call,
