@@ -28,8 +28,7 @@ fuzz_target!(|data: &[u8]| {
         assert!(await_response.handle(second).is_err(), "a forged proof never verifies");
     }
     let (await_challenge, _) = handshake::initiate(config("initiator"), [1; 32]);
-    if let Ok(challenge) = await_challenge.handle(first) {
-        let (await_confirm, _) = challenge.proceed();
+    if let Ok((await_confirm, _)) = await_challenge.handle(first) {
         assert!(await_confirm.handle(second).is_err(), "a forged proof never verifies");
     }
 });

@@ -30,9 +30,16 @@ pub struct NodeConfig {
     /// The largest frame accepted or sent, in bytes. Default 8 MiB. Must be the same on every
     /// node: a larger frame from a peer closes the connection.
     pub max_frame: usize,
-    /// The most handshakes in progress at once; further connections wait to be accepted.
-    /// Default 64: a flood of silent connections cannot exhaust memory or starve real peers.
+    /// The most incoming connections that have not yet proved the secret, in all. Beyond it, a
+    /// new connection takes the place of the oldest one (a silent one first). Default 64.
     pub max_pending_handshakes: usize,
+    /// The most such connections from one source address; beyond it, a new one from that
+    /// address takes the place of its oldest. Default 16.
+    pub max_pending_per_source: usize,
+    /// The longest an incoming connection may take to prove the secret (Hello, Challenge,
+    /// Response). Default 1 s: a few round trips even on a slow WAN, short enough that silent or
+    /// stalling sockets give their place back quickly.
+    pub auth_timeout: Duration,
 }
 
 impl NodeConfig {
@@ -53,6 +60,8 @@ impl NodeConfig {
             connect_timeout: Duration::from_secs(5),
             max_frame: DEFAULT_MAX_FRAME,
             max_pending_handshakes: 64,
+            max_pending_per_source: 16,
+            auth_timeout: Duration::from_secs(1),
         }
     }
 
@@ -65,13 +74,16 @@ impl NodeConfig {
             return Err(ConfigError::ClusterName);
         }
         self.liveness.validate()?;
-        if self.handshake_timeout.is_zero() || self.connect_timeout.is_zero() {
+        if self.handshake_timeout.is_zero()
+            || self.connect_timeout.is_zero()
+            || self.auth_timeout.is_zero()
+        {
             return Err(ConfigError::ZeroTimeout);
         }
         if self.max_frame < 1024 || self.max_frame > u32::MAX as usize {
             return Err(ConfigError::MaxFrame(self.max_frame));
         }
-        if self.max_pending_handshakes == 0 {
+        if self.max_pending_handshakes == 0 || self.max_pending_per_source == 0 {
             return Err(ConfigError::ZeroPendingHandshakes);
         }
         Ok(())
@@ -90,6 +102,8 @@ impl std::fmt::Debug for NodeConfig {
             .field("connect_timeout", &self.connect_timeout)
             .field("max_frame", &self.max_frame)
             .field("max_pending_handshakes", &self.max_pending_handshakes)
+            .field("max_pending_per_source", &self.max_pending_per_source)
+            .field("auth_timeout", &self.auth_timeout)
             .finish()
     }
 }
@@ -108,12 +122,12 @@ pub enum ConfigError {
     #[error(transparent)]
     Liveness(#[from] LivenessConfigError),
     /// A timeout of zero would fail every connection.
-    #[error("handshake_timeout and connect_timeout must be greater than zero")]
+    #[error("handshake_timeout, connect_timeout and auth_timeout must be greater than zero")]
     ZeroTimeout,
     /// The frame cap is out of range.
     #[error("max_frame {0} is out of range: use 1 KiB to 4 GiB")]
     MaxFrame(usize),
     /// No handshake could ever run.
-    #[error("max_pending_handshakes must be at least 1")]
+    #[error("max_pending_handshakes and max_pending_per_source must be at least 1")]
     ZeroPendingHandshakes,
 }

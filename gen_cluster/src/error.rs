@@ -201,4 +201,8 @@ pub enum HandshakeFailed {
     /// Another connection to the same node won.
     #[error("another connection to the same node won")]
     Superseded,
+    /// The connection had not proved the secret when its place among the pending ones was
+    /// taken by a newer connection (the limits of pending handshakes were reached).
+    #[error("dropped to make room for a newer connection before it proved the secret")]
+    Evicted,
 }

@@ -92,6 +92,7 @@ mod process;
 mod router;
 pub mod services;
 mod tasks;
+mod throttle;
 mod transport;
 
 pub use cluster::{

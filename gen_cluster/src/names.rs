@@ -552,7 +552,7 @@ mod tests {
         let conn = peers.new_conn_id();
         let cancel = CancellationToken::new();
         peers
-            .arbitrate(conn, &life_two, Step::HelloReceived, &cancel, |_, _| {})
+            .arbitrate(conn, &life_two, Step::ResponseVerified, &cancel, |_, _| {})
             .unwrap();
         let queue = FrameQueue::new(b.clone(), 1 << 20).0;
         peers.establish(conn, &life_two, queue, |_| {}).unwrap();

@@ -25,6 +25,7 @@ use crate::process::watch::Watchers;
 use crate::process::{self, Mailbox, Message, Server, ServerRef, Target};
 use crate::router::{Delivery, Router};
 use crate::tasks::Tasks;
+use crate::throttle::Throttle;
 use crate::transport::{Tcp, Transport};
 
 /// How long shutdown waits for processes to end, then for links to say goodbye.
@@ -87,6 +88,7 @@ impl Node {
             events: events.clone(),
             tasks: tasks.clone(),
             dialer: Box::new(Arc::clone(&transport)),
+            throttle: Throttle::default(),
         });
         dist::listener::start(&dist, transport, listener);
         tracing::info!(node = %config.name, addr = %listen_addr, %incarnation, "node started");

@@ -199,7 +199,7 @@ mod tests {
         let cancel = CancellationToken::new();
         use gen_cluster_proto::arbitration::Step;
         peers
-            .arbitrate(conn, &b, Step::HelloReceived, &cancel, |_, _| {})
+            .arbitrate(conn, &b, Step::ResponseVerified, &cancel, |_, _| {})
             .unwrap();
         let (queue, frames) = FrameQueue::new(b.name.clone(), 1 << 20);
         peers.establish(conn, &b, queue, |_| {}).unwrap();

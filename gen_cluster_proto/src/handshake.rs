@@ -4,14 +4,27 @@
 //! ```text
 //! initiator                                  acceptor
 //!   initiate ── Hello(versions, cluster, identity, nonce_i) ──▶ AwaitHello::handle
-//!                                                 (cluster, version, self-connect checked;
-//!                                                  the runtime admits or refuses the peer)
+//!                                                 (magic, cluster, version, self-connect)
 //!   AwaitChallenge::handle ◀── Challenge(version, cluster, identity, nonce_a) ── admit
-//!   (the runtime proceeds or abandons)
-//!   proceed ── Response(proof_i) ──▶ AwaitResponse::handle   (proof_i checked)
-//!   AwaitConfirm::handle ◀── Confirm(proof_a) ── confirm        (the runtime may still refuse)
-//!   (proof_a checked) → Established                              → Established
+//!   (cluster, version, self-connect)
+//!           ── Response(proof_i) ──▶ AwaitResponse::handle   (proof_i checked: ResponseVerified,
+//!                                                             the runtime decides)
+//!   AwaitConfirm::handle ◀── Confirm(proof_a) ── confirm
+//!   (proof_a checked: ConfirmVerified,
+//!    the runtime decides)
+//!   ready ── Ready ──▶ AwaitReady::handle
+//!   → Established                                             → Established
 //! ```
+//!
+//! **The order of checks.** Before a side has verified its peer's proof it checks only what the
+//! peer's own bytes say about the protocol (magic, cluster name, version) and that the peer is
+//! not itself; it consults no table and changes no state, so an unauthenticated dialer or a fake
+//! listener can only be refused or ignored. Each side decides whether to keep the connection
+//! only once the peer has proved the secret: the acceptor after the Response (its answer is the
+//! Confirm, or a refusal), the initiator after the Confirm (its answer is Ready, or a refusal).
+//! The acceptor's connection is established only when Ready arrives, so the initiator's decision
+//! — which may prefer a connection crossing this one — is the last word, and neither side ever
+//! announces a connection the other drops.
 //!
 //! Each proof is HMAC-SHA256 keyed by the cluster secret over a transcript of everything both
 //! sides said (version, cluster, both identities, both nonces) and a label naming the role, so the
@@ -33,8 +46,9 @@ use crate::{Incarnation, NodeName};
 /// has not proved anything yet gets no more.
 pub const MAX_HANDSHAKE_FRAME: usize = 2048;
 
-/// The protocol versions this build speaks.
-pub const SUPPORTED_VERSIONS: VersionRange = VersionRange { min: 1, max: 1 };
+/// The protocol versions this build speaks: 2 (version 1 decided on peers' unproven claims, and
+/// had no Ready).
+pub const SUPPORTED_VERSIONS: VersionRange = VersionRange { min: 2, max: 2 };
 
 /// The first bytes of every Hello, so that a stray client of another protocol is told apart
 /// from a peer of another version.
@@ -223,6 +237,7 @@ enum Message {
     Confirm {
         proof: Proof,
     },
+    Ready,
     Refused {
         reason: Refusal,
     },
@@ -253,8 +268,9 @@ pub struct AwaitChallenge {
 }
 
 impl AwaitChallenge {
-    /// Handles the acceptor's answer to the Hello.
-    pub fn handle(self, frame: &[u8]) -> Result<ChallengeReceived, HandshakeFailure> {
+    /// Handles the acceptor's answer to the Hello: returns the state and the Response frame
+    /// body (this side's proof) to send.
+    pub fn handle(self, frame: &[u8]) -> Result<(AwaitConfirm, Vec<u8>), HandshakeFailure> {
         let Message::Challenge {
             version,
             cluster,
@@ -285,49 +301,19 @@ impl AwaitChallenge {
             initiator_nonce: &self.nonce,
             acceptor_nonce: &nonce,
         };
-        let proof = transcript.proof(&self.config.secret, INITIATOR_LABEL);
+        let response = encode(&Message::Response {
+            proof: transcript.proof(&self.config.secret, INITIATOR_LABEL),
+        });
         let expected = transcript.mac(&self.config.secret, ACCEPTOR_LABEL);
-        Ok(ChallengeReceived {
+        let await_confirm = AwaitConfirm {
             established: Established {
                 peer: identity,
                 version,
                 role: Role::Initiator,
             },
-            proof,
             expected,
-        })
-    }
-}
-
-/// Initiator: the acceptor is known; the runtime decides whether to go on with this connection.
-#[derive(Debug)]
-pub struct ChallengeReceived {
-    established: Established,
-    proof: Proof,
-    expected: Hmac<Sha256>,
-}
-
-impl ChallengeReceived {
-    /// The acceptor, as it claims to be (not yet authenticated).
-    pub fn peer(&self) -> &Identity {
-        &self.established.peer
-    }
-
-    /// Goes on: returns the state and the Response frame body to send.
-    pub fn proceed(self) -> (AwaitConfirm, Vec<u8>) {
-        let response = encode(&Message::Response { proof: self.proof });
-        (
-            AwaitConfirm {
-                established: self.established,
-                expected: self.expected,
-            },
-            response,
-        )
-    }
-
-    /// Gives up on this connection (another one to the same peer wins): returns the notice to send.
-    pub fn refuse(self, refusal: Refusal) -> HandshakeFailure {
-        HandshakeFailure::refusing(refusal)
+        };
+        Ok((await_confirm, response))
     }
 }
 
@@ -339,15 +325,41 @@ pub struct AwaitConfirm {
 }
 
 impl AwaitConfirm {
-    /// Checks the acceptor's proof; on success the connection is established.
-    pub fn handle(self, frame: &[u8]) -> Result<Established, HandshakeFailure> {
+    /// Checks the acceptor's proof.
+    pub fn handle(self, frame: &[u8]) -> Result<ConfirmVerified, HandshakeFailure> {
         let Message::Confirm { proof } = decode(frame, "Confirm")? else {
             unreachable!("decode checks the kind")
         };
         self.expected
             .verify_slice(&proof)
             .map_err(|_| HandshakeFailure::refusing(Refusal::BadProof))?;
-        Ok(self.established)
+        Ok(ConfirmVerified {
+            established: self.established,
+        })
+    }
+}
+
+/// Initiator: the acceptor proved the secret and accepted; the runtime decides whether to keep
+/// this connection.
+#[derive(Debug)]
+pub struct ConfirmVerified {
+    established: Established,
+}
+
+impl ConfirmVerified {
+    /// The authenticated acceptor.
+    pub fn peer(&self) -> &Identity {
+        &self.established.peer
+    }
+
+    /// Keeps the connection: returns it and the Ready frame body to send.
+    pub fn ready(self) -> (Established, Vec<u8>) {
+        (self.established, encode(&Message::Ready))
+    }
+
+    /// Drops the connection (another one to the same peer wins): returns the notice to send.
+    pub fn refuse(self, refusal: Refusal) -> HandshakeFailure {
+        HandshakeFailure::refusing(refusal)
     }
 }
 
@@ -399,7 +411,7 @@ impl AwaitHello {
     }
 }
 
-/// Acceptor: the dialer is known (not yet authenticated); the runtime admits or refuses it.
+/// Acceptor: the dialer's Hello is well formed; it has proved nothing yet.
 #[derive(Debug)]
 pub struct HelloReceived {
     config: HandshakeConfig,
@@ -410,7 +422,7 @@ pub struct HelloReceived {
 }
 
 impl HelloReceived {
-    /// The dialer, as it claims to be.
+    /// The dialer, as it claims to be (for logs only: nothing it claims is proved yet).
     pub fn peer(&self) -> &Identity {
         &self.peer
     }
@@ -424,11 +436,6 @@ impl HelloReceived {
             nonce: self.nonce,
         });
         (AwaitResponse { hello: self }, challenge)
-    }
-
-    /// Refuses the dialer: returns the failure with the notice to send.
-    pub fn refuse(self, refusal: Refusal) -> HandshakeFailure {
-        HandshakeFailure::refusing(refusal)
     }
 }
 
@@ -469,7 +476,7 @@ impl AwaitResponse {
     }
 }
 
-/// Acceptor: the dialer proved the secret; the runtime makes the last admission check.
+/// Acceptor: the dialer proved the secret; the runtime decides whether to accept it.
 #[derive(Debug)]
 pub struct ResponseVerified {
     established: Established,
@@ -482,17 +489,43 @@ impl ResponseVerified {
         &self.established.peer
     }
 
-    /// Completes the handshake: returns it and the Confirm frame body to send.
-    pub fn confirm(self) -> (Established, Vec<u8>) {
+    /// Accepts the dialer: returns the state and the Confirm frame body (this side's proof) to
+    /// send. The connection is established when the dialer's Ready arrives.
+    pub fn confirm(self) -> (AwaitReady, Vec<u8>) {
         let confirm = encode(&Message::Confirm {
             proof: self.confirm,
         });
-        (self.established, confirm)
+        let await_ready = AwaitReady {
+            established: self.established,
+        };
+        (await_ready, confirm)
     }
 
-    /// Refuses the dialer after all (another connection to it won).
+    /// Refuses the dialer (another connection to it wins, or it is an earlier life).
     pub fn refuse(self, refusal: Refusal) -> HandshakeFailure {
         HandshakeFailure::refusing(refusal)
+    }
+}
+
+/// Acceptor: Confirm sent, waiting for the dialer's decision.
+#[derive(Debug)]
+pub struct AwaitReady {
+    established: Established,
+}
+
+impl AwaitReady {
+    /// The authenticated dialer.
+    pub fn peer(&self) -> &Identity {
+        &self.established.peer
+    }
+
+    /// Handles the dialer's decision: Ready establishes the connection; a refusal (it kept
+    /// another connection to this node) fails it.
+    pub fn handle(self, frame: &[u8]) -> Result<Established, HandshakeFailure> {
+        let Message::Ready = decode(frame, "Ready")? else {
+            unreachable!("decode checks the kind")
+        };
+        Ok(self.established)
     }
 }
 
@@ -558,7 +591,8 @@ fn decode(frame: &[u8], expected: &'static str) -> Result<Message, HandshakeFail
         (Message::Hello { .. }, "Hello")
         | (Message::Challenge { .. }, "Challenge")
         | (Message::Response { .. }, "Response")
-        | (Message::Confirm { .. }, "Confirm") => Ok(message),
+        | (Message::Confirm { .. }, "Confirm")
+        | (Message::Ready, "Ready") => Ok(message),
         _ => Err(HandshakeFailure::silent(HandshakeError::Unexpected {
             expected,
         })),
@@ -612,7 +646,7 @@ mod tests {
         };
         let (await_response, challenge) = hello_received.admit();
         let (await_confirm, response) = match await_challenge.handle(&challenge) {
-            Ok(c) => c.proceed(),
+            Ok(next) => next,
             Err(f) => {
                 return (
                     Err(f.error),
@@ -620,18 +654,28 @@ mod tests {
                 );
             }
         };
-        match await_response.handle(&response) {
-            Ok(verified) => {
-                let (acc, confirm) = verified.confirm();
-                (await_confirm.handle(&confirm).map_err(|f| f.error), Ok(acc))
-            }
+        let (await_ready, confirm) = match await_response.handle(&response) {
+            Ok(verified) => verified.confirm(),
             Err(f) => {
                 let notice = f.notice.expect("a refusal tells the peer");
-                (
-                    await_confirm.handle(&notice).map_err(|f| f.error),
+                return (
+                    await_confirm
+                        .handle(&notice)
+                        .map(|_| unreachable!())
+                        .map_err(|f| f.error),
                     Err(f.error),
-                )
+                );
             }
+        };
+        match await_confirm.handle(&confirm) {
+            Ok(verified) => {
+                let (ini, ready) = verified.ready();
+                (Ok(ini), await_ready.handle(&ready).map_err(|f| f.error))
+            }
+            Err(f) => (
+                Err(f.error),
+                Err(HandshakeError::Malformed("aborted".into())),
+            ),
         }
     }
 
@@ -643,7 +687,30 @@ mod tests {
         assert_eq!(i.peer.name.as_str(), "b");
         assert_eq!(a.peer.name.as_str(), "a");
         assert_eq!((i.role, a.role), (Role::Initiator, Role::Acceptor));
-        assert_eq!(i.version, 1);
+        assert_eq!(i.version, 2);
+    }
+
+    #[test]
+    fn an_initiator_that_keeps_another_connection_refuses_after_the_confirm() {
+        let (await_challenge, hello) = initiate(config("a", "c", b"s"), [1; 32]);
+        let (await_response, challenge) = accept(config("b", "c", b"s"), [2; 32])
+            .handle(&hello)
+            .unwrap()
+            .admit();
+        let (await_confirm, response) = await_challenge.handle(&challenge).unwrap();
+        let (await_ready, confirm) = await_response.handle(&response).unwrap().confirm();
+        let verified = await_confirm.handle(&confirm).unwrap();
+        assert_eq!(verified.peer().name.as_str(), "b", "known, and proved");
+        let node = verified.peer().name.clone();
+        let failure = verified.refuse(Refusal::Duplicate { node: node.clone() });
+        let error = await_ready
+            .handle(&failure.notice.unwrap())
+            .unwrap_err()
+            .error;
+        assert_eq!(
+            error,
+            HandshakeError::RefusedByPeer(Refusal::Duplicate { node })
+        );
     }
 
     #[test]
@@ -700,7 +767,7 @@ mod tests {
             .handle(&hello)
             .unwrap()
             .admit();
-        let (_, response) = await_challenge.handle(&challenge).unwrap().proceed();
+        let (_, response) = await_challenge.handle(&challenge).unwrap();
         assert!(await_response.handle(&response).is_ok());
         // The same Response replayed against a handshake with a fresh acceptor nonce.
         let (other, _) = accept(config("b", "c", b"s"), [3; 32])
@@ -745,8 +812,7 @@ mod tests {
                 prop_assert!(await_response.handle(&bytes).is_err());
             }
             let (await_challenge, _) = initiate(config("a", "c", b"s"), [1; 32]);
-            if let Ok(c) = await_challenge.handle(&bytes) {
-                let (await_confirm, _) = c.proceed();
+            if let Ok((await_confirm, _)) = await_challenge.handle(&bytes) {
                 prop_assert!(await_confirm.handle(&bytes).is_err());
             }
         }

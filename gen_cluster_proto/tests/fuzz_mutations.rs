@@ -89,9 +89,10 @@ fn seeds() -> Vec<Vec<u8>> {
         .handle(&hello)
         .unwrap()
         .admit();
-    let (_, response) = await_challenge.handle(&challenge).unwrap().proceed();
+    let (await_confirm, response) = await_challenge.handle(&challenge).unwrap();
     let (_, confirm) = await_response.handle(&response).unwrap().confirm();
-    seeds.extend([hello, challenge, response, confirm]);
+    let (_, ready) = await_confirm.handle(&confirm).unwrap().ready();
+    seeds.extend([hello, challenge, response, confirm, ready]);
     seeds
 }
 
@@ -133,7 +134,7 @@ proptest! {
 
     #[test]
     fn mutated_messages_never_panic_a_decoder_or_forge_a_proof(
-        seed in 0usize..17,
+        seed in 0usize..18,
         mutations in proptest::collection::vec(mutation(), 1..6),
     ) {
         let seeds = seeds();
@@ -144,8 +145,7 @@ proptest! {
             prop_assert!(await_response.handle(&bytes).is_err());
         }
         let (await_challenge, _) = handshake::initiate(config("a"), [1; 32]);
-        if let Ok(received) = await_challenge.handle(&bytes) {
-            let (await_confirm, _) = received.proceed();
+        if let Ok((await_confirm, _)) = await_challenge.handle(&bytes) {
             prop_assert!(await_confirm.handle(&bytes).is_err());
         }
     }

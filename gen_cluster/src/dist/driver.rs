@@ -17,7 +17,8 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use futures::StreamExt;
-use gen_cluster_proto::handshake::Identity;
+use gen_cluster_proto::NodeName;
+use gen_cluster_proto::handshake::Established;
 use gen_cluster_proto::liveness::{Liveness, LivenessAction};
 use gen_cluster_proto::wire::{self, CallRefusal, Header};
 use tokio::io::AsyncWriteExt;
@@ -33,29 +34,44 @@ use crate::events::DownReason;
 use crate::process::signal::{Payload, ReplyRoute, Signal};
 use crate::transport::WriteHalf;
 
-/// Turns the handshake `conn` with `peer` into a running link, unless another connection to the
-/// same peer won meanwhile.
-pub(crate) fn start(
-    dist: &Arc<Dist>,
-    conn: u64,
-    peer: Identity,
-    mut frames: Frames,
-    write: WriteHalf,
-) {
+/// A link just established, not yet running.
+pub(crate) struct NewLink {
+    link: Arc<PeerLink>,
+    outgoing: mpsc::UnboundedReceiver<Outgoing>,
+}
+
+impl NewLink {
+    /// The peer's name.
+    pub(crate) fn peer(&self) -> &NodeName {
+        &self.link.name
+    }
+}
+
+/// Turns the proven handshake `conn` with `peer` into an established (and announced) link,
+/// unless another connection to the same peer won meanwhile or the node is shutting down.
+pub(crate) fn establish(dist: &Dist, conn: u64, peer: &Established) -> Option<NewLink> {
+    let peer = &peer.peer;
     let (queue, outgoing) = FrameQueue::new(peer.name.clone(), dist.config.max_frame);
     let announce = |link: &PeerLink| {
         dist.events
             .node_up(&link.name, link.incarnation, &link.addr)
     };
-    let Some(link) = dist.peers.establish(conn, &peer, queue, announce) else {
+    let Some(link) = dist.peers.establish(conn, peer, queue, announce) else {
         tracing::debug!(peer = %peer.name, "handshake completed but another connection won");
-        return;
+        return None;
     };
+    Some(NewLink { link, outgoing })
+}
+
+/// Runs an established link: its writer, and its reader, which takes the link down when either
+/// ends.
+pub(crate) fn run(dist: &Arc<Dist>, new: NewLink, mut frames: Frames, write: WriteHalf) {
+    let NewLink { link, outgoing } = new;
     frames
         .decoder_mut()
         .set_max_frame_length(dist.config.max_frame);
     let last_heard = Arc::new(AtomicU64::new(0));
-    let span = tracing::info_span!("link", peer = %link.name, conn);
+    let span = tracing::info_span!("link", peer = %link.name);
     let writer = dist.tasks.spawn(
         span.clone(),
         write_loop(

@@ -1,10 +1,13 @@
 //! The handshake of one connection, on either side, over the sans-IO typestate machine of
-//! `gen_cluster_proto::handshake`: this module reads and writes its frames with the configured
-//! deadline, asks the peer table to arbitrate at each decision point, sends the machine's refusal
-//! notice when it fails, and hands an established connection to the link driver.
+//! `gen_cluster_proto::handshake` (whose module docs give the order of checks): this module reads
+//! and writes its frames with deadlines, asks the peer table to arbitrate once the peer has proved
+//! the secret, sends the machine's refusal notice when it fails, and hands an established
+//! connection to the link driver.
 //!
 //! [`dial`] is the initiator's side, from dial to link; the acceptor's side is [`accept`], run by
-//! the listener for each incoming connection.
+//! the listener for each incoming connection with its place in the admission pool. Until the
+//! dialer has proved the secret the acceptor touches no table: it answers, or drops the
+//! connection, and nothing else.
 
 use std::io;
 use std::sync::Arc;
@@ -19,11 +22,13 @@ use gen_cluster_proto::handshake::{
 use gen_cluster_proto::{NodeId, NodeName};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::broadcast;
+use tokio::time::Instant;
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock;
 use crate::dist::Dist;
+use crate::dist::admission::Ticket;
 use crate::dist::driver;
 use crate::error::{ConnectError, HandshakeFailed};
 use crate::events::{DownReason, NodeEvent};
@@ -53,29 +58,29 @@ pub(crate) async fn dial(dist: &Arc<Dist>, addr: &str) -> Result<NodeName, Conne
     let conn = dist.peers.new_conn_id();
     let cancel = dist.tasks.child_token();
     let mut frames = handshake_frames(read);
-    let mut peer = None;
+    let mut proven = None;
     let mut events = dist.events.subscribe();
     let outcome = tokio::time::timeout(
         config.handshake_timeout,
-        initiate(dist, conn, &cancel, &mut frames, &mut write, &mut peer),
+        initiate(dist, conn, &cancel, &mut frames, &mut write, &mut proven),
     )
     .await
     .unwrap_or(Err(HandshakeFailed::Timeout(config.handshake_timeout)));
     let error = match outcome {
-        Ok(identity) => {
-            let name = identity.name.clone();
-            driver::start(dist, conn, identity, frames, write);
+        Ok(link) => {
+            let name = link.peer().clone();
+            driver::run(dist, link, frames, write);
             return Ok(name);
         }
         Err(error) => error,
     };
-    if let Some(peer) = &peer {
+    if let Some(peer) = &proven {
         dist.peers.abandon(conn, peer.name.id());
     }
     metrics::counter!("gen_cluster_handshake_failures_total", "role" => "initiator").increment(1);
     // Another connection to the same node may have won: then we are, or are about to be,
     // connected to it.
-    let winner = match (&error, peer) {
+    let winner = match (&error, proven) {
         (HandshakeFailed::Superseded, Some(peer)) => Some(peer.name),
         (
             HandshakeFailed::Protocol(HandshakeError::RefusedPeer(Refusal::Duplicate { .. })),
@@ -98,92 +103,135 @@ pub(crate) async fn dial(dist: &Arc<Dist>, addr: &str) -> Result<NodeName, Conne
     }
 }
 
-/// Runs the acceptor's side of a new connection from `remote`, and its link if it succeeds.
-pub(crate) async fn accept(dist: Arc<Dist>, read: ReadHalf, mut write: WriteHalf, remote: String) {
+/// Runs the acceptor's side of a new connection from `remote`, holding `ticket` (its place in
+/// the admission pool) until the dialer proves the secret, and its link if it succeeds.
+pub(crate) async fn accept(
+    dist: Arc<Dist>,
+    read: ReadHalf,
+    mut write: WriteHalf,
+    remote: String,
+    ticket: Ticket,
+) {
     let conn = dist.peers.new_conn_id();
     let cancel = dist.tasks.child_token();
-    let deadline = dist.config.handshake_timeout;
     let mut frames = handshake_frames(read);
-    let mut peer_id = None;
-    let outcome = tokio::time::timeout(
-        deadline,
-        respond(&dist, conn, &cancel, &mut frames, &mut write, &mut peer_id),
-    )
-    .await
-    .unwrap_or(Err(HandshakeFailed::Timeout(deadline)));
+    let mut proven = None;
+    let evicted = ticket.evicted();
+    let outcome = tokio::select! {
+        _ = evicted => Err(HandshakeFailed::Evicted),
+        outcome = respond(&dist, conn, &cancel, &mut frames, &mut write, ticket, &mut proven) => outcome,
+    };
     let error = match outcome {
-        Ok(peer) => return driver::start(&dist, conn, peer, frames, write),
+        Ok(established) => {
+            if let Some(link) = driver::establish(&dist, conn, &established) {
+                driver::run(&dist, link, frames, write);
+            }
+            return;
+        }
         Err(error) => error,
     };
-    if let Some(id) = peer_id {
+    if let Some(id) = proven {
         dist.peers.abandon(conn, id);
     }
     metrics::counter!("gen_cluster_handshake_failures_total", "role" => "acceptor").increment(1);
-    match &error {
-        HandshakeFailed::Protocol(HandshakeError::RefusedPeer(Refusal::Duplicate { .. }))
-        | HandshakeFailed::Superseded => tracing::debug!(%remote, "duplicate connection refused"),
-        // Discovery lists this node among the others; its dial is expected.
-        HandshakeFailed::Protocol(HandshakeError::RefusedPeer(Refusal::SelfConnect)) => {
-            tracing::debug!(%remote, "connection from this node itself refused")
+    let cause = match &error {
+        // A connection that lost to another one to the same node, or this node's own dial of
+        // itself (discovery lists it among the others): expected.
+        HandshakeFailed::Protocol(
+            HandshakeError::RefusedPeer(Refusal::Duplicate { .. } | Refusal::SelfConnect)
+            | HandshakeError::RefusedByPeer(Refusal::Duplicate { .. }),
+        )
+        | HandshakeFailed::Superseded => {
+            tracing::debug!(%remote, %error, "incoming connection closed");
+            return;
         }
-        _ => tracing::warn!(%remote, %error, "incoming connection dropped: handshake failed"),
+        HandshakeFailed::Evicted => "evicted",
+        HandshakeFailed::Timeout(_) => "timeout",
+        HandshakeFailed::Protocol(HandshakeError::RefusedPeer(Refusal::BadProof)) => "bad proof",
+        HandshakeFailed::Protocol(_) => "protocol",
+        HandshakeFailed::Closed | HandshakeFailed::Io(_) => "connection",
+    };
+    if let Some(held_back) = dist.throttle.allow(cause) {
+        tracing::warn!(%remote, %error, held_back, "incoming connection dropped: handshake failed");
     }
 }
 
-/// The acceptor's steps: Hello in, Challenge out, Response in, Confirm out.
+/// The acceptor's steps: Hello in, Challenge out, Response in (the dialer's proof: only now does
+/// the peer table hear of it), Confirm out, Ready in.
 async fn respond(
     dist: &Dist,
     conn: u64,
     cancel: &CancellationToken,
     frames: &mut Frames,
     write: &mut WriteHalf,
-    peer_id: &mut Option<NodeId>,
-) -> Result<Identity, HandshakeFailed> {
+    ticket: Ticket,
+    proven: &mut Option<NodeId>,
+) -> Result<handshake::Established, HandshakeFailed> {
+    let config = &dist.config;
+    let started = Instant::now();
     let machine = handshake::accept(dist.handshake_config(), clock::nonce());
-    let hello = next_frame(frames, cancel).await?;
-    let hello = fail_with_notice(machine.handle(&hello), write).await?;
-    *peer_id = Some(hello.peer().name.id());
-    if let Err(refusal) = arbitrate(dist, conn, hello.peer(), Step::HelloReceived, cancel) {
-        return Err(send_notice(hello.refuse(refusal), write).await);
-    }
-    let (machine, challenge) = hello.admit();
-    write_frame(write, &challenge).await?;
-    let response = next_frame(frames, cancel).await?;
-    let verified = fail_with_notice(machine.handle(&response), write).await?;
+    let unproven = async {
+        let hello = next_frame(frames, cancel).await?;
+        let hello = fail_with_notice(machine.handle(&hello), write).await?;
+        ticket.greeted();
+        let (machine, challenge) = hello.admit();
+        write_frame(write, &challenge).await?;
+        let response = next_frame(frames, cancel).await?;
+        fail_with_notice(machine.handle(&response), write).await
+    };
+    let verified = tokio::time::timeout(config.auth_timeout, unproven)
+        .await
+        .unwrap_or(Err(HandshakeFailed::Timeout(config.auth_timeout)))?;
+    drop(ticket);
+    let id = verified.peer().name.id();
     if let Err(refusal) = arbitrate(dist, conn, verified.peer(), Step::ResponseVerified, cancel) {
         return Err(send_notice(verified.refuse(refusal), write).await);
     }
-    let (established, confirm) = verified.confirm();
-    write_frame(write, &confirm).await?;
-    Ok(established.peer)
+    *proven = Some(id);
+    let (machine, confirm) = verified.confirm();
+    let rest = config.handshake_timeout.saturating_sub(started.elapsed());
+    let proved = async {
+        write_frame(write, &confirm).await?;
+        let ready = next_frame(frames, cancel).await?;
+        fail_with_notice(machine.handle(&ready), write).await
+    };
+    tokio::time::timeout(rest, proved)
+        .await
+        .unwrap_or(Err(HandshakeFailed::Timeout(config.handshake_timeout)))
 }
 
-/// The initiator's steps: Hello out, Challenge in, Response out, Confirm in.
+/// The initiator's steps: Hello out, Challenge in, Response out, Confirm in (the acceptor's
+/// proof: only now does the peer table hear of it), then the link established and Ready out.
 async fn initiate(
-    dist: &Dist,
+    dist: &Arc<Dist>,
     conn: u64,
     cancel: &CancellationToken,
     frames: &mut Frames,
     write: &mut WriteHalf,
-    peer: &mut Option<Identity>,
-) -> Result<Identity, HandshakeFailed> {
+    proven: &mut Option<Identity>,
+) -> Result<driver::NewLink, HandshakeFailed> {
     let (machine, hello) = handshake::initiate(dist.handshake_config(), clock::nonce());
     write_frame(write, &hello).await?;
     let challenge = next_frame(frames, cancel).await?;
-    let received = fail_with_notice(machine.handle(&challenge), write).await?;
-    *peer = Some(received.peer().clone());
-    if let Err(refusal) = arbitrate(dist, conn, received.peer(), Step::ChallengeReceived, cancel) {
-        return Err(send_notice(received.refuse(refusal), write).await);
-    }
-    let (machine, response) = received.proceed();
+    let (machine, response) = fail_with_notice(machine.handle(&challenge), write).await?;
     write_frame(write, &response).await?;
     let confirm = next_frame(frames, cancel).await?;
-    let established = fail_with_notice(machine.handle(&confirm), write).await?;
-    Ok(established.peer)
+    let verified = fail_with_notice(machine.handle(&confirm), write).await?;
+    *proven = Some(verified.peer().clone());
+    if let Err(refusal) = arbitrate(dist, conn, verified.peer(), Step::ConfirmVerified, cancel) {
+        return Err(send_notice(verified.refuse(refusal), write).await);
+    }
+    let (established, ready) = verified.ready();
+    // Superseded between the decision and now, or the node is shutting down: closing the
+    // connection tells the acceptor, which waits for Ready.
+    let link = driver::establish(dist, conn, &established).ok_or(HandshakeFailed::Superseded)?;
+    write_frame(write, &ready).await?;
+    Ok(link)
 }
 
-/// Asks the peer table whether the handshake may go on; a link it replaces (an earlier life of
-/// the peer) is stopped and its loss reported at once, before the new one can come up.
+/// Asks the peer table whether the handshake with the proven `peer` may go on; a link it
+/// replaces (an earlier life of the peer) is stopped and its loss reported at once, before the
+/// new one can come up.
 fn arbitrate(
     dist: &Dist,
     conn: u64,

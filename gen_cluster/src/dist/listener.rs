@@ -1,22 +1,27 @@
-//! Accepts connections until the node shuts down. Each handshake runs in a task of its own, at
-//! most `max_pending_handshakes` at once: a connection beyond that is closed at once, so that a
-//! flood of silent dialers costs each a socket for the handshake deadline and nothing more.
+//! Accepts connections until the node shuts down. Each handshake runs in a task of its own with
+//! a place in the admission pool (see `admission`): the pool of connections that have not yet
+//! proved the secret is bounded in total and per source, and a newcomer takes the place of the
+//! oldest one rather than being turned away, so silent dialers cannot starve real peers. Log
+//! lines about crowding are held back to one per second per cause.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
-
+use crate::dist::admission::{Admission, Crowded};
 use crate::dist::{Dist, handshake};
 use crate::transport::Transport;
 
 /// Starts the accept loop of `dist` on `listener`.
 pub(crate) fn start<T: Transport>(dist: &Arc<Dist>, transport: Arc<T>, listener: T::Listener) {
-    let pending = Arc::new(Semaphore::new(dist.config.max_pending_handshakes));
+    let config = &dist.config;
+    let admission = Arc::new(Admission::new(
+        config.max_pending_handshakes,
+        config.max_pending_per_source,
+    ));
     let span = tracing::info_span!("listener", addr = %dist.local.listen);
     dist.tasks.spawn(
         span,
-        accept_loop(Arc::clone(dist), transport, listener, pending),
+        accept_loop(Arc::clone(dist), transport, listener, admission),
     );
 }
 
@@ -24,7 +29,7 @@ async fn accept_loop<T: Transport>(
     dist: Arc<Dist>,
     transport: Arc<T>,
     mut listener: T::Listener,
-    pending: Arc<Semaphore>,
+    admission: Arc<Admission>,
 ) {
     loop {
         let accepted = tokio::select! {
@@ -32,21 +37,26 @@ async fn accept_loop<T: Transport>(
             accepted = transport.accept(&mut listener) => accepted,
         };
         match accepted {
-            Ok((read, write, remote)) => match Arc::clone(&pending).try_acquire_owned() {
-                Ok(permit) => {
-                    let span = tracing::info_span!("accept", %remote);
-                    let handshake = handshake::accept(Arc::clone(&dist), read, write, remote);
-                    dist.tasks.spawn(span, async move {
-                        handshake.await;
-                        drop(permit);
-                    });
+            Ok((read, write, remote)) => {
+                let (ticket, crowded) = admission.admit(&remote);
+                if let Some(crowded) = crowded {
+                    metrics::counter!("gen_cluster_handshakes_evicted_total").increment(1);
+                    let cause = match crowded {
+                        Crowded::Total => "too many pending handshakes",
+                        Crowded::Source => "too many pending handshakes from one address",
+                    };
+                    if let Some(held_back) = dist.throttle.allow(cause) {
+                        tracing::warn!(%remote, held_back, "{cause}: the oldest one was dropped");
+                    }
                 }
-                Err(_) => {
-                    tracing::warn!(%remote, "too many handshakes in progress; connection dropped")
-                }
-            },
+                let span = tracing::info_span!("accept", %remote);
+                let handshake = handshake::accept(Arc::clone(&dist), read, write, remote, ticket);
+                dist.tasks.spawn(span, handshake);
+            }
             Err(error) => {
-                tracing::warn!(%error, "accept failed");
+                if let Some(held_back) = dist.throttle.allow("accept failed") {
+                    tracing::warn!(%error, held_back, "accept failed");
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }

@@ -20,8 +20,10 @@ use crate::events::{DownReason, EventBus};
 use crate::process::table::ProcessTable;
 use crate::process::watch::Watchers;
 use crate::tasks::Tasks;
+use crate::throttle::Throttle;
 use crate::transport::Dialer;
 
+pub(crate) mod admission;
 pub(crate) mod driver;
 pub(crate) mod handshake;
 pub(crate) mod link;
@@ -57,6 +59,8 @@ pub(crate) struct Dist {
     pub(crate) events: EventBus,
     pub(crate) tasks: Tasks,
     pub(crate) dialer: Box<dyn Dialer>,
+    /// Holds back log lines that peers could multiply.
+    pub(crate) throttle: Throttle,
 }
 
 impl Dist {

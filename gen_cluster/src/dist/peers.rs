@@ -1,7 +1,10 @@
-//! The peer table: for each peer node, the handshake in progress or the established link. It
-//! decides, with the arbitration rule of `gen_cluster_proto::arbitration`, which of several
-//! connections to one peer survives; records links; and removes them, handing what the link held
-//! to the caller's report of the loss (the table itself fails no call and fires no monitor).
+//! The peer table: for each peer node, the proven handshake about to become its link, or the
+//! established link. It decides, with the arbitration rule of `gen_cluster_proto::arbitration`,
+//! which of several connections to one peer survives — only for peers that have proved the
+//! cluster secret: a handshake is recorded here only once its peer's proof verified, so nothing
+//! an unauthenticated peer says can displace a link or keep a real peer out. It records links,
+//! and removes them, handing what the link held to the caller's report of the loss (the table
+//! itself fails no call and fires no monitor).
 //!
 //! One mutex guards the table. A link's loss is reported, and a new link announced, while it is
 //! held: so a peer's down is always told before a later connection to it is told up, even when
@@ -10,7 +13,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use gen_cluster_proto::arbitration::{self, Other, Progress, Step, Verdict};
+use gen_cluster_proto::arbitration::{self, Other, Step, Verdict};
 use gen_cluster_proto::handshake::{Identity, Refusal};
 use gen_cluster_proto::{NodeId, NodeName};
 use rustc_hash::FxHashMap as HashMap;
@@ -21,7 +24,7 @@ use crate::dist::link::{LinkState, PeerLink};
 use crate::dist::queue::FrameQueue;
 use crate::lock;
 
-/// Every peer of one node, handshaking or up.
+/// Every peer of one node, proven and about to be linked, or up.
 #[derive(Debug)]
 pub(crate) struct PeerTable {
     local: NodeName,
@@ -38,16 +41,17 @@ struct Peers {
 
 #[derive(Debug)]
 enum PeerEntry {
-    Handshaking(Pending),
+    Proven(Proven),
     Up(Arc<PeerLink>),
 }
 
+/// A handshake whose peer proved the secret and that this node decided to keep: accepted and
+/// waiting for the dialer's Ready, or this node's dial, established the moment after.
 #[derive(Debug)]
-struct Pending {
+struct Proven {
     conn: u64,
     name: NodeName,
-    progress: Progress,
-    dialed_by_us: bool,
+    accepted: bool,
     incarnation: gen_cluster_proto::Incarnation,
     cancel: CancellationToken,
 }
@@ -104,7 +108,7 @@ impl PeerTable {
             .values()
             .filter_map(|entry| match entry {
                 PeerEntry::Up(link) => Some(Arc::clone(link)),
-                PeerEntry::Handshaking(_) => None,
+                PeerEntry::Proven(_) => None,
             })
             .collect()
     }
@@ -116,10 +120,11 @@ impl PeerTable {
         self.links()
     }
 
-    /// Decides whether handshake `conn` with `peer` may go on at `step` (see [`arbitration`]);
-    /// if so, records its progress and cancels a handshake it replaces. An established link it
-    /// replaces (an earlier life of the peer) is removed and closed, and what it held handed to
-    /// `report_replaced`, under the table's lock: its loss is told before the new link's up.
+    /// Decides whether handshake `conn` with the proven `peer` may go on at `step` (see
+    /// [`arbitration`]); if so, records it and cancels a proven handshake it replaces. An
+    /// established link it replaces (an earlier life of the peer, or the losing side of a
+    /// crossing dial) is removed and closed, and what it held handed to `report_replaced`,
+    /// under the table's lock: its loss is told before the new link's up.
     pub(crate) fn arbitrate(
         &self,
         conn: u64,
@@ -129,23 +134,19 @@ impl PeerTable {
         report_replaced: impl FnOnce(&Arc<PeerLink>, LinkState),
     ) -> Result<(), Refusal> {
         let id = peer.name.id();
-        // The initiator's only decision point is the Challenge; the acceptor's are the others.
-        let dialed_by_us = step == Step::ChallengeReceived;
         let mut peers = lock(&self.inner);
         let (other, other_name) = match peers.by_id.get(&id) {
-            Some(PeerEntry::Handshaking(p)) if p.conn == conn => (None, &p.name),
-            Some(PeerEntry::Handshaking(p)) => (
-                Some(Other {
-                    progress: p.progress,
-                    dialed_by_us: p.dialed_by_us,
-                    incarnation: p.incarnation,
-                }),
-                &p.name,
-            ),
+            Some(PeerEntry::Proven(p)) => {
+                let incarnation = p.incarnation;
+                // This node's own dial, a moment from being established, counts as up.
+                let other = match p.accepted {
+                    true => Other::Accepted { incarnation },
+                    false => Other::Up { incarnation },
+                };
+                (Some(other), &p.name)
+            }
             Some(PeerEntry::Up(link)) => (
-                Some(Other {
-                    progress: Progress::Established,
-                    dialed_by_us: false,
+                Some(Other::Up {
                     incarnation: link.incarnation,
                 }),
                 &link.name,
@@ -161,22 +162,16 @@ impl PeerTable {
                 Verdict::Proceed => None,
                 Verdict::ProceedReplacing => peers.by_id.remove(&id),
             };
-        let progress = match step {
-            Step::HelloReceived => Progress::Challenged,
-            Step::ChallengeReceived => Progress::Proved,
-            Step::ResponseVerified => Progress::Established,
-        };
-        let pending = Pending {
+        let proven = Proven {
             conn,
             name: peer.name.clone(),
-            progress,
-            dialed_by_us,
+            accepted: step == Step::ResponseVerified,
             incarnation: peer.incarnation,
             cancel: cancel.clone(),
         };
-        peers.by_id.insert(id, PeerEntry::Handshaking(pending));
+        peers.by_id.insert(id, PeerEntry::Proven(proven));
         match replaced {
-            Some(PeerEntry::Handshaking(pending)) => pending.cancel.cancel(),
+            Some(PeerEntry::Proven(proven)) => proven.cancel.cancel(),
             Some(PeerEntry::Up(link)) => {
                 if let Some(state) = link.close() {
                     report_replaced(&link, state);
@@ -190,7 +185,7 @@ impl PeerTable {
     /// Forgets handshake `conn` if it is still the one recorded for `peer` (it failed).
     pub(crate) fn abandon(&self, conn: u64, peer: NodeId) {
         let mut peers = lock(&self.inner);
-        if matches!(peers.by_id.get(&peer), Some(PeerEntry::Handshaking(p)) if p.conn == conn) {
+        if matches!(peers.by_id.get(&peer), Some(PeerEntry::Proven(p)) if p.conn == conn) {
             peers.by_id.remove(&peer);
         }
     }
@@ -206,8 +201,7 @@ impl PeerTable {
     ) -> Option<Arc<PeerLink>> {
         let id = peer.name.id();
         let mut peers = lock(&self.inner);
-        let current =
-            matches!(peers.by_id.get(&id), Some(PeerEntry::Handshaking(p)) if p.conn == conn);
+        let current = matches!(peers.by_id.get(&id), Some(PeerEntry::Proven(p)) if p.conn == conn);
         if !current || peers.closed {
             return None;
         }
@@ -264,9 +258,6 @@ mod tests {
         let conn = table.new_conn_id();
         let cancel = CancellationToken::new();
         table
-            .arbitrate(conn, peer, Step::HelloReceived, &cancel, |_, _| {})
-            .unwrap();
-        table
             .arbitrate(conn, peer, Step::ResponseVerified, &cancel, |_, _| {})
             .unwrap();
         let link = table.establish(conn, peer, queue(peer), |_| {}).unwrap();
@@ -288,7 +279,7 @@ mod tests {
         let (table, _) = with_link(&b);
         let conn = table.new_conn_id();
         let cancel = CancellationToken::new();
-        let refused = table.arbitrate(conn, &b, Step::HelloReceived, &cancel, |_, _| {});
+        let refused = table.arbitrate(conn, &b, Step::ResponseVerified, &cancel, |_, _| {});
         assert!(
             matches!(refused, Err(Refusal::Duplicate { .. })),
             "{refused:?}"
@@ -304,7 +295,7 @@ mod tests {
         let mut replaced = None;
         let cancel = CancellationToken::new();
         table
-            .arbitrate(conn, &b2, Step::HelloReceived, &cancel, |link, _| {
+            .arbitrate(conn, &b2, Step::ResponseVerified, &cancel, |link, _| {
                 replaced = Some(Arc::clone(link))
             })
             .unwrap();
@@ -332,7 +323,7 @@ mod tests {
         let conn = table.new_conn_id();
         let cancel = CancellationToken::new();
         table
-            .arbitrate(conn, &b2, Step::HelloReceived, &cancel, |_, _| {})
+            .arbitrate(conn, &b2, Step::ResponseVerified, &cancel, |_, _| {})
             .unwrap();
         table.establish(conn, &b2, queue(&b2), |_| {}).unwrap();
         table.remove(&old, |_| {});
@@ -349,13 +340,19 @@ mod tests {
         let (first, second) = (table.new_conn_id(), table.new_conn_id());
         let first_cancel = CancellationToken::new();
         table
-            .arbitrate(first, &b, Step::HelloReceived, &first_cancel, |_, _| {})
+            .arbitrate(first, &b, Step::ResponseVerified, &first_cancel, |_, _| {})
             .unwrap();
         // A later life arrives on another connection: the first is cancelled and cannot finish.
         let b2 = identity("b", 2);
         let second_cancel = CancellationToken::new();
         table
-            .arbitrate(second, &b2, Step::HelloReceived, &second_cancel, |_, _| {})
+            .arbitrate(
+                second,
+                &b2,
+                Step::ResponseVerified,
+                &second_cancel,
+                |_, _| {},
+            )
             .unwrap();
         assert!(first_cancel.is_cancelled());
         assert!(table.establish(first, &b, queue(&b), |_| {}).is_none());
@@ -378,7 +375,7 @@ mod tests {
                 let conn = table.new_conn_id();
                 let cancel = CancellationToken::new();
                 table
-                    .arbitrate(conn, &b, Step::HelloReceived, &cancel, |_, _| {})
+                    .arbitrate(conn, &b, Step::ResponseVerified, &cancel, |_, _| {})
                     .unwrap();
                 table.establish(conn, &b, queue(&b), |_| lock(&told).push("up"));
             })
@@ -394,13 +391,50 @@ mod tests {
     }
 
     #[test]
+    fn a_crossing_dial_keeps_the_smaller_names_connection_on_both_nodes() {
+        let (a, b) = (identity("a", 1), identity("b", 1));
+        let at_a = PeerTable::new(a.name.clone());
+        let at_b = PeerTable::new(b.name.clone());
+        // Each node has accepted the other's dial (proven, waiting for its Ready)...
+        let (a_accepts, b_accepts) = (CancellationToken::new(), CancellationToken::new());
+        let (in_a, in_b) = (at_a.new_conn_id(), at_b.new_conn_id());
+        at_a.arbitrate(in_a, &b, Step::ResponseVerified, &a_accepts, |_, _| {})
+            .unwrap();
+        at_b.arbitrate(in_b, &a, Step::ResponseVerified, &b_accepts, |_, _| {})
+            .unwrap();
+        // ...when its own dial's Confirm verifies.
+        let cancel = CancellationToken::new();
+        let a_dial = at_a.arbitrate(
+            at_a.new_conn_id(),
+            &b,
+            Step::ConfirmVerified,
+            &cancel,
+            |_, _| {},
+        );
+        let b_dial = at_b.arbitrate(
+            at_b.new_conn_id(),
+            &a,
+            Step::ConfirmVerified,
+            &cancel,
+            |_, _| {},
+        );
+        assert!(a_dial.is_ok(), "a's dial (the smaller name's) wins on a");
+        assert!(a_accepts.is_cancelled(), "and a drops b's dial");
+        assert!(
+            matches!(b_dial, Err(Refusal::Duplicate { .. })),
+            "b drops its own dial"
+        );
+        assert!(!b_accepts.is_cancelled(), "and keeps waiting for a's Ready");
+    }
+
+    #[test]
     fn no_link_is_established_once_the_table_is_closed() {
         let b = identity("b", 1);
         let table = PeerTable::new(NodeName::new("a").unwrap());
         let conn = table.new_conn_id();
         let cancel = CancellationToken::new();
         table
-            .arbitrate(conn, &b, Step::HelloReceived, &cancel, |_, _| {})
+            .arbitrate(conn, &b, Step::ResponseVerified, &cancel, |_, _| {})
             .unwrap();
         assert!(table.close().is_empty());
         assert!(table.establish(conn, &b, queue(&b), |_| {}).is_none());

@@ -389,7 +389,7 @@ mod tests {
             let conn = self.peers.new_conn_id();
             let cancel = CancellationToken::new();
             self.peers
-                .arbitrate(conn, &b, Step::HelloReceived, &cancel, |_, _| {})
+                .arbitrate(conn, &b, Step::ResponseVerified, &cancel, |_, _| {})
                 .unwrap();
             let (queue, frames) = FrameQueue::new(b.name.clone(), 1 << 20);
             (

@@ -121,10 +121,84 @@ impl Net {
         let (machine, hello) = handshake::initiate(config, [7; 32]);
         raw.write_frame(&hello).await;
         let challenge = raw.read_frame().await;
-        let (machine, response) = machine.handle(&challenge).unwrap().proceed();
+        let (machine, response) = machine.handle(&challenge).unwrap();
         raw.write_frame(&response).await;
-        machine.handle(&raw.read_frame().await).unwrap();
+        let verified = machine.handle(&raw.read_frame().await).unwrap();
+        let (_, ready) = verified.ready();
+        raw.write_frame(&ready).await;
         raw
+    }
+}
+
+/// A listener for tests that play a peer by hand (a fake listener among the seeds).
+pub struct RawListener {
+    /// Where it listens.
+    pub addr: String,
+    accept: RawAccept,
+}
+
+enum RawAccept {
+    Tcp(tokio::net::TcpListener),
+    Memory(
+        gen_cluster::MemoryTransport,
+        <gen_cluster::MemoryTransport as Transport>::Listener,
+    ),
+}
+
+impl Net {
+    /// A raw listener on the host `host` (loopback for TCP).
+    pub async fn listen(&self, host: &str) -> RawListener {
+        match self {
+            Net::Tcp => {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let addr = listener.local_addr().unwrap().to_string();
+                RawListener {
+                    addr,
+                    accept: RawAccept::Tcp(listener),
+                }
+            }
+            Net::Memory(net) => {
+                let transport = net.host(host);
+                let (listener, addr) = transport.bind("any:0").await.unwrap();
+                RawListener {
+                    addr,
+                    accept: RawAccept::Memory(transport, listener),
+                }
+            }
+        }
+    }
+}
+
+impl RawListener {
+    /// The next connection.
+    pub async fn accept(&mut self) -> Raw {
+        let (read, write): (ReadHalf, WriteHalf) = match &mut self.accept {
+            RawAccept::Tcp(listener) => {
+                let (stream, _) = listener.accept().await.unwrap();
+                let (read, write) = stream.into_split();
+                (Box::new(read), Box::new(write))
+            }
+            RawAccept::Memory(transport, listener) => {
+                let (read, write, _) = transport.accept(listener).await.unwrap();
+                (read, write)
+            }
+        };
+        Raw { read, write }
+    }
+}
+
+/// The handshake settings of someone who claims to be `name` in its life `incarnation` but
+/// does not hold the tests' cookie.
+pub fn impostor(name: &str, incarnation: u64) -> HandshakeConfig {
+    HandshakeConfig {
+        cluster: "default".into(),
+        secret: b"not-the-cookie".to_vec(),
+        local: Identity {
+            name: NodeName::new(name).unwrap(),
+            incarnation: Incarnation(incarnation),
+            listen: "127.0.0.1:9".into(),
+        },
+        versions: SUPPORTED_VERSIONS,
     }
 }
 
