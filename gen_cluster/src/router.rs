@@ -255,7 +255,7 @@ mod tests {
         );
         let mut frames = connect_b(&peers);
         router.post(&remote, 5u32, Delivery::Info).unwrap();
-        let Ok(Outgoing::Frame(frame)) = frames.try_recv() else {
+        let Ok(Outgoing::Frame(frame, _)) = frames.try_recv() else {
             panic!("one frame queued")
         };
         let (header, payload) = wire::decode(&frame[wire::LENGTH_PREFIX..]).unwrap();

@@ -377,3 +377,53 @@ on_both_transports!(
     a_linked_process_dies_with_its_remote_partner_unless_it_traps_exits,
     a_pid_of_an_earlier_incarnation_never_reaches_the_new_process,
 );
+
+/// On a 20 Mbit/s link (the in-memory network's limit, in paused time), an 8 MiB message takes
+/// over 3 s: the link stays up (bytes arriving are not silence), and small calls to another
+/// process are answered while it streams.
+#[tokio::test(start_paused = true)]
+async fn a_large_message_on_a_slow_link_is_not_silence_and_small_calls_pass_it() {
+    let memory = gen_cluster::MemoryNetwork::new();
+    let net = Net::Memory(memory.clone());
+    let big = |name: &str| {
+        let mut config = common::config(name);
+        config.max_frame = 16 * 1024 * 1024;
+        config
+    };
+    let (a, b) = (net.start(big("a")).await, net.start(big("b")).await);
+    common::connect(&a, &b).await;
+    memory.limit("a", "b", 2_500_000);
+    let mut events = [a.subscribe(), b.subscribe()];
+    let receiver = b.spawn(Echo::default()).await.unwrap();
+    let other = b.spawn(Echo::default()).await.unwrap();
+    let started = tokio::time::Instant::now();
+    a.cast(&receiver, vec![7u8; 8 * 1024 * 1024]).unwrap();
+    for _ in 0..5 {
+        let asked = tokio::time::Instant::now();
+        let reply = a.call(&other, EchoCall::Echo(vec![1]), T).await;
+        assert_eq!(reply, Ok(EchoReply::Echo(vec![1])));
+        assert!(
+            asked.elapsed() < Duration::from_millis(500),
+            "{:?}",
+            asked.elapsed()
+        );
+    }
+    let answered = started.elapsed();
+    assert_eq!(
+        a.call(&receiver, EchoCall::CastsSeen, HANG).await,
+        Ok(EchoReply::Count(1))
+    );
+    let streamed = started.elapsed();
+    assert!(
+        streamed > Duration::from_secs(3),
+        "the link was slow: {streamed:?}"
+    );
+    assert!(
+        answered < streamed / 4,
+        "calls answered at {answered:?}, while the message took {streamed:?}"
+    );
+    for events in &mut events {
+        let event = events.try_recv();
+        assert!(event.is_err(), "no node went down: {event:?}");
+    }
+}

@@ -29,13 +29,13 @@ use tokio_util::sync::CancellationToken;
 use crate::clock;
 use crate::dist::Dist;
 use crate::dist::admission::Ticket;
-use crate::dist::driver;
+use crate::dist::driver::{self, Heard};
 use crate::error::{ConnectError, HandshakeFailed};
 use crate::events::{DownReason, NodeEvent};
 use crate::transport::{ReadHalf, WriteHalf};
 
 /// Frames read from a connection: handshake frames first (capped small), then link frames.
-pub(crate) type Frames = FramedRead<ReadHalf, LengthDelimitedCodec>;
+pub(crate) type Frames = FramedRead<Heard, LengthDelimitedCodec>;
 
 /// Dials `addr` and runs the handshake as initiator; returns the peer's name once the link is
 /// up, or once another connection to the same peer has won and is up.
@@ -57,7 +57,7 @@ pub(crate) async fn dial(dist: &Arc<Dist>, addr: &str) -> Result<NodeName, Conne
             })?;
     let conn = dist.peers.new_conn_id();
     let cancel = dist.tasks.child_token();
-    let mut frames = handshake_frames(read);
+    let mut frames = handshake_frames(Heard::new(read, dist.epoch));
     let mut proven = None;
     let mut events = dist.events.subscribe();
     let outcome = tokio::time::timeout(
@@ -114,7 +114,7 @@ pub(crate) async fn accept(
 ) {
     let conn = dist.peers.new_conn_id();
     let cancel = dist.tasks.child_token();
-    let mut frames = handshake_frames(read);
+    let mut frames = handshake_frames(Heard::new(read, dist.epoch));
     let mut proven = None;
     let evicted = ticket.evicted();
     let outcome = tokio::select! {
@@ -267,7 +267,7 @@ async fn await_up(
     tokio::time::timeout(timeout, up).await.is_ok()
 }
 
-fn handshake_frames(read: ReadHalf) -> Frames {
+fn handshake_frames(read: Heard) -> Frames {
     FramedRead::new(
         read,
         LengthDelimitedCodec::builder()

@@ -12,6 +12,7 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
+use crate::dist::outbox::Lane;
 use crate::dist::queue::FrameQueue;
 use crate::error::CallError;
 use crate::events::DownReason;
@@ -104,7 +105,7 @@ impl PeerLink {
         let (tx, rx) = oneshot::channel();
         self.track(|state| state.calls.insert(reference, tx))
             .ok_or(CallError::NodeDown)?;
-        if !self.queue.push(frame) {
+        if !self.queue.push(frame, Lane::to(&to)) {
             self.track(|state| state.calls.remove(&reference));
             return Err(CallError::NodeDown);
         }
@@ -132,6 +133,11 @@ impl PeerLink {
     /// Stops the link's tasks (after noting why, with [`note_down_reason`](Self::note_down_reason)).
     pub(crate) fn cancel(&self) {
         self.cancel.cancel();
+    }
+
+    /// Whether the link's tasks were told to stop.
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
     }
 
     /// Resolves once the link's tasks are told to stop.

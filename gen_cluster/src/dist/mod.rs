@@ -28,6 +28,7 @@ pub(crate) mod driver;
 pub(crate) mod handshake;
 pub(crate) mod link;
 pub(crate) mod listener;
+pub(crate) mod outbox;
 pub(crate) mod peers;
 pub(crate) mod queue;
 

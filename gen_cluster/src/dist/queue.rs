@@ -13,11 +13,13 @@ use gen_cluster_proto::{ExitReason, NodeName};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
+use crate::dist::outbox::Lane;
+
 /// What the writer task is given to send.
 #[derive(Debug)]
 pub(crate) enum Outgoing {
-    /// An encoded frame, length prefix included.
-    Frame(Vec<u8>),
+    /// An encoded frame, length prefix included, and the frames it keeps its order with.
+    Frame(Vec<u8>, Lane),
     /// Say goodbye with this reason, then close.
     Goodbye(ExitReason),
 }
@@ -54,9 +56,9 @@ impl FrameQueue {
         self.0.max_frame
     }
 
-    /// Queues an encoded frame; false if the link has closed.
-    pub(crate) fn push(&self, frame: Vec<u8>) -> bool {
-        self.0.out.send(Outgoing::Frame(frame)).is_ok()
+    /// Queues an encoded frame of lane `lane`; false if the link has closed.
+    pub(crate) fn push(&self, frame: Vec<u8>, lane: Lane) -> bool {
+        self.0.out.send(Outgoing::Frame(frame, lane)).is_ok()
     }
 
     /// Encodes `header` with `payload` and queues it.
@@ -66,14 +68,14 @@ impl FrameQueue {
         payload: &P,
     ) -> Result<bool, WireError> {
         let frame = wire::encode(header, Some(payload), self.0.max_frame)?;
-        Ok(self.push(frame))
+        Ok(self.push(frame, Lane::of(header)))
     }
 
     /// Queues a frame without payload; false if the link has closed or the frame cannot be
     /// encoded (logged: our own control frames always can).
     pub(crate) fn send_header(&self, header: &Header<'_>) -> bool {
         match wire::encode_header(header, self.0.max_frame) {
-            Ok(frame) => self.push(frame),
+            Ok(frame) => self.push(frame, Lane::of(header)),
             Err(error) => {
                 tracing::error!(peer = %self.0.peer, %error, "cannot encode a control frame");
                 false

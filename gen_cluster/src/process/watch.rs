@@ -426,7 +426,7 @@ mod tests {
     }
 
     fn header(frames: &mut mpsc::UnboundedReceiver<Outgoing>) -> Option<Header<'static>> {
-        let Ok(Outgoing::Frame(frame)) = frames.try_recv() else {
+        let Ok(Outgoing::Frame(frame, _)) = frames.try_recv() else {
             return None;
         };
         let frame: &'static [u8] = Box::leak(frame.into_boxed_slice());

@@ -57,6 +57,8 @@ struct Net {
 struct LinkCondition {
     delay: Duration,
     cut: bool,
+    /// Bytes per second each way; `None`: as fast as they are read.
+    rate: Option<u64>,
 }
 
 type Accepted = (ReadHalf, WriteHalf, String);
@@ -83,6 +85,17 @@ impl MemoryNetwork {
             .entry(pair(a, b))
             .or_default()
             .delay = delay;
+    }
+
+    /// Carries at most `bytes_per_second` each way between `a` and `b` from now on, as a slow
+    /// link does: bytes queue behind the ones before them.
+    pub fn limit(&self, a: &str, b: &str, bytes_per_second: u64) {
+        let rate = (bytes_per_second > 0).then_some(bytes_per_second);
+        lock(&self.shared.state)
+            .links
+            .entry(pair(a, b))
+            .or_default()
+            .rate = rate;
     }
 
     /// Cuts `a` from `b`, both ways: bytes in flight and bytes written from now on are held
@@ -282,6 +295,8 @@ struct PipeState {
     abandoned: bool,
     /// Reset: both ends get an error.
     reset: bool,
+    /// When the bytes written so far have all crossed a rate-limited link.
+    free_at: Option<Instant>,
     reader: Option<Waker>,
     writer: Option<Waker>,
 }
@@ -406,7 +421,7 @@ impl AsyncWrite for PipeWriter {
         cx: &mut Context<'_>,
         bytes: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let delay = self.network.condition(&self.pipe.from, &self.pipe.to).delay;
+        let condition = self.network.condition(&self.pipe.from, &self.pipe.to);
         let mut state = lock(&self.pipe.state);
         if state.reset {
             return Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()));
@@ -420,9 +435,16 @@ impl AsyncWrite for PipeWriter {
             return Poll::Pending;
         }
         let n = bytes.len().min(room);
+        let mut crossed = Instant::now();
+        if let Some(rate) = condition.rate {
+            let start = state.free_at.map_or(crossed, |free| free.max(crossed));
+            crossed = start + Duration::from_secs_f64(n as f64 / rate as f64);
+            state.free_at = Some(crossed);
+        }
+        let due = crossed + condition.delay;
         state
             .chunks
-            .push_back((Instant::now() + delay, Bytes::copy_from_slice(&bytes[..n])));
+            .push_back((due, Bytes::copy_from_slice(&bytes[..n])));
         state.buffered += n;
         if let Some(waker) = state.reader.take() {
             waker.wake();
@@ -495,6 +517,22 @@ mod tests {
         let mut byte = [0u8; 1];
         read.read_exact(&mut byte).await.unwrap();
         assert_eq!(start.elapsed(), Duration::from_millis(300));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_limited_link_carries_its_rate() {
+        let net = MemoryNetwork::new();
+        let ((_, mut write), (mut read, _, _)) = connected(&net).await;
+        net.limit("a", "b", 100_000);
+        let start = Instant::now();
+        let sending = async {
+            write.write_all(&[1u8; 50_000]).await.unwrap();
+            write.write_all(&[2u8; 50_000]).await.unwrap();
+        };
+        let mut got = vec![0u8; 100_000];
+        let ((), read) = tokio::join!(sending, read.read_exact(&mut got));
+        read.unwrap();
+        assert_eq!(start.elapsed(), Duration::from_secs(1));
     }
 
     #[tokio::test(start_paused = true)]
