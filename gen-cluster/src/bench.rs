@@ -377,7 +377,7 @@ fn casts(Bench { sides, erlang }: &Bench, report: &mut Report) -> Result<()> {
     let rate = sides.on_client(async move {
         let started = Instant::now();
         for i in 0..N {
-            caster.cast(&echo, vec![7; PAYLOAD])?;
+            caster.cast(&echo, vec![7; PAYLOAD]).await?;
             if i % 1024 == 0 {
                 tokio::task::yield_now().await;
             }

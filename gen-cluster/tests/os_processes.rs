@@ -183,7 +183,7 @@ async fn calls_casts_deferred_replies_and_monitors_cross_process_boundaries() {
         EchoReply::Echo(b"over the wire".to_vec())
     );
     for _ in 0..100 {
-        node.cast(&echo, vec![1, 2, 3]).unwrap();
+        node.cast(&echo, vec![1, 2, 3]).await.unwrap();
     }
     assert_eq!(
         node.call(&echo, EchoCall::CastsSeen, T).await.unwrap(),
@@ -360,7 +360,7 @@ async fn a_node_restarted_under_the_same_name_refuses_pids_of_its_earlier_life()
         node.call(&stale, EchoCall::CastsSeen, T).await,
         Err(CallError::NoProc)
     );
-    node.cast(&stale, vec![1]).unwrap();
+    node.cast(&stale, vec![1]).await.unwrap();
     assert_eq!(
         node.call(&second.echo(), EchoCall::CastsSeen, T)
             .await

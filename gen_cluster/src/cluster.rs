@@ -236,7 +236,7 @@ impl<C: ClusterServer> Clustered<C> {
     /// cluster as a member of kind `kind`, through `member`: `member` reports it in
     /// `handle_join`, every other member in `handle_node_joined`, and its end is a leave on every
     /// member. The child itself gets no membership messages.
-    pub fn add_child(
+    pub async fn add_child(
         node: &Node,
         member: &ServerRef<Clustered<C>>,
         child: Pid,
@@ -250,7 +250,7 @@ impl<C: ClusterServer> Clustered<C> {
                 child: true,
             },
         };
-        node.send(member, ClusterInfo::Membership(join))
+        node.send(member, ClusterInfo::Membership(join)).await
     }
 
     fn membership_mut(&mut self) -> &mut Membership {
@@ -267,7 +267,8 @@ impl<C: ClusterServer> Clustered<C> {
                     }
                     let _ = ctx
                         .node()
-                        .send_encoded(to, ClusterInfo::<C::Info>::Membership(message));
+                        .send_encoded(to, ClusterInfo::<C::Info>::Membership(message))
+                        .await;
                     Flow::Continue
                 }
                 MembershipAction::Monitor(pid) => {

@@ -30,6 +30,11 @@ pub struct NodeConfig {
     /// The largest frame accepted or sent, in bytes. Default 8 MiB. Must be the same on every
     /// node: a larger frame from a peer closes the connection.
     pub max_frame: usize,
+    /// The bytes of messages (sends, casts, calls) that may wait in a link's queue to one peer.
+    /// A sender that finds no room waits (or, from `try_cast`/`try_send`, is told busy): the
+    /// back-pressure that keeps a slow peer from growing this node's memory. One message larger
+    /// than the bound takes it all. Default 16 MiB: twice the largest message.
+    pub send_queue_bytes: usize,
     /// The most incoming connections that have not yet proved the secret, in all. Beyond it, a
     /// new connection takes the place of the oldest one (a silent one first). Default 64.
     pub max_pending_handshakes: usize,
@@ -59,6 +64,7 @@ impl NodeConfig {
             handshake_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
             max_frame: DEFAULT_MAX_FRAME,
+            send_queue_bytes: 2 * DEFAULT_MAX_FRAME,
             max_pending_handshakes: 64,
             max_pending_per_source: 16,
             auth_timeout: Duration::from_secs(1),
@@ -83,6 +89,9 @@ impl NodeConfig {
         if self.max_frame < 1024 || self.max_frame > u32::MAX as usize {
             return Err(ConfigError::MaxFrame(self.max_frame));
         }
+        if self.send_queue_bytes < 1024 || self.send_queue_bytes > u32::MAX as usize {
+            return Err(ConfigError::SendQueueBytes(self.send_queue_bytes));
+        }
         if self.max_pending_handshakes == 0 || self.max_pending_per_source == 0 {
             return Err(ConfigError::ZeroPendingHandshakes);
         }
@@ -101,6 +110,7 @@ impl std::fmt::Debug for NodeConfig {
             .field("handshake_timeout", &self.handshake_timeout)
             .field("connect_timeout", &self.connect_timeout)
             .field("max_frame", &self.max_frame)
+            .field("send_queue_bytes", &self.send_queue_bytes)
             .field("max_pending_handshakes", &self.max_pending_handshakes)
             .field("max_pending_per_source", &self.max_pending_per_source)
             .field("auth_timeout", &self.auth_timeout)
@@ -127,6 +137,9 @@ pub enum ConfigError {
     /// The frame cap is out of range.
     #[error("max_frame {0} is out of range: use 1 KiB to 4 GiB")]
     MaxFrame(usize),
+    /// The send queue's bound is out of range.
+    #[error("send_queue_bytes {0} is out of range: use 1 KiB to 4 GiB")]
+    SendQueueBytes(usize),
     /// No handshake could ever run.
     #[error("max_pending_handshakes and max_pending_per_source must be at least 1")]
     ZeroPendingHandshakes,

@@ -177,6 +177,10 @@ pub enum SendError {
     /// The process's node is not connected.
     #[error("the process's node is not connected")]
     NodeDown,
+    /// No room now in the process's bounded mailbox, or in the queue to its node (from a
+    /// `try_` send only; the others wait for room). Nothing was sent: retry later, or wait.
+    #[error("the process's mailbox or the queue to its node is full; nothing was sent")]
+    Busy,
     /// The message could not be encoded, or is larger than the frame limit (the caller's input).
     #[error(transparent)]
     Encode(#[from] WireError),

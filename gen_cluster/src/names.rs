@@ -26,11 +26,11 @@ use crate::clock::now;
 use crate::dist::peers::PeerTable;
 use crate::error::StartError;
 use crate::events::{EventBus, NodeEvent};
-use crate::process::signal::Signal;
+use crate::process::signal::{Inbox, Signal};
 use crate::process::table::ProcessTable;
 use crate::process::watch::Watchers;
 use crate::process::{MonitorRef, Target};
-use crate::router::{Delivery, Router};
+use crate::router::Router;
 use crate::tasks::Tasks;
 
 /// The local name of every node's global-name service.
@@ -163,7 +163,7 @@ pub(crate) struct Parts {
 
 /// Starts the service of a node and returns its handle.
 pub(crate) fn start(parts: Parts) -> Result<GlobalNames, StartError> {
-    let (mailbox, inbox) = parts.processes.register(Some(MAILBOX.into()))?;
+    let (mailbox, inbox) = parts.processes.register(Some(MAILBOX.into()), None)?;
     let (commands, requests) = mpsc::unbounded_channel();
     let (publish, known) = watch::channel(Arc::new(BTreeMap::new()));
     let events = parts.events.subscribe();
@@ -223,7 +223,7 @@ struct Pending {
 impl Service {
     async fn run(
         mut self,
-        mut inbox: mpsc::UnboundedReceiver<Signal>,
+        mut inbox: Inbox,
         mut requests: mpsc::UnboundedReceiver<Command>,
         mut events: broadcast::Receiver<NodeEvent>,
         tasks: Tasks,
@@ -468,7 +468,7 @@ impl Service {
             node: to,
             name: Arc::clone(&self.mailbox_name),
         };
-        self.router.post(&target, message, Delivery::Info)
+        self.router.post_unbounded(&target, message)
     }
 }
 
@@ -554,7 +554,7 @@ mod tests {
         peers
             .arbitrate(conn, &life_two, Step::ResponseVerified, &cancel, |_, _| {})
             .unwrap();
-        let queue = FrameQueue::new(b.clone(), 1 << 20).0;
+        let queue = FrameQueue::new(b.clone(), 1 << 20, 1 << 20).0;
         peers.establish(conn, &life_two, queue, |_| {}).unwrap();
         assert_eq!(
             still_current(&peers, b.id(), stale),

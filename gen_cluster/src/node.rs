@@ -193,8 +193,8 @@ impl Node {
     /// shutdown it receives nothing.
     pub fn mailbox<M: Message>(&self) -> Mailbox<M> {
         process::spawn_mailbox(self, None).unwrap_or_else(|_| {
-            let (pid, rx) = self.0.processes.closed_slot();
-            Mailbox::new(self.clone(), pid, rx)
+            let (pid, inbox) = self.0.processes.closed_slot();
+            Mailbox::new(self.clone(), pid, inbox)
         })
     }
 
@@ -223,36 +223,70 @@ impl Node {
         self.0.router.call(&server.target, request, timeout).await
     }
 
-    /// Sends a one-way request to `server`'s `handle_cast`.
-    pub fn cast<S: Server>(
+    /// Sends a one-way request to `server`'s `handle_cast`, once there is room for it (in its
+    /// bounded mailbox, or in the queue to its node: see
+    /// [`NodeConfig::send_queue_bytes`](crate::NodeConfig::send_queue_bytes)). Sent means
+    /// queued, not handled; a message to a process that does not exist is dropped, as in Erlang.
+    pub async fn cast<S: Server>(
         &self,
         server: &ServerRef<S>,
         message: S::Cast,
     ) -> Result<(), SendError> {
-        self.0.router.post(&server.target, message, Delivery::Cast)
+        let router = &self.0.router;
+        router.post(&server.target, message, Delivery::Cast).await
     }
 
-    /// Sends a message to `server`'s `handle_info`.
-    pub fn send<S: Server>(
+    /// [`cast`](Self::cast) if there is room now; else [`SendError::Busy`], and nothing is sent.
+    pub fn try_cast<S: Server>(
+        &self,
+        server: &ServerRef<S>,
+        message: S::Cast,
+    ) -> Result<(), SendError> {
+        let router = &self.0.router;
+        router.try_post(&server.target, message, Delivery::Cast)
+    }
+
+    /// Sends a message to `server`'s `handle_info`, once there is room for it (see
+    /// [`cast`](Self::cast)).
+    pub async fn send<S: Server>(
         &self,
         server: &ServerRef<S>,
         message: S::Info,
     ) -> Result<(), SendError> {
-        self.0.router.post(&server.target, message, Delivery::Info)
+        let router = &self.0.router;
+        router.post(&server.target, message, Delivery::Info).await
     }
 
-    /// Sends a message to a [`Mailbox`] (or any process whose info type is `M`) by pid.
-    pub fn send_to<M: Message>(&self, pid: Pid, message: M) -> Result<(), SendError> {
-        self.0
-            .router
+    /// [`send`](Self::send) if there is room now; else [`SendError::Busy`], and nothing is sent.
+    pub fn try_send<S: Server>(
+        &self,
+        server: &ServerRef<S>,
+        message: S::Info,
+    ) -> Result<(), SendError> {
+        let router = &self.0.router;
+        router.try_post(&server.target, message, Delivery::Info)
+    }
+
+    /// Sends a message to a [`Mailbox`] (or any process whose info type is `M`) by pid, once
+    /// there is room for it.
+    pub async fn send_to<M: Message>(&self, pid: Pid, message: M) -> Result<(), SendError> {
+        let router = &self.0.router;
+        router
             .post(&Target::Pid(pid), message, Delivery::Info)
+            .await
+    }
+
+    /// [`send_to`](Self::send_to) if there is room now; else [`SendError::Busy`].
+    pub fn try_send_to<M: Message>(&self, pid: Pid, message: M) -> Result<(), SendError> {
+        let router = &self.0.router;
+        router.try_post(&Target::Pid(pid), message, Delivery::Info)
     }
 
     /// Sends `message` to `pid`'s `handle_info` encoded even when `pid` is local, so that a
     /// receiver whose info type differs from `M` but shares its encoding (an enum with the same
     /// leading variants) decodes it. Members of different kinds of one cluster talk this way.
-    pub fn send_encoded<M: Message>(&self, pid: Pid, message: M) -> Result<(), SendError> {
-        self.0.router.post_encoded(pid, message)
+    pub async fn send_encoded<M: Message>(&self, pid: Pid, message: M) -> Result<(), SendError> {
+        self.0.router.post_encoded(pid, message).await
     }
 
     /// Asks the process `pid` on this node to stop with `reason` (its `terminate` runs). Returns

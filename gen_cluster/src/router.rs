@@ -13,10 +13,13 @@ use gen_cluster_proto::wire::{self, Dest, Header};
 use gen_cluster_proto::{NodeId, Pid};
 use tokio::sync::oneshot;
 
+use crate::dist::link::PeerLink;
+use crate::dist::outbox::Lane;
 use crate::dist::peers::PeerTable;
+use crate::dist::queue::Refused;
 use crate::error::{CallError, SendError};
 use crate::process::signal::{Payload, ReplyRoute, Signal};
-use crate::process::table::ProcessTable;
+use crate::process::table::{Full, ProcessTable};
 use crate::process::{Message, Target};
 
 /// Routes messages and calls from this node. Cheap to clone.
@@ -36,6 +39,21 @@ pub(crate) enum Route<'a> {
     Remote(NodeId, Dest<'a>),
     /// No process: a name not registered here, or a pid of an earlier life of this node.
     Nowhere,
+}
+
+/// A one-way message, ready to be put where it goes.
+enum Outbound {
+    Local(Pid, Signal),
+    Remote(Arc<PeerLink>, Vec<u8>, Lane),
+    Nowhere,
+}
+
+/// What a refusal of the link's queue means to a sender.
+fn refused(refusal: Refused) -> SendError {
+    match refusal {
+        Refused::Busy => SendError::Busy,
+        Refused::Closed => SendError::NodeDown,
+    }
 }
 
 /// Which handler a one-way message is for.
@@ -71,48 +89,88 @@ impl Router {
         }
     }
 
-    /// Sends a one-way message to `target`. A target that does not exist is not an error; an
-    /// unconnected node is.
-    pub(crate) fn post<M: Message>(
+    /// Sends a one-way message to `target` once there is room for it: in the process's mailbox
+    /// if it is bounded, in the link's queue if the process is remote. A target that does not
+    /// exist is not an error; an unconnected node is.
+    pub(crate) async fn post<M: Message>(
         &self,
         target: &Target,
         message: M,
         delivery: Delivery,
     ) -> Result<(), SendError> {
-        match self.route(target) {
-            Route::Local(pid) => {
-                let payload = Payload::Local(Box::new(message));
-                self.processes.deliver(pid, self.signal(payload, delivery));
+        match self.prepare(target, message, delivery)? {
+            Outbound::Local(pid, signal) => {
+                let _ = self.processes.deliver_message(pid, signal).await;
                 Ok(())
             }
-            Route::Remote(node, to) => {
-                let link = self.peers.link_to(node).ok_or(SendError::NodeDown)?;
-                let header = match delivery {
-                    Delivery::Cast => Header::Cast { to },
-                    Delivery::Info => Header::Send { to },
-                };
-                link.queue.send(&header, &message)?;
+            Outbound::Remote(link, frame, lane) => {
+                link.queue.push_message(frame, lane).await.map_err(refused)
+            }
+            Outbound::Nowhere => Ok(()),
+        }
+    }
+
+    /// Sends a one-way message to `target` if there is room for it now; else
+    /// [`SendError::Busy`], and nothing is sent.
+    pub(crate) fn try_post<M: Message>(
+        &self,
+        target: &Target,
+        message: M,
+        delivery: Delivery,
+    ) -> Result<(), SendError> {
+        match self.prepare(target, message, delivery)? {
+            Outbound::Local(pid, signal) => match self.processes.try_deliver_message(pid, signal) {
+                Ok(_) => Ok(()),
+                Err(Full) => Err(SendError::Busy),
+            },
+            Outbound::Remote(link, frame, lane) => {
+                link.queue.try_push_message(frame, lane).map_err(refused)
+            }
+            Outbound::Nowhere => Ok(()),
+        }
+    }
+
+    /// Sends a message of the runtime's own that must neither wait nor be refused (the name
+    /// service's: small and few); it takes no room in a link's queue.
+    pub(crate) fn post_unbounded<M: Message>(
+        &self,
+        target: &Target,
+        message: M,
+    ) -> Result<(), SendError> {
+        match self.prepare(target, message, Delivery::Info)? {
+            Outbound::Local(pid, signal) => {
+                // Name services' mailboxes are unbounded: never full.
+                let _ = self.processes.try_deliver_message(pid, signal);
                 Ok(())
             }
-            Route::Nowhere => Ok(()),
+            Outbound::Remote(link, frame, lane) => {
+                link.queue.push(frame, lane);
+                Ok(())
+            }
+            Outbound::Nowhere => Ok(()),
         }
     }
 
     /// Sends `message` to `pid`'s `handle_info` encoded even when `pid` is local, so that a
     /// receiver whose info type differs from `M` but shares its encoding decodes it.
-    pub(crate) fn post_encoded<M: Message>(&self, pid: Pid, message: M) -> Result<(), SendError> {
+    pub(crate) async fn post_encoded<M: Message>(
+        &self,
+        pid: Pid,
+        message: M,
+    ) -> Result<(), SendError> {
         if !self.processes.is_local(pid) {
-            return self.post(&Target::Pid(pid), message, Delivery::Info);
+            return self.post(&Target::Pid(pid), message, Delivery::Info).await;
         }
         let bytes =
             postcard::to_allocvec(&message).map_err(|e| wire::WireError::Encode(e.to_string()))?;
         let payload = Payload::Encoded(bytes.into());
-        self.processes
-            .deliver(pid, self.signal(payload, Delivery::Info));
+        let signal = self.signal(payload, Delivery::Info);
+        let _ = self.processes.deliver_message(pid, signal).await;
         Ok(())
     }
 
-    /// Calls `target` with `request` and waits for its reply, at most `timeout`.
+    /// Calls `target` with `request` and waits for its reply — and first for room for the
+    /// request, if the mailbox or the link's queue is full — at most `timeout` in all.
     pub(crate) async fn call<M: Message, R: Message>(
         &self,
         target: &Target,
@@ -120,39 +178,66 @@ impl Router {
         timeout: Duration,
     ) -> Result<R, CallError> {
         let mut remote = None;
-        let reply = match self.route(target) {
-            Route::Local(pid) => {
-                let (tx, rx) = oneshot::channel();
-                let signal = Signal::Call {
-                    request: Payload::Local(Box::new(request)),
-                    reply: ReplyRoute::Local(tx),
-                };
-                if !self.processes.deliver(pid, signal) {
-                    return Err(CallError::NoProc);
+        let asked = async {
+            let reply = match self.route(target) {
+                Route::Local(pid) => {
+                    let (tx, rx) = oneshot::channel();
+                    let signal = Signal::Call {
+                        request: Payload::Local(Box::new(request)),
+                        reply: ReplyRoute::Local(tx),
+                    };
+                    if self.processes.deliver_message(pid, signal).await.is_err() {
+                        return Err(CallError::NoProc);
+                    }
+                    rx
                 }
-                rx
+                Route::Remote(node, to) => {
+                    let link = self.peers.link_to(node).ok_or(CallError::NodeDown)?;
+                    let reference = self.processes.next_ref();
+                    remote = Some((Arc::clone(&link), reference));
+                    link.start_call(reference, to, &request).await?
+                }
+                Route::Nowhere => return Err(CallError::NoProc),
+            };
+            match reply.await {
+                Ok(Ok(payload)) => payload.decode().map_err(CallError::BadReply),
+                Ok(Err(error)) => Err(error),
+                Err(_) => Err(CallError::NodeDown),
+            }
+        };
+        let outcome = tokio::time::timeout(timeout, asked).await;
+        outcome.unwrap_or_else(|_| {
+            // A late reply then finds no caller, and the link keeps no entry for it.
+            if let Some((link, reference)) = remote {
+                link.forget_call(reference);
+            }
+            Err(CallError::Timeout(timeout))
+        })
+    }
+
+    /// Where a message goes, ready to be put there.
+    fn prepare<M: Message>(
+        &self,
+        target: &Target,
+        message: M,
+        delivery: Delivery,
+    ) -> Result<Outbound, SendError> {
+        Ok(match self.route(target) {
+            Route::Local(pid) => {
+                let payload = Payload::Local(Box::new(message));
+                Outbound::Local(pid, self.signal(payload, delivery))
             }
             Route::Remote(node, to) => {
-                let link = self.peers.link_to(node).ok_or(CallError::NodeDown)?;
-                let reference = self.processes.next_ref();
-                let reply = link.start_call(reference, to, &request)?;
-                remote = Some((link, reference));
-                reply
+                let link = self.peers.link_to(node).ok_or(SendError::NodeDown)?;
+                let header = match delivery {
+                    Delivery::Cast => Header::Cast { to },
+                    Delivery::Info => Header::Send { to },
+                };
+                let frame = wire::encode(&header, Some(&message), link.queue.max_frame())?;
+                Outbound::Remote(link, frame, Lane::of(&header))
             }
-            Route::Nowhere => return Err(CallError::NoProc),
-        };
-        match tokio::time::timeout(timeout, reply).await {
-            Ok(Ok(Ok(payload))) => payload.decode().map_err(CallError::BadReply),
-            Ok(Ok(Err(error))) => Err(error),
-            Ok(Err(_)) => Err(CallError::NodeDown),
-            Err(_) => {
-                // A late reply then finds no caller, and the link keeps no entry for it.
-                if let Some((link, reference)) = remote {
-                    link.forget_call(reference);
-                }
-                Err(CallError::Timeout(timeout))
-            }
-        }
+            Route::Nowhere => Outbound::Nowhere,
+        })
     }
 
     fn signal(&self, payload: Payload, delivery: Delivery) -> Signal {
@@ -201,7 +286,7 @@ mod tests {
         peers
             .arbitrate(conn, &b, Step::ResponseVerified, &cancel, |_, _| {})
             .unwrap();
-        let (queue, frames) = FrameQueue::new(b.name.clone(), 1 << 20);
+        let (queue, frames) = FrameQueue::new(b.name.clone(), 1 << 20, 1 << 20);
         peers.establish(conn, &b, queue, |_| {}).unwrap();
         frames
     }
@@ -209,7 +294,7 @@ mod tests {
     #[test]
     fn targets_route_to_local_processes_peers_or_nowhere() {
         let (router, processes, _) = router();
-        let (pid, _rx) = processes.register(Some("p".into())).unwrap();
+        let (pid, _rx) = processes.register(Some("p".into()), None).unwrap();
         let me = name("a").id();
         assert_eq!(router.route(&Target::Pid(pid)), Route::Local(pid));
         let named = Target::Named {
@@ -237,25 +322,29 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_local_post_moves_the_value_and_a_remote_one_queues_one_frame() {
+    #[tokio::test]
+    async fn a_local_post_moves_the_value_and_a_remote_one_queues_one_frame() {
         let (router, processes, peers) = router();
-        let (pid, mut rx) = processes.register(None).unwrap();
+        let (pid, mut rx) = processes.register(None, None).unwrap();
         router
             .post(&Target::Pid(pid), 5u32, Delivery::Cast)
+            .await
             .unwrap();
-        assert!(matches!(rx.try_recv(), Ok(Signal::Cast(Payload::Local(_)))));
+        assert!(matches!(
+            rx.try_recv(),
+            Some(Signal::Cast(Payload::Local(_)))
+        ));
         let remote = Target::Named {
             node: name("b").id(),
             name: "echo".into(),
         };
         assert_eq!(
-            router.post(&remote, 5u32, Delivery::Info),
+            router.post(&remote, 5u32, Delivery::Info).await,
             Err(SendError::NodeDown)
         );
         let mut frames = connect_b(&peers);
-        router.post(&remote, 5u32, Delivery::Info).unwrap();
-        let Ok(Outgoing::Frame(frame, _)) = frames.try_recv() else {
+        router.post(&remote, 5u32, Delivery::Info).await.unwrap();
+        let Ok(Outgoing::Frame(frame, _, _)) = frames.try_recv() else {
             panic!("one frame queued")
         };
         let (header, payload) = wire::decode(&frame[wire::LENGTH_PREFIX..]).unwrap();
@@ -268,12 +357,12 @@ mod tests {
         assert_eq!(postcard::from_bytes::<u32>(payload).unwrap(), 5);
     }
 
-    #[test]
-    fn an_encoded_post_to_a_local_process_arrives_encoded() {
+    #[tokio::test]
+    async fn an_encoded_post_to_a_local_process_arrives_encoded() {
         let (router, processes, _) = router();
-        let (pid, mut rx) = processes.register(None).unwrap();
-        router.post_encoded(pid, 7u8).unwrap();
-        let Ok(Signal::Info {
+        let (pid, mut rx) = processes.register(None, None).unwrap();
+        router.post_encoded(pid, 7u8).await.unwrap();
+        let Some(Signal::Info {
             payload: Payload::Encoded(bytes),
             ..
         }) = rx.try_recv()
@@ -307,7 +396,7 @@ mod tests {
                 .await,
             Err(CallError::NodeDown)
         );
-        let (pid, _rx) = processes.register(None).unwrap();
+        let (pid, _rx) = processes.register(None, None).unwrap();
         let t = Duration::from_millis(10);
         assert_eq!(
             router.call::<u8, u8>(&Target::Pid(pid), 1, t).await,

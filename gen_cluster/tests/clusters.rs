@@ -346,7 +346,9 @@ async fn a_plain_server_added_as_a_child_is_a_member_everywhere_and_its_end_a_le
     }
     let worker = nodes[0].spawn(Echo::default()).await.unwrap();
     let worker_pid = worker.pid().unwrap();
-    Clustered::add_child(&nodes[0], &m1.member, worker_pid, "worker").unwrap();
+    Clustered::add_child(&nodes[0], &m1.member, worker_pid, "worker")
+        .await
+        .unwrap();
     converged(
         &[&m1, &m2, &m3],
         vec![m1.pid(), m2.pid(), m3.pid(), worker_pid],

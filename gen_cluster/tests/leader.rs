@@ -352,7 +352,7 @@ async fn a_handles_leader_cast_is_applied_before_its_next_leader_call(net: Net) 
     let (instances, _) = start_probes(&nodes, &candidates).await;
     agreed(&instances, &candidates[0]).await;
     for round in 1..=20u64 {
-        instances[1].leader_cast(10).unwrap();
+        instances[1].leader_cast(10).await.unwrap();
         assert_eq!(
             instances[1].leader_call(0, T).await.unwrap(),
             round * 10,
@@ -635,7 +635,7 @@ async fn local_calls_and_casts_reach_this_nodes_instance_only(net: Net) {
     let (instances, logs) = start_probes(&nodes, &candidates).await;
     let (a, b) = (&instances[0], &instances[1]);
     agreed(&instances, &candidates[0]).await;
-    b.cast(42).unwrap();
+    b.cast(42).await.unwrap();
     logs[1].reaches(42).await;
     assert_eq!(a.call((), T).await.unwrap(), 0);
     assert_eq!(

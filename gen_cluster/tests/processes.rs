@@ -40,7 +40,7 @@ async fn casts_arrive_in_order_before_a_later_call(net: Net) {
     let (a, b) = net.pair().await;
     let echo = b.spawn(Echo::default()).await.unwrap();
     for i in 0..1000u32 {
-        a.cast(&echo, i.to_be_bytes().to_vec()).unwrap();
+        a.cast(&echo, i.to_be_bytes().to_vec()).await.unwrap();
     }
     assert_eq!(
         a.call(&echo, EchoCall::CastsSeen, T).await.unwrap(),
@@ -287,7 +287,7 @@ impl Server for Linker {
 
     async fn handle_info(&mut self, info: Info<()>, ctx: &mut Context<Self>) -> Flow {
         if let Info::Exit { reason, .. } = info {
-            let _ = ctx.node().send_to(self.report, reason.to_string());
+            let _ = ctx.node().send_to(self.report, reason.to_string()).await;
         }
         Flow::Continue
     }
@@ -355,8 +355,8 @@ async fn a_pid_of_an_earlier_incarnation_never_reaches_the_new_process(net: Net)
         a.call(&old, EchoCall::CastsSeen, T).await,
         Err(CallError::NoProc)
     );
-    a.cast(&old, vec![1]).unwrap();
-    a.send(&old, vec![1]).unwrap();
+    a.cast(&old, vec![1]).await.unwrap();
+    a.send(&old, vec![1]).await.unwrap();
     assert_eq!(
         a.call(&fresh, EchoCall::CastsSeen, T).await,
         Ok(EchoReply::Count(0))
@@ -397,7 +397,7 @@ async fn a_large_message_on_a_slow_link_is_not_silence_and_small_calls_pass_it()
     let receiver = b.spawn(Echo::default()).await.unwrap();
     let other = b.spawn(Echo::default()).await.unwrap();
     let started = tokio::time::Instant::now();
-    a.cast(&receiver, vec![7u8; 8 * 1024 * 1024]).unwrap();
+    a.cast(&receiver, vec![7u8; 8 * 1024 * 1024]).await.unwrap();
     for _ in 0..5 {
         let asked = tokio::time::Instant::now();
         let reply = a.call(&other, EchoCall::Echo(vec![1]), T).await;

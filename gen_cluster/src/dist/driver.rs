@@ -6,9 +6,10 @@
 //!   arrives (not every whole frame) counts as hearing the peer;
 //! - the **writer** drains the link's queue, coalescing queued frames into one write and sending
 //!   large ones in fragments (see `outbox`), and runs the failure detector
-//!   (`gen_cluster_proto::liveness`): heartbeats when idle, down after the silent deadline. Each
-//!   write must make progress within that deadline, so a peer that stops reading cannot wedge it,
-//!   while a slow link that keeps taking bytes is not taken for a dead one.
+//!   (`gen_cluster_proto::liveness`): heartbeats when idle, down after the silent deadline. A
+//!   write that makes no progress waits while the peer is still heard (back-pressure: it reads
+//!   slowly) and fails once the peer is silent too, so a dead peer cannot wedge the writer and a
+//!   slow one is not taken for dead.
 //!
 //! When either task ends, the link is taken down once, with the reason of whichever ended first.
 //! The reader ends on the link's own token, not the node's shutdown: a node that shuts down
@@ -26,7 +27,7 @@ use futures::StreamExt;
 use gen_cluster_proto::ExitReason;
 use gen_cluster_proto::NodeName;
 use gen_cluster_proto::handshake::Established;
-use gen_cluster_proto::liveness::{Liveness, LivenessAction};
+use gen_cluster_proto::liveness::{Liveness, LivenessAction, LivenessConfig};
 use gen_cluster_proto::wire::{self, CallRefusal, Header, WireError};
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::sync::mpsc;
@@ -59,7 +60,9 @@ impl NewLink {
 /// unless another connection to the same peer won meanwhile or the node is shutting down.
 pub(crate) fn establish(dist: &Dist, conn: u64, peer: &Established) -> Option<NewLink> {
     let peer = &peer.peer;
-    let (queue, outgoing) = FrameQueue::new(peer.name.clone(), dist.config.max_frame);
+    let config = &dist.config;
+    let (queue, outgoing) =
+        FrameQueue::new(peer.name.clone(), config.max_frame, config.send_queue_bytes);
     let announce = |link: &PeerLink| {
         dist.events
             .node_up(&link.name, link.incarnation, &link.addr)
@@ -110,6 +113,7 @@ pub(crate) fn run(dist: &Arc<Dist>, new: NewLink, mut frames: Frames, write: Wri
 /// as if it had come whole.
 async fn read_loop(dist: &Dist, link: &PeerLink, mut frames: Frames) -> DownReason {
     let mut pieces: Vec<u8> = Vec::new();
+    let last_heard = frames.get_ref().last_heard();
     loop {
         let frame = match frames.next().await {
             Some(Ok(frame)) => frame.freeze(),
@@ -134,7 +138,7 @@ async fn read_loop(dist: &Dist, link: &PeerLink, mut frames: Frames) -> DownReas
             Ok(_) => frame,
             Err(error) => return protocol_error(link, error),
         };
-        match handle_frame(dist, link, &frame) {
+        match handle_frame(dist, link, &frame, &last_heard).await {
             Ok(None) => {}
             Ok(Some(reason)) => return reason,
             Err(error) => return protocol_error(link, error),
@@ -148,10 +152,11 @@ fn protocol_error(link: &PeerLink, error: WireError) -> DownReason {
 }
 
 /// Handles one whole frame from the peer; a goodbye ends the link.
-fn handle_frame(
+async fn handle_frame(
     dist: &Dist,
     link: &PeerLink,
     frame: &Bytes,
+    last_heard: &AtomicU64,
 ) -> Result<Option<DownReason>, WireError> {
     let (header, payload) = wire::decode(frame)?;
     let payload = || Payload::Encoded(frame.slice_ref(payload));
@@ -163,10 +168,10 @@ fn handle_frame(
                 payload: payload(),
                 from: link.id,
             };
-            let _ = dist.processes.deliver_to(to, signal);
+            let _ = deliver(dist, to, signal, last_heard).await;
         }
         Header::Cast { to } => {
-            let _ = dist.processes.deliver_to(to, Signal::Cast(payload()));
+            let _ = deliver(dist, to, Signal::Cast(payload()), last_heard).await;
         }
         Header::Call { to, reference } => {
             let reply = ReplyRoute::Remote(RemoteReply::new(link.queue.clone(), reference));
@@ -174,7 +179,7 @@ fn handle_frame(
                 request: payload(),
                 reply,
             };
-            if let Err(Signal::Call { reply, .. }) = dist.processes.deliver_to(to, call) {
+            if let Err(Signal::Call { reply, .. }) = deliver(dist, to, call, last_heard).await {
                 reply.refuse(CallRefusal::NoProc);
             }
         }
@@ -208,6 +213,31 @@ const WRITE_BATCH: usize = 256;
 /// other ready tasks queue theirs first and sends them together.
 const COALESCE_WINDOW: Duration = Duration::from_micros(50);
 
+/// Puts a message from the peer in its process's mailbox. A bounded mailbox may have no place
+/// for it yet: the reader then waits, reading nothing more from the peer — TCP flow control
+/// slows the peer's senders — and meanwhile tells the failure detector the peer is heard: this
+/// node is the slow one, not the peer.
+async fn deliver(
+    dist: &Dist,
+    to: wire::Dest<'_>,
+    signal: Signal,
+    last_heard: &AtomicU64,
+) -> Result<(), Signal> {
+    let delivery = dist.processes.deliver_to(to, signal);
+    tokio::pin!(delivery);
+    if let Poll::Ready(delivered) = futures::poll!(&mut delivery) {
+        return delivered;
+    }
+    let every = dist.config.liveness.heartbeat_interval;
+    loop {
+        dist.epoch.store(last_heard, now());
+        tokio::select! {
+            delivered = &mut delivery => return delivered,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
 /// The most bytes the writer gathers for one write (small frames coalesced in a burst).
 const WRITE_BUFFER: usize = 256 * 1024;
 
@@ -223,6 +253,11 @@ async fn write_loop(
 ) {
     let config = dist.config.liveness;
     let deadline = config.down_after;
+    let silence = Silence {
+        dist: &dist,
+        last_heard: &last_heard,
+        config,
+    };
     let mut detector = Liveness::new(config, now());
     let mut last_write = now() - COALESCE_WINDOW;
     let mut batch = Vec::with_capacity(WRITE_BATCH);
@@ -237,8 +272,10 @@ async fn write_loop(
                 return Ok(());
             }
             if outbox.is_streaming() || goodbye.is_some() {
-                // A large frame is going out: take what is queued meanwhile without waiting.
-                while batch.len() < WRITE_BATCH {
+                // A large frame is going out: take what is queued meanwhile without waiting,
+                // unless frames already wait behind it (then the rest stay queued, holding
+                // their room, and their senders are held back).
+                while batch.len() < WRITE_BATCH && !outbox.is_holding() {
                     match queue.try_recv() {
                         Ok(item) => batch.push(item),
                         Err(_) => break,
@@ -277,7 +314,10 @@ async fn write_loop(
                 }
                 taken += 1;
                 match std::mem::replace(item, Outgoing::Goodbye(ExitReason::Normal)) {
-                    Outgoing::Frame(frame, lane) => outbox.push(frame, lane, &mut buffer),
+                    Outgoing::Frame(frame, lane, charge) => {
+                        link.queue.release(charge);
+                        outbox.push(frame, lane, &mut buffer)
+                    }
                     Outgoing::Goodbye(reason) => {
                         let header = Header::Goodbye {
                             reason: reason.clone(),
@@ -292,7 +332,7 @@ async fn write_loop(
             batch.drain(..taken);
             outbox.next_fragment(&mut buffer);
             if !buffer.is_empty() {
-                write_all(&mut write, &buffer, deadline).await?;
+                write_all(&mut write, &buffer, &silence).await?;
                 last_write = now();
                 detector.handle_sent(last_write);
             }
@@ -309,7 +349,7 @@ async fn write_loop(
             detector.handle_heard(dist.epoch.load(&last_heard));
             match detector.poll(now()) {
                 Some(LivenessAction::SendHeartbeat) => {
-                    write_all(&mut write, &heartbeat, deadline).await?
+                    write_all(&mut write, &heartbeat, &silence).await?
                 }
                 Some(LivenessAction::Down { silent_for }) => {
                     return Err(DownReason::Unresponsive { silent_for });
@@ -325,22 +365,35 @@ async fn write_loop(
     }
 }
 
-/// Writes `bytes`; each write must make progress within `deadline` (a slow link that keeps
-/// taking bytes is not a dead one).
+/// How long the peer has been silent, for a write that waits: the write fails only if the peer
+/// is silent too.
+struct Silence<'a> {
+    dist: &'a Dist,
+    last_heard: &'a AtomicU64,
+    config: LivenessConfig,
+}
+
+/// Writes `bytes`. A write that makes no progress is back-pressure while the peer is still
+/// heard (it reads slowly, or its processes' mailboxes are full): it waits. It fails once the
+/// peer has also been silent for the failure detector's deadline: a peer that stopped reading
+/// and talking cannot wedge the writer.
 async fn write_all(
     write: &mut WriteHalf,
     mut bytes: &[u8],
-    deadline: Duration,
+    silence: &Silence<'_>,
 ) -> Result<(), DownReason> {
+    let deadline = silence.config.down_after;
     while !bytes.is_empty() {
-        match tokio::time::timeout(deadline, write.write(bytes)).await {
+        match tokio::time::timeout(silence.config.heartbeat_interval, write.write(bytes)).await {
             Ok(Ok(0)) => return Err(DownReason::ConnectionLost("wrote nothing".into())),
             Ok(Ok(written)) => bytes = &bytes[written..],
             Ok(Err(error)) => return Err(DownReason::ConnectionLost(error.to_string())),
             Err(_) => {
-                return Err(DownReason::Unresponsive {
-                    silent_for: deadline,
-                });
+                let heard = silence.dist.epoch.load(silence.last_heard);
+                let silent_for = now().saturating_duration_since(heard);
+                if silent_for >= deadline {
+                    return Err(DownReason::Unresponsive { silent_for });
+                }
             }
         }
     }

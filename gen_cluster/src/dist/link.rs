@@ -85,13 +85,16 @@ impl PeerLink {
     }
 
     /// Closes the link's state and returns it; `None` if it had closed already. Whoever gets
-    /// `Some` reports the link's loss, so it is reported once.
+    /// `Some` reports the link's loss, so it is reported once. Senders waiting for room in its
+    /// queue give up.
     pub(crate) fn close(&self) -> Option<LinkState> {
+        self.queue.close();
         lock(&self.state).take()
     }
 
-    /// Sends a call of `request` to the process `to` on the peer; the receiver gets its reply.
-    pub(crate) fn start_call<M: Serialize>(
+    /// Sends a call of `request` to the process `to` on the peer, once the link's queue has room
+    /// for it; the receiver gets its reply.
+    pub(crate) async fn start_call<M: Serialize>(
         &self,
         reference: u64,
         to: Dest<'_>,
@@ -105,7 +108,7 @@ impl PeerLink {
         let (tx, rx) = oneshot::channel();
         self.track(|state| state.calls.insert(reference, tx))
             .ok_or(CallError::NodeDown)?;
-        if !self.queue.push(frame, Lane::to(&to)) {
+        if self.queue.push_message(frame, Lane::to(&to)).await.is_err() {
             self.track(|state| state.calls.remove(&reference));
             return Err(CallError::NodeDown);
         }
@@ -159,13 +162,14 @@ impl LinkState {
 #[allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 mod tests {
     use super::*;
+    use futures::FutureExt;
 
     fn link() -> (
         PeerLink,
         tokio::sync::mpsc::UnboundedReceiver<crate::dist::queue::Outgoing>,
     ) {
         let name = NodeName::new("b").unwrap();
-        let (queue, frames) = FrameQueue::new(name.clone(), 1 << 20);
+        let (queue, frames) = FrameQueue::new(name.clone(), 1 << 20, 1 << 20);
         (
             PeerLink::new(name, Incarnation(4), "127.0.0.1:1".into(), queue),
             frames,
@@ -188,7 +192,8 @@ mod tests {
     #[test]
     fn a_call_is_queued_then_finished_once() {
         let (link, mut frames) = link();
-        let mut reply = link.start_call(9, Dest::Name("echo"), &42u32).unwrap();
+        let call = link.start_call(9, Dest::Name("echo"), &42u32);
+        let mut reply = call.now_or_never().unwrap().unwrap();
         assert!(frames.try_recv().is_ok(), "the call frame is queued");
         link.finish_call(9, Ok(Payload::Local(Box::new(1u8))));
         link.finish_call(9, Err(CallError::NoReply));
@@ -198,11 +203,15 @@ mod tests {
     #[test]
     fn calls_on_a_closed_link_fail_at_once_and_pending_ones_fail_at_close() {
         let (link, _frames) = link();
-        let mut pending = link.start_call(1, Dest::Name("echo"), &()).unwrap();
+        let call = link.start_call(1, Dest::Name("echo"), &());
+        let mut pending = call.now_or_never().unwrap().unwrap();
         link.close().unwrap().fail_calls();
         assert_eq!(pending.try_recv().unwrap().err(), Some(CallError::NodeDown));
         assert_eq!(
-            link.start_call(2, Dest::Name("echo"), &()).err(),
+            link.start_call(2, Dest::Name("echo"), &())
+                .now_or_never()
+                .unwrap()
+                .err(),
             Some(CallError::NodeDown)
         );
     }

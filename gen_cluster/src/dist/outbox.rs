@@ -103,6 +103,11 @@ impl Outbox {
         self.stream.is_some()
     }
 
+    /// Whether frames wait behind the large frame in flight.
+    pub(crate) fn is_holding(&self) -> bool {
+        !self.held.is_empty()
+    }
+
     /// Whether everything taken has been sent.
     pub(crate) fn is_empty(&self) -> bool {
         self.stream.is_none() && self.held.is_empty()

@@ -249,7 +249,7 @@ mod tests {
     }
 
     fn queue(peer: &Identity) -> FrameQueue {
-        FrameQueue::new(peer.name.clone(), 1 << 20).0
+        FrameQueue::new(peer.name.clone(), 1 << 20, 1 << 20).0
     }
 
     /// A table of node `a` with `peer` established on connection 1.

@@ -208,16 +208,20 @@ impl<B: LeaderServer> Instance<B> {
 
     /// Feeds the machine one input, then carries out its actions, tells the handles and the
     /// timer, and releases what waited for a leader.
-    fn drive(&mut self, ctx: &Context<Self>, input: impl FnOnce(&mut Election<B::State>)) -> Flow {
+    async fn drive(
+        &mut self,
+        ctx: &Context<Self>,
+        input: impl FnOnce(&mut Election<B::State>),
+    ) -> Flow {
         input(&mut self.machine);
         while let Some(action) = self.machine.poll_action() {
-            if let Flow::Stop(reason) = self.execute(ctx, action) {
+            if let Flow::Stop(reason) = self.execute(ctx, action).await {
                 return Flow::Stop(reason);
             }
         }
         // What waited for a leader goes first, then the handles learn of it: a call a handle
         // sends once it sees the leader never overtakes an earlier cast held here.
-        let flow = self.release_held(ctx);
+        let flow = self.release_held(ctx).await;
         let current = self.machine.current();
         self.changes.send_if_modified(|seen| {
             let changed = seen.as_ref() != current;
@@ -230,9 +234,9 @@ impl<B: LeaderServer> Instance<B> {
         flow
     }
 
-    fn execute(&mut self, ctx: &Context<Self>, action: ElectionAction<B::State>) -> Flow {
+    async fn execute(&mut self, ctx: &Context<Self>, action: ElectionAction<B::State>) -> Flow {
         match action {
-            ElectionAction::Send { to, message } => self.send_election(ctx, &to, message),
+            ElectionAction::Send { to, message } => self.send_election(ctx, &to, message).await,
             ElectionAction::Elected { election, joined } => {
                 tracing::info!(%election, joined = ?joined, "elected");
                 let state = self.behaviour.elected(&election, joined.as_ref());
@@ -245,7 +249,7 @@ impl<B: LeaderServer> Instance<B> {
                         election: election.clone(),
                         state: state.clone(),
                     };
-                    self.send_election(ctx, &member, message);
+                    self.send_election(ctx, &member, message).await;
                 }
             }
             ElectionAction::Surrendered { election, state } => {
@@ -256,18 +260,19 @@ impl<B: LeaderServer> Instance<B> {
                 tracing::info!(leader = %to, "stepped down to a higher-priority leader");
                 let state = self.behaviour.stepping_down(&to);
                 let from = ctx.node().name().clone();
-                self.send_election(ctx, &to, ElectionMessage::Merge { from, state });
+                self.send_election(ctx, &to, ElectionMessage::Merge { from, state })
+                    .await;
             }
             ElectionAction::Merge { from, state } => {
                 if let Some(election) = self.machine.current().cloned() {
                     let flow = self.behaviour.merge(state, &from, &election);
-                    return self.follow(ctx, flow);
+                    return self.follow(ctx, flow).await;
                 }
             }
             ElectionAction::MemberDown(node) => {
                 if let Some(election) = self.machine.current().cloned() {
                     let flow = self.behaviour.handle_down(&node, &election);
-                    return self.follow(ctx, flow);
+                    return self.follow(ctx, flow).await;
                 }
             }
             ElectionAction::LeaderLost(leader) => {
@@ -286,7 +291,7 @@ impl<B: LeaderServer> Instance<B> {
     }
 
     /// Carries out what a leader callback returned.
-    fn follow(&mut self, ctx: &Context<Self>, flow: LeaderFlow<B::Broadcast>) -> Flow {
+    async fn follow(&mut self, ctx: &Context<Self>, flow: LeaderFlow<B::Broadcast>) -> Flow {
         match flow {
             LeaderFlow::Continue => Flow::Continue,
             LeaderFlow::Stop(reason) => Flow::Stop(reason),
@@ -300,7 +305,8 @@ impl<B: LeaderServer> Instance<B> {
                         };
                         let _ = ctx
                             .node()
-                            .send(&ServerRef::<Self>::named(&member, &self.name), info);
+                            .send(&ServerRef::<Self>::named(&member, &self.name), info)
+                            .await;
                     }
                 }
                 Flow::Continue
@@ -308,8 +314,8 @@ impl<B: LeaderServer> Instance<B> {
         }
     }
 
-    fn send_election(
-        &self,
+    async fn send_election(
+        &mut self,
         ctx: &Context<Self>,
         to: &NodeName,
         message: ElectionMessage<B::State>,
@@ -321,11 +327,12 @@ impl<B: LeaderServer> Instance<B> {
         };
         let _ = ctx
             .node()
-            .send(&ServerRef::<Self>::named(to, &self.name), info);
+            .send(&ServerRef::<Self>::named(to, &self.name), info)
+            .await;
     }
 
     /// Routes the held calls and casts, once a leader is known.
-    fn release_held(&mut self, ctx: &Context<Self>) -> Flow {
+    async fn release_held(&mut self, ctx: &Context<Self>) -> Flow {
         let Some(current) = self.machine.current().cloned() else {
             return Flow::Continue;
         };
@@ -334,12 +341,12 @@ impl<B: LeaderServer> Instance<B> {
             .partition(|held| held.not_under.as_ref() != Some(&current));
         self.held_calls = waiting;
         for held in ready {
-            if let Flow::Stop(reason) = self.route_call(ctx, held.request, held.reply) {
+            if let Flow::Stop(reason) = self.route_call(ctx, held.request, held.reply).await {
                 return Flow::Stop(reason);
             }
         }
         for request in std::mem::take(&mut self.held_casts) {
-            if let Flow::Stop(reason) = self.leader_cast(ctx, request) {
+            if let Flow::Stop(reason) = self.leader_cast(ctx, request).await {
                 return Flow::Stop(reason);
             }
         }
@@ -348,7 +355,7 @@ impl<B: LeaderServer> Instance<B> {
 
     /// Handles a leader call here if this instance leads; gives it back otherwise.
     #[allow(clippy::type_complexity)] // the call and its reply handle, given back together
-    fn lead(
+    async fn lead(
         &mut self,
         ctx: &Context<Self>,
         request: B::Call,
@@ -358,20 +365,21 @@ impl<B: LeaderServer> Instance<B> {
             Some(election) if self.machine.is_leader() => {
                 let reply = LeaderReplyTo::direct(reply);
                 let flow = self.behaviour.handle_leader_call(request, reply, &election);
-                Ok(self.follow(ctx, flow))
+                Ok(self.follow(ctx, flow).await)
             }
             _ => Err((request, reply)),
         }
     }
 
     /// A leader call from a caller that believes this instance leads.
-    fn leader_call(
+    async fn leader_call(
         &mut self,
         ctx: &Context<Self>,
         request: B::Call,
         reply: ReplyTo<InstanceReply<B>>,
     ) -> Flow {
         self.lead(ctx, request, reply)
+            .await
             .unwrap_or_else(|(request, reply)| {
                 reply.reply(InstanceReply::NotLeader(request));
                 Flow::Continue
@@ -380,13 +388,13 @@ impl<B: LeaderServer> Instance<B> {
 
     /// A leader call of a handle on another node: handled here if this node leads, forwarded to
     /// the leader, or held.
-    fn route_call(
+    async fn route_call(
         &mut self,
         ctx: &Context<Self>,
         request: B::Call,
         reply: ReplyTo<InstanceReply<B>>,
     ) -> Flow {
-        let (request, reply) = match self.lead(ctx, request, reply) {
+        let (request, reply) = match self.lead(ctx, request, reply).await {
             Ok(flow) => return flow,
             Err(given_back) => given_back,
         };
@@ -397,7 +405,7 @@ impl<B: LeaderServer> Instance<B> {
             Some(_) if self.forwarded.len() >= MAX_WAITING => {
                 reply.reply(InstanceReply::Overloaded)
             }
-            Some(leader) => self.forward(ctx, leader, request, reply),
+            Some(leader) => self.forward(ctx, leader, request, reply).await,
         }
         Flow::Continue
     }
@@ -421,7 +429,7 @@ impl<B: LeaderServer> Instance<B> {
 
     /// Sends a routed call to the leader's instance `to`, which answers with `Forwarded`; the
     /// call fails with `LeaderDied` if that instance or its node is lost first (a monitor).
-    fn forward(
+    async fn forward(
         &mut self,
         ctx: &Context<Self>,
         to: Pid,
@@ -438,6 +446,7 @@ impl<B: LeaderServer> Instance<B> {
         if ctx
             .node()
             .send(&ServerRef::<Self>::from_pid(to), info)
+            .await
             .is_err()
         {
             reply.reply(InstanceReply::LeaderDied);
@@ -451,7 +460,7 @@ impl<B: LeaderServer> Instance<B> {
     }
 
     /// A call forwarded by the instance `from`: handled if this instance leads, else handed back.
-    fn forwarded_call(
+    async fn forwarded_call(
         &mut self,
         ctx: &Context<Self>,
         reference: u64,
@@ -462,19 +471,22 @@ impl<B: LeaderServer> Instance<B> {
             Some(election) if self.machine.is_leader() => {
                 let reply = LeaderReplyTo::forwarded(ctx.node().clone(), from, reference);
                 let flow = self.behaviour.handle_leader_call(request, reply, &election);
-                self.follow(ctx, flow)
+                self.follow(ctx, flow).await
             }
             _ => {
                 let outcome = ForwardOutcome::NotLeader(request);
                 let info = InstanceInfo::Forwarded { reference, outcome };
-                let _ = ctx.node().send(&ServerRef::<Self>::from_pid(from), info);
+                let _ = ctx
+                    .node()
+                    .send(&ServerRef::<Self>::from_pid(from), info)
+                    .await;
                 Flow::Continue
             }
         }
     }
 
     /// How a call this instance forwarded ended.
-    fn forward_ended(
+    async fn forward_ended(
         &mut self,
         ctx: &Context<Self>,
         reference: u64,
@@ -493,7 +505,7 @@ impl<B: LeaderServer> Instance<B> {
                     Some(election) if self.leader_pid(ctx) == Some(forwarded.leader) => {
                         self.hold(request, forwarded.reply, Some(election))
                     }
-                    _ => return self.route_call(ctx, request, forwarded.reply),
+                    _ => return self.route_call(ctx, request, forwarded.reply).await,
                 }
             }
         }
@@ -518,17 +530,17 @@ impl<B: LeaderServer> Instance<B> {
     }
 
     /// A leader cast: handled here if this node leads, sent to the leader, or held.
-    fn leader_cast(&mut self, ctx: &Context<Self>, request: B::Cast) -> Flow {
+    async fn leader_cast(&mut self, ctx: &Context<Self>, request: B::Cast) -> Flow {
         match self.machine.current().cloned() {
             Some(election) if self.machine.is_leader() => {
                 let flow = self.behaviour.handle_leader_cast(request, &election);
-                self.follow(ctx, flow)
+                self.follow(ctx, flow).await
             }
             _ => {
                 match self.leader_pid(ctx) {
                     Some(leader) => {
                         let leader = ServerRef::<Self>::from_pid(leader);
-                        let _ = ctx.node().send(&leader, InstanceInfo::Cast(request));
+                        let _ = ctx.node().send(&leader, InstanceInfo::Cast(request)).await;
                     }
                     None => self.hold_cast(request),
                 }
@@ -555,7 +567,7 @@ impl<B: LeaderServer> Server for Instance<B> {
     type Info = InstanceInfo<B>;
 
     async fn init(&mut self, ctx: &mut Context<Self>) -> Result<(), ExitReason> {
-        match self.drive(ctx, |_| {}) {
+        match self.drive(ctx, |_| {}).await {
             Flow::Continue => Ok(()),
             Flow::Stop(_) => Err(ExitReason::Error("stopped during start".into())),
         }
@@ -568,8 +580,8 @@ impl<B: LeaderServer> Server for Instance<B> {
         ctx: &mut Context<Self>,
     ) -> Flow {
         match request {
-            InstanceCall::Leader(request) => self.leader_call(ctx, request, from),
-            InstanceCall::Route(request) => self.route_call(ctx, request, from),
+            InstanceCall::Leader(request) => self.leader_call(ctx, request, from).await,
+            InstanceCall::Route(request) => self.route_call(ctx, request, from).await,
             InstanceCall::Local(request) => {
                 let status = self.status(ctx.node());
                 from.reply(InstanceReply::Local(
@@ -586,7 +598,7 @@ impl<B: LeaderServer> Server for Instance<B> {
 
     async fn handle_cast(&mut self, message: Self::Cast, ctx: &mut Context<Self>) -> Flow {
         match message {
-            InstanceCast::Leader(request) => self.leader_cast(ctx, request),
+            InstanceCast::Leader(request) => self.leader_cast(ctx, request).await,
             InstanceCast::Local(request) => {
                 let status = self.status(ctx.node());
                 self.behaviour.handle_cast(request, &status);
@@ -608,6 +620,7 @@ impl<B: LeaderServer> Server for Instance<B> {
             InstanceInfo::Election { from, pid, message } => {
                 self.pids.insert(from.clone(), pid);
                 self.drive(ctx, |machine| machine.handle_message(from, message))
+                    .await
             }
             InstanceInfo::Broadcast { election, message } => {
                 if self.machine.current() == Some(&election) && !self.machine.is_leader() {
@@ -615,26 +628,34 @@ impl<B: LeaderServer> Server for Instance<B> {
                 }
                 Flow::Continue
             }
-            InstanceInfo::Cast(request) => self.leader_cast(ctx, request),
+            InstanceInfo::Cast(request) => self.leader_cast(ctx, request).await,
             InstanceInfo::Forward {
                 reference,
                 from,
                 request,
-            } => self.forwarded_call(ctx, reference, from, request),
+            } => self.forwarded_call(ctx, reference, from, request).await,
             InstanceInfo::Forwarded { reference, outcome } => {
-                self.forward_ended(ctx, reference, outcome)
+                self.forward_ended(ctx, reference, outcome).await
             }
-            InstanceInfo::NodeUp(peer) => self.drive(ctx, |machine| machine.handle_node_up(peer)),
+            InstanceInfo::NodeUp(peer) => {
+                self.drive(ctx, |machine| machine.handle_node_up(peer))
+                    .await
+            }
             InstanceInfo::NodeDown(peer) => {
                 self.pids.remove(&peer);
                 self.drive(ctx, |machine| machine.handle_node_down(&peer))
+                    .await
             }
             InstanceInfo::Connected(peers) => {
                 let peers: BTreeSet<NodeName> = peers.into_iter().collect();
                 self.pids.retain(|name, _| peers.contains(name));
                 self.drive(ctx, |machine| machine.handle_connected_now(&peers))
+                    .await
             }
-            InstanceInfo::Timer => self.drive(ctx, |machine| machine.handle_timeout(now())),
+            InstanceInfo::Timer => {
+                self.drive(ctx, |machine| machine.handle_timeout(now()))
+                    .await
+            }
         }
     }
 
@@ -670,6 +691,7 @@ async fn feed<B: LeaderServer>(
     let connected = node.peers().into_iter().map(|peer| peer.name).collect();
     if node
         .send(&instance, InstanceInfo::Connected(connected))
+        .await
         .is_err()
     {
         return;
@@ -699,7 +721,7 @@ async fn feed<B: LeaderServer>(
                 Err(broadcast::error::RecvError::Closed) => return,
             },
         };
-        if node.send(&instance, info).is_err() {
+        if node.send(&instance, info).await.is_err() {
             return;
         }
     }

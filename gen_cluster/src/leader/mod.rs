@@ -35,10 +35,10 @@ use tokio::time::Instant;
 
 pub use gen_cluster_proto::election::ElectionId;
 
-use crate::Node;
 use crate::clock;
 use crate::error::{CallError, DecodeError, StartError};
 use crate::process::{Message, ReplyTo, ServerRef};
+use crate::{Node, SendError};
 
 mod incarnation;
 mod instance;
@@ -258,6 +258,14 @@ impl LeaderCallError {
         }
     }
 
+    /// What a failed cast means.
+    fn from_send(error: SendError) -> Self {
+        match error {
+            SendError::Encode(error) => Self::Encode(error),
+            _ => Self::NotRunning,
+        }
+    }
+
     /// What a failed call to the instance a handle asks (not the leader's) means.
     fn from_instance(error: CallError, timeout: Duration) -> Self {
         match error {
@@ -335,7 +343,8 @@ impl<B: LeaderServer> Drop for LeaderReplyTo<B> {
     }
 }
 
-/// Tells the instance that forwarded the call `reference` how it ended.
+/// Tells the instance that forwarded the call `reference` how it ended. The reply is given
+/// from a callback that cannot wait, so a task sends it once there is room.
 fn forward_outcome<B: LeaderServer>(
     node: &Node,
     instance: Pid,
@@ -343,7 +352,14 @@ fn forward_outcome<B: LeaderServer>(
     outcome: ForwardOutcome<B>,
 ) {
     let info = InstanceInfo::<B>::Forwarded { reference, outcome };
-    let _ = node.send(&ServerRef::<Instance<B>>::from_pid(instance), info);
+    let to = ServerRef::<Instance<B>>::from_pid(instance);
+    let sender = node.clone();
+    node.spawn_task(tracing::Span::current(), async move {
+        tokio::select! {
+            _ = sender.send(&to, info) => {}
+            () = sender.shutting_down() => {}
+        }
+    });
 }
 
 /// A handle on an instance of an election.
@@ -526,16 +542,17 @@ impl<B: LeaderServer> Leader<B> {
     }
 
     /// Sends a one-way request to this node's instance (`handle_cast`).
-    pub fn cast(&self, request: B::LocalCast) -> Result<(), LeaderCallError> {
+    pub async fn cast(&self, request: B::LocalCast) -> Result<(), LeaderCallError> {
         self.node
             .cast(&self.instance, InstanceCast::Local(request))
-            .map_err(|_| LeaderCallError::NotRunning)
+            .await
+            .map_err(LeaderCallError::from_send)
     }
 
     /// Sends a one-way request to the leader: straight to the leader's instance when this
     /// node follows one (so that it keeps its order with this handle's leader calls), else
     /// through the instance, which holds it until a leader is known.
-    pub fn leader_cast(&self, request: B::Cast) -> Result<(), LeaderCallError> {
+    pub async fn leader_cast(&self, request: B::Cast) -> Result<(), LeaderCallError> {
         let leader = self
             .changes
             .as_ref()
@@ -543,13 +560,15 @@ impl<B: LeaderServer> Leader<B> {
         let sent = match leader {
             Some(leader) => {
                 let leader = ServerRef::<Instance<B>>::named(&leader, &self.instance_name);
-                self.node.send(&leader, InstanceInfo::Cast(request))
+                self.node.send(&leader, InstanceInfo::Cast(request)).await
             }
-            None => self
-                .node
-                .cast(&self.instance, InstanceCast::Leader(request)),
+            None => {
+                self.node
+                    .cast(&self.instance, InstanceCast::Leader(request))
+                    .await
+            }
         };
-        sent.map_err(|_| LeaderCallError::NotRunning)
+        sent.map_err(LeaderCallError::from_send)
     }
 
     /// Calls this node's instance (`handle_call`).

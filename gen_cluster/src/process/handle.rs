@@ -7,10 +7,9 @@ use std::sync::Arc;
 
 use gen_cluster_proto::wire::CallRefusal;
 use gen_cluster_proto::{ExitReason, NodeId, NodeName, Pid};
-use tokio::sync::mpsc;
 
 use crate::kernel::Node;
-use crate::process::signal::{ReplyRoute, Signal};
+use crate::process::signal::{Inbox, ReplyRoute, Signal};
 use crate::process::{Info, Message, MonitorRef};
 
 /// The handle a call's reply goes through. Reply once with [`reply`](Self::reply), from any
@@ -120,16 +119,16 @@ impl<S> fmt::Debug for ServerRef<S> {
 pub struct Mailbox<M = ()> {
     node: Node,
     pid: Pid,
-    rx: mpsc::UnboundedReceiver<Signal>,
+    inbox: Inbox,
     _message: PhantomData<fn() -> M>,
 }
 
 impl<M: Message> Mailbox<M> {
-    pub(crate) fn new(node: Node, pid: Pid, rx: mpsc::UnboundedReceiver<Signal>) -> Self {
+    pub(crate) fn new(node: Node, pid: Pid, inbox: Inbox) -> Self {
         Self {
             node,
             pid,
-            rx,
+            inbox,
             _message: PhantomData,
         }
     }
@@ -153,7 +152,7 @@ impl<M: Message> Mailbox<M> {
     /// refused, and messages it cannot decode as `M` are logged and skipped.
     pub async fn recv(&mut self) -> Option<Info<M>> {
         loop {
-            match self.rx.recv().await? {
+            match self.inbox.recv().await? {
                 Signal::Info { payload, .. } => match payload.decode::<M>() {
                     Ok(message) => return Some(Info::Message(message)),
                     Err(error) => {

@@ -15,13 +15,14 @@
 //! remote reply is a frame pushed on the caller's queue). Nothing here names the node façade.
 
 use std::future::Future;
+use std::num::NonZeroUsize;
 
 use gen_cluster_proto::{ExitReason, Pid};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 mod handle;
-pub(crate) mod run;
+mod run;
 pub(crate) mod signal;
 pub(crate) mod table;
 pub(crate) mod watch;
@@ -59,6 +60,15 @@ pub trait Server: Sized + Send + 'static {
     type Cast: Message;
     /// Messages of [`Node::send`](crate::Node::send), delivered to `handle_info` with monitor and exit notices.
     type Info: Message;
+
+    /// How many messages (calls, casts, sends) may wait in this process's mailbox. A sender
+    /// that finds it full waits for a place (`call`, `cast`, `send`) or is told it is busy
+    /// (`try_cast`, `try_send`); a message from a peer waits in its link, which stops reading
+    /// meanwhile, so the peer's senders are slowed by TCP flow control. Notices (monitors,
+    /// exits) never wait. `None` (the default): unbounded, as an Erlang mailbox.
+    fn mailbox_capacity(&self) -> Option<NonZeroUsize> {
+        None
+    }
 
     /// Runs in the new process before any message; an error ends it and fails its start.
     fn init(

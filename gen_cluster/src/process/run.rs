@@ -5,18 +5,19 @@
 
 use std::future::Future;
 use std::marker::PhantomData;
+use std::num::NonZeroUsize;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use futures::FutureExt;
 use gen_cluster_proto::wire::CallRefusal;
 use gen_cluster_proto::{ExitReason, Pid};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::error::StartError;
 use crate::kernel::Node;
 use crate::process::handle::{Mailbox, ReplyTo, ServerRef};
-use crate::process::signal::Signal;
+use crate::process::signal::{Inbox, Signal};
 use crate::process::{Flow, Info, Message, MonitorRef, Server};
 
 /// What a handler can do besides replying: learn its own pid, monitor and link to others,
@@ -80,12 +81,13 @@ pub(crate) async fn spawn<S: Server>(
     server: S,
 ) -> Result<ServerRef<S>, StartError> {
     let kernel = &node.0;
-    let (pid, rx) = kernel.processes.register(name)?;
+    let capacity = server.mailbox_capacity().map(NonZeroUsize::get);
+    let (pid, inbox) = kernel.processes.register(name, capacity)?;
     let (started_tx, started_rx) = oneshot::channel();
     let span = tracing::info_span!("proc", %pid);
     kernel
         .tasks
-        .spawn_process(span, run(server, node.clone(), pid, rx, started_tx));
+        .spawn_process(span, run(server, node.clone(), pid, inbox, started_tx));
     match started_rx.await {
         Ok(Ok(())) => Ok(ServerRef::from_pid(pid)),
         Ok(Err(reason)) => Err(StartError::InitFailed(reason)),
@@ -98,8 +100,8 @@ pub(crate) fn spawn_mailbox<M: Message>(
     node: &Node,
     name: Option<Arc<str>>,
 ) -> Result<Mailbox<M>, StartError> {
-    let (pid, rx) = node.0.processes.register(name)?;
-    Ok(Mailbox::new(node.clone(), pid, rx))
+    let (pid, inbox) = node.0.processes.register(name, None)?;
+    Ok(Mailbox::new(node.clone(), pid, inbox))
 }
 
 /// Runs a started process to its end: `init`, then one message at a time, then `terminate`, then
@@ -108,7 +110,7 @@ async fn run<S: Server>(
     mut server: S,
     node: Node,
     pid: Pid,
-    mut rx: mpsc::UnboundedReceiver<Signal>,
+    mut inbox: Inbox,
     started: oneshot::Sender<Result<(), ExitReason>>,
 ) {
     let mut ctx = Context {
@@ -120,7 +122,7 @@ async fn run<S: Server>(
     let reason = match guarded(server.init(&mut ctx)).await {
         Ok(Ok(())) => {
             let _ = started.send(Ok(()));
-            serve(&mut server, &mut ctx, &mut rx).await
+            serve(&mut server, &mut ctx, &mut inbox).await
         }
         Ok(Err(reason)) | Err(reason) => {
             let _ = started.send(Err(reason.clone()));
@@ -134,26 +136,11 @@ async fn run<S: Server>(
         tracing::warn!(%pid, %reason, "process ended abnormally");
     }
     node.0.watchers.process_ended(pid, reason);
-    refuse_left_calls(&mut rx);
+    inbox.refuse_left_calls();
 }
 
-/// Refuses, with `noproc`, the calls still in the mailbox of a process that has ended (its slot
-/// is gone, so nothing more arrives): their callers learn at once instead of at their timeout.
-pub(crate) fn refuse_left_calls(rx: &mut mpsc::UnboundedReceiver<Signal>) {
-    rx.close();
-    while let Ok(signal) = rx.try_recv() {
-        if let Signal::Call { reply, .. } = signal {
-            reply.refuse(CallRefusal::NoProc);
-        }
-    }
-}
-
-async fn serve<S: Server>(
-    server: &mut S,
-    ctx: &mut Context<S>,
-    rx: &mut mpsc::UnboundedReceiver<Signal>,
-) -> ExitReason {
-    while let Some(signal) = rx.recv().await {
+async fn serve<S: Server>(server: &mut S, ctx: &mut Context<S>, inbox: &mut Inbox) -> ExitReason {
+    while let Some(signal) = inbox.recv().await {
         let outcome = match signal {
             Signal::Call { request, reply } => match request.decode::<S::Call>() {
                 Ok(request) => guarded(server.handle_call(request, ReplyTo::new(reply), ctx)).await,

@@ -3,11 +3,12 @@
 //! frame on the caller's link queue — the process layer never holds a connection.
 
 use std::any::Any;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use gen_cluster_proto::wire::CallRefusal;
 use gen_cluster_proto::{ExitReason, NodeId, Pid};
-use tokio::sync::oneshot;
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::dist::queue::RemoteReply;
 use crate::error::{CallError, DecodeError};
@@ -34,6 +35,59 @@ pub(crate) enum Signal {
     NameLost { name: String, winner: Pid },
     /// End now, with this reason.
     Stop(ExitReason),
+}
+
+impl Signal {
+    /// Whether it is a message (a call, cast or send), which takes a place in a bounded
+    /// mailbox; the others (notices about processes, stop) never wait for one.
+    pub(crate) fn is_message(&self) -> bool {
+        matches!(
+            self,
+            Signal::Call { .. } | Signal::Cast(_) | Signal::Info { .. }
+        )
+    }
+}
+
+/// The receiving side of a process's mailbox: signals in the order they came. A bounded
+/// mailbox gives a place back for each message taken.
+#[derive(Debug)]
+pub(crate) struct Inbox {
+    rx: mpsc::UnboundedReceiver<Signal>,
+    room: Option<Arc<Semaphore>>,
+}
+
+impl Inbox {
+    pub(crate) fn new(rx: mpsc::UnboundedReceiver<Signal>, room: Option<Arc<Semaphore>>) -> Self {
+        Self { rx, room }
+    }
+
+    /// The next signal; `None` once every sender is gone.
+    pub(crate) async fn recv(&mut self) -> Option<Signal> {
+        let signal = self.rx.recv().await?;
+        if signal.is_message()
+            && let Some(room) = &self.room
+        {
+            room.add_permits(1);
+        }
+        Some(signal)
+    }
+
+    /// The next signal if one is there now (for tests).
+    #[cfg(test)]
+    pub(crate) fn try_recv(&mut self) -> Option<Signal> {
+        futures::FutureExt::now_or_never(self.recv()).flatten()
+    }
+
+    /// The process has ended (its slot is gone, so nothing more arrives): refuses, with
+    /// `noproc`, the calls still waiting, so that their callers learn at once.
+    pub(crate) fn refuse_left_calls(&mut self) {
+        self.rx.close();
+        while let Ok(signal) = self.rx.try_recv() {
+            if let Signal::Call { reply, .. } = signal {
+                reply.refuse(CallRefusal::NoProc);
+            }
+        }
+    }
 }
 
 /// A message body: moved as a value on the local path, still encoded when it came from a peer.

@@ -1,9 +1,16 @@
 //! The process table: every live process of this node by its local number, with its mailbox and
 //! its local name; pid and reference allocation; delivery into a mailbox.
 //!
+//! A mailbox is unbounded unless its process asked for a capacity. A bounded one holds at most
+//! that many messages (calls, casts, sends): a sender finding it full waits for a place
+//! ([`deliver_message`](ProcessTable::deliver_message)) or is told it is busy
+//! ([`try_deliver_message`](ProcessTable::try_deliver_message)). Notices about other processes
+//! and stop requests never wait ([`deliver`](ProcessTable::deliver)). When the process ends,
+//! senders waiting for a place give up: the message is dropped, as one to a dead process is.
+//!
 //! One mutex guards the slots and the names; it is held only to look up or change them, never
-//! across a send that could wait (mailboxes are unbounded) nor while another lock is taken. Costs:
-//! delivery is one hash lookup under the lock and one channel push.
+//! across a wait nor while another lock is taken. Costs: delivery is one hash lookup under the
+//! lock and one channel push, and for a bounded mailbox one semaphore permit.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -11,11 +18,15 @@ use std::sync::{Arc, Mutex};
 use gen_cluster_proto::wire::Dest;
 use gen_cluster_proto::{Incarnation, NodeId, Pid};
 use rustc_hash::FxHashMap as HashMap;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, TryAcquireError, mpsc};
 
 use crate::error::StartError;
 use crate::lock;
-use crate::process::signal::Signal;
+use crate::process::signal::{Inbox, Signal};
+
+/// A message could not be put in a mailbox now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Full;
 
 /// The live processes of one node.
 #[derive(Debug)]
@@ -38,6 +49,8 @@ struct Slots {
 #[derive(Debug)]
 struct Slot {
     mailbox: mpsc::UnboundedSender<Signal>,
+    /// The places left, for a bounded mailbox.
+    room: Option<Arc<Semaphore>>,
     name: Option<Arc<str>>,
 }
 
@@ -68,12 +81,15 @@ impl ProcessTable {
         self.next_ref.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Takes a slot for a new process, named `name` if given; returns its pid and mailbox.
+    /// Takes a slot for a new process, named `name` if given, whose mailbox holds at most
+    /// `capacity` messages if given; returns its pid and mailbox.
     pub(crate) fn register(
         &self,
         name: Option<Arc<str>>,
-    ) -> Result<(Pid, mpsc::UnboundedReceiver<Signal>), StartError> {
+        capacity: Option<usize>,
+    ) -> Result<(Pid, Inbox), StartError> {
         let (mailbox, rx) = mpsc::unbounded_channel();
+        let room = capacity.map(|places| Arc::new(Semaphore::new(places)));
         let mut slots = lock(&self.slots);
         if slots.closed {
             return Err(StartError::ShuttingDown);
@@ -87,15 +103,23 @@ impl ProcessTable {
         if let Some(name) = &name {
             slots.names.insert(Arc::clone(name), local);
         }
-        slots.by_local.insert(local, Slot { mailbox, name });
-        Ok((self.pid_of(local), rx))
+        let inbox = Inbox::new(rx, room.clone());
+        slots.by_local.insert(
+            local,
+            Slot {
+                mailbox,
+                room,
+                name,
+            },
+        );
+        Ok((self.pid_of(local), inbox))
     }
 
     /// A pid that will never receive anything, for a mailbox asked for during shutdown.
-    pub(crate) fn closed_slot(&self) -> (Pid, mpsc::UnboundedReceiver<Signal>) {
+    pub(crate) fn closed_slot(&self) -> (Pid, Inbox) {
         let (_, rx) = mpsc::unbounded_channel();
         let local = self.next_local.fetch_add(1, Ordering::Relaxed);
-        (self.pid_of(local), rx)
+        (self.pid_of(local), Inbox::new(rx, None))
     }
 
     /// Frees the slot of `pid` and its name; false if it had no slot (already freed).
@@ -109,6 +133,9 @@ impl ProcessTable {
         };
         if let Some(name) = &slot.name {
             slots.names.remove(name);
+        }
+        if let Some(room) = &slot.room {
+            room.close();
         }
         true
     }
@@ -124,8 +151,14 @@ impl ProcessTable {
         Some(self.pid_of(local))
     }
 
-    /// Puts `signal` in the mailbox of `pid`; false if it is not a live process of this node.
+    /// Puts the notice or stop request `signal` in the mailbox of `pid` at once, taking no place
+    /// in it (messages take one: see [`deliver_message`](Self::deliver_message)); false if it
+    /// is not a live process of this node.
     pub(crate) fn deliver(&self, pid: Pid, signal: Signal) -> bool {
+        debug_assert!(
+            !signal.is_message(),
+            "a message takes a place in the mailbox"
+        );
         if !self.is_local(pid) {
             return false;
         }
@@ -136,19 +169,62 @@ impl ProcessTable {
             .is_some_and(|slot| slot.mailbox.send(signal).is_ok())
     }
 
-    /// Puts a signal from a peer in the mailbox of the process it names (one lock); gives the
-    /// signal back if there is no such process.
-    pub(crate) fn deliver_to(&self, dest: Dest<'_>, signal: Signal) -> Result<(), Signal> {
+    /// Puts the message `signal` in the mailbox of `pid` once it has a place for it; gives the
+    /// signal back if there is no such process (or it ended while the message waited).
+    pub(crate) async fn deliver_message(&self, pid: Pid, signal: Signal) -> Result<(), Signal> {
+        if !self.is_local(pid) {
+            return Err(signal);
+        }
+        self.deliver_waiting(Some(pid.local), signal).await
+    }
+
+    /// Puts the message `signal` in the mailbox of `pid` if it has a place for it now; false if
+    /// there is no such process.
+    pub(crate) fn try_deliver_message(&self, pid: Pid, signal: Signal) -> Result<bool, Full> {
+        if !self.is_local(pid) {
+            return Ok(false);
+        }
         let slots = lock(&self.slots);
+        let Some(slot) = slots.by_local.get(&pid.local) else {
+            return Ok(false);
+        };
+        if let Some(room) = &slot.room {
+            match room.try_acquire() {
+                Ok(place) => place.forget(),
+                Err(TryAcquireError::NoPermits) => return Err(Full),
+                Err(TryAcquireError::Closed) => return Ok(false),
+            }
+        }
+        Ok(slot.mailbox.send(signal).is_ok())
+    }
+
+    /// Puts a message from a peer in the mailbox of the process it names, once that mailbox has
+    /// a place for it; gives the signal back if there is no such process.
+    pub(crate) async fn deliver_to(&self, dest: Dest<'_>, signal: Signal) -> Result<(), Signal> {
         let local = match dest {
             Dest::Pid(pid) if self.is_local(pid) => Some(pid.local),
             Dest::Pid(_) => None,
-            Dest::Name(name) => slots.names.get(name).copied(),
+            Dest::Name(name) => lock(&self.slots).names.get(name).copied(),
         };
-        match local.and_then(|local| slots.by_local.get(&local)) {
-            Some(slot) => slot.mailbox.send(signal).map_err(|returned| returned.0),
-            None => Err(signal),
+        self.deliver_waiting(local, signal).await
+    }
+
+    async fn deliver_waiting(&self, local: Option<u64>, signal: Signal) -> Result<(), Signal> {
+        let found = local.and_then(|local| {
+            let slots = lock(&self.slots);
+            let slot = slots.by_local.get(&local)?;
+            Some((slot.mailbox.clone(), slot.room.clone()))
+        });
+        let Some((mailbox, room)) = found else {
+            return Err(signal);
+        };
+        if let Some(room) = room {
+            match room.acquire().await {
+                Ok(place) => place.forget(),
+                Err(_) => return Err(signal),
+            }
         }
+        mailbox.send(signal).map_err(|returned| returned.0)
     }
 
     /// Refuses new processes from now on and returns every live mailbox, for shutdown.
@@ -176,6 +252,7 @@ impl ProcessTable {
 mod tests {
     use super::*;
     use crate::process::signal::Payload;
+    use futures::FutureExt;
 
     fn table() -> ProcessTable {
         ProcessTable::new(NodeId(7), Incarnation(3))
@@ -188,8 +265,9 @@ mod tests {
         }
     }
 
-    fn received(rx: &mut mpsc::UnboundedReceiver<Signal>) -> Option<u8> {
-        match rx.try_recv().ok()? {
+    fn received(inbox: &mut Inbox) -> Option<u8> {
+        let signal = inbox.recv().now_or_never()??;
+        match signal {
             Signal::Info { payload, .. } => payload.decode().ok(),
             _ => None,
         }
@@ -198,9 +276,9 @@ mod tests {
     #[test]
     fn pids_are_never_reused_and_carry_the_nodes_life() {
         let table = table();
-        let (a, _) = table.register(None).unwrap();
+        let (a, _) = table.register(None, None).unwrap();
         table.remove(a);
-        let (b, _) = table.register(None).unwrap();
+        let (b, _) = table.register(None, None).unwrap();
         assert_ne!(a, b);
         assert!(b.is_of(NodeId(7), Incarnation(3)));
     }
@@ -208,24 +286,36 @@ mod tests {
     #[test]
     fn a_local_name_is_held_by_one_process_and_freed_with_it() {
         let table = table();
-        let (pid, _) = table.register(Some("x".into())).unwrap();
+        let (pid, _) = table.register(Some("x".into()), None).unwrap();
         assert!(
-            matches!(table.register(Some("x".into())), Err(StartError::NameTaken(n)) if n == "x")
+            matches!(table.register(Some("x".into()), None), Err(StartError::NameTaken(n)) if n == "x")
         );
         assert_eq!(table.whereis("x"), Some(pid));
         assert!(table.remove(pid));
         assert!(!table.remove(pid), "a slot is freed once");
         assert_eq!(table.whereis("x"), None);
-        table.register(Some("x".into())).unwrap();
+        table.register(Some("x".into()), None).unwrap();
     }
 
     #[test]
     fn delivery_reaches_live_local_processes_only() {
         let table = table();
-        let (pid, mut rx) = table.register(Some("p".into())).unwrap();
-        assert!(table.deliver(pid, info(1)));
-        assert!(table.deliver_to(Dest::Pid(pid), info(2)).is_ok());
-        assert!(table.deliver_to(Dest::Name("p"), info(3)).is_ok());
+        let (pid, mut rx) = table.register(Some("p".into()), None).unwrap();
+        assert_eq!(table.try_deliver_message(pid, info(1)), Ok(true));
+        assert!(
+            table
+                .deliver_to(Dest::Pid(pid), info(2))
+                .now_or_never()
+                .unwrap()
+                .is_ok()
+        );
+        assert!(
+            table
+                .deliver_to(Dest::Name("p"), info(3))
+                .now_or_never()
+                .unwrap()
+                .is_ok()
+        );
         assert_eq!(
             [received(&mut rx), received(&mut rx), received(&mut rx)],
             [Some(1), Some(2), Some(3)]
@@ -234,23 +324,62 @@ mod tests {
             incarnation: Incarnation(2),
             ..pid
         };
-        assert!(!table.deliver(earlier_life, info(4)));
-        assert!(table.deliver_to(Dest::Pid(earlier_life), info(4)).is_err());
-        assert!(table.deliver_to(Dest::Name("nobody"), info(4)).is_err());
+        assert_eq!(table.try_deliver_message(earlier_life, info(4)), Ok(false));
+        let to_earlier = table.deliver_to(Dest::Pid(earlier_life), info(4));
+        assert!(to_earlier.now_or_never().unwrap().is_err());
+        let to_nobody = table.deliver_to(Dest::Name("nobody"), info(4));
+        assert!(to_nobody.now_or_never().unwrap().is_err());
         table.remove(pid);
-        assert!(!table.deliver(pid, info(5)));
+        assert_eq!(table.try_deliver_message(pid, info(5)), Ok(false));
+        assert!(!table.deliver(pid, Signal::Stop(gen_cluster_proto::ExitReason::Normal)));
         assert!(!table.is_alive(pid));
+    }
+
+    #[tokio::test]
+    async fn a_bounded_mailbox_holds_its_capacity_of_messages_and_never_holds_back_notices() {
+        let table = table();
+        let (pid, mut inbox) = table.register(None, Some(2)).unwrap();
+        assert_eq!(table.try_deliver_message(pid, info(1)), Ok(true));
+        assert!(table.deliver_message(pid, info(2)).await.is_ok());
+        assert_eq!(table.try_deliver_message(pid, info(3)), Err(Full));
+        assert!(
+            table.deliver(pid, Signal::Stop(gen_cluster_proto::ExitReason::Normal)),
+            "a notice always goes in"
+        );
+        let waiting = table.deliver_message(pid, info(4));
+        tokio::pin!(waiting);
+        assert!(
+            futures::poll!(&mut waiting).is_pending(),
+            "a sender waits for a place"
+        );
+        assert_eq!(received(&mut inbox), Some(1));
+        assert!(waiting.await.is_ok(), "taking a message frees a place");
+        assert_eq!(received(&mut inbox), Some(2));
+        table.remove(pid);
+        assert!(table.deliver_message(pid, info(5)).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn senders_waiting_for_a_place_give_up_when_the_process_ends() {
+        let table = table();
+        let (pid, _inbox) = table.register(None, Some(1)).unwrap();
+        assert!(table.deliver_message(pid, info(1)).await.is_ok());
+        let waiting = table.deliver_message(pid, info(2));
+        tokio::pin!(waiting);
+        assert!(futures::poll!(&mut waiting).is_pending());
+        table.remove(pid);
+        assert!(waiting.await.is_err());
     }
 
     #[test]
     fn a_closed_table_starts_nothing_and_returns_every_mailbox() {
         let table = table();
-        let (a, _ra) = table.register(None).unwrap();
-        let (_b, _rb) = table.register(None).unwrap();
+        let (a, _ra) = table.register(None, None).unwrap();
+        let (_b, _rb) = table.register(None, None).unwrap();
         table.remove(a);
         assert_eq!(table.close().len(), 1);
         assert!(matches!(
-            table.register(None),
+            table.register(None, None),
             Err(StartError::ShuttingDown)
         ));
     }

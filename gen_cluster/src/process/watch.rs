@@ -355,6 +355,7 @@ mod tests {
     use tokio_util::sync::CancellationToken;
 
     use crate::dist::queue::{FrameQueue, Outgoing};
+    use crate::process::signal::Inbox;
 
     struct World {
         watchers: Watchers,
@@ -375,8 +376,8 @@ mod tests {
     }
 
     impl World {
-        fn process(&self) -> (Pid, mpsc::UnboundedReceiver<Signal>) {
-            self.processes.register(None).unwrap()
+        fn process(&self) -> (Pid, Inbox) {
+            self.processes.register(None, None).unwrap()
         }
 
         /// Connects the peer `b` and returns its link and the frames queued to it.
@@ -391,7 +392,7 @@ mod tests {
             self.peers
                 .arbitrate(conn, &b, Step::ResponseVerified, &cancel, |_, _| {})
                 .unwrap();
-            let (queue, frames) = FrameQueue::new(b.name.clone(), 1 << 20);
+            let (queue, frames) = FrameQueue::new(b.name.clone(), 1 << 20, 1 << 20);
             (
                 self.peers.establish(conn, &b, queue, |_| {}).unwrap(),
                 frames,
@@ -407,8 +408,8 @@ mod tests {
         }
     }
 
-    fn down(rx: &mut mpsc::UnboundedReceiver<Signal>) -> Option<(u64, Pid, ExitReason)> {
-        match rx.try_recv().ok()? {
+    fn down(inbox: &mut Inbox) -> Option<(u64, Pid, ExitReason)> {
+        match inbox.try_recv()? {
             Signal::Down {
                 reference,
                 pid,
@@ -418,15 +419,15 @@ mod tests {
         }
     }
 
-    fn exit(rx: &mut mpsc::UnboundedReceiver<Signal>) -> Option<(Pid, ExitReason)> {
-        match rx.try_recv().ok()? {
+    fn exit(inbox: &mut Inbox) -> Option<(Pid, ExitReason)> {
+        match inbox.try_recv()? {
             Signal::Exit { from, reason } => Some((from, reason)),
             _ => None,
         }
     }
 
     fn header(frames: &mut mpsc::UnboundedReceiver<Outgoing>) -> Option<Header<'static>> {
-        let Ok(Outgoing::Frame(frame, _)) = frames.try_recv() else {
+        let Ok(Outgoing::Frame(frame, _, _)) = frames.try_recv() else {
             return None;
         };
         let frame: &'static [u8] = Box::leak(frame.into_boxed_slice());
@@ -445,7 +446,7 @@ mod tests {
             down(&mut inbox),
             Some((reference.0, target, ExitReason::Normal))
         );
-        assert!(inbox.try_recv().is_err(), "an end is told once");
+        assert!(inbox.try_recv().is_none(), "an end is told once");
     }
 
     #[test]
@@ -460,7 +461,7 @@ mod tests {
         let reference = w.watchers.monitor(watcher, target);
         w.watchers.demonitor(reference, target);
         w.watchers.process_ended(target, ExitReason::Normal);
-        assert!(inbox.try_recv().is_err());
+        assert!(inbox.try_recv().is_none());
     }
 
     #[test]
@@ -475,14 +476,14 @@ mod tests {
             exit(&mut b_inbox),
             Some((a, ExitReason::Error("boom".into())))
         );
-        assert!(a_inbox.try_recv().is_err());
+        assert!(a_inbox.try_recv().is_none());
         let (c, mut c_inbox) = w.process();
         let (d, _) = w.process();
         w.watchers.link(c, d);
         w.watchers.unlink(c, d);
         w.watchers.process_ended(d, ExitReason::Shutdown);
         assert!(
-            c_inbox.try_recv().is_err(),
+            c_inbox.try_recv().is_none(),
             "an unlinked process is not told"
         );
     }
@@ -583,7 +584,7 @@ mod tests {
         );
         w.watchers.process_ended(local, ExitReason::Shutdown);
         assert!(header(&mut frames).is_none(), "no exit for a refused link");
-        assert!(inbox.try_recv().is_err());
+        assert!(inbox.try_recv().is_none());
     }
 
     #[test]
@@ -602,7 +603,7 @@ mod tests {
             },
         );
         w.watchers.process_ended(target, ExitReason::Normal);
-        assert!(inbox.try_recv().is_err());
+        assert!(inbox.try_recv().is_none());
         assert!(header(&mut frames).is_none());
         // A DOWN for a real monitor that names another pid: ignored; the right one fires it.
         let remote = remote_pid(7);
@@ -614,7 +615,7 @@ mod tests {
             reason: ExitReason::Normal,
         };
         w.watchers.inbound(&link, forged);
-        assert!(inbox.try_recv().is_err());
+        assert!(inbox.try_recv().is_none());
         w.watchers.inbound(
             &link,
             Header::Down {
@@ -651,6 +652,9 @@ mod tests {
         w.watchers.inbound(&link, crash.clone());
         assert_eq!(exit(&mut inbox), Some((remote, ExitReason::Shutdown)));
         w.watchers.inbound(&link, crash);
-        assert!(inbox.try_recv().is_err(), "the link is gone after its exit");
+        assert!(
+            inbox.try_recv().is_none(),
+            "the link is gone after its exit"
+        );
     }
 }
