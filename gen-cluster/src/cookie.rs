@@ -1,6 +1,7 @@
 //! Where the cluster secret comes from: a file named on the command line, the
 //! `GEN_CLUSTER_COOKIE` variable, or `~/.gen_cluster.cookie` (made with a random secret, readable
-//! by its owner only, the first time — as Erlang does with `~/.erlang.cookie`).
+//! by its owner only, the first time — as Erlang does with `~/.erlang.cookie`). A cookie file
+//! that group or others may read is used, with a warning (as ssh warns of an exposed key).
 
 use std::path::{Path, PathBuf};
 
@@ -27,6 +28,14 @@ pub fn load(file: Option<&Path>) -> Result<Vec<u8>> {
 }
 
 fn read(file: &Path) -> Result<Vec<u8>> {
+    if let Some(mode) = readable_by_others(file) {
+        tracing::warn!(
+            file = %file.display(),
+            mode = format_args!("{mode:04o}"),
+            "the cookie file can be read by group or others, who can then join the cluster; \
+             make it readable by its owner only (chmod 600)"
+        );
+    }
     let text = std::fs::read_to_string(file)
         .with_context(|| format!("cannot read the cookie file {}", file.display()))?;
     let cookie = text.trim();
@@ -52,4 +61,40 @@ fn create(file: &Path) -> Result<()> {
         .with_context(|| format!("cannot create the cookie file {}", file.display()))?;
     writeln!(out, "{cookie}")?;
     Ok(())
+}
+
+/// The file's permission bits, if group or others may read it.
+#[cfg(unix)]
+fn readable_by_others(file: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(file).ok()?.permissions().mode() & 0o777;
+    (mode & 0o044 != 0).then_some(mode)
+}
+
+#[cfg(not(unix))]
+fn readable_by_others(_file: &Path) -> Option<u32> {
+    None
+}
+
+#[cfg(all(test, unix))]
+#[allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn a_cookie_file_readable_by_others_is_told_apart() {
+        let file = std::env::temp_dir().join(format!("gen-cluster-cookie-{}", std::process::id()));
+        std::fs::write(&file, "secret\n").unwrap();
+        let chmod = |mode| std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode));
+        chmod(0o644).unwrap();
+        assert_eq!(readable_by_others(&file), Some(0o644));
+        chmod(0o640).unwrap();
+        assert_eq!(readable_by_others(&file), Some(0o640));
+        chmod(0o600).unwrap();
+        assert_eq!(readable_by_others(&file), None);
+        assert_eq!(read(&file).unwrap(), b"secret");
+        std::fs::remove_file(&file).unwrap();
+    }
 }

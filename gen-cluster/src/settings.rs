@@ -260,6 +260,13 @@ pub fn resolve(config: Option<&Path>, flags: NodeSettings) -> Result<Settings> {
     if given.down_after_ms.is_some_and(|ms| ms < 10) {
         bail!("down_after_ms must be at least 10");
     }
+    if given
+        .data_dir
+        .as_ref()
+        .is_some_and(|dir| dir.as_os_str().is_empty())
+    {
+        bail!(gen_cluster::IncarnationError::EmptyDataDir);
+    }
     Ok(Settings { name, given })
 }
 

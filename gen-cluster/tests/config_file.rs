@@ -110,3 +110,50 @@ fn a_config_file_starts_a_node_that_connects_to_its_static_peers() {
         child.wait().unwrap();
     }
 }
+
+#[test]
+fn an_empty_data_dir_is_refused_and_an_exposed_cookie_file_is_warned_of() {
+    let dir = scratch();
+    let config = write(&dir, "data_dir.toml", "name = \"a\"\ndata_dir = \"\"\n");
+    let output = Command::new(env!("CARGO_BIN_EXE_gen-cluster"))
+        .args(["node", "--config"])
+        .arg(&config)
+        .env("GEN_CLUSTER_COOKIE", "c")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "refused");
+    assert!(stderr.contains("data directory is empty"), "{stderr}");
+
+    let cookie = write(&dir, "cookie", "exposed-secret\n");
+    let mode = std::os::unix::fs::PermissionsExt::from_mode(0o644);
+    std::fs::set_permissions(&cookie, mode).unwrap();
+    let mut node = Command::new(env!("CARGO_BIN_EXE_gen-cluster"))
+        .args([
+            "node",
+            "--name",
+            "exposed",
+            "--events",
+            "json",
+            "--cookie-file",
+        ])
+        .arg(&cookie)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = BufReader::new(node.stdout.take().unwrap())
+        .lines()
+        .next()
+        .unwrap()
+        .unwrap();
+    assert!(
+        started.contains("\"started\""),
+        "the node starts: {started}"
+    );
+    node.kill().unwrap();
+    node.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut node.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.contains("chmod 600"), "{stderr}");
+}

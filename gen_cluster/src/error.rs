@@ -97,6 +97,12 @@ pub enum StartError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum IncarnationError {
+    /// The data directory given is empty: it would be the working directory, which is rarely
+    /// meant and changes with how the node is started.
+    #[error(
+        "the data directory is empty; give a directory, or none to draw the incarnation at random"
+    )]
+    EmptyDataDir,
     /// The file does not hold an incarnation.
     #[error("the incarnation file {0} is corrupt; restore it, or remove it to start a new history")]
     Corrupt(PathBuf),

@@ -11,6 +11,9 @@ use crate::error::IncarnationError;
 
 /// Reads the incarnation kept in `dir` for `election` (none yet: 0), and keeps the next one.
 pub(crate) fn next(dir: &Path, election: &str) -> Result<u64, IncarnationError> {
+    if dir.as_os_str().is_empty() {
+        return Err(IncarnationError::EmptyDataDir);
+    }
     let path = dir.join(format!("gen_leader.{election}.incarnation"));
     let io = |source| IncarnationError::Io {
         path: path.clone(),
@@ -70,6 +73,13 @@ mod tests {
         assert!(
             matches!(next(&dir, "e"), Err(IncarnationError::Exhausted(_))),
             "the largest incarnation has no successor; it must not wrap to 0"
+        );
+        assert!(
+            matches!(
+                next(Path::new(""), "e"),
+                Err(IncarnationError::EmptyDataDir)
+            ),
+            "an empty data directory is not the working directory"
         );
         let _ = std::fs::remove_dir_all(&dir);
     }
