@@ -8,7 +8,7 @@
 //! [`Header::Fragment`] frames, each carrying the next piece of its body, so that other frames —
 //! heartbeats, messages to other processes — can pass between them, and no frame on the wire is
 //! larger than [`MAX_WIRE_FRAME`]. One message is fragmented at a time; the receiver reassembles
-//! it (up to the message size cap) and handles it as if it had arrived whole.
+//! it ([`Reassembly`], up to the message size cap) and handles it as if it had arrived whole.
 //!
 //! Decoding is for untrusted bytes: [`decode`] never panics, borrows instead of allocating, and
 //! rejects trailing bytes after kinds that carry no payload. The size cap is checked before any
@@ -149,8 +149,10 @@ pub enum Header<'a> {
     },
     /// The next piece of a frame body too large to send whole. Payload (the piece) follows.
     Fragment {
-        /// Whether this piece completes the body.
-        last: bool,
+        /// The bytes of the body still to come after this piece: 0 on the last piece. The first
+        /// piece's announces the body's size, which the receiver checks against its cap at once
+        /// and every later piece against.
+        left: u32,
     },
 }
 
@@ -232,8 +234,9 @@ pub fn encode_header(header: &Header<'_>, limit: usize) -> Result<Vec<u8>, WireE
 pub fn fragment(body: &[u8], from: usize, out: &mut Vec<u8>) -> usize {
     let to = (from + MAX_FRAGMENT).min(body.len());
     let mut header = [0u8; 8];
-    let last = to == body.len();
-    let header = postcard::to_slice(&Header::Fragment { last }, &mut header)
+    // A body is at most a frame, whose size fits the u32 length prefix.
+    let left = u32::try_from(body.len() - to).unwrap_or(u32::MAX);
+    let header = postcard::to_slice(&Header::Fragment { left }, &mut header)
         .expect("a fragment header fits in 8 bytes");
     // At most MAX_WIRE_FRAME: it fits the prefix.
     let size = (header.len() + to - from) as u32;
@@ -241,6 +244,51 @@ pub fn fragment(body: &[u8], from: usize, out: &mut Vec<u8>) -> usize {
     out.extend_from_slice(header);
     out.extend_from_slice(&body[from..to]);
     to
+}
+
+/// The most a [`Reassembly`] allocates before the pieces arrive.
+const MAX_PREALLOCATION: usize = 1024 * 1024;
+
+/// A frame body being put back together from its fragments, for one connection.
+#[derive(Debug, Default)]
+pub struct Reassembly {
+    body: Vec<u8>,
+    /// The size the first fragment announced; 0 between bodies.
+    size: usize,
+}
+
+impl Reassembly {
+    /// Adds the fragment `piece`, after which `left` bytes are still to come; returns the body
+    /// once whole. The first fragment announces the body's size: larger than `limit`, or a later
+    /// fragment that does not match what was announced, is a malformed stream.
+    pub fn add(
+        &mut self,
+        piece: &[u8],
+        left: u32,
+        limit: usize,
+    ) -> Result<Option<Vec<u8>>, WireError> {
+        let left = left as usize;
+        if self.size == 0 {
+            let size = piece.len().saturating_add(left);
+            if size > limit {
+                return Err(WireError::TooLarge { size, limit });
+            }
+            // Grows as the pieces arrive: one small fragment does not commit the whole size.
+            self.body = Vec::with_capacity(size.min(MAX_PREALLOCATION));
+            self.size = size;
+        }
+        if self.body.len() + piece.len() + left != self.size {
+            return Err(WireError::Malformed(
+                "a fragment disagrees with the size its body announced".into(),
+            ));
+        }
+        self.body.extend_from_slice(piece);
+        if left > 0 {
+            return Ok(None);
+        }
+        self.size = 0;
+        Ok(Some(std::mem::take(&mut self.body)))
+    }
 }
 
 /// Writes the length prefix of a buffer that starts with [`LENGTH_PREFIX`] placeholder bytes,
@@ -284,21 +332,53 @@ mod tests {
             from = fragment(&body, from, &mut wire);
         }
         let mut rest = &wire[..];
-        let mut reassembled = Vec::new();
-        let mut pieces = Vec::new();
+        let mut reassembly = Reassembly::default();
+        let mut announced = Vec::new();
+        let mut whole = None;
         while !rest.is_empty() {
             let len = u32::from_be_bytes(rest[..4].try_into().unwrap()) as usize;
             assert!(len <= MAX_WIRE_FRAME);
             let (header, piece) = decode(&rest[4..4 + len]).unwrap();
-            let Header::Fragment { last } = header else {
+            let Header::Fragment { left } = header else {
                 panic!("a fragment, got {header:?}")
             };
-            reassembled.extend_from_slice(piece);
-            pieces.push(last);
+            announced.push(left as usize);
+            assert!(whole.is_none(), "nothing follows the last piece");
+            whole = reassembly.add(piece, left, DEFAULT_MAX_FRAME).unwrap();
             rest = &rest[4 + len..];
         }
-        assert_eq!(reassembled, body);
-        assert_eq!(pieces, [false, false, true]);
+        assert_eq!(whole, Some(body));
+        assert_eq!(announced, [MAX_FRAGMENT + 7, 7, 0]);
+    }
+
+    #[test]
+    fn fragments_that_disagree_with_their_announced_size_or_the_cap_are_refused() {
+        let piece = [0u8; 10];
+        let mut reassembly = Reassembly::default();
+        assert_eq!(
+            reassembly.add(&piece, 100, 50),
+            Err(WireError::TooLarge {
+                size: 110,
+                limit: 50
+            })
+        );
+        let mut reassembly = Reassembly::default();
+        assert_eq!(reassembly.add(&piece, 20, 1000), Ok(None));
+        assert!(
+            matches!(
+                reassembly.add(&piece, 20, 1000),
+                Err(WireError::Malformed(_))
+            ),
+            "a second piece that does not shrink what is left"
+        );
+        let mut reassembly = Reassembly::default();
+        assert_eq!(reassembly.add(&piece, 10, 1000), Ok(None));
+        assert_eq!(reassembly.add(&piece, 0, 1000), Ok(Some(vec![0; 20])));
+        assert_eq!(
+            reassembly.add(&piece, 0, 1000),
+            Ok(Some(vec![0; 10])),
+            "the next body starts afresh"
+        );
     }
 
     #[test]

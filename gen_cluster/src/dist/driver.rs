@@ -112,7 +112,7 @@ pub(crate) fn run(dist: &Arc<Dist>, new: NewLink, mut frames: Frames, write: Wri
 /// large frame are put back together (up to the link's message size cap) and the frame handled
 /// as if it had come whole.
 async fn read_loop(dist: &Dist, link: &PeerLink, mut frames: Frames) -> DownReason {
-    let mut pieces: Vec<u8> = Vec::new();
+    let mut reassembly = wire::Reassembly::default();
     let last_heard = frames.get_ref().last_heard();
     loop {
         let frame = match frames.next().await {
@@ -121,19 +121,12 @@ async fn read_loop(dist: &Dist, link: &PeerLink, mut frames: Frames) -> DownReas
             None => return DownReason::ConnectionLost("closed by peer".into()),
         };
         let frame = match wire::decode(&frame) {
-            Ok((Header::Fragment { last }, piece)) => {
-                if pieces.len() + piece.len() > dist.config.max_frame {
-                    let error = WireError::TooLarge {
-                        size: pieces.len() + piece.len(),
-                        limit: dist.config.max_frame,
-                    };
-                    return protocol_error(link, error);
+            Ok((Header::Fragment { left }, piece)) => {
+                match reassembly.add(piece, left, dist.config.max_frame) {
+                    Ok(Some(body)) => Bytes::from(body),
+                    Ok(None) => continue,
+                    Err(error) => return protocol_error(link, error),
                 }
-                pieces.extend_from_slice(piece);
-                if !last {
-                    continue;
-                }
-                Bytes::from(std::mem::take(&mut pieces))
             }
             Ok(_) => frame,
             Err(error) => return protocol_error(link, error),

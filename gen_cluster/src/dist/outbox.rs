@@ -156,7 +156,7 @@ mod tests {
 
     /// The frames in `wire`, reassembled: (destination local id or 0 for control, body size).
     fn delivered(wire: &[u8]) -> Vec<(u64, usize)> {
-        let (mut rest, mut pieces, mut out) = (wire, Vec::new(), Vec::new());
+        let (mut rest, mut pieces, mut out) = (wire, wire::Reassembly::default(), Vec::new());
         let handle = |body: &[u8], out: &mut Vec<(u64, usize)>| {
             let (header, payload) = wire::decode(body).unwrap();
             match header {
@@ -175,10 +175,9 @@ mod tests {
             );
             let body = &rest[4..4 + len];
             match wire::decode(body).unwrap() {
-                (Header::Fragment { last }, piece) => {
-                    pieces.extend_from_slice(piece);
-                    if last {
-                        handle(&std::mem::take(&mut pieces), &mut out);
+                (Header::Fragment { left }, piece) => {
+                    if let Some(body) = pieces.add(piece, left, usize::MAX).unwrap() {
+                        handle(&body, &mut out);
                     }
                 }
                 _ => handle(body, &mut out),
