@@ -701,3 +701,57 @@ async fn a_burst_of_large_messages_from_many_peers_leaves_no_memory_behind() {
         idle / MIB
     );
 }
+
+/// 200 silent connections to a CLI node, and a loop opening more throughout: `gen-cluster
+/// status` still answers within 2 s, each of five times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_answers_within_2_s_while_silent_sockets_flood_the_node() {
+    let node = NodeProcess::start_with(
+        "flooded",
+        "127.0.0.1:0",
+        COOKIE,
+        &[],
+        &["--candidates", "flooded"],
+    );
+    node.wait_leader("flooded");
+    let mut silent = Vec::new();
+    for _ in 0..200 {
+        silent.push(tokio::net::TcpStream::connect(&node.addr).await.unwrap());
+    }
+    let addr = node.addr.clone();
+    let flood = tokio::spawn(async move {
+        let mut opened = Vec::new();
+        loop {
+            if let Ok(socket) = tokio::net::TcpStream::connect(&addr).await {
+                opened.push(socket);
+            }
+            if opened.len() > 400 {
+                opened.drain(..200);
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    });
+    for round in 0..5 {
+        let asked = Instant::now();
+        let status = tokio::process::Command::new(env!("CARGO_BIN_EXE_gen-cluster"))
+            .args(["status", "--json", "--node", &node.addr])
+            .env("GEN_CLUSTER_COOKIE", COOKIE)
+            .kill_on_drop(true)
+            .output();
+        let output = tokio::time::timeout(HANG, status)
+            .await
+            .expect("status ends before the hang bound")
+            .unwrap();
+        let took = asked.elapsed();
+        assert!(
+            output.status.success(),
+            "round {round}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let status: Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(status["leader"], "flooded", "round {round}: {status}");
+        assert!(took < Duration::from_secs(2), "round {round}: {took:?}");
+    }
+    flood.abort();
+    drop(silent);
+}

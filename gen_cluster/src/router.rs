@@ -19,7 +19,7 @@ use crate::dist::peers::PeerTable;
 use crate::dist::queue::Refused;
 use crate::error::{CallError, SendError};
 use crate::process::signal::{Payload, ReplyRoute, Signal};
-use crate::process::table::{Full, ProcessTable};
+use crate::process::table::{Full, Placement, ProcessTable};
 use crate::process::{Message, Target};
 
 /// Routes messages and calls from this node. Cheap to clone.
@@ -100,7 +100,9 @@ impl Router {
     ) -> Result<(), SendError> {
         match self.prepare(target, message, delivery)? {
             Outbound::Local(pid, signal) => {
-                let _ = self.processes.deliver_message(pid, signal).await;
+                if let Placement::Waiting(waiting) = self.processes.deliver_message(pid, signal) {
+                    let _ = waiting.place().await;
+                }
                 Ok(())
             }
             Outbound::Remote(link, frame, lane) => {
@@ -165,7 +167,7 @@ impl Router {
             postcard::to_allocvec(&message).map_err(|e| wire::WireError::Encode(e.to_string()))?;
         let payload = Payload::Encoded(bytes.into());
         let signal = self.signal(payload, Delivery::Info);
-        let _ = self.processes.deliver_message(pid, signal).await;
+        let _ = self.processes.deliver_message(pid, signal).finish().await;
         Ok(())
     }
 
@@ -186,7 +188,8 @@ impl Router {
                         request: Payload::Local(Box::new(request)),
                         reply: ReplyRoute::Local(tx),
                     };
-                    if self.processes.deliver_message(pid, signal).await.is_err() {
+                    let delivery = self.processes.deliver_message(pid, signal);
+                    if delivery.finish().await.is_err() {
                         return Err(CallError::NoProc);
                     }
                     rx

@@ -41,6 +41,7 @@ use crate::dist::queue::{FrameQueue, Outgoing, RemoteReply};
 use crate::error::CallError;
 use crate::events::DownReason;
 use crate::process::signal::{Payload, ReplyRoute, Signal};
+use crate::process::table::Placement;
 use crate::transport::{ReadHalf, WriteHalf};
 
 /// A link just established, not yet running.
@@ -216,16 +217,16 @@ async fn deliver(
     signal: Signal,
     last_heard: &AtomicU64,
 ) -> Result<(), Signal> {
-    let delivery = dist.processes.deliver_to(to, signal);
-    tokio::pin!(delivery);
-    if let Poll::Ready(delivered) = futures::poll!(&mut delivery) {
-        return delivered;
-    }
+    let waiting = match dist.processes.deliver_to(to, signal) {
+        Placement::Done(delivered) => return delivered,
+        Placement::Waiting(waiting) => waiting.place(),
+    };
+    tokio::pin!(waiting);
     let every = dist.config.liveness.heartbeat_interval;
     loop {
         dist.epoch.store(last_heard, now());
         tokio::select! {
-            delivered = &mut delivery => return delivered,
+            delivered = &mut waiting => return delivered,
             _ = tokio::time::sleep(every) => {}
         }
     }

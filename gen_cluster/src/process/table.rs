@@ -28,6 +28,45 @@ use crate::process::signal::{Inbox, Signal};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Full;
 
+/// Where a message delivery stands.
+pub(crate) enum Placement {
+    /// Delivered; or given back: no such process.
+    Done(Result<(), Signal>),
+    /// The process's bounded mailbox is full.
+    Waiting(Waiting),
+}
+
+impl Placement {
+    /// Delivered, once there is a place; the signal given back if there is no such process, or
+    /// it ended while the message waited.
+    pub(crate) async fn finish(self) -> Result<(), Signal> {
+        match self {
+            Placement::Done(delivered) => delivered,
+            Placement::Waiting(waiting) => waiting.place().await,
+        }
+    }
+}
+
+/// A message waiting for a place in a full mailbox.
+pub(crate) struct Waiting {
+    mailbox: mpsc::UnboundedSender<Signal>,
+    room: Arc<Semaphore>,
+    signal: Signal,
+}
+
+impl Waiting {
+    /// Puts the message in once a place frees; gives it back if the process ends first.
+    pub(crate) async fn place(self) -> Result<(), Signal> {
+        match self.room.acquire().await {
+            Ok(place) => place.forget(),
+            Err(_) => return Err(self.signal),
+        }
+        self.mailbox
+            .send(self.signal)
+            .map_err(|returned| returned.0)
+    }
+}
+
 /// The live processes of one node.
 #[derive(Debug)]
 pub(crate) struct ProcessTable {
@@ -169,62 +208,57 @@ impl ProcessTable {
             .is_some_and(|slot| slot.mailbox.send(signal).is_ok())
     }
 
-    /// Puts the message `signal` in the mailbox of `pid` once it has a place for it; gives the
-    /// signal back if there is no such process (or it ended while the message waited).
-    pub(crate) async fn deliver_message(&self, pid: Pid, signal: Signal) -> Result<(), Signal> {
-        if !self.is_local(pid) {
-            return Err(signal);
-        }
-        self.deliver_waiting(Some(pid.local), signal).await
+    /// Puts the message `signal` in the mailbox of `pid` now if it has a place for it (or there
+    /// is no such process: the signal is given back); else hands back a [`Waiting`] delivery.
+    pub(crate) fn deliver_message(&self, pid: Pid, signal: Signal) -> Placement {
+        let to = self.is_local(pid).then_some(Dest::Pid(pid));
+        self.deliver_now(to, signal)
     }
 
     /// Puts the message `signal` in the mailbox of `pid` if it has a place for it now; false if
     /// there is no such process.
     pub(crate) fn try_deliver_message(&self, pid: Pid, signal: Signal) -> Result<bool, Full> {
-        if !self.is_local(pid) {
-            return Ok(false);
+        match self.deliver_message(pid, signal) {
+            Placement::Done(delivered) => Ok(delivered.is_ok()),
+            Placement::Waiting(_) => Err(Full),
         }
+    }
+
+    /// [`deliver_message`](Self::deliver_message) for a message from a peer, to the process it
+    /// names.
+    pub(crate) fn deliver_to(&self, dest: Dest<'_>, signal: Signal) -> Placement {
+        let to = match dest {
+            Dest::Pid(pid) if !self.is_local(pid) => None,
+            dest => Some(dest),
+        };
+        self.deliver_now(to, signal)
+    }
+
+    /// Delivers under one lock if the mailbox has a place (the common case: no clone, no wait).
+    fn deliver_now(&self, to: Option<Dest<'_>>, signal: Signal) -> Placement {
         let slots = lock(&self.slots);
-        let Some(slot) = slots.by_local.get(&pid.local) else {
-            return Ok(false);
+        let local = match to {
+            Some(Dest::Pid(pid)) => Some(pid.local),
+            Some(Dest::Name(name)) => slots.names.get(name).copied(),
+            None => None,
+        };
+        let Some(slot) = local.and_then(|local| slots.by_local.get(&local)) else {
+            return Placement::Done(Err(signal));
         };
         if let Some(room) = &slot.room {
             match room.try_acquire() {
                 Ok(place) => place.forget(),
-                Err(TryAcquireError::NoPermits) => return Err(Full),
-                Err(TryAcquireError::Closed) => return Ok(false),
+                Err(TryAcquireError::Closed) => return Placement::Done(Err(signal)),
+                Err(TryAcquireError::NoPermits) => {
+                    return Placement::Waiting(Waiting {
+                        mailbox: slot.mailbox.clone(),
+                        room: Arc::clone(room),
+                        signal,
+                    });
+                }
             }
         }
-        Ok(slot.mailbox.send(signal).is_ok())
-    }
-
-    /// Puts a message from a peer in the mailbox of the process it names, once that mailbox has
-    /// a place for it; gives the signal back if there is no such process.
-    pub(crate) async fn deliver_to(&self, dest: Dest<'_>, signal: Signal) -> Result<(), Signal> {
-        let local = match dest {
-            Dest::Pid(pid) if self.is_local(pid) => Some(pid.local),
-            Dest::Pid(_) => None,
-            Dest::Name(name) => lock(&self.slots).names.get(name).copied(),
-        };
-        self.deliver_waiting(local, signal).await
-    }
-
-    async fn deliver_waiting(&self, local: Option<u64>, signal: Signal) -> Result<(), Signal> {
-        let found = local.and_then(|local| {
-            let slots = lock(&self.slots);
-            let slot = slots.by_local.get(&local)?;
-            Some((slot.mailbox.clone(), slot.room.clone()))
-        });
-        let Some((mailbox, room)) = found else {
-            return Err(signal);
-        };
-        if let Some(room) = room {
-            match room.acquire().await {
-                Ok(place) => place.forget(),
-                Err(_) => return Err(signal),
-            }
-        }
-        mailbox.send(signal).map_err(|returned| returned.0)
+        Placement::Done(slot.mailbox.send(signal).map_err(|returned| returned.0))
     }
 
     /// Refuses new processes from now on and returns every live mailbox, for shutdown.
@@ -305,6 +339,7 @@ mod tests {
         assert!(
             table
                 .deliver_to(Dest::Pid(pid), info(2))
+                .finish()
                 .now_or_never()
                 .unwrap()
                 .is_ok()
@@ -312,6 +347,7 @@ mod tests {
         assert!(
             table
                 .deliver_to(Dest::Name("p"), info(3))
+                .finish()
                 .now_or_never()
                 .unwrap()
                 .is_ok()
@@ -325,9 +361,9 @@ mod tests {
             ..pid
         };
         assert_eq!(table.try_deliver_message(earlier_life, info(4)), Ok(false));
-        let to_earlier = table.deliver_to(Dest::Pid(earlier_life), info(4));
+        let to_earlier = table.deliver_to(Dest::Pid(earlier_life), info(4)).finish();
         assert!(to_earlier.now_or_never().unwrap().is_err());
-        let to_nobody = table.deliver_to(Dest::Name("nobody"), info(4));
+        let to_nobody = table.deliver_to(Dest::Name("nobody"), info(4)).finish();
         assert!(to_nobody.now_or_never().unwrap().is_err());
         table.remove(pid);
         assert_eq!(table.try_deliver_message(pid, info(5)), Ok(false));
@@ -340,13 +376,13 @@ mod tests {
         let table = table();
         let (pid, mut inbox) = table.register(None, Some(2)).unwrap();
         assert_eq!(table.try_deliver_message(pid, info(1)), Ok(true));
-        assert!(table.deliver_message(pid, info(2)).await.is_ok());
+        assert!(table.deliver_message(pid, info(2)).finish().await.is_ok());
         assert_eq!(table.try_deliver_message(pid, info(3)), Err(Full));
         assert!(
             table.deliver(pid, Signal::Stop(gen_cluster_proto::ExitReason::Normal)),
             "a notice always goes in"
         );
-        let waiting = table.deliver_message(pid, info(4));
+        let waiting = table.deliver_message(pid, info(4)).finish();
         tokio::pin!(waiting);
         assert!(
             futures::poll!(&mut waiting).is_pending(),
@@ -356,15 +392,15 @@ mod tests {
         assert!(waiting.await.is_ok(), "taking a message frees a place");
         assert_eq!(received(&mut inbox), Some(2));
         table.remove(pid);
-        assert!(table.deliver_message(pid, info(5)).await.is_err());
+        assert!(table.deliver_message(pid, info(5)).finish().await.is_err());
     }
 
     #[tokio::test]
     async fn senders_waiting_for_a_place_give_up_when_the_process_ends() {
         let table = table();
         let (pid, _inbox) = table.register(None, Some(1)).unwrap();
-        assert!(table.deliver_message(pid, info(1)).await.is_ok());
-        let waiting = table.deliver_message(pid, info(2));
+        assert!(table.deliver_message(pid, info(1)).finish().await.is_ok());
+        let waiting = table.deliver_message(pid, info(2)).finish();
         tokio::pin!(waiting);
         assert!(futures::poll!(&mut waiting).is_pending());
         table.remove(pid);
