@@ -1,8 +1,11 @@
-//! A netsplit between real network stacks: three `gen-cluster node` processes running the
-//! global dictionary, each in a network namespace of its own, joined by a bridge. One node's
-//! link is cut — its packets vanish, so both sides see silence, not a reset — and restored.
-//! Each side keeps a leader and takes writes; after the heal there is one leader again and
-//! every node holds both sides' writes.
+//! Real network stacks: `gen-cluster node` processes, each in a network namespace of its own,
+//! joined by a bridge (and, for the test process itself, a link from the root namespace).
+//!
+//! - A netsplit: one node's link is cut — its packets vanish, so both sides see silence, not a
+//!   reset — and restored. Each side keeps a leader and takes writes; after the heal there is
+//!   one leader again and every node holds both sides' writes.
+//! - A slow link: an 8 MiB cast over a link shaped to 20 Mbit/s streams for seconds without
+//!   being taken for silence, and small calls on the same link pass it.
 //!
 //! Needs root and `ip` (iproute2). Where namespaces cannot be made the test is skipped with a
 //! notice, unless `GEN_CLUSTER_REQUIRE_REAL_PEERS` is set (as `.ci/run` does).
@@ -14,6 +17,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use gen_cluster::services::dict::{self, Dict, Read};
+use gen_cluster::services::echo::{self, Echo, EchoCall, EchoReply};
+use gen_cluster::{Leader, Node, NodeConfig, NodeEvent, NodeName, ServerRef};
 use serde_json::Value;
 
 const COOKIE: &str = "netns-cookie";
@@ -34,9 +40,10 @@ fn ip(args: &[&str]) -> bool {
 }
 
 impl Net {
-    fn new() -> Option<Self> {
+    /// `tag` (one letter) tells apart the networks of tests running at once.
+    fn new(tag: char) -> Option<Self> {
         let net = Self {
-            prefix: format!("gc{}", std::process::id()),
+            prefix: format!("gc{}{tag}", std::process::id()),
         };
         if !ip(&["netns", "add", &net.ns("br")]) {
             assert!(
@@ -67,6 +74,28 @@ impl Net {
             assert!(ip(&["-n", &ns, "link", "set", &inner, "up"]));
         }
         Some(net)
+    }
+
+    /// Joins the root namespace (this test process) to the bridge as 10.77.0.9, its outgoing
+    /// traffic shaped to `rate` (a `tc` rate such as `20mbit`); returns the address to listen on.
+    fn join_root(&self, rate: &str) -> &'static str {
+        let (inner, outer) = (format!("{}r", self.prefix), format!("{}rp", self.prefix));
+        assert!(ip(&[
+            "link", "add", &inner, "type", "veth", "peer", "name", &outer
+        ]));
+        let br = self.ns("br");
+        assert!(ip(&["link", "set", &outer, "netns", &br]));
+        assert!(ip(&["-n", &br, "link", "set", &outer, "master", "br0"]));
+        assert!(ip(&["-n", &br, "link", "set", &outer, "up"]));
+        assert!(ip(&["addr", "add", "10.77.0.9/24", "dev", &inner]));
+        assert!(ip(&["link", "set", &inner, "up"]));
+        let shaped = Command::new("tc")
+            .args(["qdisc", "add", "dev", &inner, "root", "tbf", "rate", rate])
+            .args(["burst", "32kbit", "latency", "50ms"])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(shaped, "tc (iproute2) shapes the link");
+        "10.77.0.9:0"
     }
 
     fn ns(&self, host: &str) -> String {
@@ -111,6 +140,8 @@ impl Net {
 
 impl Drop for Net {
     fn drop(&mut self) {
+        // The root namespace's end of its link, if any; the other end goes with the bridge.
+        ip(&["link", "del", &format!("{}r", self.prefix)]);
         for host in HOSTS.iter().chain(&["br"]) {
             ip(&["netns", "del", &self.ns(host)]);
         }
@@ -220,7 +251,7 @@ fn dict(net: &Net, host: &str, args: &[&str]) -> String {
 
 #[test]
 fn a_netsplit_leaves_a_leader_on_each_side_and_the_heal_merges_both_sides_writes() {
-    let Some(net) = Net::new() else { return };
+    let Some(net) = Net::new('p') else { return };
     let hosts: Vec<Host> = HOSTS.iter().map(|h| Host::start(&net, h)).collect();
     for host in &hosts {
         host.wait_leader("a");
@@ -263,4 +294,73 @@ fn a_netsplit_leaves_a_leader_on_each_side_and_the_heal_merges_both_sides_writes
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// An 8 MiB cast from the test process to node a over a link shaped to 20 Mbit/s (about 3.4 s
+/// of streaming, several failure-detector deadlines): delivered, no `node_down` on either side,
+/// and calls to another process on a, over the same link, keep completing while it streams.
+/// Release builds only: a debug build takes longer than the deadline to decode 8 MiB byte by byte.
+#[test]
+#[cfg_attr(
+    debug_assertions,
+    ignore = "8 MiB decoded by a debug build: run with --release"
+)]
+fn an_8_mib_cast_over_a_20_mbit_link_is_not_silence_and_small_calls_pass_it() {
+    const MIB: usize = 1024 * 1024;
+    let Some(net) = Net::new('s') else { return };
+    let listen = net.join_root("20mbit");
+    let a = Host::start(&net, "a");
+    a.wait_leader("a");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut config = NodeConfig::new(NodeName::new("sender").unwrap(), COOKIE);
+        config.listen = listen.into();
+        config.liveness.down_after = Duration::from_millis(500);
+        let sender = Node::start(config).await.unwrap();
+        let a_name = sender.connect(&addr("a")).await.unwrap();
+        let mut events = sender.subscribe();
+        let echo = ServerRef::<Echo>::named(&a_name, echo::NAME);
+        let dictionary: Leader<Dict> = Leader::at(&sender, &a_name, dict::ELECTION);
+        dictionary.call(Read::List, HANG).await.unwrap();
+
+        let started = Instant::now();
+        sender.cast(&echo, vec![7u8; 8 * MIB - 64]).await.unwrap();
+        // Behind the cast on its destination's lane: answers once the cast has arrived.
+        let delivered = sender.call(&echo, EchoCall::CastsSeen, HANG);
+        tokio::pin!(delivered);
+        let (mut small_calls, mut slowest) = (0, Duration::ZERO);
+        let seen = loop {
+            let asked = Instant::now();
+            tokio::select! {
+                seen = &mut delivered => break seen,
+                read = dictionary.call(Read::List, HANG) => {
+                    read.unwrap();
+                    small_calls += 1;
+                    slowest = slowest.max(asked.elapsed());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let streamed = started.elapsed();
+        assert_eq!(seen, Ok(EchoReply::Count(1)), "the cast is delivered");
+        eprintln!(
+            "8 MiB in {streamed:?}; {small_calls} small calls meanwhile, the slowest {slowest:?}"
+        );
+        assert!(
+            streamed > Duration::from_secs(2),
+            "the link is shaped: {streamed:?}"
+        );
+        assert!(
+            small_calls >= 10,
+            "{small_calls} small calls passed the cast"
+        );
+        assert!(slowest < Duration::from_millis(500), "{slowest:?}");
+        while let Ok(event) = events.try_recv() {
+            assert!(!matches!(event, NodeEvent::NodeDown { .. }), "{event:?}");
+        }
+        for event in a.events.try_iter() {
+            assert!(event["event"] != "node_down", "{event}");
+        }
+        sender.shutdown().await;
+    });
 }

@@ -267,9 +267,9 @@ async fn write_loop(
             }
             if outbox.is_streaming() || goodbye.is_some() {
                 // A large frame is going out: take what is queued meanwhile without waiting,
-                // unless frames already wait behind it (then the rest stay queued, holding
+                // unless enough already waits behind it (then the rest stay queued, holding
                 // their room, and their senders are held back).
-                while batch.len() < WRITE_BATCH && !outbox.is_holding() {
+                while batch.len() < WRITE_BATCH && !outbox.is_full() {
                     match queue.try_recv() {
                         Ok(item) => batch.push(item),
                         Err(_) => break,

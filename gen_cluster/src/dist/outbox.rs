@@ -1,22 +1,27 @@
 //! What a link's writer sends next. Frames go in the order they were queued, except that a frame
 //! too large to send whole goes as fragments (`gen_cluster_proto::wire::fragment`), and between
-//! two of its fragments the frames queued for *other* destinations may pass it: a large message
-//! no longer holds up heartbeats and small calls to other processes, nor looks like silence to
-//! the peer. Everything else waits behind it, in order: frames to the same destination (so one
-//! process's messages to another keep their order) and control frames (monitors, links, exits,
-//! replies keep their order with the messages around them). One large frame is sent at a time.
+//! two of its fragments a small frame to *another* destination may pass it — and pass the frames
+//! held behind it, unless one of them goes to the same destination or is a control frame: a
+//! large message no longer holds up heartbeats and small calls to other processes, nor looks
+//! like silence to the peer. Everything else waits behind it, in order: frames to the same
+//! destination (so one process's messages to another keep their order) and control frames
+//! (monitors, links, exits, replies keep their order with the messages around them, whose
+//! destinations they do not name). One large frame is sent at a time.
 //!
 //! Sans-IO: the writer pushes what it takes from the queue and asks for the next fragment; the
-//! outbox appends what may be written now to the writer's buffer. Cost: one copy of each frame
-//! into the buffer, as before; a large frame is copied a fragment at a time.
+//! outbox appends what may be written now to the writer's buffer. The writer stops taking from
+//! the queue while [`HOLD_BYTES`] or more are held, so what waits beyond that keeps its room in
+//! the link's bounded queue. Cost: one copy of each frame into the buffer, as before; a large
+//! frame is copied a fragment at a time; a frame that finds frames held compares its lane with
+//! theirs.
 
 use std::collections::VecDeque;
 
 use gen_cluster_proto::wire::{self, Dest, Header, LENGTH_PREFIX, MAX_FRAGMENT};
-use rustc_hash::FxHasher;
+use rustc_hash::{FxHashMap, FxHasher};
 
 /// Which frames a frame keeps its order with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Lane {
     /// A message to one destination (by a hash of its pid or name).
     To(u64),
@@ -44,11 +49,15 @@ impl Lane {
         Lane::To(hasher.finish())
     }
 
-    /// Whether a frame of this lane may pass a large frame of lane `streaming`.
-    fn may_pass(self, streaming: Lane) -> bool {
-        matches!((self, streaming), (Lane::To(a), Lane::To(b)) if a != b)
+    /// Whether a frame of this lane may go before one of lane `other` queued earlier: only a
+    /// message, before a message to another destination.
+    fn may_pass(self, other: Lane) -> bool {
+        matches!((self, other), (Lane::To(a), Lane::To(b)) if a != b)
     }
 }
+
+/// How many bytes of frames held behind a large one make the writer stop taking more.
+pub(crate) const HOLD_BYTES: usize = 256 * 1024;
 
 /// The frames a writer has taken and not yet sent.
 #[derive(Debug, Default)]
@@ -57,23 +66,28 @@ pub(crate) struct Outbox {
     stream: Option<(Vec<u8>, usize, Lane)>,
     /// Frames waiting behind it, in order.
     held: VecDeque<(Vec<u8>, Lane)>,
+    /// Their size in bytes.
+    held_bytes: usize,
+    /// How many of them each lane has.
+    held_lanes: FxHashMap<Lane, usize>,
 }
 
 impl Outbox {
     /// Takes a frame (length prefix included) of lane `lane`; appends to `out` what may be
     /// written now.
     pub(crate) fn push(&mut self, frame: Vec<u8>, lane: Lane, out: &mut Vec<u8>) {
-        let passes = match &self.stream {
-            None => self.held.is_empty(),
-            Some((_, _, streaming)) => {
-                self.held.is_empty() && !is_large(&frame) && lane.may_pass(*streaming)
-            }
+        let Some((_, _, streaming)) = &self.stream else {
+            return self.start(frame, lane, out);
         };
-        if passes && self.stream.is_none() {
-            self.start(frame, lane, out);
-        } else if passes {
+        let passes = !is_large(&frame)
+            && lane.may_pass(*streaming)
+            && !self.held_lanes.contains_key(&lane)
+            && !self.held_lanes.contains_key(&Lane::Control);
+        if passes {
             out.extend_from_slice(&frame);
         } else {
+            self.held_bytes += frame.len();
+            *self.held_lanes.entry(lane).or_default() += 1;
             self.held.push_back((frame, lane));
         }
     }
@@ -94,6 +108,13 @@ impl Outbox {
             let Some((frame, lane)) = self.held.pop_front() else {
                 break;
             };
+            self.held_bytes -= frame.len();
+            if let Some(count) = self.held_lanes.get_mut(&lane) {
+                *count -= 1;
+                if *count == 0 {
+                    self.held_lanes.remove(&lane);
+                }
+            }
             self.start(frame, lane, out);
         }
     }
@@ -103,9 +124,9 @@ impl Outbox {
         self.stream.is_some()
     }
 
-    /// Whether frames wait behind the large frame in flight.
-    pub(crate) fn is_holding(&self) -> bool {
-        !self.held.is_empty()
+    /// Whether [`HOLD_BYTES`] or more wait behind the large frame in flight.
+    pub(crate) fn is_full(&self) -> bool {
+        self.held_bytes >= HOLD_BYTES
     }
 
     /// Whether everything taken has been sent.
@@ -211,11 +232,11 @@ mod tests {
     fn other_destinations_pass_a_large_message_and_its_own_do_not() {
         let big = 3 * MAX_FRAGMENT;
         let wire = send_all(vec![cast(1, big), cast(2, 5), cast(1, 6), cast(3, 7)]);
-        // 2 passes; 1's second message waits for its first; 3 is queued after it, so it waits
-        // too (order among the frames behind the large one is kept).
+        // 2 passes; 1's second message waits for its first; 3 passes both.
         let got = delivered(&wire);
         let first_of = |to| got.iter().position(|&(dest, _)| dest == to).unwrap();
         assert!(first_of(2) < first_of(1), "{got:?}");
+        assert!(first_of(3) < first_of(1), "{got:?}");
         assert_eq!(
             got.iter()
                 .filter(|(d, _)| *d == 1)
@@ -224,7 +245,28 @@ mod tests {
             [true, false],
             "one destination's messages keep their order: {got:?}"
         );
-        assert!(first_of(3) > first_of(1), "{got:?}");
+    }
+
+    #[test]
+    fn nothing_passes_a_held_control_frame() {
+        let big = 3 * MAX_FRAGMENT;
+        let wire = send_all(vec![cast(1, big), control(), cast(2, 5)]);
+        assert_eq!(delivered(&wire), [(1, big), (0, 0), (2, 5)]);
+    }
+
+    #[test]
+    fn held_bytes_are_counted_until_the_large_frame_is_sent() {
+        let (mut outbox, mut wire) = (Outbox::default(), Vec::new());
+        let (big, lane) = cast(1, 2 * MAX_FRAGMENT);
+        outbox.push(big, lane, &mut wire);
+        while !outbox.is_full() {
+            let (frame, lane) = cast(1, 1024);
+            outbox.push(frame, lane, &mut wire);
+        }
+        while outbox.is_streaming() {
+            outbox.next_fragment(&mut wire);
+        }
+        assert!(outbox.is_empty() && !outbox.is_full());
     }
 
     #[test]

@@ -43,7 +43,8 @@ pub trait Transport: Send + Sync + 'static {
     -> impl Future<Output = io::Result<(ReadHalf, WriteHalf)>> + Send;
 }
 
-/// Plain TCP, with Nagle's algorithm off (every frame is written as soon as the writer has it).
+/// Plain TCP, with Nagle's algorithm off (every frame is written as soon as the writer has it)
+/// and, on Linux, at most [`UNSENT_BYTES`] not yet sent held in the kernel's send buffer.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Tcp;
 
@@ -70,8 +71,17 @@ impl Transport for Tcp {
     }
 }
 
+/// How many bytes written but not yet sent the kernel may hold for one connection
+/// (`TCP_NOTSENT_LOWAT`). Beyond it the socket is not writable, so what waits stays in the
+/// link's own queue, where a small frame can pass the fragments of a large message, instead of
+/// behind megabytes in a kernel buffer that a slow link drains in seconds. Two fragments keep a
+/// fast link busy.
+pub const UNSENT_BYTES: u32 = 128 * 1024;
+
 fn split_tcp(stream: TcpStream) -> io::Result<(ReadHalf, WriteHalf)> {
     stream.set_nodelay(true)?;
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    socket2::SockRef::from(&stream).set_tcp_notsent_lowat(UNSENT_BYTES)?;
     let (read, write) = stream.into_split();
     Ok((Box::new(read), Box::new(write)))
 }
