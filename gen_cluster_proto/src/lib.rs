@@ -21,6 +21,8 @@
 //! - [`registry`] — global names: who holds what, and the rule that settles a clash after a heal.
 //! - [`liveness`] — the per-connection failure detector: heartbeats when idle, down after a silent
 //!   deadline.
+//! - [`view`] — the cluster view: every node of the cluster learned transitively, its state, the
+//!   nodes to dial for a full mesh, and the fully connected groups the services act on.
 
 #![deny(missing_docs)]
 
@@ -34,6 +36,7 @@ pub mod liveness;
 pub mod membership;
 pub mod reconcile;
 pub mod registry;
+pub mod view;
 pub mod wire;
 
 pub use exit::ExitReason;
