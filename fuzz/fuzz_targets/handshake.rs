@@ -14,6 +14,7 @@ fn config(name: &str) -> HandshakeConfig {
             name: NodeName::new(name).expect("valid"),
             incarnation: Incarnation(1),
             listen: "127.0.0.1:1".into(),
+            hidden: false,
         },
         versions: SUPPORTED_VERSIONS,
     }

@@ -106,6 +106,7 @@ async fn connect(args: &ClientArgs) -> Result<(Node, Leader<Dict>)> {
     let name = NodeName::new(format!("gen-cluster-client-{}", std::process::id()))?;
     let mut config = NodeConfig::new(name, crate::cookie::load(args.cookie_file.as_deref())?);
     config.cluster = args.cluster.clone();
+    config.hidden = true;
     let node = Node::start(config)
         .await
         .context("cannot start the client node")?;

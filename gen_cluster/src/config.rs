@@ -45,6 +45,14 @@ pub struct NodeConfig {
     /// Response). Default 1 s: a few round trips even on a slow WAN, short enough that silent or
     /// stalling sockets give their place back quickly.
     pub auth_timeout: Duration,
+    /// Whether to connect to every member the cluster view learns of, keeping a full mesh (as
+    /// Erlang's `connect_all`). Default true; a node that should talk only to the nodes it dials
+    /// itself turns it off.
+    pub connect_all: bool,
+    /// A hidden node — a tool or a client — connects to nodes without joining their cluster:
+    /// they do not report it up or down, tell no one of it, and leave it out of their elections
+    /// and names (Erlang's hidden nodes). It dials only what it is told to. Default false.
+    pub hidden: bool,
 }
 
 impl NodeConfig {
@@ -68,6 +76,8 @@ impl NodeConfig {
             max_pending_handshakes: 64,
             max_pending_per_source: 16,
             auth_timeout: Duration::from_secs(1),
+            connect_all: true,
+            hidden: false,
         }
     }
 
@@ -114,6 +124,8 @@ impl std::fmt::Debug for NodeConfig {
             .field("max_pending_handshakes", &self.max_pending_handshakes)
             .field("max_pending_per_source", &self.max_pending_per_source)
             .field("auth_timeout", &self.auth_timeout)
+            .field("connect_all", &self.connect_all)
+            .field("hidden", &self.hidden)
             .finish()
     }
 }

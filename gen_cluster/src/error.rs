@@ -64,6 +64,23 @@ pub enum ConnectError {
     ShuttingDown,
 }
 
+impl ConnectError {
+    /// Whether the address turned out to be this node's own.
+    pub fn reached_self(&self) -> bool {
+        use gen_cluster_proto::handshake::Refusal;
+        matches!(
+            self,
+            ConnectError::Handshake {
+                source: HandshakeFailed::Protocol(
+                    HandshakeError::RefusedPeer(Refusal::SelfConnect)
+                        | HandshakeError::RefusedByPeer(Refusal::SelfConnect)
+                ),
+                ..
+            }
+        )
+    }
+}
+
 /// A process could not be started.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -1,12 +1,14 @@
 //! What a node is made of: [`Node`] is a handle on one [`Kernel`], which holds the node's named
 //! parts as plain data — its identity and settings, the process table, the watchers, the peer
-//! table, the router, the global-name service, the event bus, the task trackers and the
+//! table, the router, the global-name service, the cluster view, the event bus, the task trackers and the
 //! distribution layer's share of all these. Behaviour lives in the parts; the façade in
 //! `node.rs` only forwards to them.
 
 use std::sync::Arc;
 
 use gen_cluster_proto::{Incarnation, NodeId};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::NodeConfig;
 use crate::dist::Dist;
@@ -17,6 +19,7 @@ use crate::process::table::ProcessTable;
 use crate::process::watch::Watchers;
 use crate::router::Router;
 use crate::tasks::Tasks;
+use crate::view::ClusterView;
 
 /// A running node. Cheap to clone: every clone is the same node.
 ///
@@ -39,6 +42,9 @@ pub(crate) struct Kernel {
     pub(crate) peers: Arc<PeerTable>,
     pub(crate) router: Router,
     pub(crate) globals: GlobalNames,
+    pub(crate) view: watch::Receiver<Arc<ClusterView>>,
+    /// Cancelled once the view service has said that this node leaves.
+    pub(crate) view_left: CancellationToken,
     pub(crate) events: EventBus,
     pub(crate) tasks: Tasks,
     pub(crate) dist: Arc<Dist>,

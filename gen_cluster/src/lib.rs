@@ -52,6 +52,7 @@
 //!   `driver` (a link's reader, writer and failure detector).
 //! - `router` — a target to a local mailbox, a peer's link, or nowhere; calls wait here.
 //! - `names` — the global-name service ([`GlobalNames`]).
+//! - `view` — the cluster view service ([`ClusterView`], `node.view()`).
 //! - `kernel` — [`Node`] and the parts it holds, as data; `node` — the façade, the one `impl Node`.
 //! - Services, built from a `&Node` with its public API only: `cluster` ([`Clustered`], the
 //!   gen_cluster behaviour), `leader` ([`Leader`], gen_leader), `discovery` ([`Discovery`],
@@ -67,6 +68,7 @@
 //!   failure detector). Whichever ends first takes the link down, once.
 //! - `proc{pid}` — one per process: its behaviour, one signal at a time.
 //! - `names` — the global-name service, owner of the registry machine.
+//! - `view` — the cluster view service, owner of the view machine; it dials new members.
 //! - `leader{election}` — per election instance, node events and timers into the instance.
 //! - `discovery` — per discovery source, the reconcile loop and its dials; `epmd` — a
 //!   registration held open.
@@ -94,6 +96,7 @@ pub mod services;
 mod tasks;
 mod throttle;
 mod transport;
+mod view;
 
 pub use cluster::{
     ClusterContext, ClusterInfo, ClusterServer, Clustered, Member, MemberConfig, Membership, Seed,
@@ -120,6 +123,7 @@ pub use leader::{
 pub use names::{GlobalNames, RegisterError};
 pub use process::{Context, Flow, Info, Mailbox, Message, MonitorRef, ReplyTo, Server, ServerRef};
 pub use transport::{MemoryNetwork, MemoryTransport, ReadHalf, Tcp, Transport, WriteHalf};
+pub use view::{ClusterView, KnownNode, NodeState};
 
 /// Locks a mutex, recovering the data if a panicking thread poisoned it (every critical section
 /// in this crate leaves the data consistent).

@@ -548,6 +548,7 @@ mod tests {
             name: b.clone(),
             incarnation: Incarnation(2),
             listen: "b:1".into(),
+            hidden: false,
         };
         let conn = peers.new_conn_id();
         let cancel = CancellationToken::new();

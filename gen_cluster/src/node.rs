@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use gen_cluster_proto::handshake::Identity;
 use gen_cluster_proto::{ExitReason, Incarnation, NodeId, NodeName, Pid};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
 use crate::clock::{self, Epoch};
@@ -27,6 +27,7 @@ use crate::router::{Delivery, Router};
 use crate::tasks::Tasks;
 use crate::throttle::Throttle;
 use crate::transport::{Tcp, Transport};
+use crate::view::{self, ClusterView};
 
 /// How long shutdown waits for processes to end, then for links to say goodbye.
 const PROCESS_DRAIN: Duration = Duration::from_secs(5);
@@ -79,6 +80,7 @@ impl Node {
                 name: config.name.clone(),
                 incarnation,
                 listen: listen_addr.clone(),
+                hidden: config.hidden,
             },
             config: Arc::clone(&config),
             epoch: Epoch::start(),
@@ -90,6 +92,18 @@ impl Node {
             dialer: Box::new(Arc::clone(&transport)),
             throttle: Throttle::default(),
         });
+        let view::Started {
+            published: view,
+            left: view_left,
+        } = view::start(view::Parts {
+            router: router.clone(),
+            processes: Arc::clone(&processes),
+            peers: Arc::clone(&peers),
+            events: events.clone(),
+            tasks: tasks.clone(),
+            dist: Arc::clone(&dist),
+        })
+        .map_err(StartNodeError::Services)?;
         dist::listener::start(&dist, transport, listener);
         tracing::info!(node = %config.name, addr = %listen_addr, %incarnation, "node started");
         Ok(Node(Arc::new(Kernel {
@@ -102,6 +116,8 @@ impl Node {
             peers,
             router,
             globals,
+            view,
+            view_left,
             events,
             tasks,
             dist,
@@ -141,6 +157,17 @@ impl Node {
     /// The connected peers, in name order.
     pub fn peers(&self) -> Vec<PeerInfo> {
         self.0.peers.list()
+    }
+
+    /// The cluster as this node sees it now: every node it knows of, learned transitively, with
+    /// its state, and the group of nodes the services act with.
+    pub fn view(&self) -> Arc<ClusterView> {
+        Arc::clone(&self.0.view.borrow())
+    }
+
+    /// The view, to wait for its changes (`changed().await`).
+    pub fn view_changes(&self) -> watch::Receiver<Arc<ClusterView>> {
+        self.0.view.clone()
     }
 
     /// Whether a peer of this name is connected.
@@ -330,6 +357,8 @@ impl Node {
             let _ = mailbox.send(Signal::Stop(ExitReason::Shutdown));
         }
         kernel.tasks.drain_processes(PROCESS_DRAIN).await;
+        // The peers hear that this node leaves before its links close.
+        let _ = tokio::time::timeout(LINK_DRAIN, kernel.view_left.cancelled()).await;
         let links = kernel.peers.close();
         for link in &links {
             link.queue.goodbye(ExitReason::Shutdown);

@@ -282,6 +282,7 @@ mod tests {
             name: name("b"),
             incarnation: Incarnation(1),
             listen: "b:1".into(),
+            hidden: false,
         };
         let conn = peers.new_conn_id();
         let cancel = CancellationToken::new();

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{config, next_event, node, wait_until};
+use common::{loner, loner_config, next_event, wait_until};
 use gen_cluster::{
     Discover, DiscoverError, Discovery, Node, NodeEvent, ReconcileConfig, StaticPeers,
 };
@@ -76,8 +76,8 @@ fn every(refresh: Option<Duration>) -> ReconcileConfig {
 
 #[tokio::test]
 async fn static_peers_are_connected_and_a_restarted_peer_is_reconnected_before_the_refresh() {
-    let (b, c) = (node("b").await, node("c").await);
-    let a = node("a").await;
+    let (b, c) = (loner("b").await, loner("c").await);
+    let a = loner("a").await;
     // Its own address in the list is recognized and skipped.
     let list = vec![
         b.listen_addr().to_string(),
@@ -89,7 +89,7 @@ async fn static_peers_are_connected_and_a_restarted_peer_is_reconnected_before_t
     let addr = b.listen_addr().to_string();
     b.shutdown().await;
     wait_until(|| !a.is_connected(b.name())).await;
-    let mut restarted = config("b");
+    let mut restarted = loner_config("b");
     restarted.listen = addr;
     let b2 = Node::start(restarted).await.unwrap();
     wait_until(|| a.is_connected(b2.name())).await;
@@ -98,8 +98,8 @@ async fn static_peers_are_connected_and_a_restarted_peer_is_reconnected_before_t
 
 #[tokio::test]
 async fn with_no_refresh_discovery_runs_once_and_a_drop_still_reconnects() {
-    let b = node("b").await;
-    let a = node("a").await;
+    let b = loner("b").await;
+    let a = loner("a").await;
     let rounds = discover_counting(&a, &b, usize::MAX, None).await;
     dropped_then_reconnected(&a, &b).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -112,8 +112,8 @@ async fn with_no_refresh_discovery_runs_once_and_a_drop_still_reconnects() {
 
 #[tokio::test]
 async fn a_failing_discoverer_keeps_the_last_good_answer() {
-    let b = node("b").await;
-    let a = node("a").await;
+    let b = loner("b").await;
+    let a = loner("a").await;
     let rounds = discover_counting(&a, &b, 1, Some(Duration::from_millis(20))).await;
     wait_until(|| rounds.load(Ordering::SeqCst) >= 5).await;
     dropped_then_reconnected(&a, &b).await;
@@ -121,11 +121,11 @@ async fn a_failing_discoverer_keeps_the_last_good_answer() {
 
 #[tokio::test]
 async fn unrelated_events_do_not_stop_the_loop() {
-    let b = node("b").await;
-    let a = node("a").await;
+    let b = loner("b").await;
+    let a = loner("a").await;
     let rounds = discover_counting(&a, &b, usize::MAX, Some(Duration::from_millis(20))).await;
     // 200 node events that have nothing to do with the discovered peers.
-    let others = [node("x").await, node("y").await];
+    let others = [loner("x").await, loner("y").await];
     for i in 0..100 {
         let other = &others[i % 2];
         a.connect(other.listen_addr()).await.unwrap();

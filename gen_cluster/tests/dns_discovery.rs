@@ -12,7 +12,9 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{HANG, config, free_port, next_event, node, real_peer, scratch_dir, wait_until};
+use common::{
+    HANG, free_port, loner, loner_config, next_event, real_peer, scratch_dir, wait_until,
+};
 use gen_cluster::{
     Discover, Discovery, DiscoveryEvent, Dns, DnsA, DnsSrv, HostType, Node, NodeEvent,
     ReconcileConfig,
@@ -137,7 +139,7 @@ async fn nodes_on_one_port(names_and_ips: &[(&str, Ipv4Addr)]) -> (Vec<Node>, u1
         drop(probe);
         let mut nodes = Vec::new();
         for (name, ip) in names_and_ips {
-            let mut config = config(name);
+            let mut config = loner_config(name);
             config.listen = SocketAddr::new(IpAddr::V4(*ip), port).to_string();
             match Node::start(config).await {
                 Ok(node) => nodes.push(node),
@@ -195,7 +197,7 @@ async fn a_records_by_ip_connect_added_peers_and_forget_removed_ones() {
     let dns = TestDns::start().await;
     let (b_ip, c_ip) = (Ipv4Addr::new(127, 0, 0, 11), Ipv4Addr::new(127, 0, 0, 12));
     let (nodes, port) = nodes_on_one_port(&[("b", b_ip), ("c", c_ip)]).await;
-    let a = node("a").await;
+    let a = loner("a").await;
     dns.set_a(NODES, &[b_ip]).await;
     let discovery = Discovery::start(
         &a,
@@ -217,7 +219,7 @@ async fn a_records_by_ip_connect_added_peers_and_forget_removed_ones() {
 async fn srv_records_by_ip_and_by_host_name_connect_added_peers_and_forget_removed_ones() {
     for host_type in [HostType::Ip, HostType::Hostname] {
         let dns = TestDns::start().await;
-        let (a, b, c) = (node("a").await, node("b").await, node("c").await);
+        let (a, b, c) = (loner("a").await, loner("b").await, loner("c").await);
         let port = |n: &Node| {
             n.listen_addr()
                 .rsplit_once(':')
@@ -257,7 +259,7 @@ async fn a_records_by_host_name_use_the_reverse_lookup_and_keep_its_last_good_an
     let dns = TestDns::start().await;
     let other = Ipv4Addr::new(10, 0, 0, 2);
     dns.set_a(NODES, &[Ipv4Addr::LOCALHOST, other]).await;
-    let b = node("b").await;
+    let b = loner("b").await;
     let port: u16 = b.listen_addr().rsplit_once(':').unwrap().1.parse().unwrap();
     let discover = DnsA::new(dns.dns(), NODES, port, HostType::Hostname);
 
@@ -283,7 +285,7 @@ async fn a_records_by_host_name_use_the_reverse_lookup_and_keep_its_last_good_an
         "a failed reverse lookup keeps its last answer"
     );
 
-    let a = node("a").await;
+    let a = loner("a").await;
     Discovery::start(&a, discover, every(50));
     wait_until(|| a.is_connected(b.name())).await;
 }
@@ -341,10 +343,10 @@ async fn a_server_that_never_answers_is_a_failed_round_not_a_hang() {
 #[tokio::test]
 async fn a_connected_peer_whose_records_vanish_is_still_reconnected_after_a_drop() {
     let dns = TestDns::start().await;
-    let b = node("b").await;
+    let b = loner("b").await;
     let port: u16 = b.listen_addr().rsplit_once(':').unwrap().1.parse().unwrap();
     dns.set_a(NODES, &[Ipv4Addr::LOCALHOST]).await;
-    let a = node("a").await;
+    let a = loner("a").await;
     let mut events = Discovery::start(
         &a,
         DnsA::new(dns.dns(), NODES, port, HostType::Ip),
@@ -451,7 +453,7 @@ async fn dnsmasq_discovery() {
     };
     let (b_ip, c_ip) = (Ipv4Addr::new(127, 0, 0, 11), Ipv4Addr::new(127, 0, 0, 12));
     let (nodes, port) = nodes_on_one_port(&[("b", b_ip), ("c", c_ip)]).await;
-    let (d, e) = (node("d").await, node("e").await);
+    let (d, e) = (loner("d").await, loner("e").await);
     let port_of = |n: &Node| {
         n.listen_addr()
             .rsplit_once(':')
@@ -472,7 +474,7 @@ async fn dnsmasq_discovery() {
     .await;
 
     // SRV: d by host name (localhost), e by the address of its target.
-    let srv = node("srv").await;
+    let srv = loner("srv").await;
     Discovery::start(
         &srv,
         DnsSrv::new(Dns::server(dnsmasq.addr), SERVICE, HostType::Hostname),
@@ -486,7 +488,7 @@ async fn dnsmasq_discovery() {
     wait_until(|| srv.is_connected(d.name()) && srv.is_connected(e.name())).await;
 
     // A records that change while discovery runs.
-    let a = node("a").await;
+    let a = loner("a").await;
     let discovery = Discovery::start(
         &a,
         DnsA::new(

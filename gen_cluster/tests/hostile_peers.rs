@@ -36,6 +36,7 @@ async fn still_serves(net: &Net, node: &Node) {
         good.call(&echo, EchoCall::Echo(vec![1]), T).await.unwrap(),
         EchoReply::Echo(vec![1])
     );
+    good.shutdown().await;
 }
 
 async fn a_wrong_cookie_is_refused_on_both_sides(net: Net) {
@@ -364,7 +365,8 @@ async fn silent_sockets_cannot_keep_a_real_peer_out(net: Net) {
     }
     flood.abort();
     let seconds = started.elapsed().as_secs_f64().max(1.0);
-    let lines = logs.count("pending handshakes") + logs.count("handshake failed");
+    // The lines about the attack; peers that join and leave at once may log their own.
+    let lines = logs.count("pending handshakes") + logs.count("to make room");
     assert!(
         lines as f64 <= 2.0 * seconds + 2.0,
         "{lines} warning lines in {seconds:.1} s:\n{}",

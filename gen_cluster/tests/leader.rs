@@ -15,7 +15,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{HANG, Net, connect, next_event};
+use common::{HANG, Net, connect, loner_config, next_event};
 use gen_cluster::services::dict::{Dict, Read, ReadReply, Write};
 use gen_cluster::{
     ElectionId, Leader, LeaderCallError, LeaderConfig, LeaderFlow, LeaderReplyTo, LeaderServer,
@@ -310,8 +310,10 @@ async fn a_handle_on_another_nodes_instance_reaches_the_leader_through_it(net: N
     let (instances, logs) = start_probes(&nodes, &candidates).await;
     agreed(&instances, &candidates[0]).await;
     // A client that runs no instance, connected to the follower only.
-    let client = net.node("client").await;
-    connect(&client, &nodes[1]).await;
+    let mut hidden = loner_config("client");
+    hidden.hidden = true;
+    let client = net.start(hidden).await;
+    client.connect(nodes[1].listen_addr()).await.unwrap();
     let through_follower = Leader::<Probe>::at(&client, nodes[1].name(), "test");
     assert_eq!(through_follower.leader_call(4, T).await.unwrap(), 4);
     logs[1].reaches(4).await;
@@ -321,7 +323,7 @@ async fn a_handle_on_another_nodes_instance_reaches_the_leader_through_it(net: N
         Err(LeaderCallError::NotRunning),
         "not connected to the leader's node"
     );
-    connect(&client, &nodes[0]).await;
+    client.connect(nodes[0].listen_addr()).await.unwrap();
     assert_eq!(through_leader.leader_call(1, T).await.unwrap(), 5);
     let unknown = Leader::<Probe>::at(&client, nodes[0].name(), "no-such-election");
     assert_eq!(

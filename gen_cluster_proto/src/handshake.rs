@@ -46,9 +46,9 @@ use crate::{Incarnation, NodeName};
 /// has not proved anything yet gets no more.
 pub const MAX_HANDSHAKE_FRAME: usize = 2048;
 
-/// The protocol versions this build speaks: 2 (version 1 decided on peers' unproven claims, and
-/// had no Ready).
-pub const SUPPORTED_VERSIONS: VersionRange = VersionRange { min: 2, max: 2 };
+/// The protocol versions this build speaks: 3 (version 1 decided on peers' unproven claims, and
+/// had no Ready; version 2 had no hidden nodes).
+pub const SUPPORTED_VERSIONS: VersionRange = VersionRange { min: 3, max: 3 };
 
 /// The first bytes of every Hello, so that a stray client of another protocol is told apart
 /// from a peer of another version.
@@ -86,6 +86,9 @@ pub struct Identity {
     /// The address the node listens on, so peers can tell others how to reach it (at most 255
     /// bytes).
     pub listen: String,
+    /// A hidden node (a tool or a client) is not a member: its peers do not report it up or
+    /// down, do not tell others of it, and leave it out of elections and names.
+    pub hidden: bool,
 }
 
 /// What every handshake of one node needs.
@@ -622,6 +625,7 @@ mod tests {
                 name: NodeName::new(name).unwrap(),
                 incarnation: Incarnation(1),
                 listen: format!("127.0.0.1:{}", name.len()),
+                hidden: false,
             },
             versions: SUPPORTED_VERSIONS,
         }
@@ -687,7 +691,7 @@ mod tests {
         assert_eq!(i.peer.name.as_str(), "b");
         assert_eq!(a.peer.name.as_str(), "a");
         assert_eq!((i.role, a.role), (Role::Initiator, Role::Acceptor));
-        assert_eq!(i.version, 2);
+        assert_eq!(i.version, SUPPORTED_VERSIONS.max);
     }
 
     #[test]

@@ -427,6 +427,7 @@ mod tests {
             name: mine.name.clone(),
             incarnation: mine.incarnation,
             listen: mine.addr.clone(),
+            hidden: false,
         }
     }
 

@@ -24,6 +24,7 @@ fn config(name: &str) -> HandshakeConfig {
             name: NodeName::new(name).unwrap(),
             incarnation: Incarnation(3),
             listen: "127.0.0.1:4000".into(),
+            hidden: false,
         },
         versions: SUPPORTED_VERSIONS,
     }

@@ -101,6 +101,7 @@ impl Sim {
             name: name(i),
             incarnation: Incarnation(self.lives[i]),
             listen: addr(i),
+            hidden: false,
         }
     }
 

@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use gen_cluster_proto::NodeName;
-use gen_cluster_proto::handshake::{HandshakeError, Refusal};
 use gen_cluster_proto::reconcile::{ReconcileAction, Reconciler};
 use rustc_hash::{FxHashMap, FxHashSet};
 use tokio::sync::{broadcast, mpsc};
@@ -20,7 +19,7 @@ pub use gen_cluster_proto::reconcile::{DiscoveryEvent, ReconcileConfig};
 
 use crate::Node;
 use crate::clock::{self, now};
-use crate::error::{ConnectError, HandshakeFailed};
+use crate::error::ConnectError;
 use crate::events::NodeEvent;
 
 mod dns;
@@ -146,7 +145,7 @@ async fn reconcile<D: Discover>(
                     machine.handle_connected(&addr);
                     dialed.insert(peer, addr);
                 }
-                Outcome::Dialed(addr, Err(error)) if is_self(&error) => {
+                Outcome::Dialed(addr, Err(error)) if error.reached_self() => {
                     tracing::debug!(%addr, "discovered this node itself; skipped");
                     machine.handle_self(&addr);
                 }
@@ -182,19 +181,6 @@ async fn sleep_until(wake: Option<std::time::Instant>) {
         Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
         None => std::future::pending().await,
     }
-}
-
-fn is_self(error: &ConnectError) -> bool {
-    matches!(
-        error,
-        ConnectError::Handshake {
-            source: HandshakeFailed::Protocol(
-                HandshakeError::RefusedPeer(Refusal::SelfConnect)
-                    | HandshakeError::RefusedByPeer(Refusal::SelfConnect)
-            ),
-            ..
-        }
-    )
 }
 
 fn report(event: &DiscoveryEvent) {

@@ -65,8 +65,12 @@ pub(crate) fn establish(dist: &Dist, conn: u64, peer: &Established) -> Option<Ne
     let (queue, outgoing) =
         FrameQueue::new(peer.name.clone(), config.max_frame, config.send_queue_bytes);
     let announce = |link: &PeerLink| {
-        dist.events
-            .node_up(&link.name, link.incarnation, &link.addr)
+        if link.hidden {
+            tracing::debug!(peer = %link.name, "hidden node connected");
+        } else {
+            dist.events
+                .node_up(&link.name, link.incarnation, &link.addr)
+        }
     };
     let Some(link) = dist.peers.establish(conn, peer, queue, announce) else {
         tracing::debug!(peer = %peer.name, "handshake completed but another connection won");

@@ -5,6 +5,7 @@
 
 use std::sync::Mutex;
 
+use gen_cluster_proto::handshake::Identity;
 use gen_cluster_proto::wire::{Dest, Header};
 use gen_cluster_proto::{Incarnation, NodeId, NodeName, Pid};
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
@@ -33,6 +34,8 @@ pub(crate) struct PeerLink {
     pub(crate) incarnation: Incarnation,
     /// Where the peer listens.
     pub(crate) addr: String,
+    /// Whether the peer is a hidden node (not reported up or down, not a member).
+    pub(crate) hidden: bool,
     /// Where frames to the peer go.
     pub(crate) queue: FrameQueue,
     /// `None` once the link has closed.
@@ -55,18 +58,14 @@ pub(crate) struct LinkState {
 }
 
 impl PeerLink {
-    /// A link to the peer named `name` in its life `incarnation`, listening at `addr`.
-    pub(crate) fn new(
-        name: NodeName,
-        incarnation: Incarnation,
-        addr: String,
-        queue: FrameQueue,
-    ) -> Self {
+    /// A link to the peer `peer` (as its handshake proved it).
+    pub(crate) fn new(peer: &Identity, queue: FrameQueue) -> Self {
         Self {
-            id: name.id(),
-            name,
-            incarnation,
-            addr,
+            id: peer.name.id(),
+            name: peer.name.clone(),
+            incarnation: peer.incarnation,
+            addr: peer.listen.clone(),
+            hidden: peer.hidden,
             queue,
             state: Mutex::new(Some(LinkState::default())),
             cancel: CancellationToken::new(),
@@ -171,7 +170,15 @@ mod tests {
         let name = NodeName::new("b").unwrap();
         let (queue, frames) = FrameQueue::new(name.clone(), 1 << 20, 1 << 20);
         (
-            PeerLink::new(name, Incarnation(4), "127.0.0.1:1".into(), queue),
+            PeerLink::new(
+                &Identity {
+                    name,
+                    incarnation: Incarnation(4),
+                    listen: "127.0.0.1:1".into(),
+                    hidden: false,
+                },
+                queue,
+            ),
             frames,
         )
     }

@@ -91,6 +91,10 @@ impl Dist {
     pub(crate) fn report_down(&self, link: &PeerLink, mut state: LinkState, reason: DownReason) {
         state.fail_calls();
         self.watchers.peer_down(link, state);
-        self.events.node_down(&link.name, link.incarnation, reason);
+        if link.hidden {
+            tracing::debug!(peer = %link.name, %reason, "hidden node disconnected");
+        } else {
+            self.events.node_down(&link.name, link.incarnation, reason);
+        }
     }
 }

@@ -205,12 +205,7 @@ impl PeerTable {
         if !current || peers.closed {
             return None;
         }
-        let link = Arc::new(PeerLink::new(
-            peer.name.clone(),
-            peer.incarnation,
-            peer.listen.clone(),
-            queue,
-        ));
+        let link = Arc::new(PeerLink::new(peer, queue));
         peers.by_id.insert(id, PeerEntry::Up(Arc::clone(&link)));
         announce(&link);
         Some(link)
@@ -245,6 +240,7 @@ mod tests {
             name: NodeName::new(name).unwrap(),
             incarnation: Incarnation(incarnation),
             listen: format!("{name}:1"),
+            hidden: false,
         }
     }
 

@@ -386,6 +386,7 @@ mod tests {
                 name: NodeName::new("b").unwrap(),
                 incarnation: Incarnation(5),
                 listen: "b:1".into(),
+                hidden: false,
             };
             let conn = self.peers.new_conn_id();
             let cancel = CancellationToken::new();

@@ -44,7 +44,7 @@ pub trait Transport: Send + Sync + 'static {
 }
 
 /// Plain TCP, with Nagle's algorithm off (every frame is written as soon as the writer has it)
-/// and, on Linux, at most [`UNSENT_BYTES`] not yet sent held in the kernel's send buffer.
+/// and, on Linux, at most 128 KiB not yet sent held in the kernel's send buffer.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Tcp;
 
@@ -76,7 +76,7 @@ impl Transport for Tcp {
 /// link's own queue, where a small frame can pass the fragments of a large message, instead of
 /// behind megabytes in a kernel buffer that a slow link drains in seconds. Two fragments keep a
 /// fast link busy.
-pub const UNSENT_BYTES: u32 = 128 * 1024;
+pub(crate) const UNSENT_BYTES: u32 = 128 * 1024;
 
 fn split_tcp(stream: TcpStream) -> io::Result<(ReadHalf, WriteHalf)> {
     stream.set_nodelay(true)?;

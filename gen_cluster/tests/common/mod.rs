@@ -115,6 +115,7 @@ impl Net {
                 name: NodeName::new(name).unwrap(),
                 incarnation: Incarnation(1),
                 listen: "127.0.0.1:1".into(),
+                hidden: false,
             },
             versions: SUPPORTED_VERSIONS,
         };
@@ -197,6 +198,7 @@ pub fn impostor(name: &str, incarnation: u64) -> HandshakeConfig {
             name: NodeName::new(name).unwrap(),
             incarnation: Incarnation(incarnation),
             listen: "127.0.0.1:9".into(),
+            hidden: false,
         },
         versions: SUPPORTED_VERSIONS,
     }
@@ -267,6 +269,19 @@ pub fn config(name: &str) -> NodeConfig {
 
 pub async fn node(name: &str) -> Node {
     Node::start(config(name)).await.unwrap()
+}
+
+/// The tests' settings for a node that dials only what it is told to (no full mesh): for tests
+/// of the discovery loop, of clients, and of partitions made with `disconnect`.
+pub fn loner_config(name: &str) -> NodeConfig {
+    let mut config = config(name);
+    config.connect_all = false;
+    config
+}
+
+/// A node with [`loner_config`] on loopback TCP.
+pub async fn loner(name: &str) -> Node {
+    Node::start(loner_config(name)).await.unwrap()
 }
 
 /// Two connected nodes on loopback TCP.

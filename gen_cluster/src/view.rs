@@ -1,0 +1,365 @@
+//! The cluster view service every node runs, and [`ClusterView`], what it publishes
+//! (`node.view()`). One task owns the sans-IO machine of `gen_cluster_proto::view`: it feeds it the
+//! node's link ups and downs (from the event bus) and the view messages of the peers' services
+//! (each with the node of the authenticated link it came on), sends what the machine asks to the
+//! peers' services, and after every change publishes the view.
+//!
+//! With `connect_all` (the default) it also keeps this node connected to every member the view
+//! knows — a full mesh, as Erlang's `connect_all` — through the reconcile machine of
+//! `gen_cluster_proto::reconcile` fed with the members' addresses: a member is dialed when it is
+//! learned of and again at once when its link drops, failed dials back off with jitter, and each
+//! dial has the node's `connect_timeout`. When the node shuts down, the service says it leaves
+//! before the links close, so that its peers mark it `left`, not `down`. A hidden node's service
+//! tells no one anything and takes nothing from peers: its view holds only itself.
+//!
+//! Costs: one record per node of the cluster; a change of one node's links is passed once over
+//! each link (see the machine's docs); each published view is O(n) to build.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use gen_cluster_proto::handshake::Identity;
+use gen_cluster_proto::reconcile::{ReconcileAction, ReconcileConfig, Reconciler};
+use gen_cluster_proto::view::{View, ViewAction, ViewMessage};
+use gen_cluster_proto::{Incarnation, NodeId, NodeName};
+use serde::Serialize;
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+pub use gen_cluster_proto::view::NodeState;
+
+use crate::clock::{self, now};
+use crate::dist::peers::PeerTable;
+use crate::dist::{self, Dist};
+use crate::error::{ConnectError, StartError};
+use crate::events::{EventBus, NodeEvent};
+use crate::process::Target;
+use crate::process::signal::{Inbox, Signal};
+use crate::process::table::ProcessTable;
+use crate::router::Router;
+use crate::tasks::Tasks;
+
+/// The local name of every node's view service.
+pub(crate) const MAILBOX: &str = "gen_cluster.view";
+
+/// One node of the cluster, as this node sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct KnownNode {
+    /// Its name.
+    pub name: NodeName,
+    /// Where it can be dialed.
+    pub addr: String,
+    /// Its life, as last heard of.
+    pub incarnation: Incarnation,
+    /// Its state.
+    pub state: NodeState,
+}
+
+/// The cluster as this node sees it at one moment: every node it knows of, and the group of
+/// nodes the services act with (this node and the nodes it is connected to that are also
+/// connected to each other, settled the same way on every node; see
+/// `gen_cluster_proto::view`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ClusterView {
+    /// Every node known, this one included, in name order.
+    pub nodes: Vec<KnownNode>,
+    /// This node's group, in name order.
+    pub group: BTreeSet<NodeName>,
+}
+
+impl ClusterView {
+    /// The state of `name`, if this node knows of it.
+    pub fn state(&self, name: &NodeName) -> Option<NodeState> {
+        self.nodes
+            .iter()
+            .find(|node| &node.name == name)
+            .map(|node| node.state)
+    }
+}
+
+/// The parts the service works with.
+pub(crate) struct Parts {
+    pub(crate) router: Router,
+    pub(crate) processes: Arc<ProcessTable>,
+    pub(crate) peers: Arc<PeerTable>,
+    pub(crate) events: EventBus,
+    pub(crate) tasks: Tasks,
+    pub(crate) dist: Arc<Dist>,
+}
+
+/// Starts the service of a node; returns what it publishes.
+pub(crate) fn start(parts: Parts) -> Result<Started, StartError> {
+    let (_, inbox) = parts.processes.register(Some(MAILBOX.into()), None)?;
+    let local = &parts.dist.local;
+    let machine = View::new(local.name.clone(), local.listen.clone(), local.incarnation);
+    let hidden = local.hidden;
+    let dialing = (parts.dist.config.connect_all && !hidden).then(|| {
+        let config = ReconcileConfig {
+            refresh_interval: None,
+            ..ReconcileConfig::default()
+        };
+        Reconciler::new(config, clock::seed(), now())
+    });
+    let (publish, published) = watch::channel(Arc::new(ClusterView::default()));
+    let left = CancellationToken::new();
+    let events = parts.events.subscribe();
+    let tasks = parts.tasks.clone();
+    let service = Service {
+        machine,
+        hidden,
+        dialing,
+        dialed: BTreeMap::new(),
+        members: BTreeMap::new(),
+        router: parts.router,
+        peers: parts.peers,
+        dist: parts.dist,
+        publish,
+        mailbox_name: MAILBOX.into(),
+        left: left.clone(),
+    };
+    tasks.spawn(
+        tracing::info_span!("view"),
+        service.run(inbox, events, parts.tasks),
+    );
+    Ok(Started { published, left })
+}
+
+/// What a started service hands the node.
+pub(crate) struct Started {
+    /// The view, republished after every change.
+    pub(crate) published: watch::Receiver<Arc<ClusterView>>,
+    /// Cancelled once the service has told its peers that the node leaves: shutdown waits for
+    /// it before it closes the links.
+    pub(crate) left: CancellationToken,
+}
+
+struct Service {
+    machine: View,
+    /// A hidden node is no member: it tells no one anything, and its view holds only itself.
+    hidden: bool,
+    /// Keeps the node connected to every member, with `connect_all`.
+    dialing: Option<Reconciler>,
+    /// The address each connected member was reached at, for the reconcile machine.
+    dialed: BTreeMap<NodeName, String>,
+    /// Every member ever connected, by id: whose view messages are taken (never a hidden
+    /// node's, which is never reported up).
+    members: BTreeMap<NodeId, NodeName>,
+    router: Router,
+    peers: Arc<PeerTable>,
+    dist: Arc<Dist>,
+    publish: watch::Sender<Arc<ClusterView>>,
+    mailbox_name: Arc<str>,
+    left: CancellationToken,
+}
+
+/// What a dial came to.
+struct Dialed(String, Result<NodeName, ConnectError>);
+
+impl Service {
+    async fn run(
+        mut self,
+        mut inbox: Inbox,
+        mut events: broadcast::Receiver<NodeEvent>,
+        tasks: Tasks,
+    ) {
+        let (outcomes, mut results) = mpsc::unbounded_channel();
+        self.carry_out();
+        self.members_changed();
+        loop {
+            self.dial(&outcomes, &tasks);
+            let wake = self.dialing.as_ref().and_then(Reconciler::poll_timeout);
+            tokio::select! {
+                _ = tasks.stopping() => break,
+                signal = inbox.recv() => match signal {
+                    Some(Signal::Info { payload, from }) => {
+                        // By the members' names, not the links: a goodbye may close the link
+                        // between a message's arrival and its turn here.
+                        let Some(peer) = self.member(from) else { continue };
+                        match payload.decode::<ViewMessage>() {
+                            Ok(message) => self.machine.handle_message(&peer, message),
+                            Err(error) => tracing::warn!(%peer, %error, "dropped an undecodable view message"),
+                        }
+                    }
+                    Some(Signal::Stop(_)) | None => break,
+                    Some(Signal::Call { reply, .. }) => {
+                        reply.refuse(gen_cluster_proto::wire::CallRefusal::NoReply)
+                    }
+                    Some(_) => {}
+                },
+                event = events.recv() => match event {
+                    Ok(NodeEvent::NodeUp { .. } | NodeEvent::NodeDown { .. }) if self.hidden => {}
+                    Ok(NodeEvent::NodeUp { peer, incarnation, addr }) => {
+                        self.members.insert(peer.id(), peer.clone());
+                        let identity = Identity { name: peer.clone(), incarnation, listen: addr.clone(), hidden: false };
+                        self.machine.handle_up(&identity);
+                        // The member first, then its link: the machine marks only members.
+                        self.carry_out();
+                        if let Some(dialing) = &mut self.dialing {
+                            dialing.handle_connected(&addr);
+                        }
+                        self.dialed.insert(peer, addr);
+                    }
+                    Ok(NodeEvent::NodeDown { peer, .. }) => {
+                        self.machine.handle_down(&peer);
+                        if let (Some(dialing), Some(addr)) = (&mut self.dialing, self.dialed.remove(&peer)) {
+                            dialing.handle_disconnected(now(), &addr);
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        tracing::error!(missed, "the view service missed node events; it goes by the connection table");
+                        if !self.hidden {
+                            self.resync();
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => break,
+                },
+                Some(Dialed(addr, result)) = results.recv() => {
+                    if let Some(dialing) = &mut self.dialing {
+                        match result {
+                            Ok(_) => dialing.handle_connected(&addr),
+                            Err(error) if error.reached_self() => dialing.handle_self(&addr),
+                            Err(error) => {
+                                tracing::debug!(%addr, %error, "dial of a member failed");
+                                dialing.handle_connect_failed(now(), &addr, error.to_string());
+                            }
+                        }
+                    }
+                },
+                _ = sleep_until(wake) => {}
+            }
+            self.carry_out();
+        }
+        // The node shuts down: its peers hear that it leaves before its links close.
+        if !self.hidden {
+            self.machine.leave();
+            self.carry_out();
+        }
+        self.left.cancel();
+    }
+
+    /// The member `id`: one reported up, or one whose link is up but not yet reported (its
+    /// first messages may come before its up event).
+    fn member(&mut self, id: NodeId) -> Option<NodeName> {
+        if self.hidden {
+            return None;
+        }
+        if let Some(name) = self.members.get(&id) {
+            return Some(name.clone());
+        }
+        let link = self.peers.link_to(id).filter(|link| !link.hidden)?;
+        self.members.insert(id, link.name.clone());
+        Some(link.name.clone())
+    }
+
+    /// Carries out what the machine asks; republishes and redials if the view changed.
+    fn carry_out(&mut self) {
+        let mut changed = false;
+        while let Some(action) = self.machine.poll_action() {
+            match action {
+                ViewAction::Send { to, message } => {
+                    let target = Target::Named {
+                        node: to.id(),
+                        name: Arc::clone(&self.mailbox_name),
+                    };
+                    let _ = self.router.post_unbounded(&target, message);
+                }
+                ViewAction::Changed => changed = true,
+            }
+        }
+        if changed {
+            self.members_changed();
+        }
+    }
+
+    /// Publishes the view and tells the reconcile machine which members to keep connected to.
+    fn members_changed(&mut self) {
+        let nodes: Vec<KnownNode> = self
+            .machine
+            .nodes()
+            .map(|(record, state)| KnownNode {
+                name: record.name.clone(),
+                addr: record.addr.clone(),
+                incarnation: record.incarnation,
+                state,
+            })
+            .collect();
+        if let Some(dialing) = &mut self.dialing {
+            let members: Vec<String> = nodes
+                .iter()
+                .filter(|node| &node.name != self.machine.me() && node.state != NodeState::Left)
+                .map(|node| node.addr.clone())
+                .collect();
+            dialing.handle_discovered(now(), Ok(members));
+        }
+        let group = self.machine.group();
+        self.publish
+            .send_replace(Arc::new(ClusterView { nodes, group }));
+    }
+
+    /// Starts the dials the reconcile machine asks for.
+    fn dial(&mut self, outcomes: &mpsc::UnboundedSender<Dialed>, tasks: &Tasks) {
+        let Some(dialing) = &mut self.dialing else {
+            return;
+        };
+        while let Some(action) = dialing.poll(now()) {
+            match action {
+                ReconcileAction::Connect(addr) => {
+                    let (dist, outcomes) = (Arc::clone(&self.dist), outcomes.clone());
+                    let stop = tasks.child_token();
+                    let span = tracing::info_span!("dial member", %addr);
+                    tasks.spawn(span, async move {
+                        let result = tokio::select! {
+                            result = dist::handshake::dial(&dist, &addr) => result,
+                            _ = stop.cancelled() => Err(ConnectError::ShuttingDown),
+                        };
+                        let _ = outcomes.send(Dialed(addr, result));
+                    });
+                }
+                // The members are pushed to the machine as they change; nothing to ask.
+                ReconcileAction::Discover | ReconcileAction::Event(_) => {}
+            }
+        }
+    }
+
+    /// After missed events: takes the members' links from the connection table.
+    fn resync(&mut self) {
+        let links: Vec<_> = self
+            .peers
+            .links()
+            .into_iter()
+            .filter(|link| !link.hidden)
+            .collect();
+        let connected: BTreeSet<&NodeName> = links.iter().map(|link| &link.name).collect();
+        let lost: Vec<NodeName> = self
+            .dialed
+            .keys()
+            .filter(|name| !connected.contains(name))
+            .cloned()
+            .collect();
+        for peer in lost {
+            self.machine.handle_down(&peer);
+            if let (Some(dialing), Some(addr)) = (&mut self.dialing, self.dialed.remove(&peer)) {
+                dialing.handle_disconnected(now(), &addr);
+            }
+        }
+        for link in &links {
+            if !self.dialed.contains_key(&link.name) {
+                self.machine.handle_up(&Identity {
+                    name: link.name.clone(),
+                    incarnation: link.incarnation,
+                    listen: link.addr.clone(),
+                    hidden: false,
+                });
+                self.dialed.insert(link.name.clone(), link.addr.clone());
+                self.members.insert(link.id, link.name.clone());
+            }
+        }
+    }
+}
+
+async fn sleep_until(wake: Option<std::time::Instant>) {
+    match wake {
+        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,138 @@
+//! The cluster view through the runtime: nodes seeded with one node come to know and connect to
+//! every other; a node that shuts down is `left` and out of the group; a hidden client is
+//! no member anywhere. Waits follow the published view, bounded by a hang timeout.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+#[macro_use]
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::{HANG, Net, config};
+use gen_cluster::{ClusterView, LivenessConfig, Node, NodeEvent, NodeName, NodeState};
+use tokio::sync::broadcast::error::TryRecvError;
+
+/// Waits until `node`'s view satisfies `done`.
+async fn view_until(node: &Node, what: &str, done: impl Fn(&ClusterView) -> bool) {
+    let mut changes = node.view_changes();
+    tokio::time::timeout(HANG, async {
+        while !done(&changes.borrow_and_update()) {
+            changes.changed().await.unwrap();
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{}: {what}; its view: {:?}", node.name(), node.view()));
+}
+
+fn names(nodes: &[Node]) -> BTreeSet<NodeName> {
+    nodes.iter().map(|node| node.name().clone()).collect()
+}
+
+async fn twenty_nodes_seeded_with_one_come_to_a_full_mesh(net: Net) {
+    // Over loopback every dial comes from 127.0.0.1: room for all of them among the handshakes
+    // a node takes from one address before it proves the secret (hosts of their own need not).
+    // 380 links of a debug build on two cores: a failure-detector deadline that starved tasks
+    // cannot miss (the test is about the mesh, not the detector).
+    let start = |name: String| {
+        let mut config = config(&name);
+        config.max_pending_per_source = config.max_pending_handshakes;
+        config.liveness = LivenessConfig {
+            heartbeat_interval: Duration::from_secs(1),
+            down_after: Duration::from_secs(5),
+        };
+        net.start(config)
+    };
+    let seed = start("n00".into()).await;
+    let mut nodes = vec![seed.clone()];
+    for i in 1..20 {
+        let node = start(format!("n{i:02}")).await;
+        node.connect(seed.listen_addr()).await.unwrap();
+        nodes.push(node);
+    }
+    let everyone = names(&nodes);
+    for node in &nodes {
+        view_until(node, "connected to all 19 others in one group", |view| {
+            view.group == everyone && view.nodes.iter().all(|known| known.state == NodeState::Up)
+        })
+        .await;
+        assert_eq!(node.peers().len(), 19, "{}", node.name());
+    }
+}
+
+async fn a_node_that_shuts_down_is_left_out(net: Net) {
+    let nodes = [
+        net.node("a").await,
+        net.node("b").await,
+        net.node("c").await,
+    ];
+    for node in &nodes[1..] {
+        node.connect(nodes[0].listen_addr()).await.unwrap();
+    }
+    let everyone = names(&nodes);
+    view_until(&nodes[1], "in one group with a and c", |view| {
+        view.group == everyone
+    })
+    .await;
+    nodes[2].shutdown().await;
+    view_until(&nodes[0], "c left", |view| {
+        view.state(nodes[2].name()) == Some(NodeState::Left)
+    })
+    .await;
+    assert!(!nodes[0].view().group.contains(nodes[2].name()));
+}
+
+async fn a_hidden_client_is_no_member_and_no_event(net: Net) {
+    let (a, b) = net.pair().await;
+    view_until(&b, "a up", |view| {
+        view.state(a.name()) == Some(NodeState::Up)
+    })
+    .await;
+    let mut events = [a.subscribe(), b.subscribe()];
+    let mut hidden = config("client");
+    hidden.hidden = true;
+    for _ in 0..5 {
+        let client = net.start(hidden.clone()).await;
+        client.connect(a.listen_addr()).await.unwrap();
+        assert_eq!(
+            client.view().nodes.len(),
+            1,
+            "a hidden node's view holds itself"
+        );
+        client.shutdown().await;
+    }
+    // One more change of the view that crosses every link, to be sure nothing else is on its
+    // way: a third node joins, and every view holds exactly the three members.
+    let c = net.node("c").await;
+    c.connect(a.listen_addr()).await.unwrap();
+    let members = names(&[a.clone(), b.clone(), c.clone()]);
+    for node in [&a, &b, &c] {
+        view_until(node, "the three members", |view| {
+            view.nodes
+                .iter()
+                .map(|known| &known.name)
+                .eq(members.iter())
+                && view.group == members
+        })
+        .await;
+    }
+    for events in &mut events {
+        loop {
+            match events.try_recv() {
+                Ok(NodeEvent::NodeUp { peer, .. } | NodeEvent::NodeDown { peer, .. }) => {
+                    assert_eq!(peer.as_str(), "c", "only members are reported")
+                }
+                Ok(_) => {}
+                Err(TryRecvError::Empty) => break,
+                Err(error) => panic!("{error:?}"),
+            }
+        }
+    }
+}
+
+on_both_transports!(
+    twenty_nodes_seeded_with_one_come_to_a_full_mesh,
+    a_node_that_shuts_down_is_left_out,
+    a_hidden_client_is_no_member_and_no_event,
+);
