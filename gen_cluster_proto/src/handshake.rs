@@ -38,7 +38,7 @@
 
 use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 
 use crate::{Incarnation, NodeName};
 
@@ -47,7 +47,7 @@ use crate::{Incarnation, NodeName};
 pub const MAX_HANDSHAKE_FRAME: usize = 2048;
 
 /// The protocol versions this build speaks: 3 (version 1 decided on peers' unproven claims, and
-/// had no Ready; version 2 had no hidden nodes).
+/// had no Ready; version 2 had no hidden nodes and keyed its proofs with the secret itself).
 pub const SUPPORTED_VERSIONS: VersionRange = VersionRange { min: 3, max: 3 };
 
 /// The first bytes of every Hello, so that a stray client of another protocol is told apart
@@ -547,7 +547,10 @@ struct Transcript<'a> {
 
 impl Transcript<'_> {
     fn mac(&self, secret: &[u8], label: &[u8]) -> Hmac<Sha256> {
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret)
+        // Keyed with the secret's hash, not the secret: HMAC pads short keys with zero bytes,
+        // so "abc" and "abc\0" would otherwise prove each other.
+        let key = Sha256::digest(secret);
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&key)
             .expect("HMAC accepts keys of any length");
         mac.update(label);
         mac.update(&postcard::to_allocvec(self).expect("a transcript always serializes"));
@@ -795,6 +798,15 @@ mod tests {
             HandshakeError::Unexpected {
                 expected: "Challenge"
             }
+        );
+    }
+
+    #[test]
+    fn a_secret_with_trailing_zero_bytes_is_another_secret() {
+        let (i, a) = run(config("a", "c", b"abc"), config("b", "c", b"abc\0"));
+        assert!(
+            i.is_err() || a.is_err(),
+            "HMAC's zero padding must not make them equal"
         );
     }
 
