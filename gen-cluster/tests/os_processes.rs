@@ -91,6 +91,21 @@ impl NodeProcess {
         }
     }
 
+    /// Waits for an event `pick` accepts.
+    fn wait_for(&self, what: &str, pick: impl Fn(&Value) -> bool) {
+        let deadline = Instant::now() + HANG;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let value = self
+                .events
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("{}: no {what} before the hang bound", self.name));
+            if pick(&value) {
+                return;
+            }
+        }
+    }
+
     /// Waits for the node to print that `leader` leads its dictionary.
     fn wait_leader(&self, leader: &str) {
         let deadline = Instant::now() + HANG;
@@ -754,4 +769,65 @@ async fn status_answers_within_2_s_while_silent_sockets_flood_the_node() {
     }
     flood.abort();
     drop(silent);
+}
+
+/// `gen-cluster dict ARGS… --node ADDR`, as the README runs it; its output.
+fn cli_dict(node: &str, args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_gen-cluster"))
+        .arg("dict")
+        .args(args)
+        .args(["--node", node])
+        .env("GEN_CLUSTER_COOKIE", COOKIE)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "dict {args:?} at {node}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// The README's dictionary tour: b and c seeded with a only. They meet through a, so after
+/// `kill -9` of a there is one leader, b, which c follows, and a write through c is read on b; a
+/// restarted as the README starts it (same address and data directory) follows b, and every
+/// acknowledged write is on all three.
+#[test]
+fn the_readme_tour_keeps_one_leader_when_the_seed_of_the_others_is_killed() {
+    let dir = scratch("tour");
+    let data = dir.to_str().unwrap();
+    let a_args = ["--candidates", "a,b,c", "--data-dir", data];
+    let mut a = NodeProcess::start_with("a", "127.0.0.1:0", COOKIE, &[], &a_args);
+    let seed = a.addr.clone();
+    let candidates = ["--candidates", "a,b,c"];
+    let b = NodeProcess::start_with("b", "127.0.0.1:0", COOKIE, &[&seed], &candidates);
+    let c = NodeProcess::start_with("c", "127.0.0.1:0", COOKIE, &[&seed], &candidates);
+    for node in [&a, &b, &c] {
+        node.wait_leader("a");
+    }
+    b.wait_for("node_up of c", |e| {
+        e["event"] == "node_up" && e["peer"] == "c"
+    });
+    cli_dict(&c.addr, &["put", "before", "1"]);
+
+    a.kill9();
+    b.wait_leader("b");
+    c.wait_leader("b");
+    cli_dict(&c.addr, &["put", "color", "blue"]);
+    assert_eq!(cli_dict(&b.addr, &["get", "color"]), "blue\n");
+
+    let a = NodeProcess::start_with("a", &seed, COOKIE, &[], &a_args);
+    a.wait_leader("b");
+    let expected = "before\t1\ncolor\tblue\n";
+    for node in [&a, &b, &c] {
+        let deadline = Instant::now() + HANG;
+        loop {
+            let listed = cli_dict(&node.addr, &["list"]);
+            if listed == expected {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{} holds {listed:?}", node.name);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
