@@ -267,7 +267,27 @@ pub fn resolve(config: Option<&Path>, flags: NodeSettings) -> Result<Settings> {
     {
         bail!(gen_cluster::IncarnationError::EmptyDataDir);
     }
+    for seed in &given.seeds {
+        check_seed(seed)?;
+    }
     Ok(Settings { name, given })
+}
+
+/// A seed is one `HOST:PORT` (an IPv6 host in brackets): refused with the expected form
+/// otherwise, so that a missing port or a comma-separated list is not dialed for ever.
+fn check_seed(seed: &str) -> Result<()> {
+    let expected = "expected HOST:PORT, e.g. 10.0.0.2:4370 (repeat --seed for several seeds)";
+    if seed.contains(',') || seed.contains(char::is_whitespace) {
+        bail!("the seed {seed:?} holds several addresses: {expected}");
+    }
+    let port = seed
+        .rsplit_once(':')
+        .filter(|(host, _)| !host.is_empty() && (!host.contains(':') || host.starts_with('[')))
+        .map(|(_, port)| port);
+    match port.map(str::parse::<u16>) {
+        Some(Ok(port)) if port > 0 => Ok(()),
+        _ => bail!("the seed {seed:?} has no port: {expected}"),
+    }
 }
 
 fn read(path: &Path) -> Result<NodeSettings> {
@@ -275,4 +295,30 @@ fn read(path: &Path) -> Result<NodeSettings> {
         .with_context(|| format!("cannot read the config file {}", path.display()))?;
     toml::from_str(&text)
         .map_err(|error| anyhow::anyhow!("invalid config file {}: {error}", path.display()))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+mod seed_tests {
+    use super::check_seed;
+
+    #[test]
+    fn seeds_are_one_host_and_port_each() {
+        for good in ["10.0.0.2:4370", "node-a.example.com:4370", "[::1]:4370"] {
+            assert!(check_seed(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "10.0.0.2",
+            "10.0.0.2:",
+            "10.0.0.2:0",
+            "10.0.0.2:99999",
+            ":4370",
+            "::1:4370",
+            "10.0.0.2:4370,10.0.0.3:4370",
+            "10.0.0.2:4370 10.0.0.3:4370",
+        ] {
+            let error = check_seed(bad).unwrap_err().to_string();
+            assert!(error.contains("HOST:PORT"), "{bad}: {error}");
+        }
+    }
 }
