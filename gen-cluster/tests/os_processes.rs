@@ -27,6 +27,8 @@ const DOWN_AFTER: Duration = Duration::from_millis(500);
 struct NodeProcess {
     child: Child,
     events: mpsc::Receiver<Value>,
+    /// Every event taken from `events` so far, for waits on events that came in another order.
+    seen: std::cell::RefCell<Vec<Value>>,
     name: NodeName,
     addr: String,
 }
@@ -66,6 +68,7 @@ impl NodeProcess {
         let mut process = Self {
             child,
             events,
+            seen: Default::default(),
             name: NodeName::new(name).unwrap(),
             addr: String::new(),
         };
@@ -91,8 +94,11 @@ impl NodeProcess {
         }
     }
 
-    /// Waits for an event `pick` accepts.
+    /// Waits for an event `pick` accepts, among those already seen too.
     fn wait_for(&self, what: &str, pick: impl Fn(&Value) -> bool) {
+        if self.seen.borrow().iter().any(&pick) {
+            return;
+        }
         let deadline = Instant::now() + HANG;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -100,6 +106,7 @@ impl NodeProcess {
                 .events
                 .recv_timeout(left)
                 .unwrap_or_else(|_| panic!("{}: no {what} before the hang bound", self.name));
+            self.seen.borrow_mut().push(value.clone());
             if pick(&value) {
                 return;
             }
@@ -114,6 +121,7 @@ impl NodeProcess {
             let value = self.events.recv_timeout(left).unwrap_or_else(|_| {
                 panic!("{}: no leader {leader} before the hang bound", self.name)
             });
+            self.seen.borrow_mut().push(value.clone());
             if value["event"] == "leader" && value["peer"] == leader {
                 return;
             }
