@@ -223,6 +223,10 @@ impl<S: Clone> Election<S> {
         if peer == self.me {
             return;
         }
+        // A Join sent on an earlier connection may have been lost with it: ask again if needed.
+        if self.requested.as_ref().is_some_and(|e| e.leader == peer) {
+            self.requested = None;
+        }
         self.connected.insert(peer.clone());
         self.hello(peer, true);
     }
@@ -333,6 +337,18 @@ impl<S: Clone> Election<S> {
             return;
         }
         let leading = leading.filter(|e| e.leader == from && e.incarnation == incarnation);
+        // The leader this node follows says it leads no more (or leads another term): it is
+        // lost to this node, which decides again.
+        if !self.leading
+            && let Some(current) = &self.current
+            && current.leader == from
+            && leading.as_ref() != Some(current)
+        {
+            self.current = None;
+            self.requested = None;
+            self.actions
+                .push_back(ElectionAction::LeaderLost(from.clone()));
+        }
         let fresh = self
             .alive
             .insert(
