@@ -39,6 +39,9 @@ use crate::process::table::ProcessTable;
 use crate::router::Router;
 use crate::tasks::Tasks;
 
+/// How long a changed view waits for more changes before it is published.
+const PUBLISH_DELAY: std::time::Duration = std::time::Duration::from_millis(2);
+
 /// The local name of every node's view service.
 pub(crate) const MAILBOX: &str = "gen_cluster.view";
 
@@ -116,6 +119,7 @@ pub(crate) fn start(parts: Parts) -> Result<Started, StartError> {
         publish,
         mailbox_name: MAILBOX.into(),
         left: left.clone(),
+        publish_due: None,
     };
     tasks.spawn(
         tracing::info_span!("view"),
@@ -150,6 +154,8 @@ struct Service {
     publish: watch::Sender<Arc<ClusterView>>,
     mailbox_name: Arc<str>,
     left: CancellationToken,
+    /// When the view, changed, is to be published.
+    publish_due: Option<tokio::time::Instant>,
 }
 
 /// What a dial came to.
@@ -168,6 +174,7 @@ impl Service {
         loop {
             self.dial(&outcomes, &tasks);
             let wake = self.dialing.as_ref().and_then(Reconciler::poll_timeout);
+            let publish = self.publish_due;
             tokio::select! {
                 _ = tasks.stopping() => break,
                 signal = inbox.recv() => match signal {
@@ -194,6 +201,7 @@ impl Service {
                         self.machine.handle_up(&identity);
                         // The member first, then its link: the machine marks only members.
                         self.carry_out();
+                        self.members_changed();
                         if let Some(dialing) = &mut self.dialing {
                             dialing.handle_connected(&addr);
                         }
@@ -226,6 +234,9 @@ impl Service {
                     }
                 },
                 _ = sleep_until(wake) => {}
+                _ = async { tokio::time::sleep_until(publish.unwrap_or_else(tokio::time::Instant::now)).await }, if publish.is_some() => {
+                    self.members_changed();
+                }
             }
             self.carry_out();
         }
@@ -266,13 +277,15 @@ impl Service {
                 ViewAction::Changed => changed = true,
             }
         }
-        if changed {
-            self.members_changed();
+        // Under a burst of messages the view is rebuilt once per burst, not once per message.
+        if changed && self.publish_due.is_none() {
+            self.publish_due = Some(tokio::time::Instant::now() + PUBLISH_DELAY);
         }
     }
 
     /// Publishes the view and tells the reconcile machine which members to keep connected to.
     fn members_changed(&mut self) {
+        self.publish_due = None;
         let nodes: Vec<KnownNode> = self
             .machine
             .nodes()

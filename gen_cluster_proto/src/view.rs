@@ -6,7 +6,8 @@
 //!   version on every change. Records spread: when a link comes up both sides send a
 //!   [`Digest`](ViewMessage::Digest) (name, incarnation, version per record), each answers with
 //!   the records the other lacks or holds older, and asks for the ones it lacks; a node that
-//!   learns something new passes it on to the nodes it is connected to. A later life of a node
+//!   learns something new passes it on to the nodes it is connected to that did not get it from
+//!   its author directly. A later life of a node
 //!   replaces the records of its earlier lives.
 //! - A node is [`Up`](NodeState::Up) when connected to this node, [`Unreachable`](NodeState::Unreachable)
 //!   when a node connected to this one says it is connected to it, [`Down`](NodeState::Down)
@@ -23,9 +24,9 @@
 //!
 //! Sans-IO: the runtime reports links that come up and go down and the messages that arrive,
 //! and carries out what [`View::poll_action`] returns. Costs: a node holds one record per node of
-//! the cluster, each listing up to n − 1 links; a change of one node's links reaches every node
-//! once per link it crosses (O(n²) record copies per change in a full mesh of n nodes, each
-//! O(n) bytes); [`View::groups`] is O(n³) in the worst case, computed when asked.
+//! the cluster, each listing up to n − 1 links; a change of one node's record goes from it to
+//! each node it is connected to, and is passed on only to nodes it is not connected to (O(n)
+//! record copies per change in a full mesh of n nodes, each O(n) bytes); [`View::groups`] is O(n³) in the worst case, computed when asked.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -232,7 +233,7 @@ impl View {
                     .collect();
                 if !learned.is_empty() {
                     self.actions.push_back(ViewAction::Changed);
-                    self.broadcast(learned, Some(from));
+                    self.pass_on(learned, from);
                 }
             }
         }
@@ -374,6 +375,26 @@ impl View {
         for peer in links {
             if Some(&peer) != except {
                 self.send(peer, ViewMessage::Records(records.clone()));
+            }
+        }
+    }
+
+    /// Passes records learned from `from` to the connected nodes that did not get them from
+    /// their author: a node's own change goes straight to every node it is connected to (the
+    /// links its record lists), so only the others need it passed on — in a full mesh, no one.
+    fn pass_on(&mut self, records: Vec<NodeRecord>, from: &NodeName) {
+        let links = self.records[&self.me].links.clone();
+        for peer in links {
+            if &peer == from {
+                continue;
+            }
+            let missing: Vec<NodeRecord> = records
+                .iter()
+                .filter(|record| record.name != peer && !record.links.contains(&peer))
+                .cloned()
+                .collect();
+            if !missing.is_empty() {
+                self.send(peer, ViewMessage::Records(missing));
             }
         }
     }
