@@ -81,24 +81,19 @@ impl NodeProcess {
     }
 
     fn wait_event(&self, event: &str) -> Value {
-        let deadline = Instant::now() + HANG;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let value = self
-                .events
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("no {event} event before the hang bound"));
-            if value["event"] == event {
-                return value;
-            }
-        }
+        self.next_event(&format!("{event} event"), |value| value["event"] == event)
     }
 
-    /// Waits for an event `pick` accepts, among those already seen too.
-    fn wait_for(&self, what: &str, pick: impl Fn(&Value) -> bool) {
-        if self.seen.borrow().iter().any(&pick) {
-            return;
+    /// Waits for an event `pick` accepts, among those an earlier wait took too.
+    fn wait_for(&self, what: &str, pick: impl Fn(&Value) -> bool) -> Value {
+        if let Some(seen) = self.seen.borrow().iter().find(|value| pick(value)) {
+            return seen.clone();
         }
+        self.next_event(what, pick)
+    }
+
+    /// Waits for the next event `pick` accepts, keeping every event taken.
+    fn next_event(&self, what: &str, pick: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + HANG;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -108,24 +103,16 @@ impl NodeProcess {
                 .unwrap_or_else(|_| panic!("{}: no {what} before the hang bound", self.name));
             self.seen.borrow_mut().push(value.clone());
             if pick(&value) {
-                return;
+                return value;
             }
         }
     }
 
-    /// Waits for the node to print that `leader` leads its dictionary.
+    /// Waits for the node to print that `leader` leads its dictionary (from now on).
     fn wait_leader(&self, leader: &str) {
-        let deadline = Instant::now() + HANG;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let value = self.events.recv_timeout(left).unwrap_or_else(|_| {
-                panic!("{}: no leader {leader} before the hang bound", self.name)
-            });
-            self.seen.borrow_mut().push(value.clone());
-            if value["event"] == "leader" && value["peer"] == leader {
-                return;
-            }
-        }
+        self.next_event(&format!("leader {leader}"), |value| {
+            value["event"] == "leader" && value["peer"] == leader
+        });
     }
 
     fn signal(&self, signal: &str) {

@@ -196,23 +196,9 @@ impl Service {
                 event = events.recv() => match event {
                     Ok(NodeEvent::NodeUp { .. } | NodeEvent::NodeDown { .. }) if self.hidden => {}
                     Ok(NodeEvent::NodeUp { peer, incarnation, addr }) => {
-                        self.members.insert(peer.id(), peer.clone());
-                        let identity = Identity { name: peer.clone(), incarnation, listen: addr.clone(), hidden: false };
-                        self.machine.handle_up(&identity);
-                        // The member first, then its link: the machine marks only members.
-                        self.carry_out();
-                        self.members_changed();
-                        if let Some(dialing) = &mut self.dialing {
-                            dialing.handle_connected(&addr);
-                        }
-                        self.dialed.insert(peer, addr);
+                        self.link_up(Identity { name: peer, incarnation, listen: addr, hidden: false });
                     }
-                    Ok(NodeEvent::NodeDown { peer, .. }) => {
-                        self.machine.handle_down(&peer);
-                        if let (Some(dialing), Some(addr)) = (&mut self.dialing, self.dialed.remove(&peer)) {
-                            dialing.handle_disconnected(now(), &addr);
-                        }
-                    }
+                    Ok(NodeEvent::NodeDown { peer, .. }) => self.link_down(&peer),
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
                         tracing::error!(missed, "the view service missed node events; it goes by the connection table");
                         if !self.hidden {
@@ -350,22 +336,38 @@ impl Service {
             .cloned()
             .collect();
         for peer in lost {
-            self.machine.handle_down(&peer);
-            if let (Some(dialing), Some(addr)) = (&mut self.dialing, self.dialed.remove(&peer)) {
-                dialing.handle_disconnected(now(), &addr);
-            }
+            self.link_down(&peer);
         }
         for link in &links {
             if !self.dialed.contains_key(&link.name) {
-                self.machine.handle_up(&Identity {
+                self.link_up(Identity {
                     name: link.name.clone(),
                     incarnation: link.incarnation,
                     listen: link.addr.clone(),
                     hidden: false,
                 });
-                self.dialed.insert(link.name.clone(), link.addr.clone());
-                self.members.insert(link.id, link.name.clone());
             }
+        }
+    }
+
+    /// A link to the member `peer` came up.
+    fn link_up(&mut self, peer: Identity) {
+        self.members.insert(peer.name.id(), peer.name.clone());
+        self.machine.handle_up(&peer);
+        // The member first, then its link: the reconcile machine marks only members.
+        self.carry_out();
+        self.members_changed();
+        if let Some(dialing) = &mut self.dialing {
+            dialing.handle_connected(&peer.listen);
+        }
+        self.dialed.insert(peer.name, peer.listen);
+    }
+
+    /// The link to the member `peer` is gone: it is dialed again at once.
+    fn link_down(&mut self, peer: &NodeName) {
+        self.machine.handle_down(peer);
+        if let (Some(dialing), Some(addr)) = (&mut self.dialing, self.dialed.remove(peer)) {
+            dialing.handle_disconnected(now(), &addr);
         }
     }
 }
