@@ -2,7 +2,8 @@
 //! (`node.view()`). One task owns the sans-IO machine of `gen_cluster_proto::view`: it feeds it the
 //! node's link ups and downs (from the event bus) and the view messages of the peers' services
 //! (each with the node of the authenticated link it came on), sends what the machine asks to the
-//! peers' services, and after every change publishes the view.
+//! peers' services, and after each burst of changes flushes the machine (its changes go out to
+//! the peers once per burst) and publishes the view.
 //!
 //! With `connect_all` (the default) it also keeps this node connected to every member the view
 //! knows — a full mesh, as Erlang's `connect_all` — through the reconcile machine of
@@ -22,7 +23,7 @@ use gen_cluster_proto::handshake::Identity;
 use gen_cluster_proto::reconcile::{ReconcileAction, ReconcileConfig, Reconciler};
 use gen_cluster_proto::view::{View, ViewAction, ViewMessage};
 use gen_cluster_proto::{Incarnation, NodeId, NodeName};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -39,14 +40,15 @@ use crate::process::table::ProcessTable;
 use crate::router::Router;
 use crate::tasks::Tasks;
 
-/// How long a changed view waits for more changes before it is published.
-const PUBLISH_DELAY: std::time::Duration = std::time::Duration::from_millis(2);
+/// At most one flush per interval: a change after a quiet time goes out to the peers (and the
+/// view is published) at once, and the changes of a burst (a mesh forming) go out together.
+const FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// The local name of every node's view service.
 pub(crate) const MAILBOX: &str = "gen_cluster.view";
 
 /// One node of the cluster, as this node sees it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KnownNode {
     /// Its name.
     pub name: NodeName,
@@ -119,7 +121,8 @@ pub(crate) fn start(parts: Parts) -> Result<Started, StartError> {
         publish,
         mailbox_name: MAILBOX.into(),
         left: left.clone(),
-        publish_due: None,
+        flush_due: None,
+        flushed_at: tokio::time::Instant::now(),
     };
     tasks.spawn(
         tracing::info_span!("view"),
@@ -154,8 +157,10 @@ struct Service {
     publish: watch::Sender<Arc<ClusterView>>,
     mailbox_name: Arc<str>,
     left: CancellationToken,
-    /// When the view, changed, is to be published.
-    publish_due: Option<tokio::time::Instant>,
+    /// When the view, changed, is to be flushed and published.
+    flush_due: Option<tokio::time::Instant>,
+    /// When the view was last flushed.
+    flushed_at: tokio::time::Instant,
 }
 
 /// What a dial came to.
@@ -170,11 +175,11 @@ impl Service {
     ) {
         let (outcomes, mut results) = mpsc::unbounded_channel();
         self.carry_out();
-        self.members_changed();
+        self.flush();
         loop {
             self.dial(&outcomes, &tasks);
             let wake = self.dialing.as_ref().and_then(Reconciler::poll_timeout);
-            let publish = self.publish_due;
+            let flush = self.flush_due;
             tokio::select! {
                 _ = tasks.stopping() => break,
                 signal = inbox.recv() => match signal {
@@ -220,8 +225,8 @@ impl Service {
                     }
                 },
                 _ = sleep_until(wake) => {}
-                _ = async { tokio::time::sleep_until(publish.unwrap_or_else(tokio::time::Instant::now)).await }, if publish.is_some() => {
-                    self.members_changed();
+                _ = async { tokio::time::sleep_until(flush.unwrap_or_else(tokio::time::Instant::now)).await }, if flush.is_some() => {
+                    self.flush();
                 }
             }
             self.carry_out();
@@ -248,7 +253,7 @@ impl Service {
         Some(link.name.clone())
     }
 
-    /// Carries out what the machine asks; republishes and redials if the view changed.
+    /// Carries out what the machine asks; if the view changed, a flush is due.
     fn carry_out(&mut self) {
         let mut changed = false;
         while let Some(action) = self.machine.poll_action() {
@@ -263,15 +268,24 @@ impl Service {
                 ViewAction::Changed => changed = true,
             }
         }
-        // Under a burst of messages the view is rebuilt once per burst, not once per message.
-        if changed && self.publish_due.is_none() {
-            self.publish_due = Some(tokio::time::Instant::now() + PUBLISH_DELAY);
+        if changed {
+            // New members are dialed at once; the rest waits for the burst to end.
+            self.members_changed();
+            if self.flush_due.is_none() {
+                let next = self.flushed_at + FLUSH_INTERVAL;
+                self.flush_due = Some(next.max(tokio::time::Instant::now()));
+            }
         }
     }
 
-    /// Publishes the view and tells the reconcile machine which members to keep connected to.
-    fn members_changed(&mut self) {
-        self.publish_due = None;
+    /// Sends the burst's changes to the peers, publishes the view and tells the reconcile
+    /// machine which members to keep connected to.
+    fn flush(&mut self) {
+        self.machine.flush();
+        self.carry_out();
+        self.flush_due = None;
+        self.flushed_at = tokio::time::Instant::now();
+        self.members_changed();
         let nodes: Vec<KnownNode> = self
             .machine
             .nodes()
@@ -282,17 +296,22 @@ impl Service {
                 state,
             })
             .collect();
-        if let Some(dialing) = &mut self.dialing {
-            let members: Vec<String> = nodes
-                .iter()
-                .filter(|node| &node.name != self.machine.me() && node.state != NodeState::Left)
-                .map(|node| node.addr.clone())
-                .collect();
-            dialing.handle_discovered(now(), Ok(members));
-        }
         let group = self.machine.group();
         self.publish
             .send_replace(Arc::new(ClusterView { nodes, group }));
+    }
+
+    /// Tells the reconcile machine which members to keep connected to: every node that has not
+    /// left.
+    fn members_changed(&mut self) {
+        if let Some(dialing) = &mut self.dialing {
+            let members: Vec<String> = self
+                .machine
+                .members()
+                .map(|record| record.addr.clone())
+                .collect();
+            dialing.handle_discovered(now(), Ok(members));
+        }
     }
 
     /// Starts the dials the reconcile machine asks for.

@@ -3,12 +3,14 @@
 //!
 //! - Each node authors one [`NodeRecord`] about itself — the address it can be dialed at, its
 //!   incarnation, whether it left, and the nodes it is connected to now — and bumps the record's
-//!   version on every change. Records spread: when a link comes up both sides send a
-//!   [`Digest`](ViewMessage::Digest) (name, incarnation, version per record), each answers with
-//!   the records the other lacks or holds older, and asks for the ones it lacks; a node that
-//!   learns something new passes it on to the nodes it is connected to that did not get it from
-//!   its author directly. A later life of a node
-//!   replaces the records of its earlier lives.
+//!   version on every change. A digest first, the records after: when a link comes up both sides
+//!   send a [`Digest`](ViewMessage::Digest) (name, incarnation, version of every record held) and
+//!   each asks ([`Want`](ViewMessage::Want)) for the records it lacks or holds older, once per
+//!   version however many peers offer it. Changes go out once per burst, when the runtime calls
+//!   [`View::flush`]: this node's own record to every node it is connected to, and the digest
+//!   entries of the records it learned to the connected nodes that cannot have them from their
+//!   author directly, who ask for what they lack. A later life of a node replaces the records of
+//!   its earlier lives.
 //! - A node is [`Up`](NodeState::Up) when connected to this node, [`Unreachable`](NodeState::Unreachable)
 //!   when a node connected to this one says it is connected to it, [`Down`](NodeState::Down)
 //!   when no one this node hears from is connected to it, and [`Left`](NodeState::Left) once it
@@ -23,10 +25,13 @@
 //!   own ([`View::group`]). In the example the groups are {A, C} and {B}.
 //!
 //! Sans-IO: the runtime reports links that come up and go down and the messages that arrive,
-//! and carries out what [`View::poll_action`] returns. Costs: a node holds one record per node of
-//! the cluster, each listing up to n − 1 links; a change of one node's record goes from it to
-//! each node it is connected to, and is passed on only to nodes it is not connected to (O(n)
-//! record copies per change in a full mesh of n nodes, each O(n) bytes); [`View::groups`] is O(n³) in the worst case, computed when asked.
+//! carries out what [`View::poll_action`] returns, and calls [`View::flush`] after each burst of
+//! changes. Costs: a node holds one record per node of the cluster, each listing up to n − 1
+//! links (O(n²) per node). A flush sends the node's record (O(n) bytes) over each of its links;
+//! in a full mesh nothing is passed on, so a change costs n − 1 messages of O(n) bytes. While a
+//! mesh forms, a learned version is announced in digests of O(1) bytes per entry to the nodes
+//! not yet connected to its author and fetched once by each. [`View::groups`] is O(n²) record
+//! lookups for a full mesh (O(n³) at worst), computed when asked.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -112,7 +117,8 @@ pub enum ViewAction {
         /// The message.
         message: ViewMessage,
     },
-    /// The view changed: states, members or groups may differ.
+    /// The view changed: states, members or groups may differ. Call [`View::flush`] once the
+    /// burst of changes is over.
     Changed,
 }
 
@@ -122,6 +128,21 @@ pub struct View {
     me: NodeName,
     records: BTreeMap<NodeName, NodeRecord>,
     actions: VecDeque<ViewAction>,
+    /// Whether this node's record changed since the last flush.
+    mine_changed: bool,
+    /// The records learned since the last flush, each with the node it came from.
+    learned: BTreeMap<NodeName, NodeName>,
+    /// The records asked for and not yet received.
+    asked: BTreeMap<NodeName, Asked>,
+}
+
+/// A record asked of one peer, and the other peers that offered it too: if the link to the
+/// asked one goes before it answers, the next is asked.
+#[derive(Debug)]
+struct Asked {
+    freshness: (Incarnation, u64),
+    of: NodeName,
+    offered_by: Vec<NodeName>,
 }
 
 impl View {
@@ -140,6 +161,9 @@ impl View {
             records: BTreeMap::from([(me.clone(), record)]),
             me,
             actions: VecDeque::new(),
+            mine_changed: false,
+            learned: BTreeMap::new(),
+            asked: BTreeMap::new(),
         }
     }
 
@@ -149,9 +173,10 @@ impl View {
     }
 
     /// A link to `peer` came up (it proved the secret as the node named there, in that life,
-    /// listening at that address): it is told what this node knows, and every connected node
-    /// learns of the link — and of the peer, if this node is the first to know of this life of
-    /// it, so that its address spreads even if this node ends before the peer speaks.
+    /// listening at that address): it is sent this node's digest, and at the next flush every
+    /// connected node learns of the link — and of the peer, if this node is the first to know of
+    /// this life of it, so that its address spreads even if this node ends before the peer
+    /// speaks.
     pub fn handle_up(&mut self, peer: &Identity) {
         if peer.name == self.me {
             return;
@@ -169,49 +194,106 @@ impl View {
                 presence: Presence::Member,
                 links: BTreeSet::new(),
             };
-            self.records.insert(peer.name.clone(), first_sight.clone());
-            self.broadcast(vec![first_sight], Some(&peer.name));
+            self.records.insert(peer.name.clone(), first_sight);
+            self.learned.insert(peer.name.clone(), peer.name.clone());
         }
         self.change_mine(|mine| mine.links.insert(peer.name.clone()));
         let digest = self.digest();
         self.send(peer.name.clone(), ViewMessage::Digest(digest));
     }
 
-    /// The link to `peer` is gone.
+    /// The link to `peer` is gone: what was asked of it is asked of the next peer that offered
+    /// it.
     pub fn handle_down(&mut self, peer: &NodeName) {
         self.change_mine(|mine| mine.links.remove(peer));
+        let links = &self.records[&self.me].links;
+        let mut reasked: BTreeMap<NodeName, Vec<NodeName>> = BTreeMap::new();
+        self.asked.retain(|name, asked| {
+            asked.offered_by.retain(|other| links.contains(other));
+            if &asked.of != peer {
+                return true;
+            }
+            let Some(next) = asked.offered_by.pop() else {
+                return false;
+            };
+            reasked.entry(next.clone()).or_default().push(name.clone());
+            asked.of = next;
+            true
+        });
+        for (next, names) in reasked {
+            self.send(next, ViewMessage::Want(names));
+        }
     }
 
-    /// This node leaves the cluster: every connected node is told, before the links close.
+    /// This node leaves the cluster: every connected node is told at once, before the links
+    /// close.
     pub fn leave(&mut self) {
         self.change_mine(|mine| {
             let changed = mine.presence != Presence::Left;
             mine.presence = Presence::Left;
             changed
         });
+        self.flush();
+    }
+
+    /// Sends what changed since the last flush: this node's record to every node it is
+    /// connected to, and the digest entries of the records it learned to the connected nodes
+    /// that did not give them and are not connected to their authors (who send them their
+    /// records themselves) — in a full mesh, no one.
+    pub fn flush(&mut self) {
+        let mine = &self.records[&self.me];
+        let links: Vec<NodeName> = mine.links.iter().cloned().collect();
+        if std::mem::take(&mut self.mine_changed) {
+            let mine = mine.clone();
+            for peer in &links {
+                self.send(peer.clone(), ViewMessage::Records(vec![mine.clone()]));
+            }
+        }
+        let learned = std::mem::take(&mut self.learned);
+        if learned.is_empty() {
+            return;
+        }
+        for peer in links {
+            let entries: Vec<(NodeName, Incarnation, u64)> = learned
+                .iter()
+                .filter(|&(author, from)| *author != peer && *from != peer)
+                .filter_map(|(author, _)| self.records.get(author))
+                .filter(|record| !record.links.contains(&peer))
+                .map(|r| (r.name.clone(), r.incarnation, r.version))
+                .collect();
+            if !entries.is_empty() {
+                self.send(peer, ViewMessage::Digest(entries));
+            }
+        }
     }
 
     /// A message from the connected node `from`.
     pub fn handle_message(&mut self, from: &NodeName, message: ViewMessage) {
         match message {
-            ViewMessage::Digest(theirs) => {
-                let mut known: BTreeMap<&NodeName, (Incarnation, u64)> = BTreeMap::new();
+            ViewMessage::Digest(entries) => {
                 let mut wanted = Vec::new();
-                for (name, incarnation, version) in &theirs {
-                    known.insert(name, (*incarnation, *version));
-                    let mine = self.records.get(name).map(NodeRecord::freshness);
-                    if mine.is_none_or(|mine| mine < (*incarnation, *version)) {
-                        wanted.push(name.clone());
+                for (name, incarnation, version) in entries {
+                    let offered = (incarnation, version);
+                    let held = self.records.get(&name).map(NodeRecord::freshness);
+                    if name == self.me || held.is_some_and(|held| held >= offered) {
+                        continue;
                     }
-                }
-                let fresher: Vec<NodeRecord> = self
-                    .records
-                    .values()
-                    .filter(|r| known.get(&r.name).is_none_or(|&f| f < r.freshness()))
-                    .cloned()
-                    .collect();
-                if !fresher.is_empty() {
-                    self.send(from.clone(), ViewMessage::Records(fresher));
+                    match self.asked.get_mut(&name) {
+                        Some(asked) if asked.freshness >= offered => {
+                            if &asked.of != from && !asked.offered_by.contains(from) {
+                                asked.offered_by.push(from.clone());
+                            }
+                        }
+                        _ => {
+                            let asked = Asked {
+                                freshness: offered,
+                                of: from.clone(),
+                                offered_by: Vec::new(),
+                            };
+                            self.asked.insert(name.clone(), asked);
+                            wanted.push(name);
+                        }
+                    }
                 }
                 if !wanted.is_empty() {
                     self.send(from.clone(), ViewMessage::Want(wanted));
@@ -227,13 +309,21 @@ impl View {
                 }
             }
             ViewMessage::Records(records) => {
-                let learned: Vec<NodeRecord> = records
-                    .into_iter()
-                    .filter(|record| self.merge(record))
-                    .collect();
-                if !learned.is_empty() {
+                let mut changed = false;
+                for record in records {
+                    if self.merge(&record) {
+                        changed = true;
+                        self.learned.insert(record.name.clone(), from.clone());
+                    }
+                    let held = self.records.get(&record.name).map(NodeRecord::freshness);
+                    if let (Some(asked), Some(held)) = (self.asked.get(&record.name), held)
+                        && asked.freshness <= held
+                    {
+                        self.asked.remove(&record.name);
+                    }
+                }
+                if changed {
                     self.actions.push_back(ViewAction::Changed);
-                    self.pass_on(learned, from);
                 }
             }
         }
@@ -277,16 +367,20 @@ impl View {
         self.records.get(name)
     }
 
+    /// The records of the other nodes that have not left.
+    pub fn members(&self) -> impl Iterator<Item = &NodeRecord> {
+        self.records
+            .values()
+            .filter(|record| record.name != self.me && record.presence == Presence::Member)
+    }
+
     /// The members this node should be connected to and is not, with their addresses: every
     /// node that has not left, whatever others say of it (a node down for everyone may be back).
     pub fn to_dial(&self) -> impl Iterator<Item = (&NodeName, &str)> {
         let mine = &self.records[&self.me];
-        self.records.values().filter_map(move |record| {
-            let wanted = record.name != self.me
-                && record.presence == Presence::Member
-                && !mine.links.contains(&record.name);
-            wanted.then_some((&record.name, record.addr.as_str()))
-        })
+        self.members()
+            .filter(|record| !mine.links.contains(&record.name))
+            .map(|record| (&record.name, record.addr.as_str()))
     }
 
     /// The fully connected groups of the nodes that are up or unreachable (see the module docs),
@@ -354,8 +448,8 @@ impl View {
         }
     }
 
-    /// Changes this node's own record; if `change` says it changed, bumps its version and tells
-    /// every connected node.
+    /// Changes this node's own record; if `change` says it changed, bumps its version, to be
+    /// sent at the next flush.
     fn change_mine(&mut self, change: impl FnOnce(&mut NodeRecord) -> bool) {
         let Some(mine) = self.records.get_mut(&self.me) else {
             return;
@@ -364,39 +458,8 @@ impl View {
             return;
         }
         mine.version += 1;
-        let mine = mine.clone();
+        self.mine_changed = true;
         self.actions.push_back(ViewAction::Changed);
-        self.broadcast(vec![mine], None);
-    }
-
-    /// Sends `records` to every connected node but `except`.
-    fn broadcast(&mut self, records: Vec<NodeRecord>, except: Option<&NodeName>) {
-        let links = self.records[&self.me].links.clone();
-        for peer in links {
-            if Some(&peer) != except {
-                self.send(peer, ViewMessage::Records(records.clone()));
-            }
-        }
-    }
-
-    /// Passes records learned from `from` to the connected nodes that did not get them from
-    /// their author: a node's own change goes straight to every node it is connected to (the
-    /// links its record lists), so only the others need it passed on — in a full mesh, no one.
-    fn pass_on(&mut self, records: Vec<NodeRecord>, from: &NodeName) {
-        let links = self.records[&self.me].links.clone();
-        for peer in links {
-            if &peer == from {
-                continue;
-            }
-            let missing: Vec<NodeRecord> = records
-                .iter()
-                .filter(|record| record.name != peer && !record.links.contains(&peer))
-                .cloned()
-                .collect();
-            if !missing.is_empty() {
-                self.send(peer, ViewMessage::Records(missing));
-            }
-        }
     }
 
     fn send(&mut self, to: NodeName, message: ViewMessage) {
@@ -417,11 +480,12 @@ mod tests {
         View::new(name(n), format!("{n}:4370"), Incarnation(1))
     }
 
-    /// Delivers every message between the views until none is left.
+    /// Flushes the views and delivers every message between them until none is left.
     fn settle(views: &mut [View]) {
         loop {
             let mut sent = Vec::new();
             for (i, view) in views.iter_mut().enumerate() {
+                view.flush();
                 while let Some(action) = view.poll_action() {
                     if let ViewAction::Send { to, message } = action {
                         sent.push((i, to, message));
@@ -521,6 +585,39 @@ mod tests {
         settle(&mut views);
         assert_eq!(views[0].record(&name("c")).unwrap().addr, "c2:4370");
         assert_eq!(views[2].state(&name("b")), Some(NodeState::Left));
+    }
+
+    /// Delivers what the view `from` has sent so far, without flushing anyone.
+    fn deliver_from(views: &mut [View], from: usize) {
+        let sender = views[from].me.clone();
+        while let Some(action) = views[from].poll_action() {
+            if let ViewAction::Send { to, message } = action
+                && let Some(to) = views.iter_mut().find(|v| v.me == to)
+                && to.records[&to.me].links.contains(&sender)
+            {
+                to.handle_message(&sender, message);
+            }
+        }
+    }
+
+    #[test]
+    fn a_record_asked_of_a_peer_whose_link_goes_is_asked_of_another_that_offered_it() {
+        let mut views = vec![view("a"), view("b"), view("c"), view("x")];
+        for (i, j) in [(0, 1), (0, 2), (3, 1), (3, 2)] {
+            connect(&mut views, i, j);
+        }
+        settle(&mut views);
+        views[3].leave();
+        deliver_from(&mut views, 3);
+        for relay in [1, 2] {
+            views[relay].flush();
+            deliver_from(&mut views, relay);
+        }
+        // a asked b for x's goodbye, and the link to b goes before b answers.
+        cut(&mut views, 0, 1);
+        assert_eq!(views[0].state(&name("x")), Some(NodeState::Unreachable));
+        settle(&mut views);
+        assert_eq!(views[0].state(&name("x")), Some(NodeState::Left));
     }
 
     #[test]

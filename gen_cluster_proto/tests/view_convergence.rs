@@ -1,11 +1,14 @@
 //! Deterministic simulation of the cluster view: nodes start seeded with one node only, crash,
 //! restart under the same name in a later life, leave, lose links and get them back, cuts
 //! included that leave A–B apart while both reach C; messages arrive in random order over
-//! per-pair FIFO links and are lost with the link that carried them. Then the faults stop, every
+//! per-pair FIFO links and are lost with the link that carried them; each node flushes its
+//! changes at random moments. Then the faults stop, every
 //! node dials what its view asks it to, and every message is delivered:
 //!
 //! - with every cut healed, the live nodes form a full mesh and every live node's view holds
 //!   the same records, calls every live node `up` and puts all of them in its group;
+//! - two live nodes of a set of connected nodes that both know of a node, ended or not, know
+//!   the same life of it at the same address, and agree on whether it left;
 //! - with one pair of live nodes kept apart, every live node computes the same groups, each group
 //!   is fully connected, and the pair is in two groups.
 //!
@@ -33,6 +36,7 @@ enum Op {
     Heal { a: usize, b: usize },
     Dial { node: usize, pick: usize },
     Deliver { from: usize, to: usize },
+    Flush { node: usize },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -45,6 +49,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (any::<usize>(), any::<usize>()).prop_map(|(a, b)| Op::Heal { a, b }),
         4 => (any::<usize>(), any::<usize>()).prop_map(|(node, pick)| Op::Dial { node, pick }),
         12 => (any::<usize>(), any::<usize>()).prop_map(|(from, to)| Op::Deliver { from, to }),
+        4 => any::<usize>().prop_map(|node| Op::Flush { node }),
     ]
 }
 
@@ -77,7 +82,7 @@ impl Sim {
         name.as_str()[1..].parse().unwrap()
     }
 
-    fn flush(&mut self, i: usize) {
+    fn send_out(&mut self, i: usize) {
         while let Some(action) = self.views[i].poll_action() {
             if let ViewAction::Send { to, message } = action {
                 let to = self.index(&to);
@@ -118,8 +123,8 @@ impl Sim {
         let (ia, ib) = (self.identity(a), self.identity(b));
         self.views[a].handle_up(&ib);
         self.views[b].handle_up(&ia);
-        self.flush(a);
-        self.flush(b);
+        self.send_out(a);
+        self.send_out(b);
     }
 
     fn disconnect(&mut self, a: usize, b: usize) {
@@ -131,7 +136,7 @@ impl Sim {
         for (me, peer) in [(a, b), (b, a)] {
             if self.alive[me] {
                 self.views[me].handle_down(&name(peer));
-                self.flush(me);
+                self.send_out(me);
             }
         }
     }
@@ -155,7 +160,7 @@ impl Sim {
             return false;
         };
         self.views[to].handle_message(&name(from), message);
-        self.flush(to);
+        self.send_out(to);
         true
     }
 
@@ -199,7 +204,7 @@ impl Sim {
                 let node = node % n;
                 if self.alive[node] {
                     self.views[node].leave();
-                    self.flush(node);
+                    self.send_out(node);
                     // The goodbye goes out before the links close.
                     for peer in 0..n {
                         while self.deliver(node, peer) {}
@@ -220,6 +225,10 @@ impl Sim {
             Op::Dial { node, pick } if n > 0 => self.dial(node % n, pick),
             Op::Deliver { from, to } if n > 0 => {
                 self.deliver(from % n, to % n);
+            }
+            Op::Flush { node } if n > 0 && self.alive[node % n] => {
+                self.views[node % n].flush();
+                self.send_out(node % n);
             }
             _ => {}
         }
@@ -242,6 +251,10 @@ impl Sim {
     fn settle(&mut self) {
         loop {
             let mut progressed = false;
+            for i in self.live() {
+                self.views[i].flush();
+                self.send_out(i);
+            }
             let queued: Vec<(usize, usize)> = self.queues.keys().copied().collect();
             for (from, to) in queued {
                 while self.deliver(from, to) {
@@ -323,9 +336,25 @@ fn run(ops: Vec<Op>, keep_apart: Option<(usize, usize)>) -> Result<(), TestCaseE
     // is checked on its own, and must know nothing of the live nodes outside it.
     for component in sim.components() {
         let reference = sim.views[component[0]].groups();
+        let first = &sim.views[component[0]];
         for &i in &component {
             let view = &sim.views[i];
             prop_assert_eq!(&view.groups(), &reference, "n{} computes other groups", i);
+            // Two nodes that both know of a node, ended or not, know the same life of it, the
+            // same address, and whether it left (a goodbye must reach everyone who knows of
+            // the node, or they keep dialing it).
+            for (theirs, _) in view.nodes() {
+                if let Some(reference) = first.record(&theirs.name) {
+                    prop_assert_eq!(
+                        (theirs.incarnation, theirs.presence, &theirs.addr),
+                        (reference.incarnation, reference.presence, &reference.addr),
+                        "n{} and n{} disagree on {}",
+                        i,
+                        component[0],
+                        theirs.name
+                    );
+                }
+            }
             for group in view.groups() {
                 for a in &group {
                     for b in &group {
