@@ -91,8 +91,13 @@ fn print_status(status: &LeaderStatus, json: bool) {
     println!("election    {election}");
     println!("candidates  {}", list(&status.candidates));
     println!("workers     {}", list(&status.workers));
-    println!("alive       {}", list(&status.alive));
-    println!("down        {}", list(&status.down));
+    println!("taking part {}", list(&status.alive));
+    let nodes: Vec<String> = status
+        .nodes
+        .iter()
+        .map(|known| format!("{} {}", known.name, known.state))
+        .collect();
+    println!("nodes       {}", nodes.join(", "));
     if !status.refused.is_empty() {
         println!(
             "refused     {} (their candidate lists conflict with this node's)",

@@ -768,8 +768,41 @@ async fn status_answers_within_2_s_while_silent_sockets_flood_the_node() {
 
 /// `gen-cluster dict ARGS… --node ADDR`, as the README runs it; its output.
 fn cli_dict(node: &str, args: &[&str]) -> String {
+    cli(node, "dict", args)
+}
+
+/// Waits until `gen-cluster status` at `node` shows `expected` on its `nodes` line; no line on
+/// the way may call a live node (b or c) down.
+fn wait_status_nodes(node: &NodeProcess, expected: &str) {
+    let deadline = Instant::now() + HANG;
+    loop {
+        let nodes = cli_status_nodes(&node.addr);
+        assert!(
+            !nodes.contains("b down") && !nodes.contains("c down"),
+            "{} calls a live node down: {nodes}",
+            node.name
+        );
+        if nodes == expected {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{} shows {nodes}", node.name);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The `nodes` line of `gen-cluster status` at `node`: each node and its view state.
+fn cli_status_nodes(node: &str) -> String {
+    let status = cli(node, "status", &[]);
+    let line = status.lines().find(|line| line.starts_with("nodes "));
+    line.unwrap_or_else(|| panic!("no nodes line in {status}"))
+        .trim_start_matches("nodes")
+        .trim()
+        .to_string()
+}
+
+fn cli(node: &str, command: &str, args: &[&str]) -> String {
     let output = Command::new(env!("CARGO_BIN_EXE_gen-cluster"))
-        .arg("dict")
+        .arg(command)
         .args(args)
         .args(["--node", node])
         .env("GEN_CLUSTER_COOKIE", COOKIE)
@@ -777,7 +810,7 @@ fn cli_dict(node: &str, args: &[&str]) -> String {
         .unwrap();
     assert!(
         output.status.success(),
-        "dict {args:?} at {node}: {}",
+        "{command} {args:?} at {node}: {}",
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8(output.stdout).unwrap()
@@ -786,7 +819,8 @@ fn cli_dict(node: &str, args: &[&str]) -> String {
 /// The README's dictionary tour: b and c seeded with a only. They meet through a, so after
 /// `kill -9` of a there is one leader, b, which c follows, and a write through c is read on b; a
 /// restarted as the README starts it (same address and data directory) follows b, and every
-/// acknowledged write is on all three.
+/// acknowledged write is on all three. `status` shows each node's state in the cluster view and
+/// never calls a live node down; its clients leave no trace in the node's events.
 #[test]
 fn the_readme_tour_keeps_one_leader_when_the_seed_of_the_others_is_killed() {
     let dir = scratch("tour");
@@ -810,9 +844,14 @@ fn the_readme_tour_keeps_one_leader_when_the_seed_of_the_others_is_killed() {
     c.wait_leader("b");
     cli_dict(&c.addr, &["put", "color", "blue"]);
     assert_eq!(cli_dict(&b.addr, &["get", "color"]), "blue\n");
+    // `status` names each node with its state in the view, and never calls c down.
+    wait_status_nodes(&b, "a down, b up, c up");
 
     let a = NodeProcess::start_with("a", &seed, COOKIE, &[], &a_args);
     a.wait_leader("b");
+    for node in [&a, &b, &c] {
+        wait_status_nodes(node, "a up, b up, c up");
+    }
     let expected = "before\t1\ncolor\tblue\n";
     for node in [&a, &b, &c] {
         let deadline = Instant::now() + HANG;
@@ -825,4 +864,30 @@ fn the_readme_tour_keeps_one_leader_when_the_seed_of_the_others_is_killed() {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+
+    // The CLI's clients are hidden nodes: fifty `status` calls leave no node_up or node_down
+    // on b. A node d seeded at b marks the end of b's events about them.
+    for _ in 0..50 {
+        cli_status_nodes(&b.addr);
+    }
+    let d = NodeProcess::start_with("d", "127.0.0.1:0", COOKIE, &[&b.addr], &candidates);
+    b.next_event("node_up of d", |e| {
+        e["event"] == "node_up" && e["peer"] == "d"
+    });
+    let about_clients: Vec<Value> = b
+        .seen
+        .borrow()
+        .iter()
+        .filter(|e| {
+            e["peer"]
+                .as_str()
+                .is_some_and(|p| p.starts_with("gen-cluster-client"))
+        })
+        .cloned()
+        .collect();
+    assert!(
+        about_clients.is_empty(),
+        "b reported its clients: {about_clients:?}"
+    );
+    drop(d);
 }

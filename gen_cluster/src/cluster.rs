@@ -25,8 +25,11 @@ use serde::{Deserialize, Serialize};
 
 pub use gen_cluster_proto::membership::{Member, Membership};
 
+use tokio_util::sync::{CancellationToken, DropGuard};
+
 use crate::Node;
 use crate::error::{SendError, StartError};
+use crate::names::RegisterError;
 use crate::process::{Context, Flow, Info, Message, MonitorRef, ReplyTo, Server, ServerRef};
 
 /// The context of a cluster member's callbacks.
@@ -195,6 +198,9 @@ pub struct Clustered<C> {
     membership: Option<Membership>,
     /// The monitors set for the membership, to tell their DOWNs from the behaviour's own.
     monitors: FxHashSet<MonitorRef>,
+    /// Cancelled when the member ends, however it ends: its rally takeovers stop with it.
+    ended: CancellationToken,
+    _end_on_drop: DropGuard,
 }
 
 impl<C: ClusterServer> Clustered<C> {
@@ -223,11 +229,14 @@ impl<C: ClusterServer> Clustered<C> {
                 .ok_or(StartError::NoRallyHolder { rally })?;
             config.seed = Seed::Member(holder);
         }
+        let ended = CancellationToken::new();
         node.spawn(Clustered {
             inner: server,
             config,
             membership: None,
             monitors: FxHashSet::default(),
+            _end_on_drop: ended.clone().drop_guard(),
+            ended,
         })
         .await
     }
@@ -335,21 +344,60 @@ impl<C: ClusterServer> Clustered<C> {
                 self.membership_mut().introduce_to(holder);
             }
             _ => {
-                let (node, me) = (ctx.node().clone(), ctx.pid());
-                let wait = node.config().liveness.down_after * 2;
                 let span = tracing::info_span!("rally", %rally);
-                ctx.node().spawn_task(span, async move {
-                    // The registry learns of the end on its own; wait for it, then try.
-                    let globals = node.globals();
-                    let released = globals.wait_until(|names| names.whereis(&rally) != Some(left));
-                    let released = tokio::select! {
-                        _ = node.shutting_down() => return,
-                        released = tokio::time::timeout(wait, released) => released,
-                    };
-                    if released.is_ok() && globals.whereis(&rally).is_none() {
-                        let _ = globals.register(&rally, me).await;
-                    }
-                });
+                let takeover = take_over(
+                    ctx.node().clone(),
+                    rally,
+                    ctx.pid(),
+                    left,
+                    self.ended.clone(),
+                );
+                ctx.node().spawn_task(span, takeover);
+            }
+        }
+    }
+}
+
+/// Takes the rally name for `me` once the registry has let go of `left`, the member that held
+/// it; done when some live member holds it. Every survivor runs this: the registry lets one win,
+/// and the others see the winner. The registry learns of the end on its own (at once for a
+/// goodbye, within the failure-detection deadline for a crash); the wait is bounded and repeated
+/// until then, and the whole ends with this member or its node.
+async fn take_over(node: Node, rally: String, me: Pid, left: Pid, ended: CancellationToken) {
+    let globals = node.globals();
+    let patience = node.config().liveness.down_after;
+    loop {
+        let released = globals.wait_until(|names| names.whereis(&rally) != Some(left));
+        tokio::select! {
+            _ = node.shutting_down() => return,
+            _ = ended.cancelled() => return,
+            _ = tokio::time::timeout(patience, released) => {}
+        }
+        match globals.whereis(&rally) {
+            Some(holder) if holder != left => return,
+            Some(_) => continue,
+            None => {}
+        }
+        let registered = tokio::select! {
+            _ = ended.cancelled() => return,
+            registered = globals.register(&rally, me) => registered,
+        };
+        match registered {
+            Ok(()) => {
+                tracing::info!(%left, "took the rally name over");
+                return;
+            }
+            Err(RegisterError::Taken(holder)) if holder != left => return,
+            Err(RegisterError::Taken(_)) => {
+                // A registry that has not yet let go answered: try again a little later.
+                tokio::select! {
+                    _ = ended.cancelled() => return,
+                    _ = tokio::time::sleep(patience / 10) => {}
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot take the rally name over");
+                return;
             }
         }
     }

@@ -384,3 +384,72 @@ async fn a_plain_server_added_as_a_child_is_a_member_everywhere_and_its_end_a_le
         );
     }
 }
+
+/// A hundred rounds among four members on four nodes of the in-memory network (paused time):
+/// the rally's holder stops (a goodbye) or is cut off from every node for good, from one
+/// survivor after another (a crash, seen only by the failure detectors, at different times). Within the detection deadline and the registry's release a
+/// live member holds the rally name on every live node, every round; and a newcomer seeded at a
+/// survivor's address joins the survivors' cluster, never a second one.
+#[tokio::test(start_paused = true)]
+async fn the_rally_name_is_taken_over_in_every_one_of_a_hundred_stops_and_crashes_of_its_holder() {
+    const ROUNDS: usize = 100;
+    let memory = gen_cluster::MemoryNetwork::new();
+    let net = common::Net::Memory(memory.clone());
+    let rally = rally_name(CLUSTER);
+    let first = net.node("n0").await;
+    let mut live = vec![start(&first, "web", Seed::First).await];
+    for i in 1..4 {
+        let node = net.node(&format!("n{i}")).await;
+        let seed = Seed::Address(first.listen_addr().to_string());
+        live.push(start(&node, "web", seed).await);
+    }
+    let all: Vec<Pid> = live.iter().map(Started::pid).collect();
+    converged(&live.iter().collect::<Vec<_>>(), all).await;
+    // The detector's deadline, then the registry's release and the takeover, with room.
+    let deadline = common::config("n").liveness.down_after * 4;
+    let held_by_a_live_member = |live: &[Started]| {
+        let pids: Vec<Pid> = live.iter().map(Started::pid).collect();
+        let holder = live[0].node.globals().whereis(&rally);
+        holder.filter(|holder| {
+            pids.contains(holder)
+                && live
+                    .iter()
+                    .all(|m| m.node.globals().whereis(&rally) == Some(*holder))
+        })
+    };
+    for round in 0..ROUNDS {
+        let holder = held_by_a_live_member(&live).expect("a live member holds the rally name");
+        let gone = live.remove(live.iter().position(|m| m.pid() == holder).unwrap());
+        let crash = round % 2 == 1;
+        if crash {
+            // The survivors lose it one after another, so that their registries let go of the
+            // name at different times and early attempts meet registries that still hold it.
+            let down_after = common::config("n").liveness.down_after;
+            for survivor in &live {
+                memory.cut(gone.node.name().as_str(), survivor.node.name().as_str());
+                tokio::time::sleep(down_after / 2).await;
+            }
+            memory.isolate(gone.node.name().as_str());
+        } else {
+            gone.node.shutdown().await;
+        }
+        tokio::time::timeout(deadline, async {
+            while held_by_a_live_member(&live).is_none() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| {
+            panic!("round {round} (crash: {crash}): no live member holds the rally name")
+        });
+        let node = net.node(&format!("n{}", 4 + round)).await;
+        let survivor = &live[round % live.len()];
+        let seed = Seed::Address(survivor.node.listen_addr().to_string());
+        live.push(start(&node, "web", seed).await);
+        let pids: Vec<Pid> = live.iter().map(Started::pid).collect();
+        converged(&live.iter().collect::<Vec<_>>(), pids).await;
+        if crash {
+            gone.node.shutdown().await;
+        }
+    }
+}

@@ -494,7 +494,7 @@ async fn workers_follow_never_lead_and_a_late_worker_is_taken_in(net: Net) {
         );
     }
     let status = instances[2].status(T).await.unwrap();
-    assert_eq!(status.down, candidates, "both candidates are down");
+    assert_eq!(status.absent, candidates, "both candidates are down");
 }
 
 /// Cuts `side` off from every other node.

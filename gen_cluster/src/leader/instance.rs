@@ -192,7 +192,8 @@ impl<B: LeaderServer> Instance<B> {
             candidates: self.machine.candidates().to_vec(),
             workers: self.machine.workers().into_iter().collect(),
             alive: self.machine.alive().into_iter().collect(),
-            down: self.machine.down().into_iter().collect(),
+            absent: self.machine.down().into_iter().collect(),
+            nodes: node.view().nodes.clone(),
             refused: self.machine.refused().iter().cloned().collect(),
         }
     }

@@ -38,6 +38,7 @@ pub use gen_cluster_proto::election::ElectionId;
 use crate::clock;
 use crate::error::{CallError, DecodeError, StartError};
 use crate::process::{Message, ReplyTo, ServerRef};
+use crate::view::KnownNode;
 use crate::{Node, SendError};
 
 mod incarnation;
@@ -164,8 +165,11 @@ pub struct LeaderStatus {
     pub workers: Vec<NodeName>,
     /// The nodes taking part (this one included).
     pub alive: Vec<NodeName>,
-    /// Candidates and workers known but not taking part.
-    pub down: Vec<NodeName>,
+    /// Candidates and workers known but not taking part now (see `nodes` for why: a node may
+    /// be live but not connected to this one).
+    pub absent: Vec<NodeName>,
+    /// Every node of the cluster this node knows of, with its state in the cluster view.
+    pub nodes: Vec<KnownNode>,
     /// Connected nodes refused for a candidate list that conflicts with this node's.
     pub refused: Vec<NodeName>,
 }
