@@ -13,11 +13,12 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use gen_cluster::services::dict::{self, Dict};
 use gen_cluster::services::echo::{self, Echo, EchoCall, EchoReply};
 use gen_cluster::services::roster::Roster;
 use gen_cluster::{
-    Clustered, Discovery, MemberConfig, Node, NodeConfig, NodeEvent, NodeName, ReconcileConfig,
-    Seed, ServerRef, StaticPeers,
+    Clustered, Discovery, ElectionId, Leader, LeaderConfig, MemberConfig, Node, NodeConfig,
+    NodeEvent, NodeName, ReconcileConfig, Seed, ServerRef, StaticPeers,
 };
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
@@ -702,9 +703,11 @@ fn cluster_join(_: &Bench, report: &mut Report) -> Result<()> {
     Ok(())
 }
 
-/// N nodes each given only the first node's address come to a full mesh in one group of the
-/// cluster view (every node knows, and is connected to, every other), against the same N nodes
-/// each given every address and dialing them all (the floor: no learning, only connecting).
+/// N nodes each given only the first node's address, each running the dictionary's election
+/// with all N as candidates, come to a full mesh in one group of the cluster view (every node
+/// knows, and is connected to, every other) and agree on one leader (the first node), against
+/// the same N nodes each given every address and dialing them all (the floor: no learning, no
+/// election, only connecting).
 /// Loopback: every dial comes from 127.0.0.1, so the per-address admission bound is lifted.
 fn mesh_join(_: &Bench, report: &mut Report) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -745,7 +748,13 @@ fn mesh_join(_: &Bench, report: &mut Report) -> Result<()> {
             for i in 0..n {
                 nodes.push(start(format!("mesh{n}-{i}"), true).await?);
             }
+            let candidates: Vec<NodeName> = nodes.iter().map(|n| n.name().clone()).collect();
             let started = Instant::now();
+            let mut elections = Vec::with_capacity(n);
+            for node in &nodes {
+                let config = LeaderConfig::new(dict::ELECTION, candidates.clone());
+                elections.push(Leader::start(node, config, Dict::default()).await?);
+            }
             let mut dials = tokio::task::JoinSet::new();
             let seed = nodes[0].listen_addr().to_string();
             for node in &nodes[1..] {
@@ -756,6 +765,22 @@ fn mesh_join(_: &Bench, report: &mut Report) -> Result<()> {
                 dialed??;
             }
             wait_all(&nodes, |node| node.view().group.len() == n).await?;
+            tokio::time::timeout(Duration::from_secs(60), async {
+                for election in &elections {
+                    let mut changes = election
+                        .leader_changes()
+                        .context("a started instance has a watch")?;
+                    let leads = |id: &Option<ElectionId>| {
+                        id.as_ref().is_some_and(|id| id.leader == candidates[0])
+                    };
+                    while !leads(&changes.borrow_and_update()) {
+                        changes.changed().await?;
+                    }
+                }
+                anyhow::Ok(())
+            })
+            .await
+            .context("no agreement on one leader within 60 s")??;
             let meshed = started.elapsed();
             for node in &nodes {
                 node.shutdown().await;
@@ -763,7 +788,7 @@ fn mesh_join(_: &Bench, report: &mut Report) -> Result<()> {
             anyhow::Ok((meshed, floor))
         })?;
         report.lower(
-            &format!("mesh_{n}_nodes_seeded_with_one"),
+            &format!("mesh_{n}_nodes_seeded_with_one_to_one_leader"),
             "ms",
             meshed.as_secs_f64() * 1000.0,
             "every_address_given_all_dialed",

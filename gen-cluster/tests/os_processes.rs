@@ -891,3 +891,120 @@ fn the_readme_tour_keeps_one_leader_when_the_seed_of_the_others_is_killed() {
     );
     drop(d);
 }
+
+/// A `gen-cluster node` whose log (stderr, at debug level) is read line by line.
+struct LoggedNode {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl LoggedNode {
+    fn start(name: &str, cookie: &str, seeds: &[&str]) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_gen-cluster"));
+        command
+            .args(["node", "--name", name, "--listen", "127.0.0.1:0"])
+            .env("GEN_CLUSTER_COOKIE", cookie)
+            .env("GEN_CLUSTER_LOG", "gen_cluster=debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for seed in seeds {
+            command.args(["--seed", seed]);
+        }
+        let mut child = command.spawn().expect("the gen-cluster binary starts");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Self {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits (at most `within`) for `count` lines holding `text`, counting those already read.
+    fn wait_lines(&mut self, text: &str, count: usize, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self.count(text) < count {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(_) => panic!(
+                    "{count} lines with {text:?} not logged within {within:?}; the log:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    fn count(&self, text: &str) -> usize {
+        self.seen.iter().filter(|line| line.contains(text)).count()
+    }
+}
+
+impl Drop for LoggedNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A misconfigured node says why it cannot join, on its own side, within 2 s and once per
+/// cause however often it retries: another cookie (naming the fix), a seed where no node
+/// listens, the name of a live member. The node it dials names the dialer in its own line.
+#[test]
+fn a_misconfigured_node_says_why_it_cannot_join_once_per_cause() {
+    let mut a = LoggedNode::start("a", COOKIE, &[]);
+    a.wait_lines("node started", 1, HANG);
+    let a_addr = {
+        let line = a.seen.iter().find(|l| l.contains("node started")).unwrap();
+        let at = line
+            .find("addr=")
+            .expect("the start line gives the address")
+            + 5;
+        line[at..].split_whitespace().next().unwrap().to_string()
+    };
+    let _b = NodeProcess::start("b", "127.0.0.1:0", COOKIE, &[&a_addr]);
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().to_string()
+    };
+    let cases = [
+        ("x", "another-cookie", a_addr.as_str(), "GEN_CLUSTER_COOKIE"),
+        ("y", COOKIE, closed.as_str(), "refused"),
+        ("b", COOKIE, a_addr.as_str(), "name clash"),
+    ];
+    for (name, cookie, seed, cause) in cases {
+        let mut node = LoggedNode::start(name, cookie, &[seed]);
+        node.wait_lines("cannot connect; retrying", 1, Duration::from_secs(2));
+        // Three retries later, the warning is still the only one.
+        node.wait_lines("dial failed again", 3, HANG);
+        let warnings: Vec<&String> = node
+            .seen
+            .iter()
+            .filter(|line| line.contains("cannot connect; retrying"))
+            .collect();
+        assert_eq!(warnings.len(), 1, "{name}: {warnings:?}");
+        assert!(warnings[0].contains(cause), "{name}: {}", warnings[0]);
+    }
+    a.wait_lines("peer=x", 1, HANG);
+    assert!(
+        a.seen
+            .iter()
+            .any(|l| l.contains("peer=x") && l.contains("cookies"))
+    );
+    a.wait_lines("name clash", 1, HANG);
+    assert!(
+        a.seen
+            .iter()
+            .any(|l| l.contains("peer=b") && l.contains("name clash"))
+    );
+    // The live b kept its place.
+    assert_eq!(a.count("node down"), 0, "{}", a.seen.join("\n"));
+}

@@ -27,10 +27,9 @@ pub use gen_cluster_proto::membership::{Member, Membership};
 
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use crate::Node;
 use crate::error::{SendError, StartError};
-use crate::names::RegisterError;
 use crate::process::{Context, Flow, Info, Message, MonitorRef, ReplyTo, Server, ServerRef};
+use crate::{Node, RegisterError};
 
 /// The context of a cluster member's callbacks.
 pub type ClusterContext<C> = Context<Clustered<C>>;

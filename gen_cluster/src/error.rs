@@ -64,6 +64,18 @@ pub enum ConnectError {
     ShuttingDown,
 }
 
+/// `error` and its causes, each after a colon: the whole story for a log line.
+pub(crate) fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    text
+}
+
 impl ConnectError {
     /// Whether the address turned out to be this node's own.
     pub fn reached_self(&self) -> bool {

@@ -1,10 +1,12 @@
 //! Node events: a peer came up, a peer went down and why. Subscribers get them through
 //! [`Node::subscribe`](crate::Node::subscribe); the CLI prints them. The [`EventBus`] is where the
 //! distribution layer reports them: one call counts the metric, writes the log line and tells
-//! every subscriber.
+//! every subscriber. Dial failures of the discovery loop and of the cluster view's dialing are
+//! logged here too, each cause once.
 
 use std::time::Duration;
 
+use gen_cluster_proto::reconcile::DiscoveryEvent;
 use gen_cluster_proto::wire::WireError;
 use gen_cluster_proto::{ExitReason, Incarnation, NodeName};
 use tokio::sync::broadcast;
@@ -138,6 +140,26 @@ impl std::fmt::Display for DownReason {
             Self::Restarted => f.write_str("restarted"),
             Self::LocalShutdown => f.write_str("local shutdown"),
             Self::Disconnected => f.write_str("disconnected by this node"),
+        }
+    }
+}
+
+/// Says why a peer cannot be dialed: at `warn` the first time for each cause (until the peer is
+/// connected again), at `debug` on every retry after. Used by discovery and by the cluster view's
+/// dialing alike.
+pub(crate) fn report_connect_failed(event: &DiscoveryEvent) {
+    if let DiscoveryEvent::ConnectFailed {
+        addr,
+        error,
+        retry_in,
+        new_cause,
+    } = event
+    {
+        let retry_in_ms = retry_in.as_millis() as u64;
+        if *new_cause {
+            tracing::warn!(%addr, %error, retry_in_ms, "cannot connect; retrying (said once per cause)");
+        } else {
+            tracing::debug!(%addr, %error, retry_in_ms, "dial failed again");
         }
     }
 }

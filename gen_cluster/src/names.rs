@@ -553,10 +553,20 @@ mod tests {
         let conn = peers.new_conn_id();
         let cancel = CancellationToken::new();
         peers
-            .arbitrate(conn, &life_two, Step::ResponseVerified, &cancel, |_, _| {})
+            .arbitrate(
+                conn,
+                &life_two,
+                Step::ResponseVerified,
+                &cancel,
+                std::time::Duration::ZERO,
+                |_, _| {},
+            )
             .unwrap();
         let queue = FrameQueue::new(b.clone(), 1 << 20, 1 << 20).0;
-        peers.establish(conn, &life_two, queue, |_| {}).unwrap();
+        let heard = crate::dist::link::LastHeard::now();
+        peers
+            .establish(conn, &life_two, queue, heard, |_| {})
+            .unwrap();
         assert_eq!(
             still_current(&peers, b.id(), stale),
             Some(announce(vec![])),

@@ -288,10 +288,19 @@ mod tests {
         let cancel = CancellationToken::new();
         use gen_cluster_proto::arbitration::Step;
         peers
-            .arbitrate(conn, &b, Step::ResponseVerified, &cancel, |_, _| {})
+            .arbitrate(
+                conn,
+                &b,
+                Step::ResponseVerified,
+                &cancel,
+                std::time::Duration::ZERO,
+                |_, _| {},
+            )
             .unwrap();
         let (queue, frames) = FrameQueue::new(b.name.clone(), 1 << 20, 1 << 20);
-        peers.establish(conn, &b, queue, |_| {}).unwrap();
+        peers
+            .establish(conn, &b, queue, crate::dist::link::LastHeard::now(), |_| {})
+            .unwrap();
         frames
     }
 

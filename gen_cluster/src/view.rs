@@ -32,7 +32,7 @@ pub use gen_cluster_proto::view::NodeState;
 use crate::clock::{self, now};
 use crate::dist::peers::PeerTable;
 use crate::dist::{self, Dist};
-use crate::error::{ConnectError, StartError};
+use crate::error::{ConnectError, StartError, with_causes};
 use crate::events::{EventBus, NodeEvent};
 use crate::process::Target;
 use crate::process::signal::{Inbox, Signal};
@@ -217,10 +217,7 @@ impl Service {
                         match result {
                             Ok(_) => dialing.handle_connected(&addr),
                             Err(error) if error.reached_self() => dialing.handle_self(&addr),
-                            Err(error) => {
-                                tracing::debug!(%addr, %error, "dial of a member failed");
-                                dialing.handle_connect_failed(now(), &addr, error.to_string());
-                            }
+                            Err(error) => dialing.handle_connect_failed(now(), &addr, with_causes(&error)),
                         }
                     }
                 },
@@ -333,8 +330,9 @@ impl Service {
                         let _ = outcomes.send(Dialed(addr, result));
                     });
                 }
+                ReconcileAction::Event(event) => crate::events::report_connect_failed(&event),
                 // The members are pushed to the machine as they change; nothing to ask.
-                ReconcileAction::Discover | ReconcileAction::Event(_) => {}
+                ReconcileAction::Discover => {}
             }
         }
     }

@@ -268,9 +268,19 @@ async fn a_fake_listener_among_the_seeds_keeps_no_one_out(net: Net) {
 }
 
 async fn a_restart_that_replaces_a_link_is_one_down_and_one_up(net: Net) {
-    let (a, b1) = net.pair().await;
+    let mut config_a = config("a");
+    config_a.liveness.down_after = Duration::from_secs(5);
+    let a = net.start(config_a).await;
     let mut events = a.subscribe();
-    // b starts again under the same name while its earlier life still looks connected.
+    // b's earlier life: connected, then silent (hung, or its machine gone), not yet declared
+    // down; past two heartbeat intervals of silence it no longer counts as alive.
+    let _earlier = net.authenticated(a.listen_addr(), "b").await;
+    let earlier = next_event(&mut events, |e| match e {
+        NodeEvent::NodeUp { incarnation, .. } => Some(*incarnation),
+        _ => None,
+    })
+    .await;
+    tokio::time::sleep(a.config().liveness.heartbeat_interval * 3).await;
     let mut config = config("b");
     config.listen = "127.0.0.1:0".into();
     let b2 = match &net {
@@ -283,7 +293,7 @@ async fn a_restart_that_replaces_a_link_is_one_down_and_one_up(net: Net) {
     let first = next_event(&mut events, |e| Some(e.clone())).await;
     let second = next_event(&mut events, |e| Some(e.clone())).await;
     assert!(
-        matches!(&first, NodeEvent::NodeDown { incarnation, reason: DownReason::Restarted, .. } if *incarnation == b1.incarnation()),
+        matches!(&first, NodeEvent::NodeDown { incarnation, reason: DownReason::Restarted, .. } if *incarnation == earlier),
         "{first:?}"
     );
     assert!(
@@ -292,6 +302,36 @@ async fn a_restart_that_replaces_a_link_is_one_down_and_one_up(net: Net) {
     );
     nothing_happened(std::slice::from_mut(&mut events)).await;
     assert_eq!(a.peers()[0].incarnation, b2.incarnation());
+}
+
+/// A second process started with the name of a live member is refused, and says so: the member
+/// keeps its link, and nothing happens on the node it dialed.
+async fn a_second_live_process_with_a_members_name_is_refused_as_a_clash(net: Net) {
+    let (a, b) = net.pair().await;
+    let mut events = a.subscribe();
+    let mut config = config("b");
+    config.listen = "127.0.0.1:0".into();
+    let second = match &net {
+        Net::Tcp => Node::start(config).await.unwrap(),
+        Net::Memory(memory) => Node::start_with(config, memory.host("b-again"))
+            .await
+            .unwrap(),
+    };
+    let refused = second.connect(a.listen_addr()).await;
+    assert!(
+        matches!(
+            &refused,
+            Err(ConnectError::Handshake {
+                source: HandshakeFailed::Protocol(HandshakeError::RefusedByPeer(
+                    Refusal::NameClash { node }
+                )),
+                ..
+            }) if node == b.name()
+        ),
+        "{refused:?}"
+    );
+    nothing_happened(std::slice::from_mut(&mut events)).await;
+    assert_eq!(a.peers()[0].incarnation, b.incarnation());
 }
 
 /// Log lines written while it is held, for tests that count them.
@@ -380,6 +420,7 @@ on_both_transports!(
     a_dialer_without_the_cookie_changes_nothing,
     a_fake_listener_among_the_seeds_keeps_no_one_out,
     a_restart_that_replaces_a_link_is_one_down_and_one_up,
+    a_second_live_process_with_a_members_name_is_refused_as_a_clash,
     a_wrong_cookie_is_refused_on_both_sides,
     another_clusters_node_is_refused_even_with_the_same_cookie,
     garbage_bytes_are_dropped,

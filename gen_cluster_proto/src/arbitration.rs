@@ -4,7 +4,10 @@
 //! cluster secret, so nothing a peer merely claims decides anything — the runtime asks
 //! [`arbitrate`] what to do with it, given the other connection it already holds for that peer:
 //!
-//! 1. A later incarnation of the peer replaces an earlier one; an earlier one is refused.
+//! 1. A later incarnation of the peer replaces an earlier one — unless the earlier one's link is
+//!    alive (heard from lately): then two live processes claim one name, and the later one is
+//!    refused with [`Refusal::NameClash`] (a restarted node whose earlier link has not yet gone
+//!    silent is let in once it has). An earlier incarnation is refused.
 //! 2. An established connection wins over a new one from the same life.
 //! 3. Two connections of the same life that are both proven and not yet established — this
 //!    node's dial meeting the peer's dial, each accepted by the other side and waiting for its
@@ -36,6 +39,8 @@ pub enum Other {
     Up {
         /// The peer's incarnation on it.
         incarnation: Incarnation,
+        /// Whether the peer was heard on it lately (within two heartbeat intervals).
+        heard_lately: bool,
     },
     /// Dialed by the peer, proven, accepted by this node, waiting for the peer's Ready.
     Accepted {
@@ -47,7 +52,7 @@ pub enum Other {
 impl Other {
     fn incarnation(self) -> Incarnation {
         match self {
-            Other::Up { incarnation } | Other::Accepted { incarnation } => incarnation,
+            Other::Up { incarnation, .. } | Other::Accepted { incarnation } => incarnation,
         }
     }
 }
@@ -76,6 +81,14 @@ pub fn arbitrate(
         return Verdict::Proceed;
     };
     if peer_incarnation > other.incarnation() {
+        if let Other::Up {
+            heard_lately: true, ..
+        } = other
+        {
+            return Verdict::Refuse(Refusal::NameClash {
+                node: peer_name.clone(),
+            });
+        }
         return Verdict::ProceedReplacing;
     }
     if peer_incarnation < other.incarnation() {
@@ -124,6 +137,7 @@ mod tests {
         for step in [Step::ResponseVerified, Step::ConfirmVerified] {
             let earlier = Other::Up {
                 incarnation: Incarnation(INC.0 - 1),
+                heard_lately: false,
             };
             let v = arbitrate(&name("a"), &name("b"), INC, step, Some(earlier));
             assert_eq!(v, Verdict::ProceedReplacing);
@@ -139,10 +153,25 @@ mod tests {
     fn an_established_connection_is_never_replaced_by_the_same_life() {
         for step in [Step::ResponseVerified, Step::ConfirmVerified] {
             for (local, peer) in [("a", "b"), ("b", "a")] {
-                let up = Other::Up { incarnation: INC };
+                let up = Other::Up {
+                    incarnation: INC,
+                    heard_lately: true,
+                };
                 let v = arbitrate(&name(local), &name(peer), INC, step, Some(up));
                 assert!(refused(&v), "{v:?}");
             }
+        }
+    }
+
+    #[test]
+    fn a_later_life_of_a_name_whose_link_is_alive_is_refused_as_a_clash() {
+        for step in [Step::ResponseVerified, Step::ConfirmVerified] {
+            let live = Other::Up {
+                incarnation: Incarnation(INC.0 - 1),
+                heard_lately: true,
+            };
+            let v = arbitrate(&name("a"), &name("b"), INC, step, Some(live));
+            assert_eq!(v, Verdict::Refuse(Refusal::NameClash { node: name("b") }));
         }
     }
 

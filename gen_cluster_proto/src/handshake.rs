@@ -132,7 +132,10 @@ pub enum Refusal {
         supported: VersionRange,
     },
     /// The proof of the cluster secret was wrong: the cookies differ.
-    #[error("authentication failed: the cluster secrets (cookies) differ")]
+    #[error(
+        "authentication failed: the cluster secrets (cookies) differ; give every node the same \
+         cookie (GEN_CLUSTER_COOKIE or --cookie-file for the CLI)"
+    )]
     BadProof,
     /// The nodes are already connected (or connecting on a connection that wins).
     #[error("{node} is already connected to this node")]
@@ -149,6 +152,16 @@ pub enum Refusal {
     /// The peer's name hashes to the id of another connected node; rename one of them.
     #[error("node id collision with another connected node; rename one of them")]
     IdCollision,
+    /// A live node of the same name, in an earlier life, is connected to the refusing node:
+    /// two processes claim one name.
+    #[error(
+        "name clash: a live node named {node} is already connected; give one of the two processes \
+         another name (a restarted node is let in once its earlier connection has gone silent)"
+    )]
+    NameClash {
+        /// The name claimed twice.
+        node: NodeName,
+    },
 }
 
 /// Why a handshake failed.

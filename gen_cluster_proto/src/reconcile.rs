@@ -82,6 +82,9 @@ pub enum DiscoveryEvent {
         error: String,
         /// When it is tried again.
         retry_in: Duration,
+        /// Whether `error` differs from the last failure of this peer's dials since it was
+        /// last connected: a log that says each cause once says the new ones.
+        new_cause: bool,
     },
 }
 
@@ -93,6 +96,8 @@ struct Peer {
     retry_at: Option<Instant>,
     /// When its connection last dropped.
     dropped_at: Option<Instant>,
+    /// Why its last dial failed, since it was last connected.
+    last_error: Option<String>,
 }
 
 /// The reconcile loop's state.
@@ -197,11 +202,13 @@ impl Reconciler {
 
     /// The dial of `addr` failed.
     pub fn handle_connect_failed(&mut self, now: Instant, addr: &str, error: String) {
-        let (failures, dropped_at) = match self.peers.get_mut(addr) {
+        let (failures, dropped_at, new_cause) = match self.peers.get_mut(addr) {
             Some(peer) => {
                 peer.dialing = false;
                 peer.failures = peer.failures.saturating_add(1);
-                (peer.failures, peer.dropped_at)
+                let new_cause = peer.last_error.as_ref() != Some(&error);
+                peer.last_error = Some(error.clone());
+                (peer.failures, peer.dropped_at, new_cause)
             }
             None => return,
         };
@@ -220,6 +227,7 @@ impl Reconciler {
                 addr: addr.to_string(),
                 error,
                 retry_in,
+                new_cause,
             }));
     }
 
@@ -335,6 +343,38 @@ mod tests {
             Some(t0 + Duration::from_secs(5)),
             "next: the refresh"
         );
+    }
+
+    #[test]
+    fn each_cause_of_a_peers_failed_dials_is_new_once_until_it_connects() {
+        let t0 = Instant::now();
+        let mut r = Reconciler::new(ReconcileConfig::default(), 42, t0);
+        drain(&mut r, t0);
+        r.handle_discovered(t0, peers(&["a:1"]));
+        drain(&mut r, t0);
+        let mut fail = |error: &str| {
+            r.handle_connect_failed(t0, "a:1", error.into());
+            match r.poll(t0) {
+                Some(ReconcileAction::Event(DiscoveryEvent::ConnectFailed {
+                    new_cause, ..
+                })) => new_cause,
+                other => panic!("a ConnectFailed event, not {other:?}"),
+            }
+        };
+        assert!(fail("refused"));
+        assert!(!fail("refused"));
+        assert!(fail("bad cookie"));
+        assert!(!fail("bad cookie"));
+        r.handle_connected("a:1");
+        r.handle_disconnected(t0, "a:1");
+        drain(&mut r, t0);
+        r.handle_connect_failed(t0, "a:1", "bad cookie".into());
+        let Some(ReconcileAction::Event(DiscoveryEvent::ConnectFailed { new_cause, .. })) =
+            r.poll(t0)
+        else {
+            panic!("a ConnectFailed event")
+        };
+        assert!(new_cause, "new again after a connection");
     }
 
     #[test]

@@ -19,7 +19,7 @@ pub use gen_cluster_proto::reconcile::{DiscoveryEvent, ReconcileConfig};
 
 use crate::Node;
 use crate::clock::{self, now};
-use crate::error::ConnectError;
+use crate::error::{ConnectError, with_causes};
 use crate::events::NodeEvent;
 
 mod dns;
@@ -149,7 +149,7 @@ async fn reconcile<D: Discover>(
                     tracing::debug!(%addr, "discovered this node itself; skipped");
                     machine.handle_self(&addr);
                 }
-                Outcome::Dialed(addr, Err(error)) => machine.handle_connect_failed(now(), &addr, error.to_string()),
+                Outcome::Dialed(addr, Err(error)) => machine.handle_connect_failed(now(), &addr, with_causes(&error)),
             },
             event = node_events.recv() => match event {
                 Ok(NodeEvent::NodeDown { peer, .. }) => {
@@ -201,13 +201,9 @@ fn report(event: &DiscoveryEvent) {
             metrics::counter!("gen_cluster_discovery_failures_total").increment(1);
             tracing::warn!(%error, "discovery failed; keeping the last answer");
         }
-        DiscoveryEvent::ConnectFailed {
-            addr,
-            error,
-            retry_in,
-        } => {
+        DiscoveryEvent::ConnectFailed { .. } => {
             metrics::counter!("gen_cluster_discovery_connect_failures_total").increment(1);
-            tracing::debug!(%addr, %error, retry_in_ms = retry_in.as_millis() as u64, "dial failed");
+            crate::events::report_connect_failed(event);
         }
     }
 }

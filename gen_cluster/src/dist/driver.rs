@@ -35,7 +35,7 @@ use tokio::sync::mpsc;
 use crate::clock::{Epoch, now};
 use crate::dist::Dist;
 use crate::dist::handshake::Frames;
-use crate::dist::link::PeerLink;
+use crate::dist::link::{LastHeard, PeerLink};
 use crate::dist::outbox::{Lane, Outbox};
 use crate::dist::queue::{FrameQueue, Outgoing, RemoteReply};
 use crate::error::CallError;
@@ -59,7 +59,12 @@ impl NewLink {
 
 /// Turns the proven handshake `conn` with `peer` into an established (and announced) link,
 /// unless another connection to the same peer won meanwhile or the node is shutting down.
-pub(crate) fn establish(dist: &Dist, conn: u64, peer: &Established) -> Option<NewLink> {
+pub(crate) fn establish(
+    dist: &Dist,
+    conn: u64,
+    peer: &Established,
+    heard: Arc<AtomicU64>,
+) -> Option<NewLink> {
     let peer = &peer.peer;
     let config = &dist.config;
     let (queue, outgoing) =
@@ -72,7 +77,8 @@ pub(crate) fn establish(dist: &Dist, conn: u64, peer: &Established) -> Option<Ne
                 .node_up(&link.name, link.incarnation, &link.addr)
         }
     };
-    let Some(link) = dist.peers.establish(conn, peer, queue, announce) else {
+    let heard = LastHeard::new(heard, dist.epoch);
+    let Some(link) = dist.peers.establish(conn, peer, queue, heard, announce) else {
         tracing::debug!(peer = %peer.name, "handshake completed but another connection won");
         return None;
     };
@@ -417,7 +423,7 @@ impl Heard {
     }
 
     /// Where the moment of the last arrival is kept.
-    fn last_heard(&self) -> Arc<AtomicU64> {
+    pub(crate) fn last_heard(&self) -> Arc<AtomicU64> {
         Arc::clone(&self.last)
     }
 }

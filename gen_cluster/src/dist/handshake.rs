@@ -15,11 +15,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
+use gen_cluster_proto::NodeName;
 use gen_cluster_proto::arbitration::Step;
 use gen_cluster_proto::handshake::{
     self, HandshakeError, HandshakeFailure, Identity, MAX_HANDSHAKE_FRAME, Refusal,
 };
-use gen_cluster_proto::{NodeId, NodeName};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
@@ -44,17 +44,7 @@ pub(crate) async fn dial(dist: &Arc<Dist>, addr: &str) -> Result<NodeName, Conne
         return Err(ConnectError::ShuttingDown);
     }
     let config = &dist.config;
-    let (read, mut write) =
-        tokio::time::timeout(config.connect_timeout, dist.dialer.dial(addr.to_string()))
-            .await
-            .map_err(|_| ConnectError::Timeout {
-                addr: addr.into(),
-                after: config.connect_timeout,
-            })?
-            .map_err(|source| ConnectError::Io {
-                addr: addr.into(),
-                source,
-            })?;
+    let (read, mut write) = connect(dist, addr).await?;
     let conn = dist.peers.new_conn_id();
     let cancel = dist.tasks.child_token();
     let mut frames = handshake_frames(Heard::new(read, dist.epoch));
@@ -103,6 +93,46 @@ pub(crate) async fn dial(dist: &Arc<Dist>, addr: &str) -> Result<NodeName, Conne
     }
 }
 
+/// How often a dial starts a fresh connection attempt beside the ones pending.
+const FRESH_ATTEMPT_EVERY: Duration = Duration::from_millis(50);
+
+/// How long a fresh attempt is kept: long enough for a connection over a slow path, short enough
+/// that the attempts pending at once stay few (at most this over [`FRESH_ATTEMPT_EVERY`]).
+const FRESH_ATTEMPT_LIFE: Duration = Duration::from_millis(400);
+
+/// Opens a connection to `addr` within the node's `connect_timeout`. A connection attempt whose
+/// first packet a cut path swallowed is retried by the kernel only after 1, 2, 4 s…, so a path
+/// that comes back would wait for that: besides the first attempt (kept for the whole timeout,
+/// for slow paths), a fresh one starts every [`FRESH_ATTEMPT_EVERY`], each kept for
+/// [`FRESH_ATTEMPT_LIFE`]; the first to connect wins and the others are dropped. An attempt that
+/// fails (refused, no route) ends the dial with its error: the answer is in.
+async fn connect(dist: &Dist, addr: &str) -> Result<(ReadHalf, WriteHalf), ConnectError> {
+    let timeout = dist.config.connect_timeout;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let attempt = |life: Duration| tokio::time::timeout(life, dist.dialer.dial(addr.to_string()));
+    let mut attempts = futures::stream::FuturesUnordered::new();
+    attempts.push(attempt(timeout));
+    let mut fresh = tokio::time::interval_at(
+        tokio::time::Instant::now() + FRESH_ATTEMPT_EVERY,
+        FRESH_ATTEMPT_EVERY,
+    );
+    fresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            Some(outcome) = attempts.next() => match outcome {
+                Ok(Ok(connection)) => return Ok(connection),
+                Ok(Err(source)) => return Err(ConnectError::Io { addr: addr.into(), source }),
+                // A fresh attempt's time is up; the others go on.
+                Err(_) => {}
+            },
+            _ = fresh.tick() => attempts.push(attempt(FRESH_ATTEMPT_LIFE)),
+            _ = tokio::time::sleep_until(deadline) => {
+                return Err(ConnectError::Timeout { addr: addr.into(), after: timeout });
+            }
+        }
+    }
+}
+
 /// Runs the acceptor's side of a new connection from `remote`, holding `ticket` (its place in
 /// the admission pool) until the dialer proves the secret, and its link if it succeeds.
 pub(crate) async fn accept(
@@ -115,23 +145,24 @@ pub(crate) async fn accept(
     let conn = dist.peers.new_conn_id();
     let cancel = dist.tasks.child_token();
     let mut frames = handshake_frames(Heard::new(read, dist.epoch));
-    let mut proven = None;
+    let mut caller = Caller::default();
     let evicted = ticket.evicted();
     let outcome = tokio::select! {
         _ = evicted => Err(HandshakeFailed::Evicted),
-        outcome = respond(&dist, conn, &cancel, &mut frames, &mut write, ticket, &mut proven) => outcome,
+        outcome = respond(&dist, conn, &cancel, &mut frames, &mut write, ticket, &mut caller) => outcome,
     };
     let error = match outcome {
         Ok(established) => {
-            if let Some(link) = driver::establish(&dist, conn, &established) {
+            let heard = frames.get_ref().last_heard();
+            if let Some(link) = driver::establish(&dist, conn, &established, heard) {
                 driver::run(&dist, link, frames, write);
             }
             return;
         }
         Err(error) => error,
     };
-    if let Some(id) = proven {
-        dist.peers.abandon(conn, id);
+    if let (true, Some(name)) = (caller.proven, &caller.name) {
+        dist.peers.abandon(conn, name.id());
     }
     metrics::counter!("gen_cluster_handshake_failures_total", "role" => "acceptor").increment(1);
     let cause = match &error {
@@ -148,12 +179,29 @@ pub(crate) async fn accept(
         HandshakeFailed::Evicted => "evicted",
         HandshakeFailed::Timeout(_) => "timeout",
         HandshakeFailed::Protocol(HandshakeError::RefusedPeer(Refusal::BadProof)) => "bad proof",
+        HandshakeFailed::Protocol(HandshakeError::RefusedPeer(Refusal::NameClash { .. })) => {
+            "name clash"
+        }
         HandshakeFailed::Protocol(_) => "protocol",
         HandshakeFailed::Closed | HandshakeFailed::Io(_) => "connection",
     };
+    // The name the dialer gave (unproven unless it got past the proof), to tell who it is.
+    let peer = caller
+        .name
+        .as_ref()
+        .map_or("(no name given)", NodeName::as_str);
     if let Some(held_back) = dist.throttle.allow(cause) {
-        tracing::warn!(%remote, %error, held_back, "incoming connection dropped: handshake failed");
+        tracing::warn!(%remote, %peer, %error, held_back, "incoming connection dropped: handshake failed");
     }
+}
+
+/// What an acceptor has learned of the dialer so far.
+#[derive(Default)]
+struct Caller {
+    /// The name it gave in its Hello (a claim until `proven`).
+    name: Option<NodeName>,
+    /// Whether it proved the secret as that node, and the peer table holds its handshake.
+    proven: bool,
 }
 
 /// The acceptor's steps: Hello in, Challenge out, Response in (the dialer's proof: only now does
@@ -165,7 +213,7 @@ async fn respond(
     frames: &mut Frames,
     write: &mut WriteHalf,
     ticket: Ticket,
-    proven: &mut Option<NodeId>,
+    caller: &mut Caller,
 ) -> Result<handshake::Established, HandshakeFailed> {
     let config = &dist.config;
     let started = Instant::now();
@@ -173,6 +221,7 @@ async fn respond(
     let unproven = async {
         let hello = next_frame(frames, cancel).await?;
         let hello = fail_with_notice(machine.handle(&hello), write).await?;
+        caller.name = Some(hello.peer().name.clone());
         ticket.greeted();
         let (machine, challenge) = hello.admit();
         write_frame(write, &challenge).await?;
@@ -183,11 +232,10 @@ async fn respond(
         .await
         .unwrap_or(Err(HandshakeFailed::Timeout(config.auth_timeout)))?;
     drop(ticket);
-    let id = verified.peer().name.id();
     if let Err(refusal) = arbitrate(dist, conn, verified.peer(), Step::ResponseVerified, cancel) {
         return Err(send_notice(verified.refuse(refusal), write).await);
     }
-    *proven = Some(id);
+    caller.proven = true;
     let (machine, confirm) = verified.confirm();
     let rest = config.handshake_timeout.saturating_sub(started.elapsed());
     let proved = async {
@@ -224,7 +272,9 @@ async fn initiate(
     let (established, ready) = verified.ready();
     // Superseded between the decision and now, or the node is shutting down: closing the
     // connection tells the acceptor, which waits for Ready.
-    let link = driver::establish(dist, conn, &established).ok_or(HandshakeFailed::Superseded)?;
+    let heard = frames.get_ref().last_heard();
+    let link =
+        driver::establish(dist, conn, &established, heard).ok_or(HandshakeFailed::Superseded)?;
     write_frame(write, &ready).await?;
     Ok(link)
 }
@@ -239,8 +289,10 @@ fn arbitrate(
     step: Step,
     cancel: &CancellationToken,
 ) -> Result<(), Refusal> {
+    // A link heard within two heartbeat intervals is alive: a later life of its name is a clash.
+    let clash_window = dist.config.liveness.heartbeat_interval * 2;
     dist.peers
-        .arbitrate(conn, peer, step, cancel, |replaced, state| {
+        .arbitrate(conn, peer, step, cancel, clash_window, |replaced, state| {
             let reason = replaced.note_down_reason(DownReason::Restarted);
             replaced.cancel();
             dist.report_down(replaced, state, reason);

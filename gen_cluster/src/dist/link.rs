@@ -3,7 +3,9 @@
 //! processes hold on the peer's processes, links between local and remote processes. When the
 //! link closes, its state is taken out exactly once and handed to whoever reports the loss.
 
-use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use gen_cluster_proto::handshake::Identity;
 use gen_cluster_proto::wire::{Dest, Header};
@@ -13,6 +15,7 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
+use crate::clock::{Epoch, now};
 use crate::dist::outbox::Lane;
 use crate::dist::queue::FrameQueue;
 use crate::error::CallError;
@@ -44,6 +47,34 @@ pub(crate) struct PeerLink {
     cancel: CancellationToken,
     /// The first reason recorded for the link's end.
     down_reason: Mutex<Option<DownReason>>,
+    /// When the peer was last heard on it.
+    heard: LastHeard,
+}
+
+/// When a peer was last heard on a connection: its reader notes every arrival, the handshake's
+/// included.
+#[derive(Clone, Debug)]
+pub(crate) struct LastHeard {
+    cell: Arc<AtomicU64>,
+    epoch: Epoch,
+}
+
+impl LastHeard {
+    /// Read from `cell`, where the reader stores arrivals relative to `epoch`.
+    pub(crate) fn new(cell: Arc<AtomicU64>, epoch: Epoch) -> Self {
+        Self { cell, epoch }
+    }
+
+    /// A peer heard just now (for tests of the parts that hold links).
+    #[cfg(test)]
+    pub(crate) fn now() -> Self {
+        Self::new(Arc::default(), Epoch::start())
+    }
+
+    /// Whether the peer was heard less than `window` ago.
+    pub(crate) fn within(&self, window: Duration) -> bool {
+        now().saturating_duration_since(self.epoch.load(&self.cell)) < window
+    }
 }
 
 /// What this node tracks on one link; taken out when the link closes.
@@ -58,8 +89,8 @@ pub(crate) struct LinkState {
 }
 
 impl PeerLink {
-    /// A link to the peer `peer` (as its handshake proved it).
-    pub(crate) fn new(peer: &Identity, queue: FrameQueue) -> Self {
+    /// A link to the peer `peer` (as its handshake proved it), heard as `heard` says.
+    pub(crate) fn new(peer: &Identity, queue: FrameQueue, heard: LastHeard) -> Self {
         Self {
             id: peer.name.id(),
             name: peer.name.clone(),
@@ -70,7 +101,13 @@ impl PeerLink {
             state: Mutex::new(Some(LinkState::default())),
             cancel: CancellationToken::new(),
             down_reason: Mutex::new(None),
+            heard,
         }
+    }
+
+    /// Whether the peer was heard on this link less than `window` ago.
+    pub(crate) fn heard_within(&self, window: Duration) -> bool {
+        self.heard.within(window)
     }
 
     /// Whether `pid` lives on this peer (in the life this link connects to).
@@ -178,6 +215,7 @@ mod tests {
                     hidden: false,
                 },
                 queue,
+                LastHeard::now(),
             ),
             frames,
         )

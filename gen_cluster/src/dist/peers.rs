@@ -12,6 +12,7 @@
 //! then the watchers' lists, then the process table.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use gen_cluster_proto::arbitration::{self, Other, Step, Verdict};
 use gen_cluster_proto::handshake::{Identity, Refusal};
@@ -20,7 +21,7 @@ use rustc_hash::FxHashMap as HashMap;
 use tokio_util::sync::CancellationToken;
 
 use crate::dist::PeerInfo;
-use crate::dist::link::{LinkState, PeerLink};
+use crate::dist::link::{LastHeard, LinkState, PeerLink};
 use crate::dist::queue::FrameQueue;
 use crate::lock;
 
@@ -131,6 +132,7 @@ impl PeerTable {
         peer: &Identity,
         step: Step,
         cancel: &CancellationToken,
+        clash_window: Duration,
         report_replaced: impl FnOnce(&Arc<PeerLink>, LinkState),
     ) -> Result<(), Refusal> {
         let id = peer.name.id();
@@ -141,13 +143,17 @@ impl PeerTable {
                 // This node's own dial, a moment from being established, counts as up.
                 let other = match p.accepted {
                     true => Other::Accepted { incarnation },
-                    false => Other::Up { incarnation },
+                    false => Other::Up {
+                        incarnation,
+                        heard_lately: false,
+                    },
                 };
                 (Some(other), &p.name)
             }
             Some(PeerEntry::Up(link)) => (
                 Some(Other::Up {
                     incarnation: link.incarnation,
+                    heard_lately: link.heard_within(clash_window),
                 }),
                 &link.name,
             ),
@@ -197,6 +203,7 @@ impl PeerTable {
         conn: u64,
         peer: &Identity,
         queue: FrameQueue,
+        heard: LastHeard,
         announce: impl FnOnce(&PeerLink),
     ) -> Option<Arc<PeerLink>> {
         let id = peer.name.id();
@@ -205,7 +212,7 @@ impl PeerTable {
         if !current || peers.closed {
             return None;
         }
-        let link = Arc::new(PeerLink::new(peer, queue));
+        let link = Arc::new(PeerLink::new(peer, queue, heard));
         peers.by_id.insert(id, PeerEntry::Up(Arc::clone(&link)));
         announce(&link);
         Some(link)
@@ -244,6 +251,10 @@ mod tests {
         }
     }
 
+    fn heard() -> LastHeard {
+        LastHeard::now()
+    }
+
     fn queue(peer: &Identity) -> FrameQueue {
         FrameQueue::new(peer.name.clone(), 1 << 20, 1 << 20).0
     }
@@ -254,9 +265,18 @@ mod tests {
         let conn = table.new_conn_id();
         let cancel = CancellationToken::new();
         table
-            .arbitrate(conn, peer, Step::ResponseVerified, &cancel, |_, _| {})
+            .arbitrate(
+                conn,
+                peer,
+                Step::ResponseVerified,
+                &cancel,
+                Duration::ZERO,
+                |_, _| {},
+            )
             .unwrap();
-        let link = table.establish(conn, peer, queue(peer), |_| {}).unwrap();
+        let link = table
+            .establish(conn, peer, queue(peer), heard(), |_| {})
+            .unwrap();
         (table, link)
     }
 
@@ -275,7 +295,14 @@ mod tests {
         let (table, _) = with_link(&b);
         let conn = table.new_conn_id();
         let cancel = CancellationToken::new();
-        let refused = table.arbitrate(conn, &b, Step::ResponseVerified, &cancel, |_, _| {});
+        let refused = table.arbitrate(
+            conn,
+            &b,
+            Step::ResponseVerified,
+            &cancel,
+            Duration::ZERO,
+            |_, _| {},
+        );
         assert!(
             matches!(refused, Err(Refusal::Duplicate { .. })),
             "{refused:?}"
@@ -291,9 +318,14 @@ mod tests {
         let mut replaced = None;
         let cancel = CancellationToken::new();
         table
-            .arbitrate(conn, &b2, Step::ResponseVerified, &cancel, |link, _| {
-                replaced = Some(Arc::clone(link))
-            })
+            .arbitrate(
+                conn,
+                &b2,
+                Step::ResponseVerified,
+                &cancel,
+                Duration::ZERO,
+                |link, _| replaced = Some(Arc::clone(link)),
+            )
             .unwrap();
         assert!(
             Arc::ptr_eq(&replaced.unwrap(), &old),
@@ -307,7 +339,9 @@ mod tests {
             !table.remove(&old, |_| {}),
             "the old link's loss was reported by its replacement, once"
         );
-        let new = table.establish(conn, &b2, queue(&b2), |_| {}).unwrap();
+        let new = table
+            .establish(conn, &b2, queue(&b2), heard(), |_| {})
+            .unwrap();
         assert_eq!(new.incarnation, Incarnation(2));
     }
 
@@ -319,9 +353,18 @@ mod tests {
         let conn = table.new_conn_id();
         let cancel = CancellationToken::new();
         table
-            .arbitrate(conn, &b2, Step::ResponseVerified, &cancel, |_, _| {})
+            .arbitrate(
+                conn,
+                &b2,
+                Step::ResponseVerified,
+                &cancel,
+                Duration::ZERO,
+                |_, _| {},
+            )
             .unwrap();
-        table.establish(conn, &b2, queue(&b2), |_| {}).unwrap();
+        table
+            .establish(conn, &b2, queue(&b2), heard(), |_| {})
+            .unwrap();
         table.remove(&old, |_| {});
         assert_eq!(
             table.link_to(b2.name.id()).unwrap().incarnation,
@@ -336,7 +379,14 @@ mod tests {
         let (first, second) = (table.new_conn_id(), table.new_conn_id());
         let first_cancel = CancellationToken::new();
         table
-            .arbitrate(first, &b, Step::ResponseVerified, &first_cancel, |_, _| {})
+            .arbitrate(
+                first,
+                &b,
+                Step::ResponseVerified,
+                &first_cancel,
+                Duration::ZERO,
+                |_, _| {},
+            )
             .unwrap();
         // A later life arrives on another connection: the first is cancelled and cannot finish.
         let b2 = identity("b", 2);
@@ -347,13 +397,22 @@ mod tests {
                 &b2,
                 Step::ResponseVerified,
                 &second_cancel,
+                Duration::ZERO,
                 |_, _| {},
             )
             .unwrap();
         assert!(first_cancel.is_cancelled());
-        assert!(table.establish(first, &b, queue(&b), |_| {}).is_none());
+        assert!(
+            table
+                .establish(first, &b, queue(&b), heard(), |_| {})
+                .is_none()
+        );
         table.abandon(second, b2.name.id());
-        assert!(table.establish(second, &b2, queue(&b2), |_| {}).is_none());
+        assert!(
+            table
+                .establish(second, &b2, queue(&b2), heard(), |_| {})
+                .is_none()
+        );
     }
 
     #[test]
@@ -371,9 +430,16 @@ mod tests {
                 let conn = table.new_conn_id();
                 let cancel = CancellationToken::new();
                 table
-                    .arbitrate(conn, &b, Step::ResponseVerified, &cancel, |_, _| {})
+                    .arbitrate(
+                        conn,
+                        &b,
+                        Step::ResponseVerified,
+                        &cancel,
+                        Duration::ZERO,
+                        |_, _| {},
+                    )
                     .unwrap();
-                table.establish(conn, &b, queue(&b), |_| lock(&told).push("up"));
+                table.establish(conn, &b, queue(&b), heard(), |_| lock(&told).push("up"));
             })
         };
         table.remove(&old, |_| {
@@ -394,10 +460,24 @@ mod tests {
         // Each node has accepted the other's dial (proven, waiting for its Ready)...
         let (a_accepts, b_accepts) = (CancellationToken::new(), CancellationToken::new());
         let (in_a, in_b) = (at_a.new_conn_id(), at_b.new_conn_id());
-        at_a.arbitrate(in_a, &b, Step::ResponseVerified, &a_accepts, |_, _| {})
-            .unwrap();
-        at_b.arbitrate(in_b, &a, Step::ResponseVerified, &b_accepts, |_, _| {})
-            .unwrap();
+        at_a.arbitrate(
+            in_a,
+            &b,
+            Step::ResponseVerified,
+            &a_accepts,
+            Duration::ZERO,
+            |_, _| {},
+        )
+        .unwrap();
+        at_b.arbitrate(
+            in_b,
+            &a,
+            Step::ResponseVerified,
+            &b_accepts,
+            Duration::ZERO,
+            |_, _| {},
+        )
+        .unwrap();
         // ...when its own dial's Confirm verifies.
         let cancel = CancellationToken::new();
         let a_dial = at_a.arbitrate(
@@ -405,6 +485,7 @@ mod tests {
             &b,
             Step::ConfirmVerified,
             &cancel,
+            Duration::ZERO,
             |_, _| {},
         );
         let b_dial = at_b.arbitrate(
@@ -412,6 +493,7 @@ mod tests {
             &a,
             Step::ConfirmVerified,
             &cancel,
+            Duration::ZERO,
             |_, _| {},
         );
         assert!(a_dial.is_ok(), "a's dial (the smaller name's) wins on a");
@@ -430,9 +512,20 @@ mod tests {
         let conn = table.new_conn_id();
         let cancel = CancellationToken::new();
         table
-            .arbitrate(conn, &b, Step::ResponseVerified, &cancel, |_, _| {})
+            .arbitrate(
+                conn,
+                &b,
+                Step::ResponseVerified,
+                &cancel,
+                Duration::ZERO,
+                |_, _| {},
+            )
             .unwrap();
         assert!(table.close().is_empty());
-        assert!(table.establish(conn, &b, queue(&b), |_| {}).is_none());
+        assert!(
+            table
+                .establish(conn, &b, queue(&b), heard(), |_| {})
+                .is_none()
+        );
     }
 }

@@ -391,11 +391,29 @@ mod tests {
             let conn = self.peers.new_conn_id();
             let cancel = CancellationToken::new();
             self.peers
-                .arbitrate(conn, &b, Step::ResponseVerified, &cancel, |_, _| {})
+                .arbitrate(
+                    conn,
+                    &b,
+                    Step::ResponseVerified,
+                    &cancel,
+                    std::time::Duration::ZERO,
+                    |_, _| {},
+                )
                 .unwrap();
             let (queue, frames) = FrameQueue::new(b.name.clone(), 1 << 20, 1 << 20);
             (
-                self.peers.establish(conn, &b, queue, |_| {}).unwrap(),
+                self.peers
+                    .establish(
+                        conn,
+                        &b,
+                        queue,
+                        crate::dist::link::LastHeard::new(
+                            Default::default(),
+                            crate::clock::Epoch::start(),
+                        ),
+                        |_| {},
+                    )
+                    .unwrap(),
                 frames,
             )
         }
