@@ -667,6 +667,12 @@ impl<B: LeaderServer> Server for Instance<B> {
 
 /// Starts the task that tells the instance `instance` of node ups and downs, in order, and when
 /// its machine's timer is due; it ends with the instance or the node.
+///
+/// The election acts on the node's group in the cluster view, not on its raw connections: a
+/// peer is up for the election while it is connected *and* in this node's group. When links are
+/// cut unevenly (A–B cut while both reach C), the view splits the nodes into fully connected
+/// groups that every node computes alike, so C drops A or B from its election as they drop each
+/// other, and each group elects one leader.
 pub(crate) fn drive_from_node<B: LeaderServer>(
     node: &Node,
     election: &str,
@@ -681,17 +687,62 @@ pub(crate) fn drive_from_node<B: LeaderServer>(
     );
 }
 
+/// The peers the election may count: connected ones in this node's group.
+struct Members {
+    connected: BTreeSet<NodeName>,
+    group: BTreeSet<NodeName>,
+    /// What the instance was told is up: always `connected ∩ group`.
+    told: BTreeSet<NodeName>,
+}
+
+impl Members {
+    fn new(node: &Node) -> Self {
+        let connected = node.peers().into_iter().map(|peer| peer.name).collect();
+        let mut members = Self {
+            connected,
+            group: node.view().group.clone(),
+            told: BTreeSet::new(),
+        };
+        members.told = members.counted();
+        members
+    }
+
+    fn counted(&self) -> BTreeSet<NodeName> {
+        self.connected.intersection(&self.group).cloned().collect()
+    }
+
+    /// What to tell the instance so that it holds `connected ∩ group` again: downs first.
+    fn changes<B: LeaderServer>(&mut self) -> Vec<InstanceInfo<B>> {
+        let counted = self.counted();
+        let mut changes: Vec<InstanceInfo<B>> = self
+            .told
+            .difference(&counted)
+            .map(|peer| InstanceInfo::NodeDown(peer.clone()))
+            .collect();
+        changes.extend(
+            counted
+                .difference(&self.told)
+                .map(|peer| InstanceInfo::NodeUp(peer.clone())),
+        );
+        self.told = counted;
+        changes
+    }
+}
+
 async fn feed<B: LeaderServer>(
     node: Node,
     instance: ServerRef<Instance<B>>,
     mut events: broadcast::Receiver<NodeEvent>,
     mut timer: watch::Receiver<Option<Instant>>,
 ) {
+    let mut views = node.view_changes();
+    views.borrow_and_update();
     // The peers connected now, read after subscribing to the node's events: an event about
     // them that follows is applied after it, in order.
-    let connected = node.peers().into_iter().map(|peer| peer.name).collect();
+    let mut members = Members::new(&node);
+    let told = members.told.iter().cloned().collect();
     if node
-        .send(&instance, InstanceInfo::Connected(connected))
+        .send(&instance, InstanceInfo::Connected(told))
         .await
         .is_err()
     {
@@ -699,7 +750,7 @@ async fn feed<B: LeaderServer>(
     }
     let mut due = *timer.borrow_and_update();
     loop {
-        let info = tokio::select! {
+        let changes: Vec<InstanceInfo<B>> = tokio::select! {
             _ = node.shutting_down() => return,
             changed = timer.changed() => {
                 if changed.is_err() {
@@ -710,20 +761,42 @@ async fn feed<B: LeaderServer>(
             }
             _ = sleep_until(due) => {
                 due = None;
-                InstanceInfo::Timer
+                vec![InstanceInfo::Timer]
+            }
+            changed = views.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                members.group = views.borrow_and_update().group.clone();
+                members.changes()
             }
             event = events.recv() => match event {
-                Ok(NodeEvent::NodeUp { peer, .. }) => InstanceInfo::NodeUp(peer),
-                Ok(NodeEvent::NodeDown { peer, .. }) => InstanceInfo::NodeDown(peer),
+                Ok(NodeEvent::NodeUp { peer, .. }) => {
+                    members.connected.insert(peer);
+                    members.changes()
+                }
+                Ok(NodeEvent::NodeDown { peer, .. }) => {
+                    // A restart's down and up come as a pair: the down is told even if the
+                    // peer's next life is already back in the group.
+                    members.connected.remove(&peer);
+                    let mut changes = members.changes();
+                    if !changes.iter().any(|c| matches!(c, InstanceInfo::NodeDown(p) if *p == peer)) {
+                        changes.insert(0, InstanceInfo::NodeDown(peer));
+                    }
+                    changes
+                }
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     tracing::warn!(missed, "an election instance missed node events; resynchronizing");
-                    InstanceInfo::Connected(node.peers().into_iter().map(|p| p.name).collect())
+                    members = Members::new(&node);
+                    vec![InstanceInfo::Connected(members.told.iter().cloned().collect())]
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
             },
         };
-        if node.send(&instance, info).await.is_err() {
-            return;
+        for info in changes {
+            if node.send(&instance, info).await.is_err() {
+                return;
+            }
         }
     }
 }

@@ -80,9 +80,19 @@ impl Net {
 
     /// Nodes `names`, all connected to each other.
     pub async fn mesh(&self, names: &[&str]) -> Vec<Node> {
+        self.mesh_with(names, config).await
+    }
+
+    /// Nodes `names` with [`loner_config`], all connected to each other: for partitions made
+    /// with `disconnect`, which no node undoes.
+    pub async fn loner_mesh(&self, names: &[&str]) -> Vec<Node> {
+        self.mesh_with(names, loner_config).await
+    }
+
+    async fn mesh_with(&self, names: &[&str], config: fn(&str) -> NodeConfig) -> Vec<Node> {
         let mut nodes = Vec::new();
         for name in names {
-            nodes.push(self.node(name).await);
+            nodes.push(self.start(config(name)).await);
         }
         for (i, from) in nodes.iter().enumerate() {
             for to in &nodes[i + 1..] {
