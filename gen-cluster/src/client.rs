@@ -92,6 +92,12 @@ fn print_status(status: &LeaderStatus, json: bool) {
     println!("candidates  {}", list(&status.candidates));
     println!("workers     {}", list(&status.workers));
     println!("taking part {}", list(&status.alive));
+    if !status.absent.is_empty() {
+        println!(
+            "absent      {} (known, not taking part now)",
+            list(&status.absent)
+        );
+    }
     let nodes: Vec<String> = status
         .nodes
         .iter()

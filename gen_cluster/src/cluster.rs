@@ -365,6 +365,8 @@ impl<C: ClusterServer> Clustered<C> {
 async fn take_over(node: Node, rally: String, me: Pid, left: Pid, ended: CancellationToken) {
     let globals = node.globals();
     let patience = node.config().liveness.down_after;
+    // After a stale answer, the next try waits this long, doubling up to `patience`.
+    let mut pause = patience / 10;
     loop {
         let released = globals.wait_until(|names| names.whereis(&rally) != Some(left));
         tokio::select! {
@@ -386,14 +388,18 @@ async fn take_over(node: Node, rally: String, me: Pid, left: Pid, ended: Cancell
                 tracing::info!(%left, "took the rally name over");
                 return;
             }
-            Err(RegisterError::Taken(holder)) if holder != left => return,
+            // Another live member won.
+            Err(RegisterError::Taken(holder)) if holder != left && holder != me => return,
+            // A registry that has not let go yet answered (or the attempt settled on no one):
+            // try again a little later.
             Err(RegisterError::Taken(_)) => {
-                // A registry that has not yet let go answered: try again a little later.
                 tokio::select! {
                     _ = ended.cancelled() => return,
-                    _ = tokio::time::sleep(patience / 10) => {}
+                    _ = tokio::time::sleep(pause) => {}
                 }
+                pause = (pause * 2).min(patience);
             }
+            Err(RegisterError::ShuttingDown) => return,
             Err(error) => {
                 tracing::warn!(%error, "cannot take the rally name over");
                 return;

@@ -236,18 +236,25 @@ impl Service {
         self.left.cancel();
     }
 
-    /// The member `id`: one reported up, or one whose link is up but not yet reported (its
-    /// first messages may come before its up event).
+    /// The member `id`, whose message is taken: one connected now (its link reported up here
+    /// first if its message came before its up event), or one whose link has just closed (a
+    /// goodbye may be its last word).
     fn member(&mut self, id: NodeId) -> Option<NodeName> {
         if self.hidden {
             return None;
         }
-        if let Some(name) = self.members.get(&id) {
-            return Some(name.clone());
+        if let Some(link) = self.peers.link_to(id).filter(|link| !link.hidden) {
+            if !self.dialed.contains_key(&link.name) {
+                self.link_up(Identity {
+                    name: link.name.clone(),
+                    incarnation: link.incarnation,
+                    listen: link.addr.clone(),
+                    hidden: false,
+                });
+            }
+            return Some(link.name.clone());
         }
-        let link = self.peers.link_to(id).filter(|link| !link.hidden)?;
-        self.members.insert(id, link.name.clone());
-        Some(link.name.clone())
+        self.members.get(&id).cloned()
     }
 
     /// Carries out what the machine asks; if the view changed, a flush is due.

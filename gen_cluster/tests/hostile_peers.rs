@@ -269,18 +269,19 @@ async fn a_fake_listener_among_the_seeds_keeps_no_one_out(net: Net) {
 
 async fn a_restart_that_replaces_a_link_is_one_down_and_one_up(net: Net) {
     let mut config_a = config("a");
-    config_a.liveness.down_after = Duration::from_secs(5);
+    config_a.liveness.down_after = Duration::from_secs(2);
     let a = net.start(config_a).await;
     let mut events = a.subscribe();
     // b's earlier life: connected, then silent (hung, or its machine gone), not yet declared
-    // down; past two heartbeat intervals of silence it no longer counts as alive.
+    // down; silent for more than half the failure detector's deadline, it no longer counts as
+    // alive.
     let _earlier = net.authenticated(a.listen_addr(), "b").await;
     let earlier = next_event(&mut events, |e| match e {
         NodeEvent::NodeUp { incarnation, .. } => Some(*incarnation),
         _ => None,
     })
     .await;
-    tokio::time::sleep(a.config().liveness.heartbeat_interval * 3).await;
+    tokio::time::sleep(a.config().liveness.down_after * 2 / 3).await;
     let mut config = config("b");
     config.listen = "127.0.0.1:0".into();
     let b2 = match &net {

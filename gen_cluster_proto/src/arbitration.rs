@@ -39,7 +39,7 @@ pub enum Other {
     Up {
         /// The peer's incarnation on it.
         incarnation: Incarnation,
-        /// Whether the peer was heard on it lately (within two heartbeat intervals).
+        /// Whether the peer spoke on it lately (within half the failure detector's deadline).
         heard_lately: bool,
     },
     /// Dialed by the peer, proven, accepted by this node, waiting for the peer's Ready.

@@ -82,8 +82,8 @@ pub enum DiscoveryEvent {
         error: String,
         /// When it is tried again.
         retry_in: Duration,
-        /// Whether `error` differs from the last failure of this peer's dials since it was
-        /// last connected: a log that says each cause once says the new ones.
+        /// Whether `error` is new among the failures of this peer's dials since it was last
+        /// connected: a log that says each cause once says the new ones.
         new_cause: bool,
     },
 }
@@ -96,9 +96,13 @@ struct Peer {
     retry_at: Option<Instant>,
     /// When its connection last dropped.
     dropped_at: Option<Instant>,
-    /// Why its last dial failed, since it was last connected.
-    last_error: Option<String>,
+    /// Why its dials failed since it was last connected (the first few distinct causes).
+    causes: Vec<String>,
 }
+
+/// How many distinct causes of failed dials are remembered per peer (a peer failing for more
+/// causes than that is reported again for the others).
+const MAX_CAUSES: usize = 8;
 
 /// The reconcile loop's state.
 #[derive(Debug)]
@@ -206,8 +210,10 @@ impl Reconciler {
             Some(peer) => {
                 peer.dialing = false;
                 peer.failures = peer.failures.saturating_add(1);
-                let new_cause = peer.last_error.as_ref() != Some(&error);
-                peer.last_error = Some(error.clone());
+                let new_cause = !peer.causes.contains(&error);
+                if new_cause && peer.causes.len() < MAX_CAUSES {
+                    peer.causes.push(error.clone());
+                }
                 (peer.failures, peer.dropped_at, new_cause)
             }
             None => return,
@@ -365,6 +371,7 @@ mod tests {
         assert!(!fail("refused"));
         assert!(fail("bad cookie"));
         assert!(!fail("bad cookie"));
+        assert!(!fail("refused"), "alternating causes are each said once");
         r.handle_connected("a:1");
         r.handle_disconnected(t0, "a:1");
         drain(&mut r, t0);

@@ -99,9 +99,11 @@ impl std::fmt::Display for NodeState {
 /// What nodes tell each other about the cluster.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub enum ViewMessage {
-    /// The freshness of every record the sender holds.
+    /// The freshness of records the sender holds: all of them when a link comes up, those it
+    /// learned since its last flush otherwise.
     Digest(Vec<(NodeName, Incarnation, u64)>),
-    /// Records the receiver lacks, or holds older versions of.
+    /// Records: the answer to a [`Want`](ViewMessage::Want) (possibly empty), or the sender's
+    /// own record after it changed.
     Records(Vec<NodeRecord>),
     /// The names whose records the sender asks for.
     Want(Vec<NodeName>),
@@ -136,13 +138,16 @@ pub struct View {
     asked: BTreeMap<NodeName, Asked>,
 }
 
-/// A record asked of one peer, and the other peers that offered it too: if the link to the
-/// asked one goes before it answers, the next is asked.
+/// A record asked of one peer, and what the other peers offered of it: if the asked one answers
+/// without it, or its link goes first, the peer that offered the freshest version is asked next.
 #[derive(Debug)]
 struct Asked {
+    /// The version asked for.
     freshness: (Incarnation, u64),
+    /// The peer asked.
     of: NodeName,
-    offered_by: Vec<NodeName>,
+    /// The other peers that offered it, with the version each offered.
+    offered_by: Vec<(NodeName, (Incarnation, u64))>,
 }
 
 impl View {
@@ -196,7 +201,10 @@ impl View {
             };
             self.records.insert(peer.name.clone(), first_sight);
             self.learned.insert(peer.name.clone(), peer.name.clone());
+            self.actions.push_back(ViewAction::Changed);
         }
+        // What was asked of an earlier life of the peer will not be answered.
+        self.ask_elsewhere(|asked| asked.of == peer.name);
         self.change_mine(|mine| mine.links.insert(peer.name.clone()));
         let digest = self.digest();
         self.send(peer.name.clone(), ViewMessage::Digest(digest));
@@ -206,23 +214,10 @@ impl View {
     /// it.
     pub fn handle_down(&mut self, peer: &NodeName) {
         self.change_mine(|mine| mine.links.remove(peer));
-        let links = &self.records[&self.me].links;
-        let mut reasked: BTreeMap<NodeName, Vec<NodeName>> = BTreeMap::new();
-        self.asked.retain(|name, asked| {
-            asked.offered_by.retain(|other| links.contains(other));
-            if &asked.of != peer {
-                return true;
-            }
-            let Some(next) = asked.offered_by.pop() else {
-                return false;
-            };
-            reasked.entry(next.clone()).or_default().push(name.clone());
-            asked.of = next;
-            true
-        });
-        for (next, names) in reasked {
-            self.send(next, ViewMessage::Want(names));
+        for asked in self.asked.values_mut() {
+            asked.offered_by.retain(|(other, _)| other != peer);
         }
+        self.ask_elsewhere(|asked| &asked.of == peer);
     }
 
     /// This node leaves the cluster: every connected node is told at once, before the links
@@ -267,8 +262,14 @@ impl View {
         }
     }
 
-    /// A message from the connected node `from`.
+    /// A message from the node `from`. Digests and requests count only from a node this node
+    /// is connected to (an answer could not reach any other); records count from a node whose
+    /// link has just gone too (its goodbye may come last).
     pub fn handle_message(&mut self, from: &NodeName, message: ViewMessage) {
+        let linked = self.records[&self.me].links.contains(from);
+        if !linked && !matches!(message, ViewMessage::Records(_)) {
+            return;
+        }
         match message {
             ViewMessage::Digest(entries) => {
                 let mut wanted = Vec::new();
@@ -279,16 +280,20 @@ impl View {
                         continue;
                     }
                     match self.asked.get_mut(&name) {
-                        Some(asked) if asked.freshness >= offered => {
-                            if &asked.of != from && !asked.offered_by.contains(from) {
-                                asked.offered_by.push(from.clone());
-                            }
+                        // Asked of another peer already: remember this offer for a fallback.
+                        Some(asked) if asked.freshness >= offered && &asked.of != from => {
+                            asked.offered_by.retain(|(other, _)| other != from);
+                            asked.offered_by.push((from.clone(), offered));
                         }
-                        _ => {
+                        // Offered again by the peer asked (a later life, or it has it now).
+                        Some(asked) if asked.freshness >= offered => wanted.push(name),
+                        previous => {
+                            let offered_by =
+                                previous.map(|asked| std::mem::take(&mut asked.offered_by));
                             let asked = Asked {
                                 freshness: offered,
                                 of: from.clone(),
-                                offered_by: Vec::new(),
+                                offered_by: offered_by.unwrap_or_default(),
                             };
                             self.asked.insert(name.clone(), asked);
                             wanted.push(name);
@@ -300,13 +305,12 @@ impl View {
                 }
             }
             ViewMessage::Want(names) => {
+                // Answered even when empty: the asker then asks another peer for what is missing.
                 let records: Vec<NodeRecord> = names
                     .iter()
                     .filter_map(|name| self.records.get(name).cloned())
                     .collect();
-                if !records.is_empty() {
-                    self.send(from.clone(), ViewMessage::Records(records));
-                }
+                self.send(from.clone(), ViewMessage::Records(records));
             }
             ViewMessage::Records(records) => {
                 let mut changed = false;
@@ -315,17 +319,53 @@ impl View {
                         changed = true;
                         self.learned.insert(record.name.clone(), from.clone());
                     }
-                    let held = self.records.get(&record.name).map(NodeRecord::freshness);
-                    if let (Some(asked), Some(held)) = (self.asked.get(&record.name), held)
-                        && asked.freshness <= held
-                    {
-                        self.asked.remove(&record.name);
-                    }
                 }
                 if changed {
                     self.actions.push_back(ViewAction::Changed);
                 }
+                // Whatever `from` was asked for and did not send (this may be its answer, or a
+                // push of its own record before it: at worst a record is fetched twice) is asked
+                // of the next peer that offered it.
+                self.ask_elsewhere(|asked| &asked.of == from);
             }
+        }
+    }
+
+    /// Drops the asks that are answered; those of the others that `retry` picks go to the
+    /// linked peer that offered the freshest version of the record, if one offered more than
+    /// this node holds, or are given up.
+    fn ask_elsewhere(&mut self, retry: impl Fn(&Asked) -> bool) {
+        let links = &self.records[&self.me].links;
+        let records = &self.records;
+        let mut wants: BTreeMap<NodeName, Vec<NodeName>> = BTreeMap::new();
+        self.asked.retain(|name, asked| {
+            let held = records.get(name).map(NodeRecord::freshness);
+            if held.is_some_and(|held| held >= asked.freshness) {
+                return false;
+            }
+            if !retry(asked) {
+                return true;
+            }
+            asked.offered_by.retain(|(peer, _)| links.contains(peer));
+            let best = asked
+                .offered_by
+                .iter()
+                .enumerate()
+                .max_by_key(|(_, (_, offered))| *offered)
+                .map(|(i, _)| i);
+            let Some((next, offered)) = best.map(|i| asked.offered_by.swap_remove(i)) else {
+                return false;
+            };
+            if held.is_some_and(|held| held >= offered) {
+                return false;
+            }
+            wants.entry(next.clone()).or_default().push(name.clone());
+            asked.of = next;
+            asked.freshness = offered;
+            true
+        });
+        for (peer, names) in wants {
+            self.send(peer, ViewMessage::Want(names));
         }
     }
 
@@ -618,6 +658,41 @@ mod tests {
         assert_eq!(views[0].state(&name("x")), Some(NodeState::Unreachable));
         settle(&mut views);
         assert_eq!(views[0].state(&name("x")), Some(NodeState::Left));
+    }
+
+    fn wants(view: &mut View) -> Vec<(NodeName, Vec<NodeName>)> {
+        std::iter::from_fn(|| view.poll_action())
+            .filter_map(|action| match action {
+                ViewAction::Send {
+                    to,
+                    message: ViewMessage::Want(names),
+                } => Some((to, names)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_record_its_asked_peer_does_not_send_is_asked_of_the_peer_that_offered_the_freshest() {
+        let mut a = view("a");
+        for peer in ["p", "q", "r"] {
+            a.handle_up(&identity(&view(peer)));
+        }
+        wants(&mut a);
+        let x = |version| vec![(name("x"), Incarnation(1), version)];
+        a.handle_message(&name("p"), ViewMessage::Digest(x(7)));
+        a.handle_message(&name("q"), ViewMessage::Digest(x(5)));
+        a.handle_message(&name("r"), ViewMessage::Digest(x(6)));
+        assert_eq!(wants(&mut a), [(name("p"), vec![name("x")])], "asked once");
+        // p answers without it (it no longer holds that version): r, with the freshest offer.
+        a.handle_message(&name("p"), ViewMessage::Records(Vec::new()));
+        assert_eq!(wants(&mut a), [(name("r"), vec![name("x")])]);
+        // r's link goes before it answers: q.
+        a.handle_down(&name("r"));
+        assert_eq!(wants(&mut a), [(name("q"), vec![name("x")])]);
+        // A digest from a node this one is not connected to asks nothing.
+        a.handle_message(&name("r"), ViewMessage::Digest(x(9)));
+        assert_eq!(wants(&mut a), []);
     }
 
     #[test]

@@ -409,7 +409,11 @@ async fn write_all(
 pub(crate) struct Heard {
     read: ReadHalf,
     epoch: Epoch,
+    /// The failure detector's clock: arrivals, and the moments the reader waits on a full
+    /// local mailbox (this node's slowness is not the peer's silence).
     last: Arc<AtomicU64>,
+    /// Arrivals only: whether the peer itself spoke lately.
+    read_at: Arc<AtomicU64>,
 }
 
 impl Heard {
@@ -419,12 +423,19 @@ impl Heard {
             read,
             epoch,
             last: Arc::new(AtomicU64::new(0)),
+            read_at: Arc::new(AtomicU64::new(0)),
         }
     }
 
-    /// Where the moment of the last arrival is kept.
+    /// Where the failure detector's clock is kept: the last arrival, or the last moment the
+    /// reader waited on a full local mailbox.
     pub(crate) fn last_heard(&self) -> Arc<AtomicU64> {
         Arc::clone(&self.last)
+    }
+
+    /// Where the moment bytes last arrived is kept.
+    pub(crate) fn last_read(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.read_at)
     }
 }
 
@@ -437,7 +448,9 @@ impl AsyncRead for Heard {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.read).poll_read(cx, buf);
         if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.epoch.store(&self.last, now());
+            let at = now();
+            self.epoch.store(&self.last, at);
+            self.epoch.store(&self.read_at, at);
         }
         polled
     }

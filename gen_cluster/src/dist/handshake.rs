@@ -97,7 +97,8 @@ pub(crate) async fn dial(dist: &Arc<Dist>, addr: &str) -> Result<NodeName, Conne
 const FRESH_ATTEMPT_EVERY: Duration = Duration::from_millis(50);
 
 /// How long a fresh attempt is kept: long enough for a connection over a slow path, short enough
-/// that the attempts pending at once stay few (at most this over [`FRESH_ATTEMPT_EVERY`]).
+/// that the attempts pending at once stay few (this over [`FRESH_ATTEMPT_EVERY`], besides the
+/// first).
 const FRESH_ATTEMPT_LIFE: Duration = Duration::from_millis(400);
 
 /// Opens a connection to `addr` within the node's `connect_timeout`. A connection attempt whose
@@ -105,13 +106,16 @@ const FRESH_ATTEMPT_LIFE: Duration = Duration::from_millis(400);
 /// that comes back would wait for that: besides the first attempt (kept for the whole timeout,
 /// for slow paths), a fresh one starts every [`FRESH_ATTEMPT_EVERY`], each kept for
 /// [`FRESH_ATTEMPT_LIFE`]; the first to connect wins and the others are dropped. An attempt that
-/// fails (refused, no route) ends the dial with its error: the answer is in.
+/// fails (refused, no route) ends the dial with its error: the answer is in. Only an address
+/// given as an IP and port gets fresh attempts: each attempt on a host name would look it up
+/// again.
 async fn connect(dist: &Dist, addr: &str) -> Result<(ReadHalf, WriteHalf), ConnectError> {
     let timeout = dist.config.connect_timeout;
     let deadline = tokio::time::Instant::now() + timeout;
     let attempt = |life: Duration| tokio::time::timeout(life, dist.dialer.dial(addr.to_string()));
     let mut attempts = futures::stream::FuturesUnordered::new();
     attempts.push(attempt(timeout));
+    let fresh_attempts = addr.parse::<std::net::SocketAddr>().is_ok();
     let mut fresh = tokio::time::interval_at(
         tokio::time::Instant::now() + FRESH_ATTEMPT_EVERY,
         FRESH_ATTEMPT_EVERY,
@@ -125,7 +129,7 @@ async fn connect(dist: &Dist, addr: &str) -> Result<(ReadHalf, WriteHalf), Conne
                 // A fresh attempt's time is up; the others go on.
                 Err(_) => {}
             },
-            _ = fresh.tick() => attempts.push(attempt(FRESH_ATTEMPT_LIFE)),
+            _ = fresh.tick(), if fresh_attempts => attempts.push(attempt(FRESH_ATTEMPT_LIFE)),
             _ = tokio::time::sleep_until(deadline) => {
                 return Err(ConnectError::Timeout { addr: addr.into(), after: timeout });
             }
@@ -153,7 +157,7 @@ pub(crate) async fn accept(
     };
     let error = match outcome {
         Ok(established) => {
-            let heard = frames.get_ref().last_heard();
+            let heard = frames.get_ref().last_read();
             if let Some(link) = driver::establish(&dist, conn, &established, heard) {
                 driver::run(&dist, link, frames, write);
             }
@@ -289,8 +293,10 @@ fn arbitrate(
     step: Step,
     cancel: &CancellationToken,
 ) -> Result<(), Refusal> {
-    // A link heard within two heartbeat intervals is alive: a later life of its name is a clash.
-    let clash_window = dist.config.liveness.heartbeat_interval * 2;
+    // A link whose peer spoke within half the failure detector's deadline is alive (a live peer
+    // sends at least a heartbeat per interval, and its interval is far below the deadline): a
+    // later life of its name is a clash.
+    let clash_window = dist.config.liveness.down_after / 2;
     dist.peers
         .arbitrate(conn, peer, step, cancel, clash_window, |replaced, state| {
             let reason = replaced.note_down_reason(DownReason::Restarted);

@@ -183,7 +183,9 @@ impl<B: LeaderServer> Instance<B> {
         (instance, wiring)
     }
 
-    fn status(&self, node: &Node) -> LeaderStatus {
+    /// Where the election stands; `with_nodes` adds the cluster view's nodes (for the status
+    /// query, not for every local call).
+    fn status(&self, node: &Node, with_nodes: bool) -> LeaderStatus {
         let election = self.machine.current().cloned();
         LeaderStatus {
             node: node.name().clone(),
@@ -193,7 +195,10 @@ impl<B: LeaderServer> Instance<B> {
             workers: self.machine.workers().into_iter().collect(),
             alive: self.machine.alive().into_iter().collect(),
             absent: self.machine.down().into_iter().collect(),
-            nodes: node.view().nodes.clone(),
+            nodes: match with_nodes {
+                true => node.view().nodes.clone(),
+                false => Vec::new(),
+            },
             refused: self.machine.refused().iter().cloned().collect(),
         }
     }
@@ -584,14 +589,15 @@ impl<B: LeaderServer> Server for Instance<B> {
             InstanceCall::Leader(request) => self.leader_call(ctx, request, from).await,
             InstanceCall::Route(request) => self.route_call(ctx, request, from).await,
             InstanceCall::Local(request) => {
-                let status = self.status(ctx.node());
+                let status = self.status(ctx.node(), false);
                 from.reply(InstanceReply::Local(
                     self.behaviour.handle_call(request, &status),
                 ));
                 Flow::Continue
             }
             InstanceCall::Status => {
-                from.reply(InstanceReply::Status(Box::new(self.status(ctx.node()))));
+                let status = self.status(ctx.node(), true);
+                from.reply(InstanceReply::Status(Box::new(status)));
                 Flow::Continue
             }
         }
@@ -601,7 +607,7 @@ impl<B: LeaderServer> Server for Instance<B> {
         match message {
             InstanceCast::Leader(request) => self.leader_cast(ctx, request).await,
             InstanceCast::Local(request) => {
-                let status = self.status(ctx.node());
+                let status = self.status(ctx.node(), false);
                 self.behaviour.handle_cast(request, &status);
                 Flow::Continue
             }

@@ -168,7 +168,9 @@ pub struct LeaderStatus {
     /// Candidates and workers known but not taking part now (see `nodes` for why: a node may
     /// be live but not connected to this one).
     pub absent: Vec<NodeName>,
-    /// Every node of the cluster this node knows of, with its state in the cluster view.
+    /// Every node of the cluster this node knows of, with its state in the cluster view. Filled
+    /// in the answer to [`Leader::status`]; empty in the status the callbacks are given (they
+    /// can read `node.view()`), which is built for every local call.
     pub nodes: Vec<KnownNode>,
     /// Connected nodes refused for a candidate list that conflicts with this node's.
     pub refused: Vec<NodeName>,
