@@ -139,10 +139,11 @@ fn main() {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    // The benchmarks and the demo kill nodes on purpose: only errors are worth printing there.
+    // The benchmarks and the demo kill nodes on purpose, and a client's own connection ends with
+    // it: only errors are worth printing there (a client says what failed in its result).
     let default_level = match cli.command {
-        Command::Bench(_) | Command::Demo => "error",
-        _ => "warn",
+        Command::Bench(_) | Command::Demo | Command::Dict(_) | Command::Status(_) => "error",
+        Command::Node(_) => "warn",
     };
     tracing_subscriber::fmt()
         .with_env_filter(

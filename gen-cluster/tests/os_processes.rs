@@ -957,7 +957,8 @@ impl Drop for LoggedNode {
 
 /// A misconfigured node says why it cannot join, on its own side, within 2 s and once per
 /// cause however often it retries: another cookie (naming the fix), a seed where no node
-/// listens, the name of a live member. The node it dials names the dialer in its own line.
+/// listens, the name of a live member (dialing another member, or that member itself). The
+/// node it dials names the dialer in its own line.
 #[test]
 fn a_misconfigured_node_says_why_it_cannot_join_once_per_cause() {
     let mut a = LoggedNode::start("a", COOKIE, &[]);
@@ -970,7 +971,7 @@ fn a_misconfigured_node_says_why_it_cannot_join_once_per_cause() {
             + 5;
         line[at..].split_whitespace().next().unwrap().to_string()
     };
-    let _b = NodeProcess::start("b", "127.0.0.1:0", COOKIE, &[&a_addr]);
+    let b = NodeProcess::start("b", "127.0.0.1:0", COOKIE, &[&a_addr]);
     let closed = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap().to_string()
@@ -979,6 +980,8 @@ fn a_misconfigured_node_says_why_it_cannot_join_once_per_cause() {
         ("x", "another-cookie", a_addr.as_str(), "GEN_CLUSTER_COOKIE"),
         ("y", COOKIE, closed.as_str(), "refused"),
         ("b", COOKIE, a_addr.as_str(), "name clash"),
+        // Seeded at the live b itself: not taken for a node dialing itself.
+        ("b", COOKIE, b.addr.as_str(), "name clash"),
     ];
     for (name, cookie, seed, cause) in cases {
         let mut node = LoggedNode::start(name, cookie, &[seed]);

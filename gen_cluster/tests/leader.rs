@@ -706,3 +706,56 @@ async fn a_triangle_with_one_edge_cut_elects_one_leader_per_fully_connected_grou
     memory.heal("a", "b");
     agreed(&dicts, a).await;
 }
+
+/// The README's dictionary tour over the in-memory network (paused time): b and c are seeded
+/// with a only and meet through the view. a crashes (cut off from everyone, never heard again):
+/// within 1 s b leads and c follows it, and a write through c is read on b. a comes back at the
+/// same address: it follows b, and every acknowledged write is on all three.
+#[tokio::test(start_paused = true)]
+async fn the_readme_tour_over_the_in_memory_network() {
+    let memory = gen_cluster::MemoryNetwork::new();
+    let net = Net::Memory(memory.clone());
+    let a = net.node("a").await;
+    let (b, c) = (net.node("b").await, net.node("c").await);
+    connect(&b, &a).await;
+    connect(&c, &a).await;
+    let mut nodes = vec![a, b, c];
+    let candidates = names(&nodes);
+    let mut dicts = start_dicts(&nodes, &candidates).await;
+    agreed(&dicts, &candidates[0]).await;
+    let put = |key: &str, value: &str| Write::Put(key.into(), value.into());
+    dicts[2].leader_call(put("before", "1"), T).await.unwrap();
+
+    memory.isolate("a");
+    let crashed = Instant::now();
+    agreed(&dicts[1..], &candidates[1]).await;
+    assert!(
+        crashed.elapsed() < Duration::from_secs(1),
+        "b leads {:?} after a's crash",
+        crashed.elapsed()
+    );
+    dicts[2].leader_call(put("color", "blue"), T).await.unwrap();
+    let read = dicts[1].call(Read::Get("color".into()), T).await.unwrap();
+    assert_eq!(read, ReadReply::Value(Some("blue".into())));
+
+    // a comes back at its address, as the README restarts it.
+    let address = nodes[0].listen_addr().to_string();
+    nodes[0].shutdown().await;
+    memory.heal_all();
+    let mut config = common::config("a");
+    config.listen = address;
+    nodes[0] = net.start(config).await;
+    let mut dict_config = leader_config(candidates.clone());
+    dict_config.name = "dict".into();
+    dicts[0] = Leader::start(&nodes[0], dict_config, Dict::default())
+        .await
+        .unwrap();
+    agreed(&dicts, &candidates[1]).await;
+    let expected = ReadReply::All(vec![
+        ("before".into(), "1".into()),
+        ("color".into(), "blue".into()),
+    ]);
+    for dict in &dicts {
+        eventually(|| async { dict.call(Read::List, T).await.unwrap() == expected }).await;
+    }
+}

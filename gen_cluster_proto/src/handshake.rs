@@ -307,7 +307,17 @@ impl AwaitChallenge {
             }));
         }
         if identity.name == self.config.local.name {
-            return Err(HandshakeFailure::refusing(Refusal::SelfConnect));
+            // This node dialed itself (discovery lists it among the others), or another
+            // process claims this node's name.
+            let local = &self.config.local;
+            let itself =
+                identity.incarnation == local.incarnation && identity.listen == local.listen;
+            return Err(HandshakeFailure::refusing(match itself {
+                true => Refusal::SelfConnect,
+                false => Refusal::NameClash {
+                    node: identity.name,
+                },
+            }));
         }
         let transcript = Transcript {
             version,
@@ -415,7 +425,17 @@ impl AwaitHello {
             }));
         };
         if identity.name == self.config.local.name {
-            return Err(HandshakeFailure::refusing(Refusal::SelfConnect));
+            // This node dialed itself (discovery lists it among the others), or another
+            // process claims this node's name.
+            let local = &self.config.local;
+            let itself =
+                identity.incarnation == local.incarnation && identity.listen == local.listen;
+            return Err(HandshakeFailure::refusing(match itself {
+                true => Refusal::SelfConnect,
+                false => Refusal::NameClash {
+                    node: identity.name,
+                },
+            }));
         }
         Ok(HelloReceived {
             config: self.config,
@@ -757,6 +777,18 @@ mod tests {
     fn a_node_dialing_itself_is_refused() {
         let (_, a) = run(config("a", "c", b"s"), config("a", "c", b"s"));
         assert_eq!(a, Err(HandshakeError::RefusedPeer(Refusal::SelfConnect)));
+    }
+
+    #[test]
+    fn another_process_with_the_name_of_the_node_it_dials_is_a_clash() {
+        let mut other = config("a", "c", b"s");
+        other.local.incarnation = Incarnation(2);
+        let (i, a) = run(other, config("a", "c", b"s"));
+        let clash = Refusal::NameClash {
+            node: NodeName::new("a").unwrap(),
+        };
+        assert_eq!(a, Err(HandshakeError::RefusedPeer(clash.clone())));
+        assert_eq!(i, Err(HandshakeError::RefusedByPeer(clash)));
     }
 
     #[test]
