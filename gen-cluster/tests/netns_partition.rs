@@ -4,6 +4,8 @@
 //! - A netsplit: one node's link is cut — its packets vanish, so both sides see silence, not a
 //!   reset — and restored. Each side keeps a leader and takes writes; after the heal there is
 //!   one leader again and every node holds both sides' writes.
+//! - A triangle with one edge cut (a and b drop each other's packets, both reach c): one leader
+//!   per fully connected group, none counting a node another counts; one leader after the heal.
 //! - A path that comes back after a silent cut is used at once, not after the kernel's next
 //!   retransmission of the connection's first packet (1, 2, 4 s… apart).
 //! - A slow link: an 8 MiB cast over a link shaped to 20 Mbit/s streams for seconds without
@@ -143,6 +145,22 @@ impl Net {
             .status()
             .is_ok_and(|s| s.success());
         assert!(done, "iptables in the namespace of {host}");
+    }
+
+    /// Makes `a` and `b` drop each other's packets (`true`), both still reaching every other
+    /// host: an uneven cut. `false` ends it.
+    fn cut_between(&self, a: &str, b: &str, cut: bool) {
+        let action = if cut { "-A" } else { "-D" };
+        for (host, other) in [(a, b), (b, a)] {
+            let from = addr(other);
+            let from = from.split(':').next().unwrap();
+            let done = Command::new("ip")
+                .args(["netns", "exec", &self.ns(host), "iptables", action, "INPUT"])
+                .args(["-s", from, "-j", "DROP"])
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(done, "iptables in the namespace of {host}");
+        }
     }
 
     /// `gen-cluster ARGS…` run inside the host's namespace.
@@ -317,6 +335,60 @@ fn a_netsplit_leaves_a_leader_on_each_side_and_the_heal_merges_both_sides_writes
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// `gen-cluster status --json` of the host's node, run in its namespace.
+fn status(net: &Net, host: &str) -> Value {
+    let node = addr(host);
+    let output = net
+        .command(host, &["status", "--json", "--node", &node])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "status on {host}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// A triangle with one edge cut: a and b drop each other's packets, both still reach c. Once
+/// the cut is detected the services act on fully connected groups ({a, c} and {b}): c keeps
+/// following a, b leads only itself, and no two leaders count a node in common. After the heal,
+/// one leader.
+#[test]
+fn a_triangle_with_one_edge_cut_keeps_leaders_apart_and_heals_to_one() {
+    let Some(net) = Net::new('t') else { return };
+    let hosts: Vec<Host> = HOSTS.iter().map(|h| Host::start(&net, h)).collect();
+    for host in &hosts {
+        host.wait_leader("a");
+    }
+    net.cut_between("a", "b", true);
+    hosts[1].wait_leader("b");
+    let deadline = Instant::now() + HANG;
+    loop {
+        let taking_part = |host| -> Vec<String> {
+            let status = status(&net, host);
+            let leader = status["leader"].as_str().unwrap_or_default().to_string();
+            let mut alive: Vec<String> = status["alive"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|n| n.as_str().unwrap().to_string())
+                .collect();
+            alive.insert(0, leader);
+            alive
+        };
+        let (a, b, c) = (taking_part("a"), taking_part("b"), taking_part("c"));
+        // Leader first, then who takes part.
+        if a == ["a", "a", "c"] && b == ["b", "b"] && c == ["a", "a", "c"] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "a: {a:?}, b: {b:?}, c: {c:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    net.cut_between("a", "b", false);
+    hosts[1].wait_leader("a");
 }
 
 /// b drops every packet that reaches it (its link up: nothing fails at once) for 3.5 s, long
