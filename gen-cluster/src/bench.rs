@@ -617,10 +617,7 @@ fn global_names(Bench { sides, erlang }: &Bench, report: &mut Report) -> Result<
 /// seed at once: the time until every member holds all N, against one remote call round trip
 /// measured on the same nodes.
 fn cluster_join(_: &Bench, report: &mut Report) -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let runtime = runtime()?;
     for n in [3usize, 10, 20, 50] {
         let (converged, round_trip) = runtime.block_on(async move {
             let mut nodes = Vec::with_capacity(n);
@@ -710,10 +707,7 @@ fn cluster_join(_: &Bench, report: &mut Report) -> Result<()> {
 /// election, only connecting).
 /// Loopback: every dial comes from 127.0.0.1, so the per-address admission bound is lifted.
 fn mesh_join(_: &Bench, report: &mut Report) -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let runtime = runtime()?;
     let start = |name: String, connect_all: bool| {
         let mut config = config(&name);
         config.connect_all = connect_all;
@@ -798,6 +792,14 @@ fn mesh_join(_: &Bench, report: &mut Report) -> Result<()> {
     Ok(())
 }
 
+/// The runtime of the in-process benchmarks: two worker threads, as the machine has two cores.
+fn runtime() -> Result<Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
 /// Waits (at most 60 s) until `done` holds on every node.
 async fn wait_all(nodes: &[Node], done: impl Fn(&Node) -> bool) -> Result<()> {
     tokio::time::timeout(Duration::from_secs(60), async {
@@ -813,10 +815,7 @@ async fn wait_all(nodes: &[Node], done: impl Fn(&Node) -> bool) -> Result<()> {
 /// from its listening to this node's node-up, against a fresh dial and handshake to it.
 fn reconnect(_: &Bench, report: &mut Report) -> Result<()> {
     const TRIALS: usize = 20;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let runtime = runtime()?;
     let (ours, floor) = runtime.block_on(async {
         let watcher = Node::start(config("watcher")).await?;
         let mut peer = Node::start(config("restarting")).await?;

@@ -277,17 +277,23 @@ impl Drop for Host {
 
 /// `gen-cluster dict ARGS… --node <host's address>`, run in the host's namespace.
 fn dict(net: &Net, host: &str, args: &[&str]) -> String {
+    String::from_utf8(client(net, host, "dict", args)).unwrap()
+}
+
+/// `gen-cluster COMMAND ARGS… --node <host's address>` (a client: `dict`, `status`), run in the
+/// host's namespace; its output.
+fn client(net: &Net, host: &str, command: &str, args: &[&str]) -> Vec<u8> {
     let node = addr(host);
-    let mut all = vec!["dict"];
+    let mut all = vec![command];
     all.extend(args);
     all.extend(["--node", &node]);
     let output = net.command(host, &all).output().unwrap();
     assert!(
         output.status.success(),
-        "dict {args:?} on {host}: {}",
+        "{command} {args:?} on {host}: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    String::from_utf8(output.stdout).unwrap()
+    output.stdout
 }
 
 #[test]
@@ -339,17 +345,7 @@ fn a_netsplit_leaves_a_leader_on_each_side_and_the_heal_merges_both_sides_writes
 
 /// `gen-cluster status --json` of the host's node, run in its namespace.
 fn status(net: &Net, host: &str) -> Value {
-    let node = addr(host);
-    let output = net
-        .command(host, &["status", "--json", "--node", &node])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "status on {host}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap()
+    serde_json::from_slice(&client(net, host, "status", &["--json"])).unwrap()
 }
 
 /// A triangle with one edge cut: a and b drop each other's packets, both still reach c. Once

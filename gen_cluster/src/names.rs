@@ -505,12 +505,8 @@ async fn sleep_until(deadline: Option<Instant>) {
 #[allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 mod tests {
     use super::*;
-    use gen_cluster_proto::arbitration::Step;
     use gen_cluster_proto::handshake::Identity;
     use gen_cluster_proto::registry::{Registration, Stamp};
-    use tokio_util::sync::CancellationToken;
-
-    use crate::dist::queue::FrameQueue;
 
     fn registration(node: &NodeName, incarnation: u64) -> Registration {
         Registration {
@@ -550,23 +546,7 @@ mod tests {
             listen: "b:1".into(),
             hidden: false,
         };
-        let conn = peers.new_conn_id();
-        let cancel = CancellationToken::new();
-        peers
-            .arbitrate(
-                conn,
-                &life_two,
-                Step::ResponseVerified,
-                &cancel,
-                std::time::Duration::ZERO,
-                |_, _| {},
-            )
-            .unwrap();
-        let queue = FrameQueue::new(b.clone(), 1 << 20, 1 << 20).0;
-        let heard = crate::dist::link::LastHeard::now();
-        peers
-            .establish(conn, &life_two, queue, heard, |_| {})
-            .unwrap();
+        peers.connect_for_tests(&life_two);
         assert_eq!(
             still_current(&peers, b.id(), stale),
             Some(announce(vec![])),

@@ -258,11 +258,9 @@ impl Router {
 #[allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 mod tests {
     use super::*;
+    use crate::dist::queue::Outgoing;
     use gen_cluster_proto::handshake::Identity;
     use gen_cluster_proto::{Incarnation, NodeName};
-    use tokio_util::sync::CancellationToken;
-
-    use crate::dist::queue::{FrameQueue, Outgoing};
 
     fn name(n: &str) -> NodeName {
         NodeName::new(n).unwrap()
@@ -284,23 +282,7 @@ mod tests {
             listen: "b:1".into(),
             hidden: false,
         };
-        let conn = peers.new_conn_id();
-        let cancel = CancellationToken::new();
-        use gen_cluster_proto::arbitration::Step;
-        peers
-            .arbitrate(
-                conn,
-                &b,
-                Step::ResponseVerified,
-                &cancel,
-                std::time::Duration::ZERO,
-                |_, _| {},
-            )
-            .unwrap();
-        let (queue, frames) = FrameQueue::new(b.name.clone(), 1 << 20, 1 << 20);
-        peers
-            .establish(conn, &b, queue, crate::dist::link::LastHeard::now(), |_| {})
-            .unwrap();
+        let (_, frames) = peers.connect_for_tests(&b);
         frames
     }
 

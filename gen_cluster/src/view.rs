@@ -245,12 +245,7 @@ impl Service {
         }
         if let Some(link) = self.peers.link_to(id).filter(|link| !link.hidden) {
             if !self.dialed.contains_key(&link.name) {
-                self.link_up(Identity {
-                    name: link.name.clone(),
-                    incarnation: link.incarnation,
-                    listen: link.addr.clone(),
-                    hidden: false,
-                });
+                self.link_up(link.identity());
             }
             return Some(link.name.clone());
         }
@@ -282,14 +277,13 @@ impl Service {
         }
     }
 
-    /// Sends the burst's changes to the peers, publishes the view and tells the reconcile
-    /// machine which members to keep connected to.
+    /// Sends the burst's changes to the peers and publishes the view (the reconcile machine
+    /// heard of each change already, as it was carried out).
     fn flush(&mut self) {
         self.machine.flush();
         self.carry_out();
         self.flush_due = None;
         self.flushed_at = tokio::time::Instant::now();
-        self.members_changed();
         let nodes: Vec<KnownNode> = self
             .machine
             .nodes()
@@ -364,12 +358,7 @@ impl Service {
         }
         for link in &links {
             if !self.dialed.contains_key(&link.name) {
-                self.link_up(Identity {
-                    name: link.name.clone(),
-                    incarnation: link.incarnation,
-                    listen: link.addr.clone(),
-                    hidden: false,
-                });
+                self.link_up(link.identity());
             }
         }
     }
@@ -378,9 +367,9 @@ impl Service {
     fn link_up(&mut self, peer: Identity) {
         self.members.insert(peer.name.id(), peer.name.clone());
         self.machine.handle_up(&peer);
-        // The member first, then its link: the reconcile machine marks only members.
+        // The member first (carrying out the change tells the reconcile machine of it), then
+        // its link: the reconcile machine marks only members.
         self.carry_out();
-        self.members_changed();
         if let Some(dialing) = &mut self.dialing {
             dialing.handle_connected(&peer.listen);
         }

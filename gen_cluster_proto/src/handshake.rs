@@ -306,18 +306,8 @@ impl AwaitChallenge {
                 supported: self.config.versions,
             }));
         }
-        if identity.name == self.config.local.name {
-            // This node dialed itself (discovery lists it among the others), or another
-            // process claims this node's name.
-            let local = &self.config.local;
-            let itself =
-                identity.incarnation == local.incarnation && identity.listen == local.listen;
-            return Err(HandshakeFailure::refusing(match itself {
-                true => Refusal::SelfConnect,
-                false => Refusal::NameClash {
-                    node: identity.name,
-                },
-            }));
+        if let Some(refusal) = same_name(&self.config.local, &identity) {
+            return Err(HandshakeFailure::refusing(refusal));
         }
         let transcript = Transcript {
             version,
@@ -424,18 +414,8 @@ impl AwaitHello {
                 supported: self.config.versions,
             }));
         };
-        if identity.name == self.config.local.name {
-            // This node dialed itself (discovery lists it among the others), or another
-            // process claims this node's name.
-            let local = &self.config.local;
-            let itself =
-                identity.incarnation == local.incarnation && identity.listen == local.listen;
-            return Err(HandshakeFailure::refusing(match itself {
-                true => Refusal::SelfConnect,
-                false => Refusal::NameClash {
-                    node: identity.name,
-                },
-            }));
+        if let Some(refusal) = same_name(&self.config.local, &identity) {
+            return Err(HandshakeFailure::refusing(refusal));
         }
         Ok(HelloReceived {
             config: self.config,
@@ -445,6 +425,22 @@ impl AwaitHello {
             version,
         })
     }
+}
+
+/// The refusal of a peer that gives this node's own name: this node reached itself (discovery
+/// lists it among the others) if it is this life at this address, else another process claims
+/// the name.
+fn same_name(local: &Identity, peer: &Identity) -> Option<Refusal> {
+    if peer.name != local.name {
+        return None;
+    }
+    let itself = peer.incarnation == local.incarnation && peer.listen == local.listen;
+    Some(match itself {
+        true => Refusal::SelfConnect,
+        false => Refusal::NameClash {
+            node: peer.name.clone(),
+        },
+    })
 }
 
 /// Acceptor: the dialer's Hello is well formed; it has proved nothing yet.

@@ -15,19 +15,12 @@ use gen_cluster::{
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
-use super::{Bench, COOKIE, Report, config, percentiles};
+use super::{Bench, COOKIE, Report, config, percentiles, runtime};
 use crate::child::NodeProcess;
 
 const CANDIDATES: [&str; 3] = ["a", "b", "c"];
 /// A bound on each wait, only so that a broken run ends.
 const STEP: Duration = Duration::from_secs(20);
-
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?)
-}
 
 /// p50, p99 and max in milliseconds; an empty sample is an error.
 fn summary(samples: &[Duration]) -> Result<(f64, f64, f64)> {

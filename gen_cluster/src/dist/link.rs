@@ -105,6 +105,16 @@ impl PeerLink {
         }
     }
 
+    /// The peer as its handshake proved it.
+    pub(crate) fn identity(&self) -> Identity {
+        Identity {
+            name: self.name.clone(),
+            incarnation: self.incarnation,
+            listen: self.addr.clone(),
+            hidden: self.hidden,
+        }
+    }
+
     /// Whether the peer was heard on this link less than `window` ago.
     pub(crate) fn heard_within(&self, window: Duration) -> bool {
         self.heard.within(window)

@@ -218,6 +218,34 @@ impl PeerTable {
         Some(link)
     }
 
+    /// Establishes a link to `peer` as an accepted handshake does, for the tests of the parts
+    /// that hold links; returns it and the receiving end of its frame queue.
+    #[cfg(test)]
+    #[allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+    pub(crate) fn connect_for_tests(
+        &self,
+        peer: &Identity,
+    ) -> (
+        Arc<PeerLink>,
+        tokio::sync::mpsc::UnboundedReceiver<crate::dist::queue::Outgoing>,
+    ) {
+        let conn = self.new_conn_id();
+        let cancel = CancellationToken::new();
+        self.arbitrate(
+            conn,
+            peer,
+            Step::ResponseVerified,
+            &cancel,
+            Duration::ZERO,
+            |_, _| {},
+        )
+        .unwrap();
+        let (queue, frames) = FrameQueue::new(peer.name.clone(), 1 << 20, 1 << 20);
+        let heard = LastHeard::now();
+        let link = self.establish(conn, peer, queue, heard, |_| {}).unwrap();
+        (link, frames)
+    }
+
     /// Removes `link` from the table (if it is still the one recorded) and closes it; the first
     /// time only, hands what it held to `report`, still under the table's lock. Returns whether
     /// this call closed it: a link's loss is reported once.
@@ -262,21 +290,7 @@ mod tests {
     /// A table of node `a` with `peer` established on connection 1.
     fn with_link(peer: &Identity) -> (PeerTable, Arc<PeerLink>) {
         let table = PeerTable::new(NodeName::new("a").unwrap());
-        let conn = table.new_conn_id();
-        let cancel = CancellationToken::new();
-        table
-            .arbitrate(
-                conn,
-                peer,
-                Step::ResponseVerified,
-                &cancel,
-                Duration::ZERO,
-                |_, _| {},
-            )
-            .unwrap();
-        let link = table
-            .establish(conn, peer, queue(peer), heard(), |_| {})
-            .unwrap();
+        let (link, _) = table.connect_for_tests(peer);
         (table, link)
     }
 

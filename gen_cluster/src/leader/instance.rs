@@ -782,13 +782,12 @@ async fn feed<B: LeaderServer>(
                     members.changes()
                 }
                 Ok(NodeEvent::NodeDown { peer, .. }) => {
-                    // A restart's down and up come as a pair: the down is told even if the
-                    // peer's next life is already back in the group.
+                    // Every lost link is told (the instance forgets what it held of the
+                    // peer, counted or not), then whatever else changed.
                     members.connected.remove(&peer);
-                    let mut changes = members.changes();
-                    if !changes.iter().any(|c| matches!(c, InstanceInfo::NodeDown(p) if *p == peer)) {
-                        changes.insert(0, InstanceInfo::NodeDown(peer));
-                    }
+                    members.told.remove(&peer);
+                    let mut changes = vec![InstanceInfo::NodeDown(peer)];
+                    changes.extend(members.changes());
                     changes
                 }
                 Err(broadcast::error::RecvError::Lagged(missed)) => {

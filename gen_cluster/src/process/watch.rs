@@ -347,14 +347,12 @@ impl Watchers {
 #[allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 mod tests {
     use super::*;
-    use gen_cluster_proto::arbitration::Step;
     use gen_cluster_proto::handshake::Identity;
     use gen_cluster_proto::wire;
     use gen_cluster_proto::{Incarnation, NodeName};
     use tokio::sync::mpsc;
-    use tokio_util::sync::CancellationToken;
 
-    use crate::dist::queue::{FrameQueue, Outgoing};
+    use crate::dist::queue::Outgoing;
     use crate::process::signal::Inbox;
 
     struct World {
@@ -388,34 +386,7 @@ mod tests {
                 listen: "b:1".into(),
                 hidden: false,
             };
-            let conn = self.peers.new_conn_id();
-            let cancel = CancellationToken::new();
-            self.peers
-                .arbitrate(
-                    conn,
-                    &b,
-                    Step::ResponseVerified,
-                    &cancel,
-                    std::time::Duration::ZERO,
-                    |_, _| {},
-                )
-                .unwrap();
-            let (queue, frames) = FrameQueue::new(b.name.clone(), 1 << 20, 1 << 20);
-            (
-                self.peers
-                    .establish(
-                        conn,
-                        &b,
-                        queue,
-                        crate::dist::link::LastHeard::new(
-                            Default::default(),
-                            crate::clock::Epoch::start(),
-                        ),
-                        |_| {},
-                    )
-                    .unwrap(),
-                frames,
-            )
+            self.peers.connect_for_tests(&b)
         }
     }
 
