@@ -349,9 +349,10 @@ fn status(net: &Net, host: &str) -> Value {
 }
 
 /// A triangle with one edge cut: a and b drop each other's packets, both still reach c. Once
-/// the cut is detected the services act on fully connected groups ({a, c} and {b}): c keeps
-/// following a, b leads only itself, and no two leaders count a node in common. After the heal,
-/// one leader.
+/// the cut is detected the services act on fully connected groups: c with the one of a and b
+/// that started first ({a, c} and {b}, or {b, c} and {a}; the three start at once, so either),
+/// each group led by its own candidate, and no two leaders count a node in common. After the
+/// heal, one leader.
 #[test]
 fn a_triangle_with_one_edge_cut_keeps_leaders_apart_and_heals_to_one() {
     let Some(net) = Net::new('t') else { return };
@@ -360,7 +361,6 @@ fn a_triangle_with_one_edge_cut_keeps_leaders_apart_and_heals_to_one() {
         host.wait_leader("a");
     }
     net.cut_between("a", "b", true);
-    hosts[1].wait_leader("b");
     let deadline = Instant::now() + HANG;
     loop {
         let taking_part = |host| -> Vec<String> {
@@ -377,7 +377,9 @@ fn a_triangle_with_one_edge_cut_keeps_leaders_apart_and_heals_to_one() {
         };
         let (a, b, c) = (taking_part("a"), taking_part("b"), taking_part("c"));
         // Leader first, then who takes part.
-        if a == ["a", "a", "c"] && b == ["b", "b"] && c == ["a", "a", "c"] {
+        let a_with_c = a == ["a", "a", "c"] && b == ["b", "b"] && c == ["a", "a", "c"];
+        let b_with_c = a == ["a", "a"] && b == ["b", "b", "c"] && c == ["b", "b", "c"];
+        if a_with_c || b_with_c {
             break;
         }
         assert!(Instant::now() < deadline, "a: {a:?}, b: {b:?}, c: {c:?}");

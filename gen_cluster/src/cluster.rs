@@ -15,12 +15,19 @@
 //! [`Seed::Address`]); a newcomer whose seed ends first joins again through it; and a member
 //! whose list lacks the rally's holder (after members that linked two groups ended, or after a
 //! partition heals) introduces itself to it, so the groups merge.
+//!
+//! A member never waits on the network: what the membership sends to (or watches) a member on
+//! a node this node is not connected to waits, in order, while a task connects to that node;
+//! the member carries it out when the task is done, connected or not.
 
 use std::future::Future;
 
 use gen_cluster_proto::membership::{MembershipAction, MembershipEvent, MembershipMessage};
-use gen_cluster_proto::{ExitReason, Pid};
-use rustc_hash::FxHashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use gen_cluster_proto::{ExitReason, NodeId, Pid};
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 
 pub use gen_cluster_proto::membership::{Member, Membership};
@@ -139,6 +146,9 @@ pub enum ClusterInfo<I> {
     Membership(MembershipMessage),
     /// The behaviour's own message.
     User(I),
+    /// A member's connection attempt to this node ended: what waited on it is carried out.
+    /// Sent by the member's own task; one that arrives before that task is done is ignored.
+    Reached(NodeId),
 }
 
 /// Where a new member joins.
@@ -190,6 +200,19 @@ pub fn rally_name(cluster: &str) -> String {
     format!("gen_cluster:{cluster}")
 }
 
+/// A connection attempt to a member's node, and what waits on it.
+struct Reaching {
+    /// Set by the task once the attempt has ended.
+    done: Arc<AtomicBool>,
+    waiting: Vec<Deferred>,
+}
+
+/// A membership action that waits for a node to be reached.
+enum Deferred {
+    Send(Pid, MembershipMessage),
+    Monitor(Pid),
+}
+
 /// A [`ClusterServer`] run as a [`Server`]: the behaviour and its membership.
 pub struct Clustered<C> {
     inner: C,
@@ -197,6 +220,8 @@ pub struct Clustered<C> {
     membership: Option<Membership>,
     /// The monitors set for the membership, to tell their DOWNs from the behaviour's own.
     monitors: FxHashSet<MonitorRef>,
+    /// What waits, in order, on a connection attempt to a node, by node.
+    reaching: FxHashMap<NodeId, Reaching>,
     /// Cancelled when the member ends, however it ends: its rally takeovers stop with it.
     ended: CancellationToken,
     _end_on_drop: DropGuard,
@@ -234,6 +259,7 @@ impl<C: ClusterServer> Clustered<C> {
             config,
             membership: None,
             monitors: FxHashSet::default(),
+            reaching: FxHashMap::default(),
             _end_on_drop: ended.clone().drop_guard(),
             ended,
         })
@@ -270,20 +296,11 @@ impl<C: ClusterServer> Clustered<C> {
         while let Some(action) = self.membership_mut().poll_action() {
             let flow = match action {
                 MembershipAction::Send { to, message } => {
-                    if let Some(addr) = self.unreached_address(to, ctx.node()) {
-                        reach(ctx.node(), to, &addr).await;
-                    }
-                    let _ = ctx
-                        .node()
-                        .send_encoded(to, ClusterInfo::<C::Info>::Membership(message))
-                        .await;
+                    self.carry_out(Deferred::Send(to, message), ctx).await;
                     Flow::Continue
                 }
                 MembershipAction::Monitor(pid) => {
-                    if let Some(addr) = self.unreached_address(pid, ctx.node()) {
-                        reach(ctx.node(), pid, &addr).await;
-                    }
-                    self.monitors.insert(ctx.monitor(pid));
+                    self.carry_out(Deferred::Monitor(pid), ctx).await;
                     Flow::Continue
                 }
                 MembershipAction::Event(MembershipEvent::Joined { member, contacted }) => {
@@ -325,13 +342,78 @@ impl<C: ClusterServer> Clustered<C> {
         Flow::Continue
     }
 
-    /// The listen address of the member `pid`'s node, if that node is not connected: members
-    /// learn of members on nodes their own node has not met, and connect to them first.
-    fn unreached_address(&self, pid: Pid, node: &Node) -> Option<String> {
-        if pid.node == node.id() || node.is_connected_id(pid.node) {
-            return None;
+    /// Sends or monitors now, or, when the member's node is not connected (members learn of
+    /// members on nodes their own node has not met), once a task has tried to connect to it.
+    /// What waits on one node is carried out in order.
+    async fn carry_out(&mut self, action: Deferred, ctx: &mut ClusterContext<C>) {
+        let pid = match &action {
+            Deferred::Send(to, _) => *to,
+            Deferred::Monitor(pid) => *pid,
+        };
+        if let Some(reaching) = self.reaching.get_mut(&pid.node) {
+            reaching.waiting.push(action);
+            return;
         }
-        Some(self.membership.as_ref()?.member(pid)?.addr.clone())
+        let node = ctx.node().clone();
+        let unreached = pid.node != node.id() && !node.is_connected_id(pid.node);
+        let addr = self
+            .membership
+            .as_ref()
+            .and_then(|members| members.member(pid))
+            .map(|member| member.addr.clone());
+        match addr.filter(|_| unreached) {
+            Some(addr) => {
+                let done = Arc::new(AtomicBool::new(false));
+                let reaching = Reaching {
+                    done: Arc::clone(&done),
+                    waiting: vec![action],
+                };
+                self.reaching.insert(pid.node, reaching);
+                let me = ctx.pid();
+                let span = tracing::info_span!("reach member", member = %pid, %addr);
+                ctx.node().clone().spawn_task(span, async move {
+                    if let Err(error) = node.connect(&addr).await {
+                        tracing::warn!(member = %pid, %addr, %error, "cannot reach a member's node");
+                    }
+                    done.store(true, Ordering::Release);
+                    let _ = node
+                        .send_encoded(me, ClusterInfo::<()>::Reached(pid.node))
+                        .await;
+                });
+            }
+            None => self.now(action, ctx).await,
+        }
+    }
+
+    /// Carries out `action` at once; a member whose node is not connected is reported gone by
+    /// its monitor, and a message to it is lost.
+    async fn now(&mut self, action: Deferred, ctx: &mut ClusterContext<C>) {
+        match action {
+            Deferred::Send(to, message) => {
+                let _ = ctx
+                    .node()
+                    .send_encoded(to, ClusterInfo::<C::Info>::Membership(message))
+                    .await;
+            }
+            Deferred::Monitor(pid) => {
+                self.monitors.insert(ctx.monitor(pid));
+            }
+        }
+    }
+
+    /// The connection attempt to `node` ended: what waited on it is carried out, in order.
+    async fn reached(&mut self, node: NodeId, ctx: &mut ClusterContext<C>) {
+        let Some(reaching) = self.reaching.remove(&node) else {
+            return;
+        };
+        if !reaching.done.load(Ordering::Acquire) {
+            // Not from the task: it is still connecting.
+            self.reaching.insert(node, reaching);
+            return;
+        }
+        for action in reaching.waiting {
+            self.now(action, ctx).await;
+        }
     }
 
     /// After a leave: take the rally name over if its holder left, and meet the rally's holder if
@@ -408,14 +490,6 @@ async fn take_over(node: Node, rally: String, me: Pid, left: Pid, ended: Cancell
     }
 }
 
-/// Connects to the node of the member `pid` at `addr`, within the node's connect and handshake
-/// timeouts; a node that cannot be reached makes the monitor report the member gone.
-async fn reach(node: &Node, pid: Pid, addr: &str) {
-    if let Err(error) = node.connect(addr).await {
-        tracing::warn!(member = %pid, %addr, %error, "cannot reach a member's node");
-    }
-}
-
 impl<C: ClusterServer> Server for Clustered<C> {
     type Call = C::Call;
     type Reply = C::Reply;
@@ -474,6 +548,10 @@ impl<C: ClusterServer> Server for Clustered<C> {
         let forwarded = match info {
             Info::Message(ClusterInfo::Membership(message)) => {
                 self.membership_mut().handle_message(message);
+                return self.drive(ctx).await;
+            }
+            Info::Message(ClusterInfo::Reached(node)) => {
+                self.reached(node, ctx).await;
                 return self.drive(ctx).await;
             }
             Info::Down {

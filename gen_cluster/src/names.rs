@@ -5,19 +5,28 @@
 //! peers' services, monitors of local holders, the [`Info::NameLost`](crate::Info::NameLost)
 //! notice to a process that lost its name.
 //!
+//! It acts on the node's group in the cluster view, not on its raw connections: a peer counts
+//! while it is connected *and* in this node's group ([`GroupPeers`]). A peer that comes to count
+//! exchanges its names with this node; a peer that stops counting (its link lost, or the view
+//! split the two into different groups when links were cut unevenly) has its names released
+//! here, and what it says is not taken until it counts again. So each fully connected group holds
+//! one holder per name, and when groups merge the clash rule settles each name.
+//!
 //! Its inputs: registry messages from peers, each with the node of the authenticated link it came
 //! on (its sender is that node, never a field of the message); the DOWN of a local holder; node
-//! ups and downs; and the handle's register and unregister commands. After every input it
-//! publishes the names it knows, which [`GlobalNames::whereis`] reads without a round trip.
+//! ups and downs and the view's group; and the handle's register and unregister commands. After
+//! every input it publishes the names it knows, which [`GlobalNames::whereis`] reads without a
+//! round trip.
 //!
 //! Costs: `whereis` is one read of the published map; each input republishes it (O(names)); a
-//! registration is one announcement to every connected peer and waits for their answers.
+//! registration is one announcement to every counted peer and waits for their answers; a peer
+//! that comes to count costs one message each way holding each side's own names.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gen_cluster_proto::registry::{self, Registry, RegistryAction, RegistryMessage};
+use gen_cluster_proto::registry::{self, Registration, Registry, RegistryAction, RegistryMessage};
 use gen_cluster_proto::{Incarnation, NodeId, NodeName, Pid};
 use rustc_hash::{FxHashMap, FxHashSet};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -32,6 +41,7 @@ use crate::process::watch::Watchers;
 use crate::process::{MonitorRef, Target};
 use crate::router::Router;
 use crate::tasks::Tasks;
+use crate::view::{ClusterView, Counting, GroupPeers};
 
 /// The local name of every node's global-name service.
 pub(crate) const MAILBOX: &str = "gen_cluster.registry";
@@ -73,14 +83,14 @@ pub struct GlobalNames {
 }
 
 impl GlobalNames {
-    /// Registers `name` for the local process `pid` across the cluster. Every connected node
-    /// learns it before this returns (each answers within the failure detector's deadline or is
+    /// Registers `name` for the local process `pid` across the cluster. Every node of this
+    /// node's group (see [`ClusterView`](crate::ClusterView)) learns it before this returns (each answers within the failure detector's deadline or is
     /// treated as gone). If another process holds the name, or wins it while this registration
     /// is being announced (the clash rule: the earlier registration wins), the result is
     /// [`RegisterError::Taken`] with the holder.
     ///
     /// The name is released when `pid` ends, when it is unregistered, or — on the other nodes —
-    /// when this node is lost. A holder that loses its name after a partition heals gets
+    /// when this node is lost or leaves their group. A holder that loses its name after a partition heals gets
     /// [`Info::NameLost`](crate::Info::NameLost).
     pub async fn register(&self, name: &str, pid: Pid) -> Result<(), RegisterError> {
         let (done, answer) = oneshot::channel();
@@ -156,6 +166,8 @@ pub(crate) struct Parts {
     pub(crate) watchers: Arc<Watchers>,
     pub(crate) peers: Arc<PeerTable>,
     pub(crate) events: EventBus,
+    /// The cluster view, for the node's group.
+    pub(crate) view: watch::Receiver<Arc<ClusterView>>,
     pub(crate) tasks: Tasks,
     /// The longest a registration waits for the peers' answers.
     pub(crate) answer_within: Duration,
@@ -168,6 +180,8 @@ pub(crate) fn start(parts: Parts) -> Result<GlobalNames, StartError> {
     let (publish, known) = watch::channel(Arc::new(BTreeMap::new()));
     let events = parts.events.subscribe();
     let tasks = parts.tasks.clone();
+    let mut view = parts.view;
+    let group = view.borrow_and_update().group.clone();
     let service = Service {
         id: parts.node.id(),
         machine: Registry::new(parts.node, parts.incarnation),
@@ -176,6 +190,8 @@ pub(crate) fn start(parts: Parts) -> Result<GlobalNames, StartError> {
         router: parts.router,
         processes: parts.processes,
         watchers: parts.watchers,
+        members: GroupPeers::new(Vec::new(), group),
+        counted: FxHashSet::default(),
         peers: parts.peers,
         monitors: FxHashMap::default(),
         pending: FxHashMap::default(),
@@ -185,7 +201,7 @@ pub(crate) fn start(parts: Parts) -> Result<GlobalNames, StartError> {
     };
     tasks.spawn(
         tracing::info_span!("names"),
-        service.run(inbox, requests, events, parts.tasks),
+        service.run(inbox, requests, events, view, parts.tasks),
     );
     Ok(GlobalNames { commands, known })
 }
@@ -200,6 +216,10 @@ struct Service {
     processes: Arc<ProcessTable>,
     watchers: Arc<Watchers>,
     peers: Arc<PeerTable>,
+    /// The peers this node acts with: connected and in its group.
+    members: GroupPeers,
+    /// The ids of the peers counted, by which their messages are taken.
+    counted: FxHashSet<NodeId>,
     /// The monitor on each local holder.
     monitors: FxHashMap<Pid, MonitorRef>,
     /// Registrations announced and waiting for their peers' answers, by announcement.
@@ -226,6 +246,7 @@ impl Service {
         mut inbox: Inbox,
         mut requests: mpsc::UnboundedReceiver<Command>,
         mut events: broadcast::Receiver<NodeEvent>,
+        mut view: watch::Receiver<Arc<ClusterView>>,
         tasks: Tasks,
     ) {
         loop {
@@ -237,19 +258,29 @@ impl Service {
                     None => break,
                 },
                 Some(command) = requests.recv() => self.handle_command(command),
+                changed = view.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    let group = view.borrow_and_update().group.clone();
+                    let changes = self.members.group_changed(&group);
+                    self.count(changes);
+                }
                 event = events.recv() => match event {
-                    Ok(NodeEvent::NodeUp { peer, .. }) => {
-                        self.drive(|machine| machine.handle_node_up(peer.id()))
+                    Ok(NodeEvent::NodeUp { peer, incarnation, .. }) => {
+                        let changes = self.members.link_up(peer, incarnation);
+                        self.count(changes);
                     }
                     Ok(NodeEvent::NodeDown { peer, incarnation, .. }) => {
-                        self.drive(|machine| machine.handle_node_down(peer.id(), incarnation));
-                        let announcements: Vec<u64> = self.pending.keys().copied().collect();
-                        for announcement in announcements {
-                            self.answered_by(announcement, peer.id());
-                        }
+                        // Told whether or not the peer counted: its names are released.
+                        self.members.link_down(&peer);
+                        self.no_longer_counts(peer.id(), incarnation);
                     }
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
-                        tracing::error!(missed, "the global-name service missed node events; views may differ until the next reconnect");
+                        tracing::warn!(missed, "the global-name service missed node events; resynchronizing");
+                        let connected = self.peers.list().into_iter().map(|peer| (peer.name, peer.incarnation));
+                        let changes = self.members.resync(connected, view.borrow().group.clone());
+                        self.count(changes);
                     }
                     Err(broadcast::error::RecvError::Closed) => break,
                 },
@@ -260,9 +291,38 @@ impl Service {
             .process_ended(self.mailbox, gen_cluster_proto::ExitReason::Shutdown);
     }
 
+    /// Tells the machine of the peers that start or stop counting.
+    fn count(&mut self, changes: Vec<Counting>) {
+        for change in changes {
+            match change {
+                Counting::Joins(peer, _) => {
+                    self.counted.insert(peer.id());
+                    self.drive(|machine| machine.handle_node_up(peer.id()));
+                }
+                Counting::Leaves(peer, incarnation) => {
+                    self.no_longer_counts(peer.id(), incarnation)
+                }
+            }
+        }
+    }
+
+    /// The peer `id`, in its life `incarnation`, is lost or no longer counts: its names are
+    /// released and no registration waits for its answer.
+    fn no_longer_counts(&mut self, id: NodeId, incarnation: Incarnation) {
+        self.counted.remove(&id);
+        self.drive(|machine| machine.handle_node_down(id, incarnation));
+        let announcements: Vec<u64> = self.pending.keys().copied().collect();
+        for announcement in announcements {
+            self.answered_by(announcement, id);
+        }
+    }
+
     fn handle_signal(&mut self, signal: Signal) {
         match signal {
             Signal::Info { payload, from } if from != self.id => match payload.decode() {
+                Ok(message) if !self.counted.contains(&from) => {
+                    self.handle_uncounted(from, message)
+                }
                 Ok(message) => {
                     if let Some(message) = still_current(&self.peers, from, message) {
                         self.handle_message(from, message);
@@ -298,9 +358,9 @@ impl Service {
         }
     }
 
-    /// Registers `name` for the local `pid`, then announces it to every connected peer; `done`
+    /// Registers `name` for the local `pid`, then announces it to every counted peer; `done`
     /// gets the verdict once they have all answered (or gone, or the wait is over), so that a
-    /// clash within the connected cluster is settled first.
+    /// clash within the group is settled first.
     fn register(
         &mut self,
         name: String,
@@ -314,7 +374,7 @@ impl Service {
                 return;
             }
         };
-        let peers: FxHashSet<NodeId> = self.peers.links().iter().map(|link| link.id).collect();
+        let peers = self.counted.clone();
         let announcement = self.next_announcement;
         self.next_announcement += 1;
         let message = RegistryMessage::Announce {
@@ -361,6 +421,27 @@ impl Service {
         self.drive(|machine| machine.handle_message(from, message));
         if let Some(announcement) = answered {
             self.answered_by(announcement, from);
+        }
+    }
+
+    /// A message from a peer this node does not count (not yet, or no longer, in its group):
+    /// nothing it says is taken. A registration waiting for this node's answer gets it, empty,
+    /// rather than wait out its deadline; an answer it gives is an answer all the same. When the
+    /// two come to count each other, they exchange their names.
+    fn handle_uncounted(&mut self, from: NodeId, message: RegistryMessage) {
+        match message {
+            RegistryMessage::Announce {
+                ack: Some(reference),
+                ..
+            } => {
+                let answer = RegistryMessage::Ack {
+                    reference,
+                    winners: Vec::new(),
+                };
+                let _ = self.send(from, answer);
+            }
+            RegistryMessage::Ack { reference, .. } => self.answered_by(reference, from),
+            _ => {}
         }
     }
 
@@ -434,8 +515,8 @@ impl Service {
     fn execute(&mut self, action: RegistryAction) {
         match action {
             RegistryAction::Broadcast(message) => {
-                for link in self.peers.links() {
-                    let _ = self.send(link.id, message.clone());
+                for &peer in &self.counted {
+                    let _ = self.send(peer, message.clone());
                 }
             }
             RegistryAction::Send { to, message } => {
@@ -482,13 +563,23 @@ fn still_current(
     message: RegistryMessage,
 ) -> Option<RegistryMessage> {
     let link = peers.link_to(from)?;
+    let its_own = |registrations: Vec<Registration>| -> Vec<Registration> {
+        registrations
+            .into_iter()
+            .filter(|registration| link.owns(registration.pid))
+            .collect()
+    };
     Some(match message {
         RegistryMessage::Announce { registrations, ack } => RegistryMessage::Announce {
-            registrations: registrations
-                .into_iter()
-                .filter(|registration| link.owns(registration.pid))
-                .collect(),
+            registrations: its_own(registrations),
             ack,
+        },
+        RegistryMessage::Sync {
+            registrations,
+            answer,
+        } => RegistryMessage::Sync {
+            registrations: its_own(registrations),
+            answer,
         },
         other => other,
     })
@@ -506,7 +597,7 @@ async fn sleep_until(deadline: Option<Instant>) {
 mod tests {
     use super::*;
     use gen_cluster_proto::handshake::Identity;
-    use gen_cluster_proto::registry::{Registration, Stamp};
+    use gen_cluster_proto::registry::Stamp;
 
     fn registration(node: &NodeName, incarnation: u64) -> Registration {
         Registration {

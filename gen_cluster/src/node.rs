@@ -63,18 +63,6 @@ impl Node {
         let peers = Arc::new(PeerTable::new(config.name.clone()));
         let watchers = Arc::new(Watchers::new(Arc::clone(&processes), Arc::clone(&peers)));
         let router = Router::new(id, Arc::clone(&processes), Arc::clone(&peers));
-        let globals = names::start(names::Parts {
-            node: config.name.clone(),
-            incarnation,
-            router: router.clone(),
-            processes: Arc::clone(&processes),
-            watchers: Arc::clone(&watchers),
-            peers: Arc::clone(&peers),
-            events: events.clone(),
-            tasks: tasks.clone(),
-            answer_within: config.liveness.down_after,
-        })
-        .map_err(StartNodeError::Services)?;
         let dist = Arc::new(Dist {
             local: Identity {
                 name: config.name.clone(),
@@ -102,6 +90,19 @@ impl Node {
             events: events.clone(),
             tasks: tasks.clone(),
             dist: Arc::clone(&dist),
+        })
+        .map_err(StartNodeError::Services)?;
+        let globals = names::start(names::Parts {
+            node: config.name.clone(),
+            incarnation,
+            router: router.clone(),
+            processes: Arc::clone(&processes),
+            watchers: Arc::clone(&watchers),
+            peers: Arc::clone(&peers),
+            events: events.clone(),
+            view: view.clone(),
+            tasks: tasks.clone(),
+            answer_within: config.liveness.down_after,
         })
         .map_err(StartNodeError::Services)?;
         dist::listener::start(&dist, transport, listener);

@@ -82,6 +82,110 @@ impl ClusterView {
     }
 }
 
+/// The peers a service acts with: those connected to this node *and* in its group of the view.
+/// The election and the global names each keep one, feed it the node's link ups and downs and
+/// the view's group changes, and tell their machine what it returns, so that they act on fully
+/// connected groups only (see `gen_cluster_proto::view`).
+#[derive(Debug, Default)]
+pub(crate) struct GroupPeers {
+    connected: BTreeMap<NodeName, Incarnation>,
+    group: BTreeSet<NodeName>,
+    /// What the service's machine was told: always `connected ∩ group`, with the lives.
+    counted: BTreeMap<NodeName, Incarnation>,
+}
+
+/// A change of the peers a service counts.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub(crate) enum Counting {
+    /// The peer, in this life, counts from now on.
+    Joins(NodeName, Incarnation),
+    /// The peer, in this life, no longer counts (its link is up but it left this node's group).
+    Leaves(NodeName, Incarnation),
+}
+
+impl GroupPeers {
+    /// Counts the peers connected now that are in `group`; the service's machine is to be told
+    /// of them as a whole.
+    pub(crate) fn new(
+        connected: impl IntoIterator<Item = (NodeName, Incarnation)>,
+        group: BTreeSet<NodeName>,
+    ) -> Self {
+        let mut peers = Self {
+            connected: connected.into_iter().collect(),
+            group,
+            counted: BTreeMap::new(),
+        };
+        let _ = peers.recount();
+        peers
+    }
+
+    /// The peers counted, with their lives.
+    pub(crate) fn counted(&self) -> &BTreeMap<NodeName, Incarnation> {
+        &self.counted
+    }
+
+    /// A link came up.
+    pub(crate) fn link_up(&mut self, peer: NodeName, incarnation: Incarnation) -> Vec<Counting> {
+        self.connected.insert(peer, incarnation);
+        self.recount()
+    }
+
+    /// A link went down: its peer no longer counts. The service tells its machine of the loss
+    /// itself, counted or not (a machine forgets what it held of a lost peer).
+    pub(crate) fn link_down(&mut self, peer: &NodeName) {
+        self.connected.remove(peer);
+        self.counted.remove(peer);
+    }
+
+    /// The view published a group.
+    pub(crate) fn group_changed(&mut self, group: &BTreeSet<NodeName>) -> Vec<Counting> {
+        if *group == self.group {
+            return Vec::new();
+        }
+        self.group = group.clone();
+        self.recount()
+    }
+
+    /// After missed events: the links and the group as they are now.
+    pub(crate) fn resync(
+        &mut self,
+        connected: impl IntoIterator<Item = (NodeName, Incarnation)>,
+        group: BTreeSet<NodeName>,
+    ) -> Vec<Counting> {
+        self.connected = connected.into_iter().collect();
+        self.group = group;
+        self.recount()
+    }
+
+    /// Counts `connected ∩ group` again; says what changed, the peers that leave first.
+    fn recount(&mut self) -> Vec<Counting> {
+        let counted: BTreeMap<NodeName, Incarnation> = self
+            .connected
+            .iter()
+            .filter(|(peer, _)| self.group.contains(*peer))
+            .map(|(peer, incarnation)| (peer.clone(), *incarnation))
+            .collect();
+        let changed = |from: &BTreeMap<NodeName, Incarnation>,
+                       to: &BTreeMap<NodeName, Incarnation>| {
+            from.iter()
+                .filter(|(peer, incarnation)| to.get(*peer) != Some(*incarnation))
+                .map(|(peer, incarnation)| (peer.clone(), *incarnation))
+                .collect::<Vec<_>>()
+        };
+        let mut changes: Vec<Counting> = changed(&self.counted, &counted)
+            .into_iter()
+            .map(|(peer, incarnation)| Counting::Leaves(peer, incarnation))
+            .collect();
+        changes.extend(
+            changed(&counted, &self.counted)
+                .into_iter()
+                .map(|(peer, incarnation)| Counting::Joins(peer, incarnation)),
+        );
+        self.counted = counted;
+        changes
+    }
+}
+
 /// The parts the service works with.
 pub(crate) struct Parts {
     pub(crate) router: Router,

@@ -163,7 +163,7 @@ async fn start(node: &Node, kind: &str, seed: Seed) -> Started {
     }
 }
 
-/// Waits until every member holds exactly `expected`.
+/// Waits until every member holds exactly `expected` (asking them every 20 ms).
 async fn converged(members: &[&Started], mut expected: Vec<Pid>) {
     expected.sort();
     tokio::time::timeout(HANG, async {
@@ -175,7 +175,7 @@ async fn converged(members: &[&Started], mut expected: Vec<Pid>) {
             if agree {
                 return;
             }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
     .await
@@ -387,9 +387,13 @@ async fn a_plain_server_added_as_a_child_is_a_member_everywhere_and_its_end_a_le
 
 /// A hundred rounds among four members on four nodes of the in-memory network (paused time):
 /// the rally's holder stops (a goodbye) or is cut off from every node for good, from one
-/// survivor after another (a crash, seen only by the failure detectors, at different times). Within the detection deadline and the registry's release a
-/// live member holds the rally name on every live node, every round; and a newcomer seeded at a
-/// survivor's address joins the survivors' cluster, never a second one.
+/// survivor after another (a crash, seen only by the failure detectors, at different times).
+/// Within the detection deadline and the registry's release a live member holds the rally name
+/// on every live node, every round; and a newcomer seeded at a survivor's address joins the
+/// survivors' cluster, never a second one. (After a crash the newcomer may still be told of the
+/// crashed member by a survivor whose link to it has not timed out yet, and lists it until its
+/// own connection attempt to that node times out: the rally moves with the view's group, the
+/// member lists with each node's links.)
 #[tokio::test(start_paused = true)]
 async fn the_rally_name_is_taken_over_in_every_one_of_a_hundred_stops_and_crashes_of_its_holder() {
     const ROUNDS: usize = 100;

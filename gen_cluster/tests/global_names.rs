@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{HANG, wait_until};
+use common::{HANG, Net, wait_until};
 use gen_cluster::{Info, Mailbox, Node, Pid, RegisterError};
 
 /// Three nodes, all connected to each other.
@@ -20,18 +20,14 @@ async fn mesh() -> [Node; 3] {
         .unwrap()
 }
 
+/// Three nodes that do not redial on their own, all connected to each other.
 async fn loner_mesh() -> [Node; 3] {
-    let nodes = [
-        common::loner("a").await,
-        common::loner("b").await,
-        common::loner("c").await,
-    ];
-    for (i, from) in nodes.iter().enumerate() {
-        for to in &nodes[i + 1..] {
-            common::connect(from, to).await;
-        }
-    }
-    nodes
+    Net::Tcp
+        .loner_mesh(&["a", "b", "c"])
+        .await
+        .try_into()
+        .ok()
+        .unwrap()
 }
 
 async fn everywhere(nodes: &[&Node], name: &str, holder: Option<Pid>) {
@@ -169,5 +165,45 @@ async fn after_a_partition_heals_one_holder_remains_everywhere_and_the_loser_is_
     assert!(
         notices(winner_box, window).await.is_empty(),
         "the winner is told nothing"
+    );
+}
+
+/// A triangle with one edge cut (a–b silent, both reach c): the view makes {a, c} and {b} the
+/// groups, and names act on groups. b's group is b alone, so b takes a name that a holds in
+/// {a, c}; c sees a's holder, never b's, and a name only b holds is not seen in {a, c}. After
+/// the heal one holder remains everywhere (a registered first), and b's is told once.
+#[tokio::test(start_paused = true)]
+async fn a_triangle_with_one_edge_cut_holds_names_per_fully_connected_group() {
+    let memory = gen_cluster::MemoryNetwork::new();
+    let nodes = Net::Memory(memory.clone()).mesh(&["a", "b", "c"]).await;
+    let [a, b, c]: [Node; 3] = nodes.try_into().ok().unwrap();
+    memory.cut("a", "b");
+    common::one_group(&[&a, &c]).await;
+    common::one_group(&[&b]).await;
+
+    let on_a = a.mailbox::<()>();
+    let mut on_b = b.mailbox::<()>();
+    let only_b = b.mailbox::<()>();
+    a.globals().register("x", on_a.pid()).await.unwrap();
+    b.globals()
+        .register("x", on_b.pid())
+        .await
+        .expect("b's group holds no x");
+    b.globals().register("only-b", only_b.pid()).await.unwrap();
+    assert_eq!(c.globals().whereis("x"), Some(on_a.pid()));
+    assert_eq!(b.globals().whereis("x"), Some(on_b.pid()));
+    assert_eq!(
+        c.globals().whereis("only-b"),
+        None,
+        "c acts with a, not with b"
+    );
+
+    memory.heal("a", "b");
+    everywhere(&[&a, &b, &c], "x", Some(on_a.pid())).await;
+    everywhere(&[&a, &b, &c], "only-b", Some(only_b.pid())).await;
+    assert_eq!(
+        notices(&mut on_b, Duration::from_millis(300)).await,
+        vec![("x".to_string(), on_a.pid())],
+        "b's holder is told once that it lost"
     );
 }

@@ -64,6 +64,17 @@ pub enum RegistryMessage {
         /// Registrations that won against the announced ones.
         winners: Vec<Registration>,
     },
+    /// Every name held by the sender's processes: the receiver replaces what it held of the
+    /// sender's with them. Sent when the sender starts counting the receiver as a peer (their
+    /// link came up, or they came to share a group), asking for the receiver's in return
+    /// (`answer`). Both sides send one, so each learns the other's names even if what one said
+    /// arrived before the receiver counted the sender and was dropped.
+    Sync {
+        /// All its registrations.
+        registrations: Vec<Registration>,
+        /// Whether the receiver answers with a `Sync` of its own (without `answer`).
+        answer: bool,
+    },
     /// The sender's process no longer holds the name.
     Withdraw {
         /// The registration withdrawn.
@@ -202,26 +213,23 @@ impl Registry {
     /// it arrived on, which the runtime knows and the message does not say.
     pub fn handle_message(&mut self, from: NodeId, message: RegistryMessage) {
         match message {
-            RegistryMessage::Announce {
-                registrations, ack, ..
-            } => {
-                let mut winners = Vec::new();
-                for registration in registrations {
-                    // A node speaks only for its own processes.
-                    if registration.pid.node != from {
-                        continue;
-                    }
-                    let name = registration.name.clone();
-                    self.merge(from, registration.clone());
-                    if let Some(winner) = self.winner(&name).filter(|w| **w != registration) {
-                        winners.push(winner.clone());
-                    }
-                }
+            RegistryMessage::Announce { registrations, ack } => {
+                let winners = self.take_in(from, registrations);
                 if let Some(reference) = ack {
                     self.actions.push_back(RegistryAction::Send {
                         to: from,
                         message: RegistryMessage::Ack { reference, winners },
                     });
+                }
+            }
+            RegistryMessage::Sync {
+                registrations,
+                answer,
+            } => {
+                self.forget(from, |_| true);
+                self.take_in(from, registrations);
+                if answer {
+                    self.sync(from, false);
                 }
             }
             // Winners may be other nodes' registrations: they only tell this node that its own
@@ -253,28 +261,17 @@ impl Registry {
         }
     }
 
-    /// The peer `peer` connected: tell it the names of this node's processes.
+    /// This node counts the peer `peer` from now on (their link came up, or they came to share
+    /// a group): the two exchange the names of their processes.
     pub fn handle_node_up(&mut self, peer: NodeId) {
-        let registrations: Vec<Registration> = self
-            .names
-            .values()
-            .filter_map(|candidates| candidates.get(&self.id))
-            .cloned()
-            .collect();
-        self.actions.push_back(RegistryAction::Send {
-            to: peer,
-            message: RegistryMessage::Announce {
-                registrations,
-                ack: None,
-            },
-        });
+        self.sync(peer, true);
     }
 
-    /// The peer `node` (in its life `incarnation`) went down: its processes' names are released.
+    /// The peer `node` (in its life `incarnation`) went down, or this node no longer counts it:
+    /// its processes' names are released.
     pub fn handle_node_down(&mut self, node: NodeId, incarnation: Incarnation) {
-        self.names.retain(|_, candidates| {
-            candidates.retain(|&id, r| !(id == node && r.pid.incarnation == incarnation));
-            !candidates.is_empty()
+        self.forget(node, |registration| {
+            registration.pid.incarnation == incarnation
         });
     }
 
@@ -318,6 +315,49 @@ impl Registry {
                 self.actions.push_back(RegistryAction::Demonitor(pid));
             }
         }
+    }
+
+    /// Sends every name of this node's processes to `peer`.
+    fn sync(&mut self, peer: NodeId, answer: bool) {
+        let registrations = self
+            .names
+            .values()
+            .filter_map(|candidates| candidates.get(&self.id))
+            .cloned()
+            .collect();
+        self.actions.push_back(RegistryAction::Send {
+            to: peer,
+            message: RegistryMessage::Sync {
+                registrations,
+                answer,
+            },
+        });
+    }
+
+    /// Forgets the registrations of `node`'s processes that `which` selects.
+    fn forget(&mut self, node: NodeId, which: impl Fn(&Registration) -> bool) {
+        self.names.retain(|_, candidates| {
+            candidates.retain(|&id, registration| !(id == node && which(registration)));
+            !candidates.is_empty()
+        });
+    }
+
+    /// Takes in the registrations the peer `from` sent (only those of its own processes); returns
+    /// the registrations held here that beat them.
+    fn take_in(&mut self, from: NodeId, registrations: Vec<Registration>) -> Vec<Registration> {
+        let mut winners = Vec::new();
+        for registration in registrations {
+            // A node speaks only for its own processes.
+            if registration.pid.node != from {
+                continue;
+            }
+            let name = registration.name.clone();
+            self.merge(from, registration.clone());
+            if let Some(winner) = self.winner(&name).filter(|w| **w != registration) {
+                winners.push(winner.clone());
+            }
+        }
+        winners
     }
 
     /// The earliest registration of `name` this node knows.
@@ -524,7 +564,7 @@ mod tests {
         c.handle_message(b.id, announce(&bx));
         drain(&mut a);
         drain(&mut b);
-        // Heal: a announces its names to b and c, b announces its own to a.
+        // Heal: a sends its names to b and c, b sends its own to a.
         a.handle_node_up(b.id);
         a.handle_node_up(c.id);
         for action in drain(&mut a) {
@@ -558,9 +598,37 @@ mod tests {
         for r in [&a, &b, &c] {
             assert_eq!(r.whereis("x"), Some(pid_of(&a, 1)), "on {:?}", r.node);
         }
+        let told_a_loss = |actions: Vec<RegistryAction>| {
+            actions
+                .iter()
+                .any(|action| matches!(action, RegistryAction::NotifyLoser { .. }))
+        };
         assert!(
-            drain(&mut a).is_empty() && drain(&mut c).is_empty(),
-            "no one else is told anything"
+            !told_a_loss(drain(&mut a)) && !told_a_loss(drain(&mut c)),
+            "no one else is told of a loss"
+        );
+    }
+
+    #[test]
+    fn a_sync_replaces_what_was_held_of_its_sender_and_is_answered_once() {
+        let (mut a, mut b) = (registry("a"), registry("b"));
+        let ax = a.register("x", pid_of(&a, 1)).unwrap();
+        b.handle_message(a.id, announce(&ax));
+        drain(&mut a);
+        // a's x ended while b did not count a: b never heard the withdrawal.
+        a.handle_process_down(pid_of(&a, 1));
+        drain(&mut a);
+        a.register("y", pid_of(&a, 2)).unwrap();
+        drain(&mut a);
+        a.handle_node_up(b.id);
+        let answer = deliver(&mut a, &mut b);
+        assert!(answer.is_empty());
+        assert_eq!(b.whereis("x"), None, "the sync holds all of a's names");
+        assert_eq!(b.whereis("y"), Some(pid_of(&a, 2)));
+        let answers = drain(&mut b);
+        assert!(
+            matches!(answers.as_slice(), [RegistryAction::Send { to, message: RegistryMessage::Sync { answer: false, .. } }] if *to == a.id),
+            "b answers with its own names, asking for nothing: {answers:?}"
         );
     }
 

@@ -18,11 +18,17 @@
 //!   and is not (a full mesh, as Erlang's `connect_all`).
 //! - Overlapping partitions (A–B cut while both reach C) are settled without disconnecting
 //!   anyone: [`View::groups`] splits the live nodes (up or unreachable) into fully connected
-//!   groups by one deterministic
-//!   rule over the records (an edge is two nodes that each list the other; in name order, each
-//!   node not yet placed starts a group and takes every later node linked to all of it), so the
-//!   nodes that hold the same records compute the same groups, and a node acts only within its
-//!   own ([`View::group`]). In the example the groups are {A, C} and {B}.
+//!   groups by one deterministic rule over the records, so the nodes that hold the same records
+//!   compute the same groups, and a node acts only within its own ([`View::group`]). Two nodes
+//!   are linked when each lists the other. While the nodes are not all linked to each other, the
+//!   one missing the most links is set aside — among equals the one the fewest others list (a
+//!   crashed or hung node's record, no longer updated, still lists the nodes that dropped it, so
+//!   it goes, not the first survivor to notice), then the one of the latest life (the latest
+//!   started), then of the greater name; the rest are a group, and the nodes set aside are
+//!   grouped the same way. In the example the groups are {A, C} and {B} when B started
+//!   last. The latest life first matters while a mesh forms: a node that joins, or comes back,
+//!   linked to some members but not yet to all is set aside until it is linked to all, rather
+//!   than splitting members that are (which would make a second leader for a moment).
 //!
 //! Sans-IO: the runtime reports links that come up and go down and the messages that arrive,
 //! carries out what [`View::poll_action`] returns, and calls [`View::flush`] after each burst of
@@ -31,7 +37,7 @@
 //! in a full mesh nothing is passed on, so a change costs n − 1 messages of O(n) bytes. While a
 //! mesh forms, a learned version is announced in digests of O(1) bytes per entry to the nodes
 //! not yet connected to its author and fetched once by each. [`View::groups`] is O(n²) record
-//! lookups for a full mesh (O(n³) at worst), computed when asked.
+//! lookups per group, computed when asked.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -434,27 +440,60 @@ impl View {
             };
             listed(a, b) && listed(b, a)
         };
-        let mut unplaced: Vec<&NodeName> = self
+        let mut rest: Vec<&NodeRecord> = self
             .records
-            .keys()
-            .filter(|name| {
+            .values()
+            .filter(|record| {
                 matches!(
-                    self.state(name),
+                    self.state(&record.name),
                     Some(NodeState::Up | NodeState::Unreachable)
                 )
             })
             .collect();
         let mut groups = Vec::new();
-        while !unplaced.is_empty() {
-            let mut group: Vec<&NodeName> = vec![unplaced.remove(0)];
-            unplaced.retain(|&candidate| {
-                let joins = group.iter().all(|member| linked(member, candidate));
-                if joins {
-                    group.push(candidate);
+        while !rest.is_empty() {
+            // How many of the others each node is not linked to, and how many of the others
+            // do not list it.
+            let mut missing: Vec<usize> = rest
+                .iter()
+                .map(|a| {
+                    rest.iter()
+                        .filter(|b| a.name != b.name && !linked(&a.name, &b.name))
+                        .count()
+                })
+                .collect();
+            let mut denied: Vec<usize> = rest
+                .iter()
+                .map(|a| {
+                    rest.iter()
+                        .filter(|b| a.name != b.name && !b.links.contains(&a.name))
+                        .count()
+                })
+                .collect();
+            let mut aside = Vec::new();
+            // Sets aside the node missing the most links until the rest are all linked; among
+            // equals, the one fewer others list (a crashed node's record still lists the nodes
+            // that dropped it), then the latest life, then the greater name.
+            while let Some(worst) = (0..rest.len())
+                .filter(|&i| missing[i] > 0)
+                .max_by_key(|&i| (missing[i], denied[i], rest[i].incarnation, &rest[i].name))
+            {
+                let gone = rest.remove(worst);
+                missing.remove(worst);
+                denied.remove(worst);
+                for (i, record) in rest.iter().enumerate() {
+                    if !linked(&gone.name, &record.name) {
+                        missing[i] -= 1;
+                    }
+                    if !gone.links.contains(&record.name) {
+                        denied[i] -= 1;
+                    }
                 }
-                !joins
-            });
-            groups.push(group.into_iter().cloned().collect());
+                aside.push(gone);
+            }
+            groups.push(rest.iter().map(|record| record.name.clone()).collect());
+            aside.sort_by(|a, b| a.name.cmp(&b.name));
+            rest = aside;
         }
         groups
     }
@@ -603,6 +642,32 @@ mod tests {
         }
         assert_eq!(views[1].group(), BTreeSet::from([name("b")]));
         assert_eq!(views[0].state(&name("b")), Some(NodeState::Unreachable));
+    }
+
+    #[test]
+    fn a_node_linked_to_some_members_but_not_all_waits_outside_their_group() {
+        // b and c are one group; a, started later (and first by name), has reached b only.
+        let mut views = vec![
+            View::new(name("a"), "a:4370".into(), Incarnation(2)),
+            view("b"),
+            view("c"),
+        ];
+        connect(&mut views, 1, 2);
+        settle(&mut views);
+        connect(&mut views, 0, 1);
+        settle(&mut views);
+        let expected = vec![
+            BTreeSet::from([name("b"), name("c")]),
+            BTreeSet::from([name("a")]),
+        ];
+        for view in &views {
+            assert_eq!(view.groups(), expected, "{}", view.me);
+        }
+        connect(&mut views, 0, 2);
+        settle(&mut views);
+        for view in &views {
+            assert_eq!(view.group().len(), 3, "{}", view.me);
+        }
     }
 
     #[test]

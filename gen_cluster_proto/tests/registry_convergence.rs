@@ -1,8 +1,11 @@
 //! Deterministic simulation of the registry machine: 2 to 5 nodes, random registrations,
 //! releases, holder deaths, partitions and heals, messages delivered in random order over
-//! per-pair FIFO links (as TCP gives). After the faults stop and every message is delivered, every
-//! node holds the same view, no dead holder is named, and no process was told twice that it lost
-//! the same registration. A failing case prints its seed; proptest replays it.
+//! per-pair FIFO links (as TCP gives). As in the runtime, a node counts a connected peer only
+//! while the two share a group of the cluster view, and the two sides come to count each other
+//! at different times: a message from a peer the receiver does not count is dropped. After the
+//! faults stop and every message is delivered, every node holds the same view, no dead holder is
+//! named, and no process was told twice that it lost the same registration. A failing case
+//! prints its seed; proptest replays it.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -14,12 +17,41 @@ use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
 enum Op {
-    Register { node: usize, name: u8, local: u64 },
-    Unregister { node: usize, name: u8 },
-    ProcessDown { node: usize, local: u64 },
-    Cut { a: usize, b: usize },
-    Heal { a: usize, b: usize },
-    Deliver { from: usize, to: usize },
+    Register {
+        node: usize,
+        name: u8,
+        local: u64,
+    },
+    Unregister {
+        node: usize,
+        name: u8,
+    },
+    ProcessDown {
+        node: usize,
+        local: u64,
+    },
+    Cut {
+        a: usize,
+        b: usize,
+    },
+    Heal {
+        a: usize,
+        b: usize,
+    },
+    /// `node` starts counting its connected `peer` (they came to share a group).
+    Count {
+        node: usize,
+        peer: usize,
+    },
+    /// `node` stops counting its connected `peer` (they no longer share a group).
+    Uncount {
+        node: usize,
+        peer: usize,
+    },
+    Deliver {
+        from: usize,
+        to: usize,
+    },
 }
 
 fn op(nodes: usize) -> impl Strategy<Value = Op> {
@@ -30,6 +62,8 @@ fn op(nodes: usize) -> impl Strategy<Value = Op> {
         1 => (n.clone(), 1u64..4).prop_map(|(node, local)| Op::ProcessDown { node, local }),
         1 => (n.clone(), n.clone()).prop_map(|(a, b)| Op::Cut { a, b }),
         1 => (n.clone(), n.clone()).prop_map(|(a, b)| Op::Heal { a, b }),
+        2 => (n.clone(), n.clone()).prop_map(|(node, peer)| Op::Count { node, peer }),
+        1 => (n.clone(), n.clone()).prop_map(|(node, peer)| Op::Uncount { node, peer }),
         6 => (n.clone(), n).prop_map(|(from, to)| Op::Deliver { from, to }),
     ]
 }
@@ -38,6 +72,8 @@ struct Sim {
     names: Vec<NodeName>,
     registries: Vec<Registry>,
     connected: BTreeSet<(usize, usize)>,
+    /// `(node, peer)`: `node` counts `peer`.
+    counted: BTreeSet<(usize, usize)>,
     links: BTreeMap<(usize, usize), VecDeque<RegistryMessage>>,
     dead: BTreeSet<Pid>,
     notices: Vec<(Pid, String)>,
@@ -59,16 +95,13 @@ impl Sim {
                 .collect(),
             names,
             connected: BTreeSet::new(),
+            counted: BTreeSet::new(),
             links: BTreeMap::new(),
             dead: BTreeSet::new(),
             notices: Vec::new(),
             granted: BTreeSet::new(),
         };
-        for a in 0..n {
-            for b in a + 1..n {
-                sim.heal(a, b);
-            }
-        }
+        sim.connect_all();
         sim
     }
 
@@ -93,13 +126,11 @@ impl Sim {
         while let Some(action) = self.registries[node].poll_action() {
             match action {
                 RegistryAction::Broadcast(message) => {
-                    for peer in 0..self.names.len() {
-                        if peer != node && self.is_connected(node, peer) {
-                            self.links
-                                .entry((node, peer))
-                                .or_default()
-                                .push_back(message.clone());
-                        }
+                    for peer in self.counted_by(node) {
+                        self.links
+                            .entry((node, peer))
+                            .or_default()
+                            .push_back(message.clone());
                     }
                 }
                 RegistryAction::Send { to, message } => {
@@ -117,12 +148,24 @@ impl Sim {
         }
     }
 
+    /// The peers `node` counts.
+    fn counted_by(&self, node: usize) -> Vec<usize> {
+        self.counted
+            .iter()
+            .filter(|(counter, _)| *counter == node)
+            .map(|&(_, peer)| peer)
+            .collect()
+    }
+
     fn cut(&mut self, a: usize, b: usize) {
         if a == b || !self.connected.remove(&(a.min(b), a.max(b))) {
             return;
         }
         self.links.remove(&(a, b));
         self.links.remove(&(b, a));
+        // A lost link is told whether or not the peer was counted.
+        self.counted.remove(&(a, b));
+        self.counted.remove(&(b, a));
         self.registries[a].handle_node_down(self.names[b].id(), INCARNATION);
         self.registries[b].handle_node_down(self.names[a].id(), INCARNATION);
         self.flush(a);
@@ -130,13 +173,36 @@ impl Sim {
     }
 
     fn heal(&mut self, a: usize, b: usize) {
-        if a == b || !self.connected.insert((a.min(b), a.max(b))) {
+        if a != b {
+            self.connected.insert((a.min(b), a.max(b)));
+        }
+    }
+
+    fn count(&mut self, node: usize, peer: usize) {
+        if node == peer || !self.is_connected(node, peer) || !self.counted.insert((node, peer)) {
             return;
         }
-        self.registries[a].handle_node_up(self.names[b].id());
-        self.registries[b].handle_node_up(self.names[a].id());
-        self.flush(a);
-        self.flush(b);
+        self.registries[node].handle_node_up(self.names[peer].id());
+        self.flush(node);
+    }
+
+    fn uncount(&mut self, node: usize, peer: usize) {
+        if !self.counted.remove(&(node, peer)) {
+            return;
+        }
+        self.registries[node].handle_node_down(self.names[peer].id(), INCARNATION);
+        self.flush(node);
+    }
+
+    /// Connects every pair, each side counting the other.
+    fn connect_all(&mut self) {
+        let n = self.names.len();
+        for a in 0..n {
+            for b in 0..n {
+                self.heal(a, b);
+                self.count(a, b);
+            }
+        }
     }
 
     fn deliver(&mut self, from: usize, to: usize) {
@@ -147,8 +213,11 @@ impl Sim {
         else {
             return;
         };
-        self.registries[to].handle_message(self.names[from].id(), message);
-        self.flush(to);
+        // What the receiver does not count is dropped.
+        if self.counted.contains(&(to, from)) {
+            self.registries[to].handle_message(self.names[from].id(), message);
+            self.flush(to);
+        }
     }
 
     fn apply(&mut self, op: Op) {
@@ -164,18 +233,17 @@ impl Sim {
                     self.granted
                         .insert((pid, registration.name.clone(), registration.stamp.clock));
                     self.flush(node);
-                    // What the runtime does after a registration: announce it to every peer.
+                    // What the runtime does after a registration: announce it to every peer
+                    // it counts.
                     let announce = RegistryMessage::Announce {
                         registrations: vec![registration],
                         ack: None,
                     };
-                    for peer in 0..self.names.len() {
-                        if peer != node && self.is_connected(node, peer) {
-                            self.links
-                                .entry((node, peer))
-                                .or_default()
-                                .push_back(announce.clone());
-                        }
+                    for peer in self.counted_by(node) {
+                        self.links
+                            .entry((node, peer))
+                            .or_default()
+                            .push_back(announce.clone());
                     }
                 }
             }
@@ -194,18 +262,15 @@ impl Sim {
             }
             Op::Cut { a, b } => self.cut(a, b),
             Op::Heal { a, b } => self.heal(a, b),
+            Op::Count { node, peer } => self.count(node, peer),
+            Op::Uncount { node, peer } => self.uncount(node, peer),
             Op::Deliver { from, to } => self.deliver(from, to),
         }
     }
 
-    /// Heals every link and delivers until nothing is in flight.
+    /// Heals every link, counts every peer, and delivers until nothing is in flight.
     fn settle(&mut self) {
-        let n = self.names.len();
-        for a in 0..n {
-            for b in a + 1..n {
-                self.heal(a, b);
-            }
-        }
+        self.connect_all();
         while let Some((&(from, to), _)) = self.links.iter().find(|(_, queue)| !queue.is_empty()) {
             self.deliver(from, to);
         }

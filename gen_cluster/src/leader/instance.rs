@@ -19,6 +19,7 @@ use crate::Node;
 use crate::clock::now;
 use crate::events::NodeEvent;
 use crate::process::{Context, Flow, Info, MonitorRef, ReplyTo, Server, ServerRef};
+use crate::view::{Counting, GroupPeers};
 
 /// The most leader calls an instance holds while no leader is known, and the most it has
 /// forwarded and not yet heard back about; beyond either, a call fails with `Overloaded`. The
@@ -693,46 +694,24 @@ pub(crate) fn drive_from_node<B: LeaderServer>(
     );
 }
 
-/// The peers the election may count: connected ones in this node's group.
-struct Members {
-    connected: BTreeSet<NodeName>,
-    group: BTreeSet<NodeName>,
-    /// What the instance was told is up: always `connected ∩ group`.
-    told: BTreeSet<NodeName>,
+/// The peers the election counts, connected now and in this node's group.
+fn group_peers(node: &Node) -> GroupPeers {
+    let connected = node
+        .peers()
+        .into_iter()
+        .map(|peer| (peer.name, peer.incarnation));
+    GroupPeers::new(connected, node.view().group.clone())
 }
 
-impl Members {
-    fn new(node: &Node) -> Self {
-        let connected = node.peers().into_iter().map(|peer| peer.name).collect();
-        let mut members = Self {
-            connected,
-            group: node.view().group.clone(),
-            told: BTreeSet::new(),
-        };
-        members.told = members.counted();
-        members
-    }
-
-    fn counted(&self) -> BTreeSet<NodeName> {
-        self.connected.intersection(&self.group).cloned().collect()
-    }
-
-    /// What to tell the instance so that it holds `connected ∩ group` again: downs first.
-    fn changes<B: LeaderServer>(&mut self) -> Vec<InstanceInfo<B>> {
-        let counted = self.counted();
-        let mut changes: Vec<InstanceInfo<B>> = self
-            .told
-            .difference(&counted)
-            .map(|peer| InstanceInfo::NodeDown(peer.clone()))
-            .collect();
-        changes.extend(
-            counted
-                .difference(&self.told)
-                .map(|peer| InstanceInfo::NodeUp(peer.clone())),
-        );
-        self.told = counted;
-        changes
-    }
+/// What the instance is told of a change of the peers it counts.
+fn told<B: LeaderServer>(changes: Vec<Counting>) -> Vec<InstanceInfo<B>> {
+    changes
+        .into_iter()
+        .map(|change| match change {
+            Counting::Joins(peer, _) => InstanceInfo::NodeUp(peer),
+            Counting::Leaves(peer, _) => InstanceInfo::NodeDown(peer),
+        })
+        .collect()
 }
 
 async fn feed<B: LeaderServer>(
@@ -745,10 +724,10 @@ async fn feed<B: LeaderServer>(
     views.borrow_and_update();
     // The peers connected now, read after subscribing to the node's events: an event about
     // them that follows is applied after it, in order.
-    let mut members = Members::new(&node);
-    let told = members.told.iter().cloned().collect();
+    let mut members = group_peers(&node);
+    let counted = members.counted().keys().cloned().collect();
     if node
-        .send(&instance, InstanceInfo::Connected(told))
+        .send(&instance, InstanceInfo::Connected(counted))
         .await
         .is_err()
     {
@@ -773,27 +752,23 @@ async fn feed<B: LeaderServer>(
                 if changed.is_err() {
                     return;
                 }
-                members.group = views.borrow_and_update().group.clone();
-                members.changes()
+                let group = views.borrow_and_update().group.clone();
+                told(members.group_changed(&group))
             }
             event = events.recv() => match event {
-                Ok(NodeEvent::NodeUp { peer, .. }) => {
-                    members.connected.insert(peer);
-                    members.changes()
+                Ok(NodeEvent::NodeUp { peer, incarnation, .. }) => {
+                    told(members.link_up(peer, incarnation))
                 }
                 Ok(NodeEvent::NodeDown { peer, .. }) => {
-                    // Every lost link is told (the instance forgets what it held of the
-                    // peer, counted or not), then whatever else changed.
-                    members.connected.remove(&peer);
-                    members.told.remove(&peer);
-                    let mut changes = vec![InstanceInfo::NodeDown(peer)];
-                    changes.extend(members.changes());
-                    changes
+                    // Every lost link is told: the instance forgets what it held of the peer,
+                    // counted or not.
+                    members.link_down(&peer);
+                    vec![InstanceInfo::NodeDown(peer)]
                 }
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     tracing::warn!(missed, "an election instance missed node events; resynchronizing");
-                    members = Members::new(&node);
-                    vec![InstanceInfo::Connected(members.told.iter().cloned().collect())]
+                    members = group_peers(&node);
+                    vec![InstanceInfo::Connected(members.counted().keys().cloned().collect())]
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
             },

@@ -70,21 +70,22 @@ impl Net {
         self.start(config(name)).await
     }
 
-    /// Two connected nodes, `a` and `b`.
+    /// Two connected nodes, `a` and `b`, in one group.
     pub async fn pair(&self) -> (Node, Node) {
         let a = self.node("a").await;
         let b = self.node("b").await;
         connect(&a, &b).await;
+        one_group(&[&a, &b]).await;
         (a, b)
     }
 
-    /// Nodes `names`, all connected to each other.
+    /// Nodes `names`, all connected to each other, in one group.
     pub async fn mesh(&self, names: &[&str]) -> Vec<Node> {
         self.mesh_with(names, config).await
     }
 
-    /// Nodes `names` with [`loner_config`], all connected to each other: for partitions made
-    /// with `disconnect`, which no node undoes.
+    /// Nodes `names` with [`loner_config`], all connected to each other, in one group: for
+    /// partitions made with `disconnect`, which no node undoes.
     pub async fn loner_mesh(&self, names: &[&str]) -> Vec<Node> {
         self.mesh_with(names, loner_config).await
     }
@@ -99,6 +100,7 @@ impl Net {
                 connect(from, to).await;
             }
         }
+        one_group(&nodes.iter().collect::<Vec<_>>()).await;
         nodes
     }
 
@@ -224,6 +226,20 @@ pub async fn connect(from: &Node, to: &Node) {
             matches!(e, NodeEvent::NodeUp { peer, .. } if *peer == name).then_some(())
         })
         .await;
+    }
+}
+
+/// Waits until every node of `nodes` has all of them in its group of the view: the election and
+/// the global names count a connected peer only from then on.
+pub async fn one_group(nodes: &[&Node]) {
+    let all: std::collections::BTreeSet<NodeName> =
+        nodes.iter().map(|node| node.name().clone()).collect();
+    for node in nodes {
+        let mut views = node.view_changes();
+        tokio::time::timeout(HANG, views.wait_for(|view| view.group == all))
+            .await
+            .expect("one group not formed before the hang bound")
+            .expect("the node runs");
     }
 }
 
