@@ -10,9 +10,10 @@ use gen_cluster::services::echo::{self, Echo};
 use gen_cluster::services::roster::{Roster, RosterChange};
 use gen_cluster::{
     Clustered, Discovery, Dns, DnsA, DnsSrv, ElectionId, Epmd, Leader, LeaderConfig, MemberConfig,
-    Node, NodeEvent, Seed, StaticPeers,
+    Node, NodeEvent, Pid, Seed, StaticPeers,
 };
 use serde_json::json;
+use tokio::sync::mpsc::UnboundedSender;
 
 use crate::settings::Settings;
 use crate::{EventFormat, NodeArgs};
@@ -101,7 +102,9 @@ async fn serve(args: Settings) -> Result<()> {
     printer.print("started", None, None, Some(node.listen_addr()));
     start_discovery(&node, &args)?;
     let (changes_tx, mut changes) = tokio::sync::mpsc::unbounded_channel();
+    let (rally_tx, mut rally_holders) = tokio::sync::mpsc::unbounded_channel();
     if let Some(kind) = &args.given.member {
+        watch_rally(&node, rally_name(&args.cluster()), rally_tx);
         let seed = join_point(&node, &args).await;
         let config = MemberConfig::new(args.cluster(), kind.clone(), seed);
         let member = Clustered::start(&node, config, Roster::new(changes_tx)).await?;
@@ -122,6 +125,7 @@ async fn serve(args: Settings) -> Result<()> {
             _ = tokio::signal::ctrl_c() => break,
             _ = terminate.recv() => break,
             Some(change) = changes.recv() => printer.print_member(&change),
+            Some(holder) = rally_holders.recv() => printer.print_rally(holder),
             event = events.recv() => match event {
                 Ok(NodeEvent::NodeUp { peer, addr, .. }) => printer.print("node_up", Some(peer.as_str()), None, Some(&addr)),
                 Ok(NodeEvent::NodeDown { peer, reason, .. }) => {
@@ -157,6 +161,26 @@ async fn join_point(node: &Node, args: &Settings) -> Seed {
         tracing::warn!(%rally, "no member found through the seeds yet: starting as the first member");
     }
     Seed::Rally
+}
+
+/// Sends every change of the member holding the cluster's `rally` name, as this node sees it.
+fn watch_rally(node: &Node, rally: String, holders: UnboundedSender<Option<Pid>>) {
+    let (node, globals) = (node.clone(), node.globals().clone());
+    node.clone()
+        .spawn_task(tracing::info_span!("rally events"), async move {
+            let mut holder = None;
+            loop {
+                let changed = globals.wait_until(|names| names.whereis(&rally) != holder);
+                tokio::select! {
+                    _ = node.shutting_down() => return,
+                    _ = changed => {}
+                }
+                holder = globals.whereis(&rally);
+                if holders.send(holder).is_err() {
+                    return;
+                }
+            }
+        });
 }
 
 /// How long a new member waits for the seeds' cluster before starting on its own.
@@ -202,6 +226,26 @@ impl Printer {
                 }
                 line
             }
+        };
+        emit(&line);
+    }
+
+    /// The member holding the rally name changed (`None`: nobody holds it, as this node sees it).
+    fn print_rally(&self, holder: Option<Pid>) {
+        let ts_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let holder = holder.map(|pid| pid.to_string());
+        let line = match self.format {
+            EventFormat::Json => json!({
+                "event": "rally", "node": self.node, "member": holder, "ts_ms": ts_ms,
+            })
+            .to_string(),
+            EventFormat::Text => format!(
+                "{ts_ms} {} rally member={}",
+                self.node,
+                holder.as_deref().unwrap_or("none")
+            ),
         };
         emit(&line);
     }

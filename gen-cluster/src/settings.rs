@@ -7,6 +7,7 @@
 //! ```toml
 //! name = "a"                      # required, here or as --name
 //! listen = "0.0.0.0:4370"         # default 127.0.0.1:0
+//! advertise = "10.0.0.1:4370"     # what others dial; default the listen address (see below)
 //! cluster = "default"
 //! cookie_file = "/etc/gen-cluster/cookie"
 //! down_after_ms = 1000
@@ -46,6 +47,10 @@ pub struct NodeSettings {
     /// The address to listen on.
     #[arg(long, help = with_default("The address to listen on", NodeConfig::DEFAULT_LISTEN))]
     pub listen: Option<String>,
+    /// The address other nodes dial to reach this one. Default: the listen address; listening
+    /// on 0.0.0.0 (or ::), the same port at this host's address on its default route.
+    #[arg(long)]
+    pub advertise: Option<String>,
     /// A file holding the cluster secret. Without it: $GEN_CLUSTER_COOKIE, else
     /// ~/.gen_cluster.cookie (created with a random secret if missing).
     #[arg(long)]
@@ -171,6 +176,7 @@ impl NodeSettings {
         NodeSettings {
             name: self.name.or(file.name),
             listen: self.listen.or(file.listen),
+            advertise: self.advertise.or(file.advertise),
             cookie_file: self.cookie_file.or(file.cookie_file),
             cluster: self.cluster.or(file.cluster),
             down_after_ms: self.down_after_ms.or(file.down_after_ms),
@@ -202,6 +208,7 @@ impl Settings {
         if let Some(listen) = &self.given.listen {
             config.listen.clone_from(listen);
         }
+        config.advertise.clone_from(&self.given.advertise);
         config.cluster = self.cluster();
         if let Some(ms) = self.given.down_after_ms {
             let down_after = Duration::from_millis(ms);

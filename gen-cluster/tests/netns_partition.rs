@@ -114,6 +114,19 @@ impl Net {
         format!("{}{host}p", self.prefix)
     }
 
+    /// Gives the host a default route through its link to the bridge.
+    fn default_route(&self, host: &str) {
+        assert!(ip(&[
+            "-n",
+            &self.ns(host),
+            "route",
+            "add",
+            "default",
+            "dev",
+            &self.veth(host)
+        ]));
+    }
+
     /// Cuts (`down`) or restores (`up`) the host's link to the bridge.
     fn link(&self, host: &str, state: &str) {
         assert!(ip(&[
@@ -225,8 +238,13 @@ impl Host {
         for seed in &seeds {
             args.extend(["--seed", seed]);
         }
+        Self::run(net, name, &args)
+    }
+
+    /// `gen-cluster ARGS…` in the host's namespace, its JSON events read.
+    fn run(net: &Net, name: &'static str, args: &[&str]) -> Self {
         let mut child = net
-            .command(name, &args)
+            .command(name, args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -387,6 +405,40 @@ fn a_triangle_with_one_edge_cut_keeps_leaders_apart_and_heals_to_one() {
     }
     net.cut_between("a", "b", false);
     hosts[1].wait_leader("a");
+}
+
+/// Three nodes listening on any address (`0.0.0.0:4370`), b and c seeded with a only: each
+/// tells its peers its address on its default route, so b and c, learning of each other through
+/// a's view, dial each other's real address and the mesh forms (told `0.0.0.0:4370`, each would
+/// dial itself).
+#[test]
+fn nodes_listening_on_any_address_advertise_their_own_and_meet_through_one_seed() {
+    let Some(net) = Net::new('m') else { return };
+    let a_addr = addr("a");
+    let hosts: Vec<Host> = HOSTS
+        .iter()
+        .map(|&host| {
+            net.default_route(host);
+            let mut args = vec!["node", "--name", host, "--listen", "0.0.0.0:4370"];
+            args.extend(["--events", "json", "--down-after-ms", "500"]);
+            if host != "a" {
+                args.extend(["--seed", &a_addr]);
+            }
+            Host::run(&net, host, &args)
+        })
+        .collect();
+    for (host, name) in hosts.iter().zip(HOSTS) {
+        let own = addr(name);
+        host.wait(&format!("started at {own}"), |e| {
+            e["event"] == "started" && e["addr"] == own.as_str()
+        });
+    }
+    hosts[1].wait("node_up of c", |e| {
+        e["event"] == "node_up" && e["peer"] == "c"
+    });
+    hosts[2].wait("node_up of b", |e| {
+        e["event"] == "node_up" && e["peer"] == "b"
+    });
 }
 
 /// b drops every packet that reaches it (its link up: nothing fails at once) for 3.5 s, long

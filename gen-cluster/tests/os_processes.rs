@@ -128,6 +128,25 @@ impl NodeProcess {
         self.child.wait().unwrap();
     }
 
+    /// SIGTERM, then waits for the process to end (it says goodbye first).
+    fn terminate(&mut self) {
+        self.signal("-TERM");
+        self.child.wait().unwrap();
+    }
+
+    /// The member named by the latest `rally` event printed so far, if any.
+    fn rally_holder(&self) -> Option<String> {
+        while let Ok(value) = self.events.try_recv() {
+            self.seen.borrow_mut().push(value);
+        }
+        self.seen
+            .borrow()
+            .iter()
+            .rev()
+            .find(|value| value["event"] == "rally")
+            .and_then(|value| value["member"].as_str().map(str::to_string))
+    }
+
     fn echo(&self) -> ServerRef<Echo> {
         ServerRef::named(&self.name, echo::NAME)
     }
@@ -1010,4 +1029,87 @@ fn a_misconfigured_node_says_why_it_cannot_join_once_per_cause() {
     );
     // The live b kept its place.
     assert_eq!(a.count("node down"), 0, "{}", a.seen.join("\n"));
+}
+
+/// A node running a cluster member (`--member web`), and its member's pid.
+fn member_process(name: &str, seeds: &[&str]) -> (NodeProcess, String) {
+    let process = NodeProcess::start_with(name, "127.0.0.1:0", COOKIE, seeds, &["--member", "web"]);
+    let member = process.wait_event("member_started")["member"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    (process, member)
+}
+
+/// Waits until every node of `live` names one of `live`'s members as the rally's holder in its
+/// latest `rally` event; returns that member.
+fn rally_held_by_a_live_member(live: &[(NodeProcess, String)], within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let holders: Vec<Option<String>> = live.iter().map(|(p, _)| p.rally_holder()).collect();
+        if let Some(Some(holder)) = holders.first()
+            && holders.iter().all(|h| h.as_ref() == Some(holder))
+            && live.iter().any(|(_, member)| member == holder)
+        {
+            return holder.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no live member holds the rally name on every node: {holders:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The rally name over a hundred rounds among four members in OS processes: its holder is
+/// stopped with SIGTERM or killed with SIGKILL, alternately. Every round, within four times the
+/// failure detector's deadline, every survivor's latest `rally` event names the same live
+/// member; and a newcomer seeded at one survivor joins the survivors' cluster (each survivor
+/// reports it joined), never a second one. Prints the slowest takeover of each kind.
+#[test]
+fn the_rally_is_held_by_a_live_member_after_each_of_a_hundred_stops_and_kills_of_its_holder() {
+    const ROUNDS: usize = 100;
+    let mut live = vec![member_process("r0", &[])];
+    for i in 1..4 {
+        let seed = live[0].0.addr.clone();
+        live.push(member_process(&format!("r{i}"), &[&seed]));
+    }
+    let mut holder = rally_held_by_a_live_member(&live, HANG);
+    let (mut slowest_stop, mut slowest_kill) = (Duration::ZERO, Duration::ZERO);
+    for round in 0..ROUNDS {
+        let at = live
+            .iter()
+            .position(|(_, member)| *member == holder)
+            .unwrap();
+        let (mut gone, _) = live.remove(at);
+        let kill = round % 2 == 1;
+        let ended = Instant::now();
+        if kill {
+            gone.kill9();
+        } else {
+            gone.terminate();
+        }
+        holder = rally_held_by_a_live_member(&live, DOWN_AFTER * 4);
+        let took = ended.elapsed();
+        let slowest = if kill {
+            &mut slowest_kill
+        } else {
+            &mut slowest_stop
+        };
+        *slowest = (*slowest).max(took);
+
+        let seed = live[round % live.len()].0.addr.clone();
+        let (newcomer, member) = member_process(&format!("n{round}"), &[&seed]);
+        for (survivor, _) in &live {
+            survivor.wait_for(&format!("the join of {member}"), |event| {
+                (event["event"] == "member_joined" || event["event"] == "member_node_joined")
+                    && event["member"] == member.as_str()
+            });
+        }
+        live.push((newcomer, member));
+    }
+    eprintln!(
+        "rally held by a live member again at most {slowest_stop:?} after a SIGTERM, \
+         {slowest_kill:?} after a SIGKILL (down_after {DOWN_AFTER:?})"
+    );
 }

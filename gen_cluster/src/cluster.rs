@@ -372,7 +372,11 @@ impl<C: ClusterServer> Clustered<C> {
                 let me = ctx.pid();
                 let span = tracing::info_span!("reach member", member = %pid, %addr);
                 ctx.node().clone().spawn_task(span, async move {
-                    if let Err(error) = node.connect(&addr).await {
+                    let connected = tokio::select! {
+                        _ = node.shutting_down() => return,
+                        connected = node.connect(&addr) => connected,
+                    };
+                    if let Err(error) = connected {
                         tracing::warn!(member = %pid, %addr, %error, "cannot reach a member's node");
                     }
                     done.store(true, Ordering::Release);

@@ -15,6 +15,12 @@ pub struct NodeConfig {
     pub name: NodeName,
     /// Where to listen. Default `127.0.0.1:0` (loopback, any free port).
     pub listen: String,
+    /// The address other nodes dial to reach this one, told to each peer and passed on by the
+    /// cluster view. Default: the address the listener is bound to; when that is any address
+    /// (`0.0.0.0` or `::`), the same port at this host's address on its default route (the
+    /// interface other hosts most likely reach it through; no packet is sent to find it). A host
+    /// on several networks, or behind a NAT, sets it.
+    pub advertise: Option<String>,
     /// The cluster's name: nodes of another cluster are refused at the handshake even with the
     /// same secret. Default `"default"`.
     pub cluster: String,
@@ -66,6 +72,7 @@ impl NodeConfig {
         Self {
             name,
             listen: Self::DEFAULT_LISTEN.into(),
+            advertise: None,
             cluster: Self::DEFAULT_CLUSTER.into(),
             cookie: cookie.into(),
             liveness: LivenessConfig::default(),
@@ -114,6 +121,7 @@ impl std::fmt::Debug for NodeConfig {
         f.debug_struct("NodeConfig")
             .field("name", &self.name)
             .field("listen", &self.listen)
+            .field("advertise", &self.advertise)
             .field("cluster", &self.cluster)
             .field("cookie", &"<redacted>")
             .field("liveness", &self.liveness)

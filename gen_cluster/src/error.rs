@@ -26,6 +26,18 @@ pub enum StartNodeError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The listener is bound to any address and this host has no default route to tell which
+    /// address other nodes reach it at (this machine: set `advertise`, e.g. `--advertise
+    /// 10.0.0.5:4370`, or listen on one address).
+    #[error(
+        "listening on {bound}, the address other nodes should dial is unknown (no default route): set advertise (--advertise HOST:PORT) or listen on one address"
+    )]
+    NoAdvertisedAddress {
+        /// The bound address.
+        bound: String,
+        /// Why no route was found.
+        source: std::io::Error,
+    },
     /// The node's own services could not start (a bug: report it).
     #[error("the node's services could not start")]
     Services(#[source] StartError),

@@ -3,6 +3,7 @@
 //! own.
 
 use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,7 +48,7 @@ impl Node {
     ) -> Result<Node, StartNodeError> {
         config.validate()?;
         let transport = Arc::new(transport);
-        let (listener, listen_addr) =
+        let (listener, bound) =
             transport
                 .bind(&config.listen)
                 .await
@@ -55,6 +56,7 @@ impl Node {
                     addr: config.listen.clone(),
                     source,
                 })?;
+        let listen_addr = advertised(&config, &bound)?;
         let config = Arc::new(config);
         let (id, incarnation) = (config.name.id(), clock::incarnation());
         let tasks = Tasks::default();
@@ -140,7 +142,8 @@ impl Node {
         self.0.incarnation
     }
 
-    /// The address the node listens on.
+    /// The address other nodes reach this node at: [`NodeConfig::advertise`], by default the
+    /// address the listener is bound to (see there for a listener bound to any address).
     pub fn listen_addr(&self) -> &str {
         &self.0.listen_addr
     }
@@ -375,5 +378,73 @@ impl Node {
     /// How many of the node's tasks are still running (none once `shutdown` has returned).
     pub fn running_tasks(&self) -> usize {
         self.0.tasks.running()
+    }
+}
+
+/// The address other nodes are told to dial: `config.advertise`, else `bound`, with an
+/// unspecified IP (`0.0.0.0`, `::`) replaced by this host's address on its default route.
+fn advertised(config: &NodeConfig, bound: &str) -> Result<String, StartNodeError> {
+    if let Some(addr) = &config.advertise {
+        return Ok(addr.clone());
+    }
+    match bound.parse::<SocketAddr>() {
+        Ok(addr) if addr.ip().is_unspecified() => outward_ip(addr.is_ipv6())
+            .map(|ip| SocketAddr::new(ip, addr.port()).to_string())
+            .map_err(|source| StartNodeError::NoAdvertisedAddress {
+                bound: bound.to_string(),
+                source,
+            }),
+        _ => Ok(bound.to_string()),
+    }
+}
+
+/// This host's address toward the wider network: the source address of a route to a
+/// documentation address (RFC 5737, RFC 3849). Connecting a UDP socket picks the route and
+/// sends nothing.
+fn outward_ip(ipv6: bool) -> std::io::Result<IpAddr> {
+    let (any, probe) = if ipv6 {
+        ("[::]:0", "[2001:db8::1]:9")
+    } else {
+        ("0.0.0.0:0", "192.0.2.1:9")
+    };
+    let socket = std::net::UdpSocket::bind(any)?;
+    socket.connect(probe)?;
+    Ok(socket.local_addr()?.ip())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+mod tests {
+    use super::*;
+
+    fn config(advertise: Option<&str>) -> NodeConfig {
+        let mut config = NodeConfig::new(NodeName::new("a").unwrap(), "cookie");
+        config.advertise = advertise.map(str::to_string);
+        config
+    }
+
+    #[test]
+    fn a_node_bound_to_one_address_advertises_it_unless_told_otherwise() {
+        assert_eq!(
+            advertised(&config(None), "10.0.0.5:4370").unwrap(),
+            "10.0.0.5:4370"
+        );
+        assert_eq!(
+            advertised(&config(Some("node-a.example:4370")), "0.0.0.0:4370").unwrap(),
+            "node-a.example:4370"
+        );
+    }
+
+    #[test]
+    fn a_node_bound_to_any_address_advertises_its_address_on_the_default_route() {
+        // Where this host has a default route (else the start error says what to set).
+        match advertised(&config(None), "0.0.0.0:4370") {
+            Ok(addr) => {
+                let addr: SocketAddr = addr.parse().unwrap();
+                assert!(!addr.ip().is_unspecified(), "{addr}");
+                assert_eq!(addr.port(), 4370);
+            }
+            Err(error) => assert!(error.to_string().contains("--advertise"), "{error}"),
+        }
     }
 }

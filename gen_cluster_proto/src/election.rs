@@ -263,9 +263,14 @@ impl<S: Clone> Election<S> {
         self.reevaluate();
     }
 
-    /// A message from `from`'s instance.
+    /// A message from `from`'s instance. Only a peer this node counts (told up, not down since)
+    /// is heard — except for a state handed over ([`ElectionMessage::Merge`]): the two may come
+    /// to count each other at different moments (the runtime counts a peer once the cluster view
+    /// puts both in one group), and a state dropped here would be lost for good, while a lost
+    /// hello or `Elected` is sent again when the peer is counted.
     pub fn handle_message(&mut self, from: NodeName, message: ElectionMessage<S>) {
-        if from == self.me || !self.connected.contains(&from) {
+        let handed_over = matches!(message, ElectionMessage::Merge { .. });
+        if from == self.me || !(self.connected.contains(&from) || handed_over) {
             return;
         }
         match message {
@@ -685,6 +690,30 @@ mod tests {
             },
         );
         assert!(!a.alive().contains(&name("b")), "b is no longer connected");
+    }
+
+    #[test]
+    fn a_state_handed_over_by_a_peer_not_yet_counted_is_merged_not_lost() {
+        let t0 = Instant::now();
+        let mut a = Election::<u32>::new(name("a"), 1, config(&["a", "b"]), t0);
+        a.handle_timeout(t0 + Duration::from_millis(100));
+        assert!(a.is_leader());
+        drain(&mut a);
+        // b stepped down to a, which does not count b yet.
+        a.handle_message(
+            name("b"),
+            ElectionMessage::Merge {
+                from: name("b"),
+                state: 7,
+            },
+        );
+        assert!(
+            drain(&mut a).contains(&ElectionAction::Merge {
+                from: name("b"),
+                state: 7
+            }),
+            "the state is merged"
+        );
     }
 
     #[test]

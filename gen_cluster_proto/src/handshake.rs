@@ -48,7 +48,7 @@ pub const MAX_HANDSHAKE_FRAME: usize = 2048;
 
 /// The protocol versions this build speaks: 3 (version 1 decided on peers' unproven claims, and
 /// had no Ready; version 2 had no hidden nodes and keyed its proofs with the secret itself).
-pub const SUPPORTED_VERSIONS: VersionRange = VersionRange { min: 3, max: 3 };
+pub const SUPPORTED_VERSIONS: VersionRange = VersionRange { min: 4, max: 4 };
 
 /// The first bytes of every Hello, so that a stray client of another protocol is told apart
 /// from a peer of another version.

@@ -21,11 +21,11 @@
 //!   groups by one deterministic rule over the records, so the nodes that hold the same records
 //!   compute the same groups, and a node acts only within its own ([`View::group`]). Two nodes
 //!   are linked when each lists the other. While the nodes are not all linked to each other, the
-//!   one missing the most links is set aside — among equals the one the fewest others list (a
-//!   crashed or hung node's record, no longer updated, still lists the nodes that dropped it, so
-//!   it goes, not the first survivor to notice), then the one of the latest life (the latest
-//!   started), then of the greater name; the rest are a group, and the nodes set aside are
-//!   grouped the same way. In the example the groups are {A, C} and {B} when B started
+//!   one missing the most links is set aside — among equals the one more others say they lost
+//!   (each record lists the nodes its author was connected to in this life and lost: a crashed
+//!   node goes, not the first survivor to notice), then the one of the latest life (a node
+//!   joining, or back, not yet linked to all), then of the greater name; the rest are a group,
+//!   and the nodes set aside are grouped the same way. In the example the groups are {A, C} and {B} when B started
 //!   last. The latest life first matters while a mesh forms: a node that joins, or comes back,
 //!   linked to some members but not yet to all is set aside until it is linked to all, rather
 //!   than splitting members that are (which would make a second leader for a moment).
@@ -61,6 +61,10 @@ pub struct NodeRecord {
     pub presence: Presence,
     /// The nodes it is connected to.
     pub links: BTreeSet<NodeName>,
+    /// The nodes it was connected to in this life and lost (until it is connected to them
+    /// again): the accusation that tells a failed node from a slow newcomer when groups are
+    /// settled.
+    pub lost: BTreeSet<NodeName>,
 }
 
 impl NodeRecord {
@@ -167,6 +171,7 @@ impl View {
             version: 0,
             presence: Presence::Member,
             links: BTreeSet::new(),
+            lost: BTreeSet::new(),
         };
         Self {
             records: BTreeMap::from([(me.clone(), record)]),
@@ -204,6 +209,7 @@ impl View {
                 version: 0,
                 presence: Presence::Member,
                 links: BTreeSet::new(),
+                lost: BTreeSet::new(),
             };
             self.records.insert(peer.name.clone(), first_sight);
             self.learned.insert(peer.name.clone(), peer.name.clone());
@@ -211,7 +217,9 @@ impl View {
         }
         // What was asked of an earlier life of the peer will not be answered.
         self.ask_elsewhere(|asked| asked.of == peer.name);
-        self.change_mine(|mine| mine.links.insert(peer.name.clone()));
+        self.change_mine(|mine| {
+            mine.links.insert(peer.name.clone()) | mine.lost.remove(&peer.name)
+        });
         let digest = self.digest();
         self.send(peer.name.clone(), ViewMessage::Digest(digest));
     }
@@ -219,7 +227,7 @@ impl View {
     /// The link to `peer` is gone: what was asked of it is asked of the next peer that offered
     /// it.
     pub fn handle_down(&mut self, peer: &NodeName) {
-        self.change_mine(|mine| mine.links.remove(peer));
+        self.change_mine(|mine| mine.links.remove(peer) && mine.lost.insert(peer.clone()));
         for asked in self.asked.values_mut() {
             asked.offered_by.retain(|(other, _)| other != peer);
         }
@@ -453,7 +461,7 @@ impl View {
         let mut groups = Vec::new();
         while !rest.is_empty() {
             // How many of the others each node is not linked to, and how many of the others
-            // do not list it.
+            // say they lost it.
             let mut missing: Vec<usize> = rest
                 .iter()
                 .map(|a| {
@@ -462,31 +470,28 @@ impl View {
                         .count()
                 })
                 .collect();
-            let mut denied: Vec<usize> = rest
+            let mut accused: Vec<usize> = rest
                 .iter()
-                .map(|a| {
-                    rest.iter()
-                        .filter(|b| a.name != b.name && !b.links.contains(&a.name))
-                        .count()
-                })
+                .map(|a| rest.iter().filter(|b| b.lost.contains(&a.name)).count())
                 .collect();
             let mut aside = Vec::new();
             // Sets aside the node missing the most links until the rest are all linked; among
-            // equals, the one fewer others list (a crashed node's record still lists the nodes
-            // that dropped it), then the latest life, then the greater name.
+            // equals, the one more others say they lost (a crashed node, not the survivor that
+            // noticed first), then the latest life (a newcomer not yet linked to all), then the
+            // greater name.
             while let Some(worst) = (0..rest.len())
                 .filter(|&i| missing[i] > 0)
-                .max_by_key(|&i| (missing[i], denied[i], rest[i].incarnation, &rest[i].name))
+                .max_by_key(|&i| (missing[i], accused[i], rest[i].incarnation, &rest[i].name))
             {
                 let gone = rest.remove(worst);
                 missing.remove(worst);
-                denied.remove(worst);
+                accused.remove(worst);
                 for (i, record) in rest.iter().enumerate() {
                     if !linked(&gone.name, &record.name) {
                         missing[i] -= 1;
                     }
-                    if !gone.links.contains(&record.name) {
-                        denied[i] -= 1;
+                    if gone.lost.contains(&record.name) {
+                        accused[i] -= 1;
                     }
                 }
                 aside.push(gone);
@@ -561,9 +566,20 @@ mod tests {
 
     /// Flushes the views and delivers every message between them until none is left.
     fn settle(views: &mut [View]) {
+        let held = settle_holding(views, None);
+        assert!(held.is_empty());
+    }
+
+    /// Settles, except that the view `held` sends nothing yet: what reaches it is returned, to
+    /// be handed to it later.
+    fn settle_holding(views: &mut [View], held: Option<usize>) -> Vec<(NodeName, ViewMessage)> {
+        let mut for_held = Vec::new();
         loop {
             let mut sent = Vec::new();
             for (i, view) in views.iter_mut().enumerate() {
+                if Some(i) == held {
+                    continue;
+                }
                 view.flush();
                 while let Some(action) = view.poll_action() {
                     if let ViewAction::Send { to, message } = action {
@@ -572,14 +588,17 @@ mod tests {
                 }
             }
             if sent.is_empty() {
-                return;
+                return for_held;
             }
             for (from, to, message) in sent {
                 let from = views[from].me.clone();
-                if let Some(to) = views.iter_mut().find(|v| v.me == to)
-                    && to.records[&to.me].links.contains(&from)
-                {
-                    to.handle_message(&from, message);
+                let Some(at) = views.iter().position(|v| v.me == to) else {
+                    continue;
+                };
+                if Some(at) == held {
+                    for_held.push((from, message));
+                } else if views[at].records[&to].links.contains(&from) {
+                    views[at].handle_message(&from, message);
                 }
             }
         }
@@ -663,10 +682,37 @@ mod tests {
         for view in &views {
             assert_eq!(view.groups(), expected, "{}", view.me);
         }
+        // a reaches c: c's record lists a before a's record, not yet sent, lists c.
         connect(&mut views, 0, 2);
+        let held = settle_holding(&mut views, Some(0));
+        for view in &views[1..] {
+            assert_eq!(view.groups(), expected, "{}", view.me);
+        }
+        for (from, message) in held {
+            views[0].handle_message(&from, message);
+        }
         settle(&mut views);
         for view in &views {
             assert_eq!(view.group().len(), 3, "{}", view.me);
+        }
+    }
+
+    #[test]
+    fn a_crashed_node_is_set_aside_not_the_survivor_that_noticed_first() {
+        let mut views = vec![view("a"), view("b"), view("c")];
+        connect(&mut views, 0, 1);
+        connect(&mut views, 0, 2);
+        connect(&mut views, 1, 2);
+        settle(&mut views);
+        // a crashed: b noticed, c not yet; a's last record still lists b and c.
+        views[1].handle_down(&name("a"));
+        settle_holding(&mut views, Some(0));
+        let expected = vec![
+            BTreeSet::from([name("b"), name("c")]),
+            BTreeSet::from([name("a")]),
+        ];
+        for view in &views[1..] {
+            assert_eq!(view.groups(), expected, "{}", view.me);
         }
     }
 
