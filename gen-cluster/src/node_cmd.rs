@@ -175,7 +175,12 @@ fn watch_rally(node: &Node, rally: String, holders: UnboundedSender<Option<Pid>>
                     _ = node.shutting_down() => return,
                     _ = changed => {}
                 }
-                holder = globals.whereis(&rally);
+                // Read once: a change and its undoing in between is no change.
+                let now = globals.whereis(&rally);
+                if now == holder {
+                    continue;
+                }
+                holder = now;
                 if holders.send(holder).is_err() {
                     return;
                 }

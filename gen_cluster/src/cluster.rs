@@ -148,6 +148,7 @@ pub enum ClusterInfo<I> {
     User(I),
     /// A member's connection attempt to this node ended: what waited on it is carried out.
     /// Sent by the member's own task; one that arrives before that task is done is ignored.
+    #[doc(hidden)]
     Reached(NodeId),
 }
 

@@ -96,6 +96,14 @@ impl NodeConfig {
         if self.cluster.is_empty() || self.cluster.len() > 255 {
             return Err(ConfigError::ClusterName);
         }
+        if let Some(addr) = &self.advertise {
+            let has_port = addr
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !has_port || addr.len() > 255 {
+                return Err(ConfigError::Advertise(addr.clone()));
+            }
+        }
         self.liveness.validate()?;
         if self.handshake_timeout.is_zero()
             || self.connect_timeout.is_zero()
@@ -148,6 +156,9 @@ pub enum ConfigError {
     /// The cluster name is empty or too long.
     #[error("the cluster name must be 1 to 255 bytes")]
     ClusterName,
+    /// The advertised address is not `HOST:PORT` of at most 255 bytes.
+    #[error("advertise {0:?} must be HOST:PORT (at most 255 bytes), e.g. 10.0.0.5:4370")]
+    Advertise(String),
     /// The failure detector settings cannot work.
     #[error(transparent)]
     Liveness(#[from] LivenessConfigError),

@@ -84,14 +84,15 @@ pub struct GlobalNames {
 
 impl GlobalNames {
     /// Registers `name` for the local process `pid` across the cluster. Every node of this
-    /// node's group (see [`ClusterView`](crate::ClusterView)) learns it before this returns (each answers within the failure detector's deadline or is
-    /// treated as gone). If another process holds the name, or wins it while this registration
-    /// is being announced (the clash rule: the earlier registration wins), the result is
-    /// [`RegisterError::Taken`] with the holder.
+    /// node's group (see [`ClusterView`](crate::ClusterView)) learns it before this returns
+    /// (each answers within the failure detector's deadline or is treated as gone). If another
+    /// process holds the name, or wins it while this registration is being announced (the
+    /// clash rule: the earlier registration wins), the result is [`RegisterError::Taken`] with
+    /// the holder.
     ///
     /// The name is released when `pid` ends, when it is unregistered, or — on the other nodes —
-    /// when this node is lost or leaves their group. A holder that loses its name after a partition heals gets
-    /// [`Info::NameLost`](crate::Info::NameLost).
+    /// when this node is lost or leaves their group. A holder that loses its name after a
+    /// partition heals (or groups merge) gets [`Info::NameLost`](crate::Info::NameLost).
     pub async fn register(&self, name: &str, pid: Pid) -> Result<(), RegisterError> {
         let (done, answer) = oneshot::channel();
         let command = Command::Register {
@@ -295,7 +296,7 @@ impl Service {
     fn count(&mut self, changes: Vec<Counting>) {
         for change in changes {
             match change {
-                Counting::Joins(peer, _) => {
+                Counting::Joins(peer) => {
                     self.counted.insert(peer.id());
                     self.drive(|machine| machine.handle_node_up(peer.id()));
                 }
@@ -425,20 +426,18 @@ impl Service {
     }
 
     /// A message from a peer this node does not count (not yet, or no longer, in its group):
-    /// nothing it says is taken. A registration waiting for this node's answer gets it, empty,
-    /// rather than wait out its deadline; an answer it gives is an answer all the same. When the
-    /// two come to count each other, they exchange their names.
+    /// nothing it says is taken. A registration waiting for this node's answer gets it — the
+    /// names of this node's own processes that beat it — rather than wait out its deadline, so
+    /// that a peer counting this node first takes no name this node holds; an answer it gives is
+    /// an answer all the same. When the two come to count each other, they exchange their names.
     fn handle_uncounted(&mut self, from: NodeId, message: RegistryMessage) {
         match message {
             RegistryMessage::Announce {
+                registrations,
                 ack: Some(reference),
-                ..
             } => {
-                let answer = RegistryMessage::Ack {
-                    reference,
-                    winners: Vec::new(),
-                };
-                let _ = self.send(from, answer);
+                let winners = self.machine.own_winners(&registrations);
+                let _ = self.send(from, RegistryMessage::Ack { reference, winners });
             }
             RegistryMessage::Ack { reference, .. } => self.answered_by(reference, from),
             _ => {}

@@ -399,17 +399,21 @@ fn advertised(config: &NodeConfig, bound: &str) -> Result<String, StartNodeError
 }
 
 /// This host's address toward the wider network: the source address of a route to a
-/// documentation address (RFC 5737, RFC 3849). Connecting a UDP socket picks the route and
-/// sends nothing.
+/// documentation address (RFC 5737, RFC 3849; for `::`, IPv6 first, then IPv4). Connecting a UDP
+/// socket picks the route and sends nothing. Found once, at start.
 fn outward_ip(ipv6: bool) -> std::io::Result<IpAddr> {
-    let (any, probe) = if ipv6 {
-        ("[::]:0", "[2001:db8::1]:9")
-    } else {
-        ("0.0.0.0:0", "192.0.2.1:9")
+    let route = |any: &str, probe: &str| -> std::io::Result<IpAddr> {
+        let socket = std::net::UdpSocket::bind(any)?;
+        socket.connect(probe)?;
+        Ok(socket.local_addr()?.ip())
     };
-    let socket = std::net::UdpSocket::bind(any)?;
-    socket.connect(probe)?;
-    Ok(socket.local_addr()?.ip())
+    let v4 = || route("0.0.0.0:0", "192.0.2.1:9");
+    if ipv6 {
+        // A dual-stack listener is reached over IPv4 too.
+        route("[::]:0", "[2001:db8::1]:9").or_else(|_| v4())
+    } else {
+        v4()
+    }
 }
 
 #[cfg(test)]
@@ -433,6 +437,15 @@ mod tests {
             advertised(&config(Some("node-a.example:4370")), "0.0.0.0:4370").unwrap(),
             "node-a.example:4370"
         );
+        for bad in [
+            "node-a.example",
+            ":4370",
+            "a:port",
+            &format!("{}:1", "a".repeat(255)),
+        ] {
+            assert!(config(Some(bad)).validate().is_err(), "{bad}");
+        }
+        assert!(config(Some("[::1]:4370")).validate().is_ok());
     }
 
     #[test]

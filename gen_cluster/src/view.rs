@@ -86,7 +86,7 @@ impl ClusterView {
 /// The election and the global names each keep one, feed it the node's link ups and downs and
 /// the view's group changes, and tell their machine what it returns, so that they act on fully
 /// connected groups only (see `gen_cluster_proto::view`).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct GroupPeers {
     connected: BTreeMap<NodeName, Incarnation>,
     group: BTreeSet<NodeName>,
@@ -97,8 +97,8 @@ pub(crate) struct GroupPeers {
 /// A change of the peers a service counts.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub(crate) enum Counting {
-    /// The peer, in this life, counts from now on.
-    Joins(NodeName, Incarnation),
+    /// The peer counts from now on.
+    Joins(NodeName),
     /// The peer, in this life, no longer counts (its link is up but it left this node's group).
     Leaves(NodeName, Incarnation),
 }
@@ -179,7 +179,7 @@ impl GroupPeers {
         changes.extend(
             changed(&counted, &self.counted)
                 .into_iter()
-                .map(|(peer, incarnation)| Counting::Joins(peer, incarnation)),
+                .map(|(peer, _)| Counting::Joins(peer)),
         );
         self.counted = counted;
         changes

@@ -155,6 +155,10 @@ struct Peer {
     leading: Option<ElectionId>,
 }
 
+/// The most states handed over by peers not counted yet that a node holds; beyond it the oldest
+/// is dropped.
+pub const HELD_MERGES: usize = 16;
+
 /// One node's election state.
 #[derive(Debug)]
 pub struct Election<S> {
@@ -174,6 +178,9 @@ pub struct Election<S> {
     grace_until: Option<Instant>,
     /// States handed over while no leader was known, for the next one.
     merges: Vec<(NodeName, S)>,
+    /// States handed over by peers not counted yet, with their senders, oldest first: taken
+    /// in when the sender is counted, dropped when its link goes (at most [`HELD_MERGES`]).
+    held: VecDeque<(NodeName, NodeName, S)>,
     actions: VecDeque<ElectionAction<S>>,
 }
 
@@ -194,6 +201,7 @@ impl<S: Clone> Election<S> {
             requested: None,
             grace_until,
             merges: Vec::new(),
+            held: VecDeque::new(),
             actions: VecDeque::new(),
         };
         election.reevaluate();
@@ -228,7 +236,16 @@ impl<S: Clone> Election<S> {
             self.requested = None;
         }
         self.connected.insert(peer.clone());
-        self.hello(peer, true);
+        self.hello(peer.clone(), true);
+        let (from_peer, others): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut self.held)
+            .into_iter()
+            .partition(|(sender, _, _)| *sender == peer);
+        self.held = others;
+        if !from_peer.is_empty() {
+            self.merges
+                .extend(from_peer.into_iter().map(|(_, from, state)| (from, state)));
+            self.flush_merges();
+        }
     }
 
     /// The nodes connected now, when the events that tell of each change were lost: the
@@ -246,6 +263,7 @@ impl<S: Clone> Election<S> {
 
     /// The node `peer` is gone (down, or its instance ended).
     pub fn handle_node_down(&mut self, peer: &NodeName) {
+        self.held.retain(|(sender, _, _)| sender != peer);
         self.connected.remove(peer);
         self.refused.remove(peer);
         if self.alive.remove(peer).is_none() {
@@ -264,13 +282,22 @@ impl<S: Clone> Election<S> {
     }
 
     /// A message from `from`'s instance. Only a peer this node counts (told up, not down since)
-    /// is heard — except for a state handed over ([`ElectionMessage::Merge`]): the two may come
-    /// to count each other at different moments (the runtime counts a peer once the cluster view
-    /// puts both in one group), and a state dropped here would be lost for good, while a lost
-    /// hello or `Elected` is sent again when the peer is counted.
+    /// is heard — except that a state handed over ([`ElectionMessage::Merge`]) by a peer not
+    /// counted yet is held until it is: the two may come to count each other at different
+    /// moments (the runtime counts a peer once the cluster view puts both in one group), and a
+    /// state dropped here would be lost for good, while a lost hello or `Elected` is sent again
+    /// when the peer is counted.
     pub fn handle_message(&mut self, from: NodeName, message: ElectionMessage<S>) {
-        let handed_over = matches!(message, ElectionMessage::Merge { .. });
-        if from == self.me || !(self.connected.contains(&from) || handed_over) {
+        if from == self.me {
+            return;
+        }
+        if !self.connected.contains(&from) {
+            if let ElectionMessage::Merge { from: led, state } = message {
+                if self.held.len() == HELD_MERGES {
+                    self.held.pop_front();
+                }
+                self.held.push_back((from, led, state));
+            }
             return;
         }
         match message {
@@ -693,26 +720,36 @@ mod tests {
     }
 
     #[test]
-    fn a_state_handed_over_by_a_peer_not_yet_counted_is_merged_not_lost() {
+    fn a_state_handed_over_by_a_peer_not_yet_counted_is_held_until_it_counts() {
         let t0 = Instant::now();
         let mut a = Election::<u32>::new(name("a"), 1, config(&["a", "b"]), t0);
         a.handle_timeout(t0 + Duration::from_millis(100));
         assert!(a.is_leader());
         drain(&mut a);
         // b stepped down to a, which does not count b yet.
-        a.handle_message(
-            name("b"),
-            ElectionMessage::Merge {
-                from: name("b"),
-                state: 7,
-            },
-        );
+        let merge = |state| ElectionMessage::Merge {
+            from: name("b"),
+            state,
+        };
+        a.handle_message(name("b"), merge(7));
+        assert!(drain(&mut a).is_empty(), "held until b counts");
+        a.handle_node_up(name("b"));
         assert!(
             drain(&mut a).contains(&ElectionAction::Merge {
                 from: name("b"),
                 state: 7
             }),
             "the state is merged"
+        );
+        // One from a peer whose link goes before it counts is dropped.
+        a.handle_message(name("c"), merge(8));
+        a.handle_node_down(&name("c"));
+        a.handle_node_up(name("c"));
+        assert!(
+            !drain(&mut a)
+                .iter()
+                .any(|action| matches!(action, ElectionAction::Merge { .. })),
+            "a lost link takes its held states with it"
         );
     }
 

@@ -1,9 +1,11 @@
 //! The global name registry as a state machine: what each node knows of `name → pid`, and the one
 //! rule that settles a clash.
 //!
-//! Each node is the authority for the names held by its own processes: it announces them to every
-//! peer when the peer connects and when a name is registered, and withdraws them when the holder
-//! ends or unregisters. A peer's names are forgotten when the peer goes down. Per name, a node
+//! Each node is the authority for the names held by its own processes: it sends all of them to a
+//! peer it starts counting ([`RegistryMessage::Sync`], answered in kind), announces each one
+//! registered, and withdraws them when the holder ends or unregisters. A peer's names are
+//! forgotten when it goes down or is no longer counted (the runtime counts the peers of this
+//! node's group in the cluster view). Per name, a node
 //! keeps the registration each node announced (its candidates); the holder is the candidate with
 //! the earliest [`Stamp`] — **the earlier registration wins**, by Lamport clock, then by node
 //! name. Every node computes the same winner from the same candidates, so views converge once the
@@ -15,7 +17,7 @@
 //!
 //! Inputs: `register`, `unregister`, `handle_message`, `handle_node_up`, `handle_node_down`,
 //! `handle_process_down`. Outputs: [`Registry::poll_action`]. Costs: O(log names) per
-//! registration; a node up sends that node's own names, a node down scans all names.
+//! registration; a peer counted is sent this node's own names, a peer lost scans all names.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -315,6 +317,20 @@ impl Registry {
                 self.actions.push_back(RegistryAction::Demonitor(pid));
             }
         }
+    }
+
+    /// The registrations of this node's processes that beat `registrations`, announced by a
+    /// peer this node does not count (not yet, or no longer, in its group): its answer to that
+    /// peer, who takes no name this node holds, while this node takes none of the peer's.
+    pub fn own_winners(&self, registrations: &[Registration]) -> Vec<Registration> {
+        registrations
+            .iter()
+            .filter_map(|announced| {
+                self.local_registration(&announced.name)
+                    .filter(|local| local.stamp < announced.stamp)
+                    .cloned()
+            })
+            .collect()
     }
 
     /// Sends every name of this node's processes to `peer`.
@@ -630,6 +646,18 @@ mod tests {
             matches!(answers.as_slice(), [RegistryAction::Send { to, message: RegistryMessage::Sync { answer: false, .. } }] if *to == a.id),
             "b answers with its own names, asking for nothing: {answers:?}"
         );
+    }
+
+    #[test]
+    fn a_peer_not_counted_is_answered_with_the_own_names_that_beat_its_announcement() {
+        let (mut a, mut b) = (registry("a"), registry("b"));
+        let ax = a.register("x", pid_of(&a, 1)).unwrap();
+        b.clock = 10;
+        let bx = b.register("x", pid_of(&b, 1)).unwrap();
+        let by = b.register("y", pid_of(&b, 2)).unwrap();
+        assert_eq!(a.own_winners(&[bx, by]), vec![ax.clone()]);
+        assert!(b.own_winners(&[ax]).is_empty(), "a later x beats nothing");
+        assert_eq!(a.whereis("y"), None, "nothing of b's is taken in");
     }
 
     #[test]

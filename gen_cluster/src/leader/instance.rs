@@ -708,7 +708,7 @@ fn told<B: LeaderServer>(changes: Vec<Counting>) -> Vec<InstanceInfo<B>> {
     changes
         .into_iter()
         .map(|change| match change {
-            Counting::Joins(peer, _) => InstanceInfo::NodeUp(peer),
+            Counting::Joins(peer) => InstanceInfo::NodeUp(peer),
             Counting::Leaves(peer, _) => InstanceInfo::NodeDown(peer),
         })
         .collect()
