@@ -18,7 +18,8 @@
 //!
 //! A member never waits on the network: what the membership sends to (or watches) a member on
 //! a node this node is not connected to waits, in order, while a task connects to that node;
-//! the member carries it out when the task is done, connected or not.
+//! the member carries it out once connected, or after three failed attempts (its monitor then
+//! reports that member gone).
 
 use std::future::Future;
 
@@ -203,10 +204,18 @@ pub fn rally_name(cluster: &str) -> String {
 
 /// A connection attempt to a member's node, and what waits on it.
 struct Reaching {
-    /// Set by the task once the attempt has ended.
+    /// Set by the task once the current attempt has ended.
     done: Arc<AtomicBool>,
     waiting: Vec<Deferred>,
+    /// Where the node listens.
+    addr: String,
+    /// The attempts started.
+    attempts: u32,
 }
+
+/// How many times a member tries to connect to another member's node before it carries out
+/// what waits (its monitor then reports the member gone).
+const REACH_ATTEMPTS: u32 = 3;
 
 /// A membership action that waits for a node to be reached.
 enum Deferred {
@@ -355,7 +364,7 @@ impl<C: ClusterServer> Clustered<C> {
             reaching.waiting.push(action);
             return;
         }
-        let node = ctx.node().clone();
+        let node = ctx.node();
         let unreached = pid.node != node.id() && !node.is_connected_id(pid.node);
         let addr = self
             .membership
@@ -364,30 +373,40 @@ impl<C: ClusterServer> Clustered<C> {
             .map(|member| member.addr.clone());
         match addr.filter(|_| unreached) {
             Some(addr) => {
-                let done = Arc::new(AtomicBool::new(false));
                 let reaching = Reaching {
-                    done: Arc::clone(&done),
+                    done: Arc::new(AtomicBool::new(false)),
                     waiting: vec![action],
+                    addr,
+                    attempts: 0,
                 };
                 self.reaching.insert(pid.node, reaching);
-                let me = ctx.pid();
-                let span = tracing::info_span!("reach member", member = %pid, %addr);
-                ctx.node().clone().spawn_task(span, async move {
-                    let connected = tokio::select! {
-                        _ = node.shutting_down() => return,
-                        connected = node.connect(&addr) => connected,
-                    };
-                    if let Err(error) = connected {
-                        tracing::warn!(member = %pid, %addr, %error, "cannot reach a member's node");
-                    }
-                    done.store(true, Ordering::Release);
-                    let _ = node
-                        .send_encoded(me, ClusterInfo::<()>::Reached(pid.node))
-                        .await;
-                });
+                self.attempt(pid.node, ctx);
             }
             None => self.now(action, ctx).await,
         }
+    }
+
+    /// Starts a task that connects to the node `id` and then tells this member.
+    fn attempt(&mut self, id: NodeId, ctx: &mut ClusterContext<C>) {
+        let Some(reaching) = self.reaching.get_mut(&id) else {
+            return;
+        };
+        reaching.attempts += 1;
+        reaching.done = Arc::new(AtomicBool::new(false));
+        let (done, addr) = (Arc::clone(&reaching.done), reaching.addr.clone());
+        let (node, me) = (ctx.node().clone(), ctx.pid());
+        let span = tracing::info_span!("reach member node", %addr);
+        ctx.node().clone().spawn_task(span, async move {
+            let connected = tokio::select! {
+                _ = node.shutting_down() => return,
+                connected = node.connect(&addr) => connected,
+            };
+            if let Err(error) = connected {
+                tracing::warn!(%addr, %error, "cannot reach a member's node");
+            }
+            done.store(true, Ordering::Release);
+            let _ = node.send_encoded(me, ClusterInfo::<()>::Reached(id)).await;
+        });
     }
 
     /// Carries out `action` at once; a member whose node is not connected is reported gone by
@@ -406,7 +425,10 @@ impl<C: ClusterServer> Clustered<C> {
         }
     }
 
-    /// The connection attempt to `node` ended: what waited on it is carried out, in order.
+    /// The connection attempt to `node` ended: what waited on it is carried out, in order —
+    /// after up to [`REACH_ATTEMPTS`] attempts while the node is not connected (a dial that
+    /// crossed one from the other side, or from this node's view, can fail while the link
+    /// comes up by the other way).
     async fn reached(&mut self, node: NodeId, ctx: &mut ClusterContext<C>) {
         let Some(reaching) = self.reaching.remove(&node) else {
             return;
@@ -414,6 +436,11 @@ impl<C: ClusterServer> Clustered<C> {
         if !reaching.done.load(Ordering::Acquire) {
             // Not from the task: it is still connecting.
             self.reaching.insert(node, reaching);
+            return;
+        }
+        if !ctx.node().is_connected_id(node) && reaching.attempts < REACH_ATTEMPTS {
+            self.reaching.insert(node, reaching);
+            self.attempt(node, ctx);
             return;
         }
         for action in reaching.waiting {

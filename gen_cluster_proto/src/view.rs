@@ -36,8 +36,9 @@
 //! links (O(n²) per node). A flush sends the node's record (O(n) bytes) over each of its links;
 //! in a full mesh nothing is passed on, so a change costs n − 1 messages of O(n) bytes. While a
 //! mesh forms, a learned version is announced in digests of O(1) bytes per entry to the nodes
-//! not yet connected to its author and fetched once by each. [`View::groups`] is O(n²) record
-//! lookups per group, computed when asked.
+//! not yet connected to its author and fetched once by each. [`View::groups`] reads each record's
+//! links once (O(n²) for a full mesh), then settles each group in O(n²) steps, computed when
+//! asked.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -440,39 +441,58 @@ impl View {
     /// The fully connected groups of the nodes that are up or unreachable (see the module docs),
     /// each in name order; each of those nodes is in exactly one.
     pub fn groups(&self) -> Vec<BTreeSet<NodeName>> {
-        let linked = |a: &NodeName, b: &NodeName| {
-            let listed = |x: &NodeName, y: &NodeName| {
-                self.records
-                    .get(x)
-                    .is_some_and(|record| record.links.contains(y))
-            };
-            listed(a, b) && listed(b, a)
-        };
-        let mut rest: Vec<&NodeRecord> = self
+        let mine = &self.records[&self.me];
+        // The nodes that a node this one is connected to is connected to.
+        let heard_of: BTreeSet<&NodeName> = mine
+            .links
+            .iter()
+            .filter_map(|peer| self.records.get(peer))
+            .flat_map(|peer| &peer.links)
+            .collect();
+        let live: Vec<&NodeRecord> = self
             .records
             .values()
             .filter(|record| {
-                matches!(
-                    self.state(&record.name),
-                    Some(NodeState::Up | NodeState::Unreachable)
-                )
+                record.presence == Presence::Member
+                    && (record.name == self.me
+                        || mine.links.contains(&record.name)
+                        || heard_of.contains(&record.name))
             })
             .collect();
+        let index: BTreeMap<&NodeName, usize> = live
+            .iter()
+            .enumerate()
+            .map(|(i, record)| (&record.name, i))
+            .collect();
+        // `lists[i][j]`: i's record lists j among its links; `lost[i][j]`: among its lost.
+        let matrix = |names: fn(&NodeRecord) -> &BTreeSet<NodeName>| -> Vec<Vec<bool>> {
+            live.iter()
+                .map(|record| {
+                    let mut row = vec![false; live.len()];
+                    for name in names(record) {
+                        if let Some(&j) = index.get(name) {
+                            row[j] = true;
+                        }
+                    }
+                    row
+                })
+                .collect()
+        };
+        let lists = matrix(|record| &record.links);
+        let lost = matrix(|record| &record.lost);
+        let linked = |a: usize, b: usize| lists[a][b] && lists[b][a];
+        let mut rest: Vec<usize> = (0..live.len()).collect();
         let mut groups = Vec::new();
         while !rest.is_empty() {
             // How many of the others each node is not linked to, and how many of the others
             // say they lost it.
             let mut missing: Vec<usize> = rest
                 .iter()
-                .map(|a| {
-                    rest.iter()
-                        .filter(|b| a.name != b.name && !linked(&a.name, &b.name))
-                        .count()
-                })
+                .map(|&a| rest.iter().filter(|&&b| a != b && !linked(a, b)).count())
                 .collect();
             let mut accused: Vec<usize> = rest
                 .iter()
-                .map(|a| rest.iter().filter(|b| b.lost.contains(&a.name)).count())
+                .map(|&a| rest.iter().filter(|&&b| lost[b][a]).count())
                 .collect();
             let mut aside = Vec::new();
             // Sets aside the node missing the most links until the rest are all linked; among
@@ -481,23 +501,27 @@ impl View {
             // greater name.
             while let Some(worst) = (0..rest.len())
                 .filter(|&i| missing[i] > 0)
-                .max_by_key(|&i| (missing[i], accused[i], rest[i].incarnation, &rest[i].name))
+                .max_by_key(|&i| {
+                    let record = live[rest[i]];
+                    (missing[i], accused[i], record.incarnation, &record.name)
+                })
             {
                 let gone = rest.remove(worst);
                 missing.remove(worst);
                 accused.remove(worst);
-                for (i, record) in rest.iter().enumerate() {
-                    if !linked(&gone.name, &record.name) {
+                for (i, &other) in rest.iter().enumerate() {
+                    if !linked(gone, other) {
                         missing[i] -= 1;
                     }
-                    if gone.lost.contains(&record.name) {
+                    if lost[gone][other] {
                         accused[i] -= 1;
                     }
                 }
                 aside.push(gone);
             }
-            groups.push(rest.iter().map(|record| record.name.clone()).collect());
-            aside.sort_by(|a, b| a.name.cmp(&b.name));
+            groups.push(rest.iter().map(|&i| live[i].name.clone()).collect());
+            // In name order, as `live` is.
+            aside.sort_unstable();
             rest = aside;
         }
         groups
