@@ -16,7 +16,7 @@ use crate::config::ConfigError;
 #[non_exhaustive]
 pub enum StartNodeError {
     /// The configuration was refused (the caller's input).
-    #[error("invalid node configuration: {0}")]
+    #[error("invalid node configuration")]
     Config(#[from] ConfigError),
     /// The listen address could not be bound (this machine: in use, or not an address here).
     #[error("cannot listen on {addr}")]
