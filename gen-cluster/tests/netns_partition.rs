@@ -7,7 +7,8 @@
 //! - A triangle with one edge cut (a and b drop each other's packets, both reach c): one leader
 //!   per fully connected group, none counting a node another counts; one leader after the heal.
 //! - A path that comes back after a silent cut is used at once, not after the kernel's next
-//!   retransmission of the connection's first packet (1, 2, 4 s… apart).
+//!   retransmission of the connection's first packet (1, 2, 4 s… apart), whether the peer is
+//!   known by its IP address or by a host name (looked up in the namespace's `/etc/hosts`).
 //! - A slow link: an 8 MiB cast over a link shaped to 20 Mbit/s streams for seconds without
 //!   being taken for silence, and small calls on the same link pass it.
 //!
@@ -114,6 +115,29 @@ impl Net {
         format!("{}{host}p", self.prefix)
     }
 
+    /// Names every host `<host>.cluster.test` in each namespace's `/etc/hosts` (which
+    /// `ip netns exec` mounts from `/etc/netns/<namespace>/hosts`).
+    fn name_hosts(&self) {
+        let hosts: String = HOSTS
+            .iter()
+            .map(|host| {
+                let ip = addr(host);
+                let ip = ip.split(':').next().unwrap().to_owned();
+                format!("{ip} {host}.cluster.test\n")
+            })
+            .collect();
+        for host in HOSTS {
+            let dir = self.etc(host);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("hosts"), &hosts).unwrap();
+        }
+    }
+
+    /// Where `ip netns exec` finds the files it mounts over `/etc` for the host.
+    fn etc(&self, host: &str) -> std::path::PathBuf {
+        std::path::Path::new("/etc/netns").join(self.ns(host))
+    }
+
     /// Gives the host a default route through its link to the bridge.
     fn default_route(&self, host: &str) {
         assert!(ip(&[
@@ -199,12 +223,20 @@ impl Drop for Net {
         for host in HOSTS.iter().chain(&["br"]) {
             ip(&["netns", "del", &self.ns(host)]);
         }
+        for host in HOSTS {
+            let _ = std::fs::remove_dir_all(self.etc(host));
+        }
     }
 }
 
 fn addr(host: &str) -> String {
     let i = HOSTS.iter().position(|h| *h == host).unwrap();
     format!("10.77.0.{}:4370", i + 1)
+}
+
+/// The host's address by the name [`Net::name_hosts`] gives it.
+fn named_addr(host: &str) -> String {
+    format!("{host}.cluster.test:4370")
 }
 
 /// A node process in its namespace, and its JSON events.
@@ -215,8 +247,15 @@ struct Host {
 }
 
 impl Host {
+    /// A node of the candidates a, b, c, seeded with the others' IP addresses.
     fn start(net: &Net, name: &'static str) -> Self {
-        let listen = addr(name);
+        Self::start_known_by(net, name, addr)
+    }
+
+    /// A node of the candidates a, b, c that advertises `known_by(name)` and is seeded with
+    /// `known_by` of the others.
+    fn start_known_by(net: &Net, name: &'static str, known_by: fn(&str) -> String) -> Self {
+        let (listen, advertise) = (addr(name), known_by(name));
         let mut args = vec![
             "node",
             "--name",
@@ -229,11 +268,13 @@ impl Host {
             "a,b,c",
             "--down-after-ms",
             "500",
+            "--advertise",
+            &advertise,
         ];
         let seeds: Vec<String> = HOSTS
             .iter()
             .filter(|h| **h != name)
-            .map(|h| addr(h))
+            .map(|h| known_by(h))
             .collect();
         for seed in &seeds {
             args.extend(["--seed", seed]);
@@ -449,7 +490,23 @@ fn nodes_listening_on_any_address_advertise_their_own_and_meet_through_one_seed(
 #[test]
 fn a_path_that_comes_back_is_used_at_once_whatever_the_kernels_syn_backoff() {
     let Some(net) = Net::new('r') else { return };
-    let hosts: Vec<Host> = HOSTS.iter().map(|h| Host::start(&net, h)).collect();
+    reconnects_at_once_after_silence(&net, addr);
+}
+
+/// The same with every node known by a host name: each dial looks the name up once and its
+/// fresh attempts go to the address found (looking the name up again for each would not do).
+#[test]
+fn a_path_that_comes_back_is_used_at_once_for_a_peer_known_by_host_name() {
+    let Some(net) = Net::new('h') else { return };
+    net.name_hosts();
+    reconnects_at_once_after_silence(&net, named_addr);
+}
+
+fn reconnects_at_once_after_silence(net: &Net, known_by: fn(&str) -> String) {
+    let hosts: Vec<Host> = HOSTS
+        .iter()
+        .map(|h| Host::start_known_by(net, h, known_by))
+        .collect();
     for host in &hosts {
         host.wait_leader("a");
     }

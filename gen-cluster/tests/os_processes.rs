@@ -976,7 +976,7 @@ impl Drop for LoggedNode {
 
 /// A misconfigured node says why it cannot join, on its own side, within 2 s and once per
 /// cause however often it retries: another cookie (naming the fix), a seed where no node
-/// listens, the name of a live member (dialing another member, or that member itself). The
+/// listens, a seed whose host name is not found, the name of a live member (dialing another member, or that member itself). The
 /// node it dials names the dialer in its own line.
 #[test]
 fn a_misconfigured_node_says_why_it_cannot_join_once_per_cause() {
@@ -1001,6 +1001,13 @@ fn a_misconfigured_node_says_why_it_cannot_join_once_per_cause() {
         ("b", COOKIE, a_addr.as_str(), "name clash"),
         // Seeded at the live b itself: not taken for a node dialing itself.
         ("b", COOKIE, b.addr.as_str(), "name clash"),
+        // A name no resolver knows (`.invalid` is reserved for that).
+        (
+            "z",
+            COOKIE,
+            "no-such-node.invalid:4370",
+            "cannot look up the host",
+        ),
     ];
     for (name, cookie, seed, cause) in cases {
         let mut node = LoggedNode::start(name, cookie, &[seed]);

@@ -55,6 +55,15 @@ pub enum ConnectError {
         /// How long it waited.
         after: Duration,
     },
+    /// The address names a host that could not be looked up (not in DNS or `/etc/hosts`, or
+    /// the resolver failed): check the name, or give an IP address.
+    #[error("cannot look up the host of {addr}")]
+    Lookup {
+        /// The address.
+        addr: String,
+        /// The resolver's error.
+        source: std::io::Error,
+    },
     /// The address refused or failed the connection.
     #[error("cannot connect to {addr}")]
     Io {

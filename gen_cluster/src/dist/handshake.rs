@@ -101,25 +101,36 @@ const FRESH_ATTEMPT_EVERY: Duration = Duration::from_millis(50);
 /// first).
 const FRESH_ATTEMPT_LIFE: Duration = Duration::from_millis(400);
 
-/// Opens a connection to `addr` within the node's `connect_timeout`. A connection attempt whose
-/// first packet a cut path swallowed is retried by the kernel only after 1, 2, 4 s…, so a path
-/// that comes back would wait for that: besides the first attempt (kept for the whole timeout,
-/// for slow paths), a fresh one starts every [`FRESH_ATTEMPT_EVERY`], each kept for
-/// [`FRESH_ATTEMPT_LIFE`]; the first to connect wins and the others are dropped. An attempt that
-/// fails (refused, no route) ends the dial with its error: the answer is in. Only an address
-/// given as an IP and port gets fresh attempts: each attempt on a host name would look it up
-/// again.
+/// Opens a connection to `addr` within the node's `connect_timeout`. The address is looked up
+/// once, then dialed. A connection attempt whose first packet a cut path swallowed is retried by
+/// the kernel only after 1, 2, 4 s…, so a path that comes back would wait for that: besides the
+/// first attempt (kept for the whole timeout, for slow paths), a fresh one starts every
+/// [`FRESH_ATTEMPT_EVERY`], each kept for [`FRESH_ATTEMPT_LIFE`]; the first to connect wins and
+/// the others are dropped. Each attempt tries the addresses looked up in order until one
+/// connects; an attempt that fails on all of them (refused, no route) ends the dial with its
+/// last error: the answer is in.
 async fn connect(dist: &Dist, addr: &str) -> Result<(ReadHalf, WriteHalf), ConnectError> {
     let timeout = dist.config.connect_timeout;
-    let deadline = tokio::time::Instant::now() + timeout;
-    let attempt = |life: Duration| tokio::time::timeout(life, dist.dialer.dial(addr.to_string()));
+    let deadline = Instant::now() + timeout;
+    let timed_out = || ConnectError::Timeout {
+        addr: addr.into(),
+        after: timeout,
+    };
+    let targets = match tokio::time::timeout_at(deadline, dist.dialer.resolve(addr.into())).await {
+        Ok(Ok(targets)) => targets,
+        Ok(Err(source)) => {
+            return Err(ConnectError::Lookup {
+                addr: addr.into(),
+                source,
+            });
+        }
+        Err(_) => return Err(timed_out()),
+    };
+    let attempt = |life: Duration| tokio::time::timeout(life, dial_first(dist, &targets));
     let mut attempts = futures::stream::FuturesUnordered::new();
     attempts.push(attempt(timeout));
-    let fresh_attempts = addr.parse::<std::net::SocketAddr>().is_ok();
-    let mut fresh = tokio::time::interval_at(
-        tokio::time::Instant::now() + FRESH_ATTEMPT_EVERY,
-        FRESH_ATTEMPT_EVERY,
-    );
+    let mut fresh =
+        tokio::time::interval_at(Instant::now() + FRESH_ATTEMPT_EVERY, FRESH_ATTEMPT_EVERY);
     fresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -129,12 +140,22 @@ async fn connect(dist: &Dist, addr: &str) -> Result<(ReadHalf, WriteHalf), Conne
                 // A fresh attempt's time is up; the others go on.
                 Err(_) => {}
             },
-            _ = fresh.tick(), if fresh_attempts => attempts.push(attempt(FRESH_ATTEMPT_LIFE)),
-            _ = tokio::time::sleep_until(deadline) => {
-                return Err(ConnectError::Timeout { addr: addr.into(), after: timeout });
-            }
+            _ = fresh.tick() => attempts.push(attempt(FRESH_ATTEMPT_LIFE)),
+            _ = tokio::time::sleep_until(deadline) => return Err(timed_out()),
         }
     }
+}
+
+/// Dials `targets` (never empty) in order: the first connection made, or the last error.
+async fn dial_first(dist: &Dist, targets: &[String]) -> io::Result<(ReadHalf, WriteHalf)> {
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "no address to dial");
+    for target in targets {
+        match dist.dialer.dial(target.clone()).await {
+            Ok(connection) => return Ok(connection),
+            Err(error) => last = error,
+        }
+    }
+    Err(last)
 }
 
 /// Runs the acceptor's side of a new connection from `remote`, holding `ticket` (its place in

@@ -38,7 +38,14 @@ pub trait Transport: Send + Sync + 'static {
         listener: &mut Self::Listener,
     ) -> impl Future<Output = io::Result<(ReadHalf, WriteHalf, String)>> + Send;
 
-    /// Dials `addr`. The caller bounds the wait.
+    /// Looks `addr` up once: the addresses to dial for it, in the order to try them, none of
+    /// which needs looking up again. The default takes `addr` as it is, for transports whose
+    /// addresses name no host to look up.
+    fn resolve(&self, addr: &str) -> impl Future<Output = io::Result<Vec<String>>> + Send {
+        std::future::ready(Ok(vec![addr.to_owned()]))
+    }
+
+    /// Dials `addr` (one that [`resolve`](Transport::resolve) gave). The caller bounds the wait.
     fn connect(&self, addr: &str)
     -> impl Future<Output = io::Result<(ReadHalf, WriteHalf)>> + Send;
 }
@@ -66,6 +73,22 @@ impl Transport for Tcp {
         Ok((read, write, peer.to_string()))
     }
 
+    /// An IP address and port as it is; a host name and port through the system's resolver
+    /// (`/etc/hosts`, then DNS), its IPv4 and IPv6 addresses in the resolver's order.
+    async fn resolve(&self, addr: &str) -> io::Result<Vec<String>> {
+        let found: Vec<String> = tokio::net::lookup_host(addr)
+            .await?
+            .map(|ip| ip.to_string())
+            .collect();
+        if found.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{addr} has no address"),
+            ));
+        }
+        Ok(found)
+    }
+
     async fn connect(&self, addr: &str) -> io::Result<(ReadHalf, WriteHalf)> {
         split_tcp(TcpStream::connect(addr).await?)
     }
@@ -86,15 +109,21 @@ fn split_tcp(stream: TcpStream) -> io::Result<(ReadHalf, WriteHalf)> {
     Ok((Box::new(read), Box::new(write)))
 }
 
-type DialFuture = Pin<Box<dyn Future<Output = io::Result<(ReadHalf, WriteHalf)>> + Send>>;
+type BoxFuture<T> = Pin<Box<dyn Future<Output = io::Result<T>> + Send>>;
 
 /// The dialing side of a transport, with its type erased so that the node is not generic.
 pub(crate) trait Dialer: Send + Sync + 'static {
-    fn dial(&self, addr: String) -> DialFuture;
+    fn resolve(&self, addr: String) -> BoxFuture<Vec<String>>;
+    fn dial(&self, addr: String) -> BoxFuture<(ReadHalf, WriteHalf)>;
 }
 
 impl<T: Transport> Dialer for Arc<T> {
-    fn dial(&self, addr: String) -> DialFuture {
+    fn resolve(&self, addr: String) -> BoxFuture<Vec<String>> {
+        let transport = Arc::clone(self);
+        Box::pin(async move { Transport::resolve(&*transport, &addr).await })
+    }
+
+    fn dial(&self, addr: String) -> BoxFuture<(ReadHalf, WriteHalf)> {
         let transport = Arc::clone(self);
         Box::pin(async move { transport.connect(&addr).await })
     }
