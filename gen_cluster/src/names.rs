@@ -192,7 +192,6 @@ pub(crate) fn start(parts: Parts) -> Result<GlobalNames, StartError> {
         processes: parts.processes,
         watchers: parts.watchers,
         members: GroupPeers::new(Vec::new(), group),
-        counted: FxHashSet::default(),
         peers: parts.peers,
         monitors: FxHashMap::default(),
         pending: FxHashMap::default(),
@@ -219,8 +218,6 @@ struct Service {
     peers: Arc<PeerTable>,
     /// The peers this node acts with: connected and in its group.
     members: GroupPeers,
-    /// The ids of the peers counted, by which their messages are taken.
-    counted: FxHashSet<NodeId>,
     /// The monitor on each local holder.
     monitors: FxHashMap<Pid, MonitorRef>,
     /// Registrations announced and waiting for their peers' answers, by announcement.
@@ -297,7 +294,6 @@ impl Service {
         for change in changes {
             match change {
                 Counting::Joins(peer) => {
-                    self.counted.insert(peer.id());
                     self.drive(|machine| machine.handle_node_up(peer.id()));
                 }
                 Counting::Leaves(peer, incarnation) => {
@@ -310,7 +306,6 @@ impl Service {
     /// The peer `id`, in its life `incarnation`, is lost or no longer counts: its names are
     /// released and no registration waits for its answer.
     fn no_longer_counts(&mut self, id: NodeId, incarnation: Incarnation) {
-        self.counted.remove(&id);
         self.drive(|machine| machine.handle_node_down(id, incarnation));
         let announcements: Vec<u64> = self.pending.keys().copied().collect();
         for announcement in announcements {
@@ -321,9 +316,7 @@ impl Service {
     fn handle_signal(&mut self, signal: Signal) {
         match signal {
             Signal::Info { payload, from } if from != self.id => match payload.decode() {
-                Ok(message) if !self.counted.contains(&from) => {
-                    self.handle_uncounted(from, message)
-                }
+                Ok(message) if !self.members.counts(from) => self.handle_uncounted(from, message),
                 Ok(message) => {
                     if let Some(message) = still_current(&self.peers, from, message) {
                         self.handle_message(from, message);
@@ -375,7 +368,7 @@ impl Service {
                 return;
             }
         };
-        let peers = self.counted.clone();
+        let peers: FxHashSet<NodeId> = self.members.counted_ids().collect();
         let announcement = self.next_announcement;
         self.next_announcement += 1;
         let message = RegistryMessage::Announce {
@@ -514,7 +507,7 @@ impl Service {
     fn execute(&mut self, action: RegistryAction) {
         match action {
             RegistryAction::Broadcast(message) => {
-                for &peer in &self.counted {
+                for peer in self.members.counted_ids() {
                     let _ = self.send(peer, message.clone());
                 }
             }

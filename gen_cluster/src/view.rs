@@ -23,6 +23,7 @@ use gen_cluster_proto::handshake::Identity;
 use gen_cluster_proto::reconcile::{ReconcileAction, ReconcileConfig, Reconciler};
 use gen_cluster_proto::view::{View, ViewAction, ViewMessage};
 use gen_cluster_proto::{Incarnation, NodeId, NodeName};
+use rustc_hash::FxHashSet;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -92,6 +93,8 @@ pub(crate) struct GroupPeers {
     group: BTreeSet<NodeName>,
     /// What the service's machine was told: always `connected ∩ group`, with the lives.
     counted: BTreeMap<NodeName, Incarnation>,
+    /// The ids of `counted`, by which a service takes or drops a peer's messages.
+    counted_ids: FxHashSet<NodeId>,
 }
 
 /// A change of the peers a service counts.
@@ -114,6 +117,7 @@ impl GroupPeers {
             connected: connected.into_iter().collect(),
             group,
             counted: BTreeMap::new(),
+            counted_ids: FxHashSet::default(),
         };
         let _ = peers.recount();
         peers
@@ -122,6 +126,16 @@ impl GroupPeers {
     /// The peers counted, with their lives.
     pub(crate) fn counted(&self) -> &BTreeMap<NodeName, Incarnation> {
         &self.counted
+    }
+
+    /// Whether the peer `id` counts.
+    pub(crate) fn counts(&self, id: NodeId) -> bool {
+        self.counted_ids.contains(&id)
+    }
+
+    /// The ids of the peers counted.
+    pub(crate) fn counted_ids(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.counted_ids.iter().copied()
     }
 
     /// A link came up.
@@ -135,6 +149,7 @@ impl GroupPeers {
     pub(crate) fn link_down(&mut self, peer: &NodeName) {
         self.connected.remove(peer);
         self.counted.remove(peer);
+        self.counted_ids.remove(&peer.id());
     }
 
     /// The view published a group.
@@ -181,6 +196,7 @@ impl GroupPeers {
                 .into_iter()
                 .map(|(peer, _)| Counting::Joins(peer)),
         );
+        self.counted_ids = counted.keys().map(NodeName::id).collect();
         self.counted = counted;
         changes
     }
