@@ -24,8 +24,6 @@
 use std::future::Future;
 
 use gen_cluster_proto::membership::{MembershipAction, MembershipEvent, MembershipMessage};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use gen_cluster_proto::{ExitReason, NodeId, Pid};
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -35,6 +33,7 @@ pub use gen_cluster_proto::membership::{Member, Membership};
 
 use tokio_util::sync::{CancellationToken, DropGuard};
 
+use crate::clock;
 use crate::error::{SendError, StartError};
 use crate::process::{Context, Flow, Info, Message, MonitorRef, ReplyTo, Server, ServerRef};
 use crate::{Node, RegisterError};
@@ -147,10 +146,11 @@ pub enum ClusterInfo<I> {
     Membership(MembershipMessage),
     /// The behaviour's own message.
     User(I),
-    /// A member's connection attempt to this node ended: what waited on it is carried out.
-    /// Sent by the member's own task; one that arrives before that task is done is ignored.
+    /// A member's connection attempt to a node ended: what waited on it is carried out. Sent
+    /// by the member's own task with the attempt's random token; one with any other token is
+    /// ignored.
     #[doc(hidden)]
-    Reached(NodeId),
+    Reached(NodeId, u64),
 }
 
 /// Where a new member joins.
@@ -204,8 +204,8 @@ pub fn rally_name(cluster: &str) -> String {
 
 /// A connection attempt to a member's node, and what waits on it.
 struct Reaching {
-    /// Set by the task once the current attempt has ended.
-    done: Arc<AtomicBool>,
+    /// The current attempt's random token, which its task sends back when it ends.
+    token: u64,
     waiting: Vec<Deferred>,
     /// Where the node listens.
     addr: String,
@@ -374,7 +374,7 @@ impl<C: ClusterServer> Clustered<C> {
         match addr.filter(|_| unreached) {
             Some(addr) => {
                 let reaching = Reaching {
-                    done: Arc::new(AtomicBool::new(false)),
+                    token: 0,
                     waiting: vec![action],
                     addr,
                     attempts: 0,
@@ -392,8 +392,8 @@ impl<C: ClusterServer> Clustered<C> {
             return;
         };
         reaching.attempts += 1;
-        reaching.done = Arc::new(AtomicBool::new(false));
-        let (done, addr) = (Arc::clone(&reaching.done), reaching.addr.clone());
+        reaching.token = clock::seed();
+        let (token, addr) = (reaching.token, reaching.addr.clone());
         let (node, me) = (ctx.node().clone(), ctx.pid());
         let span = tracing::info_span!("reach member node", %addr);
         ctx.node().clone().spawn_task(span, async move {
@@ -404,8 +404,9 @@ impl<C: ClusterServer> Clustered<C> {
             if let Err(error) = connected {
                 tracing::warn!(%addr, %error, "cannot reach a member's node");
             }
-            done.store(true, Ordering::Release);
-            let _ = node.send_encoded(me, ClusterInfo::<()>::Reached(id)).await;
+            let _ = node
+                .send_encoded(me, ClusterInfo::<()>::Reached(id, token))
+                .await;
         });
     }
 
@@ -429,12 +430,12 @@ impl<C: ClusterServer> Clustered<C> {
     /// after up to [`REACH_ATTEMPTS`] attempts while the node is not connected (a dial that
     /// crossed one from the other side, or from this node's view, can fail while the link
     /// comes up by the other way).
-    async fn reached(&mut self, node: NodeId, ctx: &mut ClusterContext<C>) {
+    async fn reached(&mut self, node: NodeId, token: u64, ctx: &mut ClusterContext<C>) {
         let Some(reaching) = self.reaching.remove(&node) else {
             return;
         };
-        if !reaching.done.load(Ordering::Acquire) {
-            // Not from the task: it is still connecting.
+        if reaching.token != token {
+            // Not from the current attempt's task: it is still connecting.
             self.reaching.insert(node, reaching);
             return;
         }
@@ -582,8 +583,8 @@ impl<C: ClusterServer> Server for Clustered<C> {
                 self.membership_mut().handle_message(message);
                 return self.drive(ctx).await;
             }
-            Info::Message(ClusterInfo::Reached(node)) => {
-                self.reached(node, ctx).await;
+            Info::Message(ClusterInfo::Reached(node, token)) => {
+                self.reached(node, token, ctx).await;
                 return self.drive(ctx).await;
             }
             Info::Down {
