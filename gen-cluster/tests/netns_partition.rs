@@ -168,20 +168,7 @@ impl Net {
     /// the kernel's retransmissions. `false` ends it.
     fn silence(&self, host: &str, silent: bool) {
         let action = if silent { "-A" } else { "-D" };
-        let done = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.ns(host),
-                "iptables",
-                action,
-                "INPUT",
-                "-j",
-                "DROP",
-            ])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(done, "iptables in the namespace of {host}");
+        self.iptables(host, &[action, "INPUT", "-j", "DROP"]);
     }
 
     /// Makes `a` and `b` drop each other's packets (`true`), both still reaching every other
@@ -191,13 +178,18 @@ impl Net {
         for (host, other) in [(a, b), (b, a)] {
             let from = addr(other);
             let from = from.split(':').next().unwrap();
-            let done = Command::new("ip")
-                .args(["netns", "exec", &self.ns(host), "iptables", action, "INPUT"])
-                .args(["-s", from, "-j", "DROP"])
-                .status()
-                .is_ok_and(|s| s.success());
-            assert!(done, "iptables in the namespace of {host}");
+            self.iptables(host, &[action, "INPUT", "-s", from, "-j", "DROP"]);
         }
+    }
+
+    /// `iptables ARGS…` in the host's namespace.
+    fn iptables(&self, host: &str, args: &[&str]) {
+        let done = Command::new("ip")
+            .args(["netns", "exec", &self.ns(host), "iptables"])
+            .args(args)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(done, "iptables in the namespace of {host}");
     }
 
     /// `gen-cluster ARGS…` run inside the host's namespace.
