@@ -119,8 +119,10 @@ async fn serve(args: Settings) -> Result<()> {
     loop {
         tokio::select! {
             Some(election) = next_leader(&mut leader_changes) => {
-                let leader = election.map(|e| e.leader.to_string());
-                printer.print("leader", leader.as_deref(), None, None);
+                match election {
+                    Some(election) => printer.print("leader", Some(election.leader.as_str()), None, None),
+                    None => printer.print("leader", None, Some(("none", "no leader known; electing".into())), None),
+                }
             }
             _ = tokio::signal::ctrl_c() => break,
             _ = terminate.recv() => break,

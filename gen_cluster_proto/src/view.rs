@@ -85,6 +85,7 @@ pub enum Presence {
 
 /// A node's state as this node sees it.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum NodeState {
     /// Connected to this node (or this node itself).
     Up,
