@@ -33,6 +33,7 @@ pub mod exit;
 pub mod handshake;
 pub mod ids;
 pub mod liveness;
+pub mod majority;
 pub mod membership;
 pub mod reconcile;
 pub mod registry;

@@ -1,0 +1,1446 @@
+//! The `majority` election, as a state machine: a leader only while a quorum (⌊n/2⌋+1) of the
+//! voters accepts it, terms that only grow and fence a deposed leader, and changes that, once a
+//! quorum holds them, survive any minority of voters failing. Raft's election without its log:
+//! the leader's changes are its behaviour's state, handed whole to a member that lacks it
+//! ([`MajorityMessage::State`]), then streamed as numbered broadcasts
+//! ([`MajorityMessage::Append`]). The runtime's `leader` module runs one machine per node and
+//! per election name in this mode, as it runs `crate::election` in the `priority` mode.
+//!
+//! The rules:
+//!
+//! 1. **Terms.** Every message carries its sender's term. A node that hears a later term adopts
+//!    it and follows no one in it until its leader speaks; a message of an earlier term is
+//!    answered with the later one, so its sender catches up. A voter's term and its vote are
+//!    [`Durable`]: the runtime writes them to disk ([`MajorityAction::Persist`]) before it sends
+//!    what follows, so a restarted voter never votes twice in one term. One vote per term and a
+//!    quorum per win make at most one leader per term.
+//! 2. **Up to date.** What a node holds is a [`Position`]: the term of the leader whose state it
+//!    holds and how many of that leader's broadcasts it has applied; a new leader starts at
+//!    `(term, 0)` and its state carries every change it held. A voter grants its vote only to a
+//!    candidate at least as far as itself (Raft's election restriction), so a change a quorum
+//!    holds is held by every later leader. A voter that took part in a term in an earlier life
+//!    and holds nothing yet in this one (its term is on disk, its state was in memory) cannot
+//!    compare what it acknowledged then: it grants a vote only while every other voter is
+//!    connected and has told it, in this life, what it holds, and the candidate is at least as
+//!    far as each of them; it stands only when every other voter holds nothing either. What those voters hold now includes every change it acknowledged
+//!    before it restarted, so a voter that lost its memory never helps elect a leader that
+//!    lacks a change a quorum held. A new cluster elects with any quorum; a voter restarted
+//!    while a leader lives gets its state and votes again; a majority of voters that restarted
+//!    before any of them got the state waits until it meets every voter.
+//! 3. **Pre-vote and stickiness.** A voter that hears no leader for its election timeout (random
+//!    in `[t, 2t)`) first asks whether it would win ([`MajorityMessage::PreVote`]); only with a
+//!    quorum of yeses does it raise its term. A voter that heard a leader within `t` refuses
+//!    both, so a node coming back from a cut cannot depose a healthy leader. A refusal names the
+//!    refuser's term, and a pre-candidate behind it adopts it: a node whose term ran ahead
+//!    while it could not win does not block the others for good (etcd#9586).
+//! 4. **Check-quorum.** A leader whose messages sent within the last `t` no quorum (itself
+//!    included) has answered steps down: a leader cut off from its quorum stops leading within
+//!    one election timeout, and at once when its links to the voters close.
+//! 5. **Commit and confirm.** The leader numbers its broadcasts (`seq`) and every message it
+//!    sends to its members (`round`); members answer each with what they hold and the round.
+//!    A broadcast is *committed* once a quorum of voters holds it; a round is *confirmed* once a
+//!    quorum answered it, still in this term ([`MajorityAction::Progress`]). The runtime sends a
+//!    leader call's reply only once every broadcast sent before it is committed and a round
+//!    started after it ([`Majority::confirm`]) is confirmed: the caller's `Ok` means a quorum
+//!    holds the change, and a read never comes from a leader already deposed (Raft's read
+//!    index; no clock is trusted).
+//! 6. **Handover.** A leader that resigns tells the voter furthest along to stand at once
+//!    ([`MajorityMessage::TimeoutNow`]); voters grant such a vote despite rule 3. A voter that
+//!    sees its leader's link close stands after a short delay by its rank among the voters,
+//!    without waiting for its timeout: a crash is seen at once, a hang after `t`.
+//!
+//! Workers (nodes not among the voters) follow and never vote. The machine is generic over `S`,
+//! the behaviour's state, and `B`, its broadcasts; it never looks inside either. Costs: O(voters)
+//! time per event, O(nodes) state.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::NodeName;
+
+/// How many voters of `voters` make a quorum: ⌊n/2⌋+1.
+pub fn quorum(voters: usize) -> usize {
+    voters / 2 + 1
+}
+
+/// Settings of a `majority` election, the same on every node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MajorityConfig {
+    /// The voters: the candidates, the same list everywhere.
+    pub voters: Vec<NodeName>,
+    /// `t`: a voter that hears no leader for a random time in `[t, 2t)` stands; a leader that
+    /// has not heard a quorum within `t` steps down; a voter that heard a leader within `t`
+    /// votes for no one else.
+    pub election_timeout: Duration,
+    /// How often a leader tells its members it lives (well under `t`).
+    pub heartbeat: Duration,
+}
+
+/// What a node holds: the term of the leader whose state it has, and how many of that
+/// leader's broadcasts it has applied since. Ordered by term, then broadcasts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Position {
+    /// The leader's term.
+    pub term: u64,
+    /// Its broadcasts applied, from 0 (its state alone).
+    pub seq: u64,
+}
+
+/// What a voter keeps on disk, written and synced before the messages that depend on it leave.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Durable {
+    /// The latest term this node has seen.
+    pub term: u64,
+    /// Whom it voted for in that term.
+    pub voted_for: Option<NodeName>,
+}
+
+/// Between the instances of two nodes. `held` is what the sender holds (`None`: nothing in
+/// this life).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MajorityMessage<S, B> {
+    /// Sent when the peer is counted: the sender's term and what it holds.
+    Hello {
+        /// The sender's term.
+        term: u64,
+        /// What it holds.
+        held: Option<Position>,
+    },
+    /// Would the receiver vote for the sender in `term` (one past the sender's own)?
+    PreVote {
+        /// The term it would stand in.
+        term: u64,
+        /// What it holds.
+        held: Option<Position>,
+    },
+    /// The answer to a [`PreVote`](Self::PreVote): `term` is the one asked about when granted,
+    /// the receiver's own otherwise.
+    PreVoteReply {
+        /// See above.
+        term: u64,
+        /// Whether it would vote.
+        granted: bool,
+        /// What the answering node holds.
+        held: Option<Position>,
+    },
+    /// A vote request of a candidate in `term`.
+    Vote {
+        /// The candidate's term.
+        term: u64,
+        /// What it holds.
+        held: Option<Position>,
+        /// Sent on a leader's resignation: granted even by a voter that hears a leader.
+        handover: bool,
+    },
+    /// The answer to a [`Vote`](Self::Vote).
+    VoteReply {
+        /// The voter's term.
+        term: u64,
+        /// Whether it voted for the candidate.
+        granted: bool,
+        /// What the voter holds.
+        held: Option<Position>,
+    },
+    /// The leader of `term`'s whole state, as of its broadcast `seq`, sent in `round`.
+    State {
+        /// The leader's term.
+        term: u64,
+        /// Its broadcasts the state includes.
+        seq: u64,
+        /// The leader's round when it sent this.
+        round: u64,
+        /// The state.
+        state: S,
+    },
+    /// The leader of `term`'s broadcast number `seq` (from 1), sent in `round`.
+    Append {
+        /// The leader's term.
+        term: u64,
+        /// The broadcast's number.
+        seq: u64,
+        /// The leader's round when it sent this.
+        round: u64,
+        /// The broadcast.
+        broadcast: B,
+    },
+    /// The leader of `term` lives; it has sent `seq` broadcasts; this is its `round`.
+    Heartbeat {
+        /// The leader's term.
+        term: u64,
+        /// Its broadcasts sent.
+        seq: u64,
+        /// The leader's round.
+        round: u64,
+    },
+    /// A member's answer to its leader's message of `round`: it holds the broadcasts up to
+    /// `held` of that term, or lacks the state (`None`) and asks for it.
+    Ack {
+        /// The member's term.
+        term: u64,
+        /// The leader's broadcasts it holds, if it has the leader's state.
+        held: Option<u64>,
+        /// The round answered.
+        round: u64,
+    },
+    /// The leader of `term` resigns: stand now.
+    TimeoutNow {
+        /// The resigning leader's term.
+        term: u64,
+    },
+}
+
+/// What the runtime must do, in order. A [`Persist`](Self::Persist) must be on disk before
+/// any action after it is carried out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[must_use]
+pub enum MajorityAction<S, B> {
+    /// Write the term and vote to disk (atomically, synced), then go on.
+    Persist(Durable),
+    /// Send `message` to the instance on `to`.
+    Send {
+        /// The node.
+        to: NodeName,
+        /// The message.
+        message: MajorityMessage<S, B>,
+    },
+    /// This node leads `term`: call `elected` and send the state it returns in a
+    /// [`MajorityMessage::State`] (see [`Majority::state_message`]) to `joined`, or to every
+    /// member on a fresh win (`joined` is `None`).
+    Elected {
+        /// The term.
+        term: u64,
+        /// The member that lacks the state, if that is the reason.
+        joined: Option<NodeName>,
+    },
+    /// This node follows `leader` in `term`, whose state this is: call `surrendered`.
+    Follow {
+        /// The term.
+        term: u64,
+        /// The leader.
+        leader: NodeName,
+        /// Its state.
+        state: S,
+    },
+    /// A broadcast of the leader of `term`, in order: call `from_leader`.
+    Apply {
+        /// The term.
+        term: u64,
+        /// The broadcast.
+        broadcast: B,
+    },
+    /// On the leader: a quorum of voters holds the broadcasts up to `committed` of `term`, and
+    /// has answered its rounds up to `confirmed` in that term. Sent when either grows.
+    Progress {
+        /// The term.
+        term: u64,
+        /// The last broadcast committed.
+        committed: u64,
+        /// The last round confirmed.
+        confirmed: u64,
+    },
+    /// The leader of `term` (this node, or the one it followed) is no longer known to lead
+    /// here: fail what waits on it.
+    LeaderLost {
+        /// The term.
+        term: u64,
+        /// The leader.
+        leader: NodeName,
+    },
+}
+
+/// Only the leader broadcasts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("this node does not lead")]
+pub struct NotLeader;
+
+/// How many of its latest rounds a leader remembers the sending time of: answers to older ones
+/// still confirm them, but no longer count as recent for check-quorum.
+const ROUNDS_KEPT: usize = 256;
+
+#[derive(Debug)]
+enum Role {
+    /// Following `leader` (if known), last heard at `heard`.
+    Follower {
+        leader: Option<NodeName>,
+        heard: Option<Instant>,
+    },
+    /// Asking whether it would win its term plus one.
+    PreCandidate {
+        granted: BTreeSet<NodeName>,
+    },
+    /// Standing in its own term since `since`.
+    Candidate {
+        granted: BTreeSet<NodeName>,
+        since: Instant,
+    },
+    Leader(Leading),
+}
+
+#[derive(Debug)]
+struct Leading {
+    /// Broadcasts sent in this term.
+    seq: u64,
+    /// Rounds sent in this term.
+    round: u64,
+    committed: u64,
+    confirmed: u64,
+    /// When each recent round was sent, oldest first.
+    sent: VecDeque<(u64, Instant)>,
+    /// Per voter (not this node): what it answered last.
+    answers: BTreeMap<NodeName, Answer>,
+    /// Members sent the state and not yet answered it: their answers to what was sent before
+    /// it ask for it again, and are not heeded.
+    awaiting_state: BTreeSet<NodeName>,
+    next_heartbeat: Instant,
+}
+
+/// A voter's latest answers to its leader.
+#[derive(Debug, Clone, Copy)]
+struct Answer {
+    /// The broadcasts it holds.
+    seq: u64,
+    /// The latest round it answered.
+    round: u64,
+    /// When that round (or the vote) was sent.
+    sent_at: Instant,
+}
+
+/// One node's `majority` election state.
+#[derive(Debug)]
+pub struct Majority<S, B> {
+    me: NodeName,
+    config: MajorityConfig,
+    durable: Durable,
+    role: Role,
+    held: Option<Position>,
+    /// Whether this node took part in a term in an earlier life and holds nothing yet in this
+    /// one: what it acknowledged then is lost to it (rule 2).
+    amnesiac: bool,
+    /// The peers counted now, with what each last said it holds, once it said.
+    connected: BTreeMap<NodeName, Option<Option<Position>>>,
+    /// When a voter that does not lead stands next.
+    stand_at: Option<Instant>,
+    rng: u64,
+    actions: VecDeque<MajorityAction<S, B>>,
+}
+
+impl<S: Clone, B: Clone> Majority<S, B> {
+    /// A node's machine, started at `now` with what it kept on disk (`Durable::default()` the
+    /// first time); `seed` draws its timeouts. It holds nothing until a leader gives it state.
+    pub fn new(
+        me: NodeName,
+        config: MajorityConfig,
+        durable: Durable,
+        now: Instant,
+        seed: u64,
+    ) -> Self {
+        let rng = (seed ^ fnv1a(me.as_str())) | 1;
+        let mut machine = Self {
+            me,
+            config,
+            amnesiac: durable.term > 0,
+            durable,
+            role: Role::Follower {
+                leader: None,
+                heard: None,
+            },
+            held: None,
+            connected: BTreeMap::new(),
+            stand_at: None,
+            rng,
+            actions: VecDeque::new(),
+        };
+        machine.reset_timer(now);
+        machine
+    }
+
+    /// The next action, if any.
+    pub fn poll_action(&mut self) -> Option<MajorityAction<S, B>> {
+        self.actions.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) is due, if ever.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match &self.role {
+            Role::Leader(leading) => Some(leading.next_heartbeat),
+            _ => self.stand_at,
+        }
+    }
+
+    /// This node's term.
+    pub fn term(&self) -> u64 {
+        self.durable.term
+    }
+
+    /// The leader this node knows in its term (itself when leading).
+    pub fn leader(&self) -> Option<&NodeName> {
+        match &self.role {
+            Role::Leader(_) => Some(&self.me),
+            Role::Follower { leader, .. } => leader.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// Whether this node leads.
+    pub fn is_leader(&self) -> bool {
+        matches!(self.role, Role::Leader(_))
+    }
+
+    /// What this node holds.
+    pub fn held(&self) -> Option<Position> {
+        self.held
+    }
+
+    /// On the leader: its broadcasts sent in this term.
+    pub fn seq(&self) -> Option<u64> {
+        match &self.role {
+            Role::Leader(leading) => Some(leading.seq),
+            _ => None,
+        }
+    }
+
+    /// On the leader: the broadcasts committed and the rounds confirmed so far (see
+    /// [`MajorityAction::Progress`]).
+    pub fn progress(&self) -> Option<(u64, u64)> {
+        match &self.role {
+            Role::Leader(leading) => Some((leading.committed, leading.confirmed)),
+            _ => None,
+        }
+    }
+
+    /// The voters.
+    pub fn voters(&self) -> &[NodeName] {
+        &self.config.voters
+    }
+
+    /// The peers counted now.
+    pub fn connected(&self) -> impl Iterator<Item = &NodeName> {
+        self.connected.keys()
+    }
+
+    /// On the leader: hands `state` (its behaviour's state now) to `to`. Called for each
+    /// member an [`MajorityAction::Elected`] names.
+    pub fn send_state(&mut self, to: NodeName, state: S) -> Result<(), NotLeader> {
+        let term = self.durable.term;
+        let Role::Leader(leading) = &mut self.role else {
+            return Err(NotLeader);
+        };
+        leading.awaiting_state.insert(to.clone());
+        let message = MajorityMessage::State {
+            term,
+            seq: leading.seq,
+            round: leading.round,
+            state,
+        };
+        self.send(to, message);
+        Ok(())
+    }
+
+    /// On the leader: starts a round (a heartbeat to every member) and returns its number; a
+    /// reply given now is safe to send once [`MajorityAction::Progress`] confirms it (and
+    /// commits the broadcasts sent so far, [`seq`](Self::seq)).
+    pub fn confirm(&mut self, now: Instant) -> Result<u64, NotLeader> {
+        if !self.is_leader() {
+            return Err(NotLeader);
+        }
+        self.heartbeat(now);
+        let round = match &self.role {
+            Role::Leader(leading) => leading.round,
+            _ => return Err(NotLeader),
+        };
+        self.advance(now);
+        Ok(round)
+    }
+
+    /// The peer `peer` is counted: greet it.
+    pub fn handle_node_up(&mut self, peer: NodeName, _now: Instant) {
+        if peer == self.me {
+            return;
+        }
+        self.connected.insert(peer.clone(), None);
+        let hello = MajorityMessage::Hello {
+            term: self.durable.term,
+            held: self.held,
+        };
+        self.send(peer, hello);
+    }
+
+    /// The peer `peer` no longer counts (its link is gone, or it left this node's group).
+    pub fn handle_node_down(&mut self, peer: &NodeName, now: Instant) {
+        if self.connected.remove(peer).is_none() {
+            return;
+        }
+        match &mut self.role {
+            Role::Leader(leading) => {
+                // What it answered belongs to that link: a new life answers afresh.
+                leading.awaiting_state.remove(peer);
+                leading.answers.remove(peer);
+                let voters = self
+                    .connected
+                    .keys()
+                    .filter(|node| self.config.voters.contains(node))
+                    .count();
+                if voters + 1 < quorum(self.config.voters.len()) {
+                    // Rule 4: its quorum is gone for sure.
+                    self.step_down(now);
+                }
+            }
+            Role::Follower {
+                leader: Some(leader),
+                ..
+            } if leader == peer => {
+                self.lose_leader();
+                if self.is_voter(&self.me) {
+                    // Rule 6: a crash is seen at once; the higher ranked stands first.
+                    self.stand_at = Some(now + self.rank_delay());
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Time passed.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if let Role::Leader(leading) = &self.role {
+            if leading.next_heartbeat <= now {
+                if !self.heard_quorum_within(now, self.config.election_timeout) {
+                    self.step_down(now);
+                    return;
+                }
+                self.heartbeat(now);
+            }
+            return;
+        }
+        if self.stand_at.is_some_and(|at| at <= now) {
+            // No leader heard (or it went silent): ask whether this node would win.
+            self.lose_leader();
+            self.pre_vote(now);
+        }
+    }
+
+    /// On the leader: numbers `broadcast`, sends it to every member, and returns its number.
+    pub fn broadcast(&mut self, broadcast: B, now: Instant) -> Result<u64, NotLeader> {
+        let term = self.durable.term;
+        let Role::Leader(leading) = &mut self.role else {
+            return Err(NotLeader);
+        };
+        leading.seq += 1;
+        let (seq, round) = (leading.seq, leading.round);
+        self.held = Some(Position { term, seq });
+        let append = MajorityMessage::Append {
+            term,
+            seq,
+            round,
+            broadcast,
+        };
+        self.send_to_all(&append);
+        self.advance(now);
+        Ok(seq)
+    }
+
+    /// This node is about to stop: if it leads, it hands over to the voter furthest along and
+    /// leads no more.
+    pub fn resign(&mut self, now: Instant) {
+        let Role::Leader(leading) = &self.role else {
+            return;
+        };
+        let successor = leading
+            .answers
+            .iter()
+            .filter(|(voter, _)| self.connected.contains_key(*voter))
+            .max_by_key(|(_, answer)| (answer.seq, answer.round))
+            .map(|(voter, _)| voter.clone());
+        let term = self.durable.term;
+        self.step_down(now);
+        if let Some(successor) = successor {
+            self.send(successor, MajorityMessage::TimeoutNow { term });
+        }
+    }
+
+    /// A message from `from`'s instance. Only a peer this node counts is heard.
+    pub fn handle_message(&mut self, from: NodeName, message: MajorityMessage<S, B>, now: Instant) {
+        if from == self.me || !self.connected.contains_key(&from) {
+            return;
+        }
+        if let Some(held) = held_of(&message) {
+            self.connected.insert(from.clone(), Some(held));
+        }
+        let term = term_of(&message);
+        // Pre-votes change no term (rule 3); a vote that would depose a healthy leader is
+        // refused without its term being adopted.
+        match message {
+            MajorityMessage::PreVote { term, held } => {
+                return self.handle_pre_vote(from, term, held, now);
+            }
+            MajorityMessage::PreVoteReply {
+                term,
+                granted: true,
+                ..
+            } => return self.handle_pre_vote_granted(from, term, now),
+            MajorityMessage::Vote {
+                handover: false, ..
+            } if self.hears_leader(now) => {
+                let reply = MajorityMessage::VoteReply {
+                    term: self.durable.term,
+                    granted: false,
+                    held: self.held,
+                };
+                return self.send(from, reply);
+            }
+            _ => {}
+        }
+        if term > self.durable.term {
+            self.adopt_term(term, now);
+        } else if term < self.durable.term {
+            return self.answer_stale(from, &message);
+        }
+        match message {
+            MajorityMessage::Hello { .. } => {
+                if self.is_leader() {
+                    // A member just met: it gets the state.
+                    self.actions.push_back(MajorityAction::Elected {
+                        term,
+                        joined: Some(from),
+                    });
+                }
+            }
+            // Refused, in this term: nothing to do (a refusal of a later term was adopted).
+            MajorityMessage::PreVote { .. } | MajorityMessage::PreVoteReply { .. } => {}
+            MajorityMessage::Vote { held, .. } => self.handle_vote(from, held, now),
+            MajorityMessage::VoteReply { granted, .. } => {
+                if granted {
+                    self.handle_vote_granted(from, now);
+                }
+            }
+            MajorityMessage::State {
+                seq, round, state, ..
+            } => {
+                self.hear_leader(&from, now);
+                self.held = Some(Position { term, seq });
+                self.amnesiac = false;
+                self.actions.push_back(MajorityAction::Follow {
+                    term,
+                    leader: from.clone(),
+                    state,
+                });
+                let ack = MajorityMessage::Ack {
+                    term,
+                    held: Some(seq),
+                    round,
+                };
+                self.send(from, ack);
+            }
+            MajorityMessage::Append {
+                seq,
+                round,
+                broadcast,
+                ..
+            } => {
+                self.hear_leader(&from, now);
+                let held = match self.held {
+                    Some(held) if held.term == term && held.seq + 1 == seq => {
+                        self.held = Some(Position { term, seq });
+                        self.actions
+                            .push_back(MajorityAction::Apply { term, broadcast });
+                        Some(seq)
+                    }
+                    // Already applied (the state it got was sent after this broadcast).
+                    Some(held) if held.term == term && held.seq >= seq => Some(held.seq),
+                    // A gap, or no state of this leader: ask for it.
+                    _ => None,
+                };
+                self.send(from, MajorityMessage::Ack { term, held, round });
+            }
+            MajorityMessage::Heartbeat { round, .. } => {
+                self.hear_leader(&from, now);
+                let held = self.held.filter(|h| h.term == term).map(|h| h.seq);
+                self.send(from, MajorityMessage::Ack { term, held, round });
+            }
+            MajorityMessage::Ack { held, round, .. } => self.handle_ack(from, held, round, now),
+            MajorityMessage::TimeoutNow { .. } => {
+                if self.is_voter(&self.me) && !self.is_leader() && self.may_stand() {
+                    self.lose_leader();
+                    self.stand(now, true);
+                }
+            }
+        }
+    }
+
+    fn handle_pre_vote(&mut self, from: NodeName, term: u64, held: Option<Position>, now: Instant) {
+        let granted = term > self.durable.term
+            && self.is_voter(&self.me)
+            && !self.hears_leader(now)
+            && self.would_vote_for(held);
+        let reply = MajorityMessage::PreVoteReply {
+            term: if granted { term } else { self.durable.term },
+            granted,
+            held: self.held,
+        };
+        self.send(from, reply);
+    }
+
+    fn handle_pre_vote_granted(&mut self, from: NodeName, term: u64, now: Instant) {
+        if term != self.durable.term + 1 || !self.is_voter(&from) {
+            return;
+        }
+        if let Role::PreCandidate { granted } = &mut self.role {
+            granted.insert(from);
+            if granted.len() >= quorum(self.config.voters.len()) {
+                self.stand(now, false);
+            }
+        }
+    }
+
+    fn handle_vote(&mut self, from: NodeName, held: Option<Position>, now: Instant) {
+        let granted = self.is_voter(&self.me)
+            && self.durable.voted_for.as_ref().is_none_or(|v| *v == from)
+            && self.would_vote_for(held);
+        if granted {
+            if self.durable.voted_for.is_none() {
+                self.durable.voted_for = Some(from.clone());
+                self.actions
+                    .push_back(MajorityAction::Persist(self.durable.clone()));
+            }
+            // It may win: give it time before standing.
+            self.reset_timer(now);
+        }
+        let reply = MajorityMessage::VoteReply {
+            term: self.durable.term,
+            granted,
+            held: self.held,
+        };
+        self.send(from, reply);
+    }
+
+    fn handle_vote_granted(&mut self, from: NodeName, now: Instant) {
+        if !self.is_voter(&from) {
+            return;
+        }
+        if let Role::Candidate { granted, .. } = &mut self.role {
+            granted.insert(from);
+            if granted.len() >= quorum(self.config.voters.len()) {
+                self.lead(now);
+            }
+        }
+    }
+
+    fn handle_ack(&mut self, from: NodeName, held: Option<u64>, round: u64, now: Instant) {
+        let voter = self.is_voter(&from);
+        let term = self.durable.term;
+        let Role::Leader(leading) = &mut self.role else {
+            return;
+        };
+        if held.is_some() {
+            leading.awaiting_state.remove(&from);
+        } else if leading.awaiting_state.insert(from.clone()) {
+            // It lacks the state, and none is on its way.
+            self.actions.push_back(MajorityAction::Elected {
+                term,
+                joined: Some(from.clone()),
+            });
+        }
+        if voter {
+            let sent_at = leading
+                .sent
+                .iter()
+                .find(|(r, _)| *r == round)
+                .map(|(_, at)| *at);
+            let answer = leading.answers.entry(from).or_insert(Answer {
+                seq: 0,
+                round: 0,
+                sent_at: now,
+            });
+            if let Some(seq) = held {
+                answer.seq = answer.seq.max(seq);
+            }
+            if round >= answer.round {
+                answer.round = round;
+                if let Some(sent_at) = sent_at {
+                    answer.sent_at = sent_at;
+                }
+            }
+            self.advance(now);
+        }
+    }
+
+    /// Whether this node would vote for a candidate that holds `held` (rule 2).
+    fn would_vote_for(&self, held: Option<Position>) -> bool {
+        if !self.amnesiac {
+            return held >= self.held;
+        }
+        // What it acknowledged in its earlier life it cannot compare by itself. Every other
+        // voter has spoken to it in this life, so after any change it could have acknowledged:
+        // a candidate at least as far as all of them lacks nothing a voter holds.
+        self.config
+            .voters
+            .iter()
+            .filter(|v| **v != self.me)
+            .all(|voter| matches!(self.connected.get(voter), Some(Some(theirs)) if held >= *theirs))
+    }
+
+    /// Whether this node heard a live leader within the election timeout (rule 3).
+    fn hears_leader(&self, now: Instant) -> bool {
+        match &self.role {
+            Role::Leader(_) => true,
+            Role::Follower {
+                leader: Some(_),
+                heard: Some(heard),
+            } => now < *heard + self.config.election_timeout,
+            _ => false,
+        }
+    }
+
+    /// On the leader: whether a quorum (itself included) answered a round sent within `within`.
+    fn heard_quorum_within(&self, now: Instant, within: Duration) -> bool {
+        let Role::Leader(leading) = &self.role else {
+            return false;
+        };
+        let since = now.checked_sub(within);
+        let heard = leading
+            .answers
+            .values()
+            .filter(|answer| since.is_none_or(|since| answer.sent_at >= since))
+            .count();
+        heard + 1 >= quorum(self.config.voters.len())
+    }
+
+    /// Rule 2: a voter that lost its memory cannot tell what it lacks, so it does not stand
+    /// (unless every voter holds nothing): it waits for a leader's state.
+    fn may_stand(&self) -> bool {
+        !self.amnesiac || self.would_vote_for(None)
+    }
+
+    fn pre_vote(&mut self, now: Instant) {
+        self.reset_timer(now);
+        if !self.may_stand() {
+            return;
+        }
+        self.role = Role::PreCandidate {
+            granted: BTreeSet::from([self.me.clone()]),
+        };
+        if quorum(self.config.voters.len()) <= 1 {
+            return self.stand(now, false);
+        }
+        let request = MajorityMessage::PreVote {
+            term: self.durable.term + 1,
+            held: self.held,
+        };
+        self.send_to_voters(&request);
+    }
+
+    /// Raises the term and asks for votes.
+    fn stand(&mut self, now: Instant, handover: bool) {
+        self.reset_timer(now);
+        self.durable.term += 1;
+        self.durable.voted_for = Some(self.me.clone());
+        self.actions
+            .push_back(MajorityAction::Persist(self.durable.clone()));
+        self.role = Role::Candidate {
+            granted: BTreeSet::from([self.me.clone()]),
+            since: now,
+        };
+        if quorum(self.config.voters.len()) <= 1 {
+            return self.lead(now);
+        }
+        let request = MajorityMessage::Vote {
+            term: self.durable.term,
+            held: self.held,
+            handover,
+        };
+        self.send_to_voters(&request);
+    }
+
+    fn lead(&mut self, now: Instant) {
+        let Role::Candidate { granted, since } = &self.role else {
+            return;
+        };
+        let term = self.durable.term;
+        // A vote answers a request sent when the node stood.
+        let answers = granted
+            .iter()
+            .filter(|voter| **voter != self.me)
+            .map(|voter| {
+                let answer = Answer {
+                    seq: 0,
+                    round: 0,
+                    sent_at: *since,
+                };
+                (voter.clone(), answer)
+            })
+            .collect();
+        self.stand_at = None;
+        self.role = Role::Leader(Leading {
+            seq: 0,
+            round: 0,
+            committed: 0,
+            confirmed: 0,
+            sent: VecDeque::new(),
+            answers,
+            awaiting_state: BTreeSet::new(),
+            next_heartbeat: now + self.config.heartbeat,
+        });
+        self.held = Some(Position { term, seq: 0 });
+        self.amnesiac = false;
+        self.actions
+            .push_back(MajorityAction::Elected { term, joined: None });
+    }
+
+    /// Starts a round: a heartbeat to every member.
+    fn heartbeat(&mut self, now: Instant) {
+        let term = self.durable.term;
+        let Role::Leader(leading) = &mut self.role else {
+            return;
+        };
+        leading.round += 1;
+        leading.next_heartbeat = now + self.config.heartbeat;
+        if leading.sent.len() == ROUNDS_KEPT {
+            leading.sent.pop_front();
+        }
+        leading.sent.push_back((leading.round, now));
+        let heartbeat = MajorityMessage::Heartbeat {
+            term,
+            seq: leading.seq,
+            round: leading.round,
+        };
+        self.send_to_all(&heartbeat);
+    }
+
+    /// Stops leading (check-quorum failed, or a resignation).
+    fn step_down(&mut self, now: Instant) {
+        self.lose_leader();
+        self.reset_timer(now);
+    }
+
+    /// A later term: adopt it, unvoted, following no one yet.
+    fn adopt_term(&mut self, term: u64, now: Instant) {
+        let was_following = matches!(self.role, Role::Follower { .. });
+        self.lose_leader();
+        self.durable.term = term;
+        self.durable.voted_for = None;
+        self.actions
+            .push_back(MajorityAction::Persist(self.durable.clone()));
+        if !was_following {
+            // A leader or candidate that fell behind waits a full timeout before standing.
+            self.reset_timer(now);
+        }
+    }
+
+    /// Forgets the leader known (this node, or the one followed), telling the runtime, and
+    /// follows no one.
+    fn lose_leader(&mut self) {
+        let lost = match &self.role {
+            Role::Leader(_) => Some(self.me.clone()),
+            Role::Follower { leader, .. } => leader.clone(),
+            _ => None,
+        };
+        if let Some(leader) = lost {
+            self.actions.push_back(MajorityAction::LeaderLost {
+                term: self.durable.term,
+                leader,
+            });
+        }
+        self.role = Role::Follower {
+            leader: None,
+            heard: None,
+        };
+    }
+
+    /// The leader of this term spoke.
+    fn hear_leader(&mut self, leader: &NodeName, now: Instant) {
+        match &mut self.role {
+            Role::Follower {
+                leader: Some(known),
+                heard,
+            } if known == leader => *heard = Some(now),
+            _ => {
+                self.role = Role::Follower {
+                    leader: Some(leader.clone()),
+                    heard: Some(now),
+                };
+            }
+        }
+        self.reset_timer(now);
+    }
+
+    /// Answers a message of an earlier term with this node's, so that its sender catches up.
+    fn answer_stale(&mut self, from: NodeName, message: &MajorityMessage<S, B>) {
+        let term = self.durable.term;
+        let reply = match message {
+            MajorityMessage::Vote { .. } => MajorityMessage::VoteReply {
+                term,
+                granted: false,
+                held: self.held,
+            },
+            MajorityMessage::State { round, .. }
+            | MajorityMessage::Append { round, .. }
+            | MajorityMessage::Heartbeat { round, .. } => MajorityMessage::Ack {
+                term,
+                held: None,
+                round: *round,
+            },
+            MajorityMessage::Hello { .. } => MajorityMessage::Hello {
+                term,
+                held: self.held,
+            },
+            // A reply or an answer of an earlier term needs none.
+            _ => return,
+        };
+        self.send(from, reply);
+    }
+
+    /// On the leader: what a quorum holds and has answered, told when it grows.
+    fn advance(&mut self, _now: Instant) {
+        let need = quorum(self.config.voters.len());
+        let term = self.durable.term;
+        let Role::Leader(leading) = &mut self.role else {
+            return;
+        };
+        let nth_highest = |mut values: Vec<u64>| {
+            values.sort_unstable_by(|a, b| b.cmp(a));
+            values.get(need - 1).copied().unwrap_or(0)
+        };
+        let seqs = leading.answers.values().map(|a| a.seq);
+        let committed = nth_highest(seqs.chain([leading.seq]).collect());
+        let rounds = leading.answers.values().map(|a| a.round);
+        let confirmed = nth_highest(rounds.chain([leading.round]).collect());
+        if committed > leading.committed || confirmed > leading.confirmed {
+            leading.committed = leading.committed.max(committed);
+            leading.confirmed = leading.confirmed.max(confirmed);
+            self.actions.push_back(MajorityAction::Progress {
+                term,
+                committed: leading.committed,
+                confirmed: leading.confirmed,
+            });
+        }
+    }
+
+    fn is_voter(&self, node: &NodeName) -> bool {
+        self.config.voters.contains(node)
+    }
+
+    /// How long a voter waits to stand after its leader's link closed: its rank among the
+    /// voters still connected, in heartbeat intervals.
+    fn rank_delay(&self) -> Duration {
+        let rank = self
+            .config
+            .voters
+            .iter()
+            .filter(|v| **v == self.me || self.connected.contains_key(*v))
+            .position(|v| *v == self.me)
+            .unwrap_or(0);
+        self.config.heartbeat * u32::try_from(rank).unwrap_or(u32::MAX)
+    }
+
+    /// Draws the next stand time in `[t, 2t)` (voters only).
+    fn reset_timer(&mut self, now: Instant) {
+        if !self.is_voter(&self.me) {
+            self.stand_at = None;
+            return;
+        }
+        // xorshift64*: enough to spread the voters' timeouts.
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        let draw = self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D);
+        let fraction = (draw >> 11) as f64 / (1u64 << 53) as f64;
+        let t = self.config.election_timeout;
+        self.stand_at = Some(now + t + t.mul_f64(fraction));
+    }
+
+    fn send(&mut self, to: NodeName, message: MajorityMessage<S, B>) {
+        self.actions.push_back(MajorityAction::Send { to, message });
+    }
+
+    fn send_to_all(&mut self, message: &MajorityMessage<S, B>) {
+        let peers: Vec<NodeName> = self.connected.keys().cloned().collect();
+        for peer in peers {
+            self.send(peer, message.clone());
+        }
+    }
+
+    fn send_to_voters(&mut self, message: &MajorityMessage<S, B>) {
+        let voters: Vec<NodeName> = self
+            .connected
+            .keys()
+            .filter(|peer| self.is_voter(peer))
+            .cloned()
+            .collect();
+        for voter in voters {
+            self.send(voter, message.clone());
+        }
+    }
+}
+
+/// FNV-1a of `text`: mixes a node's name into its timer seed, so that two voters given one
+/// seed still draw apart.
+fn fnv1a(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+fn term_of<S, B>(message: &MajorityMessage<S, B>) -> u64 {
+    match message {
+        MajorityMessage::Hello { term, .. }
+        | MajorityMessage::PreVote { term, .. }
+        | MajorityMessage::PreVoteReply { term, .. }
+        | MajorityMessage::Vote { term, .. }
+        | MajorityMessage::VoteReply { term, .. }
+        | MajorityMessage::State { term, .. }
+        | MajorityMessage::Append { term, .. }
+        | MajorityMessage::Heartbeat { term, .. }
+        | MajorityMessage::Ack { term, .. }
+        | MajorityMessage::TimeoutNow { term } => *term,
+    }
+}
+
+fn held_of<S, B>(message: &MajorityMessage<S, B>) -> Option<Option<Position>> {
+    match message {
+        MajorityMessage::Hello { held, .. }
+        | MajorityMessage::PreVote { held, .. }
+        | MajorityMessage::PreVoteReply { held, .. }
+        | MajorityMessage::Vote { held, .. }
+        | MajorityMessage::VoteReply { held, .. } => Some(*held),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+    use super::*;
+
+    const T: Duration = Duration::from_millis(100);
+    const BEAT: Duration = Duration::from_millis(20);
+
+    type Machine = Majority<u32, u32>;
+
+    fn name(i: usize) -> NodeName {
+        NodeName::new(format!("n{i}")).unwrap()
+    }
+
+    /// Voters n0..n{count}, linked as `links` says, every message delivered at once and in
+    /// order; the clock moves only when a test says.
+    struct Net {
+        now: Instant,
+        nodes: Vec<Machine>,
+        disks: Vec<Durable>,
+        links: BTreeSet<(usize, usize)>,
+        /// Every action seen, per node, for the tests to look at.
+        seen: Vec<Vec<MajorityAction<u32, u32>>>,
+    }
+
+    impl Net {
+        fn new(count: usize) -> Self {
+            let now = Instant::now();
+            let config = MajorityConfig {
+                voters: (0..count).map(name).collect(),
+                election_timeout: T,
+                heartbeat: BEAT,
+            };
+            let nodes = (0..count)
+                .map(|i| Majority::new(name(i), config.clone(), Durable::default(), now, i as u64))
+                .collect();
+            let mut net = Self {
+                now,
+                nodes,
+                disks: vec![Durable::default(); count],
+                links: BTreeSet::new(),
+                seen: vec![Vec::new(); count],
+            };
+            for a in 0..count {
+                for b in a + 1..count {
+                    net.link(a, b, true);
+                }
+            }
+            net
+        }
+
+        fn link(&mut self, a: usize, b: usize, up: bool) {
+            let now = self.now;
+            if up {
+                self.links.insert((a, b));
+                self.links.insert((b, a));
+                self.nodes[a].handle_node_up(name(b), now);
+                self.nodes[b].handle_node_up(name(a), now);
+            } else {
+                self.links.remove(&(a, b));
+                self.links.remove(&(b, a));
+                self.nodes[a].handle_node_down(&name(b), now);
+                self.nodes[b].handle_node_down(&name(a), now);
+            }
+            self.run();
+        }
+
+        /// Carries out every action until none is left.
+        fn run(&mut self) {
+            let mut queue: VecDeque<(usize, usize, MajorityMessage<u32, u32>)> = VecDeque::new();
+            loop {
+                let mut idle = true;
+                for i in 0..self.nodes.len() {
+                    while let Some(action) = self.nodes[i].poll_action() {
+                        idle = false;
+                        match &action {
+                            MajorityAction::Persist(durable) => self.disks[i] = durable.clone(),
+                            MajorityAction::Send { to, message } => {
+                                let to = to.as_str()[1..].parse().unwrap();
+                                if self.links.contains(&(i, to)) {
+                                    queue.push_back((i, to, message.clone()));
+                                }
+                            }
+                            MajorityAction::Elected { joined, .. } => {
+                                let to: Vec<NodeName> = match joined {
+                                    Some(node) => vec![node.clone()],
+                                    None => self.nodes[i].connected().cloned().collect(),
+                                };
+                                for peer in to {
+                                    self.nodes[i].send_state(peer, 7).unwrap();
+                                }
+                            }
+                            _ => {}
+                        }
+                        self.seen[i].push(action);
+                    }
+                }
+                match queue.pop_front() {
+                    Some((from, to, message)) => {
+                        let now = self.now;
+                        self.nodes[to].handle_message(name(from), message, now);
+                    }
+                    None if idle => return,
+                    None => {}
+                }
+            }
+        }
+
+        /// Lets `by` pass, firing each timer at its time.
+        fn pass(&mut self, by: Duration) {
+            let until = self.now + by;
+            while let Some(next) = self
+                .nodes
+                .iter()
+                .filter_map(Majority::poll_timeout)
+                .filter(|at| *at <= until)
+                .min()
+            {
+                self.now = next;
+                for node in &mut self.nodes {
+                    if node.poll_timeout().is_some_and(|at| at <= next) {
+                        node.handle_timeout(next);
+                    }
+                }
+                self.run();
+            }
+            self.now = until;
+        }
+
+        fn leaders(&self) -> Vec<usize> {
+            (0..self.nodes.len())
+                .filter(|&i| self.nodes[i].is_leader())
+                .collect()
+        }
+
+        /// Passes time until one leader, then returns it.
+        fn elect(&mut self) -> usize {
+            for _ in 0..100 {
+                if let [leader] = self.leaders()[..] {
+                    return leader;
+                }
+                self.pass(BEAT);
+            }
+            let seen: Vec<_> = self
+                .nodes
+                .iter()
+                .map(|n| (n.term(), n.leader().cloned(), &n.role))
+                .collect();
+            panic!("no leader: {seen:?}");
+        }
+    }
+
+    #[test]
+    fn a_new_cluster_elects_one_leader_whose_state_every_member_takes() {
+        let mut net = Net::new(3);
+        let leader = net.elect();
+        assert_eq!(net.nodes[leader].term(), 1);
+        for i in 0..3 {
+            assert_eq!(net.nodes[i].leader(), Some(&name(leader)));
+            assert!(net.disks[i].term == 1, "every term change is persisted");
+        }
+        let followed = net.seen.iter().flatten();
+        let follows = followed.filter(|a| matches!(a, MajorityAction::Follow { state: 7, .. }));
+        assert_eq!(follows.count(), 2);
+    }
+
+    #[test]
+    fn a_vote_is_persisted_before_it_is_sent() {
+        let mut net = Net::new(3);
+        let leader = net.elect();
+        for (i, seen) in net.seen.iter().enumerate().filter(|(i, _)| *i != leader) {
+            let persisted = seen.iter().position(|a| {
+                matches!(a, MajorityAction::Persist(d) if d.voted_for.as_ref() == Some(&name(leader)))
+            });
+            let sent = seen.iter().position(|a| {
+                matches!(
+                    a,
+                    MajorityAction::Send {
+                        message: MajorityMessage::VoteReply { granted: true, .. },
+                        ..
+                    }
+                )
+            });
+            if let Some(sent) = sent {
+                assert!(persisted.unwrap() < sent, "n{i}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_new_cluster_with_one_voter_missing_elects_with_the_other_two() {
+        let mut net = Net::new(3);
+        net.link(0, 2, false);
+        net.link(1, 2, false);
+        let leader = net.elect();
+        assert_ne!(leader, 2);
+    }
+
+    #[test]
+    fn a_node_back_from_a_cut_cannot_depose_a_healthy_leader() {
+        let mut net = Net::new(3);
+        let leader = net.elect();
+        let other = (0..3).find(|&i| i != leader).unwrap();
+        let cut = (0..3).find(|&i| i != leader && i != other).unwrap();
+        net.link(leader, cut, false);
+        net.link(other, cut, false);
+        let term = net.nodes[leader].term();
+        // The cut node stands again and again, alone: pre-votes only, its term stays.
+        net.pass(T * 10);
+        assert_eq!(net.nodes[cut].term(), term, "pre-votes raise no term");
+        net.link(leader, cut, true);
+        net.link(other, cut, true);
+        // Its timer fires before the leader's next heartbeat: it asks again, and both the
+        // leader and the follower that hears it refuse.
+        let due = net.nodes[cut].poll_timeout().unwrap();
+        net.nodes[cut].handle_timeout(due);
+        net.run();
+        net.pass(T * 3);
+        assert_eq!(net.leaders(), vec![leader]);
+        assert_eq!(net.nodes[leader].term(), term, "no election happened");
+    }
+
+    #[test]
+    fn a_leader_that_loses_its_quorum_stops_leading_at_once_or_within_one_timeout() {
+        // Links closed: at once.
+        let mut net = Net::new(3);
+        let leader = net.elect();
+        for i in (0..3).filter(|&i| i != leader) {
+            net.link(leader, i, false);
+        }
+        assert!(!net.nodes[leader].is_leader());
+        // Links up but silent (its followers paused): within one election timeout.
+        let mut net = Net::new(3);
+        let leader = net.elect();
+        let heard = net.now;
+        let silent = net.links.clone();
+        net.links.clear();
+        net.pass(T + BEAT);
+        assert!(
+            !net.nodes[leader].is_leader(),
+            "still leading {:?} after",
+            net.now - heard
+        );
+        assert!(
+            net.seen[leader]
+                .iter()
+                .any(|a| matches!(a, MajorityAction::LeaderLost { .. }))
+        );
+        net.links = silent;
+    }
+
+    #[test]
+    fn a_node_whose_term_ran_ahead_does_not_block_the_election_etcd_9586() {
+        // `ahead` holds less than `rest` but its term ran ahead (it stood and its vote requests
+        // were lost) while connected; the leader is gone. `ahead` refuses `rest`'s pre-votes
+        // of a lower term, `rest` refuses `ahead` for its stale state: only because a refusal
+        // carries the refuser's term does `rest` adopt it and win the next round.
+        let mut net = Net::new(3);
+        let leader = net.elect();
+        let ahead = (0..3).find(|&i| i != leader).unwrap();
+        let rest = (0..3).find(|&i| i != ahead && i != leader).unwrap();
+        net.link(leader, ahead, false);
+        net.link(rest, ahead, false);
+        net.nodes[leader].broadcast(1, net.now).unwrap();
+        net.run();
+        net.link(rest, ahead, true);
+        net.link(leader, rest, false);
+        let term = net.nodes[rest].term();
+        net.nodes[ahead].durable.term = term + 5;
+        net.pass(T * 20);
+        assert_eq!(net.leaders(), vec![rest], "the up-to-date node leads");
+        assert!(net.nodes[rest].term() > term + 5);
+    }
+
+    #[test]
+    fn a_resigning_leader_hands_over_at_once_despite_stickiness() {
+        // Five voters: the successor needs votes of two that still heard the leader.
+        let mut net = Net::new(5);
+        let leader = net.elect();
+        let term = net.nodes[leader].term();
+        net.nodes[leader].resign(net.now);
+        net.run();
+        let leaders = net.leaders();
+        assert_eq!(leaders.len(), 1, "a new leader without any time passing");
+        assert_ne!(leaders[0], leader);
+        assert_eq!(net.nodes[leaders[0]].term(), term + 1);
+    }
+
+    #[test]
+    fn a_follower_that_sees_its_leaders_link_close_stands_without_waiting_for_its_timeout() {
+        let mut net = Net::new(3);
+        let leader = net.elect();
+        for i in (0..3).filter(|&i| i != leader) {
+            net.link(leader, i, false);
+        }
+        // The first ranked stands at once; the next one heartbeat later.
+        net.pass(BEAT);
+        let leaders: Vec<usize> = net.leaders().into_iter().filter(|&i| i != leader).collect();
+        assert_eq!(
+            leaders.len(),
+            1,
+            "a new leader within one heartbeat, not {T:?}"
+        );
+    }
+
+    #[test]
+    fn a_voter_that_lost_its_memory_neither_stands_nor_votes_until_it_has_the_state() {
+        let mut net = Net::new(3);
+        let leader = net.elect();
+        net.nodes[leader].broadcast(1, net.now).unwrap();
+        net.run();
+        let restarted = (0..3).find(|&i| i != leader).unwrap();
+        let durable = net.disks[restarted].clone();
+        let config = net.nodes[restarted].config.clone();
+        net.link(leader, restarted, false);
+        let other = (0..3).find(|&i| i != leader && i != restarted).unwrap();
+        net.link(other, restarted, false);
+        net.nodes[restarted] = Majority::new(name(restarted), config, durable, net.now, 99);
+        // Back, but only with `other`, which holds the write; the leader is gone.
+        net.link(leader, other, false);
+        net.link(other, restarted, true);
+        net.pass(T * 20);
+        assert!(
+            net.leaders().is_empty(),
+            "no quorum can prove it holds every acknowledged write"
+        );
+        // The old leader comes back: it and `other` hold the write; one of them leads, and the
+        // restarted voter gets the state.
+        net.link(leader, other, true);
+        net.link(leader, restarted, true);
+        net.pass(T * 20);
+        let new_leader = net.elect();
+        assert_ne!(new_leader, restarted);
+        assert!(net.nodes[restarted].held().is_some());
+    }
+}
