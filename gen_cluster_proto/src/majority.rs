@@ -1,10 +1,15 @@
 //! The `majority` election, as a state machine: a leader only while a quorum (⌊n/2⌋+1) of the
 //! voters accepts it, terms that only grow and fence a deposed leader, and changes that, once a
-//! quorum holds them, survive any minority of voters failing. Raft's election without its log:
-//! the leader's changes are its behaviour's state, handed whole to a member that lacks it
-//! ([`MajorityMessage::State`]), then streamed as numbered broadcasts
-//! ([`MajorityMessage::Append`]). The runtime's `leader` module runs one machine per node and
-//! per election name in this mode, as it runs `crate::election` in the `priority` mode.
+//! quorum holds them, survive any minority of voters losing their memory (crashing). Raft's
+//! election without its log: the leader's changes are its behaviour's state, handed whole to a
+//! member that lacks it ([`MajorityMessage::State`]), then streamed as numbered broadcasts
+//! ([`MajorityMessage::Append`]). The runtime's `leader` module is to run one machine per node
+//! and per election name in this mode, as it runs `crate::election` in the `priority` mode.
+//!
+//! What it needs of the runtime: messages between two nodes arrive in order, and none is lost
+//! while their link lives (a TCP connection, one per pair); the loss of a link is told
+//! ([`Majority::handle_node_down`]) before a new one to the same peer
+//! ([`Majority::handle_node_up`]).
 //!
 //! The rules:
 //!
@@ -13,24 +18,28 @@
 //!    answered with the later one, so its sender catches up. A voter's term and its vote are
 //!    [`Durable`]: the runtime writes them to disk ([`MajorityAction::Persist`]) before it sends
 //!    what follows, so a restarted voter never votes twice in one term. One vote per term and a
-//!    quorum per win make at most one leader per term.
+//!    quorum per win make at most one leader per term. A term with no successor (`u64::MAX`)
+//!    is never taken.
 //! 2. **Up to date.** What a node holds is a [`Position`]: the term of the leader whose state it
 //!    holds and how many of that leader's broadcasts it has applied; a new leader starts at
 //!    `(term, 0)` and its state carries every change it held. A voter grants its vote only to a
 //!    candidate at least as far as itself (Raft's election restriction), so a change a quorum
 //!    holds is held by every later leader. A voter that took part in a term in an earlier life
 //!    and holds nothing yet in this one (its term is on disk, its state was in memory) cannot
-//!    compare what it acknowledged then: it grants a vote only while every other voter is
-//!    connected and has told it, in this life, what it holds, and the candidate is at least as
-//!    far as each of them; it stands only when every other voter holds nothing either. What those voters hold now includes every change it acknowledged
-//!    before it restarted, so a voter that lost its memory never helps elect a leader that
-//!    lacks a change a quorum held. A new cluster elects with any quorum; a voter restarted
-//!    while a leader lives gets its state and votes again; a majority of voters that restarted
-//!    before any of them got the state waits until it meets every voter.
+//!    compare what it acknowledged then: it neither stands nor votes until a leader gives it
+//!    the state — unless every other voter has told it, in this life, that it holds nothing
+//!    either (the cluster restarted whole; nothing is left to lose). A new cluster elects with
+//!    any quorum; a voter restarted while a leader lives gets its state and votes again; when
+//!    a majority of the voters lost their memory and some voter still holds state, no leader
+//!    can be proved to hold every change a quorum acknowledged, and none is elected until
+//!    those voters restart too (the changes only they held are then lost, as a majority's loss
+//!    allows).
 //! 3. **Pre-vote and stickiness.** A voter that hears no leader for its election timeout (random
 //!    in `[t, 2t)`) first asks whether it would win ([`MajorityMessage::PreVote`]); only with a
 //!    quorum of yeses does it raise its term. A voter that heard a leader within `t` refuses
-//!    both, so a node coming back from a cut cannot depose a healthy leader. A refusal names the
+//!    both, so a node coming back from a cut cannot depose a healthy leader (unless its term
+//!    ran ahead after a pre-vote won and a vote lost: its next message then deposes the
+//!    leader, once, as in etcd). A refusal names the
 //!    refuser's term, and a pre-candidate behind it adopts it: a node whose term ran ahead
 //!    while it could not win does not block the others for good (etcd#9586).
 //! 4. **Check-quorum.** A leader whose messages sent within the last `t` no quorum (itself
@@ -66,7 +75,7 @@ pub fn quorum(voters: usize) -> usize {
 }
 
 /// Settings of a `majority` election, the same on every node.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct MajorityConfig {
     /// The voters: the candidates, the same list everywhere.
     pub voters: Vec<NodeName>,
@@ -89,7 +98,7 @@ pub struct Position {
 }
 
 /// What a voter keeps on disk, written and synced before the messages that depend on it leave.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Durable {
     /// The latest term this node has seen.
     pub term: u64,
@@ -99,7 +108,7 @@ pub struct Durable {
 
 /// Between the instances of two nodes. `held` is what the sender holds (`None`: nothing in
 /// this life).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum MajorityMessage<S, B> {
     /// Sent when the peer is counted: the sender's term and what it holds.
     Hello {
@@ -193,7 +202,7 @@ pub enum MajorityMessage<S, B> {
 
 /// What the runtime must do, in order. A [`Persist`](Self::Persist) must be on disk before
 /// any action after it is carried out.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 #[must_use]
 pub enum MajorityAction<S, B> {
     /// Write the term and vote to disk (atomically, synced), then go on.
@@ -259,7 +268,7 @@ pub struct NotLeader;
 /// still confirm them, but no longer count as recent for check-quorum.
 const ROUNDS_KEPT: usize = 256;
 
-#[derive(Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum Role {
     /// Following `leader` (if known), last heard at `heard`.
     Follower {
@@ -278,7 +287,7 @@ enum Role {
     Leader(Leading),
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Leading {
     /// Broadcasts sent in this term.
     seq: u64,
@@ -297,7 +306,7 @@ struct Leading {
 }
 
 /// A voter's latest answers to its leader.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct Answer {
     /// The broadcasts it holds.
     seq: u64,
@@ -307,8 +316,8 @@ struct Answer {
     sent_at: Instant,
 }
 
-/// One node's `majority` election state.
-#[derive(Debug)]
+/// One node's `majority` election state (cloned, compared and hashed by model checkers).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Majority<S, B> {
     me: NodeName,
     config: MajorityConfig,
@@ -568,6 +577,10 @@ impl<S: Clone, B: Clone> Majority<S, B> {
             self.connected.insert(from.clone(), Some(held));
         }
         let term = term_of(&message);
+        if term == u64::MAX {
+            // No term can follow it: a peer that sends it is broken; nothing it says counts.
+            return;
+        }
         // Pre-votes change no term (rule 3); a vote that would depose a healthy leader is
         // refused without its term being adopted.
         match message {
@@ -618,6 +631,15 @@ impl<S: Clone, B: Clone> Majority<S, B> {
                 seq, round, state, ..
             } => {
                 self.hear_leader(&from, now);
+                if let Some(held) = self.held.filter(|h| h.term == term && h.seq >= seq) {
+                    // Behind what it holds of this leader already: never go back.
+                    let ack = MajorityMessage::Ack {
+                        term,
+                        held: Some(held.seq),
+                        round,
+                    };
+                    return self.send(from, ack);
+                }
                 self.held = Some(Position { term, seq });
                 self.amnesiac = false;
                 self.actions.push_back(MajorityAction::Follow {
@@ -640,7 +662,7 @@ impl<S: Clone, B: Clone> Majority<S, B> {
             } => {
                 self.hear_leader(&from, now);
                 let held = match self.held {
-                    Some(held) if held.term == term && held.seq + 1 == seq => {
+                    Some(held) if held.term == term && held.seq.checked_add(1) == Some(seq) => {
                         self.held = Some(Position { term, seq });
                         self.actions
                             .push_back(MajorityAction::Apply { term, broadcast });
@@ -653,14 +675,23 @@ impl<S: Clone, B: Clone> Majority<S, B> {
                 };
                 self.send(from, MajorityMessage::Ack { term, held, round });
             }
-            MajorityMessage::Heartbeat { round, .. } => {
+            MajorityMessage::Heartbeat { seq, round, .. } => {
                 self.hear_leader(&from, now);
-                let held = self.held.filter(|h| h.term == term).map(|h| h.seq);
+                // Behind the broadcasts sent before this heartbeat: one was lost; ask for the
+                // state.
+                let held = self
+                    .held
+                    .filter(|h| h.term == term && h.seq >= seq)
+                    .map(|h| h.seq);
                 self.send(from, MajorityMessage::Ack { term, held, round });
             }
             MajorityMessage::Ack { held, round, .. } => self.handle_ack(from, held, round, now),
             MajorityMessage::TimeoutNow { .. } => {
-                if self.is_voter(&self.me) && !self.is_leader() && self.may_stand() {
+                if self.is_voter(&self.me)
+                    && !self.is_leader()
+                    && self.may_stand()
+                    && self.durable.term < u64::MAX - 1
+                {
                     self.lose_leader();
                     self.stand(now, true);
                 }
@@ -682,7 +713,7 @@ impl<S: Clone, B: Clone> Majority<S, B> {
     }
 
     fn handle_pre_vote_granted(&mut self, from: NodeName, term: u64, now: Instant) {
-        if term != self.durable.term + 1 || !self.is_voter(&from) {
+        if self.durable.term.checked_add(1) != Some(term) || !self.is_voter(&from) {
             return;
         }
         if let Role::PreCandidate { granted } = &mut self.role {
@@ -753,7 +784,8 @@ impl<S: Clone, B: Clone> Majority<S, B> {
                 sent_at: now,
             });
             if let Some(seq) = held {
-                answer.seq = answer.seq.max(seq);
+                // A member cannot hold more than was sent.
+                answer.seq = answer.seq.max(seq.min(leading.seq));
             }
             if round >= answer.round {
                 answer.round = round;
@@ -770,14 +802,16 @@ impl<S: Clone, B: Clone> Majority<S, B> {
         if !self.amnesiac {
             return held >= self.held;
         }
-        // What it acknowledged in its earlier life it cannot compare by itself. Every other
-        // voter has spoken to it in this life, so after any change it could have acknowledged:
-        // a candidate at least as far as all of them lacks nothing a voter holds.
-        self.config
-            .voters
-            .iter()
-            .filter(|v| **v != self.me)
-            .all(|voter| matches!(self.connected.get(voter), Some(Some(theirs)) if held >= *theirs))
+        // What it acknowledged in its earlier life it cannot compare by itself: only when every
+        // other voter has told it, in this life, that it holds nothing either (a cluster that
+        // restarted whole) is there nothing to lose.
+        held.is_none()
+            && self
+                .config
+                .voters
+                .iter()
+                .filter(|v| **v != self.me)
+                .all(|voter| matches!(self.connected.get(voter), Some(Some(None))))
     }
 
     /// Whether this node heard a live leader within the election timeout (rule 3).
@@ -814,7 +848,7 @@ impl<S: Clone, B: Clone> Majority<S, B> {
 
     fn pre_vote(&mut self, now: Instant) {
         self.reset_timer(now);
-        if !self.may_stand() {
+        if !self.may_stand() || self.durable.term >= u64::MAX - 1 {
             return;
         }
         self.role = Role::PreCandidate {
@@ -1442,5 +1476,60 @@ mod tests {
         let new_leader = net.elect();
         assert_ne!(new_leader, restarted);
         assert!(net.nodes[restarted].held().is_some());
+    }
+
+    #[test]
+    fn extreme_terms_and_numbers_from_a_peer_neither_panic_nor_move_anything_backwards() {
+        let mut net = Net::new(3);
+        let leader = net.elect();
+        let follower = (0..3).find(|&i| i != leader).unwrap();
+        let term = net.nodes[leader].term();
+        let now = net.now;
+        // A term with no successor is ignored.
+        let hello = MajorityMessage::Hello {
+            term: u64::MAX,
+            held: None,
+        };
+        net.nodes[follower].handle_message(name(leader), hello, now);
+        assert_eq!(net.nodes[follower].term(), term);
+        // A state at the last number, then a broadcast past it: no overflow.
+        let state = MajorityMessage::State {
+            term,
+            seq: u64::MAX,
+            round: u64::MAX,
+            state: 1,
+        };
+        net.nodes[follower].handle_message(name(leader), state, now);
+        let append = MajorityMessage::Append {
+            term,
+            seq: 0,
+            round: 0,
+            broadcast: 1,
+        };
+        net.nodes[follower].handle_message(name(leader), append, now);
+        // An answer claiming more than was sent commits nothing unsent.
+        let ack = MajorityMessage::Ack {
+            term,
+            held: Some(u64::MAX),
+            round: 0,
+        };
+        net.nodes[leader].handle_message(name(follower), ack, now);
+        assert_eq!(net.nodes[leader].progress().unwrap().0, 0);
+        // An older state of the same leader never takes a follower back.
+        let mut net = Net::new(3);
+        let leader = net.elect();
+        net.nodes[leader].broadcast(1, net.now).unwrap();
+        net.run();
+        let follower = (0..3).find(|&i| i != leader).unwrap();
+        let term = net.nodes[leader].term();
+        let stale = MajorityMessage::State {
+            term,
+            seq: 0,
+            round: 0,
+            state: 7,
+        };
+        let now = net.now;
+        net.nodes[follower].handle_message(name(leader), stale, now);
+        assert_eq!(net.nodes[follower].held(), Some(Position { term, seq: 1 }));
     }
 }
