@@ -920,9 +920,15 @@ struct LoggedNode {
 
 impl LoggedNode {
     fn start(name: &str, cookie: &str, seeds: &[&str]) -> Self {
+        Self::start_with(name, cookie, seeds, &[])
+    }
+
+    /// A node started with `extra` arguments too.
+    fn start_with(name: &str, cookie: &str, seeds: &[&str], extra: &[&str]) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_gen-cluster"));
         command
             .args(["node", "--name", name, "--listen", "127.0.0.1:0"])
+            .args(extra)
             .env("GEN_CLUSTER_COOKIE", cookie)
             .env("GEN_CLUSTER_LOG", "gen_cluster=debug")
             .stdout(Stdio::null())
@@ -1036,6 +1042,43 @@ fn a_misconfigured_node_says_why_it_cannot_join_once_per_cause() {
     );
     // The live b kept its place.
     assert_eq!(a.count("node down"), 0, "{}", a.seen.join("\n"));
+}
+
+/// A seed that became a member and then died is one peer to the node that lost it: both its
+/// dialers (the seed's, the member's) try it, and the refusal is warned of once, not once each.
+#[test]
+fn a_lost_seed_that_was_a_member_is_warned_of_once() {
+    let started_at = |node: &LoggedNode| {
+        let line = node
+            .seen
+            .iter()
+            .find(|l| l.contains("node started"))
+            .unwrap();
+        let at = line.find("addr=").unwrap() + 5;
+        line[at..].split_whitespace().next().unwrap().to_string()
+    };
+    let mut a = LoggedNode::start("a", COOKIE, &[]);
+    a.wait_lines("node started", 1, HANG);
+    let a_addr = started_at(&a);
+    // b runs the dictionary, whose status shows b's view of the cluster.
+    let mut b = LoggedNode::start_with("b", COOKIE, &[&a_addr], &["--candidates", "b"]);
+    b.wait_lines("node started", 1, HANG);
+    let b_addr = started_at(&b);
+    let deadline = Instant::now() + HANG;
+    while !cli_status_nodes(&b_addr).contains("a up") {
+        assert!(Instant::now() < deadline, "b never saw a in its view");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(a);
+    b.wait_lines("cannot connect; retrying", 1, HANG);
+    // Three retries later, the warning is still the only one.
+    b.wait_lines("dial failed again", 3, HANG);
+    let warnings: Vec<&String> = b
+        .seen
+        .iter()
+        .filter(|line| line.contains("cannot connect; retrying"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:#?}");
 }
 
 /// A node running a cluster member (`--member web`), and its member's pid.

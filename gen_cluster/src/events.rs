@@ -145,9 +145,10 @@ impl std::fmt::Display for DownReason {
 }
 
 /// Says why a peer cannot be dialed: at `warn` the first time for each cause (until the peer is
-/// connected again), at `debug` on every retry after. Used by discovery and by the cluster view's
-/// dialing alike.
-pub(crate) fn report_connect_failed(event: &DiscoveryEvent) {
+/// connected again), at `debug` on every retry after, and at `debug` only when another dialer of
+/// this node warns of the same address (`said_elsewhere`). Used by discovery and by the cluster
+/// view's dialing alike.
+pub(crate) fn report_connect_failed(event: &DiscoveryEvent, said_elsewhere: bool) {
     if let DiscoveryEvent::ConnectFailed {
         addr,
         error,
@@ -156,7 +157,7 @@ pub(crate) fn report_connect_failed(event: &DiscoveryEvent) {
     } = event
     {
         let retry_in_ms = retry_in.as_millis() as u64;
-        if *new_cause {
+        if *new_cause && !said_elsewhere {
             tracing::warn!(%addr, %error, retry_in_ms, "cannot connect; retrying (said once per cause)");
         } else {
             tracing::debug!(%addr, %error, retry_in_ms, "dial failed again");

@@ -457,7 +457,9 @@ impl Service {
                         let _ = outcomes.send(Dialed(addr, result));
                     });
                 }
-                ReconcileAction::Event(event) => crate::events::report_connect_failed(&event),
+                ReconcileAction::Event(event) => {
+                    crate::events::report_connect_failed(&event, false)
+                }
                 // The members are pushed to the machine as they change; nothing to ask.
                 ReconcileAction::Discover => {}
             }

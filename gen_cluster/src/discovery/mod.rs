@@ -18,6 +18,7 @@ use tokio::sync::{broadcast, mpsc};
 pub use gen_cluster_proto::reconcile::{DiscoveryEvent, ReconcileConfig};
 
 use crate::Node;
+use crate::NodeState;
 use crate::clock::{self, now};
 use crate::error::{ConnectError, with_causes};
 use crate::events::NodeEvent;
@@ -131,7 +132,7 @@ async fn reconcile<D: Discover>(
                     });
                 }
                 ReconcileAction::Event(event) => {
-                    report(&event);
+                    report(&event, &node);
                     let _ = announce.send(event);
                 }
             }
@@ -183,7 +184,7 @@ async fn sleep_until(wake: Option<std::time::Instant>) {
     }
 }
 
-fn report(event: &DiscoveryEvent) {
+fn report(event: &DiscoveryEvent, node: &Node) {
     match event {
         DiscoveryEvent::Discovered(addr) => {
             metrics::counter!("gen_cluster_discovery_discovered_total").increment(1);
@@ -201,11 +202,22 @@ fn report(event: &DiscoveryEvent) {
             metrics::counter!("gen_cluster_discovery_failures_total").increment(1);
             tracing::warn!(%error, "discovery failed; keeping the last answer");
         }
-        DiscoveryEvent::ConnectFailed { .. } => {
+        DiscoveryEvent::ConnectFailed { addr, .. } => {
             metrics::counter!("gen_cluster_discovery_connect_failures_total").increment(1);
-            crate::events::report_connect_failed(event);
+            crate::events::report_connect_failed(event, dialed_as_member(node, addr));
         }
     }
+}
+
+/// Whether the cluster view dials `addr` too, as a member's address (and says itself why it
+/// cannot connect): a seed that became a member is one peer, warned of once.
+fn dialed_as_member(node: &Node, addr: &str) -> bool {
+    let config = node.config();
+    config.connect_all
+        && !config.hidden
+        && node.view().nodes.iter().any(|known| {
+            known.addr == addr && known.name != *node.name() && known.state != NodeState::Left
+        })
 }
 
 /// The last good result of each lookup inside a discovery round (keyed by what was looked up),
