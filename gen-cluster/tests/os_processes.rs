@@ -968,8 +968,27 @@ impl LoggedNode {
         }
     }
 
+    /// Waits for the node's start line; returns the address it gives.
+    fn started(&mut self) -> String {
+        self.wait_lines("node started", 1, HANG);
+        let line = self.lines_with("node started")[0];
+        let at = line
+            .find("addr=")
+            .expect("the start line gives the address")
+            + 5;
+        line[at..].split_whitespace().next().unwrap().to_string()
+    }
+
+    /// The lines read so far that hold `text`.
+    fn lines_with(&self, text: &str) -> Vec<&String> {
+        self.seen
+            .iter()
+            .filter(|line| line.contains(text))
+            .collect()
+    }
+
     fn count(&self, text: &str) -> usize {
-        self.seen.iter().filter(|line| line.contains(text)).count()
+        self.lines_with(text).len()
     }
 }
 
@@ -987,15 +1006,7 @@ impl Drop for LoggedNode {
 #[test]
 fn a_misconfigured_node_says_why_it_cannot_join_once_per_cause() {
     let mut a = LoggedNode::start("a", COOKIE, &[]);
-    a.wait_lines("node started", 1, HANG);
-    let a_addr = {
-        let line = a.seen.iter().find(|l| l.contains("node started")).unwrap();
-        let at = line
-            .find("addr=")
-            .expect("the start line gives the address")
-            + 5;
-        line[at..].split_whitespace().next().unwrap().to_string()
-    };
+    let a_addr = a.started();
     let b = NodeProcess::start("b", "127.0.0.1:0", COOKIE, &[&a_addr]);
     let closed = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -1020,11 +1031,7 @@ fn a_misconfigured_node_says_why_it_cannot_join_once_per_cause() {
         node.wait_lines("cannot connect; retrying", 1, Duration::from_secs(2));
         // Three retries later, the warning is still the only one.
         node.wait_lines("dial failed again", 3, HANG);
-        let warnings: Vec<&String> = node
-            .seen
-            .iter()
-            .filter(|line| line.contains("cannot connect; retrying"))
-            .collect();
+        let warnings = node.lines_with("cannot connect; retrying");
         assert_eq!(warnings.len(), 1, "{name}: {warnings:?}");
         assert!(warnings[0].contains(cause), "{name}: {}", warnings[0]);
     }
@@ -1048,22 +1055,11 @@ fn a_misconfigured_node_says_why_it_cannot_join_once_per_cause() {
 /// dialers (the seed's, the member's) try it, and the refusal is warned of once, not once each.
 #[test]
 fn a_lost_seed_that_was_a_member_is_warned_of_once() {
-    let started_at = |node: &LoggedNode| {
-        let line = node
-            .seen
-            .iter()
-            .find(|l| l.contains("node started"))
-            .unwrap();
-        let at = line.find("addr=").unwrap() + 5;
-        line[at..].split_whitespace().next().unwrap().to_string()
-    };
     let mut a = LoggedNode::start("a", COOKIE, &[]);
-    a.wait_lines("node started", 1, HANG);
-    let a_addr = started_at(&a);
+    let a_addr = a.started();
     // b runs the dictionary, whose status shows b's view of the cluster.
     let mut b = LoggedNode::start_with("b", COOKIE, &[&a_addr], &["--candidates", "b"]);
-    b.wait_lines("node started", 1, HANG);
-    let b_addr = started_at(&b);
+    let b_addr = b.started();
     let deadline = Instant::now() + HANG;
     while !cli_status_nodes(&b_addr).contains("a up") {
         assert!(Instant::now() < deadline, "b never saw a in its view");
@@ -1073,11 +1069,7 @@ fn a_lost_seed_that_was_a_member_is_warned_of_once() {
     b.wait_lines("cannot connect; retrying", 1, HANG);
     // Three retries later, the warning is still the only one.
     b.wait_lines("dial failed again", 3, HANG);
-    let warnings: Vec<&String> = b
-        .seen
-        .iter()
-        .filter(|line| line.contains("cannot connect; retrying"))
-        .collect();
+    let warnings = b.lines_with("cannot connect; retrying");
     assert_eq!(warnings.len(), 1, "{warnings:#?}");
 }
 

@@ -459,7 +459,7 @@ impl<S: Clone, B: Clone> Majority<S, B> {
             Role::Leader(leading) => leading.round,
             _ => return Err(NotLeader),
         };
-        self.advance(now);
+        self.advance();
         Ok(round)
     }
 
@@ -530,7 +530,7 @@ impl<S: Clone, B: Clone> Majority<S, B> {
     }
 
     /// On the leader: numbers `broadcast`, sends it to every member, and returns its number.
-    pub fn broadcast(&mut self, broadcast: B, now: Instant) -> Result<u64, NotLeader> {
+    pub fn broadcast(&mut self, broadcast: B) -> Result<u64, NotLeader> {
         let term = self.durable.term;
         let Role::Leader(leading) = &mut self.role else {
             return Err(NotLeader);
@@ -545,7 +545,7 @@ impl<S: Clone, B: Clone> Majority<S, B> {
             broadcast,
         };
         self.send_to_all(&append);
-        self.advance(now);
+        self.advance();
         Ok(seq)
     }
 
@@ -793,7 +793,7 @@ impl<S: Clone, B: Clone> Majority<S, B> {
                     answer.sent_at = sent_at;
                 }
             }
-            self.advance(now);
+            self.advance();
         }
     }
 
@@ -1025,7 +1025,7 @@ impl<S: Clone, B: Clone> Majority<S, B> {
     }
 
     /// On the leader: what a quorum holds and has answered, told when it grows.
-    fn advance(&mut self, _now: Instant) {
+    fn advance(&mut self) {
         let need = quorum(self.config.voters.len());
         let term = self.durable.term;
         let Role::Leader(leading) = &mut self.role else {
@@ -1405,7 +1405,7 @@ mod tests {
         let rest = (0..3).find(|&i| i != ahead && i != leader).unwrap();
         net.link(leader, ahead, false);
         net.link(rest, ahead, false);
-        net.nodes[leader].broadcast(1, net.now).unwrap();
+        net.nodes[leader].broadcast(1).unwrap();
         net.run();
         net.link(rest, ahead, true);
         net.link(leader, rest, false);
@@ -1451,7 +1451,7 @@ mod tests {
     fn a_voter_that_lost_its_memory_neither_stands_nor_votes_until_it_has_the_state() {
         let mut net = Net::new(3);
         let leader = net.elect();
-        net.nodes[leader].broadcast(1, net.now).unwrap();
+        net.nodes[leader].broadcast(1).unwrap();
         net.run();
         let restarted = (0..3).find(|&i| i != leader).unwrap();
         let durable = net.disks[restarted].clone();
@@ -1518,7 +1518,7 @@ mod tests {
         // An older state of the same leader never takes a follower back.
         let mut net = Net::new(3);
         let leader = net.elect();
-        net.nodes[leader].broadcast(1, net.now).unwrap();
+        net.nodes[leader].broadcast(1).unwrap();
         net.run();
         let follower = (0..3).find(|&i| i != leader).unwrap();
         let term = net.nodes[leader].term();

@@ -446,12 +446,11 @@ impl Sim {
                     return;
                 };
                 let write = self.next_write;
-                let now = self.now;
                 if let Some(node) = self.running(i)
                     && node.machine.is_leader()
                 {
                     node.state.push(write);
-                    let seq = node.machine.broadcast(write, now).unwrap();
+                    let seq = node.machine.broadcast(write).unwrap();
                     let term = node.machine.term();
                     self.next_write += 1;
                     self.pending_writes.push((i, term, seq, write));
