@@ -272,7 +272,7 @@ pub fn resolve(config: Option<&Path>, flags: NodeSettings) -> Result<Settings> {
         .as_ref()
         .is_some_and(|dir| dir.as_os_str().is_empty())
     {
-        bail!(gen_cluster::IncarnationError::EmptyDataDir);
+        bail!(gen_cluster::DataDirError::EmptyDataDir);
     }
     for seed in &given.seeds {
         check_seed(seed)?;

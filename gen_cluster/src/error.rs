@@ -127,9 +127,12 @@ pub enum StartError {
     /// This node is shutting down.
     #[error("the node is shutting down")]
     ShuttingDown,
-    /// An election's incarnation file cannot be read or written (this machine's disk).
+    /// An election's settings cannot run (the caller's input: the reason says what to change).
+    #[error("the election's settings are invalid: {0}")]
+    BadElectionConfig(String),
+    /// An election's files in its data directory cannot be used.
     #[error(transparent)]
-    Incarnation(#[from] IncarnationError),
+    DataDir(#[from] DataDirError),
     /// A cluster member's seed node could not be reached.
     #[error("cannot reach the seed")]
     SeedUnreachable(#[source] ConnectError),
@@ -142,19 +145,25 @@ pub enum StartError {
     },
 }
 
-/// The election incarnation kept in a data directory cannot be used (this machine's disk, or an
-/// operator's edit).
+/// A file an election keeps in its data directory (its incarnation, or a voter's term) cannot
+/// be used: this machine's disk, an operator's edit, or a missing setting.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum IncarnationError {
+pub enum DataDirError {
     /// The data directory given is empty: it would be the working directory, which is rarely
     /// meant and changes with how the node is started.
     #[error(
         "the data directory is empty; give a directory, or none to draw the incarnation at random"
     )]
     EmptyDataDir,
-    /// The file does not hold an incarnation.
-    #[error("the incarnation file {0} is corrupt; restore it, or remove it to start a new history")]
+    /// A voter of a `majority` election was given no data directory: its term and vote must
+    /// survive a restart, or it could vote twice in one term.
+    #[error(
+        "a voter of a majority election needs a data directory to keep its term and vote in; give one"
+    )]
+    NoDataDir,
+    /// The file does not hold what it should.
+    #[error("the election file {0} is corrupt; restore it, or remove it to start a new history")]
     Corrupt(PathBuf),
     /// The file holds the largest incarnation there is: no later one can follow it.
     #[error(
@@ -162,7 +171,7 @@ pub enum IncarnationError {
     )]
     Exhausted(PathBuf),
     /// The file or its directory cannot be read or written.
-    #[error("cannot keep the incarnation in {path}")]
+    #[error("cannot keep the election file {path}")]
     Io {
         /// The file.
         path: PathBuf,

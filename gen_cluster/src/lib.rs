@@ -109,7 +109,7 @@ pub use discovery::{
 };
 pub use dist::PeerInfo;
 pub use error::{
-    CallError, ConnectError, DecodeError, HandshakeFailed, IncarnationError, SendError, StartError,
+    CallError, ConnectError, DataDirError, DecodeError, HandshakeFailed, SendError, StartError,
     StartNodeError,
 };
 pub use events::{DownReason, NodeEvent};
@@ -117,8 +117,8 @@ pub use gen_cluster_proto::liveness::LivenessConfig;
 pub use gen_cluster_proto::{ExitReason, Incarnation, NodeId, NodeName, Pid};
 pub use kernel::Node;
 pub use leader::{
-    ElectionId, Failback, Leader, LeaderCallError, LeaderConfig, LeaderFlow, LeaderReplyTo,
-    LeaderServer, LeaderStatus, instance_name,
+    ElectionId, ElectionMode, Failback, Fence, Leader, LeaderCallError, LeaderConfig, LeaderFlow,
+    LeaderReplyTo, LeaderServer, LeaderStatus, StaleTerm, instance_name,
 };
 pub use names::{GlobalNames, RegisterError};
 pub use process::{Context, Flow, Info, Mailbox, Message, MonitorRef, ReplyTo, Server, ServerRef};

@@ -35,20 +35,39 @@ use serde::{Deserialize, Serialize};
 
 use crate::NodeName;
 
-/// One term of one leader: who, in which life, the how-many-th time it won in that life.
+/// One term of one leader. In the `priority` mode: who, in which life, the how-many-th time it
+/// won in that life (`term` is 0). In the `majority` mode: who, and the term it won
+/// ([`crate::majority`]; `incarnation` and `round` are 0), the fencing token of what it does.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ElectionId {
     /// The leader.
     pub leader: NodeName,
-    /// The leader's incarnation.
+    /// The leader's incarnation (`priority` mode).
     pub incarnation: u64,
-    /// Its wins in that incarnation, from 1.
+    /// Its wins in that incarnation, from 1 (`priority` mode).
     pub round: u64,
+    /// The term it leads (`majority` mode), from 1; only grows, one leader per term.
+    pub term: u64,
+}
+
+impl ElectionId {
+    /// The `majority` mode's election of `leader` in `term`.
+    pub fn of_term(leader: NodeName, term: u64) -> Self {
+        Self {
+            leader,
+            incarnation: 0,
+            round: 0,
+            term,
+        }
+    }
 }
 
 impl fmt::Display for ElectionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}/{}", self.leader, self.incarnation, self.round)
+        match self.term {
+            0 => write!(f, "{}/{}/{}", self.leader, self.incarnation, self.round),
+            term => write!(f, "{} term {term}", self.leader),
+        }
     }
 }
 
@@ -526,6 +545,7 @@ impl<S: Clone> Election<S> {
             leader: self.me.clone(),
             incarnation: self.incarnation,
             round: self.rounds,
+            term: 0,
         }
     }
 
@@ -771,6 +791,7 @@ mod tests {
             leader: name("a"),
             incarnation: 1,
             round: 1,
+            term: 0,
         };
         b.handle_message(
             name("a"),

@@ -378,6 +378,11 @@ impl<S: Clone, B: Clone> Majority<S, B> {
         }
     }
 
+    /// This node.
+    pub fn me(&self) -> &NodeName {
+        &self.me
+    }
+
     /// This node's term.
     pub fn term(&self) -> u64 {
         self.durable.term

@@ -1,20 +1,28 @@
-//! One node's instance of an election: the process that owns the `gen_cluster_proto::election`
-//! machine, calls the [`LeaderServer`] callbacks, sends the state and broadcasts between
-//! instances, and answers leader calls — its own if it leads; a handle's on another node, which
-//! it forwards to the leader's instance or holds while no leader is known. A task beside it
+//! One node's instance of an election: the process that owns the election's machine
+//! ([`Machine`]: `gen_cluster_proto::election` in the `priority` mode,
+//! `gen_cluster_proto::majority` in the `majority` mode), calls the [`LeaderServer`] callbacks,
+//! sends the state and broadcasts between instances, and answers leader calls — its own if it
+//! leads; a handle's on another node, which it forwards to the leader's instance or holds while
+//! no leader is known. In the `majority` mode it also keeps the term file ([`super::disk`]) and
+//! holds each reply until a quorum holds what came before it. A task beside it
 //! ([`drive_from_node`], in a `leader{election}` span) feeds it the node's ups and downs and
 //! fires the machine's timer.
 
 use std::collections::{BTreeSet, VecDeque};
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use gen_cluster_proto::election::{Election, ElectionAction, ElectionMessage};
+use gen_cluster_proto::majority::{self, Majority, MajorityAction, MajorityMessage};
 use gen_cluster_proto::{ExitReason, NodeName, Pid};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
 
-use super::{ElectionId, LeaderFlow, LeaderReplyTo, LeaderServer, LeaderStatus};
+use super::disk::TermFile;
+use super::{
+    ElectionId, LeaderFlow, LeaderReplyTo, LeaderRoute, LeaderServer, LeaderStatus, ReplyGate,
+};
 use crate::Node;
 use crate::clock::now;
 use crate::events::NodeEvent;
@@ -53,6 +61,8 @@ pub(crate) enum InstanceReply<B: LeaderServer> {
     LeaderDied,
     /// Too many calls wait on this instance.
     Overloaded,
+    /// `majority` mode: no leader with a quorum is reachable; the request was not handled.
+    NoQuorum,
     /// A local call's reply.
     Local(B::LocalReply),
     /// The status.
@@ -73,11 +83,17 @@ pub(crate) enum InstanceCast<B: LeaderServer> {
 #[derive(Serialize, Deserialize)]
 #[serde(bound = "")]
 pub(crate) enum InstanceInfo<B: LeaderServer> {
-    /// Election traffic from `from`'s instance `pid`.
+    /// Election traffic from `from`'s instance `pid` (`priority` mode).
     Election {
         from: NodeName,
         pid: Pid,
         message: ElectionMessage<B::State>,
+    },
+    /// Election traffic from `from`'s instance `pid` (`majority` mode).
+    Majority {
+        from: NodeName,
+        pid: Pid,
+        message: MajorityMessage<B::State, B::Broadcast>,
     },
     /// A leader's broadcast.
     Broadcast {
@@ -105,6 +121,8 @@ pub(crate) enum InstanceInfo<B: LeaderServer> {
     Connected(Vec<NodeName>),
     /// The machine's timer is due.
     Timer,
+    /// The behaviour gave replies outside its callbacks (`majority` mode).
+    RepliesGiven,
 }
 
 /// How a forwarded leader call ended, told back to the instance that forwarded it.
@@ -125,6 +143,8 @@ struct Held<B: LeaderServer> {
     reply: ReplyTo<InstanceReply<B>>,
     /// Set when the leader of this election handed the call back: wait for another election.
     not_under: Option<ElectionId>,
+    /// When it began to wait.
+    since: Instant,
 }
 
 /// A routed leader call forwarded to the leader's instance.
@@ -134,10 +154,176 @@ struct Forwarded<B: LeaderServer> {
     reply: ReplyTo<InstanceReply<B>>,
 }
 
+/// An election's machine, by mode.
+pub(crate) enum Machine<B: LeaderServer> {
+    Priority(Election<B::State>),
+    Majority(Quorum<B>),
+}
+
+/// The `majority` mode's machine and what the instance keeps beside it.
+pub(crate) struct Quorum<B: LeaderServer> {
+    machine: Majority<B::State, B::Broadcast>,
+    /// Where a voter keeps its term and vote (`None` on a worker).
+    term_file: Option<TermFile>,
+    /// The replies the behaviour gave, not yet numbered.
+    gate: Arc<ReplyGate<B>>,
+    /// Replies waiting for a quorum, in the order given (so by broadcast and round).
+    gated: VecDeque<Gated<B>>,
+    /// How long a call waits here for a leader while a quorum of voters is counted.
+    election_wait: Duration,
+}
+
+/// A leader call's reply, sent once a quorum holds broadcast `seq` and answered round `round`.
+struct Gated<B: LeaderServer> {
+    seq: u64,
+    round: u64,
+    route: LeaderRoute<B>,
+    value: B::Reply,
+}
+
+impl<B: LeaderServer> Machine<B> {
+    pub(crate) fn majority(
+        machine: Majority<B::State, B::Broadcast>,
+        term_file: Option<TermFile>,
+        election_wait: Duration,
+    ) -> Self {
+        Self::Majority(Quorum {
+            machine,
+            term_file,
+            gate: Arc::new(ReplyGate::new()),
+            gated: VecDeque::new(),
+            election_wait,
+        })
+    }
+
+    /// The election this node follows (its own if it leads).
+    fn current(&self) -> Option<ElectionId> {
+        match self {
+            Self::Priority(machine) => machine.current().cloned(),
+            Self::Majority(quorum) => {
+                let machine = &quorum.machine;
+                let leader = machine.leader()?.clone();
+                Some(ElectionId::of_term(leader, machine.term()))
+            }
+        }
+    }
+
+    fn is_leader(&self) -> bool {
+        match self {
+            Self::Priority(machine) => machine.is_leader(),
+            Self::Majority(quorum) => quorum.machine.is_leader(),
+        }
+    }
+
+    /// Whether this node counts a quorum of voters (itself included); always in the `priority`
+    /// mode, which needs none.
+    fn has_quorum(&self) -> bool {
+        let Self::Majority(quorum) = self else {
+            return true;
+        };
+        let machine = &quorum.machine;
+        let voters = machine.voters();
+        let counted = machine.connected().filter(|n| voters.contains(n)).count();
+        let me = usize::from(voters.contains(machine.me()));
+        counted + me >= majority::quorum(voters.len())
+    }
+
+    fn standing(&self) -> Standing {
+        Standing {
+            quorum: self.has_quorum(),
+            term: match self {
+                Self::Priority(_) => 0,
+                Self::Majority(quorum) => quorum.machine.term(),
+            },
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        match self {
+            Self::Priority(machine) => machine.poll_timeout(),
+            Self::Majority(quorum) => quorum.machine.poll_timeout(),
+        }
+    }
+
+    fn node_up(&mut self, peer: NodeName, now: Instant) {
+        match self {
+            Self::Priority(machine) => machine.handle_node_up(peer),
+            Self::Majority(quorum) => quorum.machine.handle_node_up(peer, now),
+        }
+    }
+
+    fn node_down(&mut self, peer: &NodeName, now: Instant) {
+        match self {
+            Self::Priority(machine) => machine.handle_node_down(peer),
+            Self::Majority(quorum) => quorum.machine.handle_node_down(peer, now),
+        }
+    }
+
+    /// The peers counted now are exactly `peers`.
+    fn connected_now(&mut self, peers: &BTreeSet<NodeName>, now: Instant) {
+        match self {
+            Self::Priority(machine) => machine.handle_connected_now(peers),
+            Self::Majority(quorum) => {
+                let machine = &mut quorum.machine;
+                let gone: Vec<NodeName> = machine
+                    .connected()
+                    .filter(|peer| !peers.contains(*peer))
+                    .cloned()
+                    .collect();
+                for peer in gone {
+                    machine.handle_node_down(&peer, now);
+                }
+                let counted: BTreeSet<NodeName> = machine.connected().cloned().collect();
+                for peer in peers.difference(&counted) {
+                    machine.handle_node_up(peer.clone(), now);
+                }
+            }
+        }
+    }
+
+    fn timeout(&mut self, now: Instant) {
+        match self {
+            Self::Priority(machine) => machine.handle_timeout(now),
+            Self::Majority(quorum) => quorum.machine.handle_timeout(now),
+        }
+    }
+
+    /// The other members, to send a leader's state or broadcasts to.
+    fn members(&self) -> Vec<NodeName> {
+        match self {
+            Self::Priority(machine) => machine.members().cloned().collect(),
+            Self::Majority(quorum) => quorum.machine.connected().cloned().collect(),
+        }
+    }
+
+    /// The candidates (the voters in the `majority` mode), highest priority first.
+    fn candidates(&self) -> &[NodeName] {
+        match self {
+            Self::Priority(machine) => machine.candidates(),
+            Self::Majority(quorum) => quorum.machine.voters(),
+        }
+    }
+}
+
+/// An action of either machine.
+enum Action<B: LeaderServer> {
+    Priority(ElectionAction<B::State>),
+    Majority(MajorityAction<B::State, B::Broadcast>),
+}
+
+/// This node's standing in its election, for the local handles.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Standing {
+    /// Whether it counts a quorum of voters (always in the `priority` mode).
+    pub(crate) quorum: bool,
+    /// Its term (0 in the `priority` mode).
+    pub(crate) term: u64,
+}
+
 /// The process that runs one node's part of an election.
 pub(crate) struct Instance<B: LeaderServer> {
     behaviour: B,
-    machine: Election<B::State>,
+    machine: Machine<B>,
     name: String,
     /// Where each alive peer's instance is.
     pids: FxHashMap<NodeName, Pid>,
@@ -149,21 +335,31 @@ pub(crate) struct Instance<B: LeaderServer> {
     watched_leaders: FxHashMap<Pid, MonitorRef>,
     /// Tells the local `Leader` handles which election this node follows.
     changes: watch::Sender<Option<ElectionId>>,
+    /// Tells them this node's term and whether it counts a quorum.
+    standing: watch::Sender<Standing>,
     /// Tells the driver task when the machine's timer is due.
     timer: watch::Sender<Option<Instant>>,
 }
 
 /// The channels between an instance and what watches it.
-pub(crate) struct Wiring {
+pub(crate) struct Wiring<B: LeaderServer> {
     pub(crate) changes: watch::Receiver<Option<ElectionId>>,
+    pub(crate) standing: watch::Receiver<Standing>,
     timer: watch::Receiver<Option<Instant>>,
+    /// `majority` mode: where the behaviour's replies wait.
+    gate: Option<Arc<ReplyGate<B>>>,
 }
 
 impl<B: LeaderServer> Instance<B> {
     /// An instance named `name` running `behaviour` over `machine`.
-    pub(crate) fn new(behaviour: B, machine: Election<B::State>, name: &str) -> (Self, Wiring) {
+    pub(crate) fn new(behaviour: B, machine: Machine<B>, name: &str) -> (Self, Wiring<B>) {
         let (changes, followed) = watch::channel(None);
+        let (standing, standing_seen) = watch::channel(machine.standing());
         let (timer, due) = watch::channel(None);
+        let gate = match &machine {
+            Machine::Priority(_) => None,
+            Machine::Majority(quorum) => Some(Arc::clone(&quorum.gate)),
+        };
         let instance = Self {
             behaviour,
             machine,
@@ -175,72 +371,204 @@ impl<B: LeaderServer> Instance<B> {
             next_forward: 1,
             watched_leaders: FxHashMap::default(),
             changes,
+            standing,
             timer,
         };
         let wiring = Wiring {
             changes: followed,
+            standing: standing_seen,
             timer: due,
+            gate,
         };
         (instance, wiring)
+    }
+
+    /// A reply handle for a leader call, gated in the `majority` mode.
+    fn reply_handle(&self, route: LeaderRoute<B>) -> LeaderReplyTo<B> {
+        let gate = match &self.machine {
+            Machine::Priority(_) => None,
+            Machine::Majority(quorum) => Some(Arc::clone(&quorum.gate)),
+        };
+        LeaderReplyTo::new(route, gate)
     }
 
     /// Where the election stands; `with_nodes` adds the cluster view's nodes (for the status
     /// query, not for every local call).
     fn status(&self, node: &Node, with_nodes: bool) -> LeaderStatus {
-        let election = self.machine.current().cloned();
+        let election = self.machine.current();
+        let nodes = match with_nodes {
+            true => node.view().nodes.clone(),
+            false => Vec::new(),
+        };
+        let (candidates, workers, alive, absent, refused) = match &self.machine {
+            Machine::Priority(machine) => (
+                machine.candidates().to_vec(),
+                machine.workers().into_iter().collect(),
+                machine.alive().into_iter().collect(),
+                machine.down().into_iter().collect(),
+                machine.refused().iter().cloned().collect(),
+            ),
+            Machine::Majority(quorum) => {
+                let machine = &quorum.machine;
+                let voters = machine.voters();
+                let counted: BTreeSet<&NodeName> = machine.connected().collect();
+                let workers = counted.iter().filter(|n| !voters.contains(n));
+                let mut alive: Vec<NodeName> = counted.iter().map(|&n| n.clone()).collect();
+                alive.push(node.name().clone());
+                alive.sort();
+                let absent = voters
+                    .iter()
+                    .filter(|n| *n != node.name() && !counted.contains(n));
+                (
+                    voters.to_vec(),
+                    workers.map(|&n| n.clone()).collect(),
+                    alive,
+                    absent.cloned().collect(),
+                    Vec::new(),
+                )
+            }
+        };
         LeaderStatus {
             node: node.name().clone(),
             leader: election.as_ref().map(|e| e.leader.clone()),
             election,
-            candidates: self.machine.candidates().to_vec(),
-            workers: self.machine.workers().into_iter().collect(),
-            alive: self.machine.alive().into_iter().collect(),
-            absent: self.machine.down().into_iter().collect(),
-            nodes: match with_nodes {
-                true => node.view().nodes.clone(),
-                false => Vec::new(),
-            },
-            refused: self.machine.refused().iter().cloned().collect(),
+            candidates,
+            workers,
+            alive,
+            absent,
+            nodes,
+            refused,
         }
     }
 
     /// The leader's instance, if a leader is known.
     fn leader_pid(&self, ctx: &Context<Self>) -> Option<Pid> {
-        let leader = &self.machine.current()?.leader;
-        if leader == ctx.node().name() {
+        let leader = self.machine.current()?.leader;
+        if &leader == ctx.node().name() {
             return Some(ctx.pid());
         }
-        self.pids.get(leader).copied()
+        self.pids.get(&leader).copied()
     }
 
-    /// Feeds the machine one input, then carries out its actions, tells the handles and the
-    /// timer, and releases what waited for a leader.
-    async fn drive(
-        &mut self,
-        ctx: &Context<Self>,
-        input: impl FnOnce(&mut Election<B::State>),
-    ) -> Flow {
-        input(&mut self.machine);
-        while let Some(action) = self.machine.poll_action() {
-            if let Flow::Stop(reason) = self.execute(ctx, action).await {
-                return Flow::Stop(reason);
-            }
+    /// After any input or callback: carries out the machine's actions, sends the replies a
+    /// quorum now covers, releases or fails what waited for a leader, then tells the handles
+    /// and the timer.
+    async fn settle(&mut self, ctx: &Context<Self>) -> Flow {
+        if let Flow::Stop(reason) = self.carry_out(ctx).await {
+            return Flow::Stop(reason);
         }
+        self.expire_held();
         // What waited for a leader goes first, then the handles learn of it: a call a handle
         // sends once it sees the leader never overtakes an earlier cast held here.
-        let flow = self.release_held(ctx).await;
+        if let Flow::Stop(reason) = self.release_held(ctx).await {
+            return Flow::Stop(reason);
+        }
+        let flow = self.carry_out(ctx).await;
         let current = self.machine.current();
         self.changes.send_if_modified(|seen| {
-            let changed = seen.as_ref() != current;
+            let changed = *seen != current;
             if changed {
-                seen.clone_from(&current.cloned());
+                seen.clone_from(&current);
             }
             changed
         });
-        self.timer.send_replace(self.machine.poll_timeout());
+        let standing = self.machine.standing();
+        self.standing.send_if_modified(|seen| {
+            let changed = *seen != standing;
+            *seen = standing;
+            changed
+        });
+        let due = [self.machine.poll_timeout(), self.held_due()];
+        self.timer.send_replace(due.into_iter().flatten().min());
         flow
     }
 
+    /// Carries out the machine's actions until none is left and no reply given waits to be
+    /// numbered.
+    async fn carry_out(&mut self, ctx: &Context<Self>) -> Flow {
+        loop {
+            while let Some(action) = self.poll_action() {
+                let flow = match action {
+                    Action::Priority(action) => self.execute(ctx, action).await,
+                    Action::Majority(action) => self.execute_majority(ctx, action).await,
+                };
+                if let Flow::Stop(reason) = flow {
+                    return Flow::Stop(reason);
+                }
+            }
+            if !self.admit_replies() {
+                return Flow::Continue;
+            }
+        }
+    }
+
+    fn poll_action(&mut self) -> Option<Action<B>> {
+        match &mut self.machine {
+            Machine::Priority(machine) => machine.poll_action().map(Action::Priority),
+            Machine::Majority(quorum) => quorum.machine.poll_action().map(Action::Majority),
+        }
+    }
+
+    /// `majority` mode: numbers the replies the behaviour gave since the last time. Each waits
+    /// for a quorum to hold the broadcasts sent so far and to answer a round started now (one
+    /// round for them all); given when this node no longer leads, they fail. Whether any was.
+    fn admit_replies(&mut self) -> bool {
+        let Machine::Majority(quorum) = &mut self.machine else {
+            return false;
+        };
+        let given = quorum.gate.take();
+        if given.is_empty() {
+            return false;
+        }
+        match (quorum.machine.seq(), quorum.machine.confirm(now())) {
+            (Some(seq), Ok(round)) => {
+                let gated = given.into_iter().map(|(route, value)| Gated {
+                    seq,
+                    round,
+                    route,
+                    value,
+                });
+                quorum.gated.extend(gated);
+            }
+            _ => given.into_iter().for_each(|(route, _)| route.leader_died()),
+        }
+        true
+    }
+
+    /// `majority` mode, no leader known: the held calls fail with `NoQuorum` at once when this
+    /// node counts no quorum of voters, or once they waited the election wait.
+    fn expire_held(&mut self) {
+        let Machine::Majority(quorum) = &self.machine else {
+            return;
+        };
+        if self.machine.current().is_some() {
+            return;
+        }
+        let at = now();
+        let wait = quorum.election_wait;
+        let quorum = self.machine.has_quorum();
+        let (expired, waiting) = std::mem::take(&mut self.held_calls)
+            .into_iter()
+            .partition(|held| !quorum || held.since + wait <= at);
+        self.held_calls = waiting;
+        for held in expired {
+            held.reply.reply(InstanceReply::NoQuorum);
+        }
+    }
+
+    /// When the oldest held call expires (`majority` mode, no leader known).
+    fn held_due(&self) -> Option<Instant> {
+        let Machine::Majority(quorum) = &self.machine else {
+            return None;
+        };
+        if self.machine.current().is_some() {
+            return None;
+        }
+        let oldest = self.held_calls.iter().map(|held| held.since).min()?;
+        Some(oldest + quorum.election_wait)
+    }
+
+    /// Carries out a `priority` machine's action.
     async fn execute(&mut self, ctx: &Context<Self>, action: ElectionAction<B::State>) -> Flow {
         match action {
             ElectionAction::Send { to, message } => self.send_election(ctx, &to, message).await,
@@ -249,7 +577,7 @@ impl<B: LeaderServer> Instance<B> {
                 let state = self.behaviour.elected(&election, joined.as_ref());
                 let members: Vec<NodeName> = match joined {
                     Some(joined) => vec![joined],
-                    None => self.machine.members().cloned().collect(),
+                    None => self.machine.members(),
                 };
                 for member in members {
                     let message = ElectionMessage::Elected {
@@ -271,13 +599,13 @@ impl<B: LeaderServer> Instance<B> {
                     .await;
             }
             ElectionAction::Merge { from, state } => {
-                if let Some(election) = self.machine.current().cloned() {
+                if let Some(election) = self.machine.current() {
                     let flow = self.behaviour.merge(state, &from, &election);
                     return self.follow(ctx, flow).await;
                 }
             }
             ElectionAction::MemberDown(node) => {
-                if let Some(election) = self.machine.current().cloned() {
+                if let Some(election) = self.machine.current() {
                     let flow = self.behaviour.handle_down(&node, &election);
                     return self.follow(ctx, flow).await;
                 }
@@ -297,14 +625,116 @@ impl<B: LeaderServer> Instance<B> {
         Flow::Continue
     }
 
-    /// Carries out what a leader callback returned.
+    /// Carries out a `majority` machine's action.
+    async fn execute_majority(
+        &mut self,
+        ctx: &Context<Self>,
+        action: MajorityAction<B::State, B::Broadcast>,
+    ) -> Flow {
+        let Machine::Majority(quorum) = &mut self.machine else {
+            return Flow::Continue;
+        };
+        match action {
+            MajorityAction::Persist(durable) => {
+                // Written in place, blocking this thread for one fsync: it happens once per
+                // term change, and nothing of this instance may go on before it is done.
+                let Some(Err(error)) = quorum.term_file.as_ref().map(|f| f.store(&durable)) else {
+                    return Flow::Continue;
+                };
+                // Going on could vote twice in a term after a restart.
+                tracing::error!(%error, "cannot keep the election's term; this node's instance stops");
+                return Flow::Stop(ExitReason::Error(format!("cannot keep the term: {error}")));
+            }
+            MajorityAction::Send { to, message } => self.send_majority(ctx, &to, message).await,
+            MajorityAction::Elected { term, joined } => {
+                let election = ElectionId::of_term(ctx.node().name().clone(), term);
+                if joined.is_none() {
+                    tracing::info!(%election, "elected");
+                }
+                let state = self.behaviour.elected(&election, joined.as_ref());
+                let members = match joined {
+                    Some(joined) => vec![joined],
+                    None => quorum.machine.connected().cloned().collect(),
+                };
+                for member in members {
+                    // Leading when the action was queued; if no more, the member waits for
+                    // the next leader's state.
+                    let _ = quorum.machine.send_state(member, state.clone());
+                }
+            }
+            MajorityAction::Follow {
+                term,
+                leader,
+                state,
+            } => {
+                let election = ElectionId::of_term(leader, term);
+                tracing::info!(%election, "following");
+                self.behaviour.surrendered(state, &election);
+            }
+            MajorityAction::Apply { term, broadcast } => {
+                if let Some(election) = self.machine.current().filter(|e| e.term == term) {
+                    self.behaviour.from_leader(broadcast, &election);
+                }
+            }
+            MajorityAction::Progress {
+                committed,
+                confirmed,
+                ..
+            } => {
+                while let Some(next) = quorum.gated.front() {
+                    if next.seq > committed || next.round > confirmed {
+                        break;
+                    }
+                    if let Some(gated) = quorum.gated.pop_front() {
+                        gated.route.send(gated.value);
+                    }
+                }
+            }
+            MajorityAction::LeaderLost { term, leader } => {
+                tracing::info!(%leader, term, "leader lost");
+                quorum
+                    .gated
+                    .drain(..)
+                    .for_each(|gated| gated.route.leader_died());
+            }
+        }
+        Flow::Continue
+    }
+
+    async fn send_majority(
+        &mut self,
+        ctx: &Context<Self>,
+        to: &NodeName,
+        message: MajorityMessage<B::State, B::Broadcast>,
+    ) {
+        let info = InstanceInfo::Majority {
+            from: ctx.node().name().clone(),
+            pid: ctx.pid(),
+            message,
+        };
+        let _ = ctx
+            .node()
+            .send(&ServerRef::<Self>::named(to, &self.name), info)
+            .await;
+    }
+
+    /// Carries out what a leader callback returned (its broadcast, in the `majority` mode, is
+    /// numbered by the machine and sent with the actions that follow).
     async fn follow(&mut self, ctx: &Context<Self>, flow: LeaderFlow<B::Broadcast>) -> Flow {
         match flow {
             LeaderFlow::Continue => Flow::Continue,
             LeaderFlow::Stop(reason) => Flow::Stop(reason),
+            LeaderFlow::Broadcast(message) if matches!(self.machine, Machine::Majority(_)) => {
+                if let Machine::Majority(quorum) = &mut self.machine
+                    && quorum.machine.broadcast(message).is_err()
+                {
+                    tracing::debug!("a broadcast given after this node stopped leading is dropped");
+                }
+                Flow::Continue
+            }
             LeaderFlow::Broadcast(message) => {
-                if let Some(election) = self.machine.current().cloned() {
-                    let members: Vec<NodeName> = self.machine.members().cloned().collect();
+                if let Some(election) = self.machine.current() {
+                    let members: Vec<NodeName> = self.machine.members();
                     for member in members {
                         let info = InstanceInfo::Broadcast {
                             election: election.clone(),
@@ -340,7 +770,7 @@ impl<B: LeaderServer> Instance<B> {
 
     /// Routes the held calls and casts, once a leader is known.
     async fn release_held(&mut self, ctx: &Context<Self>) -> Flow {
-        let Some(current) = self.machine.current().cloned() else {
+        let Some(current) = self.machine.current() else {
             return Flow::Continue;
         };
         let (ready, waiting): (Vec<Held<B>>, Vec<Held<B>>) = std::mem::take(&mut self.held_calls)
@@ -368,9 +798,9 @@ impl<B: LeaderServer> Instance<B> {
         request: B::Call,
         reply: ReplyTo<InstanceReply<B>>,
     ) -> Result<Flow, (B::Call, ReplyTo<InstanceReply<B>>)> {
-        match self.machine.current().cloned() {
+        match self.machine.current() {
             Some(election) if self.machine.is_leader() => {
-                let reply = LeaderReplyTo::direct(reply);
+                let reply = self.reply_handle(LeaderRoute::Direct(reply));
                 let flow = self.behaviour.handle_leader_call(request, reply, &election);
                 Ok(self.follow(ctx, flow).await)
             }
@@ -431,6 +861,7 @@ impl<B: LeaderServer> Instance<B> {
             request,
             reply,
             not_under,
+            since: now(),
         });
     }
 
@@ -474,9 +905,14 @@ impl<B: LeaderServer> Instance<B> {
         from: Pid,
         request: B::Call,
     ) -> Flow {
-        match self.machine.current().cloned() {
+        match self.machine.current() {
             Some(election) if self.machine.is_leader() => {
-                let reply = LeaderReplyTo::forwarded(ctx.node().clone(), from, reference);
+                let route = LeaderRoute::Forwarded {
+                    node: ctx.node().clone(),
+                    instance: from,
+                    reference,
+                };
+                let reply = self.reply_handle(route);
                 let flow = self.behaviour.handle_leader_call(request, reply, &election);
                 self.follow(ctx, flow).await
             }
@@ -506,7 +942,7 @@ impl<B: LeaderServer> Instance<B> {
             ForwardOutcome::Replied(value) => forwarded.reply.reply(InstanceReply::Leader(value)),
             ForwardOutcome::NoReply => forwarded.reply.reply(InstanceReply::LeaderDied),
             ForwardOutcome::NotLeader(request) => {
-                match self.machine.current().cloned() {
+                match self.machine.current() {
                     // This node still believes the instance that refused leads: wait for the
                     // election to move on rather than ask it again.
                     Some(election) if self.leader_pid(ctx) == Some(forwarded.leader) => {
@@ -538,7 +974,7 @@ impl<B: LeaderServer> Instance<B> {
 
     /// A leader cast: handled here if this node leads, sent to the leader, or held.
     async fn leader_cast(&mut self, ctx: &Context<Self>, request: B::Cast) -> Flow {
-        match self.machine.current().cloned() {
+        match self.machine.current() {
             Some(election) if self.machine.is_leader() => {
                 let flow = self.behaviour.handle_leader_cast(request, &election);
                 self.follow(ctx, flow).await
@@ -574,7 +1010,7 @@ impl<B: LeaderServer> Server for Instance<B> {
     type Info = InstanceInfo<B>;
 
     async fn init(&mut self, ctx: &mut Context<Self>) -> Result<(), ExitReason> {
-        match self.drive(ctx, |_| {}).await {
+        match self.settle(ctx).await {
             Flow::Continue => Ok(()),
             Flow::Stop(_) => Err(ExitReason::Error("stopped during start".into())),
         }
@@ -586,7 +1022,7 @@ impl<B: LeaderServer> Server for Instance<B> {
         from: ReplyTo<Self::Reply>,
         ctx: &mut Context<Self>,
     ) -> Flow {
-        match request {
+        let flow = match request {
             InstanceCall::Leader(request) => self.leader_call(ctx, request, from).await,
             InstanceCall::Route(request) => self.route_call(ctx, request, from).await,
             InstanceCall::Local(request) => {
@@ -601,18 +1037,20 @@ impl<B: LeaderServer> Server for Instance<B> {
                 from.reply(InstanceReply::Status(Box::new(status)));
                 Flow::Continue
             }
-        }
+        };
+        self.settle_after(ctx, flow).await
     }
 
     async fn handle_cast(&mut self, message: Self::Cast, ctx: &mut Context<Self>) -> Flow {
-        match message {
+        let flow = match message {
             InstanceCast::Leader(request) => self.leader_cast(ctx, request).await,
             InstanceCast::Local(request) => {
                 let status = self.status(ctx.node(), false);
                 self.behaviour.handle_cast(request, &status);
                 Flow::Continue
             }
-        }
+        };
+        self.settle_after(ctx, flow).await
     }
 
     async fn handle_info(&mut self, info: Info<Self::Info>, ctx: &mut Context<Self>) -> Flow {
@@ -624,14 +1062,31 @@ impl<B: LeaderServer> Server for Instance<B> {
             }
             _ => return Flow::Continue,
         };
-        match message {
+        let at = now();
+        let flow = match message {
             InstanceInfo::Election { from, pid, message } => {
-                self.pids.insert(from.clone(), pid);
-                self.drive(ctx, |machine| machine.handle_message(from, message))
-                    .await
+                match &mut self.machine {
+                    Machine::Priority(machine) => {
+                        self.pids.insert(from.clone(), pid);
+                        machine.handle_message(from, message);
+                    }
+                    Machine::Majority(_) => mixed_modes(&from),
+                }
+                Flow::Continue
+            }
+            InstanceInfo::Majority { from, pid, message } => {
+                match &mut self.machine {
+                    Machine::Majority(quorum) => {
+                        self.pids.insert(from.clone(), pid);
+                        quorum.machine.handle_message(from, message, at);
+                    }
+                    Machine::Priority(_) => mixed_modes(&from),
+                }
+                Flow::Continue
             }
             InstanceInfo::Broadcast { election, message } => {
-                if self.machine.current() == Some(&election) && !self.machine.is_leader() {
+                let current = self.machine.current();
+                if current.as_ref() == Some(&election) && !self.machine.is_leader() {
                     self.behaviour.from_leader(message, &election);
                 }
                 Flow::Continue
@@ -646,30 +1101,55 @@ impl<B: LeaderServer> Server for Instance<B> {
                 self.forward_ended(ctx, reference, outcome).await
             }
             InstanceInfo::NodeUp(peer) => {
-                self.drive(ctx, |machine| machine.handle_node_up(peer))
-                    .await
+                self.machine.node_up(peer, at);
+                Flow::Continue
             }
             InstanceInfo::NodeDown(peer) => {
                 self.pids.remove(&peer);
-                self.drive(ctx, |machine| machine.handle_node_down(&peer))
-                    .await
+                self.machine.node_down(&peer, at);
+                Flow::Continue
             }
             InstanceInfo::Connected(peers) => {
                 let peers: BTreeSet<NodeName> = peers.into_iter().collect();
                 self.pids.retain(|name, _| peers.contains(name));
-                self.drive(ctx, |machine| machine.handle_connected_now(&peers))
-                    .await
+                self.machine.connected_now(&peers, at);
+                Flow::Continue
             }
             InstanceInfo::Timer => {
-                self.drive(ctx, |machine| machine.handle_timeout(now()))
-                    .await
+                self.machine.timeout(at);
+                Flow::Continue
             }
-        }
+            InstanceInfo::RepliesGiven => Flow::Continue,
+        };
+        self.settle_after(ctx, flow).await
     }
 
-    async fn terminate(&mut self, reason: &ExitReason, _ctx: &mut Context<Self>) {
+    async fn terminate(&mut self, reason: &ExitReason, ctx: &mut Context<Self>) {
+        if let Machine::Majority(quorum) = &mut self.machine {
+            // Hand over while the links still live (a node's processes end before its links).
+            quorum.machine.resign(now());
+            let _ = self.carry_out(ctx).await;
+        }
         self.behaviour.terminate(reason);
     }
+}
+
+impl<B: LeaderServer> Instance<B> {
+    /// Settles after a message was handled, unless the instance stops.
+    async fn settle_after(&mut self, ctx: &Context<Self>, flow: Flow) -> Flow {
+        match flow {
+            Flow::Continue => self.settle(ctx).await,
+            stop => stop,
+        }
+    }
+}
+
+/// A peer's instance runs the other mode: its messages are ignored.
+fn mixed_modes(peer: &NodeName) {
+    tracing::error!(
+        %peer,
+        "a peer runs this election in the other mode (priority or majority); give every node the same mode"
+    );
 }
 
 /// Starts the task that tells the instance `instance` of node ups and downs, in order, and when
@@ -684,13 +1164,13 @@ pub(crate) fn drive_from_node<B: LeaderServer>(
     node: &Node,
     election: &str,
     instance: ServerRef<Instance<B>>,
-    wiring: Wiring,
+    wiring: Wiring<B>,
 ) {
     let events = node.subscribe();
     let span = tracing::info_span!("leader", %election);
     node.spawn_task(
         span,
-        feed::<B>(node.clone(), instance, events, wiring.timer),
+        feed::<B>(node.clone(), instance, events, wiring.timer, wiring.gate),
     );
 }
 
@@ -719,6 +1199,7 @@ async fn feed<B: LeaderServer>(
     instance: ServerRef<Instance<B>>,
     mut events: broadcast::Receiver<NodeEvent>,
     mut timer: watch::Receiver<Option<Instant>>,
+    gate: Option<Arc<ReplyGate<B>>>,
 ) {
     let mut views = node.view_changes();
     views.borrow_and_update();
@@ -748,6 +1229,7 @@ async fn feed<B: LeaderServer>(
                 due = None;
                 vec![InstanceInfo::Timer]
             }
+            () = replies_given(gate.as_deref()) => vec![InstanceInfo::RepliesGiven],
             changed = views.changed() => {
                 if changed.is_err() {
                     return;
@@ -778,6 +1260,13 @@ async fn feed<B: LeaderServer>(
                 return;
             }
         }
+    }
+}
+
+async fn replies_given<B: LeaderServer>(gate: Option<&ReplyGate<B>>) {
+    match gate {
+        Some(gate) => gate.given().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -17,34 +17,60 @@
 //!   instance, which handles the call if it leads, forwards it to the leader otherwise, or holds
 //!   it while no leader is known.
 //! - The incarnation, which tells a restarted node from its earlier self, is kept in
-//!   `data_dir` (one file per election name, see `incarnation`), or drawn at random without one.
+//!   `data_dir` (one file per election name, see `disk`), or drawn at random without one.
+//!
+//! That is the `priority` mode ([`ElectionMode::Priority`], gen_leader's): a leader on every side
+//! of a partition, merged on heal. In the `majority` mode ([`ElectionMode::Majority`], the
+//! `gen_cluster_proto::majority` machine) the candidates are voters and a node leads only while a
+//! quorum of them accepts it; there is never a merge (`stepping_down`, `merge` and `handle_down`
+//! are not called). Its differences:
+//!
+//! - Every election has a term ([`ElectionId::term`]) that only grows, one leader per term: the
+//!   fencing token to check with a [`Fence`] wherever the leader's acts land. A voter keeps its
+//!   term and vote in `data_dir` (required), written and synced before it votes or stands.
+//! - A leader call's reply leaves the leader only once a quorum of voters holds every broadcast
+//!   the leader sent before the reply, and has answered a heartbeat sent after it: the caller's
+//!   `Ok` means the change survives any minority of crashes, and a reply never comes from a
+//!   leader already deposed. A leader that loses its quorum first fails the call with
+//!   [`LeaderCallError::LeaderDied`].
+//! - With no leader known, a call fails with [`LeaderCallError::NoQuorum`] at once when this
+//!   node counts fewer than a quorum of voters (it is on the minority side), and after twice the
+//!   election timeout otherwise (no election was won meanwhile).
+//! - A leader that stops (its node shuts down) hands over to the voter furthest along, which
+//!   stands at once.
 //!
 //! Callbacks are plain functions: they change the state and return at once, so that elections
 //! and calls are never held up by one of them. Do slow work in tasks of your own.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use gen_cluster_proto::election::{Election, ElectionConfig};
+use gen_cluster_proto::majority::{Majority, MajorityConfig};
 use gen_cluster_proto::wire::WireError;
 use gen_cluster_proto::{ExitReason, NodeName, Pid};
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 pub use gen_cluster_proto::election::ElectionId;
 
 use crate::clock;
-use crate::error::{CallError, DecodeError, StartError};
+use crate::error::{CallError, DataDirError, DecodeError, StartError};
 use crate::process::{Message, ReplyTo, ServerRef};
 use crate::view::KnownNode;
 use crate::{Node, SendError};
 
-mod incarnation;
+mod disk;
+mod fence;
 mod instance;
 
-use instance::{ForwardOutcome, Instance, InstanceCall, InstanceCast, InstanceInfo, InstanceReply};
+pub use fence::{Fence, StaleTerm};
+use instance::{
+    ForwardOutcome, Instance, InstanceCall, InstanceCast, InstanceInfo, InstanceReply, Machine,
+    Standing,
+};
 
 /// The local name of an election's instance on every node.
 pub fn instance_name(election: &str) -> String {
@@ -63,7 +89,8 @@ pub enum LeaderFlow<B> {
     Stop(ExitReason),
 }
 
-/// The gen_leader behaviour. Every node of the election runs the same type.
+/// The gen_leader behaviour. Every node of the election runs the same type. In the `majority`
+/// mode `stepping_down`, `merge` and `handle_down` are never called (no leader is ever merged).
 pub trait LeaderServer: Sized + Send + 'static {
     /// The state the leader hands to its members, and a stepped-down leader to the winner.
     type State: Message + Clone;
@@ -192,8 +219,17 @@ pub struct LeaderConfig {
     /// How long a node just started waits to meet a leader before leading itself, unless every
     /// candidate is there sooner. Default 1 s.
     pub start_grace: Duration,
-    /// Where the incarnation is kept (`gen_leader.<name>.incarnation`); `None`: a random one.
+    /// Where the incarnation is kept (`gen_leader.<name>.incarnation`; `None`: a random one),
+    /// and in the `majority` mode a voter's term and vote (`gen_leader.<name>.term`; required).
     pub data_dir: Option<PathBuf>,
+    /// How the leader is chosen. Default: [`ElectionMode::Priority`].
+    pub mode: ElectionMode,
+    /// `majority` mode: a voter that hears no leader for a random time in `[t, 2t)` stands, and
+    /// a leader that hears no quorum within `t` steps down. Default 500 ms.
+    pub election_timeout: Duration,
+    /// `majority` mode: how often the leader tells its members it lives; well under
+    /// `election_timeout`. Default 100 ms.
+    pub heartbeat: Duration,
 }
 
 impl LeaderConfig {
@@ -206,8 +242,59 @@ impl LeaderConfig {
             failback: Failback::Never,
             start_grace: Duration::from_secs(1),
             data_dir: None,
+            mode: ElectionMode::Priority,
+            election_timeout: Duration::from_millis(500),
+            heartbeat: Duration::from_millis(100),
         }
     }
+
+    /// The `majority` mode's machine for `node`, or why the settings cannot run it.
+    fn majority<S: Clone, B: Clone>(
+        &self,
+        node: &NodeName,
+    ) -> Result<(Majority<S, B>, Option<disk::TermFile>), StartError> {
+        let invalid = |why: &str| Err(StartError::BadElectionConfig(why.to_string()));
+        if self.candidates.is_empty() {
+            return invalid("a majority election needs candidates: they are its voters");
+        }
+        if self.heartbeat.is_zero() || self.heartbeat >= self.election_timeout {
+            return invalid("the heartbeat must be above zero and below the election timeout");
+        }
+        if self.candidates.len().is_multiple_of(2) {
+            tracing::warn!(
+                voters = self.candidates.len(),
+                "an even number of voters tolerates no more failures than one fewer; \
+                 add or remove a candidate"
+            );
+        }
+        let (term_file, durable) = match (&self.data_dir, self.candidates.contains(node)) {
+            (Some(dir), true) => {
+                let (file, durable) = disk::TermFile::open(dir, &self.name)?;
+                (Some(file), durable)
+            }
+            (None, true) => return Err(DataDirError::NoDataDir.into()),
+            (_, false) => (None, Default::default()),
+        };
+        let config = MajorityConfig {
+            voters: self.candidates.clone(),
+            election_timeout: self.election_timeout,
+            heartbeat: self.heartbeat,
+        };
+        let machine = Majority::new(node.clone(), config, durable, clock::now(), clock::seed());
+        Ok((machine, term_file))
+    }
+}
+
+/// How an election chooses its leader.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ElectionMode {
+    /// gen_leader's: the highest-priority candidate each node can reach leads; every side of a
+    /// partition has a leader, and their states are merged on heal.
+    #[default]
+    Priority,
+    /// A leader only while a quorum (⌊n/2⌋+1) of the candidates, its voters, accepts it; none on
+    /// a minority side; terms that fence; replies sent once a quorum holds the change.
+    Majority,
 }
 
 /// Whether a higher-priority candidate that comes back takes the lead from a live leader.
@@ -235,6 +322,14 @@ pub enum LeaderCallError {
     /// The instance this handle asks is not running, or its node is not connected.
     #[error("the election's instance is not running or not reachable")]
     NotRunning,
+    /// `majority` mode: no leader with a quorum of voters could be reached — this node counts
+    /// fewer than a quorum of voters (it is on a minority side), or no election was won within
+    /// twice the election timeout. The request was not handled; call again once the voters
+    /// are reachable.
+    #[error(
+        "no leader with a quorum of voters is reachable from this node; the request was not handled"
+    )]
+    NoQuorum,
     /// Too many leader calls already wait on this node's instance (for a leader, or for its
     /// answer): try again later.
     #[error("too many leader calls are waiting on this node")]
@@ -291,10 +386,48 @@ impl LeaderCallError {
 #[must_use = "dropping a LeaderReplyTo fails the call; reply with it or keep it to reply later"]
 pub struct LeaderReplyTo<B: LeaderServer> {
     route: Option<LeaderRoute<B>>,
+    /// `majority` mode: where the reply waits until a quorum holds what came before it.
+    gate: Option<Arc<ReplyGate<B>>>,
+}
+
+/// `majority` mode: the replies a leader's behaviour gave, which its instance sends once a
+/// quorum of voters holds the broadcasts sent before them and confirms the leader still leads.
+/// One entry per leader call at most, so it is bounded by the calls in flight.
+pub(crate) struct ReplyGate<B: LeaderServer> {
+    given: Mutex<Vec<(LeaderRoute<B>, B::Reply)>>,
+    /// Wakes the instance for a reply given outside its callbacks.
+    wake: Notify,
+}
+
+impl<B: LeaderServer> ReplyGate<B> {
+    pub(crate) fn new() -> Self {
+        Self {
+            given: Mutex::new(Vec::new()),
+            wake: Notify::new(),
+        }
+    }
+
+    fn give(&self, route: LeaderRoute<B>, value: B::Reply) {
+        self.given
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((route, value));
+        self.wake.notify_one();
+    }
+
+    /// The replies given since the last call.
+    pub(crate) fn take(&self) -> Vec<(LeaderRoute<B>, B::Reply)> {
+        std::mem::take(&mut *self.given.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Resolves when a reply was given.
+    pub(crate) async fn given(&self) {
+        self.wake.notified().await;
+    }
 }
 
 /// Where a leader call's reply goes.
-enum LeaderRoute<B: LeaderServer> {
+pub(crate) enum LeaderRoute<B: LeaderServer> {
     /// To the caller, which called this instance itself.
     Direct(ReplyTo<InstanceReply<B>>),
     /// To the instance that forwarded the call for its caller.
@@ -305,33 +438,48 @@ enum LeaderRoute<B: LeaderServer> {
     },
 }
 
-impl<B: LeaderServer> LeaderReplyTo<B> {
-    fn direct(reply: ReplyTo<InstanceReply<B>>) -> Self {
-        Self {
-            route: Some(LeaderRoute::Direct(reply)),
-        }
-    }
-
-    fn forwarded(node: Node, instance: Pid, reference: u64) -> Self {
-        Self {
-            route: Some(LeaderRoute::Forwarded {
-                node,
-                instance,
-                reference,
-            }),
-        }
-    }
-
+impl<B: LeaderServer> LeaderRoute<B> {
     /// Sends the reply (dropped if the caller has gone).
-    pub fn reply(mut self, value: B::Reply) {
-        match self.route.take() {
-            Some(LeaderRoute::Direct(reply)) => reply.reply(InstanceReply::Leader(value)),
-            Some(LeaderRoute::Forwarded {
+    pub(crate) fn send(self, value: B::Reply) {
+        match self {
+            Self::Direct(reply) => reply.reply(InstanceReply::Leader(value)),
+            Self::Forwarded {
                 node,
                 instance,
                 reference,
-            }) => forward_outcome::<B>(&node, instance, reference, ForwardOutcome::Replied(value)),
-            None => {}
+            } => forward_outcome::<B>(&node, instance, reference, ForwardOutcome::Replied(value)),
+        }
+    }
+
+    /// Tells the caller the leader was lost before its reply could be sent.
+    pub(crate) fn leader_died(self) {
+        match self {
+            Self::Direct(reply) => reply.reply(InstanceReply::LeaderDied),
+            Self::Forwarded {
+                node,
+                instance,
+                reference,
+            } => forward_outcome::<B>(&node, instance, reference, ForwardOutcome::NoReply),
+        }
+    }
+}
+
+impl<B: LeaderServer> LeaderReplyTo<B> {
+    fn new(route: LeaderRoute<B>, gate: Option<Arc<ReplyGate<B>>>) -> Self {
+        Self {
+            route: Some(route),
+            gate,
+        }
+    }
+
+    /// Sends the reply (dropped if the caller has gone). In the `majority` mode it leaves once
+    /// a quorum of voters holds what this leader broadcast before it.
+    pub fn reply(mut self, value: B::Reply) {
+        if let Some(route) = self.route.take() {
+            match &self.gate {
+                Some(gate) => gate.give(route, value),
+                None => route.send(value),
+            }
         }
     }
 }
@@ -376,6 +524,12 @@ pub struct Leader<B: LeaderServer> {
     instance: ServerRef<Instance<B>>,
     /// The election followed, as this node's instance updates it (local handles only).
     changes: Option<watch::Receiver<Option<ElectionId>>>,
+    /// This node's term and whether it counts a quorum, as its instance updates them (local
+    /// handles only).
+    standing: Option<watch::Receiver<Standing>>,
+    /// `majority` mode: how long a call waits for a leader to be elected before it fails with
+    /// `NoQuorum`.
+    election_wait: Option<Duration>,
 }
 
 impl<B: LeaderServer> Clone for Leader<B> {
@@ -385,6 +539,8 @@ impl<B: LeaderServer> Clone for Leader<B> {
             instance_name: Arc::clone(&self.instance_name),
             instance: self.instance.clone(),
             changes: self.changes.clone(),
+            standing: self.standing.clone(),
+            election_wait: self.election_wait,
         }
     }
 }
@@ -402,24 +558,18 @@ impl<B: LeaderServer> Leader<B> {
         config: LeaderConfig,
         behaviour: B,
     ) -> Result<Self, StartError> {
-        let incarnation = match &config.data_dir {
-            Some(dir) => incarnation::next(dir, &config.name)?,
-            None => clock::seed() >> 1,
+        let (machine, election_wait) = match config.mode {
+            ElectionMode::Priority => (Machine::Priority(priority_machine(node, &config)?), None),
+            ElectionMode::Majority => {
+                let (machine, term_file) = config.majority(node.name())?;
+                let wait = 2 * config.election_timeout;
+                (Machine::majority(machine, term_file, wait), Some(wait))
+            }
         };
-        let machine = Election::new(
-            node.name().clone(),
-            incarnation,
-            ElectionConfig {
-                candidates: config.candidates.clone(),
-                workers: config.workers.clone(),
-                failback: config.failback == Failback::Always,
-                start_grace: config.start_grace,
-            },
-            clock::now(),
-        );
         let name = instance_name(&config.name);
         let (instance, wiring) = Instance::new(behaviour, machine, &name);
         let changes = wiring.changes.clone();
+        let standing = wiring.standing.clone();
         let server = node.spawn_named(&name, instance).await?;
         instance::drive_from_node(node, &config.name, server.clone(), wiring);
         Ok(Self {
@@ -427,7 +577,17 @@ impl<B: LeaderServer> Leader<B> {
             instance_name: name.into(),
             instance: server,
             changes: Some(changes),
+            standing: Some(standing),
+            election_wait,
         })
+    }
+
+    /// This node's term in the `majority` mode (the highest it has seen; 0 in the `priority`
+    /// mode, or for a handle made with [`at`](Self::at)).
+    pub fn term(&self) -> u64 {
+        self.standing
+            .as_ref()
+            .map_or(0, |standing| standing.borrow().term)
     }
 
     /// A handle, used from `node`, on the instance of `election` that runs on the node `host`
@@ -440,6 +600,8 @@ impl<B: LeaderServer> Leader<B> {
             instance: ServerRef::named(host, &name),
             instance_name: name.into(),
             changes: None,
+            standing: None,
+            election_wait: None,
         }
     }
 
@@ -449,9 +611,10 @@ impl<B: LeaderServer> Leader<B> {
         self.changes.clone()
     }
 
-    /// Calls the leader: waits while no leader is known, and fails at once with
-    /// [`LeaderCallError::LeaderDied`] if the leader is lost during the call. `timeout` bounds
-    /// the whole wait.
+    /// Calls the leader: waits while no leader is known (in the `majority` mode, see the
+    /// module's notes for when it fails with [`LeaderCallError::NoQuorum`] instead), and fails at
+    /// once with [`LeaderCallError::LeaderDied`] if the leader is lost during the call. `timeout`
+    /// bounds the whole wait.
     pub async fn leader_call(
         &self,
         request: B::Call,
@@ -472,13 +635,7 @@ impl<B: LeaderServer> Leader<B> {
     ) -> Result<B::Reply, LeaderCallError> {
         let deadline = Instant::now() + timeout;
         loop {
-            let election =
-                match tokio::time::timeout_at(deadline, changes.wait_for(Option::is_some)).await {
-                    Ok(Ok(followed)) => followed.clone(),
-                    Ok(Err(_)) => return Err(LeaderCallError::NotRunning),
-                    Err(_) => return Err(LeaderCallError::Timeout(timeout)),
-                };
-            let Some(election) = election else { continue };
+            let election = self.known_leader(&mut changes, deadline, timeout).await?;
             let leader = ServerRef::<Instance<B>>::named(&election.leader, &self.instance_name);
             let left = deadline.saturating_duration_since(Instant::now());
             match self
@@ -498,9 +655,40 @@ impl<B: LeaderServer> Leader<B> {
                         Err(_) => return Err(LeaderCallError::Timeout(timeout)),
                     }
                 }
+                Ok(InstanceReply::LeaderDied) => return Err(LeaderCallError::LeaderDied),
                 Ok(_) => return Err(wrong_reply::<B::Reply>()),
                 Err(error) => return Err(LeaderCallError::from_leader(error, timeout)),
             }
+        }
+    }
+
+    /// The election this node follows, once one is: in the `majority` mode, `NoQuorum` at once
+    /// while this node counts no quorum of voters, or after `election_wait` with no leader.
+    async fn known_leader(
+        &self,
+        changes: &mut watch::Receiver<Option<ElectionId>>,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<ElectionId, LeaderCallError> {
+        let no_quorum = async {
+            match (&self.standing, self.election_wait) {
+                (Some(standing), Some(wait)) => {
+                    let mut standing = standing.clone();
+                    let _ = tokio::time::timeout(wait, standing.wait_for(|s| !s.quorum)).await;
+                }
+                _ => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            known = tokio::time::timeout_at(deadline, changes.wait_for(Option::is_some)) => {
+                match known {
+                    Ok(Ok(followed)) => followed.clone().ok_or(LeaderCallError::NotRunning),
+                    Ok(Err(_)) => Err(LeaderCallError::NotRunning),
+                    Err(_) => Err(LeaderCallError::Timeout(timeout)),
+                }
+            }
+            () = no_quorum => Err(LeaderCallError::NoQuorum),
         }
     }
 
@@ -515,6 +703,7 @@ impl<B: LeaderServer> Leader<B> {
             Ok(InstanceReply::Leader(reply)) => Ok(reply),
             Ok(InstanceReply::LeaderDied) => Err(LeaderCallError::LeaderDied),
             Ok(InstanceReply::Overloaded) => Err(LeaderCallError::Overloaded),
+            Ok(InstanceReply::NoQuorum) => Err(LeaderCallError::NoQuorum),
             Ok(_) => Err(wrong_reply::<B::Reply>()),
             Err(error) => Err(LeaderCallError::from_instance(error, timeout)),
         }
@@ -557,12 +746,17 @@ impl<B: LeaderServer> Leader<B> {
 
     /// Sends a one-way request to the leader: straight to the leader's instance when this
     /// node follows one (so that it keeps its order with this handle's leader calls), else
-    /// through the instance, which holds it until a leader is known.
+    /// through the instance, which holds it until a leader is known. In the `majority` mode,
+    /// fails with `NoQuorum` when no leader is known and this node counts no quorum of voters.
     pub async fn leader_cast(&self, request: B::Cast) -> Result<(), LeaderCallError> {
         let leader = self
             .changes
             .as_ref()
             .and_then(|changes| changes.borrow().as_ref().map(|e| e.leader.clone()));
+        let quorum = self.standing.as_ref().is_none_or(|s| s.borrow().quorum);
+        if leader.is_none() && !quorum {
+            return Err(LeaderCallError::NoQuorum);
+        }
         let sent = match leader {
             Some(leader) => {
                 let leader = ServerRef::<Instance<B>>::named(&leader, &self.instance_name);
@@ -608,6 +802,28 @@ impl<B: LeaderServer> Leader<B> {
             })),
         }
     }
+}
+
+/// The `priority` mode's machine for `node`, with its incarnation drawn or kept in `data_dir`.
+fn priority_machine<S: Clone>(
+    node: &Node,
+    config: &LeaderConfig,
+) -> Result<Election<S>, StartError> {
+    let incarnation = match &config.data_dir {
+        Some(dir) => disk::next_incarnation(dir, &config.name)?,
+        None => clock::seed() >> 1,
+    };
+    Ok(Election::new(
+        node.name().clone(),
+        incarnation,
+        ElectionConfig {
+            candidates: config.candidates.clone(),
+            workers: config.workers.clone(),
+            failback: config.failback == Failback::Always,
+            start_grace: config.start_grace,
+        },
+        clock::now(),
+    ))
 }
 
 /// An instance answered a call with a reply of another kind (a bug, or mixed versions).

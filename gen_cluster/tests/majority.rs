@@ -1,0 +1,334 @@
+//! The `majority` election mode over real nodes in one process, with the global dictionary as
+//! its behaviour: one leader per term, agreed by all; a write's `Ok` only once a quorum of the
+//! voters holds it; a leader cut from its voters never acknowledges and is replaced in a later
+//! term; the minority side fails calls with `NoQuorum` instead of waiting; a restarted voter
+//! keeps its term on disk and catches up; a leader that shuts down hands over; the settings
+//! that cannot run are refused at start. Scenarios on the in-memory network run in paused time,
+//! where cuts hold bytes as a hung link does.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+#[macro_use]
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::{HANG, Net, scratch_dir};
+use gen_cluster::services::dict::{Dict, Read, ReadReply, Write};
+use gen_cluster::{
+    DataDirError, ElectionId, ElectionMode, Fence, Leader, LeaderCallError, LeaderConfig, Node,
+    NodeName, StartError,
+};
+use tokio::time::Instant;
+
+const T: Duration = Duration::from_secs(5);
+/// The election timeout of these tests.
+const ELECTION_TIMEOUT: Duration = Duration::from_millis(500);
+
+fn names(nodes: &[Node]) -> Vec<NodeName> {
+    nodes.iter().map(|n| n.name().clone()).collect()
+}
+
+fn majority_config(voters: &[NodeName], data_dir: &Path) -> LeaderConfig {
+    let mut config = LeaderConfig::new("dict", voters.to_vec());
+    config.mode = ElectionMode::Majority;
+    config.election_timeout = ELECTION_TIMEOUT;
+    config.heartbeat = Duration::from_millis(100);
+    config.data_dir = Some(data_dir.to_path_buf());
+    config
+}
+
+/// The dictionary in `majority` mode among `voters` on `node`, keeping its term in `dir`.
+async fn start_dict(node: &Node, voters: &[NodeName], dir: &Path) -> Leader<Dict> {
+    Leader::start(node, majority_config(voters, dir), Dict::default())
+        .await
+        .unwrap()
+}
+
+/// The dictionary on every node, each with a data directory of its own.
+async fn start_dicts(nodes: &[Node]) -> (Vec<Leader<Dict>>, Vec<std::path::PathBuf>) {
+    let voters = names(nodes);
+    let mut dicts = Vec::new();
+    let mut dirs = Vec::new();
+    for node in nodes {
+        let dir = scratch_dir("majority");
+        dicts.push(start_dict(node, &voters, &dir).await);
+        dirs.push(dir);
+    }
+    (dicts, dirs)
+}
+
+fn followed(dict: &Leader<Dict>) -> Option<ElectionId> {
+    dict.leader_changes().unwrap().borrow().clone()
+}
+
+/// Waits until every one of `dicts` follows the same election, and returns it. Polled: the
+/// nodes' watches change in turn, with no single event to wait on.
+async fn agreed(dicts: &[&Leader<Dict>]) -> ElectionId {
+    agreed_after(dicts, 0).await
+}
+
+/// Waits until every one of `dicts` follows the same election, of a term after `term`.
+async fn agreed_after(dicts: &[&Leader<Dict>], term: u64) -> ElectionId {
+    tokio::time::timeout(HANG, async {
+        loop {
+            let first = followed(dicts[0]);
+            if let Some(election) = &first
+                && election.term > term
+                && dicts.iter().all(|d| followed(d) == first)
+            {
+                return election.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the nodes agree on one election")
+}
+
+async fn value(dict: &Leader<Dict>, key: &str) -> Option<String> {
+    match dict.call(Read::Get(key.into()), T).await.unwrap() {
+        ReadReply::Value(value) => value,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+fn put(key: &str, value: &str) -> Write {
+    Write::Put(key.into(), value.into())
+}
+
+async fn three_voters_agree_on_one_leader_and_an_acknowledged_write_is_held_by_a_quorum(net: Net) {
+    let nodes = net.loner_mesh(&["a", "b", "c"]).await;
+    let (dicts, _dirs) = start_dicts(&nodes).await;
+    let all: Vec<&Leader<Dict>> = dicts.iter().collect();
+    let election = agreed(&all).await;
+    assert!(election.term >= 1, "{election}");
+    for dict in &dicts {
+        assert_eq!(dict.term(), election.term, "every handle reads the term");
+    }
+    for i in 0..20 {
+        let key = format!("k{i}");
+        dicts[i % 3].leader_call(put(&key, "v"), T).await.unwrap();
+        let mut holders = 0;
+        for dict in &dicts {
+            holders += usize::from(value(dict, &key).await.as_deref() == Some("v"));
+        }
+        assert!(
+            holders >= 2,
+            "{key} acknowledged while {holders} of 3 held it"
+        );
+    }
+}
+
+async fn a_leader_cut_from_its_voters_never_acknowledges_and_the_rest_elect_a_later_term(
+    network: Net,
+) {
+    let Net::Memory(memory) = &network else {
+        unreachable!("a cut that holds bytes needs the in-memory network")
+    };
+    let nodes = network.loner_mesh(&["a", "b", "c"]).await;
+    let (dicts, _dirs) = start_dicts(&nodes).await;
+    let all: Vec<&Leader<Dict>> = dicts.iter().collect();
+    let first = agreed(&all).await;
+    let old = nodes
+        .iter()
+        .position(|n| *n.name() == first.leader)
+        .unwrap();
+    let rest: Vec<usize> = (0..3).filter(|i| *i != old).collect();
+    dicts[rest[0]]
+        .leader_call(put("before", "0"), T)
+        .await
+        .unwrap();
+
+    // The old leader's links hang: what it sends is held, as on a dead cable.
+    for &i in &rest {
+        memory.cut(nodes[old].name().as_str(), nodes[i].name().as_str());
+    }
+    let during_cut = dicts[old].leader_call(put("cut-off", "1"), T).await;
+    assert!(
+        matches!(
+            during_cut,
+            Err(LeaderCallError::LeaderDied | LeaderCallError::NoQuorum)
+        ),
+        "a leader without its quorum acknowledged a write: {during_cut:?}"
+    );
+
+    let majority: Vec<&Leader<Dict>> = rest.iter().map(|&i| &dicts[i]).collect();
+    let second = agreed_after(&majority, first.term).await;
+    assert_ne!(second.leader, first.leader);
+    dicts[rest[1]]
+        .leader_call(put("after", "2"), T)
+        .await
+        .unwrap();
+
+    // Once the old leader's node has seen its links go, its calls fail at once.
+    tokio::time::timeout(HANG, async {
+        while !nodes[old].peers().is_empty() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap();
+    let asked = Instant::now();
+    let refused = dicts[old].leader_call(put("minority", "3"), T).await;
+    assert_eq!(refused, Err(LeaderCallError::NoQuorum));
+    assert!(
+        asked.elapsed() < ELECTION_TIMEOUT,
+        "the minority side answered in {:?}",
+        asked.elapsed()
+    );
+
+    memory.heal_all();
+    for &i in &rest {
+        common::connect(&nodes[old], &nodes[i]).await;
+    }
+    let healed = agreed(&all).await;
+    assert!(healed.term >= second.term);
+    let expected = [
+        ("after", Some("2")),
+        ("before", Some("0")),
+        ("cut-off", None),
+    ];
+    tokio::time::timeout(HANG, async {
+        loop {
+            let mut held = Vec::new();
+            for (key, _) in expected {
+                held.push(value(&dicts[old], key).await);
+            }
+            let wanted: Vec<Option<String>> = expected
+                .iter()
+                .map(|(_, v)| v.map(str::to_string))
+                .collect();
+            if held == wanted {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the returning node holds every acknowledged write, and not the refused one");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_leader_cut_from_its_voters_never_acknowledges_and_the_rest_elect_a_later_term_memory() {
+    a_leader_cut_from_its_voters_never_acknowledges_and_the_rest_elect_a_later_term(Net::memory())
+        .await
+}
+
+async fn a_restarted_voter_keeps_its_term_and_catches_up(net: Net) {
+    let nodes = net.loner_mesh(&["a", "b", "c"]).await;
+    let voters = names(&nodes);
+    let (dicts, dirs) = start_dicts(&nodes).await;
+    let all: Vec<&Leader<Dict>> = dicts.iter().collect();
+    let election = agreed(&all).await;
+    let follower = nodes
+        .iter()
+        .position(|n| *n.name() != election.leader)
+        .unwrap();
+    dicts[follower]
+        .leader_call(put("kept", "1"), T)
+        .await
+        .unwrap();
+
+    nodes[follower].shutdown().await;
+    let others: Vec<usize> = (0..3).filter(|i| *i != follower).collect();
+    dicts[others[0]]
+        .leader_call(put("while-away", "2"), T)
+        .await
+        .unwrap();
+
+    let name = nodes[follower].name().as_str().to_string();
+    let back = net.start(common::loner_config(&name)).await;
+    let dict = start_dict(&back, &voters, &dirs[follower]).await;
+    assert!(
+        dict.term() >= election.term,
+        "the term was read back from disk: {} < {}",
+        dict.term(),
+        election.term
+    );
+    for &i in &others {
+        common::connect(&back, &nodes[i]).await;
+    }
+    let rejoined = agreed(&[&dict, &dicts[others[0]], &dicts[others[1]]]).await;
+    assert!(rejoined.term >= election.term);
+    tokio::time::timeout(HANG, async {
+        while value(&dict, "while-away").await.is_none() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the restarted voter catches up");
+    assert_eq!(value(&dict, "kept").await.as_deref(), Some("1"));
+}
+
+async fn a_leader_that_shuts_down_hands_over_and_the_fence_refuses_its_term(net: Net) {
+    let nodes = net.loner_mesh(&["a", "b", "c"]).await;
+    let (dicts, _dirs) = start_dicts(&nodes).await;
+    let all: Vec<&Leader<Dict>> = dicts.iter().collect();
+    let first = agreed(&all).await;
+    let fence = Fence::new();
+    fence.admit(first.term).unwrap();
+
+    let old = nodes
+        .iter()
+        .position(|n| *n.name() == first.leader)
+        .unwrap();
+    nodes[old].shutdown().await;
+    let rest: Vec<&Leader<Dict>> = (0..3).filter(|i| *i != old).map(|i| &dicts[i]).collect();
+    let second = agreed_after(&rest, first.term).await;
+    rest[0].leader_call(put("next", "1"), T).await.unwrap();
+    fence.admit(second.term).unwrap();
+    assert!(
+        fence.admit(first.term).is_err(),
+        "an act of the old leader's term is refused once the new term was seen"
+    );
+}
+
+on_both_transports!(
+    three_voters_agree_on_one_leader_and_an_acknowledged_write_is_held_by_a_quorum,
+    a_restarted_voter_keeps_its_term_and_catches_up,
+    a_leader_that_shuts_down_hands_over_and_the_fence_refuses_its_term,
+);
+
+#[tokio::test]
+async fn settings_that_cannot_run_a_majority_election_are_refused_at_start() {
+    let node = common::loner("a").await;
+    let voters = vec![node.name().clone(), NodeName::new("b").unwrap()];
+    let dir = scratch_dir("majority-settings");
+
+    let mut no_dir = majority_config(&voters, &dir);
+    no_dir.data_dir = None;
+    let error = Leader::start(&node, no_dir, Dict::default()).await.err();
+    assert!(
+        matches!(error, Some(StartError::DataDir(DataDirError::NoDataDir))),
+        "{error:?}"
+    );
+
+    let mut slow_heartbeat = majority_config(&voters, &dir);
+    slow_heartbeat.heartbeat = slow_heartbeat.election_timeout;
+    let error = Leader::start(&node, slow_heartbeat, Dict::default())
+        .await
+        .err();
+    assert!(
+        matches!(error, Some(StartError::BadElectionConfig(_))),
+        "{error:?}"
+    );
+
+    std::fs::write(dir.join("gen_leader.dict.term"), "gen_leader-term-v1 x -\n").unwrap();
+    let error = Leader::start(&node, majority_config(&voters, &dir), Dict::default())
+        .await
+        .err();
+    let Some(StartError::DataDir(DataDirError::Corrupt(path))) = &error else {
+        panic!("a corrupt term file is a start error: {error:?}");
+    };
+    assert!(path.ends_with("gen_leader.dict.term"));
+
+    // A worker keeps no term: it needs no data directory.
+    let worker = common::loner("w").await;
+    let mut config = majority_config(&voters, &dir);
+    config.data_dir = None;
+    Leader::start(&worker, config, Dict::default())
+        .await
+        .expect("a worker starts without a data directory");
+}
