@@ -9,8 +9,8 @@ use gen_cluster::services::dict::{self, Dict};
 use gen_cluster::services::echo::{self, Echo};
 use gen_cluster::services::roster::{Roster, RosterChange};
 use gen_cluster::{
-    Clustered, Discovery, Dns, DnsA, DnsSrv, ElectionId, Epmd, Leader, LeaderConfig, MemberConfig,
-    Node, NodeEvent, Pid, Seed, StaticPeers,
+    Clustered, Discovery, Dns, DnsA, DnsSrv, ElectionId, Epmd, Leader, MemberConfig, Node,
+    NodeEvent, Pid, Seed, StaticPeers,
 };
 use serde_json::json;
 use tokio::sync::mpsc::UnboundedSender;
@@ -39,12 +39,9 @@ async fn next_leader(
 
 /// The global dictionary, if the settings name its candidates.
 async fn start_dictionary(node: &Node, args: &Settings) -> Result<Option<Leader<Dict>>> {
-    if args.candidates().is_empty() {
+    let Some(config) = args.leader_config(dict::ELECTION) else {
         return Ok(None);
-    }
-    let mut config = LeaderConfig::new(dict::ELECTION, args.candidates().to_vec());
-    config.workers = args.given.workers.clone().unwrap_or_default();
-    config.data_dir = args.given.data_dir.clone();
+    };
     let dictionary = Leader::start(node, config, Dict::default())
         .await
         .context("cannot start the global dictionary")?;
@@ -120,7 +117,7 @@ async fn serve(args: Settings) -> Result<()> {
         tokio::select! {
             Some(election) = next_leader(&mut leader_changes) => {
                 match election {
-                    Some(election) => printer.print("leader", Some(election.leader.as_str()), None, None),
+                    Some(election) => printer.print_leader(&election),
                     None => printer.print("leader", None, Some(("none", "no leader known; electing".into())), None),
                 }
             }
@@ -230,6 +227,29 @@ impl Printer {
                 }
                 if let Some((_, detail)) = reason {
                     line += &format!(" reason=\"{detail}\"");
+                }
+                line
+            }
+        };
+        emit(&line);
+    }
+
+    /// The leader followed changed: who, and in the majority election its term.
+    fn print_leader(&self, election: &ElectionId) {
+        let ts_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let term = (election.term > 0).then_some(election.term);
+        let line = match self.format {
+            EventFormat::Json => json!({
+                "event": "leader", "node": self.node, "peer": election.leader.as_str(),
+                "term": term, "ts_ms": ts_ms,
+            })
+            .to_string(),
+            EventFormat::Text => {
+                let mut line = format!("{ts_ms} {} leader peer={}", self.node, election.leader);
+                if let Some(term) = term {
+                    line += &format!(" term={term}");
                 }
                 line
             }

@@ -16,7 +16,9 @@
 //! globals = ["scheduler"]         # global names for the echo server
 //! candidates = ["a", "b", "c"]    # run the global dictionary, led by one of these
 //! workers = ["w1"]                # its workers known in advance (others may join)
-//! data_dir = "/var/lib/gen-cluster"   # where the election's incarnation is kept
+//! data_dir = "/var/lib/gen-cluster"   # where the election's incarnation (and term) is kept
+//! election = "majority"           # or "priority" (the default)
+//! election_timeout_ms = 500       # majority: stand after 1-2x this without a leader
 //!
 //! [discovery]                     # any of these sources, each kept connected
 //! static = ["10.0.0.2:4370", "10.0.0.3:4370"]
@@ -32,7 +34,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use gen_cluster::{HostType, LivenessConfig, NodeConfig, NodeName, ReconcileConfig};
+use gen_cluster::{
+    ElectionMode, HostType, LeaderConfig, LivenessConfig, NodeConfig, NodeName, ReconcileConfig,
+};
 use serde::{Deserialize, Deserializer};
 
 use crate::EventFormat;
@@ -85,9 +89,17 @@ pub struct NodeSettings {
     /// Workers of the dictionary known in advance (others may join).
     #[arg(long, value_delimiter = ',')]
     pub workers: Option<Vec<NodeName>>,
-    /// Where the election's incarnation is kept across restarts [default: none, a random one].
+    /// Where the election's incarnation is kept across restarts [default: none, a random one];
+    /// in the majority election, a candidate's term and vote (required there).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// How the dictionary's leader is chosen [default: priority].
+    #[arg(long, value_enum)]
+    pub election: Option<Election>,
+    /// Majority election: a candidate that hears no leader for a random 1-2x this many
+    /// milliseconds stands; a leader that hears no quorum within it steps down [default: 500].
+    #[arg(long)]
+    pub election_timeout_ms: Option<u64>,
     /// A node to connect to (repeatable); in the file, `static` under `[discovery]`.
     #[arg(long = "seed")]
     #[serde(skip)]
@@ -96,6 +108,18 @@ pub struct NodeSettings {
     #[arg(skip)]
     #[serde(default)]
     pub discovery: DiscoverySettings,
+}
+
+/// How the dictionary's leader is chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Election {
+    /// The highest-priority candidate each side of a split can reach leads; the sides' writes
+    /// are merged on heal.
+    Priority,
+    /// A leader only with a quorum of the candidates; a minority side refuses writes
+    /// (NoQuorum); a write's ok means a quorum holds it.
+    Majority,
 }
 
 /// The sources a node discovers its peers from, each kept connected.
@@ -186,6 +210,8 @@ impl NodeSettings {
             candidates: self.candidates.or(file.candidates),
             workers: self.workers.or(file.workers),
             data_dir: self.data_dir.or(file.data_dir),
+            election: self.election.or(file.election),
+            election_timeout_ms: self.election_timeout_ms.or(file.election_timeout_ms),
             seeds,
             discovery: DiscoverySettings {
                 static_peers: Vec::new(),
@@ -238,6 +264,24 @@ impl Settings {
         self.given.candidates.as_deref().unwrap_or_default()
     }
 
+    /// The dictionary's election, if the node runs one (it names candidates).
+    pub fn leader_config(&self, name: &str) -> Option<LeaderConfig> {
+        if self.candidates().is_empty() {
+            return None;
+        }
+        let mut config = LeaderConfig::new(name, self.candidates().to_vec());
+        config.workers = self.given.workers.clone().unwrap_or_default();
+        config.data_dir = self.given.data_dir.clone();
+        if self.given.election == Some(Election::Majority) {
+            config.mode = ElectionMode::Majority;
+        }
+        if let Some(ms) = self.given.election_timeout_ms {
+            config.election_timeout = Duration::from_millis(ms);
+            config.heartbeat = config.election_timeout / 5;
+        }
+        Some(config)
+    }
+
     /// How the discovery loops run.
     pub fn reconcile(&self) -> ReconcileConfig {
         let mut reconcile = ReconcileConfig::default();
@@ -263,6 +307,12 @@ pub fn resolve(config: Option<&Path>, flags: NodeSettings) -> Result<Settings> {
     let no_candidates = given.candidates.as_ref().is_none_or(Vec::is_empty);
     if no_candidates && given.workers.as_ref().is_some_and(|w| !w.is_empty()) {
         bail!("workers without candidates: give the candidates too (--candidates)");
+    }
+    if no_candidates && given.election == Some(Election::Majority) {
+        bail!("a majority election needs its voters: give the candidates (--candidates)");
+    }
+    if given.election_timeout_ms.is_some_and(|ms| ms < 20) {
+        bail!("election_timeout_ms must be at least 20");
     }
     if given.down_after_ms.is_some_and(|ms| ms < 10) {
         bail!("down_after_ms must be at least 10");

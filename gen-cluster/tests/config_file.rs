@@ -157,3 +157,42 @@ fn an_empty_data_dir_is_refused_and_an_exposed_cookie_file_is_warned_of() {
     std::io::Read::read_to_string(&mut node.stderr.take().unwrap(), &mut stderr).unwrap();
     assert!(stderr.contains("chmod 600"), "{stderr}");
 }
+
+#[test]
+fn a_majority_election_that_cannot_run_is_refused_at_start_with_what_to_give() {
+    let dir = scratch();
+    let cases = [
+        (
+            "majority_without_candidates.toml",
+            "name = \"a\"\nelection = \"majority\"\n",
+            "give the candidates",
+        ),
+        (
+            "majority_without_data_dir.toml",
+            "name = \"a\"\nelection = \"majority\"\ncandidates = [\"a\", \"b\", \"c\"]\n",
+            "needs a data directory",
+        ),
+        (
+            "unknown_election.toml",
+            "name = \"a\"\nelection = \"raft\"\ncandidates = [\"a\"]\n",
+            "unknown variant `raft`",
+        ),
+        (
+            "tiny_timeout.toml",
+            "name = \"a\"\nelection = \"majority\"\nelection_timeout_ms = 5\ncandidates = [\"a\"]\n",
+            "at least 20",
+        ),
+    ];
+    for (file, text, reason) in cases {
+        let path = write(&dir, file, text);
+        let output = Command::new(env!("CARGO_BIN_EXE_gen-cluster"))
+            .args(["node", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&path)
+            .env("GEN_CLUSTER_COOKIE", "c")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{file}: refused");
+        assert!(stderr.contains(reason), "{file}: {stderr}");
+    }
+}

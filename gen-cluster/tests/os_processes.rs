@@ -592,7 +592,7 @@ async fn a_killed_leader_is_replaced_racing_calls_never_hang_and_it_returns_as_a
             .expect("no leader call hangs")
             .unwrap();
         match outcome {
-            Ok(()) => written.push(format!("k{i}")),
+            Ok(_) => written.push(format!("k{i}")),
             Err(LeaderCallError::LeaderDied) => {}
             Err(other) => panic!("call {i}: {other}"),
         }

@@ -11,11 +11,17 @@
 //! ```
 //!
 //! `a` leads; `put` on any node reaches every node. Stop `a` and `b` leads, with the same keys.
+//!
+//! With `MAJORITY_DATA_DIR=/some/dir/a` (a directory per node) the election runs in the
+//! `majority` mode: a write answers once two of the three hold it, a node cut from the other two
+//! refuses writes (`NoQuorum`), and each answer carries the term of the leader that wrote it. A
+//! [`Fence`] stands for the store the writes go on to: it refuses a term older than one it saw,
+//! so a leader deposed while paused cannot write after its successor did.
 
 use std::time::Duration;
 
 use gen_cluster::services::dict::{Dict, Read, ReadReply, Write};
-use gen_cluster::{Leader, LeaderConfig, Node, NodeConfig, NodeName};
+use gen_cluster::{ElectionMode, Fence, Leader, LeaderConfig, Node, NodeConfig, NodeName};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 const CANDIDATES: [&str; 3] = ["a", "b", "c"];
@@ -37,12 +43,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .iter()
         .map(|c| NodeName::new(*c))
         .collect::<Result<_, _>>()?;
-    let dict = Leader::start(
-        &node,
-        LeaderConfig::new("dict", candidates),
-        Dict::default(),
-    )
-    .await?;
+    let mut election = LeaderConfig::new("dict", candidates);
+    if let Some(dir) = std::env::var_os("MAJORITY_DATA_DIR") {
+        election.mode = ElectionMode::Majority;
+        election.data_dir = Some(dir.into());
+    }
+    let dict = Leader::start(&node, election, Dict::default()).await?;
+    let store = Fence::new();
     println!(
         "{name} listening on {}; commands: put K V, get K, del K, list, status",
         node.listen_addr()
@@ -55,13 +62,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             ["put", key, value] => dict
                 .leader_call(Write::Put(key.to_string(), value.to_string()), TIMEOUT)
                 .await
-                .map(|()| "ok".to_string())
-                .map_err(|e| e.to_string()),
+                .map_err(|e| e.to_string())
+                .and_then(|written| fenced(&store, written.term)),
             ["del", key] => dict
                 .leader_call(Write::Delete(key.to_string()), TIMEOUT)
                 .await
-                .map(|()| "ok".to_string())
-                .map_err(|e| e.to_string()),
+                .map_err(|e| e.to_string())
+                .and_then(|written| fenced(&store, written.term)),
             ["get", key] => match dict.call(Read::Get(key.to_string()), TIMEOUT).await {
                 Ok(ReadReply::Value(value)) => Ok(value.unwrap_or_else(|| "(none)".into())),
                 other => Err(format!("{other:?}")),
@@ -84,4 +91,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     node.shutdown().await;
     Ok(())
+}
+
+/// Passes a write of `term` through the store's fence.
+fn fenced(store: &Fence, term: u64) -> Result<String, String> {
+    store.admit(term).map_err(|stale| stale.to_string())?;
+    Ok(format!("ok (term {term})"))
 }

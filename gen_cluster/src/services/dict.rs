@@ -4,6 +4,9 @@
 //! are merged key by key, the later stamp winning, so the writes of both sides survive; a
 //! deleted key is kept as a tombstone so that a merge does not bring it back.
 //!
+//! In the `majority` election mode there is no merge: a minority side has no leader and takes no
+//! write, and a write's answer comes once a quorum of the voters holds it (see `crate::leader`).
+//!
 //! Costs: a write is one leader call and one broadcast to each of the n−1 members; a read is a
 //! local call; a new member receives the whole map once. Tombstones stay until the process
 //! ends.
@@ -44,6 +47,14 @@ pub enum Write {
     Put(String, String),
     /// Deletes a key.
     Delete(String),
+}
+
+/// A write's answer: the term of the leader that wrote it (0 in the `priority` mode), for the
+/// writer to fence with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Written {
+    /// See above.
+    pub term: u64,
 }
 
 /// Reads, answered by the local copy.
@@ -116,7 +127,7 @@ impl Dict {
 impl LeaderServer for Dict {
     type State = BTreeMap<String, Entry>;
     type Call = Write;
-    type Reply = ();
+    type Reply = Written;
     type Cast = Write;
     type Broadcast = Change;
     type LocalCall = Read;
@@ -138,7 +149,9 @@ impl LeaderServer for Dict {
         election: &ElectionId,
     ) -> LeaderFlow<Change> {
         let flow = self.handle_leader_cast(request, election);
-        from.reply(());
+        from.reply(Written {
+            term: election.term,
+        });
         flow
     }
 
