@@ -11,6 +11,10 @@
 //!   known by its IP address or by a host name (looked up in the namespace's `/etc/hosts`).
 //! - A slow link: an 8 MiB cast over a link shaped to 20 Mbit/s streams for seconds without
 //!   being taken for silence, and small calls on the same link pass it.
+//! - The `majority` election: a netsplit {a} | {b, c} leaves a without a leader (its writes
+//!   refused with `NoQuorum`, none acknowledged) while b or c leads a later term and takes
+//!   writes; after the heal a holds every acknowledged write. A leader paused with SIGSTOP is
+//!   deposed, and once resumed no write is acknowledged in its old term.
 //!
 //! Needs root, `ip` (iproute2) and `iptables`. Where namespaces cannot be made the test is skipped with a
 //! notice, unless `GEN_CLUSTER_REQUIRE_REAL_PEERS` is set (as `.ci/run` does).
@@ -247,6 +251,24 @@ impl Host {
     /// A node of the candidates a, b, c that advertises `known_by(name)` and is seeded with
     /// `known_by` of the others.
     fn start_known_by(net: &Net, name: &'static str, known_by: fn(&str) -> String) -> Self {
+        Self::start_with(net, name, known_by, &[])
+    }
+
+    /// A node of the candidates a, b, c in the `majority` election, keeping its term in `dir`.
+    fn start_majority(net: &Net, name: &'static str, dir: &std::path::Path) -> Self {
+        let dir = dir.join(name);
+        let dir = dir.to_str().unwrap();
+        let extra = ["--election", "majority", "--data-dir", dir];
+        Self::start_with(net, name, addr, &extra)
+    }
+
+    /// [`start_known_by`](Self::start_known_by) with `extra` flags.
+    fn start_with(
+        net: &Net,
+        name: &'static str,
+        known_by: fn(&str) -> String,
+        extra: &[&str],
+    ) -> Self {
         let (listen, advertise) = (addr(name), known_by(name));
         let mut args = vec![
             "node",
@@ -271,6 +293,7 @@ impl Host {
         for seed in &seeds {
             args.extend(["--seed", seed]);
         }
+        args.extend(extra);
         Self::run(net, name, &args)
     }
 
@@ -317,6 +340,21 @@ impl Host {
             e["event"] == "leader" && e["peer"] == leader
         });
     }
+
+    /// Waits for a `leader` event of a term after `after`; returns the leader and its term.
+    fn wait_term_after(&self, after: u64) -> (String, u64) {
+        let found = std::cell::RefCell::new(None);
+        self.wait(&format!("a leader of a term after {after}"), |e| {
+            let term = e["term"].as_u64().unwrap_or(0);
+            let leader = e["peer"].as_str().unwrap_or_default();
+            let later = e["event"] == "leader" && term > after && !leader.is_empty();
+            if later {
+                *found.borrow_mut() = Some((leader.to_string(), term));
+            }
+            later
+        });
+        found.into_inner().unwrap()
+    }
 }
 
 impl Drop for Host {
@@ -324,6 +362,151 @@ impl Drop for Host {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `gen-cluster dict ARGS… --node <host's address>` in the host's namespace: its output, or its
+/// error if it failed.
+fn try_dict(net: &Net, host: &str, args: &[&str]) -> Result<String, String> {
+    let node = addr(host);
+    let mut all = vec!["dict"];
+    all.extend(args);
+    all.extend(["--node", &node]);
+    let output = net.command(host, &all).output().unwrap();
+    match output.status.success() {
+        true => Ok(String::from_utf8(output.stdout).unwrap()),
+        false => Err(String::from_utf8_lossy(&output.stderr).into_owned()),
+    }
+}
+
+/// The term a `dict put` printed (`ok k=v (term N)`).
+fn written_term(output: &str) -> u64 {
+    let term = output
+        .rsplit_once("(term ")
+        .and_then(|(_, t)| t.strip_suffix(")\n"));
+    term.and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("no term in {output:?}"))
+}
+
+const NO_QUORUM: &str = "no leader with a quorum of voters";
+
+/// A scratch directory for the nodes' data, removed on drop.
+struct DataDirs(std::path::PathBuf);
+
+impl DataDirs {
+    fn new(tag: char) -> Self {
+        let dir = std::env::temp_dir().join(format!("gc-majority-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for DataDirs {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `majority` election, netsplit {a} | {b, c}: a refuses writes (none acknowledged, then
+/// `NoQuorum`), b or c leads a later term and takes writes; after the heal a holds them all and
+/// follows that leader.
+#[test]
+fn a_majority_netsplit_leaves_the_minority_without_a_leader_and_the_heal_loses_no_write() {
+    let Some(net) = Net::new('q') else { return };
+    let dirs = DataDirs::new('q');
+    let hosts: Vec<Host> = HOSTS
+        .iter()
+        .map(|h| Host::start_majority(&net, h, &dirs.0))
+        .collect();
+    let (first_leader, first) = hosts[1].wait_term_after(0);
+    let before = dict(&net, "b", &["put", "before", "0"]);
+    assert!(written_term(&before) >= first, "{before}");
+
+    net.link("a", "down");
+    let cut = Instant::now();
+    // Until a has seen its links go, its writes fail one way or another, never with `ok`;
+    // then with `NoQuorum`.
+    let refused = loop {
+        match try_dict(&net, "a", &["put", "minority", "x"]) {
+            Ok(output) => panic!("the minority side acknowledged a write: {output}"),
+            Err(error) if error.contains(NO_QUORUM) => break cut.elapsed(),
+            Err(_) => assert!(cut.elapsed() < HANG, "a never said NoQuorum"),
+        }
+    };
+    let asked = Instant::now();
+    let error = try_dict(&net, "a", &["put", "minority", "y"]).unwrap_err();
+    let answered = asked.elapsed();
+    assert!(error.contains(NO_QUORUM), "{error}");
+    // b or c leads: the one that did, or the winner of a later term if a led.
+    let term = match first_leader.as_str() {
+        "a" => {
+            let (leader, term) = hosts[2].wait_term_after(first);
+            assert_ne!(leader, "a", "a cut-off node cannot win a term");
+            term
+        }
+        _ => first,
+    };
+    let during = dict(&net, "c", &["put", "during", "1"]);
+    assert!(written_term(&during) >= term, "{during}");
+    eprintln!(
+        "minority: NoQuorum {refused:?} after the cut; a client's refused write took {answered:?}"
+    );
+
+    net.link("a", "up");
+    let deadline = Instant::now() + HANG;
+    loop {
+        let listed = dict(&net, "a", &["list"]);
+        let status = status(&net, "a");
+        if listed == "before\t0\nduring\t1\n" && status["leader"] != "a" {
+            assert!(status["election"]["term"].as_u64().unwrap() >= term);
+            break;
+        }
+        assert!(Instant::now() < deadline, "a holds {listed:?}, {status}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `majority` election: the leader is paused with SIGSTOP; the other two elect a later term and
+/// take writes. Resumed, the old leader acknowledges no write in its old term: every `ok` it
+/// gives carries the new term or a later one.
+#[test]
+fn a_paused_majority_leader_is_deposed_and_acknowledges_nothing_in_its_old_term_once_resumed() {
+    let Some(net) = Net::new('z') else { return };
+    let dirs = DataDirs::new('z');
+    let hosts: Vec<Host> = HOSTS
+        .iter()
+        .map(|h| Host::start_majority(&net, h, &dirs.0))
+        .collect();
+    let (leader, first) = hosts[0].wait_term_after(0);
+    let old = HOSTS.iter().position(|h| *h == leader).unwrap();
+    let other = (old + 1) % 3;
+    let pid = hosts[old].child.id().to_string();
+    let signal = |name: &str| {
+        let sent = Command::new("kill").args([name, &pid]).status().unwrap();
+        assert!(sent.success());
+    };
+    // `ip netns exec` runs the node itself (it execs), so the child is the node.
+    signal("-STOP");
+    let (next, term) = hosts[other].wait_term_after(first);
+    assert_ne!(next, leader);
+    let written = dict(&net, HOSTS[other], &["put", "after", "1"]);
+    assert!(written_term(&written) >= term, "{written}");
+
+    signal("-CONT");
+    for i in 0..20 {
+        match try_dict(&net, &leader, &["put", &format!("resumed{i}"), "1"]) {
+            Ok(output) => assert!(
+                written_term(&output) >= term,
+                "the resumed leader acknowledged a write in its old term: {output}"
+            ),
+            Err(error) => assert!(cut_off_or_lost(&error), "{error}"),
+        }
+    }
+}
+
+/// The errors a write through a node may meet while its leader changes.
+fn cut_off_or_lost(error: &str) -> bool {
+    error.contains(NO_QUORUM) || error.contains("the leader was lost")
 }
 
 /// `gen-cluster dict ARGS… --node <host's address>`, run in the host's namespace.

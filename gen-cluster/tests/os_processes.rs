@@ -644,6 +644,128 @@ async fn a_killed_leader_is_replaced_racing_calls_never_hang_and_it_returns_as_a
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Three CLI nodes running the dictionary in the `majority` election, each keeping its term
+/// in a directory of its own under `dir`; returns them once they agree on a leader, with its
+/// name.
+fn majority_nodes(dir: &std::path::Path) -> (Vec<NodeProcess>, String) {
+    let mut nodes: Vec<NodeProcess> = Vec::new();
+    for name in ["a", "b", "c"] {
+        let data = dir.join(name);
+        let seeds: Vec<&str> = nodes.iter().map(|n| n.addr.as_str()).collect();
+        let extra = [
+            "--candidates",
+            "a,b,c",
+            "--election",
+            "majority",
+            "--data-dir",
+        ];
+        let mut extra = extra.to_vec();
+        extra.push(data.to_str().unwrap());
+        nodes.push(NodeProcess::start_with(
+            name,
+            "127.0.0.1:0",
+            COOKIE,
+            &seeds,
+            &extra,
+        ));
+    }
+    let leader = nodes[0].wait_for("a leader", |e| {
+        e["event"] == "leader" && e["term"].as_u64().is_some()
+    })["peer"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for node in &nodes[1..] {
+        node.wait_leader(&leader);
+    }
+    (nodes, leader)
+}
+
+/// The `majority` election: 200 writes, one after another, through a node that does not lead,
+/// each to its own key and to one register `r`; the leader is killed with SIGKILL after 50.
+/// Every write answered `ok` is on both survivors, and the register's final value, read on each
+/// survivor, is what a linearizable register could return: the last acknowledged write, or a
+/// later write whose answer was lost with the leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_majority_leader_killed_during_200_writes_loses_no_acknowledged_write() {
+    let dir = scratch("majority-kill");
+    let (mut nodes, leader) = majority_nodes(&dir);
+    let old = nodes
+        .iter()
+        .position(|n| n.name.as_str() == leader)
+        .unwrap();
+    let through = (old + 1) % 3;
+    let client = local_node("client").await;
+    client.connect(&nodes[through].addr).await.unwrap();
+    let dictionary = Leader::<Dict>::at(&client, &nodes[through].name, dict::ELECTION);
+
+    let mut acknowledged = Vec::new();
+    // The register's history: each write's value and whether it was acknowledged.
+    let mut register = Vec::new();
+    for i in 0..200 {
+        if i == 50 {
+            nodes[old].kill9();
+        }
+        let key = format!("k{i}");
+        match dictionary
+            .leader_call(Write::Put(key.clone(), "v".into()), T)
+            .await
+        {
+            Ok(_) => acknowledged.push(key),
+            Err(LeaderCallError::LeaderDied | LeaderCallError::NoQuorum) => {}
+            Err(other) => panic!("write {i}: {other}"),
+        }
+        let written = dictionary
+            .leader_call(Write::Put("r".into(), i.to_string()), T)
+            .await;
+        match written {
+            Ok(_) => register.push((i, true)),
+            Err(LeaderCallError::LeaderDied | LeaderCallError::NoQuorum) => {
+                register.push((i, false))
+            }
+            Err(other) => panic!("register write {i}: {other}"),
+        }
+    }
+    assert!(
+        acknowledged.len() >= 150,
+        "the survivors kept taking writes: {} of 200",
+        acknowledged.len()
+    );
+
+    let survivors: Vec<usize> = (0..3).filter(|i| *i != old).collect();
+    for &i in &survivors {
+        client.connect(&nodes[i].addr).await.unwrap();
+        let copy = Leader::<Dict>::at(&client, &nodes[i].name, dict::ELECTION);
+        let entries = tokio::time::timeout(HANG, async {
+            loop {
+                let ReadReply::All(entries) = copy.call(Read::List, T).await.unwrap() else {
+                    panic!("a list")
+                };
+                let keys: Vec<&String> = entries.iter().map(|(k, _)| k).collect();
+                if acknowledged.iter().all(|k| keys.contains(&k)) {
+                    return entries;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{} lacks an acknowledged write", nodes[i].name));
+        let value = entries.iter().find(|(k, _)| k == "r").map(|(_, v)| v);
+        let value: usize = value.expect("the register was written").parse().unwrap();
+        let last_acknowledged = register.iter().rfind(|(_, ok)| *ok).unwrap().0;
+        let possible = register
+            .iter()
+            .filter(|(i, ok)| *i == last_acknowledged || (*i > last_acknowledged && !ok));
+        assert!(
+            possible.map(|(i, _)| *i).any(|i| i == value),
+            "{} reads r = {value}, not linearizable after the last acknowledged write {last_acknowledged}",
+            nodes[i].name
+        );
+    }
+    client.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_leader_is_replaced_within_the_failure_detector_deadline() {
     let dir = scratch("leader-stop");
