@@ -43,7 +43,7 @@ struct Bench {
 type Runner = fn(&Bench, &mut Report) -> Result<()>;
 
 /// Every benchmark, in the order they run: its name (for `--only`) and its runner.
-const BENCHMARKS: [(&str, Runner); 14] = [
+const BENCHMARKS: [(&str, Runner); 16] = [
     ("remote_call", remote_call),
     ("concurrent_calls", concurrent_calls),
     ("casts", casts),
@@ -58,6 +58,8 @@ const BENCHMARKS: [(&str, Runner); 14] = [
     ("leader_failover", leader::failover_kill9),
     ("leader_hung", leader::failover_hung),
     ("leader_heal", leader::heal),
+    ("leader_resign", leader::resign),
+    ("majority_leader_call", leader::majority_leader_call),
 ];
 
 pub fn run(args: BenchArgs) -> Result<()> {

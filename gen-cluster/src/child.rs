@@ -77,6 +77,18 @@ impl NodeProcess {
             .map(|_| ())
     }
 
+    /// Waits until the node prints that some node leads its dictionary; returns its name.
+    pub fn wait_any_leader(&self) -> Result<String> {
+        let event = self.wait(|e| e["event"] == "leader" && e["peer"].is_string())?;
+        Ok(event["peer"].as_str().unwrap_or_default().to_string())
+    }
+
+    /// Waits for the process to end (after a signal that ends it).
+    pub fn wait_exit(&mut self) -> Result<()> {
+        self.child.wait()?;
+        Ok(())
+    }
+
     /// SIGKILL, and wait for it to end.
     pub fn kill(&mut self) -> Result<()> {
         self.child.kill()?;

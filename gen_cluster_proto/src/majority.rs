@@ -305,6 +305,17 @@ struct Leading {
     next_heartbeat: Instant,
 }
 
+impl Leading {
+    /// Starts the next round, sent `now`.
+    fn start_round(&mut self, now: Instant) {
+        self.round += 1;
+        if self.sent.len() == ROUNDS_KEPT {
+            self.sent.pop_front();
+        }
+        self.sent.push_back((self.round, now));
+    }
+}
+
 /// A voter's latest answers to its leader.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct Answer {
@@ -411,6 +422,14 @@ impl<S: Clone, B: Clone> Majority<S, B> {
     pub fn seq(&self) -> Option<u64> {
         match &self.role {
             Role::Leader(leading) => Some(leading.seq),
+            _ => None,
+        }
+    }
+
+    /// On the leader: its latest round.
+    pub fn round(&self) -> Option<u64> {
+        match &self.role {
+            Role::Leader(leading) => Some(leading.round),
             _ => None,
         }
     }
@@ -534,13 +553,16 @@ impl<S: Clone, B: Clone> Majority<S, B> {
         }
     }
 
-    /// On the leader: numbers `broadcast`, sends it to every member, and returns its number.
-    pub fn broadcast(&mut self, broadcast: B) -> Result<u64, NotLeader> {
+    /// On the leader: numbers `broadcast`, sends it to every member in a round started `now`
+    /// (its answers confirm that round: a reply given with it needs no [`confirm`](Self::confirm)),
+    /// and returns its number.
+    pub fn broadcast(&mut self, broadcast: B, now: Instant) -> Result<u64, NotLeader> {
         let term = self.durable.term;
         let Role::Leader(leading) = &mut self.role else {
             return Err(NotLeader);
         };
         leading.seq += 1;
+        leading.start_round(now);
         let (seq, round) = (leading.seq, leading.round);
         self.held = Some(Position { term, seq });
         let append = MajorityMessage::Append {
@@ -932,12 +954,8 @@ impl<S: Clone, B: Clone> Majority<S, B> {
         let Role::Leader(leading) = &mut self.role else {
             return;
         };
-        leading.round += 1;
+        leading.start_round(now);
         leading.next_heartbeat = now + self.config.heartbeat;
-        if leading.sent.len() == ROUNDS_KEPT {
-            leading.sent.pop_front();
-        }
-        leading.sent.push_back((leading.round, now));
         let heartbeat = MajorityMessage::Heartbeat {
             term,
             seq: leading.seq,
@@ -1410,7 +1428,7 @@ mod tests {
         let rest = (0..3).find(|&i| i != ahead && i != leader).unwrap();
         net.link(leader, ahead, false);
         net.link(rest, ahead, false);
-        net.nodes[leader].broadcast(1).unwrap();
+        net.nodes[leader].broadcast(1, net.now).unwrap();
         net.run();
         net.link(rest, ahead, true);
         net.link(leader, rest, false);
@@ -1456,7 +1474,7 @@ mod tests {
     fn a_voter_that_lost_its_memory_neither_stands_nor_votes_until_it_has_the_state() {
         let mut net = Net::new(3);
         let leader = net.elect();
-        net.nodes[leader].broadcast(1).unwrap();
+        net.nodes[leader].broadcast(1, net.now).unwrap();
         net.run();
         let restarted = (0..3).find(|&i| i != leader).unwrap();
         let durable = net.disks[restarted].clone();
@@ -1523,7 +1541,7 @@ mod tests {
         // An older state of the same leader never takes a follower back.
         let mut net = Net::new(3);
         let leader = net.elect();
-        net.nodes[leader].broadcast(1).unwrap();
+        net.nodes[leader].broadcast(1, net.now).unwrap();
         net.run();
         let follower = (0..3).find(|&i| i != leader).unwrap();
         let term = net.nodes[leader].term();

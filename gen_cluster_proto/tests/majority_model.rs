@@ -367,7 +367,7 @@ impl Model for ElectionModel {
                 let write = system.writes + 1;
                 let node = system.nodes[i].as_mut()?;
                 node.state.push(write);
-                let seq = node.machine.broadcast(write).ok()?;
+                let seq = node.machine.broadcast(write, node.now).ok()?;
                 let term = node.machine.term();
                 system.writes = write;
                 system.pending.push((i, term, seq, write));

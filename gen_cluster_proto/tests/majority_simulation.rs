@@ -445,12 +445,12 @@ impl Sim {
                 let Some(i) = self.pick_leader(pick) else {
                     return;
                 };
-                let write = self.next_write;
+                let (write, now) = (self.next_write, self.now);
                 if let Some(node) = self.running(i)
                     && node.machine.is_leader()
                 {
                     node.state.push(write);
-                    let seq = node.machine.broadcast(write).unwrap();
+                    let seq = node.machine.broadcast(write, now).unwrap();
                     let term = node.machine.term();
                     self.next_write += 1;
                     self.pending_writes.push((i, term, seq, write));

@@ -2,15 +2,19 @@
 //! `kill -9` (beside the raw TCP close the kernel reports), after `SIGSTOP` (beside the failure
 //! detector's deadline), the heal of a partition (beside the reconnection itself), a cold start
 //! (beside forming the mesh), and `leader_call` (beside a plain remote call on the same
-//! connection).
+//! connection). The `majority` election's failovers (kill, stop, SIGTERM) are measured in the
+//! same run as the `priority` one's and reported beside them, and its quorum-acknowledged
+//! `leader_call` beside a plain remote call to the leader's node.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use gen_cluster::services::dict::{self, Dict, Write};
+use gen_cluster::services::echo;
 use gen_cluster::services::echo::{Echo, EchoCall};
 use gen_cluster::{
-    Discovery, Leader, LeaderConfig, Node, NodeName, ReconcileConfig, ServerRef, StaticPeers,
+    Discovery, ElectionMode, Leader, LeaderConfig, Node, NodeName, ReconcileConfig, ServerRef,
+    StaticPeers,
 };
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
@@ -35,11 +39,15 @@ struct Trio {
     addrs: Vec<String>,
     data: std::path::PathBuf,
     down_after_ms: u64,
+    mode: ElectionMode,
 }
 
 impl Trio {
-    fn start(down_after_ms: u64) -> Result<Self> {
-        let data = std::env::temp_dir().join(format!("gen-cluster-bench-{}", std::process::id()));
+    /// The trio, once every node follows one leader.
+    fn start(down_after_ms: u64, mode: ElectionMode) -> Result<Self> {
+        let data =
+            std::env::temp_dir().join(format!("gen-cluster-bench-{}-{mode:?}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&data);
         let mut addrs = Vec::new();
         for _ in CANDIDATES {
             let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
@@ -50,12 +58,18 @@ impl Trio {
             addrs,
             data,
             down_after_ms,
+            mode,
         };
         for slot in 0..CANDIDATES.len() {
             trio.restart(slot)?;
         }
-        for node in trio.nodes.iter().flatten() {
-            node.wait_leader("a")?;
+        // The first node's event names the leader (in the majority mode any of the three).
+        let leader = trio.node(0)?.wait_any_leader()?;
+        if mode == ElectionMode::Priority && leader != "a" {
+            bail!("{leader} leads, not the first candidate");
+        }
+        for node in trio.nodes.iter().flatten().skip(1) {
+            node.wait_leader(&leader)?;
         }
         Ok(trio)
     }
@@ -82,8 +96,20 @@ impl Trio {
                 args.extend(["--seed", addr]);
             }
         }
+        if self.mode == ElectionMode::Majority {
+            args.extend(["--election", "majority"]);
+        }
         self.nodes[slot] = Some(NodeProcess::start(CANDIDATES[slot], COOKIE, &args, STEP)?);
         Ok(())
+    }
+
+    /// The leader the restarted node in `slot` follows once back.
+    fn rejoined(&self, slot: usize) -> Result<usize> {
+        let leader = self.node(slot)?.wait_any_leader()?;
+        CANDIDATES
+            .iter()
+            .position(|c| *c == leader)
+            .context("an unknown leader")
     }
 
     fn node(&self, slot: usize) -> Result<&NodeProcess> {
@@ -120,6 +146,14 @@ async fn connected(client: &Node, name: &str) -> Result<()> {
     .context("the bench client did not reconnect")
 }
 
+/// The leader, once the client is connected to all three nodes.
+async fn leader_once_connected(client: &Node) -> Result<usize> {
+    for name in CANDIDATES {
+        connected(client, name).await?;
+    }
+    leader_now(client, CANDIDATES[0]).await
+}
+
 /// Writes through `via` until a leader answers; the time it took.
 async fn first_answer(client: &Node, via: &str, since: Instant) -> Result<Duration> {
     let via = Leader::<Dict>::at(client, &NodeName::new(via)?, dict::ELECTION);
@@ -145,14 +179,53 @@ async fn leader_now(client: &Node, via: &str) -> Result<usize> {
 }
 
 /// `kill -9` of the leader, then the first write a new leader answers; the killed node is
-/// restarted (it comes back as a follower) before the next trial.
+/// restarted (it comes back as a follower) before the next trial. Both modes in the same run.
 pub(super) fn failover_kill9(_: &Bench, report: &mut Report) -> Result<()> {
+    let (priority, floor) = kill9_trials(ElectionMode::Priority).context("priority mode")?;
+    let (majority, _) = kill9_trials(ElectionMode::Majority).context("majority mode")?;
+    let (p50, p99, max) = summary(&priority)?;
+    let (floor_p50, ..) = summary(&floor)?;
+    report.lower(
+        "leader_failover_kill9_p50",
+        "ms",
+        p50,
+        "raw_tcp_close_seen_after_kill9_p50",
+        floor_p50,
+    );
+    report.lower("leader_failover_kill9_p99", "ms", p99, "target_ms_p50", 5.0);
+    report.lower("leader_failover_kill9_max", "ms", max, "target_ms_p50", 5.0);
+    beside_priority(report, "failover_kill9", &majority, &priority, 50.0)
+}
+
+/// Reports the majority mode's p50, p99 and max of `name` beside the priority mode's, and the
+/// p50 beside its target too.
+fn beside_priority(
+    report: &mut Report,
+    name: &str,
+    majority: &[Duration],
+    priority: &[Duration],
+    target_p50_ms: f64,
+) -> Result<()> {
+    let (p50, p99, max) = summary(majority)?;
+    let (priority_p50, priority_p99, priority_max) = summary(priority)?;
+    let figure = |what: &str| format!("majority_{name}_{what}");
+    let baseline = |what: &str| format!("priority_{name}_{what}");
+    report.lower(&figure("p50"), "ms", p50, &baseline("p50"), priority_p50);
+    report.lower(&figure("p99"), "ms", p99, &baseline("p99"), priority_p99);
+    report.lower(&figure("max"), "ms", max, &baseline("max"), priority_max);
+    report.lower(&figure("p50"), "ms", p50, "target_ms_p50", target_p50_ms);
+    Ok(())
+}
+
+/// 100 trials of `kill -9` of the leader in `mode`: the time until a new leader answered a
+/// write, and when the kernel's close of a raw connection to the killed node was seen.
+fn kill9_trials(mode: ElectionMode) -> Result<(Vec<Duration>, Vec<Duration>)> {
     const TRIALS: usize = 100;
-    let mut trio = Trio::start(1000)?;
+    let mut trio = Trio::start(1000, mode)?;
     let runtime = runtime()?;
     let client = runtime.block_on(client(&trio.addrs))?;
     let (mut ours, mut floor) = (Vec::new(), Vec::new());
-    let mut leader = 0;
+    let mut leader = runtime.block_on(leader_once_connected(&client))?;
     for _ in 0..TRIALS {
         let survivor = (leader + 1) % CANDIDATES.len();
         runtime.block_on(connected(&client, CANDIDATES[survivor]))?;
@@ -168,32 +241,82 @@ pub(super) fn failover_kill9(_: &Bench, report: &mut Report) -> Result<()> {
         trio.nodes[leader].as_mut().context("running")?.kill()?;
         ours.push(runtime.block_on(first_answer(&client, CANDIDATES[survivor], killed))?);
         floor.push(runtime.block_on(closed)?.duration_since(killed));
-        let next = runtime.block_on(leader_now(&client, CANDIDATES[survivor]))?;
         trio.restart(leader)?;
-        trio.node(leader)?.wait_leader(CANDIDATES[next])?;
-        leader = next;
+        leader = trio.rejoined(leader)?;
     }
     runtime.block_on(client.shutdown());
-    let (p50, p99, max) = summary(&ours)?;
-    let (floor_p50, ..) = summary(&floor)?;
-    report.lower(
-        "leader_failover_kill9_p50",
-        "ms",
-        p50,
-        "raw_tcp_close_seen_after_kill9_p50",
-        floor_p50,
-    );
-    report.lower("leader_failover_kill9_p99", "ms", p99, "target_ms_p50", 5.0);
-    report.lower("leader_failover_kill9_max", "ms", max, "target_ms_p50", 5.0);
-    Ok(())
+    Ok((ours, floor))
 }
 
-/// `SIGSTOP` of the leader with the default failure detector (down after 1 s of silence), then
-/// the first write a new leader answers.
-pub(super) fn failover_hung(_: &Bench, report: &mut Report) -> Result<()> {
+/// SIGTERM of the leader (the node shuts down cleanly: in the majority mode its leader hands
+/// over), then the first write a new leader answers; both modes in the same run.
+pub(super) fn resign(_: &Bench, report: &mut Report) -> Result<()> {
+    let priority = resign_trials(ElectionMode::Priority).context("priority mode")?;
+    let majority = resign_trials(ElectionMode::Majority).context("majority mode")?;
+    let (p50, p99, max) = summary(&priority)?;
+    report.lower("leader_sigterm_p50", "ms", p50, "target_ms", 100.0);
+    report.lower("leader_sigterm_p99", "ms", p99, "target_ms", 100.0);
+    report.lower("leader_sigterm_max", "ms", max, "target_ms", 100.0);
+    beside_priority(report, "sigterm", &majority, &priority, 10.0)
+}
+
+fn resign_trials(mode: ElectionMode) -> Result<Vec<Duration>> {
     const TRIALS: usize = 100;
+    let mut trio = Trio::start(1000, mode)?;
+    let runtime = runtime()?;
+    let client = runtime.block_on(client(&trio.addrs))?;
+    let mut ours = Vec::new();
+    let mut leader = runtime.block_on(leader_once_connected(&client))?;
+    for _ in 0..TRIALS {
+        let survivor = (leader + 1) % CANDIDATES.len();
+        runtime.block_on(connected(&client, CANDIDATES[survivor]))?;
+        let asked = Instant::now();
+        let node = trio.nodes[leader].as_mut().context("running")?;
+        node.signal("-TERM")?;
+        ours.push(runtime.block_on(first_answer(&client, CANDIDATES[survivor], asked))?);
+        node.wait_exit()?;
+        trio.restart(leader)?;
+        leader = trio.rejoined(leader)?;
+    }
+    runtime.block_on(client.shutdown());
+    Ok(ours)
+}
+
+/// `SIGSTOP` of the leader with the default settings (the failure detector's deadline 1 s;
+/// the majority election's timeout 500 ms), then the first write a new leader answers; both
+/// modes in the same run.
+pub(super) fn failover_hung(_: &Bench, report: &mut Report) -> Result<()> {
     const DOWN_AFTER_MS: u64 = 1000;
-    let trio = Trio::start(DOWN_AFTER_MS)?;
+    let priority = hung_trials(ElectionMode::Priority, DOWN_AFTER_MS).context("priority mode")?;
+    let majority = hung_trials(ElectionMode::Majority, DOWN_AFTER_MS).context("majority mode")?;
+    let (p50, p99, max) = summary(&priority)?;
+    report.lower(
+        "leader_failover_sigstop_p50",
+        "ms",
+        p50,
+        "failure_detector_deadline_ms",
+        DOWN_AFTER_MS as f64,
+    );
+    report.lower(
+        "leader_failover_sigstop_p99",
+        "ms",
+        p99,
+        "target_ms",
+        1500.0,
+    );
+    report.lower(
+        "leader_failover_sigstop_max",
+        "ms",
+        max,
+        "target_ms",
+        1500.0,
+    );
+    beside_priority(report, "failover_sigstop", &majority, &priority, 1500.0)
+}
+
+fn hung_trials(mode: ElectionMode, down_after_ms: u64) -> Result<Vec<Duration>> {
+    const TRIALS: usize = 100;
+    let trio = Trio::start(down_after_ms, mode)?;
     let runtime = runtime()?;
     let client = runtime.block_on(client(&trio.addrs))?;
     let mut ours = Vec::new();
@@ -226,29 +349,7 @@ pub(super) fn failover_hung(_: &Bench, report: &mut Report) -> Result<()> {
         })?;
     }
     runtime.block_on(client.shutdown());
-    let (p50, p99, max) = summary(&ours)?;
-    report.lower(
-        "leader_failover_sigstop_p50",
-        "ms",
-        p50,
-        "failure_detector_deadline_ms",
-        DOWN_AFTER_MS as f64,
-    );
-    report.lower(
-        "leader_failover_sigstop_p99",
-        "ms",
-        p99,
-        "target_ms",
-        1500.0,
-    );
-    report.lower(
-        "leader_failover_sigstop_max",
-        "ms",
-        max,
-        "target_ms",
-        1500.0,
-    );
-    Ok(())
+    Ok(ours)
 }
 
 /// Three in-process nodes running the dictionary, all connected.
@@ -388,11 +489,62 @@ pub(super) fn heal(_: &Bench, report: &mut Report) -> Result<()> {
     Ok(())
 }
 
+/// How many calls of each kind are timed one by one; 64 callers make four times as many.
+const CALLS: usize = 5_000;
+const CALLERS: usize = 64;
+
+/// Dictionary writes through `instance` beside echo calls from `caller` to `echo`: the times of
+/// one caller's calls of each kind, taken in turn, then the rates of 64 callers of each kind.
+async fn calls_beside_echo(
+    instance: Leader<Dict>,
+    caller: Node,
+    echo: ServerRef<Echo>,
+) -> Result<(Vec<Duration>, Vec<Duration>, f64, f64)> {
+    let write = || Write::Put("k".into(), "v".into());
+    let echo_call = || EchoCall::Echo(vec![7u8; 64]);
+    instance.leader_call(write(), STEP).await?;
+    let (mut ours, mut plain) = (Vec::new(), Vec::new());
+    for _ in 0..CALLS {
+        let t = Instant::now();
+        instance.leader_call(write(), STEP).await?;
+        ours.push(t.elapsed());
+        let t = Instant::now();
+        caller.call(&echo, echo_call(), STEP).await?;
+        plain.push(t.elapsed());
+    }
+    let rate = |leader_calls: bool| {
+        let (instance, caller, echo) = (instance.clone(), caller.clone(), echo.clone());
+        async move {
+            let started = Instant::now();
+            let mut callers = Vec::new();
+            for _ in 0..CALLERS {
+                let (instance, caller, echo) = (instance.clone(), caller.clone(), echo.clone());
+                callers.push(tokio::spawn(async move {
+                    for _ in 0..CALLS / CALLERS * 4 {
+                        if leader_calls {
+                            instance.leader_call(write(), STEP).await?;
+                        } else {
+                            caller.call(&echo, echo_call(), STEP).await?;
+                        }
+                    }
+                    anyhow::Ok(())
+                }));
+            }
+            for caller in callers {
+                caller.await??;
+            }
+            let calls = CALLS / CALLERS * 4 * CALLERS;
+            anyhow::Ok(calls as f64 / started.elapsed().as_secs_f64())
+        }
+    };
+    let ours_rate = rate(true).await?;
+    let plain_rate = rate(false).await?;
+    Ok((ours, plain, ours_rate, plain_rate))
+}
+
 /// `leader_call` from a follower (relayed by its instance to the leader's node) beside a plain
 /// remote call to the leader's node, on the same connection: one caller, then 64.
 pub(super) fn leader_call(Bench { sides, .. }: &Bench, report: &mut Report) -> Result<()> {
-    const CALLS: usize = 5_000;
-    const CALLERS: usize = 64;
     let (leader, follower, echo) = sides.nodes("leader")?;
     let candidates = vec![leader.name().clone()];
     let start = |node: &Node| {
@@ -406,51 +558,8 @@ pub(super) fn leader_call(Bench { sides, .. }: &Bench, report: &mut Report) -> R
     sides.server.block_on(start(&leader))?;
     let instance = sides.on_client(start(&follower))??;
     let follower_node = follower.clone();
-    let (ours, plain, ours_rate, plain_rate) = sides.on_client(async move {
-        let write = || Write::Put("k".into(), "v".into());
-        instance.leader_call(write(), STEP).await?;
-        let echo_call = || EchoCall::Echo(vec![7u8; 64]);
-        let (mut ours, mut plain) = (Vec::new(), Vec::new());
-        for _ in 0..CALLS {
-            let t = Instant::now();
-            instance.leader_call(write(), STEP).await?;
-            ours.push(t.elapsed());
-            let t = Instant::now();
-            follower.call(&echo, echo_call(), STEP).await?;
-            plain.push(t.elapsed());
-        }
-        let rate = |instance: Leader<Dict>,
-                    follower: Node,
-                    echo: ServerRef<Echo>,
-                    leader_calls: bool| async move {
-            let started = Instant::now();
-            let mut callers = Vec::new();
-            for _ in 0..CALLERS {
-                let (instance, follower, echo) = (instance.clone(), follower.clone(), echo.clone());
-                callers.push(tokio::spawn(async move {
-                    for _ in 0..CALLS / CALLERS * 4 {
-                        if leader_calls {
-                            instance
-                                .leader_call(Write::Put("k".into(), "v".into()), STEP)
-                                .await?;
-                        } else {
-                            follower
-                                .call(&echo, EchoCall::Echo(vec![7u8; 64]), STEP)
-                                .await?;
-                        }
-                    }
-                    anyhow::Ok(())
-                }));
-            }
-            for caller in callers {
-                caller.await??;
-            }
-            anyhow::Ok((CALLS / CALLERS * 4 * CALLERS) as f64 / started.elapsed().as_secs_f64())
-        };
-        let ours_rate = rate(instance.clone(), follower.clone(), echo.clone(), true).await?;
-        let plain_rate = rate(instance, follower, echo, false).await?;
-        anyhow::Ok((ours, plain, ours_rate, plain_rate))
-    })??;
+    let (ours, plain, ours_rate, plain_rate) =
+        sides.on_client(calls_beside_echo(instance, follower, echo))??;
     sides.stop(&[&leader]);
     sides.stop(&[&follower_node]);
     let (p50, p99) = percentiles(ours)?;
@@ -471,6 +580,91 @@ pub(super) fn leader_call(Bench { sides, .. }: &Bench, report: &mut Report) -> R
     );
     report.higher(
         "leader_calls_per_s_64_callers",
+        "/s",
+        ours_rate,
+        "remote_calls_per_s_64_callers",
+        plain_rate,
+    );
+    Ok(())
+}
+
+/// The `majority` election's `leader_call` from a worker on the client side, answered once a
+/// quorum of the three voters (on the server side) holds the write, beside a plain remote call
+/// to the leader's node on the same link: one caller, then 64.
+pub(super) fn majority_leader_call(Bench { sides, .. }: &Bench, report: &mut Report) -> Result<()> {
+    let data =
+        std::env::temp_dir().join(format!("gen-cluster-bench-quorum-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    let voters = sides.server.block_on(async {
+        let mut voters = Vec::new();
+        for name in CANDIDATES {
+            let node = Node::start(config(&format!("voter-{name}"))).await?;
+            node.spawn_named(echo::NAME, Echo::default()).await?;
+            voters.push(node);
+        }
+        for (i, from) in voters.iter().enumerate() {
+            for to in &voters[i + 1..] {
+                from.connect(to.listen_addr()).await?;
+            }
+        }
+        anyhow::Ok(voters)
+    })?;
+    let names: Vec<NodeName> = voters.iter().map(|n| n.name().clone()).collect();
+    let majority = |node: &Node, names: Vec<NodeName>, data: std::path::PathBuf| {
+        let node = node.clone();
+        async move {
+            let mut config = LeaderConfig::new(dict::ELECTION, names);
+            config.mode = ElectionMode::Majority;
+            config.data_dir = Some(data.join(node.name().as_str()));
+            Leader::start(&node, config, Dict::default()).await
+        }
+    };
+    for voter in &voters {
+        sides
+            .server
+            .block_on(majority(voter, names.clone(), data.clone()))?;
+    }
+    let addrs: Vec<String> = voters.iter().map(|n| n.listen_addr().to_string()).collect();
+    let (names_c, data_c) = (names.clone(), data.clone());
+    let (ours, plain, ours_rate, plain_rate) = sides.on_client(async move {
+        let worker = Node::start(config("quorum-worker")).await?;
+        for addr in &addrs {
+            worker.connect(addr).await?;
+        }
+        let instance = majority(&worker, names_c, data_c).await?;
+        let mut changes = instance.leader_changes().context("a local handle")?;
+        let election = tokio::time::timeout(STEP, changes.wait_for(Option::is_some))
+            .await
+            .context("no leader elected")??
+            .clone()
+            .context("no leader")?;
+        let echo = ServerRef::<Echo>::named(&election.leader, echo::NAME);
+        let measured = calls_beside_echo(instance, worker.clone(), echo).await;
+        worker.shutdown().await;
+        measured
+    })??;
+    for voter in &voters {
+        sides.server.block_on(voter.shutdown());
+    }
+    let _ = std::fs::remove_dir_all(&data);
+    let (p50, p99) = percentiles(ours)?;
+    let (plain_p50, plain_p99) = percentiles(plain)?;
+    report.lower(
+        "majority_leader_call_p50",
+        "us",
+        p50,
+        "remote_call_to_leader_p50",
+        plain_p50,
+    );
+    report.lower(
+        "majority_leader_call_p99",
+        "us",
+        p99,
+        "remote_call_to_leader_p99",
+        plain_p99,
+    );
+    report.higher(
+        "majority_leader_calls_per_s_64_callers",
         "/s",
         ours_rate,
         "remote_calls_per_s_64_callers",

@@ -171,6 +171,9 @@ pub(crate) struct Quorum<B: LeaderServer> {
     gated: VecDeque<Gated<B>>,
     /// How long a call waits here for a leader while a quorum of voters is counted.
     election_wait: Duration,
+    /// The leader's round when the message being handled arrived: a reply given while handling
+    /// it needs a round started later (see `admit_replies`).
+    round_at_receipt: u64,
 }
 
 /// A leader call's reply, sent once a quorum holds broadcast `seq` and answered round `round`.
@@ -193,17 +196,21 @@ impl<B: LeaderServer> Machine<B> {
             gate: Arc::new(ReplyGate::new()),
             gated: VecDeque::new(),
             election_wait,
+            round_at_receipt: 0,
         })
     }
 
-    /// The election this node follows (its own if it leads).
+    /// The election this node follows (its own if it leads). In the `majority` mode a node
+    /// follows a leader once it holds that leader's state, not merely once it heard of it.
     fn current(&self) -> Option<ElectionId> {
         match self {
             Self::Priority(machine) => machine.current().cloned(),
             Self::Majority(quorum) => {
                 let machine = &quorum.machine;
                 let leader = machine.leader()?.clone();
-                Some(ElectionId::of_term(leader, machine.term()))
+                let term = machine.term();
+                let holds = machine.held().is_some_and(|held| held.term == term);
+                (machine.is_leader() || holds).then(|| ElectionId::of_term(leader, term))
             }
         }
     }
@@ -339,6 +346,8 @@ pub(crate) struct Instance<B: LeaderServer> {
     standing: watch::Sender<Standing>,
     /// Tells the driver task when the machine's timer is due.
     timer: watch::Sender<Option<Instant>>,
+    /// Whether the timer fired since the driver task was last told.
+    timer_fired: bool,
 }
 
 /// The channels between an instance and what watches it.
@@ -373,6 +382,7 @@ impl<B: LeaderServer> Instance<B> {
             changes,
             standing,
             timer,
+            timer_fired: false,
         };
         let wiring = Wiring {
             changes: followed,
@@ -478,8 +488,16 @@ impl<B: LeaderServer> Instance<B> {
             *seen = standing;
             changed
         });
+        // The driver task forgets a due time once it fires; otherwise it is told only of changes
+        // (most messages change none, and waking it for each would cost every call a task switch).
         let due = [self.machine.poll_timeout(), self.held_due()];
-        self.timer.send_replace(due.into_iter().flatten().min());
+        let due = due.into_iter().flatten().min();
+        let fired = std::mem::take(&mut self.timer_fired);
+        self.timer.send_if_modified(|seen| {
+            let changed = fired || *seen != due;
+            *seen = due;
+            changed
+        });
         flow
     }
 
@@ -510,8 +528,9 @@ impl<B: LeaderServer> Instance<B> {
     }
 
     /// `majority` mode: numbers the replies the behaviour gave since the last time. Each waits
-    /// for a quorum to hold the broadcasts sent so far and to answer a round started now (one
-    /// round for them all); given when this node no longer leads, they fail. Whether any was.
+    /// for a quorum to hold the broadcasts sent so far and to answer a round started after its
+    /// request arrived: the round of a broadcast sent since, or else one started now (one round
+    /// for them all); given when this node no longer leads, they fail. Whether any was.
     fn admit_replies(&mut self) -> bool {
         let Machine::Majority(quorum) = &mut self.machine else {
             return false;
@@ -520,7 +539,11 @@ impl<B: LeaderServer> Instance<B> {
         if given.is_empty() {
             return false;
         }
-        match (quorum.machine.seq(), quorum.machine.confirm(now())) {
+        let round = match quorum.machine.round() {
+            Some(round) if round > quorum.round_at_receipt => Ok(round),
+            _ => quorum.machine.confirm(now()),
+        };
+        match (quorum.machine.seq(), round) {
             (Some(seq), Ok(round)) => {
                 let gated = given.into_iter().map(|(route, value)| Gated {
                     seq,
@@ -712,6 +735,12 @@ impl<B: LeaderServer> Instance<B> {
             pid: ctx.pid(),
             message,
         };
+        self.send_to(ctx, to, info).await;
+    }
+
+    /// Sends `info` to the instance on `to`; lost if `to` is not connected (the machines
+    /// learn of that from the node's downs).
+    async fn send_to(&mut self, ctx: &Context<Self>, to: &NodeName, info: InstanceInfo<B>) {
         let _ = ctx
             .node()
             .send(&ServerRef::<Self>::named(to, &self.name), info)
@@ -726,7 +755,7 @@ impl<B: LeaderServer> Instance<B> {
             LeaderFlow::Stop(reason) => Flow::Stop(reason),
             LeaderFlow::Broadcast(message) if matches!(self.machine, Machine::Majority(_)) => {
                 if let Machine::Majority(quorum) = &mut self.machine
-                    && quorum.machine.broadcast(message).is_err()
+                    && quorum.machine.broadcast(message, now()).is_err()
                 {
                     tracing::debug!("a broadcast given after this node stopped leading is dropped");
                 }
@@ -740,10 +769,7 @@ impl<B: LeaderServer> Instance<B> {
                             election: election.clone(),
                             message: message.clone(),
                         };
-                        let _ = ctx
-                            .node()
-                            .send(&ServerRef::<Self>::named(&member, &self.name), info)
-                            .await;
+                        self.send_to(ctx, &member, info).await;
                     }
                 }
                 Flow::Continue
@@ -762,10 +788,7 @@ impl<B: LeaderServer> Instance<B> {
             pid: ctx.pid(),
             message,
         };
-        let _ = ctx
-            .node()
-            .send(&ServerRef::<Self>::named(to, &self.name), info)
-            .await;
+        self.send_to(ctx, to, info).await;
     }
 
     /// Routes the held calls and casts, once a leader is known.
@@ -1022,6 +1045,7 @@ impl<B: LeaderServer> Server for Instance<B> {
         from: ReplyTo<Self::Reply>,
         ctx: &mut Context<Self>,
     ) -> Flow {
+        self.receive();
         let flow = match request {
             InstanceCall::Leader(request) => self.leader_call(ctx, request, from).await,
             InstanceCall::Route(request) => self.route_call(ctx, request, from).await,
@@ -1042,6 +1066,7 @@ impl<B: LeaderServer> Server for Instance<B> {
     }
 
     async fn handle_cast(&mut self, message: Self::Cast, ctx: &mut Context<Self>) -> Flow {
+        self.receive();
         let flow = match message {
             InstanceCast::Leader(request) => self.leader_cast(ctx, request).await,
             InstanceCast::Local(request) => {
@@ -1062,6 +1087,7 @@ impl<B: LeaderServer> Server for Instance<B> {
             }
             _ => return Flow::Continue,
         };
+        self.receive();
         let at = now();
         let flow = match message {
             InstanceInfo::Election { from, pid, message } => {
@@ -1116,6 +1142,7 @@ impl<B: LeaderServer> Server for Instance<B> {
                 Flow::Continue
             }
             InstanceInfo::Timer => {
+                self.timer_fired = true;
                 self.machine.timeout(at);
                 Flow::Continue
             }
@@ -1135,6 +1162,13 @@ impl<B: LeaderServer> Server for Instance<B> {
 }
 
 impl<B: LeaderServer> Instance<B> {
+    /// Notes the leader's round as a message arrives (`majority` mode).
+    fn receive(&mut self) {
+        if let Machine::Majority(quorum) = &mut self.machine {
+            quorum.round_at_receipt = quorum.machine.round().unwrap_or(0);
+        }
+    }
+
     /// Settles after a message was handled, unless the instance stops.
     async fn settle_after(&mut self, ctx: &Context<Self>, flow: Flow) -> Flow {
         match flow {
