@@ -311,6 +311,11 @@ pub fn resolve(config: Option<&Path>, flags: NodeSettings) -> Result<Settings> {
     if no_candidates && given.election == Some(Election::Majority) {
         bail!("a majority election needs its voters: give the candidates (--candidates)");
     }
+    if given.election_timeout_ms.is_some() && given.election != Some(Election::Majority) {
+        bail!(
+            "election_timeout_ms is a setting of the majority election: give --election majority too"
+        );
+    }
     if given.election_timeout_ms.is_some_and(|ms| ms < 20) {
         bail!("election_timeout_ms must be at least 20");
     }

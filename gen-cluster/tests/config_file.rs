@@ -178,6 +178,11 @@ fn a_majority_election_that_cannot_run_is_refused_at_start_with_what_to_give() {
             "unknown variant `raft`",
         ),
         (
+            "timeout_without_majority.toml",
+            "name = \"a\"\nelection_timeout_ms = 500\ncandidates = [\"a\"]\n",
+            "setting of the majority election",
+        ),
+        (
             "tiny_timeout.toml",
             "name = \"a\"\nelection = \"majority\"\nelection_timeout_ms = 5\ncandidates = [\"a\"]\n",
             "at least 20",

@@ -332,3 +332,22 @@ async fn settings_that_cannot_run_a_majority_election_are_refused_at_start() {
         .await
         .expect("a worker starts without a data directory");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_single_voter_leads_alone_and_acknowledges_each_write_at_once() {
+    let net = Net::memory();
+    let node = net.node("solo").await;
+    let dir = scratch_dir("majority-solo");
+    let dict = start_dict(&node, &[node.name().clone()], &dir).await;
+    agreed(&[&dict]).await;
+    for i in 0..3 {
+        let asked = Instant::now();
+        let written = dict.leader_call(put(&format!("k{i}"), "v"), T).await;
+        assert!(written.is_ok(), "write {i}: {written:?}");
+        assert!(
+            asked.elapsed() < Duration::from_millis(50),
+            "a quorum of one waited {:?} for a later round",
+            asked.elapsed()
+        );
+    }
+}

@@ -266,7 +266,12 @@ pub struct NotLeader;
 
 /// How many of its latest rounds a leader remembers the sending time of: answers to older ones
 /// still confirm them, but no longer count as recent for check-quorum.
-const ROUNDS_KEPT: usize = 256;
+const ROUNDS_KEPT: usize = 1024;
+
+/// Rounds started closer together than this share the sending time of the first: with
+/// [`ROUNDS_KEPT`], the times of the last second or more are kept however many rounds the
+/// writes start.
+const ROUND_TIME_GRAIN: Duration = Duration::from_millis(1);
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum Role {
@@ -306,9 +311,17 @@ struct Leading {
 }
 
 impl Leading {
-    /// Starts the next round, sent `now`.
+    /// Starts the next round, sent `now`. Its time is kept unless a kept round was sent less
+    /// than [`ROUND_TIME_GRAIN`] before: an answer to it then counts from that earlier time.
     fn start_round(&mut self, now: Instant) {
         self.round += 1;
+        if self
+            .sent
+            .back()
+            .is_some_and(|(_, at)| now < *at + ROUND_TIME_GRAIN)
+        {
+            return;
+        }
         if self.sent.len() == ROUNDS_KEPT {
             self.sent.pop_front();
         }
@@ -478,7 +491,8 @@ impl<S: Clone, B: Clone> Majority<S, B> {
         if !self.is_leader() {
             return Err(NotLeader);
         }
-        self.heartbeat(now);
+        // Not a heartbeat: the next one (and its check-quorum) stays due when it was.
+        self.send_round(now);
         let round = match &self.role {
             Role::Leader(leading) => leading.round,
             _ => return Err(NotLeader),
@@ -799,11 +813,15 @@ impl<S: Clone, B: Clone> Majority<S, B> {
                 joined: Some(from.clone()),
             });
         }
+        // A round not sent yet (a broken peer, or an answer from another term) answers nothing.
+        let round = if round <= leading.round { round } else { 0 };
         if voter {
+            // When the round, or the latest kept before it, was sent: never later than it was.
             let sent_at = leading
                 .sent
                 .iter()
-                .find(|(r, _)| *r == round)
+                .rev()
+                .find(|(r, _)| *r <= round)
                 .map(|(_, at)| *at);
             let answer = leading.answers.entry(from).or_insert(Answer {
                 seq: 0,
@@ -950,12 +968,19 @@ impl<S: Clone, B: Clone> Majority<S, B> {
 
     /// Starts a round: a heartbeat to every member.
     fn heartbeat(&mut self, now: Instant) {
+        if let Role::Leader(leading) = &mut self.role {
+            leading.next_heartbeat = now + self.config.heartbeat;
+        }
+        self.send_round(now);
+    }
+
+    /// Starts a round: a heartbeat message to every member.
+    fn send_round(&mut self, now: Instant) {
         let term = self.durable.term;
         let Role::Leader(leading) = &mut self.role else {
             return;
         };
         leading.start_round(now);
-        leading.next_heartbeat = now + self.config.heartbeat;
         let heartbeat = MajorityMessage::Heartbeat {
             term,
             seq: leading.seq,
@@ -1030,12 +1055,13 @@ impl<S: Clone, B: Clone> Majority<S, B> {
                 granted: false,
                 held: self.held,
             },
-            MajorityMessage::State { round, .. }
-            | MajorityMessage::Append { round, .. }
-            | MajorityMessage::Heartbeat { round, .. } => MajorityMessage::Ack {
+            // The round is of another term: no answer to any round of this one.
+            MajorityMessage::State { .. }
+            | MajorityMessage::Append { .. }
+            | MajorityMessage::Heartbeat { .. } => MajorityMessage::Ack {
                 term,
                 held: None,
-                round: *round,
+                round: 0,
             },
             MajorityMessage::Hello { .. } => MajorityMessage::Hello {
                 term,
@@ -1414,6 +1440,44 @@ mod tests {
                 .any(|a| matches!(a, MajorityAction::LeaderLost { .. }))
         );
         net.links = silent;
+        // The same with reads confirmed more often than the heartbeat: a confirmation round is
+        // no heartbeat, and check-quorum still runs on time.
+        let mut net = Net::new(3);
+        let leader = net.elect();
+        net.links.clear();
+        let cut = net.now;
+        while net.now < cut + T + BEAT * 2 && net.nodes[leader].is_leader() {
+            let now = net.now;
+            net.nodes[leader].confirm(now).unwrap();
+            net.pass(BEAT / 2);
+        }
+        assert!(
+            !net.nodes[leader].is_leader(),
+            "frequent confirmations kept a cut-off leader leading"
+        );
+    }
+
+    #[test]
+    fn an_answer_to_a_round_not_yet_started_confirms_nothing() {
+        let mut net = Net::new(3);
+        let leader = net.elect();
+        let (_, confirmed) = net.nodes[leader].progress().unwrap();
+        let term = net.nodes[leader].term();
+        let voter = (leader + 1) % 3;
+        for from in [voter, (leader + 2) % 3] {
+            let forged = MajorityMessage::Ack {
+                term,
+                held: Some(0),
+                round: u64::MAX,
+            };
+            let now = net.now;
+            net.nodes[leader].handle_message(name(from), forged, now);
+        }
+        let (_, after) = net.nodes[leader].progress().unwrap();
+        assert_eq!(
+            after, confirmed,
+            "a round never sent was counted as answered"
+        );
     }
 
     #[test]

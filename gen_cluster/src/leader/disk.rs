@@ -3,7 +3,8 @@
 //! - `gen_leader.<name>.incarnation`: a number that grows each time a node's instance starts,
 //!   so that the other instances tell a restarted node from its earlier self;
 //! - `gen_leader.<name>.term` (`majority` mode, voters): the latest term seen and the vote cast
-//!   in it, so that a restarted voter never votes twice in one term.
+//!   in it (`gen_leader-term-v1 7 b`, or `gen_leader-term-v1 7` with no vote), so that a
+//!   restarted voter never votes twice in one term.
 //!
 //! Each is written to a temporary file, flushed to disk and renamed over the old one, then the
 //! directory flushed: a crash leaves either the old content or the new one. The instance
@@ -58,8 +59,10 @@ impl TermFile {
 
     /// Keeps `durable`, synced to disk when this returns.
     pub(crate) fn store(&self, durable: &Durable) -> Result<(), DataDirError> {
-        let vote = durable.voted_for.as_ref().map_or("-", NodeName::as_str);
-        let text = format!("{TERM_HEADER} {} {vote}\n", durable.term);
+        let text = match &durable.voted_for {
+            Some(vote) => format!("{TERM_HEADER} {} {vote}\n", durable.term),
+            None => format!("{TERM_HEADER} {}\n", durable.term),
+        };
         write_synced(&self.dir, &self.path, &text)
     }
 }
@@ -123,10 +126,9 @@ fn parse_term(text: &str) -> Option<Durable> {
         .strip_suffix('\n')?
         .strip_prefix(TERM_HEADER)?
         .strip_prefix(' ')?;
-    let (term, vote) = fields.split_once(' ')?;
-    let voted_for = match vote {
-        "-" => None,
-        name => Some(NodeName::new(name).ok()?),
+    let (term, voted_for) = match fields.split_once(' ') {
+        Some((term, vote)) => (term, Some(NodeName::new(vote).ok()?)),
+        None => (fields, None),
     };
     Some(Durable {
         term: term.parse().ok()?,
@@ -193,11 +195,22 @@ mod tests {
         file.store(&unvoted).unwrap();
         assert_eq!(TermFile::open(&dir, "e").unwrap().1, unvoted);
         let path = dir.join("gen_leader.e.term");
+        let dash = Durable {
+            term: 9,
+            voted_for: Some(NodeName::new("-").unwrap()),
+        };
+        file.store(&dash).unwrap();
+        assert_eq!(
+            TermFile::open(&dir, "e").unwrap().1,
+            dash,
+            "a vote for a node named `-` is a vote"
+        );
         for corrupt in [
             "",
-            "gen_leader-term-v1 8\n",
-            "gen_leader-term-v1 x -\n",
-            "gen_leader-term-v1 8 -",
+            "gen_leader-term-v1\n",
+            "gen_leader-term-v1 x\n",
+            "gen_leader-term-v1 8 b c\n",
+            "gen_leader-term-v1 8",
             "gen_leader-term-v1 8 not/a name\n",
         ] {
             std::fs::write(&path, corrupt).unwrap();

@@ -21,7 +21,8 @@ use tokio::sync::{broadcast, watch};
 
 use super::disk::TermFile;
 use super::{
-    ElectionId, LeaderFlow, LeaderReplyTo, LeaderRoute, LeaderServer, LeaderStatus, ReplyGate,
+    ElectionId, GivenReply, LeaderFlow, LeaderReplyTo, LeaderRoute, LeaderServer, LeaderStatus,
+    ReplyGate,
 };
 use crate::Node;
 use crate::clock::now;
@@ -174,6 +175,28 @@ pub(crate) struct Quorum<B: LeaderServer> {
     /// The leader's round when the message being handled arrived: a reply given while handling
     /// it needs a round started later (see `admit_replies`).
     round_at_receipt: u64,
+    /// Whether the driver task has told which peers are counted: until then the quorum is
+    /// unknown, not missing.
+    told: bool,
+    /// The term file could not be written: nothing that depended on it may leave.
+    broken: bool,
+}
+
+impl<B: LeaderServer> Quorum<B> {
+    /// Sends the replies the quorum's progress now covers, in order.
+    fn release_covered(&mut self) {
+        let Some((committed, confirmed)) = self.machine.progress() else {
+            return;
+        };
+        while let Some(next) = self.gated.front() {
+            if next.seq > committed || next.round > confirmed {
+                break;
+            }
+            if let Some(gated) = self.gated.pop_front() {
+                gated.route.send(gated.value);
+            }
+        }
+    }
 }
 
 /// A leader call's reply, sent once a quorum holds broadcast `seq` and answered round `round`.
@@ -197,6 +220,8 @@ impl<B: LeaderServer> Machine<B> {
             gated: VecDeque::new(),
             election_wait,
             round_at_receipt: 0,
+            told: false,
+            broken: false,
         })
     }
 
@@ -228,6 +253,9 @@ impl<B: LeaderServer> Machine<B> {
         let Self::Majority(quorum) = self else {
             return true;
         };
+        if !quorum.told {
+            return true;
+        }
         let machine = &quorum.machine;
         let voters = machine.voters();
         let counted = machine.connected().filter(|n| voters.contains(n)).count();
@@ -271,6 +299,7 @@ impl<B: LeaderServer> Machine<B> {
         match self {
             Self::Priority(machine) => machine.handle_connected_now(peers),
             Self::Majority(quorum) => {
+                quorum.told = true;
                 let machine = &mut quorum.machine;
                 let gone: Vec<NodeName> = machine
                     .connected()
@@ -397,7 +426,7 @@ impl<B: LeaderServer> Instance<B> {
     fn reply_handle(&self, route: LeaderRoute<B>) -> LeaderReplyTo<B> {
         let gate = match &self.machine {
             Machine::Priority(_) => None,
-            Machine::Majority(quorum) => Some(Arc::clone(&quorum.gate)),
+            Machine::Majority(quorum) => Some((Arc::clone(&quorum.gate), quorum.machine.term())),
         };
         LeaderReplyTo::new(route, gate)
     }
@@ -543,17 +572,31 @@ impl<B: LeaderServer> Instance<B> {
             Some(round) if round > quorum.round_at_receipt => Ok(round),
             _ => quorum.machine.confirm(now()),
         };
+        let term = quorum.machine.term();
         match (quorum.machine.seq(), round) {
             (Some(seq), Ok(round)) => {
-                let gated = given.into_iter().map(|(route, value)| Gated {
-                    seq,
-                    round,
+                for GivenReply {
                     route,
                     value,
-                });
-                quorum.gated.extend(gated);
+                    term: taken_in,
+                } in given
+                {
+                    match taken_in == term {
+                        true => quorum.gated.push_back(Gated {
+                            seq,
+                            round,
+                            route,
+                            value,
+                        }),
+                        false => route.leader_died(),
+                    }
+                }
+                // A quorum of one has already answered.
+                quorum.release_covered();
             }
-            _ => given.into_iter().for_each(|(route, _)| route.leader_died()),
+            _ => given
+                .into_iter()
+                .for_each(|reply| reply.route.leader_died()),
         }
         true
     }
@@ -664,7 +707,10 @@ impl<B: LeaderServer> Instance<B> {
                 let Some(Err(error)) = quorum.term_file.as_ref().map(|f| f.store(&durable)) else {
                     return Flow::Continue;
                 };
-                // Going on could vote twice in a term after a restart.
+                // Going on could vote twice in a term after a restart: what was to follow the
+                // write never leaves.
+                while quorum.machine.poll_action().is_some() {}
+                quorum.broken = true;
                 tracing::error!(%error, "cannot keep the election's term; this node's instance stops");
                 return Flow::Stop(ExitReason::Error(format!("cannot keep the term: {error}")));
             }
@@ -699,20 +745,7 @@ impl<B: LeaderServer> Instance<B> {
                     self.behaviour.from_leader(broadcast, &election);
                 }
             }
-            MajorityAction::Progress {
-                committed,
-                confirmed,
-                ..
-            } => {
-                while let Some(next) = quorum.gated.front() {
-                    if next.seq > committed || next.round > confirmed {
-                        break;
-                    }
-                    if let Some(gated) = quorum.gated.pop_front() {
-                        gated.route.send(gated.value);
-                    }
-                }
-            }
+            MajorityAction::Progress { .. } => quorum.release_covered(),
             MajorityAction::LeaderLost { term, leader } => {
                 tracing::info!(%leader, term, "leader lost");
                 quorum
@@ -1152,7 +1185,9 @@ impl<B: LeaderServer> Server for Instance<B> {
     }
 
     async fn terminate(&mut self, reason: &ExitReason, ctx: &mut Context<Self>) {
-        if let Machine::Majority(quorum) = &mut self.machine {
+        if let Machine::Majority(quorum) = &mut self.machine
+            && !quorum.broken
+        {
             // Hand over while the links still live (a node's processes end before its links).
             quorum.machine.resign(now());
             let _ = self.carry_out(ctx).await;

@@ -29,10 +29,11 @@
 //!   fencing token to check with a [`Fence`] wherever the leader's acts land. A voter keeps its
 //!   term and vote in `data_dir` (required), written and synced before it votes or stands.
 //! - A leader call's reply leaves the leader only once a quorum of voters holds every broadcast
-//!   the leader sent before the reply, and has answered a heartbeat sent after it: the caller's
-//!   `Ok` means the change survives any minority of crashes, and a reply never comes from a
-//!   leader already deposed. A leader that loses its quorum first fails the call with
-//!   [`LeaderCallError::LeaderDied`].
+//!   the leader sent before the reply, and has answered a round of messages started after the
+//!   call arrived (the reply's own broadcast, or a heartbeat sent for it): the caller's `Ok`
+//!   means the change survives any minority of crashes, and a reply never comes from a leader
+//!   already deposed. A leader that loses its quorum first, or a reply given in a later term
+//!   than its call's, fails the call with [`LeaderCallError::LeaderDied`].
 //! - With no leader known, a call fails with [`LeaderCallError::NoQuorum`] at once when this
 //!   node counts fewer than a quorum of voters (it is on the minority side), and after twice the
 //!   election timeout otherwise (no election was won meanwhile).
@@ -260,6 +261,9 @@ impl LeaderConfig {
         if self.heartbeat.is_zero() || self.heartbeat >= self.election_timeout {
             return invalid("the heartbeat must be above zero and below the election timeout");
         }
+        if self.election_timeout > MAX_ELECTION_TIMEOUT {
+            return invalid("the election timeout must be at most an hour");
+        }
         if self.candidates.len().is_multiple_of(2) {
             tracing::warn!(
                 voters = self.candidates.len(),
@@ -285,6 +289,9 @@ impl LeaderConfig {
     }
 }
 
+/// The longest election timeout taken: beyond it a minority side would wait hours to say so.
+const MAX_ELECTION_TIMEOUT: Duration = Duration::from_secs(3600);
+
 /// How an election chooses its leader.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ElectionMode {
@@ -308,7 +315,9 @@ pub enum Failback {
     Always,
 }
 
-/// A leader call failed. Only [`LeaderDied`](Self::LeaderDied) is worth calling again for.
+/// A leader call failed. [`LeaderDied`](Self::LeaderDied) and [`NoQuorum`](Self::NoQuorum) are
+/// worth calling again for (once the request is safe to handle twice, for the first);
+/// [`Overloaded`](Self::Overloaded) after a pause.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum LeaderCallError {
@@ -386,17 +395,26 @@ impl LeaderCallError {
 #[must_use = "dropping a LeaderReplyTo fails the call; reply with it or keep it to reply later"]
 pub struct LeaderReplyTo<B: LeaderServer> {
     route: Option<LeaderRoute<B>>,
-    /// `majority` mode: where the reply waits until a quorum holds what came before it.
-    gate: Option<Arc<ReplyGate<B>>>,
+    /// `majority` mode: where the reply waits until a quorum holds what came before it, and
+    /// the term the call was taken in (a reply given in a later term fails: what the call
+    /// changed may be lost with the earlier term).
+    gate: Option<(Arc<ReplyGate<B>>, u64)>,
 }
 
 /// `majority` mode: the replies a leader's behaviour gave, which its instance sends once a
 /// quorum of voters holds the broadcasts sent before them and confirms the leader still leads.
 /// One entry per leader call at most, so it is bounded by the calls in flight.
 pub(crate) struct ReplyGate<B: LeaderServer> {
-    given: Mutex<Vec<(LeaderRoute<B>, B::Reply)>>,
+    given: Mutex<Vec<GivenReply<B>>>,
     /// Wakes the instance for a reply given outside its callbacks.
     wake: Notify,
+}
+
+/// A reply given, with the term its call was taken in.
+pub(crate) struct GivenReply<B: LeaderServer> {
+    pub(crate) route: LeaderRoute<B>,
+    pub(crate) value: B::Reply,
+    pub(crate) term: u64,
 }
 
 impl<B: LeaderServer> ReplyGate<B> {
@@ -407,16 +425,16 @@ impl<B: LeaderServer> ReplyGate<B> {
         }
     }
 
-    fn give(&self, route: LeaderRoute<B>, value: B::Reply) {
+    fn give(&self, reply: GivenReply<B>) {
         self.given
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .push((route, value));
+            .push(reply);
         self.wake.notify_one();
     }
 
     /// The replies given since the last call.
-    pub(crate) fn take(&self) -> Vec<(LeaderRoute<B>, B::Reply)> {
+    pub(crate) fn take(&self) -> Vec<GivenReply<B>> {
         std::mem::take(&mut *self.given.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
@@ -465,7 +483,7 @@ impl<B: LeaderServer> LeaderRoute<B> {
 }
 
 impl<B: LeaderServer> LeaderReplyTo<B> {
-    fn new(route: LeaderRoute<B>, gate: Option<Arc<ReplyGate<B>>>) -> Self {
+    fn new(route: LeaderRoute<B>, gate: Option<(Arc<ReplyGate<B>>, u64)>) -> Self {
         Self {
             route: Some(route),
             gate,
@@ -477,7 +495,11 @@ impl<B: LeaderServer> LeaderReplyTo<B> {
     pub fn reply(mut self, value: B::Reply) {
         if let Some(route) = self.route.take() {
             match &self.gate {
-                Some(gate) => gate.give(route, value),
+                Some((gate, term)) => gate.give(GivenReply {
+                    route,
+                    value,
+                    term: *term,
+                }),
                 None => route.send(value),
             }
         }
@@ -710,9 +732,10 @@ impl<B: LeaderServer> Leader<B> {
     }
 
     /// [`leader_call`](Self::leader_call), sent again (after a pause that doubles from 10 ms
-    /// to 500 ms) when the leader is lost during the call, until `timeout`: for requests that
-    /// are safe to handle twice (the lost leader may have handled it before it went). Other
-    /// failures are returned at once.
+    /// to 500 ms) when the leader is lost during the call, or no leader with a quorum was
+    /// reachable (`majority` mode), until `timeout`: for requests that are safe to handle twice
+    /// (the lost leader may have handled it before it went). Other failures are returned at
+    /// once.
     pub async fn leader_call_retried(
         &self,
         request: B::Call,
@@ -726,7 +749,9 @@ impl<B: LeaderServer> Leader<B> {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.leader_call(request.clone(), left).await {
-                Err(LeaderCallError::LeaderDied) if Instant::now() + pause < deadline => {
+                Err(LeaderCallError::LeaderDied | LeaderCallError::NoQuorum)
+                    if Instant::now() + pause < deadline =>
+                {
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(RETRY_PAUSE_MAX);
                 }
