@@ -13,6 +13,19 @@ fn write(dir: &std::path::Path, name: &str, text: &str) -> std::path::PathBuf {
     path
 }
 
+/// Starts `gen-cluster node --config CONFIG` (on a free port), which must refuse to start; its
+/// error output.
+fn refused(config: &std::path::Path) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_gen-cluster"))
+        .args(["node", "--listen", "127.0.0.1:0", "--config"])
+        .arg(config)
+        .env("GEN_CLUSTER_COOKIE", "c")
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "{} refused", config.display());
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
 fn scratch() -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("gen-cluster-config-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -50,14 +63,7 @@ fn a_bad_config_file_is_refused_with_its_line_and_reason() {
     ];
     for (file, text, line, reason) in cases {
         let path = write(&dir, file, text);
-        let output = Command::new(env!("CARGO_BIN_EXE_gen-cluster"))
-            .args(["node", "--config"])
-            .arg(&path)
-            .env("GEN_CLUSTER_COOKIE", "c")
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(!output.status.success(), "{file}: refused");
+        let stderr = refused(&path);
         assert!(
             stderr.contains(line) && stderr.contains(reason),
             "{file}: {stderr}"
@@ -115,14 +121,7 @@ fn a_config_file_starts_a_node_that_connects_to_its_static_peers() {
 fn an_empty_data_dir_is_refused_and_an_exposed_cookie_file_is_warned_of() {
     let dir = scratch();
     let config = write(&dir, "data_dir.toml", "name = \"a\"\ndata_dir = \"\"\n");
-    let output = Command::new(env!("CARGO_BIN_EXE_gen-cluster"))
-        .args(["node", "--config"])
-        .arg(&config)
-        .env("GEN_CLUSTER_COOKIE", "c")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "refused");
+    let stderr = refused(&config);
     assert!(stderr.contains("data directory is empty"), "{stderr}");
 
     let cookie = write(&dir, "cookie", "exposed-secret\n");
@@ -190,14 +189,7 @@ fn a_majority_election_that_cannot_run_is_refused_at_start_with_what_to_give() {
     ];
     for (file, text, reason) in cases {
         let path = write(&dir, file, text);
-        let output = Command::new(env!("CARGO_BIN_EXE_gen-cluster"))
-            .args(["node", "--listen", "127.0.0.1:0", "--config"])
-            .arg(&path)
-            .env("GEN_CLUSTER_COOKIE", "c")
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(!output.status.success(), "{file}: refused");
+        let stderr = refused(&path);
         assert!(stderr.contains(reason), "{file}: {stderr}");
     }
 }

@@ -367,15 +367,7 @@ impl Drop for Host {
 /// `gen-cluster dict ARGS… --node <host's address>` in the host's namespace: its output, or its
 /// error if it failed.
 fn try_dict(net: &Net, host: &str, args: &[&str]) -> Result<String, String> {
-    let node = addr(host);
-    let mut all = vec!["dict"];
-    all.extend(args);
-    all.extend(["--node", &node]);
-    let output = net.command(host, &all).output().unwrap();
-    match output.status.success() {
-        true => Ok(String::from_utf8(output.stdout).unwrap()),
-        false => Err(String::from_utf8_lossy(&output.stderr).into_owned()),
-    }
+    try_client(net, host, "dict", args).map(|out| String::from_utf8(out).unwrap())
 }
 
 /// The term a `dict put` printed (`ok k=v (term N)`).
@@ -517,17 +509,21 @@ fn dict(net: &Net, host: &str, args: &[&str]) -> String {
 /// `gen-cluster COMMAND ARGS… --node <host's address>` (a client: `dict`, `status`), run in the
 /// host's namespace; its output.
 fn client(net: &Net, host: &str, command: &str, args: &[&str]) -> Vec<u8> {
+    try_client(net, host, command, args)
+        .unwrap_or_else(|error| panic!("{command} {args:?} on {host}: {error}"))
+}
+
+/// [`client`], its output, or its error output if it failed.
+fn try_client(net: &Net, host: &str, command: &str, args: &[&str]) -> Result<Vec<u8>, String> {
     let node = addr(host);
     let mut all = vec![command];
     all.extend(args);
     all.extend(["--node", &node]);
     let output = net.command(host, &all).output().unwrap();
-    assert!(
-        output.status.success(),
-        "{command} {args:?} on {host}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output.stdout
+    match output.status.success() {
+        true => Ok(output.stdout),
+        false => Err(String::from_utf8_lossy(&output.stderr).into_owned()),
+    }
 }
 
 #[test]
