@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use gen_cluster::services::dict::{self, Dict, Read, ReadReply, Write, Written};
+use gen_cluster::services::dict::{self, Answer, Dict, Read, ReadReply, Request, Write};
 use gen_cluster::{Leader, LeaderStatus, Node, NodeConfig, NodeName};
 
 use crate::{ClientArgs, DictArgs, DictOp, StatusArgs};
@@ -28,22 +28,28 @@ pub fn dict(args: DictArgs) -> Result<()> {
 }
 
 async fn run_dict(dictionary: &Leader<Dict>, op: DictOp) -> Result<()> {
-    let write = |w| dictionary.leader_call(w, CLIENT_TIMEOUT);
-    // The term of the leader that wrote, in the majority election (0 in the priority one).
-    let term = |written: Written| match written.term {
+    let to_leader = |request| dictionary.leader_call(request, CLIENT_TIMEOUT);
+    // The term of the leader that answered, in the majority election (0 in the priority one).
+    let term = |answer: &Answer| match answer.term {
         0 => String::new(),
         term => format!(" (term {term})"),
     };
     match op {
         DictOp::Put { key, value } => {
-            let written = write(Write::Put(key.clone(), value.clone())).await?;
-            println!("ok {key}={value}{}", term(written));
+            let written = to_leader(Write::Put(key.clone(), value.clone()).into()).await?;
+            println!("ok {key}={value}{}", term(&written));
         }
         DictOp::Del { key } => {
-            let written = write(Write::Delete(key.clone())).await?;
-            println!("ok deleted {key}{}", term(written));
+            let written = to_leader(Write::Delete(key.clone()).into()).await?;
+            println!("ok deleted {key}{}", term(&written));
         }
-        DictOp::Get { key } => match dictionary
+        DictOp::Get { key, leader: true } => match to_leader(Request::Get(key.clone())).await? {
+            Answer {
+                value: Some(value), ..
+            } => println!("{value}"),
+            Answer { value: None, .. } => bail!("no key {key:?}"),
+        },
+        DictOp::Get { key, leader: false } => match dictionary
             .call(Read::Get(key.clone()), CLIENT_TIMEOUT)
             .await
             .context(NOT_RUNNING)?

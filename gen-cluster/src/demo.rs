@@ -56,7 +56,7 @@ async fn demo(cookie: &str, data: &Path) -> Result<()> {
     for (key, value) in [("color", "blue"), ("shape", "round"), ("size", "large")] {
         let t = Instant::now();
         via_gamma
-            .leader_call(Write::Put(key.into(), value.into()), STEP)
+            .leader_call(Write::Put(key.into(), value.into()).into(), STEP)
             .await
             .context("a write")?;
         println!(
@@ -76,7 +76,7 @@ async fn demo(cookie: &str, data: &Path) -> Result<()> {
     );
     let t = Instant::now();
     via_gamma
-        .leader_call(Write::Put("after".into(), "failover".into()), STEP)
+        .leader_call(Write::Put("after".into(), "failover".into()).into(), STEP)
         .await
         .context("a write after the failover")?;
     println!(

@@ -78,8 +78,14 @@ struct DictArgs {
 enum DictOp {
     /// Set a key (through the leader).
     Put { key: String, value: String },
-    /// Print a key's value, as the node holds it.
-    Get { key: String },
+    /// Print a key's value, as the node holds it (or, with --leader, as the leader does).
+    Get {
+        key: String,
+        /// Read through the leader. In the majority election the leader answers once a quorum
+        /// confirmed it still leads: the value of the last write acknowledged anywhere.
+        #[arg(long)]
+        leader: bool,
+    },
     /// Delete a key (through the leader).
     Del { key: String },
     /// Print every key and value, as the node holds them.

@@ -21,9 +21,13 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
+#[path = "support/register.rs"]
+mod register;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use gen_cluster::services::dict::{self, Dict, Read};
@@ -198,18 +202,18 @@ impl Net {
 
     /// `gen-cluster ARGS…` run inside the host's namespace.
     fn command(&self, host: &str, args: &[&str]) -> Command {
-        let mut command = Command::new("ip");
-        command
-            .args([
-                "netns",
-                "exec",
-                &self.ns(host),
-                env!("CARGO_BIN_EXE_gen-cluster"),
-            ])
-            .args(args)
-            .env("GEN_CLUSTER_COOKIE", COOKIE);
-        command
+        command_in(&self.ns(host), args)
     }
+}
+
+/// `gen-cluster ARGS…` run inside the namespace `ns`.
+fn command_in(ns: &str, args: &[&str]) -> Command {
+    let mut command = Command::new("ip");
+    command
+        .args(["netns", "exec", ns, env!("CARGO_BIN_EXE_gen-cluster")])
+        .args(args)
+        .env("GEN_CLUSTER_COOKIE", COOKIE);
+    command
 }
 
 impl Drop for Net {
@@ -411,6 +415,7 @@ fn a_majority_netsplit_leaves_the_minority_without_a_leader_and_the_heal_loses_n
         .map(|h| Host::start_majority(&net, h, &dirs.0))
         .collect();
     let (first_leader, first) = hosts[1].wait_term_after(0);
+    let register = RegisterClients::start(&net);
     let before = dict(&net, "b", &["put", "before", "0"]);
     assert!(written_term(&before) >= first, "{before}");
 
@@ -448,14 +453,17 @@ fn a_majority_netsplit_leaves_the_minority_without_a_leader_and_the_heal_loses_n
     let deadline = Instant::now() + HANG;
     loop {
         let listed = dict(&net, "a", &["list"]);
+        // Besides the register `r` of the clients beside.
+        let keys: Vec<&str> = listed.lines().filter(|l| !l.starts_with("r\t")).collect();
         let status = status(&net, "a");
-        if listed == "before\t0\nduring\t1\n" && status["leader"] != "a" {
+        if keys == ["before\t0", "during\t1"] && status["leader"] != "a" {
             assert!(status["election"]["term"].as_u64().unwrap() >= term);
             break;
         }
         assert!(Instant::now() < deadline, "a holds {listed:?}, {status}");
         std::thread::sleep(Duration::from_millis(50));
     }
+    register.finish();
 }
 
 /// `majority` election: the leader is paused with SIGSTOP; the other two elect a later term and
@@ -470,6 +478,7 @@ fn a_paused_majority_leader_is_deposed_and_acknowledges_nothing_in_its_old_term_
         .map(|h| Host::start_majority(&net, h, &dirs.0))
         .collect();
     let (leader, first) = hosts[0].wait_term_after(0);
+    let mut register = RegisterClients::start(&net);
     let old = HOSTS.iter().position(|h| *h == leader).unwrap();
     let other = (old + 1) % 3;
     let pid = hosts[old].child.id().to_string();
@@ -483,6 +492,11 @@ fn a_paused_majority_leader_is_deposed_and_acknowledges_nothing_in_its_old_term_
     assert_ne!(next, leader);
     let written = dict(&net, HOSTS[other], &["put", "after", "1"]);
     assert!(written_term(&written) >= term, "{written}");
+    // A read through the paused leader, begun after writes of the new term were acknowledged:
+    // answered from the old term's copy, it would be stale. (The pause gives its client time to
+    // reach the node, so that it waits there when the node resumes; a late one is only weaker.)
+    register.read_through(&net, &leader);
+    std::thread::sleep(Duration::from_millis(100));
 
     signal("-CONT");
     for i in 0..20 {
@@ -493,6 +507,95 @@ fn a_paused_majority_leader_is_deposed_and_acknowledges_nothing_in_its_old_term_
             ),
             Err(error) => assert!(cut_off_or_lost(&error), "{error}"),
         }
+    }
+    register.finish();
+}
+
+/// Clients of the register `r`, one through each host's node, each writing `r` (values
+/// `<host>-<n>`) and reading it through the leader in turn with the CLI, recording every outcome
+/// in one history, until `finish`.
+struct RegisterClients {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    history: Arc<register::History>,
+}
+
+impl RegisterClients {
+    fn start(net: &Net) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let history = Arc::new(register::History::default());
+        let threads = HOSTS
+            .iter()
+            .map(|host| {
+                let (ns, node) = (net.ns(host), addr(host));
+                let (stop, history) = (stop.clone(), history.clone());
+                std::thread::spawn(move || {
+                    for n in 0.. {
+                        if stop.load(Ordering::Relaxed) {
+                            return;
+                        }
+                        let value = format!("{host}-{n}");
+                        let started = Instant::now();
+                        let written = run_in(&ns, &node, &["dict", "put", "r", &value]).is_ok();
+                        history.write(&value, started, written);
+                        read_register(&ns, &node, &history);
+                    }
+                })
+            })
+            .collect();
+        Self {
+            stop,
+            threads,
+            history,
+        }
+    }
+
+    /// One more read through `host`'s node, started now (while it is paused, say).
+    fn read_through(&mut self, net: &Net, host: &str) {
+        let (ns, node) = (net.ns(host), addr(host));
+        let history = self.history.clone();
+        let read = std::thread::spawn(move || read_register(&ns, &node, &history));
+        self.threads.push(read);
+    }
+
+    /// Stops the clients and checks the register's history is linearizable.
+    fn finish(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads {
+            thread.join().unwrap();
+        }
+        let (writes, reads) = self.history.counts();
+        assert!(
+            writes >= 10 && reads >= 10,
+            "{writes} writes and {reads} reads of r answered"
+        );
+        eprintln!("r: {writes} acknowledged writes and {reads} reads, checked");
+        if let Err(error) = self.history.check() {
+            panic!("the register's history: {error}");
+        }
+    }
+}
+
+/// `gen-cluster ARGS… --node NODE` in the namespace `ns`: its output, or its error output.
+fn run_in(ns: &str, node: &str, args: &[&str]) -> Result<String, String> {
+    let output = command_in(ns, args)
+        .args(["--node", node])
+        .output()
+        .unwrap();
+    match output.status.success() {
+        true => Ok(String::from_utf8(output.stdout).unwrap()),
+        false => Err(String::from_utf8(output.stderr).unwrap()),
+    }
+}
+
+/// Reads the register `r` through the leader, by the node `node` in the namespace `ns`, and
+/// records the outcome (an unset key read as `None`; a failed read not at all).
+fn read_register(ns: &str, node: &str, history: &register::History) {
+    let started = Instant::now();
+    match run_in(ns, node, &["dict", "get", "r", "--leader"]) {
+        Ok(read) => history.read(Some(read.trim_end()), started),
+        Err(error) if error.contains("no key") => history.read(None, started),
+        Err(_) => {}
     }
 }
 

@@ -60,12 +60,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let words: Vec<&str> = line.split_whitespace().collect();
         let outcome = match words.as_slice() {
             ["put", key, value] => dict
-                .leader_call(Write::Put(key.to_string(), value.to_string()), TIMEOUT)
+                .leader_call(
+                    Write::Put(key.to_string(), value.to_string()).into(),
+                    TIMEOUT,
+                )
                 .await
                 .map_err(|e| e.to_string())
                 .and_then(|written| fenced(&store, written.term)),
             ["del", key] => dict
-                .leader_call(Write::Delete(key.to_string()), TIMEOUT)
+                .leader_call(Write::Delete(key.to_string()).into(), TIMEOUT)
                 .await
                 .map_err(|e| e.to_string())
                 .and_then(|written| fenced(&store, written.term)),

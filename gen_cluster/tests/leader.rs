@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{HANG, Net, connect, loner_config, next_event};
-use gen_cluster::services::dict::{Dict, Read, ReadReply, Write};
+use gen_cluster::services::dict::{Dict, Read, ReadReply, Request, Write};
 use gen_cluster::{
     ElectionId, Leader, LeaderCallError, LeaderConfig, LeaderFlow, LeaderReplyTo, LeaderServer,
     LeaderStatus, Node, NodeEvent, NodeName,
@@ -395,7 +395,7 @@ async fn a_request_that_cannot_be_sent_is_reported_as_such_and_never_retried(net
     let dicts = start_dicts(&nodes, &candidates).await;
     agreed(&dicts, &candidates[0]).await;
     let limit = nodes[1].config().max_frame;
-    let huge = Write::Put("k".into(), "x".repeat(limit + 1));
+    let huge = Request::from(Write::Put("k".into(), "x".repeat(limit + 1)));
     let started = Instant::now();
     let error = dicts[1].leader_call_retried(huge, T).await.unwrap_err();
     assert!(
@@ -522,22 +522,22 @@ async fn both_sides_of_a_partition_write_and_after_the_heal_one_leader_holds_bot
     let dicts = start_dicts(&nodes, &candidates).await;
     agreed(&dicts, &candidates[0]).await;
     dicts[1]
-        .leader_call(Write::Put("before".into(), "0".into()), T)
+        .leader_call(Write::Put("before".into(), "0".into()).into(), T)
         .await
         .unwrap();
 
     partition(&[&nodes[0]], &[&nodes[1], &nodes[2]]);
     agreed(&dicts[1..], &candidates[1]).await;
     dicts[0]
-        .leader_call(Write::Put("island-a".into(), "1".into()), T)
+        .leader_call(Write::Put("island-a".into(), "1".into()).into(), T)
         .await
         .unwrap();
     dicts[2]
-        .leader_call(Write::Put("island-bc".into(), "2".into()), T)
+        .leader_call(Write::Put("island-bc".into(), "2".into()).into(), T)
         .await
         .unwrap();
     dicts[2]
-        .leader_call(Write::Delete("before".into()), T)
+        .leader_call(Write::Delete("before".into()).into(), T)
         .await
         .unwrap();
 
@@ -697,7 +697,7 @@ async fn a_triangle_with_one_edge_cut_elects_one_leader_per_fully_connected_grou
     );
     // Calls through c reach a, the leader of c's group.
     dicts[2]
-        .leader_call(Write::Put("via-c".into(), "1".into()), T)
+        .leader_call(Write::Put("via-c".into(), "1".into()).into(), T)
         .await
         .unwrap();
     let read = dicts[0].call(Read::Get("via-c".into()), T).await.unwrap();
@@ -723,7 +723,7 @@ async fn the_readme_tour_over_the_in_memory_network() {
     let candidates = names(&nodes);
     let mut dicts = start_dicts(&nodes, &candidates).await;
     agreed(&dicts, &candidates[0]).await;
-    let put = |key: &str, value: &str| Write::Put(key.into(), value.into());
+    let put = |key: &str, value: &str| Request::from(Write::Put(key.into(), value.into()));
     dicts[2].leader_call(put("before", "1"), T).await.unwrap();
 
     memory.isolate("a");

@@ -15,7 +15,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::{HANG, Net, scratch_dir};
-use gen_cluster::services::dict::{Dict, Read, ReadReply, Write};
+use gen_cluster::services::dict::{Dict, Read, ReadReply, Request, Write};
 use gen_cluster::{
     DataDirError, ElectionId, ElectionMode, Fence, Leader, LeaderCallError, LeaderConfig, Node,
     NodeName, StartError,
@@ -94,8 +94,8 @@ async fn value(dict: &Leader<Dict>, key: &str) -> Option<String> {
     }
 }
 
-fn put(key: &str, value: &str) -> Write {
-    Write::Put(key.into(), value.into())
+fn put(key: &str, value: &str) -> Request {
+    Write::Put(key.into(), value.into()).into()
 }
 
 async fn three_voters_agree_on_one_leader_and_an_acknowledged_write_is_held_by_a_quorum(net: Net) {

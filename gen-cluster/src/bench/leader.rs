@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use gen_cluster::services::dict::{self, Dict, Write};
+use gen_cluster::services::dict::{self, Dict, Request, Write};
 use gen_cluster::services::echo;
 use gen_cluster::services::echo::{Echo, EchoCall};
 use gen_cluster::{
@@ -161,7 +161,7 @@ async fn first_answer(client: &Node, via: &str, since: Instant) -> Result<Durati
         if since.elapsed() > STEP {
             bail!("no leader answered within {STEP:?}");
         }
-        let write = Write::Put("bench".into(), "x".into());
+        let write = Request::from(Write::Put("bench".into(), "x".into()));
         if via.leader_call(write, STEP).await.is_ok() {
             return Ok(since.elapsed());
         }
@@ -500,7 +500,7 @@ async fn calls_beside_echo(
     caller: Node,
     echo: ServerRef<Echo>,
 ) -> Result<(Vec<Duration>, Vec<Duration>, f64, f64)> {
-    let write = || Write::Put("k".into(), "v".into());
+    let write = || Request::from(Write::Put("k".into(), "v".into()));
     let echo_call = || EchoCall::Echo(vec![7u8; 64]);
     instance.leader_call(write(), STEP).await?;
     let (mut ours, mut plain) = (Vec::new(), Vec::new());

@@ -7,9 +7,14 @@
 //! In the `majority` election mode there is no merge: a minority side has no leader and takes no
 //! write, and a write's answer comes once a quorum of the voters holds it (see `crate::leader`).
 //!
-//! Costs: a write is one leader call and one broadcast to each of the n−1 members; a read is a
-//! local call; a new member receives the whole map once. Tombstones stay until the process
-//! ends.
+//! Reads are answered by the local copy, or by the leader's ([`Request::Get`]): in the
+//! `majority` mode the leader answers once a quorum of voters has confirmed it still leads, so
+//! such a read sees every write acknowledged before it began (a linearizable read).
+//!
+//! Costs: a write is one leader call and one broadcast to each of the n−1 members; a local read
+//! is a local call, a read through the leader one leader call (and, in the `majority` mode, one
+//! confirmation round shared by the reads that arrive together); a new member receives the
+//! whole map once. Tombstones stay until the process ends.
 
 use std::collections::BTreeMap;
 
@@ -40,7 +45,7 @@ pub struct Entry {
     pub stamp: Stamp,
 }
 
-/// Writes, sent to the leader.
+/// Writes, sent to the leader by a leader call (as [`Request::Write`]) or a leader cast.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Write {
     /// Sets a key.
@@ -49,11 +54,28 @@ pub enum Write {
     Delete(String),
 }
 
-/// A write's answer: the term of the leader that wrote it (0 in the `priority` mode), for the
-/// writer to fence with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Written {
-    /// See above.
+/// What a leader call asks of the leader.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// A write.
+    Write(Write),
+    /// A read of one key in the leader's copy: in the `majority` mode, a linearizable read.
+    Get(String),
+}
+
+impl From<Write> for Request {
+    fn from(write: Write) -> Self {
+        Self::Write(write)
+    }
+}
+
+/// A leader call's answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Answer {
+    /// The key's value once the request was carried out (`None`: not set).
+    pub value: Option<String>,
+    /// The term of the leader that answered (0 in the `priority` mode), for the caller to fence
+    /// with.
     pub term: u64,
 }
 
@@ -126,8 +148,8 @@ impl Dict {
 
 impl LeaderServer for Dict {
     type State = BTreeMap<String, Entry>;
-    type Call = Write;
-    type Reply = Written;
+    type Call = Request;
+    type Reply = Answer;
     type Cast = Write;
     type Broadcast = Change;
     type LocalCall = Read;
@@ -144,12 +166,21 @@ impl LeaderServer for Dict {
 
     fn handle_leader_call(
         &mut self,
-        request: Write,
+        request: Request,
         from: LeaderReplyTo<Self>,
         election: &ElectionId,
     ) -> LeaderFlow<Change> {
-        let flow = self.handle_leader_cast(request, election);
-        from.reply(Written {
+        let (key, flow) = match request {
+            Request::Write(write) => {
+                let key = match &write {
+                    Write::Put(key, _) | Write::Delete(key) => key.clone(),
+                };
+                (key, self.handle_leader_cast(write, election))
+            }
+            Request::Get(key) => (key, LeaderFlow::Continue),
+        };
+        from.reply(Answer {
+            value: self.get(&key).map(str::to_string),
             term: election.term,
         });
         flow
