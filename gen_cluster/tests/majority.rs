@@ -285,6 +285,50 @@ async fn a_leader_that_shuts_down_hands_over_and_the_fence_refuses_its_term(net:
     );
 }
 
+/// 64 writers on a worker whose links are slower than the voters' (in-memory network: 2 ms
+/// each way), 400 writes in all: each answered `Ok` is in the worker's own copy when the answer
+/// comes, though the leader sends its broadcasts in batches and a batch waits for the answer to
+/// the one before, which the worker gives last.
+#[tokio::test(start_paused = true)]
+async fn a_write_answered_to_a_worker_is_in_the_workers_copy_already() {
+    let net = Net::memory();
+    let Net::Memory(memory) = &net else {
+        unreachable!()
+    };
+    for voter in ["a", "b", "c"] {
+        memory.delay(voter, "w", Duration::from_millis(2));
+    }
+    let nodes = net.loner_mesh(&["a", "b", "c", "w"]).await;
+    let voters = names(&nodes[..3]);
+    let mut dicts = Vec::new();
+    for node in &nodes {
+        dicts.push(start_dict(node, &voters, &scratch_dir("majority-worker")).await);
+    }
+    let all: Vec<&Leader<Dict>> = dicts.iter().collect();
+    agreed(&all).await;
+    let worker = dicts[3].clone();
+    let writers: Vec<_> = (0..64)
+        .map(|writer| {
+            let worker = worker.clone();
+            tokio::spawn(async move {
+                for i in 0..400 / 64 + 1 {
+                    let key = format!("{writer}-{i}");
+                    worker.leader_call(put(&key, "v"), T).await.unwrap();
+                    let read = value(&worker, &key).await;
+                    assert_eq!(
+                        read.as_deref(),
+                        Some("v"),
+                        "{key} answered, not in the copy"
+                    );
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+}
+
 on_both_transports!(
     three_voters_agree_on_one_leader_and_an_acknowledged_write_is_held_by_a_quorum,
     a_restarted_voter_keeps_its_term_and_catches_up,

@@ -200,6 +200,19 @@ pub enum MajorityMessage<S, B> {
     },
 }
 
+impl<S, B> MajorityMessage<S, B> {
+    /// Whether this message, sent after `earlier` on the same link, says all `earlier` said, so
+    /// that a sender still holding `earlier` may send this one alone: an answer supersedes an
+    /// earlier answer of the same term (within a term what a member holds only grows, and
+    /// answering a round answers every round sent before it on the link).
+    pub fn supersedes(&self, earlier: &Self) -> bool {
+        matches!(
+            (self, earlier),
+            (Self::Ack { term, .. }, Self::Ack { term: before, .. }) if term == before
+        )
+    }
+}
+
 /// What the runtime must do, in order. A [`Persist`](Self::Persist) must be on disk before
 /// any action after it is carried out.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -400,6 +413,11 @@ impl<S: Clone, B: Clone> Majority<S, B> {
             Role::Leader(leading) => Some(leading.next_heartbeat),
             _ => self.stand_at,
         }
+    }
+
+    /// The settings it runs with.
+    pub fn config(&self) -> &MajorityConfig {
+        &self.config
     }
 
     /// This node.

@@ -19,6 +19,7 @@ use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
 
+use super::batch::Outgoing;
 use super::disk::TermFile;
 use super::{
     ElectionId, GivenReply, LeaderFlow, LeaderReplyTo, LeaderRoute, LeaderServer, LeaderStatus,
@@ -90,11 +91,12 @@ pub(crate) enum InstanceInfo<B: LeaderServer> {
         pid: Pid,
         message: ElectionMessage<B::State>,
     },
-    /// Election traffic from `from`'s instance `pid` (`majority` mode).
+    /// Election traffic from `from`'s instance `pid` (`majority` mode), in the order sent
+    /// (see [`batch`](super::batch)).
     Majority {
         from: NodeName,
         pid: Pid,
-        message: MajorityMessage<B::State, B::Broadcast>,
+        messages: Vec<MajorityMessage<B::State, B::Broadcast>>,
     },
     /// A leader's broadcast.
     Broadcast {
@@ -180,23 +182,30 @@ pub(crate) struct Quorum<B: LeaderServer> {
     told: bool,
     /// The term file could not be written: nothing that depended on it may leave.
     broken: bool,
+    /// The machine's messages not sent yet.
+    outgoing: Outgoing<B::State, B::Broadcast>,
 }
 
 impl<B: LeaderServer> Quorum<B> {
-    /// Sends the replies the quorum's progress now covers, in order.
-    fn release_covered(&mut self) {
+    /// Takes the replies the quorum's progress now covers, in order.
+    fn take_covered(&mut self) -> Vec<Gated<B>> {
         let Some((committed, confirmed)) = self.machine.progress() else {
-            return;
+            return Vec::new();
         };
-        while let Some(next) = self.gated.front() {
-            if next.seq > committed || next.round > confirmed {
-                break;
-            }
-            if let Some(gated) = self.gated.pop_front() {
-                gated.route.send(gated.value);
-            }
-        }
+        let covered = self
+            .gated
+            .iter()
+            .take_while(|next| next.seq <= committed && next.round <= confirmed)
+            .count();
+        self.gated.drain(..covered).collect()
     }
+}
+
+/// Whether a leader's batches wait for the answer to the one before (see [`super::batch`]).
+#[derive(Clone, Copy)]
+enum Window {
+    Kept,
+    Ignored,
 }
 
 /// A leader call's reply, sent once a quorum holds broadcast `seq` and answered round `round`.
@@ -222,6 +231,7 @@ impl<B: LeaderServer> Machine<B> {
             round_at_receipt: 0,
             told: false,
             broken: false,
+            outgoing: Outgoing::new(),
         })
     }
 
@@ -290,7 +300,10 @@ impl<B: LeaderServer> Machine<B> {
     fn node_down(&mut self, peer: &NodeName, now: Instant) {
         match self {
             Self::Priority(machine) => machine.handle_node_down(peer),
-            Self::Majority(quorum) => quorum.machine.handle_node_down(peer, now),
+            Self::Majority(quorum) => {
+                quorum.outgoing.forget(peer);
+                quorum.machine.handle_node_down(peer, now);
+            }
         }
     }
 
@@ -307,6 +320,7 @@ impl<B: LeaderServer> Machine<B> {
                     .cloned()
                     .collect();
                 for peer in gone {
+                    quorum.outgoing.forget(&peer);
                     machine.handle_node_down(&peer, now);
                 }
                 let counted: BTreeSet<NodeName> = machine.connected().cloned().collect();
@@ -527,6 +541,11 @@ impl<B: LeaderServer> Instance<B> {
             *seen = due;
             changed
         });
+        if let Machine::Majority(quorum) = &mut self.machine
+            && quorum.outgoing.handled()
+        {
+            self.send_batches(ctx, Window::Kept).await;
+        }
         flow
     }
 
@@ -546,6 +565,24 @@ impl<B: LeaderServer> Instance<B> {
             if !self.admit_replies() {
                 return Flow::Continue;
             }
+            self.release_covered(ctx).await;
+        }
+    }
+
+    /// `majority` mode: sends the replies a quorum's progress now covers, in order, each after
+    /// every message waiting for its caller's node (a caller that reads its own node's copy
+    /// once answered finds its write there), so all batches leave first, answered or not.
+    async fn release_covered(&mut self, ctx: &Context<Self>) {
+        let Machine::Majority(quorum) = &mut self.machine else {
+            return;
+        };
+        let covered = quorum.take_covered();
+        if covered.is_empty() {
+            return;
+        }
+        self.send_batches(ctx, Window::Ignored).await;
+        for gated in covered {
+            gated.route.send(gated.value);
         }
     }
 
@@ -591,8 +628,7 @@ impl<B: LeaderServer> Instance<B> {
                         false => route.leader_died(),
                     }
                 }
-                // A quorum of one has already answered.
-                quorum.release_covered();
+                // A quorum of one has already answered: see `release_covered`.
             }
             _ => given
                 .into_iter()
@@ -714,7 +750,12 @@ impl<B: LeaderServer> Instance<B> {
                 tracing::error!(%error, "cannot keep the election's term; this node's instance stops");
                 return Flow::Stop(ExitReason::Error(format!("cannot keep the term: {error}")));
             }
-            MajorityAction::Send { to, message } => self.send_majority(ctx, &to, message).await,
+            MajorityAction::Send { to, message } => {
+                if let Some(full) = quorum.outgoing.push(to.clone(), message) {
+                    quorum.outgoing.sent(&to, now());
+                    self.send_majority(ctx, &to, full).await;
+                }
+            }
             MajorityAction::Elected { term, joined } => {
                 let election = ElectionId::of_term(ctx.node().name().clone(), term);
                 if joined.is_none() {
@@ -745,7 +786,7 @@ impl<B: LeaderServer> Instance<B> {
                     self.behaviour.from_leader(broadcast, &election);
                 }
             }
-            MajorityAction::Progress { .. } => quorum.release_covered(),
+            MajorityAction::Progress { .. } => self.release_covered(ctx).await,
             MajorityAction::LeaderLost { term, leader } => {
                 tracing::info!(%leader, term, "leader lost");
                 quorum
@@ -761,14 +802,29 @@ impl<B: LeaderServer> Instance<B> {
         &mut self,
         ctx: &Context<Self>,
         to: &NodeName,
-        message: MajorityMessage<B::State, B::Broadcast>,
+        messages: Vec<MajorityMessage<B::State, B::Broadcast>>,
     ) {
         let info = InstanceInfo::Majority {
             from: ctx.node().name().clone(),
             pid: ctx.pid(),
-            message,
+            messages,
         };
         self.send_to(ctx, to, info).await;
+    }
+
+    /// Sends the batches of the machine's messages ready to leave (`majority` mode).
+    async fn send_batches(&mut self, ctx: &Context<Self>, window: Window) {
+        let Machine::Majority(quorum) = &mut self.machine else {
+            return;
+        };
+        let machine = &quorum.machine;
+        let window = match window {
+            Window::Kept if machine.is_leader() => Some(machine.config().heartbeat),
+            _ => None,
+        };
+        for (to, messages) in quorum.outgoing.take_ready(now(), window) {
+            self.send_majority(ctx, &to, messages).await;
+        }
     }
 
     /// Sends `info` to the instance on `to`; lost if `to` is not connected (the machines
@@ -1066,7 +1122,10 @@ impl<B: LeaderServer> Server for Instance<B> {
     type Info = InstanceInfo<B>;
 
     async fn init(&mut self, ctx: &mut Context<Self>) -> Result<(), ExitReason> {
-        match self.settle(ctx).await {
+        let flow = self.settle(ctx).await;
+        // No message was handled: nothing drains the mailbox before the first one.
+        self.send_batches(ctx, Window::Kept).await;
+        match flow {
             Flow::Continue => Ok(()),
             Flow::Stop(_) => Err(ExitReason::Error("stopped during start".into())),
         }
@@ -1133,11 +1192,18 @@ impl<B: LeaderServer> Server for Instance<B> {
                 }
                 Flow::Continue
             }
-            InstanceInfo::Majority { from, pid, message } => {
+            InstanceInfo::Majority {
+                from,
+                pid,
+                messages,
+            } => {
                 match &mut self.machine {
                     Machine::Majority(quorum) => {
                         self.pids.insert(from.clone(), pid);
-                        quorum.machine.handle_message(from, message, at);
+                        quorum.outgoing.answered(&from);
+                        for message in messages {
+                            quorum.machine.handle_message(from.clone(), message, at);
+                        }
                     }
                     Machine::Priority(_) => mixed_modes(&from),
                 }
@@ -1184,6 +1250,11 @@ impl<B: LeaderServer> Server for Instance<B> {
         self.settle_after(ctx, flow).await
     }
 
+    async fn handle_drained(&mut self, ctx: &mut Context<Self>) -> Flow {
+        self.send_batches(ctx, Window::Kept).await;
+        Flow::Continue
+    }
+
     async fn terminate(&mut self, reason: &ExitReason, ctx: &mut Context<Self>) {
         if let Machine::Majority(quorum) = &mut self.machine
             && !quorum.broken
@@ -1191,6 +1262,7 @@ impl<B: LeaderServer> Server for Instance<B> {
             // Hand over while the links still live (a node's processes end before its links).
             quorum.machine.resign(now());
             let _ = self.carry_out(ctx).await;
+            self.send_batches(ctx, Window::Kept).await;
         }
         self.behaviour.terminate(reason);
     }

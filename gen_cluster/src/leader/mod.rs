@@ -63,6 +63,7 @@ use crate::process::{Message, ReplyTo, ServerRef};
 use crate::view::KnownNode;
 use crate::{Node, SendError};
 
+mod batch;
 mod disk;
 mod fence;
 mod instance;

@@ -109,6 +109,15 @@ pub trait Server: Sized + Send + 'static {
         async { Flow::Continue }
     }
 
+    /// Runs each time the mailbox is found empty after a message was handled: work that gains
+    /// from being done once for many messages (sending what several of them produced in one
+    /// message, say) can wait for it. A process that is never idle is never told, so what waits
+    /// for it needs a bound of its own.
+    fn handle_drained(&mut self, ctx: &mut Context<Self>) -> impl Future<Output = Flow> + Send {
+        let _ = ctx;
+        async { Flow::Continue }
+    }
+
     /// Runs once when the process ends for any reason but a panic in `terminate` itself.
     fn terminate(
         &mut self,

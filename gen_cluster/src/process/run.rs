@@ -184,6 +184,10 @@ async fn serve<S: Server>(server: &mut S, ctx: &mut Context<S>, inbox: &mut Inbo
             Signal::Exit { reason, .. } if reason.is_normal() => Ok(Flow::Continue),
             Signal::Exit { reason, .. } | Signal::Stop(reason) => return reason,
         };
+        let outcome = match outcome {
+            Ok(Flow::Continue) if inbox.is_empty() => guarded(server.handle_drained(ctx)).await,
+            outcome => outcome,
+        };
         match outcome {
             Ok(Flow::Continue) => {}
             Ok(Flow::Stop(reason)) | Err(reason) => return reason,

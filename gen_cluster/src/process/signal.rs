@@ -61,6 +61,11 @@ impl Inbox {
         Self { rx, room }
     }
 
+    /// Whether no signal waits.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.rx.is_empty()
+    }
+
     /// The next signal; `None` once every sender is gone.
     pub(crate) async fn recv(&mut self) -> Option<Signal> {
         let signal = self.rx.recv().await?;
