@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use gen_cluster::services::dict::{self, Answer, Dict, Read, ReadReply, Request, Write};
+use gen_cluster::services::dict::{self, Dict, Read, ReadReply, Request, Write};
 use gen_cluster::{Leader, LeaderStatus, Node, NodeConfig, NodeName};
 
 use crate::{ClientArgs, DictArgs, DictOp, StatusArgs};
@@ -28,26 +28,24 @@ pub fn dict(args: DictArgs) -> Result<()> {
 }
 
 async fn run_dict(dictionary: &Leader<Dict>, op: DictOp) -> Result<()> {
-    let to_leader = |request| dictionary.leader_call(request, CLIENT_TIMEOUT);
+    let to_leader = |request| dictionary.leader_call_with_term(request, CLIENT_TIMEOUT);
     // The term of the leader that answered, in the majority election (0 in the priority one).
-    let term = |answer: &Answer| match answer.term {
+    let term = |term: u64| match term {
         0 => String::new(),
         term => format!(" (term {term})"),
     };
     match op {
         DictOp::Put { key, value } => {
-            let written = to_leader(Write::Put(key.clone(), value.clone()).into()).await?;
-            println!("ok {key}={value}{}", term(&written));
+            let (_, written) = to_leader(Write::Put(key.clone(), value.clone()).into()).await?;
+            println!("ok {key}={value}{}", term(written));
         }
         DictOp::Del { key } => {
-            let written = to_leader(Write::Delete(key.clone()).into()).await?;
-            println!("ok deleted {key}{}", term(&written));
+            let (_, written) = to_leader(Write::Delete(key.clone()).into()).await?;
+            println!("ok deleted {key}{}", term(written));
         }
         DictOp::Get { key, leader: true } => match to_leader(Request::Get(key.clone())).await? {
-            Answer {
-                value: Some(value), ..
-            } => println!("{value}"),
-            Answer { value: None, .. } => bail!("no key {key:?}"),
+            (Some(value), _) => println!("{value}"),
+            (None, _) => bail!("no key {key:?}"),
         },
         DictOp::Get { key, leader: false } => match dictionary
             .call(Read::Get(key.clone()), CLIENT_TIMEOUT)

@@ -792,7 +792,7 @@ async fn register_client(
         let started = Instant::now();
         let read = dictionary.leader_call(Request::Get("r".into()), T).await;
         if let Ok(answer) = &read {
-            history.read(answer.value.as_deref(), started);
+            history.read(answer.as_deref(), started);
         }
         if written.is_err() || read.is_err() {
             tokio::time::sleep(Duration::from_millis(20)).await;

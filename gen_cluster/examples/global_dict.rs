@@ -14,7 +14,7 @@
 //!
 //! With `MAJORITY_DATA_DIR=/some/dir/a` (a directory per node) the election runs in the
 //! `majority` mode: a write answers once two of the three hold it, a node cut from the other two
-//! refuses writes (`NoQuorum`), and each answer carries the term of the leader that wrote it. A
+//! refuses writes (`NoQuorum`), and each answer carries the term of the leader that wrote it (`leader_call_with_term`). A
 //! [`Fence`] stands for the store the writes go on to: it refuses a term older than one it saw,
 //! so a leader deposed while paused cannot write after its successor did.
 
@@ -60,18 +60,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let words: Vec<&str> = line.split_whitespace().collect();
         let outcome = match words.as_slice() {
             ["put", key, value] => dict
-                .leader_call(
+                .leader_call_with_term(
                     Write::Put(key.to_string(), value.to_string()).into(),
                     TIMEOUT,
                 )
                 .await
                 .map_err(|e| e.to_string())
-                .and_then(|written| fenced(&store, written.term)),
+                .and_then(|(_, term)| fenced(&store, term)),
             ["del", key] => dict
-                .leader_call(Write::Delete(key.to_string()).into(), TIMEOUT)
+                .leader_call_with_term(Write::Delete(key.to_string()).into(), TIMEOUT)
                 .await
                 .map_err(|e| e.to_string())
-                .and_then(|written| fenced(&store, written.term)),
+                .and_then(|(_, term)| fenced(&store, term)),
             ["get", key] => match dict.call(Read::Get(key.to_string()), TIMEOUT).await {
                 Ok(ReadReply::Value(value)) => Ok(value.unwrap_or_else(|| "(none)".into())),
                 other => Err(format!("{other:?}")),

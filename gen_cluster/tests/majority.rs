@@ -109,7 +109,11 @@ async fn three_voters_agree_on_one_leader_and_an_acknowledged_write_is_held_by_a
     }
     for i in 0..20 {
         let key = format!("k{i}");
-        dicts[i % 3].leader_call(put(&key, "v"), T).await.unwrap();
+        let (_, term) = dicts[i % 3]
+            .leader_call_with_term(put(&key, "v"), T)
+            .await
+            .unwrap();
+        assert_eq!(term, election.term, "the reply carries the leader's term");
         let mut holders = 0;
         for dict in &dicts {
             holders += usize::from(value(dict, &key).await.as_deref() == Some("v"));
@@ -277,8 +281,12 @@ async fn a_leader_that_shuts_down_hands_over_and_the_fence_refuses_its_term(net:
     nodes[old].shutdown().await;
     let rest: Vec<&Leader<Dict>> = (0..3).filter(|i| *i != old).map(|i| &dicts[i]).collect();
     let second = agreed_after(&rest, first.term).await;
-    rest[0].leader_call(put("next", "1"), T).await.unwrap();
-    fence.admit(second.term).unwrap();
+    let (_, term) = rest[0]
+        .leader_call_with_term(put("next", "1"), T)
+        .await
+        .unwrap();
+    assert_eq!(term, second.term);
+    fence.admit(term).unwrap();
     assert!(
         fence.admit(first.term).is_err(),
         "an act of the old leader's term is refused once the new term was seen"

@@ -55,8 +55,8 @@ pub(crate) enum InstanceCall<B: LeaderServer> {
 #[derive(Serialize, Deserialize)]
 #[serde(bound = "")]
 pub(crate) enum InstanceReply<B: LeaderServer> {
-    /// A leader call's reply.
-    Leader(B::Reply),
+    /// A leader call's reply, given in `term` (0 in the `priority` mode).
+    Leader { reply: B::Reply, term: u64 },
     /// This instance does not lead: the request, handed back unhandled.
     NotLeader(B::Call),
     /// The leader was lost while it had the call.
@@ -132,8 +132,8 @@ pub(crate) enum InstanceInfo<B: LeaderServer> {
 #[derive(Serialize, Deserialize)]
 #[serde(bound = "")]
 pub(crate) enum ForwardOutcome<B: LeaderServer> {
-    /// The leader replied.
-    Replied(B::Reply),
+    /// The leader replied, in `term` (0 in the `priority` mode).
+    Replied { reply: B::Reply, term: u64 },
     /// The receiving instance does not lead: the request, handed back unhandled.
     NotLeader(B::Call),
     /// The leader dropped the reply handle without replying.
@@ -212,6 +212,7 @@ enum Window {
 struct Gated<B: LeaderServer> {
     seq: u64,
     round: u64,
+    term: u64,
     route: LeaderRoute<B>,
     value: B::Reply,
 }
@@ -582,7 +583,7 @@ impl<B: LeaderServer> Instance<B> {
         }
         self.send_batches(ctx, Window::Ignored).await;
         for gated in covered {
-            gated.route.send(gated.value);
+            gated.route.send(gated.value, gated.term);
         }
     }
 
@@ -622,6 +623,7 @@ impl<B: LeaderServer> Instance<B> {
                         true => quorum.gated.push_back(Gated {
                             seq,
                             round,
+                            term,
                             route,
                             value,
                         }),
@@ -1051,7 +1053,9 @@ impl<B: LeaderServer> Instance<B> {
             return Flow::Continue;
         };
         match outcome {
-            ForwardOutcome::Replied(value) => forwarded.reply.reply(InstanceReply::Leader(value)),
+            ForwardOutcome::Replied { reply, term } => {
+                forwarded.reply.reply(InstanceReply::Leader { reply, term });
+            }
             ForwardOutcome::NoReply => forwarded.reply.reply(InstanceReply::LeaderDied),
             ForwardOutcome::NotLeader(request) => {
                 match self.machine.current() {

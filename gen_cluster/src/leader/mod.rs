@@ -458,15 +458,18 @@ pub(crate) enum LeaderRoute<B: LeaderServer> {
 }
 
 impl<B: LeaderServer> LeaderRoute<B> {
-    /// Sends the reply (dropped if the caller has gone).
-    pub(crate) fn send(self, value: B::Reply) {
+    /// Sends the reply, given in `term` (dropped if the caller has gone).
+    pub(crate) fn send(self, reply: B::Reply, term: u64) {
         match self {
-            Self::Direct(reply) => reply.reply(InstanceReply::Leader(value)),
+            Self::Direct(to) => to.reply(InstanceReply::Leader { reply, term }),
             Self::Forwarded {
                 node,
                 instance,
                 reference,
-            } => forward_outcome::<B>(&node, instance, reference, ForwardOutcome::Replied(value)),
+            } => {
+                let outcome = ForwardOutcome::Replied { reply, term };
+                forward_outcome::<B>(&node, instance, reference, outcome);
+            }
         }
     }
 
@@ -501,7 +504,7 @@ impl<B: LeaderServer> LeaderReplyTo<B> {
                     value,
                     term: *term,
                 }),
-                None => route.send(value),
+                None => route.send(value, 0),
             }
         }
     }
@@ -643,6 +646,18 @@ impl<B: LeaderServer> Leader<B> {
         request: B::Call,
         timeout: Duration,
     ) -> Result<B::Reply, LeaderCallError> {
+        let (reply, _term) = self.leader_call_with_term(request, timeout).await?;
+        Ok(reply)
+    }
+
+    /// [`leader_call`](Self::leader_call), and the term of the leader that replied (0 in the
+    /// `priority` mode): what the caller passes to a [`Fence`](crate::Fence) wherever the call's effect
+    /// lands.
+    pub async fn leader_call_with_term(
+        &self,
+        request: B::Call,
+        timeout: Duration,
+    ) -> Result<(B::Reply, u64), LeaderCallError> {
         match &self.changes {
             Some(changes) => self.call_leader(changes.clone(), request, timeout).await,
             None => self.call_through_instance(request, timeout).await,
@@ -655,7 +670,7 @@ impl<B: LeaderServer> Leader<B> {
         mut changes: watch::Receiver<Option<ElectionId>>,
         mut request: B::Call,
         timeout: Duration,
-    ) -> Result<B::Reply, LeaderCallError> {
+    ) -> Result<(B::Reply, u64), LeaderCallError> {
         let deadline = Instant::now() + timeout;
         loop {
             let election = self.known_leader(&mut changes, deadline, timeout).await?;
@@ -666,7 +681,7 @@ impl<B: LeaderServer> Leader<B> {
                 .call(&leader, InstanceCall::Leader(request), left)
                 .await
             {
-                Ok(InstanceReply::Leader(reply)) => return Ok(reply),
+                Ok(InstanceReply::Leader { reply, term }) => return Ok((reply, term)),
                 Ok(InstanceReply::NotLeader(returned)) => {
                     // Its instance no longer leads: wait until this node follows another election.
                     request = returned;
@@ -720,10 +735,10 @@ impl<B: LeaderServer> Leader<B> {
         &self,
         request: B::Call,
         timeout: Duration,
-    ) -> Result<B::Reply, LeaderCallError> {
+    ) -> Result<(B::Reply, u64), LeaderCallError> {
         let call = InstanceCall::Route(request);
         match self.node.call(&self.instance, call, timeout).await {
-            Ok(InstanceReply::Leader(reply)) => Ok(reply),
+            Ok(InstanceReply::Leader { reply, term }) => Ok((reply, term)),
             Ok(InstanceReply::LeaderDied) => Err(LeaderCallError::LeaderDied),
             Ok(InstanceReply::Overloaded) => Err(LeaderCallError::Overloaded),
             Ok(InstanceReply::NoQuorum) => Err(LeaderCallError::NoQuorum),

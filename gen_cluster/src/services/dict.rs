@@ -69,16 +69,6 @@ impl From<Write> for Request {
     }
 }
 
-/// A leader call's answer.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Answer {
-    /// The key's value once the request was carried out (`None`: not set).
-    pub value: Option<String>,
-    /// The term of the leader that answered (0 in the `priority` mode), for the caller to fence
-    /// with.
-    pub term: u64,
-}
-
 /// Reads, answered by the local copy.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Read {
@@ -149,7 +139,10 @@ impl Dict {
 impl LeaderServer for Dict {
     type State = BTreeMap<String, Entry>;
     type Call = Request;
-    type Reply = Answer;
+    /// The key's value once the request was carried out (`None`: not set). The term of the
+    /// leader that answered comes with it from
+    /// [`leader_call_with_term`](crate::Leader::leader_call_with_term).
+    type Reply = Option<String>;
     type Cast = Write;
     type Broadcast = Change;
     type LocalCall = Read;
@@ -179,10 +172,7 @@ impl LeaderServer for Dict {
             }
             Request::Get(key) => (key, LeaderFlow::Continue),
         };
-        from.reply(Answer {
-            value: self.get(&key).map(str::to_string),
-            term: election.term,
-        });
+        from.reply(self.get(&key).map(str::to_string));
         flow
     }
 
