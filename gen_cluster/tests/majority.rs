@@ -349,6 +349,16 @@ async fn settings_that_cannot_run_a_majority_election_are_refused_at_start() {
     let voters = vec![node.name().clone(), NodeName::new("b").unwrap()];
     let dir = scratch_dir("majority-settings");
 
+    for name in ["../escape", "", ".hidden", "a/b"] {
+        let mut config = majority_config(&voters, &dir);
+        config.name = name.into();
+        let error = Leader::start(&node, config, Dict::default()).await.err();
+        assert!(
+            matches!(error, Some(StartError::BadElectionConfig(_))),
+            "{name:?}: {error:?}"
+        );
+    }
+
     let mut no_dir = majority_config(&voters, &dir);
     no_dir.data_dir = None;
     let error = Leader::start(&node, no_dir, Dict::default()).await.err();

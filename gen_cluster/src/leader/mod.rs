@@ -208,7 +208,8 @@ pub struct LeaderStatus {
 /// How an election runs on this node.
 #[derive(Clone, Debug)]
 pub struct LeaderConfig {
-    /// The election's name, the same on every node.
+    /// The election's name, the same on every node: 1 to 64 ASCII letters, digits, `-`, `_` or
+    /// `.`, not starting with `.` (it names the election's files in `data_dir`).
     pub name: String,
     /// The candidates, highest priority first; the same list on every node. A node not in it
     /// is a worker. A candidate added later goes at the end of the list; a node whose list
@@ -288,6 +289,19 @@ impl LeaderConfig {
         let machine = Majority::new(node.clone(), config, durable, clock::now(), clock::seed());
         Ok((machine, term_file))
     }
+}
+
+/// An election's name names its instance and its files in the data directory: 1 to 64 ASCII
+/// letters, digits, `-`, `_` or `.`, not starting with `.`.
+fn check_election_name(name: &str) -> Result<(), StartError> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if (1..=64).contains(&name.len()) && !name.starts_with('.') && name.chars().all(allowed) {
+        return Ok(());
+    }
+    Err(StartError::BadElectionConfig(format!(
+        "the election name {name:?} must be 1 to 64 ASCII letters, digits, '-', '_' or '.', \
+         not starting with '.' (it names files in the data directory)"
+    )))
 }
 
 /// The longest election timeout taken: beyond it a minority side would wait hours to say so.
@@ -584,6 +598,7 @@ impl<B: LeaderServer> Leader<B> {
         config: LeaderConfig,
         behaviour: B,
     ) -> Result<Self, StartError> {
+        check_election_name(&config.name)?;
         let (machine, election_wait) = match config.mode {
             ElectionMode::Priority => (Machine::Priority(priority_machine(node, &config)?), None),
             ElectionMode::Majority => {
