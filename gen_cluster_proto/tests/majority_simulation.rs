@@ -2,7 +2,9 @@
 //! random crashes and restarts (the term and vote kept on disk, the state lost), pauses (a node
 //! that stops taking messages and timers while its links stay up, as under SIGSTOP), partitions
 //! into islands and uneven cuts between two nodes, heals, time passing, and messages delivered
-//! in random order over per-pair FIFO links that lose what is in flight when they drop. The
+//! in random order over per-pair FIFO links that lose what is in flight when they drop (in half
+//! the cases a later answer replaces the one waiting before it on its link, as the runtime's
+//! batches do: `MajorityMessage::supersedes`). The
 //! leader takes writes (a broadcast each) and reads (a round confirmed after the read), and
 //! acknowledges each only as the runtime would: once [`MajorityAction::Progress`] commits and
 //! confirms it.
@@ -124,6 +126,9 @@ struct Sim {
     reads_acknowledged: u32,
     crashes: usize,
     seed: u64,
+    /// Whether a message replaces the one waiting before it on its link when it supersedes it
+    /// (`MajorityMessage::supersedes`), as the runtime does with what waits to be sent.
+    coalesce: bool,
 }
 
 impl Sim {
@@ -154,6 +159,7 @@ impl Sim {
             reads_acknowledged: 0,
             crashes: 0,
             seed,
+            coalesce: seed % 2 == 1,
         };
         for i in 0..count {
             sim.start(i);
@@ -258,7 +264,12 @@ impl Sim {
                 MajorityAction::Send { to, message } => {
                     let to = index(&to);
                     if let Some(link) = self.links.get_mut(&(i, to)) {
-                        link.push_back(message);
+                        match link.back_mut() {
+                            Some(last) if self.coalesce && message.supersedes(last) => {
+                                *last = message;
+                            }
+                            _ => link.push_back(message),
+                        }
                     }
                 }
                 MajorityAction::Elected { term, joined } => {
