@@ -8,6 +8,7 @@ use anyhow::{Context, Result, bail};
 use gen_cluster::services::dict::{self, Dict, Read, ReadReply, Request, Write};
 use gen_cluster::{Leader, LeaderStatus, Node, NodeConfig, NodeName};
 
+use crate::cookie::Missing;
 use crate::{ClientArgs, DictArgs, DictOp, StatusArgs};
 
 /// What a failed request to the node's election most often means.
@@ -130,7 +131,10 @@ fn print_status(status: &LeaderStatus, json: bool) {
 /// A client node connected to the node at `args.node`, and a handle on its dictionary.
 async fn connect(args: &ClientArgs) -> Result<(Node, Leader<Dict>)> {
     let name = NodeName::new(format!("gen-cluster-client-{}", std::process::id()))?;
-    let mut config = NodeConfig::new(name, crate::cookie::load(args.cookie_file.as_deref())?);
+    let mut config = NodeConfig::new(
+        name,
+        crate::cookie::load(args.cookie_file.as_deref(), Missing::Refuse)?,
+    );
     config.cluster = args.cluster.clone();
     config.hidden = true;
     let node = Node::start(config)

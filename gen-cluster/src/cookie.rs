@@ -1,14 +1,24 @@
 //! Where the cluster secret comes from: a file named on the command line, the
-//! `GEN_CLUSTER_COOKIE` variable, or `~/.gen_cluster.cookie` (made with a random secret, readable
-//! by its owner only, the first time — as Erlang does with `~/.erlang.cookie`). A cookie file
+//! `GEN_CLUSTER_COOKIE` variable, or `~/.gen_cluster.cookie` (made by the first node started
+//! without the other two, with a random secret readable by its owner only — as Erlang does with
+//! `~/.erlang.cookie`; a client never makes it: a fresh secret could reach no node). A cookie file
 //! that group or others may read is used, with a warning (as ssh warns of an exposed key).
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
+/// Whether a missing `~/.gen_cluster.cookie` is made.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Missing {
+    /// A node makes it.
+    Create,
+    /// A client refuses to run without it.
+    Refuse,
+}
+
 /// Reads the secret as the flags and environment say.
-pub fn load(file: Option<&Path>) -> Result<Vec<u8>> {
+pub fn load(file: Option<&Path>, missing: Missing) -> Result<Vec<u8>> {
     if let Some(file) = file {
         return read(file);
     }
@@ -22,7 +32,14 @@ pub fn load(file: Option<&Path>) -> Result<Vec<u8>> {
         std::env::var_os("HOME").context("no --cookie-file, no GEN_CLUSTER_COOKIE and no HOME")?;
     let file = PathBuf::from(home).join(".gen_cluster.cookie");
     if !file.exists() {
-        create(&file)?;
+        match missing {
+            Missing::Create => create(&file)?,
+            Missing::Refuse => bail!(
+                "no cookie: {} does not exist (a node started here makes it); give the nodes' \
+                 cookie with GEN_CLUSTER_COOKIE or --cookie-file",
+                file.display()
+            ),
+        }
     }
     read(&file)
 }

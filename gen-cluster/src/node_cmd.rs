@@ -15,6 +15,7 @@ use gen_cluster::{
 use serde_json::json;
 use tokio::sync::mpsc::UnboundedSender;
 
+use crate::cookie::Missing;
 use crate::settings::Settings;
 use crate::{EventFormat, NodeArgs};
 
@@ -81,7 +82,10 @@ fn start_discovery(node: &Node, args: &Settings) -> Result<()> {
 }
 
 async fn serve(args: Settings) -> Result<()> {
-    let config = args.node_config(crate::cookie::load(args.given.cookie_file.as_deref())?);
+    let config = args.node_config(crate::cookie::load(
+        args.given.cookie_file.as_deref(),
+        Missing::Create,
+    )?);
     let node = Node::start(config).await.context("cannot start the node")?;
     let echo = node.spawn_named(echo::NAME, Echo::default()).await?;
     let echo_pid = echo.pid().context("a spawned server has a pid")?;

@@ -193,3 +193,24 @@ fn a_majority_election_that_cannot_run_is_refused_at_start_with_what_to_give() {
         assert!(stderr.contains(reason), "{file}: {stderr}");
     }
 }
+
+/// A client with no cookie given and none in `~/.gen_cluster.cookie` says where to give one,
+/// and makes no cookie file: a fresh secret could reach no node.
+#[test]
+fn a_client_without_a_cookie_says_so_and_makes_none() {
+    let home = scratch().join("empty-home");
+    std::fs::create_dir_all(&home).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_gen-cluster"))
+        .args(["status", "--node", "127.0.0.1:9"])
+        .env("HOME", &home)
+        .env_remove("GEN_CLUSTER_COOKIE")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("no cookie") && stderr.contains("GEN_CLUSTER_COOKIE"),
+        "{stderr}"
+    );
+    assert!(!home.join(".gen_cluster.cookie").exists());
+}
