@@ -77,9 +77,15 @@ struct DictArgs {
 #[derive(Subcommand)]
 enum DictOp {
     /// Set a key (through the leader).
-    Put { key: String, value: String },
+    Put {
+        /// The key to set.
+        key: String,
+        /// Its new value.
+        value: String,
+    },
     /// Print a key's value, as the node holds it (or, with --leader, as the leader does).
     Get {
+        /// The key to read.
         key: String,
         /// Read through the leader. In the majority election the leader answers once a quorum
         /// confirmed it still leads: the value of the last write acknowledged anywhere.
@@ -87,7 +93,10 @@ enum DictOp {
         leader: bool,
     },
     /// Delete a key (through the leader).
-    Del { key: String },
+    Del {
+        /// The key to delete.
+        key: String,
+    },
     /// Print every key and value, as the node holds them.
     List,
 }

@@ -82,12 +82,12 @@ pub struct NodeSettings {
     /// member list on every join and leave; it joins through the seeds' cluster.
     #[arg(long)]
     pub member: Option<String>,
-    /// Run the global dictionary, led by one of these nodes (highest priority first; the same
-    /// list on every node). A node not in the list is a worker.
-    #[arg(long, value_delimiter = ',')]
+    /// Run the global dictionary, led by one of these nodes: comma-separated names, highest
+    /// priority first, the same list on every node (a,b,c). A node not in the list is a worker.
+    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
     pub candidates: Option<Vec<NodeName>>,
-    /// Workers of the dictionary known in advance (others may join).
-    #[arg(long, value_delimiter = ',')]
+    /// Workers of the dictionary known in advance, comma-separated (others may join).
+    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
     pub workers: Option<Vec<NodeName>>,
     /// Where the election's incarnation is kept across restarts [default: none, a random one];
     /// in the majority election, a candidate's term and vote (required there).
