@@ -17,6 +17,8 @@ const NOT_RUNNING: &str =
 
 /// How long a client waits for an answer (a write waits for a leader at most this long).
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a client waits for the node to answer its handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(1);
 
 pub fn dict(args: DictArgs) -> Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
@@ -137,16 +139,17 @@ async fn connect(args: &ClientArgs) -> Result<(Node, Leader<Dict>)> {
     );
     config.cluster = args.cluster.clone();
     config.hidden = true;
+    // A node answers a handshake in a few round trips: a silent port is not one.
+    config.handshake_timeout = HANDSHAKE_TIMEOUT;
     let node = Node::start(config)
         .await
         .context("cannot start the client node")?;
     let Some(addr) = &args.node else {
         bail!("which node? give its address with --node HOST:PORT");
     };
-    let host = node
-        .connect(addr)
-        .await
-        .with_context(|| format!("cannot reach the node at {addr}"))?;
+    let host = node.connect(addr).await.with_context(|| {
+        format!("cannot reach a gen-cluster node at {addr} (is it a node's --listen address?)")
+    })?;
     let dictionary = Leader::at(&node, &host, dict::ELECTION);
     Ok((node, dictionary))
 }

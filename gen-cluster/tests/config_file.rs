@@ -1,5 +1,6 @@
 //! `gen-cluster node --config FILE`: a good file starts a node with its discovery; a bad one is
-//! refused at start with the line and the reason.
+//! refused at start with the line and the reason. And the clients' refusals: no cookie given
+//! (none is made), a port where no node answers (said within a second).
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -213,4 +214,28 @@ fn a_client_without_a_cookie_says_so_and_makes_none() {
         "{stderr}"
     );
     assert!(!home.join(".gen_cluster.cookie").exists());
+}
+
+/// `status` against a port where something listens but no gen-cluster node answers fails
+/// within the client's 1 s handshake deadline (bounded here at 3 s, against hangs), saying
+/// what the address should be.
+#[test]
+fn a_client_facing_a_silent_port_says_so_within_a_second() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap().to_string();
+    let started = std::time::Instant::now();
+    let output = Command::new(env!("CARGO_BIN_EXE_gen-cluster"))
+        .args(["status", "--node", &addr])
+        .env("GEN_CLUSTER_COOKIE", "c")
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("cannot reach a gen-cluster node"),
+        "{stderr}"
+    );
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+    drop(silent);
 }
