@@ -73,14 +73,14 @@ impl NodeProcess {
 
     /// Waits until the node prints that `leader` leads its dictionary.
     pub fn wait_leader(&self, leader: &str) -> Result<()> {
-        self.wait(|e| e["event"] == "leader" && e["peer"] == leader)
+        self.wait(|e| e["event"] == "leader" && e["leader"] == leader)
             .map(|_| ())
     }
 
     /// Waits until the node prints that some node leads its dictionary; returns its name.
     pub fn wait_any_leader(&self) -> Result<String> {
-        let event = self.wait(|e| e["event"] == "leader" && e["peer"].is_string())?;
-        Ok(event["peer"].as_str().unwrap_or_default().to_string())
+        let event = self.wait(|e| e["event"] == "leader" && e["leader"].is_string())?;
+        Ok(event["leader"].as_str().unwrap_or_default().to_string())
     }
 
     /// Waits for the process to end (after a signal that ends it).

@@ -120,10 +120,7 @@ async fn serve(args: Settings) -> Result<()> {
     loop {
         tokio::select! {
             Some(election) = next_leader(&mut leader_changes) => {
-                match election {
-                    Some(election) => printer.print_leader(&election),
-                    None => printer.print("leader", None, Some(("none", "no leader known; electing".into())), None),
-                }
+                printer.print_leader(election.as_ref());
             }
             _ = tokio::signal::ctrl_c() => break,
             _ = terminate.recv() => break,
@@ -207,9 +204,7 @@ impl Printer {
         reason: Option<(&str, String)>,
         addr: Option<&str>,
     ) {
-        let ts_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let at = At::now();
         let line = match self.format {
             EventFormat::Json => json!({
                 "event": event,
@@ -218,11 +213,11 @@ impl Printer {
                 "reason": reason.as_ref().map(|(kind, _)| *kind),
                 "detail": reason.as_ref().map(|(_, detail)| detail),
                 "addr": addr,
-                "ts_ms": ts_ms,
+                "ts_ms": at.ms(),
             })
             .to_string(),
             EventFormat::Text => {
-                let mut line = format!("{ts_ms} {} {event}", self.node);
+                let mut line = format!("{at} {} {event}", self.node);
                 if let Some(peer) = peer {
                     line += &format!(" peer={peer}");
                 }
@@ -238,22 +233,26 @@ impl Printer {
         emit(&line);
     }
 
-    /// The leader followed changed: who, and in the majority election its term.
-    fn print_leader(&self, election: &ElectionId) {
-        let ts_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        let term = (election.term > 0).then_some(election.term);
+    /// The leader followed changed: who, and in the majority election its term; or none is
+    /// known (`reason` `none`) while the nodes elect.
+    fn print_leader(&self, election: Option<&ElectionId>) {
+        const ELECTING: &str = "no leader known; electing";
+        let at = At::now();
+        let leader = election.map(|e| e.leader.as_str());
+        let term = election.map(|e| e.term).filter(|term| *term > 0);
         let line = match self.format {
             EventFormat::Json => json!({
-                "event": "leader", "node": self.node, "peer": election.leader.as_str(),
-                "term": term, "ts_ms": ts_ms,
+                "event": "leader", "node": self.node, "leader": leader, "term": term,
+                "reason": election.is_none().then_some("none"),
+                "detail": election.is_none().then_some(ELECTING), "ts_ms": at.ms(),
             })
             .to_string(),
             EventFormat::Text => {
-                let mut line = format!("{ts_ms} {} leader peer={}", self.node, election.leader);
-                if let Some(term) = term {
-                    line += &format!(" term={term}");
+                let mut line = format!("{at} {} leader", self.node);
+                match (leader, term) {
+                    (Some(leader), Some(term)) => line += &format!(" leader={leader} term={term}"),
+                    (Some(leader), None) => line += &format!(" leader={leader}"),
+                    (None, _) => line += &format!(" leader=none reason=\"{ELECTING}\""),
                 }
                 line
             }
@@ -263,17 +262,15 @@ impl Printer {
 
     /// The member holding the rally name changed (`None`: nobody holds it, as this node sees it).
     fn print_rally(&self, holder: Option<Pid>) {
-        let ts_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let at = At::now();
         let holder = holder.map(|pid| pid.to_string());
         let line = match self.format {
             EventFormat::Json => json!({
-                "event": "rally", "node": self.node, "member": holder, "ts_ms": ts_ms,
+                "event": "rally", "node": self.node, "member": holder, "ts_ms": at.ms(),
             })
             .to_string(),
             EventFormat::Text => format!(
-                "{ts_ms} {} rally member={}",
+                "{at} {} rally member={}",
                 self.node,
                 holder.as_deref().unwrap_or("none")
             ),
@@ -305,9 +302,7 @@ impl Printer {
         reason: Option<String>,
         members: &[(String, Vec<gen_cluster::Pid>)],
     ) {
-        let ts_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let at = At::now();
         let line = match self.format {
             EventFormat::Json => {
                 let members: serde_json::Map<String, serde_json::Value> = members
@@ -318,12 +313,12 @@ impl Printer {
                     .collect();
                 json!({
                     "event": event, "node": self.node, "member": member, "kind": kind,
-                    "reason": reason, "members": members, "ts_ms": ts_ms,
+                    "reason": reason, "members": members, "ts_ms": at.ms(),
                 })
                 .to_string()
             }
             EventFormat::Text => {
-                let mut line = format!("{ts_ms} {} {event} member={member} kind={kind}", self.node);
+                let mut line = format!("{at} {} {event} member={member} kind={kind}", self.node);
                 if let Some(reason) = reason {
                     line += &format!(" reason=\"{reason}\"");
                 }
@@ -341,6 +336,35 @@ impl Printer {
             }
         };
         emit(&line);
+    }
+}
+
+/// When an event was printed: JSON gives milliseconds since the Unix epoch (`ts_ms`), text an
+/// RFC 3339 time in UTC to the millisecond.
+struct At(SystemTime);
+
+impl At {
+    fn now() -> Self {
+        Self(SystemTime::now())
+    }
+
+    fn ms(&self) -> u64 {
+        self.0
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    }
+}
+
+impl std::fmt::Display for At {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let format = time::macros::format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+        );
+        let utc = time::OffsetDateTime::from(self.0);
+        match utc.format(&format) {
+            Ok(text) => f.write_str(&text),
+            Err(_) => write!(f, "{}", self.ms()),
+        }
     }
 }
 

@@ -341,7 +341,7 @@ impl Host {
 
     fn wait_leader(&self, leader: &str) {
         self.wait(&format!("leader {leader}"), |e| {
-            e["event"] == "leader" && e["peer"] == leader
+            e["event"] == "leader" && e["leader"] == leader
         });
     }
 
@@ -350,7 +350,7 @@ impl Host {
         let found = std::cell::RefCell::new(None);
         self.wait(&format!("a leader of a term after {after}"), |e| {
             let term = e["term"].as_u64().unwrap_or(0);
-            let leader = e["peer"].as_str().unwrap_or_default();
+            let leader = e["leader"].as_str().unwrap_or_default();
             let later = e["event"] == "leader" && term > after && !leader.is_empty();
             if later {
                 *found.borrow_mut() = Some((leader.to_string(), term));

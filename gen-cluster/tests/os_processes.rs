@@ -114,7 +114,7 @@ impl NodeProcess {
     /// Waits for the node to print that `leader` leads its dictionary (from now on).
     fn wait_leader(&self, leader: &str) {
         self.next_event(&format!("leader {leader}"), |value| {
-            value["event"] == "leader" && value["peer"] == leader
+            value["event"] == "leader" && value["leader"] == leader
         });
     }
 
@@ -674,7 +674,7 @@ fn majority_nodes(dir: &std::path::Path) -> (Vec<NodeProcess>, String) {
     }
     let leader = nodes[0].wait_for("a leader", |e| {
         e["event"] == "leader" && e["term"].as_u64().is_some()
-    })["peer"]
+    })["leader"]
         .as_str()
         .unwrap()
         .to_string();
