@@ -1,5 +1,7 @@
 //! `gen-cluster node`: one node from flags, printing its events until it is told to stop.
 
+use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -10,7 +12,7 @@ use gen_cluster::services::echo::{self, Echo};
 use gen_cluster::services::roster::{Roster, RosterChange};
 use gen_cluster::{
     Clustered, Discovery, Dns, DnsA, DnsSrv, ElectionId, Epmd, Leader, MemberConfig, Node,
-    NodeEvent, Pid, Seed, StaticPeers,
+    NodeEvent, NodeId, NodeName, Pid, Seed, StaticPeers,
 };
 use serde_json::json;
 use tokio::sync::mpsc::UnboundedSender;
@@ -98,6 +100,8 @@ async fn serve(args: Settings) -> Result<()> {
     let printer = Printer {
         format: args.events(),
         node: node.name().to_string(),
+        names: RefCell::new(BTreeMap::from([(node.id(), node.name().to_string())])),
+        peers: node.clone(),
     };
     let mut events = node.subscribe();
     printer.print("started", None, None, Some(node.listen_addr()));
@@ -109,10 +113,7 @@ async fn serve(args: Settings) -> Result<()> {
         let seed = join_point(&node, &args).await;
         let config = MemberConfig::new(args.cluster(), kind.clone(), seed);
         let member = Clustered::start(&node, config, Roster::new(changes_tx)).await?;
-        printer.print_member_started(
-            member.pid().map(|p| p.to_string()).unwrap_or_default(),
-            kind,
-        );
+        printer.print_member_started(member.pid(), kind);
     }
     let dictionary = start_dictionary(&node, &args).await?;
     let mut leader_changes = dictionary.as_ref().and_then(Leader::leader_changes);
@@ -127,7 +128,10 @@ async fn serve(args: Settings) -> Result<()> {
             Some(change) = changes.recv() => printer.print_member(&change),
             Some(holder) = rally_holders.recv() => printer.print_rally(holder),
             event = events.recv() => match event {
-                Ok(NodeEvent::NodeUp { peer, addr, .. }) => printer.print("node_up", Some(peer.as_str()), None, Some(&addr)),
+                Ok(NodeEvent::NodeUp { peer, addr, .. }) => {
+                    printer.learn(&peer);
+                    printer.print("node_up", Some(peer.as_str()), None, Some(&addr));
+                }
                 Ok(NodeEvent::NodeDown { peer, reason, .. }) => {
                     printer.print("node_down", Some(peer.as_str()), Some((reason.kind(), reason.to_string())), None)
                 }
@@ -194,9 +198,40 @@ const JOIN_WAIT: Duration = Duration::from_secs(2);
 struct Printer {
     format: EventFormat,
     node: String,
+    /// The names of the nodes met, by id: a pid names its node by id only.
+    names: RefCell<BTreeMap<NodeId, String>>,
+    /// This node, whose connected peers name the ids not met yet.
+    peers: Node,
 }
 
 impl Printer {
+    /// Notes a node's name, to show with its processes' pids.
+    fn learn(&self, node: &NodeName) {
+        self.names.borrow_mut().insert(node.id(), node.to_string());
+    }
+
+    /// The name of the node `pid` runs on, if this node met it or is connected to it.
+    fn node_of(&self, pid: Pid) -> Option<String> {
+        if let Some(name) = self.names.borrow().get(&pid.node) {
+            return Some(name.clone());
+        }
+        let peer = self
+            .peers
+            .peers()
+            .into_iter()
+            .find(|p| p.name.id() == pid.node)?;
+        self.learn(&peer.name);
+        Some(peer.name.to_string())
+    }
+
+    /// `pid` for a text line: `b/<…>` when its node is known.
+    fn pid_text(&self, pid: Pid) -> String {
+        match self.node_of(pid) {
+            Some(node) => format!("{node}/{pid}"),
+            None => pid.to_string(),
+        }
+    }
+
     fn print(
         &self,
         event: &str,
@@ -263,23 +298,25 @@ impl Printer {
     /// The member holding the rally name changed (`None`: nobody holds it, as this node sees it).
     fn print_rally(&self, holder: Option<Pid>) {
         let at = At::now();
-        let holder = holder.map(|pid| pid.to_string());
         let line = match self.format {
             EventFormat::Json => json!({
-                "event": "rally", "node": self.node, "member": holder, "ts_ms": at.ms(),
+                "event": "rally", "node": self.node, "member": holder.map(|p| p.to_string()),
+                "member_node": holder.and_then(|p| self.node_of(p)), "ts_ms": at.ms(),
             })
             .to_string(),
             EventFormat::Text => format!(
                 "{at} {} rally member={}",
                 self.node,
-                holder.as_deref().unwrap_or("none")
+                holder.map_or_else(|| "none".to_string(), |p| self.pid_text(p))
             ),
         };
         emit(&line);
     }
 
-    fn print_member_started(&self, pid: String, kind: &str) {
-        self.emit_member("member_started", &pid, kind, None, &[]);
+    fn print_member_started(&self, pid: Option<Pid>, kind: &str) {
+        if let Some(pid) = pid {
+            self.emit_member("member_started", pid, kind, None, &[]);
+        }
     }
 
     fn print_member(&self, change: &RosterChange) {
@@ -287,7 +324,7 @@ impl Printer {
         let reason = change.reason.as_ref().map(|r| r.to_string());
         self.emit_member(
             &event,
-            &change.member.pid.to_string(),
+            change.member.pid,
             &change.member.kind,
             reason,
             &change.members,
@@ -297,7 +334,7 @@ impl Printer {
     fn emit_member(
         &self,
         event: &str,
-        member: &str,
+        member: Pid,
         kind: &str,
         reason: Option<String>,
         members: &[(String, Vec<gen_cluster::Pid>)],
@@ -312,12 +349,14 @@ impl Printer {
                     })
                     .collect();
                 json!({
-                    "event": event, "node": self.node, "member": member, "kind": kind,
+                    "event": event, "node": self.node, "member": member.to_string(),
+                    "member_node": self.node_of(member), "kind": kind,
                     "reason": reason, "members": members, "ts_ms": at.ms(),
                 })
                 .to_string()
             }
             EventFormat::Text => {
+                let member = self.pid_text(member);
                 let mut line = format!("{at} {} {event} member={member} kind={kind}", self.node);
                 if let Some(reason) = reason {
                     line += &format!(" reason=\"{reason}\"");
@@ -326,7 +365,8 @@ impl Printer {
                     let groups: Vec<String> = members
                         .iter()
                         .map(|(kind, pids)| {
-                            let pids: Vec<String> = pids.iter().map(|p| p.to_string()).collect();
+                            let pids: Vec<String> =
+                                pids.iter().map(|p| self.pid_text(*p)).collect();
                             format!("{kind}:[{}]", pids.join(","))
                         })
                         .collect();

@@ -497,6 +497,7 @@ async fn cluster_members_in_three_processes_see_each_join_and_leave_once() {
     let member_c = c.wait_event("member_started")["member"].clone();
     let on_a = a.wait_event("member_joined");
     assert_eq!(on_a["member"], member_c);
+    assert_eq!(on_a["member_node"], "m-c", "an event names the member's node");
     assert_eq!(on_a["members"]["web"].as_array().unwrap().len(), 2);
     assert_eq!(on_a["members"]["db"].as_array().unwrap().len(), 1);
     assert_eq!(b.wait_event("member_node_joined")["member"], member_c);
