@@ -16,8 +16,8 @@
 //!   writes; after the heal a holds every acknowledged write. A leader paused with SIGSTOP is
 //!   deposed, and once resumed no write is acknowledged in its old term.
 //!
-//! Needs root, `ip` (iproute2) and `iptables`. Where namespaces cannot be made the test is skipped with a
-//! notice, unless `GEN_CLUSTER_REQUIRE_REAL_PEERS` is set (as `.ci/run` does).
+//! Needs root, `ip` (iproute2) and `iptables`. Where namespaces cannot be made the test fails
+//! saying so, or is skipped with a notice when `GEN_CLUSTER_SKIP_REAL_PEERS` is set.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -60,8 +60,9 @@ impl Net {
         };
         if !ip(&["netns", "add", &net.ns("br")]) {
             assert!(
-                std::env::var_os("GEN_CLUSTER_REQUIRE_REAL_PEERS").is_none(),
-                "cannot make network namespaces (root and iproute2 needed)"
+                std::env::var_os("GEN_CLUSTER_SKIP_REAL_PEERS").is_some(),
+                "cannot make network namespaces: run as root with iproute2 and iptables, or set \
+                 GEN_CLUSTER_SKIP_REAL_PEERS=1 to skip the tests that need them"
             );
             eprintln!(
                 "cannot make network namespaces here (root and iproute2 needed): test skipped"
