@@ -495,9 +495,19 @@ async fn cluster_members_in_three_processes_see_each_join_and_leave_once() {
         &["--member", "db"],
     );
     let member_c = c.wait_event("member_started")["member"].clone();
+    let welcomed = c.wait_event("member_welcomed");
+    assert_eq!(
+        welcomed["member"], member_c,
+        "the newcomer is told it is in"
+    );
+    assert_eq!(welcomed["members"]["web"].as_array().unwrap().len(), 2);
+    assert_eq!(welcomed["members"]["db"].as_array().unwrap().len(), 1);
     let on_a = a.wait_event("member_joined");
     assert_eq!(on_a["member"], member_c);
-    assert_eq!(on_a["member_node"], "m-c", "an event names the member's node");
+    assert_eq!(
+        on_a["member_node"], "m-c",
+        "an event names the member's node"
+    );
     assert_eq!(on_a["members"]["web"].as_array().unwrap().len(), 2);
     assert_eq!(on_a["members"]["db"].as_array().unwrap().len(), 1);
     assert_eq!(b.wait_event("member_node_joined")["member"], member_c);

@@ -1,7 +1,8 @@
 //! The gen_cluster behaviour: a cluster of processes that know each other. A [`ClusterServer`] is
-//! a gen_server with three more callbacks — `handle_join` on the member a newcomer contacted,
-//! `handle_node_joined` on every other member, `handle_leave` on every survivor — each called
-//! exactly once per event, with the member list after it.
+//! a gen_server with four more callbacks — `handle_welcomed` on a member once it is in,
+//! `handle_join` on the member a newcomer contacted, `handle_node_joined` on every other
+//! member, `handle_leave` on every survivor — each called exactly once per event, with the member
+//! list after it.
 //!
 //! [`Clustered`] runs a `ClusterServer` as a [`Server`]: it owns the member's
 //! `gen_cluster_proto::membership` machine (the member's one source of truth, changed only by
@@ -60,6 +61,17 @@ pub trait ClusterServer: Sized + Send + 'static {
     ) -> impl Future<Output = Result<(), ExitReason>> + Send {
         let _ = ctx;
         async { Ok(()) }
+    }
+
+    /// This member is in its cluster: at once for the first member, once its seed let it in
+    /// for a newcomer (`members` is the list it was given). Called once.
+    fn handle_welcomed(
+        &mut self,
+        members: &Membership,
+        ctx: &mut ClusterContext<Self>,
+    ) -> impl Future<Output = Flow> + Send {
+        let _ = (members, ctx);
+        async { Flow::Continue }
     }
 
     /// A newcomer joined through this member.
@@ -320,6 +332,10 @@ impl<C: ClusterServer> Clustered<C> {
                     } else {
                         self.inner.handle_node_joined(&member, members, ctx).await
                     }
+                }
+                MembershipAction::Event(MembershipEvent::Welcomed) => {
+                    let members = self.membership.as_ref().expect("set in init");
+                    self.inner.handle_welcomed(members, ctx).await
                 }
                 MembershipAction::Event(MembershipEvent::Left { member, reason }) => {
                     let members = self.membership.as_ref().expect("set in init");

@@ -84,6 +84,9 @@ pub enum MembershipEvent {
         /// Why it ended.
         reason: ExitReason,
     },
+    /// This member is in its cluster: at once for the first member, when its seed let it in
+    /// for a newcomer (the list it was given is the member list). Reported once.
+    Welcomed,
 }
 
 /// What the membership wants done.
@@ -120,25 +123,32 @@ pub struct Membership {
 }
 
 impl Membership {
-    /// The membership of `me`, alone: the first member of a new cluster.
+    /// The membership of `me`, alone: the first member of a new cluster (welcomed at once).
     pub fn first(me: Member) -> Self {
-        Self {
-            members: BTreeMap::from([(me.pid, me.clone())]),
-            me,
-            departed: BTreeSet::new(),
-            welcomed: true,
-            seed: None,
-            held_joins: Vec::new(),
-            actions: VecDeque::new(),
-        }
+        let mut membership = Self::alone(me, true);
+        membership
+            .actions
+            .push_back(MembershipAction::Event(MembershipEvent::Welcomed));
+        membership
     }
 
     /// The membership of `me`, joining through the member `seed`.
     pub fn joining(me: Member, seed: Pid) -> Self {
-        let mut membership = Self::first(me);
-        membership.welcomed = false;
+        let mut membership = Self::alone(me, false);
         membership.rejoin(seed);
         membership
+    }
+
+    fn alone(me: Member, welcomed: bool) -> Self {
+        Self {
+            members: BTreeMap::from([(me.pid, me.clone())]),
+            me,
+            departed: BTreeSet::new(),
+            welcomed,
+            seed: None,
+            held_joins: Vec::new(),
+            actions: VecDeque::new(),
+        }
     }
 
     /// Asks `seed` to let this member in, after its previous seed was lost. Does nothing once
@@ -294,7 +304,7 @@ impl Membership {
     }
 
     /// A newcomer takes its first list as the cluster it joined, without reporting each member
-    /// as joined; announces itself to every member (the contacted one may end before telling
+    /// as joined (it is told it is in: [`MembershipEvent::Welcomed`]); announces itself to every member (the contacted one may end before telling
     /// anyone); then lets in the newcomers that asked it while it waited.
     fn adopt(&mut self, members: Vec<Member>) {
         self.welcomed = true;
@@ -307,6 +317,8 @@ impl Membership {
                 self.add(member, None);
             }
         }
+        self.actions
+            .push_back(MembershipAction::Event(MembershipEvent::Welcomed));
         let others: Vec<Pid> = self
             .members
             .keys()
@@ -402,8 +414,18 @@ mod tests {
     fn a_join_is_handle_join_on_the_contacted_member_and_handle_node_joined_on_the_others() {
         let (a, b, c) = (member(1, "web"), member(2, "web"), member(3, "db"));
         let mut ma = Membership::first(a.clone());
+        assert_eq!(
+            events(&drain(&mut ma)),
+            vec![&MembershipEvent::Welcomed],
+            "the first member is in at once"
+        );
         let mut mb = Membership::joining(b.clone(), a.pid);
-        deliver(&drain(&mut mb), &mut ma);
+        let b_asks = drain(&mut mb);
+        assert!(
+            events(&b_asks).is_empty(),
+            "not in before its seed lets it in"
+        );
+        deliver(&b_asks, &mut ma);
         let a_out = drain(&mut ma);
         assert_eq!(
             events(&a_out),
@@ -414,9 +436,10 @@ mod tests {
         );
         deliver(&a_out, &mut mb);
         let b_out = drain(&mut mb);
-        assert!(
-            events(&b_out).is_empty(),
-            "the newcomer adopts the list silently"
+        assert_eq!(
+            events(&b_out),
+            vec![&MembershipEvent::Welcomed],
+            "the newcomer adopts the list silently, told once that it is in"
         );
         assert!(mb.is_welcomed());
         deliver(&b_out, &mut ma);
@@ -434,7 +457,7 @@ mod tests {
         );
         deliver(&b_out, &mut mc);
         let c_out = drain(&mut mc);
-        assert!(events(&c_out).is_empty());
+        assert_eq!(events(&c_out), vec![&MembershipEvent::Welcomed]);
         deliver(&c_out, &mut ma);
         deliver(&c_out, &mut mb);
         assert_eq!(

@@ -187,9 +187,19 @@ proptest! {
             let key = match event {
                 MembershipEvent::Joined { member, .. } => (*i, member.pid, "joined"),
                 MembershipEvent::Left { member, .. } => (*i, member.pid, "left"),
+                MembershipEvent::Welcomed => (*i, pid(*i), "welcomed"),
                 MembershipEvent::SeedLost { .. } => continue,
             };
             prop_assert!(seen.insert(key), "member {} reported {:?} twice", i, event);
+        }
+        for i in 0..sim.members.len() {
+            let welcomed = seen.contains(&(i, pid(i), "welcomed"));
+            prop_assert_eq!(
+                welcomed,
+                sim.members[i].is_welcomed(),
+                "member {} is in: told so once, and only then",
+                i
+            );
         }
     }
 }

@@ -1,5 +1,5 @@
-//! The roster: a cluster member that reports every join and leave, with the member list after
-//! it, to a channel. `gen-cluster node --member KIND` runs one and prints what it reports; it is
+//! The roster: a cluster member that reports its own welcome and every join and leave, with the
+//! member list after it, to a channel. `gen-cluster node --member KIND` runs one and prints what it reports; it is
 //! the smallest useful [`ClusterServer`].
 
 use tokio::sync::mpsc;
@@ -9,6 +9,8 @@ use crate::{ClusterContext, ClusterServer, ExitReason, Flow, Member, Membership,
 /// What changed in the member list.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RosterEvent {
+    /// This member is in (`handle_welcomed`).
+    Welcomed,
     /// A member joined through this member (`handle_join`).
     Joined,
     /// A member joined through another member (`handle_node_joined`).
@@ -18,9 +20,10 @@ pub enum RosterEvent {
 }
 
 impl RosterEvent {
-    /// Its name in the CLI's output: `joined`, `node_joined`, `left`.
+    /// Its name in the CLI's output: `welcomed`, `joined`, `node_joined`, `left`.
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::Welcomed => "welcomed",
             Self::Joined => "joined",
             Self::NodeJoined => "node_joined",
             Self::Left => "left",
@@ -33,7 +36,7 @@ impl RosterEvent {
 pub struct RosterChange {
     /// What happened.
     pub event: RosterEvent,
-    /// The member concerned.
+    /// The member concerned (this one, for `welcomed`).
     pub member: Member,
     /// Why it left (for `left`).
     pub reason: Option<ExitReason>,
@@ -76,6 +79,17 @@ impl ClusterServer for Roster {
     type Reply = Vec<(String, Vec<Pid>)>;
     type Cast = ();
     type Info = ();
+
+    async fn handle_welcomed(
+        &mut self,
+        members: &Membership,
+        ctx: &mut ClusterContext<Self>,
+    ) -> Flow {
+        if let Some(me) = members.member(ctx.pid()) {
+            self.report(RosterEvent::Welcomed, me, None, members);
+        }
+        Flow::Continue
+    }
 
     async fn handle_join(
         &mut self,
