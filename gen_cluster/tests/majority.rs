@@ -337,6 +337,56 @@ async fn a_write_answered_to_a_worker_is_in_the_workers_copy_already() {
     }
 }
 
+/// As above, with the calls routed through the worker's instance (a handle made with
+/// `Leader::at`, as a CLI client's is: the instance forwards each call and relays the reply) and
+/// 8 KiB values, so a batch to the worker is larger than a frame's fragment: the reply to the
+/// forwarding instance never overtakes the batch that carries its write.
+#[tokio::test(start_paused = true)]
+async fn a_write_forwarded_by_a_worker_is_in_its_copy_when_the_reply_arrives() {
+    let net = Net::memory();
+    let Net::Memory(memory) = &net else {
+        unreachable!()
+    };
+    for voter in ["a", "b", "c"] {
+        memory.delay(voter, "w", Duration::from_millis(2));
+        memory.limit(voter, "w", 10_000_000);
+    }
+    let nodes = net.loner_mesh(&["a", "b", "c", "w"]).await;
+    let voters = names(&nodes[..3]);
+    let mut dicts = Vec::new();
+    for node in &nodes {
+        dicts.push(start_dict(node, &voters, &scratch_dir("majority-forward")).await);
+    }
+    let all: Vec<&Leader<Dict>> = dicts.iter().collect();
+    agreed(&all).await;
+    let through = Leader::<Dict>::at(&nodes[3], nodes[3].name(), "dict");
+    let local = dicts[3].clone();
+    let value = "v".repeat(70 * 1024);
+    let writers: Vec<_> = (0..16)
+        .map(|writer| {
+            let (through, local, value) = (through.clone(), local.clone(), value.clone());
+            tokio::spawn(async move {
+                for i in 0..4 {
+                    let key = format!("{writer}-{i}");
+                    through.leader_call(put(&key, &value), T).await.unwrap();
+                    let read = value_of(&local, &key).await;
+                    assert!(
+                        read.as_ref() == Some(&value),
+                        "{key} answered, not in the copy"
+                    );
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+}
+
+async fn value_of(dict: &Leader<Dict>, key: &str) -> Option<String> {
+    value(dict, key).await
+}
+
 on_both_transports!(
     three_voters_agree_on_one_leader_and_an_acknowledged_write_is_held_by_a_quorum,
     a_restarted_voter_keeps_its_term_and_catches_up,

@@ -22,8 +22,9 @@ use gen_cluster_proto::majority::MajorityMessage;
 use serde::Serialize;
 
 /// A peer's batch leaves before it passes this many encoded bytes (a larger message leaves
-/// alone), well under any frame limit.
-pub(crate) const BATCH_BYTES: usize = 64 * 1024;
+/// alone): under a link's fragment, with room for the frame's header, so a batch is never cut
+/// into fragments that smaller frames to other destinations may pass.
+pub(crate) const BATCH_BYTES: usize = gen_cluster_proto::wire::MAX_FRAGMENT - 1024;
 
 /// After this many messages handled without the mailbox drained, every batch leaves: a member
 /// busy without a pause still answers its leader.

@@ -811,7 +811,14 @@ impl<B: LeaderServer> Instance<B> {
             pid: ctx.pid(),
             messages,
         };
-        self.send_to(ctx, to, info).await;
+        // To the peer's instance by pid once it spoke (else by name): the pid is where this
+        // instance's replies to the calls it forwarded go, and a link keeps the order of the
+        // messages to one destination only, so a reply never overtakes the batch before it.
+        let to = match self.pids.get(to) {
+            Some(pid) => ServerRef::<Self>::from_pid(*pid),
+            None => ServerRef::named(to, &self.name),
+        };
+        let _ = ctx.node().send(&to, info).await;
     }
 
     /// Sends the batches of the machine's messages ready to leave (`majority` mode).
