@@ -293,18 +293,18 @@ async fn a_leader_that_shuts_down_hands_over_and_the_fence_refuses_its_term(net:
     );
 }
 
-/// 64 writers on a worker whose links are slower than the voters' (in-memory network: 2 ms
-/// each way), 400 writes in all: each answered `Ok` is in the worker's own copy when the answer
-/// comes, though the leader sends its broadcasts in batches and a batch waits for the answer to
-/// the one before, which the worker gives last.
-#[tokio::test(start_paused = true)]
-async fn a_write_answered_to_a_worker_is_in_the_workers_copy_already() {
+/// Voters a, b, c and a worker w, in memory, w's links to the voters 2 ms each way (and, with
+/// `bytes_per_second`, that slow), running the dictionary once they agree on a leader.
+async fn voters_and_a_slow_worker(bytes_per_second: Option<u64>) -> (Vec<Node>, Vec<Leader<Dict>>) {
     let net = Net::memory();
     let Net::Memory(memory) = &net else {
         unreachable!()
     };
     for voter in ["a", "b", "c"] {
         memory.delay(voter, "w", Duration::from_millis(2));
+        if let Some(rate) = bytes_per_second {
+            memory.limit(voter, "w", rate);
+        }
     }
     let nodes = net.loner_mesh(&["a", "b", "c", "w"]).await;
     let voters = names(&nodes[..3]);
@@ -314,62 +314,26 @@ async fn a_write_answered_to_a_worker_is_in_the_workers_copy_already() {
     }
     let all: Vec<&Leader<Dict>> = dicts.iter().collect();
     agreed(&all).await;
-    let worker = dicts[3].clone();
-    let writers: Vec<_> = (0..64)
-        .map(|writer| {
-            let worker = worker.clone();
-            tokio::spawn(async move {
-                for i in 0..400 / 64 + 1 {
-                    let key = format!("{writer}-{i}");
-                    worker.leader_call(put(&key, "v"), T).await.unwrap();
-                    let read = value(&worker, &key).await;
-                    assert_eq!(
-                        read.as_deref(),
-                        Some("v"),
-                        "{key} answered, not in the copy"
-                    );
-                }
-            })
-        })
-        .collect();
-    for writer in writers {
-        writer.await.unwrap();
-    }
+    (nodes, dicts)
 }
 
-/// As above, with the calls routed through the worker's instance (a handle made with
-/// `Leader::at`, as a CLI client's is: the instance forwards each call and relays the reply) and
-/// 8 KiB values, so a batch to the worker is larger than a frame's fragment: the reply to the
-/// forwarding instance never overtakes the batch that carries its write.
-#[tokio::test(start_paused = true)]
-async fn a_write_forwarded_by_a_worker_is_in_its_copy_when_the_reply_arrives() {
-    let net = Net::memory();
-    let Net::Memory(memory) = &net else {
-        unreachable!()
-    };
-    for voter in ["a", "b", "c"] {
-        memory.delay(voter, "w", Duration::from_millis(2));
-        memory.limit(voter, "w", 10_000_000);
-    }
-    let nodes = net.loner_mesh(&["a", "b", "c", "w"]).await;
-    let voters = names(&nodes[..3]);
-    let mut dicts = Vec::new();
-    for node in &nodes {
-        dicts.push(start_dict(node, &voters, &scratch_dir("majority-forward")).await);
-    }
-    let all: Vec<&Leader<Dict>> = dicts.iter().collect();
-    agreed(&all).await;
-    let through = Leader::<Dict>::at(&nodes[3], nodes[3].name(), "dict");
-    let local = dicts[3].clone();
-    let value = "v".repeat(70 * 1024);
-    let writers: Vec<_> = (0..16)
+/// `writers` tasks each write `writes` keys through `through`, and read each back from `copy`
+/// as soon as it is answered: it must be there.
+async fn each_write_answered_is_in(
+    copy: &Leader<Dict>,
+    through: &Leader<Dict>,
+    writers: usize,
+    writes: usize,
+    value: &str,
+) {
+    let tasks: Vec<_> = (0..writers)
         .map(|writer| {
-            let (through, local, value) = (through.clone(), local.clone(), value.clone());
+            let (through, copy, value) = (through.clone(), copy.clone(), value.to_string());
             tokio::spawn(async move {
-                for i in 0..4 {
+                for i in 0..writes {
                     let key = format!("{writer}-{i}");
                     through.leader_call(put(&key, &value), T).await.unwrap();
-                    let read = value_of(&local, &key).await;
+                    let read = crate::value(&copy, &key).await;
                     assert!(
                         read.as_ref() == Some(&value),
                         "{key} answered, not in the copy"
@@ -378,13 +342,29 @@ async fn a_write_forwarded_by_a_worker_is_in_its_copy_when_the_reply_arrives() {
             })
         })
         .collect();
-    for writer in writers {
-        writer.await.unwrap();
+    for task in tasks {
+        task.await.unwrap();
     }
 }
 
-async fn value_of(dict: &Leader<Dict>, key: &str) -> Option<String> {
-    value(dict, key).await
+/// 64 writers on the worker, 448 writes in all: each answered `Ok` is in the worker's own copy
+/// when the answer comes, though the leader sends its broadcasts in batches and a batch waits
+/// for the answer to the one before, which the worker gives last.
+#[tokio::test(start_paused = true)]
+async fn a_write_answered_to_a_worker_is_in_the_workers_copy_already() {
+    let (_nodes, dicts) = voters_and_a_slow_worker(None).await;
+    each_write_answered_is_in(&dicts[3], &dicts[3], 64, 7, "v").await;
+}
+
+/// As above, with the calls routed through the worker's instance (a handle made with
+/// `Leader::at`, as a CLI client's is: the instance forwards each call and relays the reply),
+/// 70 KiB values over links of 10 MB/s, so each write goes to the worker in fragments: the
+/// reply to the forwarding instance never overtakes the batch that carries its write.
+#[tokio::test(start_paused = true)]
+async fn a_write_forwarded_by_a_worker_is_in_its_copy_when_the_reply_arrives() {
+    let (nodes, dicts) = voters_and_a_slow_worker(Some(10_000_000)).await;
+    let through = Leader::<Dict>::at(&nodes[3], nodes[3].name(), "dict");
+    each_write_answered_is_in(&dicts[3], &through, 16, 4, &"v".repeat(70 * 1024)).await;
 }
 
 on_both_transports!(
