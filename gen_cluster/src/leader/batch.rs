@@ -52,15 +52,15 @@ impl<S: Serialize, B: Serialize> Outgoing<S, B> {
         }
     }
 
-    /// Queues `message` for `to`; returns the batch that must leave first, if adding `message`
-    /// would have passed [`BATCH_BYTES`].
+    /// Queues `message` for `to`; returns the batch that must leave first (noted as sent at
+    /// `now`), if adding `message` would have passed [`BATCH_BYTES`].
     pub(crate) fn push(
         &mut self,
         to: NodeName,
         message: MajorityMessage<S, B>,
+        now: Instant,
     ) -> Option<Vec<MajorityMessage<S, B>>> {
-        let size = postcard::experimental::serialized_size(&message).unwrap_or(BATCH_BYTES);
-        let batch = self.batches.entry(to).or_insert_with(|| Batch {
+        let batch = self.batches.entry(to.clone()).or_insert_with(|| Batch {
             messages: Vec::new(),
             bytes: 0,
         });
@@ -70,10 +70,12 @@ impl<S: Serialize, B: Serialize> Outgoing<S, B> {
             *last = message;
             return None;
         }
+        let size = postcard::experimental::serialized_size(&message).unwrap_or(BATCH_BYTES);
         let full = (!batch.messages.is_empty() && batch.bytes + size > BATCH_BYTES)
             .then(|| std::mem::take(&mut batch.messages));
         if full.is_some() {
             batch.bytes = 0;
+            self.unanswered.insert(to, now);
         }
         batch.messages.push(message);
         batch.bytes += size;
@@ -106,29 +108,19 @@ impl<S: Serialize, B: Serialize> Outgoing<S, B> {
         window: Option<Duration>,
     ) -> Vec<(NodeName, Vec<MajorityMessage<S, B>>)> {
         self.handled = 0;
-        let waiting = |peer: &NodeName| match (window, self.unanswered.get(peer)) {
-            (Some(window), Some(sent)) => now < *sent + window,
-            _ => false,
-        };
-        let ready: Vec<NodeName> = self
+        let unanswered = &mut self.unanswered;
+        let ready: Vec<(NodeName, Vec<MajorityMessage<S, B>>)> = self
             .batches
-            .iter()
-            .filter(|(peer, batch)| !batch.messages.is_empty() && !waiting(peer))
-            .map(|(peer, _)| peer.clone())
-            .collect();
-        ready
-            .into_iter()
-            .filter_map(|peer| {
-                let batch = self.batches.remove(&peer)?;
-                self.sent(&peer, now);
-                Some((peer, batch.messages))
+            .extract_if(.., |peer, _| match (window, unanswered.get(peer)) {
+                (Some(window), Some(sent)) => now >= *sent + window,
+                _ => true,
             })
-            .collect()
-    }
-
-    /// Notes a batch sent to `peer` at `now`.
-    pub(crate) fn sent(&mut self, peer: &NodeName, now: Instant) {
-        self.unanswered.insert(peer.clone(), now);
+            .map(|(peer, batch)| (peer, batch.messages))
+            .collect();
+        for (peer, _) in &ready {
+            unanswered.insert(peer.clone(), now);
+        }
+        ready
     }
 }
 
@@ -164,9 +156,13 @@ mod tests {
     fn a_later_answer_of_the_same_term_replaces_the_one_waiting() {
         let mut outgoing = Outgoing::new();
         for held in 1..=10 {
-            assert!(outgoing.push(peer(), ack(3, held)).is_none());
+            assert!(
+                outgoing
+                    .push(peer(), ack(3, held), Instant::now())
+                    .is_none()
+            );
         }
-        outgoing.push(peer(), ack(4, 1));
+        outgoing.push(peer(), ack(4, 1), Instant::now());
         let all = outgoing.take_ready(Instant::now(), None);
         assert_eq!(all, vec![(peer(), vec![ack(3, 10), ack(4, 1)])]);
         assert!(
@@ -181,7 +177,7 @@ mod tests {
         let size = BATCH_BYTES / 4;
         let mut left = Vec::new();
         for seq in 1..=10 {
-            if let Some(batch) = outgoing.push(peer(), append(seq, size)) {
+            if let Some(batch) = outgoing.push(peer(), append(seq, size), Instant::now()) {
                 let bytes: usize = batch
                     .iter()
                     .map(|m| postcard::experimental::serialized_size(m).unwrap())
@@ -201,8 +197,10 @@ mod tests {
             (1..=10).map(|seq| append(seq, size)).collect::<Vec<_>>()
         );
         // A message above the bound alone still leaves, alone.
-        outgoing.push(peer(), append(11, 1));
-        let batch = outgoing.push(peer(), append(12, BATCH_BYTES * 2)).unwrap();
+        outgoing.push(peer(), append(11, 1), Instant::now());
+        let batch = outgoing
+            .push(peer(), append(12, BATCH_BYTES * 2), Instant::now())
+            .unwrap();
         assert_eq!(batch, vec![append(11, 1)]);
     }
 
@@ -212,14 +210,14 @@ mod tests {
         let window = Some(heartbeat);
         let start = Instant::now();
         let mut outgoing = Outgoing::new();
-        outgoing.push(peer(), append(1, 1));
+        outgoing.push(peer(), append(1, 1), Instant::now());
         assert_eq!(
             outgoing.take_ready(start, window).len(),
             1,
             "none unanswered"
         );
-        outgoing.push(peer(), append(2, 1));
-        outgoing.push(peer(), append(3, 1));
+        outgoing.push(peer(), append(2, 1), Instant::now());
+        outgoing.push(peer(), append(3, 1), Instant::now());
         assert!(
             outgoing.take_ready(start, window).is_empty(),
             "1 is unanswered"
@@ -229,10 +227,10 @@ mod tests {
             vec![(peer(), vec![append(2, 1), append(3, 1)])],
             "not leading: no window"
         );
-        outgoing.push(peer(), append(4, 1));
+        outgoing.push(peer(), append(4, 1), Instant::now());
         outgoing.answered(&peer());
         assert_eq!(outgoing.take_ready(start, window).len(), 1, "answered");
-        outgoing.push(peer(), append(5, 1));
+        outgoing.push(peer(), append(5, 1), Instant::now());
         assert!(
             outgoing
                 .take_ready(start + heartbeat / 2, window)
@@ -243,17 +241,28 @@ mod tests {
             1,
             "unanswered for a heartbeat: not waited for longer"
         );
-        outgoing.push(peer(), append(6, 1));
+        outgoing.push(peer(), append(6, 1), Instant::now());
         outgoing.forget(&peer());
         assert!(
             outgoing.take_ready(start, window).is_empty(),
             "dropped with the link"
         );
-        outgoing.push(peer(), append(7, 1));
+        outgoing.push(peer(), append(7, 1), Instant::now());
         assert_eq!(
             outgoing.take_ready(start, window).len(),
             1,
             "a new link waits for nothing"
+        );
+        outgoing.answered(&peer());
+        outgoing.push(peer(), append(8, BATCH_BYTES), start);
+        let full = outgoing.push(peer(), append(9, 1), start);
+        assert!(
+            full.is_some(),
+            "a batch that would pass its bound leaves at once"
+        );
+        assert!(
+            outgoing.take_ready(start, window).is_empty(),
+            "and counts as the batch unanswered"
         );
     }
 

@@ -753,8 +753,7 @@ impl<B: LeaderServer> Instance<B> {
                 return Flow::Stop(ExitReason::Error(format!("cannot keep the term: {error}")));
             }
             MajorityAction::Send { to, message } => {
-                if let Some(full) = quorum.outgoing.push(to.clone(), message) {
-                    quorum.outgoing.sent(&to, now());
+                if let Some(full) = quorum.outgoing.push(to.clone(), message, now()) {
                     self.send_majority(ctx, &to, full).await;
                 }
             }
