@@ -577,15 +577,16 @@ impl RegisterClients {
     }
 }
 
-/// `gen-cluster ARGS… --node NODE` in the namespace `ns`: its output, or its error output.
-fn run_in(ns: &str, node: &str, args: &[&str]) -> Result<String, String> {
+/// `gen-cluster ARGS… --node NODE` (a client) in the namespace `ns`: its output, or its error
+/// output if it failed.
+fn run_in(ns: &str, node: &str, args: &[&str]) -> Result<Vec<u8>, String> {
     let output = command_in(ns, args)
         .args(["--node", node])
         .output()
         .unwrap();
     match output.status.success() {
-        true => Ok(String::from_utf8(output.stdout).unwrap()),
-        false => Err(String::from_utf8(output.stderr).unwrap()),
+        true => Ok(output.stdout),
+        false => Err(String::from_utf8_lossy(&output.stderr).into_owned()),
     }
 }
 
@@ -594,7 +595,7 @@ fn run_in(ns: &str, node: &str, args: &[&str]) -> Result<String, String> {
 fn read_register(ns: &str, node: &str, history: &register::History) {
     let started = Instant::now();
     match run_in(ns, node, &["dict", "get", "r", "--leader"]) {
-        Ok(read) => history.read(Some(read.trim_end()), started),
+        Ok(read) => history.read(Some(String::from_utf8(read).unwrap().trim_end()), started),
         Err(error) if error.contains("no key") => history.read(None, started),
         Err(_) => {}
     }
@@ -619,15 +620,9 @@ fn client(net: &Net, host: &str, command: &str, args: &[&str]) -> Vec<u8> {
 
 /// [`client`], its output, or its error output if it failed.
 fn try_client(net: &Net, host: &str, command: &str, args: &[&str]) -> Result<Vec<u8>, String> {
-    let node = addr(host);
     let mut all = vec![command];
     all.extend(args);
-    all.extend(["--node", &node]);
-    let output = net.command(host, &all).output().unwrap();
-    match output.status.success() {
-        true => Ok(output.stdout),
-        false => Err(String::from_utf8_lossy(&output.stderr).into_owned()),
-    }
+    run_in(&net.ns(host), &addr(host), &all)
 }
 
 #[test]
