@@ -264,6 +264,17 @@ pub enum HandshakeFailed {
     /// The connection failed during the handshake (the network).
     #[error("connection failed during the handshake")]
     Io(#[source] std::io::Error),
+    /// The transport refused the connection before the handshake (for TLS: the TLS handshake
+    /// failed; the cause says why and what to check).
+    #[error("the transport refused the connection")]
+    Transport(#[source] std::io::Error),
+    /// The peer sent what no gen_cluster handshake sends: not a gen_cluster node, or a TLS
+    /// node reaching a plaintext one.
+    #[error(
+        "the peer does not speak the gen_cluster handshake: not a gen_cluster node, or one with \
+         TLS while this one has none (configure tls on every node of the cluster, or on none)"
+    )]
+    Unrecognized,
     /// The handshake did not complete in time (a slow or silent peer).
     #[error("handshake not completed within {0:?}")]
     Timeout(Duration),

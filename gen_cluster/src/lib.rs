@@ -122,7 +122,10 @@ pub use leader::{
 };
 pub use names::{GlobalNames, RegisterError};
 pub use process::{Context, Flow, Info, Mailbox, Message, MonitorRef, ReplyTo, Server, ServerRef};
-pub use transport::{MemoryNetwork, MemoryTransport, ReadHalf, Tcp, Transport, WriteHalf};
+pub use transport::{
+    Connection, MemoryNetwork, MemoryTransport, PeerCertificate, ReadHalf, Tcp, Tls, TlsError,
+    TlsFiles, Transport, WriteHalf,
+};
 pub use view::{ClusterView, KnownNode, NodeState};
 
 /// Locks a mutex, recovering the data if a panicking thread poisoned it (every critical section

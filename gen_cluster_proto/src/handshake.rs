@@ -163,6 +163,16 @@ pub enum Refusal {
         /// The name claimed twice.
         node: NodeName,
     },
+    /// The peer's TLS certificate is not valid for the name it claims (the refusing node names
+    /// the peer).
+    #[error(
+        "the TLS certificate presented is not valid for the node name {node}: \
+         give that node a certificate whose DNS names include its node name"
+    )]
+    Uncertified {
+        /// The name the certificate does not certify.
+        node: NodeName,
+    },
 }
 
 /// Why a handshake failed.

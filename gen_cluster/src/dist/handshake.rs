@@ -7,8 +7,10 @@
 //! [`dial`] is the initiator's side, from dial to link; the acceptor's side is [`accept`], run by
 //! the listener for each incoming connection with its place in the admission pool. Until the
 //! dialer has proved the secret the acceptor touches no table: it answers, or drops the
-//! connection, and nothing else.
+//! connection, and nothing else. Over TLS, each side also refuses, once the secret is proved and
+//! before the table hears of it, a peer whose certificate is not valid for the name it claims.
 
+use std::future::Future;
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +25,7 @@ use gen_cluster_proto::handshake::{
 use tokio::io::AsyncWriteExt;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
-use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
+use tokio_util::codec::{FramedRead, LengthDelimitedCodec, LengthDelimitedCodecError};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock;
@@ -32,7 +34,7 @@ use crate::dist::admission::Ticket;
 use crate::dist::driver::{self, Heard};
 use crate::error::{ConnectError, HandshakeFailed};
 use crate::events::{DownReason, NodeEvent};
-use crate::transport::{ReadHalf, WriteHalf};
+use crate::transport::{Connection, PeerCertificate, WriteHalf};
 
 /// Frames read from a connection: handshake frames first (capped small), then link frames.
 pub(crate) type Frames = FramedRead<Heard, LengthDelimitedCodec>;
@@ -44,7 +46,11 @@ pub(crate) async fn dial(dist: &Arc<Dist>, addr: &str) -> Result<NodeName, Conne
         return Err(ConnectError::ShuttingDown);
     }
     let config = &dist.config;
-    let (read, mut write) = connect(dist, addr).await?;
+    let Connection {
+        read,
+        mut write,
+        certificate,
+    } = connect(dist, addr).await?;
     let conn = dist.peers.new_conn_id();
     let cancel = dist.tasks.child_token();
     let mut frames = handshake_frames(Heard::new(read, dist.epoch));
@@ -52,7 +58,15 @@ pub(crate) async fn dial(dist: &Arc<Dist>, addr: &str) -> Result<NodeName, Conne
     let mut events = dist.events.subscribe();
     let outcome = tokio::time::timeout(
         config.handshake_timeout,
-        initiate(dist, conn, &cancel, &mut frames, &mut write, &mut proven),
+        initiate(
+            dist,
+            conn,
+            &cancel,
+            &mut frames,
+            &mut write,
+            certificate.as_ref(),
+            &mut proven,
+        ),
     )
     .await
     .unwrap_or(Err(HandshakeFailed::Timeout(config.handshake_timeout)));
@@ -109,7 +123,7 @@ const FRESH_ATTEMPT_LIFE: Duration = Duration::from_millis(400);
 /// the others are dropped. Each attempt tries the addresses looked up in order until one
 /// connects; an attempt that fails on all of them (refused, no route) ends the dial with its
 /// last error: the answer is in.
-async fn connect(dist: &Dist, addr: &str) -> Result<(ReadHalf, WriteHalf), ConnectError> {
+async fn connect(dist: &Dist, addr: &str) -> Result<Connection, ConnectError> {
     let timeout = dist.config.connect_timeout;
     let deadline = Instant::now() + timeout;
     let timed_out = || ConnectError::Timeout {
@@ -147,7 +161,7 @@ async fn connect(dist: &Dist, addr: &str) -> Result<(ReadHalf, WriteHalf), Conne
 }
 
 /// Dials `targets` (never empty) in order: the first connection made, or the last error.
-async fn dial_first(dist: &Dist, targets: &[String]) -> io::Result<(ReadHalf, WriteHalf)> {
+async fn dial_first(dist: &Dist, targets: &[String]) -> io::Result<Connection> {
     let mut last = io::Error::new(io::ErrorKind::NotFound, "no address to dial");
     for target in targets {
         match dist.dialer.dial(target.clone()).await {
@@ -158,23 +172,48 @@ async fn dial_first(dist: &Dist, targets: &[String]) -> io::Result<(ReadHalf, Wr
     Err(last)
 }
 
-/// Runs the acceptor's side of a new connection from `remote`, holding `ticket` (its place in
-/// the admission pool) until the dialer proves the secret, and its link if it succeeds.
+/// Runs the acceptor's side of a new connection from `remote`: `opening` readies it (for TLS,
+/// the TLS handshake), then the handshake runs, holding `ticket` (its place in the admission
+/// pool) until the dialer proves the secret, and its link if it succeeds. Opening and proving
+/// share one deadline, `auth_timeout`.
 pub(crate) async fn accept(
     dist: Arc<Dist>,
-    read: ReadHalf,
-    mut write: WriteHalf,
+    opening: impl Future<Output = io::Result<Connection>>,
     remote: String,
     ticket: Ticket,
 ) {
+    let auth_timeout = dist.config.auth_timeout;
+    let auth_deadline = Instant::now() + auth_timeout;
+    let mut evicted = std::pin::pin!(ticket.evicted());
+    let opened = tokio::select! {
+        _ = &mut evicted => Err(HandshakeFailed::Evicted),
+        opened = tokio::time::timeout_at(auth_deadline, opening) => match opened {
+            Ok(Ok(connection)) => Ok(connection),
+            Ok(Err(error)) => Err(HandshakeFailed::Transport(error)),
+            Err(_) => Err(HandshakeFailed::Timeout(auth_timeout)),
+        },
+    };
+    let Connection {
+        read,
+        mut write,
+        certificate,
+    } = match opened {
+        Ok(connection) => connection,
+        Err(error) => return report_refused(&dist, &remote, &Caller::default(), &error),
+    };
     let conn = dist.peers.new_conn_id();
     let cancel = dist.tasks.child_token();
     let mut frames = handshake_frames(Heard::new(read, dist.epoch));
     let mut caller = Caller::default();
-    let evicted = ticket.evicted();
+    let accepting = Accepting {
+        conn,
+        cancel: &cancel,
+        auth_deadline,
+        certificate: certificate.as_ref(),
+    };
     let outcome = tokio::select! {
         _ = evicted => Err(HandshakeFailed::Evicted),
-        outcome = respond(&dist, conn, &cancel, &mut frames, &mut write, ticket, &mut caller) => outcome,
+        outcome = respond(&dist, accepting, &mut frames, &mut write, ticket, &mut caller) => outcome,
     };
     let error = match outcome {
         Ok(established) => {
@@ -189,8 +228,14 @@ pub(crate) async fn accept(
     if let (true, Some(name)) = (caller.proven, &caller.name) {
         dist.peers.abandon(conn, name.id());
     }
+    report_refused(&dist, &remote, &caller, &error);
+}
+
+/// Counts and logs (held back to one line a second per cause) an incoming connection that did
+/// not become a link.
+fn report_refused(dist: &Dist, remote: &str, caller: &Caller, error: &HandshakeFailed) {
     metrics::counter!("gen_cluster_handshake_failures_total", "role" => "acceptor").increment(1);
-    let cause = match &error {
+    let cause = match error {
         // A connection that lost to another one to the same node, or this node's own dial of
         // itself (discovery lists it among the others): expected.
         HandshakeFailed::Protocol(
@@ -207,7 +252,12 @@ pub(crate) async fn accept(
         HandshakeFailed::Protocol(HandshakeError::RefusedPeer(Refusal::NameClash { .. })) => {
             "name clash"
         }
+        HandshakeFailed::Protocol(HandshakeError::RefusedPeer(Refusal::Uncertified { .. })) => {
+            "certificate name"
+        }
         HandshakeFailed::Protocol(_) => "protocol",
+        HandshakeFailed::Transport(_) => "transport",
+        HandshakeFailed::Unrecognized => "not a gen_cluster handshake",
         HandshakeFailed::Closed | HandshakeFailed::Io(_) => "connection",
     };
     // The name the dialer gave (unproven unless it got past the proof), to tell who it is.
@@ -216,8 +266,19 @@ pub(crate) async fn accept(
         .as_ref()
         .map_or("(no name given)", NodeName::as_str);
     if let Some(held_back) = dist.throttle.allow(cause) {
+        let error = crate::error::with_causes(error);
         tracing::warn!(%remote, %peer, %error, held_back, "incoming connection dropped: handshake failed");
     }
+}
+
+/// What the acceptor's steps work with besides the connection.
+struct Accepting<'a> {
+    conn: u64,
+    cancel: &'a CancellationToken,
+    /// When the dialer must have proved the secret.
+    auth_deadline: Instant,
+    /// The dialer's certificate, over TLS.
+    certificate: Option<&'a PeerCertificate>,
 }
 
 /// What an acceptor has learned of the dialer so far.
@@ -233,8 +294,7 @@ struct Caller {
 /// the peer table hear of it), Confirm out, Ready in.
 async fn respond(
     dist: &Dist,
-    conn: u64,
-    cancel: &CancellationToken,
+    accepting: Accepting<'_>,
     frames: &mut Frames,
     write: &mut WriteHalf,
     ticket: Ticket,
@@ -242,6 +302,12 @@ async fn respond(
 ) -> Result<handshake::Established, HandshakeFailed> {
     let config = &dist.config;
     let started = Instant::now();
+    let Accepting {
+        conn,
+        cancel,
+        auth_deadline,
+        certificate,
+    } = accepting;
     let machine = handshake::accept(dist.handshake_config(), clock::nonce());
     let unproven = async {
         let hello = next_frame(frames, cancel).await?;
@@ -253,11 +319,13 @@ async fn respond(
         let response = next_frame(frames, cancel).await?;
         fail_with_notice(machine.handle(&response), write).await
     };
-    let verified = tokio::time::timeout(config.auth_timeout, unproven)
+    let verified = tokio::time::timeout_at(auth_deadline, unproven)
         .await
         .unwrap_or(Err(HandshakeFailed::Timeout(config.auth_timeout)))?;
     drop(ticket);
-    if let Err(refusal) = arbitrate(dist, conn, verified.peer(), Step::ResponseVerified, cancel) {
+    let checked = certified(certificate, verified.peer())
+        .and_then(|()| arbitrate(dist, conn, verified.peer(), Step::ResponseVerified, cancel));
+    if let Err(refusal) = checked {
         return Err(send_notice(verified.refuse(refusal), write).await);
     }
     caller.proven = true;
@@ -281,6 +349,7 @@ async fn initiate(
     cancel: &CancellationToken,
     frames: &mut Frames,
     write: &mut WriteHalf,
+    certificate: Option<&PeerCertificate>,
     proven: &mut Option<Identity>,
 ) -> Result<driver::NewLink, HandshakeFailed> {
     let (machine, hello) = handshake::initiate(dist.handshake_config(), clock::nonce());
@@ -291,7 +360,9 @@ async fn initiate(
     let confirm = next_frame(frames, cancel).await?;
     let verified = fail_with_notice(machine.handle(&confirm), write).await?;
     *proven = Some(verified.peer().clone());
-    if let Err(refusal) = arbitrate(dist, conn, verified.peer(), Step::ConfirmVerified, cancel) {
+    let checked = certified(certificate, verified.peer())
+        .and_then(|()| arbitrate(dist, conn, verified.peer(), Step::ConfirmVerified, cancel));
+    if let Err(refusal) = checked {
         return Err(send_notice(verified.refuse(refusal), write).await);
     }
     let (established, ready) = verified.ready();
@@ -302,6 +373,16 @@ async fn initiate(
         driver::establish(dist, conn, &established, heard).ok_or(HandshakeFailed::Superseded)?;
     write_frame(write, &ready).await?;
     Ok(link)
+}
+
+/// Over TLS, whether the peer's certificate is valid for the name it proved the secret as.
+fn certified(certificate: Option<&PeerCertificate>, peer: &Identity) -> Result<(), Refusal> {
+    match certificate {
+        Some(certificate) if !certificate.certifies(&peer.name) => Err(Refusal::Uncertified {
+            node: peer.name.clone(),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Asks the peer table whether the handshake with the proven `peer` may go on; a link it
@@ -363,6 +444,10 @@ async fn next_frame(
         _ = cancel.cancelled() => Err(HandshakeFailed::Superseded),
         frame = frames.next() => match frame {
             Some(Ok(frame)) => Ok(frame.freeze()),
+            // No handshake frame is that long: a TLS record, an HTTP request...
+            Some(Err(error)) if error.get_ref().is_some_and(|e| e.is::<LengthDelimitedCodecError>()) => {
+                Err(HandshakeFailed::Unrecognized)
+            }
             Some(Err(error)) => Err(HandshakeFailed::Io(error)),
             None => Err(HandshakeFailed::Closed),
         },

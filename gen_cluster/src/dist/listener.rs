@@ -1,5 +1,5 @@
-//! Accepts connections until the node shuts down. Each handshake runs in a task of its own with
-//! a place in the admission pool (see `admission`): the pool of connections that have not yet
+//! Accepts connections until the node shuts down. Each connection is opened (for TLS: its TLS
+//! handshake) and runs its handshake in a task of its own, with a place in the admission pool (see `admission`): the pool of connections that have not yet
 //! proved the secret is bounded in total and per source, and a newcomer takes the place of the
 //! oldest one rather than being turned away, so silent dialers cannot starve real peers. Log
 //! lines about crowding are held back to one per second per cause.
@@ -37,7 +37,7 @@ async fn accept_loop<T: Transport>(
             accepted = transport.accept(&mut listener) => accepted,
         };
         match accepted {
-            Ok((read, write, remote)) => {
+            Ok((incoming, remote)) => {
                 let (ticket, crowded) = admission.admit(&remote);
                 if let Some(crowded) = crowded {
                     metrics::counter!("gen_cluster_handshakes_evicted_total").increment(1);
@@ -50,7 +50,11 @@ async fn accept_loop<T: Transport>(
                     }
                 }
                 let span = tracing::info_span!("accept", %remote);
-                let handshake = handshake::accept(Arc::clone(&dist), read, write, remote, ticket);
+                let opening = {
+                    let transport = Arc::clone(&transport);
+                    async move { transport.open(incoming).await }
+                };
+                let handshake = handshake::accept(Arc::clone(&dist), opening, remote, ticket);
                 dist.tasks.spawn(span, handshake);
             }
             Err(error) => {

@@ -24,7 +24,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{Notify, mpsc};
 use tokio::time::{Instant, Sleep};
 
-use super::{ReadHalf, Transport, WriteHalf};
+use super::{Connection, Transport};
 use crate::lock;
 
 /// The bytes one direction of a connection holds before its writer waits.
@@ -61,7 +61,7 @@ struct LinkCondition {
     rate: Option<u64>,
 }
 
-type Accepted = (ReadHalf, WriteHalf, String);
+type Accepted = (Connection, String);
 
 impl MemoryNetwork {
     /// An empty network.
@@ -196,6 +196,7 @@ impl Drop for MemoryListener {
 
 impl Transport for MemoryTransport {
     type Listener = MemoryListener;
+    type Incoming = Connection;
 
     async fn bind(&self, addr: &str) -> io::Result<(MemoryListener, String)> {
         let port = match addr.rsplit_once(':').map(|(_, port)| port.parse::<u16>()) {
@@ -238,7 +239,11 @@ impl Transport for MemoryTransport {
         }
     }
 
-    async fn connect(&self, addr: &str) -> io::Result<(ReadHalf, WriteHalf)> {
+    async fn open(&self, incoming: Connection) -> io::Result<Connection> {
+        Ok(incoming)
+    }
+
+    async fn connect(&self, addr: &str) -> io::Result<Connection> {
         let to = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
         loop {
             let healed = self.network.shared.healed.notified();
@@ -261,15 +266,14 @@ impl Transport for MemoryTransport {
         *port += 1;
         let remote = format!("{}:{port}", self.host);
         drop(net);
-        let server: Accepted = (
+        let server = Connection::new(
             Box::new(PipeReader::new(self.network.clone(), Arc::clone(&outbound))),
             Box::new(PipeWriter::new(self.network.clone(), Arc::clone(&inbound))),
-            remote,
         );
         accept
-            .send(server)
+            .send((server, remote))
             .map_err(|_| io::Error::new(io::ErrorKind::ConnectionRefused, addr.to_string()))?;
-        Ok((
+        Ok(Connection::new(
             Box::new(PipeReader::new(self.network.clone(), inbound)),
             Box::new(PipeWriter::new(self.network.clone(), outbound)),
         ))
@@ -486,7 +490,7 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    async fn connected(net: &MemoryNetwork) -> ((ReadHalf, WriteHalf), Accepted) {
+    async fn connected(net: &MemoryNetwork) -> (Connection, Accepted) {
         let (a, b) = (net.host("a"), net.host("b"));
         let (mut listener, addr) = b.bind("b:0").await.unwrap();
         let client = a.connect(&addr).await.unwrap();
@@ -497,7 +501,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn bytes_flow_in_order_and_end_with_the_writer() {
         let net = MemoryNetwork::new();
-        let ((_, mut write), (mut read, _, remote)) = connected(&net).await;
+        let (Connection { mut write, .. }, (Connection { mut read, .. }, remote)) =
+            connected(&net).await;
         assert!(remote.starts_with("a:"));
         write.write_all(b"hello ").await.unwrap();
         write.write_all(b"world").await.unwrap();
@@ -510,7 +515,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_delay_holds_bytes_for_that_long() {
         let net = MemoryNetwork::new();
-        let ((_, mut write), (mut read, _, _)) = connected(&net).await;
+        let (Connection { mut write, .. }, (Connection { mut read, .. }, _)) =
+            connected(&net).await;
         net.delay("a", "b", Duration::from_millis(300));
         let start = Instant::now();
         write.write_all(b"x").await.unwrap();
@@ -522,7 +528,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_limited_link_carries_its_rate() {
         let net = MemoryNetwork::new();
-        let ((_, mut write), (mut read, _, _)) = connected(&net).await;
+        let (Connection { mut write, .. }, (Connection { mut read, .. }, _)) =
+            connected(&net).await;
         net.limit("a", "b", 100_000);
         let start = Instant::now();
         let sending = async {
@@ -538,7 +545,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_cut_holds_bytes_until_healed_and_a_full_buffer_holds_the_writer() {
         let net = MemoryNetwork::new();
-        let ((_, mut write), (mut read, _, _)) = connected(&net).await;
+        let (Connection { mut write, .. }, (Connection { mut read, .. }, _)) =
+            connected(&net).await;
         net.cut("b", "a");
         write.write_all(b"held").await.unwrap();
         let mut four = [0u8; 4];
@@ -578,7 +586,19 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_reset_fails_both_ends() {
         let net = MemoryNetwork::new();
-        let ((mut client_read, _), (_, mut server_write, _)) = connected(&net).await;
+        let (
+            Connection {
+                read: mut client_read,
+                ..
+            },
+            (
+                Connection {
+                    write: mut server_write,
+                    ..
+                },
+                _,
+            ),
+        ) = connected(&net).await;
         net.reset("a", "b");
         let mut byte = [0u8; 1];
         assert_eq!(

@@ -1,9 +1,10 @@
 //! How bytes get between nodes. A [`Transport`] binds a listener, accepts and dials, and hands
-//! back each connection already split into a read half and a write half, so that the node's
-//! reader and writer tasks own one half each without a lock. TCP is the default ([`Tcp`]); the
-//! in-memory network ([`MemoryNetwork`]) joins nodes of one process for tests that delay, cut and
-//! heal links in paused time; TLS plugs in here too, without touching the layers above, because
-//! everything above sees only [`ReadHalf`] and [`WriteHalf`].
+//! back each [`Connection`] split into a read half and a write half, so that the node's reader
+//! and writer tasks own one half each without a lock. TCP is the default ([`Tcp`]); mutual TLS
+//! over TCP is [`Tls`] (module `tls`), whose connections also carry the certificate the peer
+//! proved, for the handshake to check against the name the peer claims; the in-memory network
+//! ([`MemoryNetwork`]) joins nodes of one process for tests that delay, cut and heal links in
+//! paused time. The layers above see only connections.
 
 use std::future::Future;
 use std::io;
@@ -14,29 +15,65 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 
 mod memory;
+mod tls;
 
 pub use memory::{MemoryNetwork, MemoryTransport};
+pub use tls::{PeerCertificate, Tls, TlsError, TlsFiles};
 
 /// The receiving half of a connection.
 pub type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
 /// The sending half of a connection.
 pub type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
 
+/// An open connection to a peer.
+pub struct Connection {
+    /// What the peer sends.
+    pub read: ReadHalf,
+    /// What this node sends.
+    pub write: WriteHalf,
+    /// The certificate the peer proved it holds, when the transport authenticates peers (TLS):
+    /// the handshake refuses a peer whose claimed name it does not certify.
+    pub certificate: Option<PeerCertificate>,
+}
+
+impl Connection {
+    /// A connection whose peer the transport did not authenticate.
+    pub fn new(read: ReadHalf, write: WriteHalf) -> Self {
+        Self {
+            read,
+            write,
+            certificate: None,
+        }
+    }
+}
+
 /// A way to carry bytes between nodes.
 pub trait Transport: Send + Sync + 'static {
     /// A bound listener.
     type Listener: Send + 'static;
+    /// A connection accepted, not yet ready to carry the handshake (for TLS: before the TLS
+    /// handshake).
+    type Incoming: Send + 'static;
 
     /// Binds a listener on `addr`; returns it and the address it actually listens on (the port
     /// chosen when `addr` asks for port 0).
     fn bind(&self, addr: &str)
     -> impl Future<Output = io::Result<(Self::Listener, String)>> + Send;
 
-    /// Waits for the next incoming connection; returns its halves and the peer's address.
+    /// Waits for the next incoming connection; returns it and the peer's address. Quick: the
+    /// listener waits on nothing else, so the work a peer can stall is left to [`open`].
+    ///
+    /// [`open`]: Transport::open
     fn accept(
         &self,
         listener: &mut Self::Listener,
-    ) -> impl Future<Output = io::Result<(ReadHalf, WriteHalf, String)>> + Send;
+    ) -> impl Future<Output = io::Result<(Self::Incoming, String)>> + Send;
+
+    /// Makes an accepted connection ready to carry the handshake (for TLS: runs the TLS
+    /// handshake). Run in the connection's own task, within the deadline a peer has to prove
+    /// itself.
+    fn open(&self, incoming: Self::Incoming)
+    -> impl Future<Output = io::Result<Connection>> + Send;
 
     /// Looks `addr` up once: the addresses to dial for it, in the order to try them, none of
     /// which needs looking up again. The default takes `addr` as it is, for transports whose
@@ -45,9 +82,9 @@ pub trait Transport: Send + Sync + 'static {
         std::future::ready(Ok(vec![addr.to_owned()]))
     }
 
-    /// Dials `addr` (one that [`resolve`](Transport::resolve) gave). The caller bounds the wait.
-    fn connect(&self, addr: &str)
-    -> impl Future<Output = io::Result<(ReadHalf, WriteHalf)>> + Send;
+    /// Dials `addr` (one that [`resolve`](Transport::resolve) gave) and opens the connection.
+    /// The caller bounds the wait.
+    fn connect(&self, addr: &str) -> impl Future<Output = io::Result<Connection>> + Send;
 }
 
 /// Plain TCP, with Nagle's algorithm off (every frame is written as soon as the writer has it)
@@ -57,6 +94,7 @@ pub struct Tcp;
 
 impl Transport for Tcp {
     type Listener = TcpListener;
+    type Incoming = TcpStream;
 
     async fn bind(&self, addr: &str) -> io::Result<(TcpListener, String)> {
         let listener = TcpListener::bind(addr).await?;
@@ -64,34 +102,41 @@ impl Transport for Tcp {
         Ok((listener, local))
     }
 
-    async fn accept(
-        &self,
-        listener: &mut TcpListener,
-    ) -> io::Result<(ReadHalf, WriteHalf, String)> {
+    async fn accept(&self, listener: &mut TcpListener) -> io::Result<(TcpStream, String)> {
         let (stream, peer) = listener.accept().await?;
-        let (read, write) = split_tcp(stream)?;
-        Ok((read, write, peer.to_string()))
+        Ok((stream, peer.to_string()))
     }
 
-    /// An IP address and port as it is; a host name and port through the system's resolver
-    /// (`/etc/hosts`, then DNS), its IPv4 and IPv6 addresses in the resolver's order.
+    async fn open(&self, stream: TcpStream) -> io::Result<Connection> {
+        tune(&stream)?;
+        let (read, write) = stream.into_split();
+        Ok(Connection::new(Box::new(read), Box::new(write)))
+    }
+
     async fn resolve(&self, addr: &str) -> io::Result<Vec<String>> {
-        let found: Vec<String> = tokio::net::lookup_host(addr)
-            .await?
-            .map(|ip| ip.to_string())
-            .collect();
-        if found.is_empty() {
-            return Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("{addr} has no address"),
-            ));
-        }
-        Ok(found)
+        resolve_host(addr).await
     }
 
-    async fn connect(&self, addr: &str) -> io::Result<(ReadHalf, WriteHalf)> {
-        split_tcp(TcpStream::connect(addr).await?)
+    async fn connect(&self, addr: &str) -> io::Result<Connection> {
+        let stream = TcpStream::connect(addr).await?;
+        self.open(stream).await
     }
+}
+
+/// An IP address and port as it is; a host name and port through the system's resolver
+/// (`/etc/hosts`, then DNS), its IPv4 and IPv6 addresses in the resolver's order.
+async fn resolve_host(addr: &str) -> io::Result<Vec<String>> {
+    let found: Vec<String> = tokio::net::lookup_host(addr)
+        .await?
+        .map(|ip| ip.to_string())
+        .collect();
+    if found.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{addr} has no address"),
+        ));
+    }
+    Ok(found)
 }
 
 /// How many bytes written but not yet sent the kernel may hold for one connection
@@ -101,12 +146,12 @@ impl Transport for Tcp {
 /// fast link busy.
 pub(crate) const UNSENT_BYTES: u32 = 128 * 1024;
 
-fn split_tcp(stream: TcpStream) -> io::Result<(ReadHalf, WriteHalf)> {
+/// Nagle off and the kernel's unsent bytes bounded, for plain TCP and TLS alike.
+fn tune(stream: &TcpStream) -> io::Result<()> {
     stream.set_nodelay(true)?;
     #[cfg(any(target_os = "linux", target_os = "android"))]
-    socket2::SockRef::from(&stream).set_tcp_notsent_lowat(UNSENT_BYTES)?;
-    let (read, write) = stream.into_split();
-    Ok((Box::new(read), Box::new(write)))
+    socket2::SockRef::from(stream).set_tcp_notsent_lowat(UNSENT_BYTES)?;
+    Ok(())
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = io::Result<T>> + Send>>;
@@ -114,7 +159,7 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = io::Result<T>> + Send>>;
 /// The dialing side of a transport, with its type erased so that the node is not generic.
 pub(crate) trait Dialer: Send + Sync + 'static {
     fn resolve(&self, addr: String) -> BoxFuture<Vec<String>>;
-    fn dial(&self, addr: String) -> BoxFuture<(ReadHalf, WriteHalf)>;
+    fn dial(&self, addr: String) -> BoxFuture<Connection>;
 }
 
 impl<T: Transport> Dialer for Arc<T> {
@@ -123,7 +168,7 @@ impl<T: Transport> Dialer for Arc<T> {
         Box::pin(async move { Transport::resolve(&*transport, &addr).await })
     }
 
-    fn dial(&self, addr: String) -> BoxFuture<(ReadHalf, WriteHalf)> {
+    fn dial(&self, addr: String) -> BoxFuture<Connection> {
         let transport = Arc::clone(self);
         Box::pin(async move { transport.connect(&addr).await })
     }

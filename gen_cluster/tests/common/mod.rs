@@ -111,7 +111,10 @@ impl Net {
                 let (read, write) = TcpStream::connect(addr).await.unwrap().into_split();
                 (Box::new(read), Box::new(write))
             }
-            Net::Memory(net) => net.host("raw").connect(addr).await.unwrap(),
+            Net::Memory(net) => {
+                let connection = net.host("raw").connect(addr).await.unwrap();
+                (connection.read, connection.write)
+            }
         };
         Raw { read, write }
     }
@@ -192,8 +195,9 @@ impl RawListener {
                 (Box::new(read), Box::new(write))
             }
             RawAccept::Memory(transport, listener) => {
-                let (read, write, _) = transport.accept(listener).await.unwrap();
-                (read, write)
+                let (incoming, _) = transport.accept(listener).await.unwrap();
+                let connection = transport.open(incoming).await.unwrap();
+                (connection.read, connection.write)
             }
         };
         Raw { read, write }
