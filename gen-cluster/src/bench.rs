@@ -18,7 +18,7 @@ use gen_cluster::services::echo::{self, Echo, EchoCall, EchoReply};
 use gen_cluster::services::roster::Roster;
 use gen_cluster::{
     Clustered, Discovery, ElectionId, Leader, LeaderConfig, MemberConfig, Node, NodeConfig,
-    NodeEvent, NodeName, ReconcileConfig, Seed, ServerRef, StaticPeers,
+    NodeEvent, NodeName, ReconcileConfig, Seed, ServerRef, StaticPeers, Tls,
 };
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
@@ -43,9 +43,10 @@ struct Bench {
 type Runner = fn(&Bench, &mut Report) -> Result<()>;
 
 /// Every benchmark, in the order they run: its name (for `--only`) and its runner.
-const BENCHMARKS: [(&str, Runner); 16] = [
+const BENCHMARKS: [(&str, Runner); 17] = [
     ("remote_call", remote_call),
     ("concurrent_calls", concurrent_calls),
+    ("tls", tls),
     ("casts", casts),
     ("local_call", local_call),
     ("node_down", node_down),
@@ -121,14 +122,36 @@ impl Sides {
 
     /// A server node (with the echo server) and a client node connected to it.
     fn nodes(&self, tag: &str) -> Result<(Node, Node, ServerRef<Echo>)> {
+        self.nodes_over(tag, None)
+    }
+
+    /// [`nodes`](Self::nodes), over TLS with certificates of the CA in `certs` when given.
+    fn nodes_over(&self, tag: &str, certs: Option<&Path>) -> Result<(Node, Node, ServerRef<Echo>)> {
+        let start = |name: String| {
+            let certs = certs.map(Path::to_owned);
+            async move {
+                let config = config(&name);
+                let node = match certs {
+                    Some(dir) => {
+                        let files = crate::certs::issue(&dir, &name, 1)?;
+                        let tls = Tls::load(files, config.name.clone())?;
+                        Node::start_with(config, tls).await?
+                    }
+                    None => Node::start(config).await?,
+                };
+                anyhow::Ok(node)
+            }
+        };
+        let server_node = start(format!("server-{tag}"));
         let server = self.server.block_on(async {
-            let node = Node::start(config(&format!("server-{tag}"))).await?;
+            let node = server_node.await?;
             node.spawn_named(echo::NAME, Echo::default()).await?;
             anyhow::Ok(node)
         })?;
         let addr = server.listen_addr().to_string();
+        let client_node = start(format!("client-{tag}"));
         let client = self.client.block_on(async move {
-            let node = Node::start(config(&format!("client-{tag}"))).await?;
+            let node = client_node.await?;
             node.connect(&addr).await?;
             anyhow::Ok(node)
         })?;
@@ -306,25 +329,7 @@ fn concurrent_calls(Bench { sides, erlang }: &Bench, report: &mut Report) -> Res
         anyhow::Ok(TOTAL as f64 / started.elapsed().as_secs_f64())
     })??;
     let (server, client, echo) = sides.nodes("concurrent")?;
-    let caller = client.clone();
-    let rate = sides.on_client(async move {
-        let started = Instant::now();
-        let mut callers = tokio::task::JoinSet::new();
-        for _ in 0..CALLERS {
-            let (node, echo) = (caller.clone(), echo.clone());
-            callers.spawn(async move {
-                for _ in 0..PER_CALLER {
-                    node.call(&echo, EchoCall::Echo(vec![7; PAYLOAD]), CALL_TIMEOUT)
-                        .await?;
-                }
-                anyhow::Ok(())
-            });
-        }
-        while let Some(done) = callers.join_next().await {
-            done??;
-        }
-        anyhow::Ok(TOTAL as f64 / started.elapsed().as_secs_f64())
-    })??;
+    let rate = sides.on_client(echo_call_rate(client.clone(), echo, CALLERS, PER_CALLER))??;
     sides.stop(&[&client, &server]);
     report.higher(
         "remote_calls_per_s_64_callers",
@@ -345,6 +350,93 @@ fn concurrent_calls(Bench { sides, erlang }: &Bench, report: &mut Report) -> Res
         )],
     );
     Ok(())
+}
+
+/// Calls over mutual TLS beside the same over plain TCP: one caller's latency and 64 callers'
+/// rate, the two transports alternating in rounds so that both see the same machine.
+fn tls(Bench { sides, .. }: &Bench, report: &mut Report) -> Result<()> {
+    const ROUNDS: usize = 6;
+    const CALLS: usize = 2_000;
+    const CALLERS: usize = 64;
+    const PER_CALLER: usize = 1_000;
+    let certs = std::env::temp_dir().join(format!("gen-cluster-bench-tls-{}", std::process::id()));
+    let plain = sides.nodes("tcp")?;
+    let secure = sides.nodes_over("tls", Some(&certs));
+    let _ = std::fs::remove_dir_all(&certs);
+    let secure = secure?;
+    let mut latencies = [Vec::new(), Vec::new()];
+    let mut rates = [Vec::new(), Vec::new()];
+    for round in 0..=ROUNDS {
+        for (side, (_, client, echo)) in [&plain, &secure].into_iter().enumerate() {
+            let (caller, echo) = (client.clone(), echo.clone());
+            let (one, many) = sides.on_client(async move {
+                let mut one = Vec::with_capacity(CALLS);
+                for _ in 0..CALLS {
+                    let t = Instant::now();
+                    caller
+                        .call(&echo, EchoCall::Echo(vec![7; PAYLOAD]), CALL_TIMEOUT)
+                        .await?;
+                    one.push(t.elapsed());
+                }
+                let rate = echo_call_rate(caller, echo, CALLERS, PER_CALLER).await?;
+                anyhow::Ok((one, rate))
+            })??;
+            // The first round warms both up.
+            if round > 0 {
+                latencies[side].extend(one);
+                rates[side].push(many);
+            }
+        }
+    }
+    sides.stop(&[&plain.1, &plain.0, &secure.1, &secure.0]);
+    let [tcp_latencies, tls_latencies] = latencies;
+    let (tcp_p50, _) = percentiles(tcp_latencies)?;
+    let (tls_p50, _) = percentiles(tls_latencies)?;
+    report.lower(
+        "tls_remote_call_p50",
+        "us",
+        tls_p50,
+        "tcp_remote_call_p50",
+        tcp_p50,
+    );
+    let median = |mut rates: Vec<f64>| {
+        rates.sort_by(f64::total_cmp);
+        rates[rates.len() / 2]
+    };
+    let [tcp_rates, tls_rates] = rates;
+    report.higher(
+        "tls_remote_calls_per_s_64_callers",
+        "calls/s",
+        median(tls_rates),
+        "tcp_remote_calls_per_s_64_callers",
+        median(tcp_rates),
+    );
+    Ok(())
+}
+
+/// Calls per second of `callers` tasks each making `per_caller` echo calls in turn.
+async fn echo_call_rate(
+    node: Node,
+    echo: ServerRef<Echo>,
+    callers: usize,
+    per_caller: usize,
+) -> Result<f64> {
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..callers {
+        let (node, echo) = (node.clone(), echo.clone());
+        tasks.spawn(async move {
+            for _ in 0..per_caller {
+                node.call(&echo, EchoCall::Echo(vec![7; PAYLOAD]), CALL_TIMEOUT)
+                    .await?;
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done??;
+    }
+    Ok((callers * per_caller) as f64 / started.elapsed().as_secs_f64())
 }
 
 fn casts(Bench { sides, erlang }: &Bench, report: &mut Report) -> Result<()> {

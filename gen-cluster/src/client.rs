@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use gen_cluster::services::dict::{self, Dict, Read, ReadReply, Request, Write};
-use gen_cluster::{Leader, LeaderStatus, Node, NodeConfig, NodeName};
+use gen_cluster::{Leader, LeaderStatus, Node, NodeConfig, NodeName, Tls};
 
 use crate::cookie::Missing;
 use crate::{ClientArgs, DictArgs, DictOp, StatusArgs};
@@ -132,7 +132,17 @@ fn print_status(status: &LeaderStatus, json: bool) {
 
 /// A client node connected to the node at `args.node`, and a handle on its dictionary.
 async fn connect(args: &ClientArgs) -> Result<(Node, Leader<Dict>)> {
-    let name = NodeName::new(format!("gen-cluster-client-{}", std::process::id()))?;
+    let name = match &args.name {
+        Some(name) => name.clone(),
+        None => NodeName::new(format!("gen-cluster-client-{}", std::process::id()))?,
+    };
+    let tls = match args.tls.files()? {
+        Some(files) => Some(
+            Tls::load(files, name.clone())
+                .context("give --name a name the client's certificate is valid for")?,
+        ),
+        None => None,
+    };
     let mut config = NodeConfig::new(
         name,
         crate::cookie::load(args.cookie_file.as_deref(), Missing::Refuse)?,
@@ -141,9 +151,11 @@ async fn connect(args: &ClientArgs) -> Result<(Node, Leader<Dict>)> {
     config.hidden = true;
     // A node answers a handshake in a few round trips: a silent port is not one.
     config.handshake_timeout = HANDSHAKE_TIMEOUT;
-    let node = Node::start(config)
-        .await
-        .context("cannot start the client node")?;
+    let node = match tls {
+        Some(tls) => Node::start_with(config, tls).await,
+        None => Node::start(config).await,
+    }
+    .context("cannot start the client node")?;
     let Some(addr) = &args.node else {
         bail!("which node? give its address with --node HOST:PORT");
     };

@@ -2,6 +2,7 @@
 //! Thin by design: it parses flags and calls the `gen_cluster` library.
 
 mod bench;
+mod certs;
 mod child;
 mod client;
 mod cookie;
@@ -39,6 +40,24 @@ enum Command {
     Dict(DictArgs),
     /// Print a running node's view of the dictionary's election.
     Status(StatusArgs),
+    /// Make TLS certificates for nodes (and clients), signed by a CA kept in the directory
+    /// (made on first use).
+    Certs(CertsArgs),
+}
+
+/// Flags of `gen-cluster certs`.
+#[derive(clap::Args)]
+struct CertsArgs {
+    /// Where the CA (ca.pem, ca.key) is, or is made, and the certificates are written
+    /// (NAME.pem, NAME.key).
+    #[arg(long)]
+    dir: PathBuf,
+    /// How many days the certificates are valid.
+    #[arg(long, default_value_t = 365)]
+    days: i64,
+    /// The nodes' names, each its certificate's DNS name (a wildcard, *.clients.example, for
+    /// clients that take any NAME.clients.example).
+    names: Vec<String>,
 }
 
 /// Flags of `gen-cluster node`.
@@ -63,6 +82,13 @@ struct ClientArgs {
     /// The cluster's name.
     #[arg(long, global = true, default_value = "default")]
     cluster: String,
+    /// This client's node name [default: gen-cluster-client-PID]. With TLS, one its certificate
+    /// is valid for (a certificate for *.clients.example serves any NAME.clients.example).
+    #[arg(long, global = true)]
+    name: Option<gen_cluster::NodeName>,
+    /// Mutual TLS, as the node's.
+    #[command(flatten)]
+    tls: settings::TlsSettings,
 }
 
 /// Flags of `gen-cluster dict`.
@@ -157,7 +183,11 @@ fn run(cli: Cli) -> Result<()> {
     // The benchmarks and the demo kill nodes on purpose, and a client's own connection ends with
     // it: only errors are worth printing there (a client says what failed in its result).
     let default_level = match cli.command {
-        Command::Bench(_) | Command::Demo | Command::Dict(_) | Command::Status(_) => "error",
+        Command::Bench(_)
+        | Command::Demo
+        | Command::Dict(_)
+        | Command::Status(_)
+        | Command::Certs(_) => "error",
         Command::Node(_) => "warn",
     };
     tracing_subscriber::fmt()
@@ -176,5 +206,6 @@ fn run(cli: Cli) -> Result<()> {
         Command::Demo => demo::run(),
         Command::Dict(args) => client::dict(args),
         Command::Status(args) => client::status(args),
+        Command::Certs(args) => certs::run(args),
     }
 }

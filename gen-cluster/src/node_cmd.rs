@@ -12,7 +12,7 @@ use gen_cluster::services::echo::{self, Echo};
 use gen_cluster::services::roster::{Roster, RosterChange};
 use gen_cluster::{
     Clustered, Discovery, Dns, DnsA, DnsSrv, ElectionId, Epmd, Leader, MemberConfig, Node,
-    NodeEvent, NodeId, NodeName, Pid, Seed, StaticPeers,
+    NodeEvent, NodeId, NodeName, Pid, Seed, StaticPeers, Tls,
 };
 use serde_json::json;
 use tokio::sync::mpsc::UnboundedSender;
@@ -88,7 +88,15 @@ async fn serve(args: Settings) -> Result<()> {
         args.given.cookie_file.as_deref(),
         Missing::Create,
     )?);
-    let node = Node::start(config).await.context("cannot start the node")?;
+    let tls = match args.given.tls.files()? {
+        Some(files) => Some(Tls::load(files, args.name.clone())?),
+        None => None,
+    };
+    let node = match &tls {
+        Some(tls) => Node::start_with(config, tls.clone()).await,
+        None => Node::start(config).await,
+    }
+    .context("cannot start the node")?;
     let echo = node.spawn_named(echo::NAME, Echo::default()).await?;
     let echo_pid = echo.pid().context("a spawned server has a pid")?;
     for name in &args.given.globals {
@@ -118,8 +126,23 @@ async fn serve(args: Settings) -> Result<()> {
     let dictionary = start_dictionary(&node, &args).await?;
     let mut leader_changes = dictionary.as_ref().and_then(Leader::leader_changes);
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let mut tls_files = tls.as_ref().map(TlsWatch::new);
+    let mut tls_check = tokio::time::interval(TLS_CHECK_EVERY);
     loop {
         tokio::select! {
+            _ = hangup.recv() => {
+                if let Some(watch) = &mut tls_files {
+                    watch.reload(&printer, "SIGHUP");
+                }
+            }
+            _ = tls_check.tick(), if tls_files.is_some() => {
+                if let Some(watch) = &mut tls_files
+                    && watch.changed()
+                {
+                    watch.reload(&printer, "files changed");
+                }
+            }
             Some(election) = next_leader(&mut leader_changes) => {
                 printer.print_leader(election.as_ref());
             }
@@ -147,6 +170,61 @@ async fn serve(args: Settings) -> Result<()> {
     node.shutdown().await;
     printer.print("stopped", None, None, None);
     Ok(())
+}
+
+/// How often the TLS files are checked for a change.
+const TLS_CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// The TLS files of a node, read again when they change (their size or modification time,
+/// checked every [`TLS_CHECK_EVERY`]; a link swapped in place, as Kubernetes does with secrets,
+/// counts) or on SIGHUP.
+struct TlsWatch {
+    tls: Tls,
+    seen: Vec<Option<(SystemTime, u64)>>,
+}
+
+impl TlsWatch {
+    fn new(tls: &Tls) -> Self {
+        let mut watch = Self {
+            tls: tls.clone(),
+            seen: Vec::new(),
+        };
+        watch.seen = watch.stamps();
+        watch
+    }
+
+    fn stamps(&self) -> Vec<Option<(SystemTime, u64)>> {
+        let files = self.tls.files();
+        [&files.cert, &files.key, &files.ca]
+            .into_iter()
+            .map(|path| {
+                let meta = std::fs::metadata(path).ok()?;
+                Some((meta.modified().ok()?, meta.len()))
+            })
+            .collect()
+    }
+
+    /// Whether a file changed since last seen.
+    fn changed(&mut self) -> bool {
+        let now = self.stamps();
+        let changed = now != self.seen;
+        self.seen = now;
+        changed
+    }
+
+    /// Reads the files again; on error the ones in use stay, and the error is printed.
+    fn reload(&mut self, printer: &Printer, why: &str) {
+        self.seen = self.stamps();
+        match self.tls.reload() {
+            Ok(()) => printer.print("tls_reloaded", None, Some(("reload", why.into())), None),
+            Err(error) => printer.print(
+                "tls_reload_failed",
+                None,
+                Some(("tls", format!("{error}; the files in use stay in use"))),
+                None,
+            ),
+        }
+    }
 }
 
 /// Where a new member joins: through the rally name of the seeds' cluster once a seed is

@@ -19,6 +19,7 @@
 //! data_dir = "/var/lib/gen-cluster"   # where the election's incarnation (and term) is kept
 //! election = "majority"           # or "priority" (the default)
 //! election_timeout_ms = 500       # majority: stand after 1-2x this without a leader
+//! tls = { cert = "/etc/gen-cluster/a.pem", key = "/etc/gen-cluster/a.key", ca = "/etc/gen-cluster/ca.pem" }
 //!
 //! [discovery]                     # any of these sources, each kept connected
 //! static = ["10.0.0.2:4370", "10.0.0.3:4370"]
@@ -36,6 +37,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use gen_cluster::{
     ElectionMode, HostType, LeaderConfig, LivenessConfig, NodeConfig, NodeName, ReconcileConfig,
+    TlsFiles,
 };
 use serde::{Deserialize, Deserializer};
 
@@ -100,6 +102,10 @@ pub struct NodeSettings {
     /// milliseconds stands; a leader that hears no quorum within it steps down [default: 500].
     #[arg(long)]
     pub election_timeout_ms: Option<u64>,
+    /// Mutual TLS: the three files, or none.
+    #[command(flatten)]
+    #[serde(default)]
+    pub tls: TlsSettings,
     /// A node to connect to (repeatable); in the file, `static` under `[discovery]`.
     #[arg(long = "seed")]
     #[serde(skip)]
@@ -108,6 +114,50 @@ pub struct NodeSettings {
     #[arg(skip)]
     #[serde(default)]
     pub discovery: DiscoverySettings,
+}
+
+/// Mutual TLS between nodes (and with clients): each node's certificate, signed by the
+/// cluster's CA, must name the node. All three or none.
+#[derive(clap::Args, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// This node's TLS certificate (PEM; its DNS names must include the node's name); with
+    /// --tls-key and --tls-ca, turns on mutual TLS. Reloaded on SIGHUP and when it changes.
+    #[arg(id = "tls_cert", long = "tls-cert", value_name = "FILE", global = true)]
+    pub cert: Option<PathBuf>,
+    /// This node's TLS private key (PEM).
+    #[arg(id = "tls_key", long = "tls-key", value_name = "FILE", global = true)]
+    pub key: Option<PathBuf>,
+    /// The cluster's CA certificate(s) (PEM): peers must hold a certificate signed by one.
+    #[arg(id = "tls_ca", long = "tls-ca", value_name = "FILE", global = true)]
+    pub ca: Option<PathBuf>,
+}
+
+impl TlsSettings {
+    /// These over `file`'s, file by file.
+    fn over(self, file: TlsSettings) -> TlsSettings {
+        TlsSettings {
+            cert: self.cert.or(file.cert),
+            key: self.key.or(file.key),
+            ca: self.ca.or(file.ca),
+        }
+    }
+
+    /// The files, if TLS is on; an error if only some are given.
+    pub fn files(&self) -> Result<Option<TlsFiles>> {
+        match (&self.cert, &self.key, &self.ca) {
+            (None, None, None) => Ok(None),
+            (Some(cert), Some(key), Some(ca)) => Ok(Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                ca: ca.clone(),
+            })),
+            _ => bail!(
+                "TLS needs a certificate, a key and a CA: give all of --tls-cert, --tls-key and \
+                 --tls-ca (or tls = {{ cert = \"…\", key = \"…\", ca = \"…\" }} in the file)"
+            ),
+        }
+    }
 }
 
 /// How the dictionary's leader is chosen.
@@ -212,6 +262,7 @@ impl NodeSettings {
             data_dir: self.data_dir.or(file.data_dir),
             election: self.election.or(file.election),
             election_timeout_ms: self.election_timeout_ms.or(file.election_timeout_ms),
+            tls: self.tls.over(file.tls),
             seeds,
             discovery: DiscoverySettings {
                 static_peers: Vec::new(),
@@ -332,6 +383,7 @@ pub fn resolve(config: Option<&Path>, flags: NodeSettings) -> Result<Settings> {
     for seed in &given.seeds {
         check_seed(seed)?;
     }
+    given.tls.files()?;
     Ok(Settings { name, given })
 }
 

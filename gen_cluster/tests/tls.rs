@@ -335,3 +335,27 @@ async fn every_certificate_and_the_ca_rotate_while_the_cluster_runs() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The TLS handshake runs in the connection's own task under the pre-auth deadline: silent
+/// sockets and half-finished TLS handshakes hold no one else up.
+#[tokio::test]
+async fn silent_sockets_do_not_keep_a_tls_peer_out() {
+    let dir = scratch_dir("tls-silent");
+    let ca = Ca::new(&dir, "ca");
+    let a = tls_node("a", ca.issue("a")).await;
+    let mut silent = Vec::new();
+    for _ in 0..200 {
+        let mut socket = tokio::net::TcpStream::connect(a.listen_addr())
+            .await
+            .unwrap();
+        // The first bytes of a TLS record, then nothing.
+        socket.write_all(&[0x16, 0x03, 0x01]).await.unwrap();
+        silent.push(socket);
+    }
+    let b = tls_node("b", ca.issue("b")).await;
+    let started = std::time::Instant::now();
+    connect(&b, &a).await;
+    assert!(started.elapsed() < HANG);
+    drop(silent);
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -1,0 +1,112 @@
+//! `gen-cluster certs`: a cluster's CA and its nodes' TLS certificates, for a first cluster or a
+//! test; production clusters usually take theirs from their own PKI (any CA works, see the
+//! README). The CA is made once in the directory and reused: certificates issued later are
+//! signed by the same CA, so a node can be added, or its certificate renewed, at any time.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use gen_cluster::{NodeName, TlsFiles};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+use time::{Duration, OffsetDateTime};
+
+use crate::CertsArgs;
+
+pub fn run(args: CertsArgs) -> Result<()> {
+    if args.names.is_empty() {
+        bail!("which nodes? name them: gen-cluster certs --dir DIR a b c");
+    }
+    for name in &args.names {
+        let files = issue(&args.dir, name, args.days)?;
+        println!(
+            "{} {} (CA {})",
+            files.cert.display(),
+            files.key.display(),
+            files.ca.display()
+        );
+    }
+    Ok(())
+}
+
+/// Issues a certificate for `name`, valid for `days`, from the CA in `dir` (made if missing);
+/// the node's files.
+pub fn issue(dir: &Path, name: &str, days: i64) -> Result<TlsFiles> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let ca = ca(dir)?;
+    // A node name, or a wildcard over node names.
+    NodeName::new(name.strip_prefix("*.").unwrap_or(name))?;
+    let mut params = CertificateParams::new(vec![name.to_string()])
+        .with_context(|| format!("{name:?} cannot be a certificate's DNS name"))?;
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    let now = OffsetDateTime::now_utc();
+    params.not_before = now - Duration::hours(1);
+    params.not_after = now + Duration::days(days);
+    let key = KeyPair::generate()?;
+    let cert = params.signed_by(&key, &ca)?;
+    let name = name_for_file(name);
+    let files = TlsFiles {
+        cert: dir.join(format!("{name}.pem")),
+        key: dir.join(format!("{name}.key")),
+        ca: dir.join("ca.pem"),
+    };
+    write(&files.cert, &cert.pem(), false)?;
+    write(&files.key, &key.serialize_pem(), true)?;
+    Ok(files)
+}
+
+/// A wildcard name's file name: `*.clients.example` → `_.clients.example`.
+fn name_for_file(name: &str) -> String {
+    name.replace('*', "_")
+}
+
+/// The directory's CA: made (ca.pem, ca.key) if it has none.
+fn ca(dir: &Path) -> Result<Issuer<'static, KeyPair>> {
+    let (cert_path, key_path): (PathBuf, PathBuf) = (dir.join("ca.pem"), dir.join("ca.key"));
+    // The CA's name and key are all that signing needs: the same name as the certificate's,
+    // and its key.
+    let mut params = CertificateParams::new(Vec::new())?;
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "gen-cluster CA");
+    if key_path.exists() {
+        let pem = std::fs::read_to_string(&key_path)
+            .with_context(|| format!("cannot read {}", key_path.display()))?;
+        let key = KeyPair::from_pem(&pem)
+            .with_context(|| format!("{} holds no usable key", key_path.display()))?;
+        return Ok(Issuer::new(params, key));
+    }
+    let now = OffsetDateTime::now_utc();
+    params.not_before = now - Duration::hours(1);
+    params.not_after = now + Duration::days(3650);
+    let key = KeyPair::generate()?;
+    let cert = params.self_signed(&key)?;
+    write(&key_path, &key.serialize_pem(), true)?;
+    write(&cert_path, &cert.pem(), false)?;
+    Ok(Issuer::new(params, key))
+}
+
+/// Writes `text` to `path`; a private key readable by its owner only.
+fn write(path: &Path, text: &str, private: bool) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mode = if private { 0o600 } else { 0o644 };
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.write_all(text.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))
+}
