@@ -43,7 +43,7 @@ struct Bench {
 type Runner = fn(&Bench, &mut Report) -> Result<()>;
 
 /// Every benchmark, in the order they run: its name (for `--only`) and its runner.
-const BENCHMARKS: [(&str, Runner); 17] = [
+const BENCHMARKS: [(&str, Runner); 18] = [
     ("remote_call", remote_call),
     ("concurrent_calls", concurrent_calls),
     ("tls", tls),
@@ -61,6 +61,8 @@ const BENCHMARKS: [(&str, Runner); 17] = [
     ("leader_heal", leader::heal),
     ("leader_resign", leader::resign),
     ("majority_leader_call", leader::majority_leader_call),
+    // Last: it installs the process's metrics recorder (switched off when it ends).
+    ("metrics", metrics_cost),
 ];
 
 pub fn run(args: BenchArgs) -> Result<()> {
@@ -399,10 +401,6 @@ fn tls(Bench { sides, .. }: &Bench, report: &mut Report) -> Result<()> {
         "tcp_remote_call_p50",
         tcp_p50,
     );
-    let median = |mut rates: Vec<f64>| {
-        rates.sort_by(f64::total_cmp);
-        rates[rates.len() / 2]
-    };
     let [tcp_rates, tls_rates] = rates;
     report.higher(
         "tls_remote_calls_per_s_64_callers",
@@ -437,6 +435,119 @@ async fn echo_call_rate(
         done??;
     }
     Ok((callers * per_caller) as f64 / started.elapsed().as_secs_f64())
+}
+
+/// A metrics recorder that can be switched off: then every metric registered is a no-op, as
+/// with no recorder installed.
+struct Switched {
+    on: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    inner: metrics_exporter_prometheus::PrometheusRecorder,
+}
+
+impl metrics::Recorder for Switched {
+    fn describe_counter(
+        &self,
+        key: metrics::KeyName,
+        unit: Option<metrics::Unit>,
+        text: metrics::SharedString,
+    ) {
+        self.inner.describe_counter(key, unit, text);
+    }
+
+    fn describe_gauge(
+        &self,
+        key: metrics::KeyName,
+        unit: Option<metrics::Unit>,
+        text: metrics::SharedString,
+    ) {
+        self.inner.describe_gauge(key, unit, text);
+    }
+
+    fn describe_histogram(
+        &self,
+        key: metrics::KeyName,
+        unit: Option<metrics::Unit>,
+        text: metrics::SharedString,
+    ) {
+        self.inner.describe_histogram(key, unit, text);
+    }
+
+    fn register_counter(
+        &self,
+        key: &metrics::Key,
+        meta: &metrics::Metadata<'_>,
+    ) -> metrics::Counter {
+        if self.on.load(std::sync::atomic::Ordering::Relaxed) {
+            self.inner.register_counter(key, meta)
+        } else {
+            metrics::Counter::noop()
+        }
+    }
+
+    fn register_gauge(&self, key: &metrics::Key, meta: &metrics::Metadata<'_>) -> metrics::Gauge {
+        if self.on.load(std::sync::atomic::Ordering::Relaxed) {
+            self.inner.register_gauge(key, meta)
+        } else {
+            metrics::Gauge::noop()
+        }
+    }
+
+    fn register_histogram(
+        &self,
+        key: &metrics::Key,
+        meta: &metrics::Metadata<'_>,
+    ) -> metrics::Histogram {
+        if self.on.load(std::sync::atomic::Ordering::Relaxed) {
+            self.inner.register_histogram(key, meta)
+        } else {
+            metrics::Histogram::noop()
+        }
+    }
+}
+
+/// What recording the metrics costs: 64 callers' remote calls/s with the Prometheus recorder
+/// on beside the same with it off (no-op metrics), fresh nodes each round, the two alternating.
+fn metrics_cost(Bench { sides, .. }: &Bench, report: &mut Report) -> Result<()> {
+    const ROUNDS: usize = 6;
+    const CALLERS: usize = 64;
+    const PER_CALLER: usize = 1_000;
+    let on = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let recorder = Switched {
+        on: std::sync::Arc::clone(&on),
+        inner: metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder(),
+    };
+    metrics::set_global_recorder(recorder)
+        .map_err(|_| anyhow::anyhow!("a metrics recorder is already installed"))?;
+    let mut rates = [Vec::new(), Vec::new()];
+    for round in 0..=ROUNDS {
+        for (side, recording) in [false, true].into_iter().enumerate() {
+            on.store(recording, std::sync::atomic::Ordering::Relaxed);
+            let (server, client, echo) = sides.nodes(&format!("metrics-{round}-{side}"))?;
+            let rate =
+                sides.on_client(echo_call_rate(client.clone(), echo, CALLERS, PER_CALLER))??;
+            sides.stop(&[&client, &server]);
+            // The first round warms both up.
+            if round > 0 {
+                rates[side].push(rate);
+            }
+        }
+    }
+    on.store(false, std::sync::atomic::Ordering::Relaxed);
+    let [off, recorded] = rates;
+    report.higher(
+        "remote_calls_per_s_64_callers_metrics_recorded",
+        "calls/s",
+        median(recorded),
+        "remote_calls_per_s_64_callers_no_recorder",
+        median(off),
+    );
+    Ok(())
+}
+
+/// The middle of `samples` (not empty).
+fn median(mut samples: Vec<f64>) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() / 2]
 }
 
 fn casts(Bench { sides, erlang }: &Bench, report: &mut Report) -> Result<()> {

@@ -7,6 +7,7 @@ mod child;
 mod client;
 mod cookie;
 mod demo;
+mod http;
 mod node_cmd;
 mod settings;
 

@@ -12,7 +12,7 @@ use gen_cluster::services::echo::{self, Echo};
 use gen_cluster::services::roster::{Roster, RosterChange};
 use gen_cluster::{
     Clustered, Discovery, Dns, DnsA, DnsSrv, ElectionId, Epmd, Leader, MemberConfig, Node,
-    NodeEvent, NodeId, NodeName, Pid, Seed, StaticPeers, Tls,
+    NodeEvent, NodeId, NodeName, NodeState, Pid, Seed, StaticPeers, Tls,
 };
 use serde_json::json;
 use tokio::sync::mpsc::UnboundedSender;
@@ -84,6 +84,11 @@ fn start_discovery(node: &Node, args: &Settings) -> Result<()> {
 }
 
 async fn serve(args: Settings) -> Result<()> {
+    // Before the node starts: the counters it makes as links come up go to this recorder.
+    let metrics = match &args.given.http {
+        Some(_) => Some(crate::http::install_recorder()?),
+        None => None,
+    };
     let config = args.node_config(crate::cookie::load(
         args.given.cookie_file.as_deref(),
         Missing::Create,
@@ -125,6 +130,11 @@ async fn serve(args: Settings) -> Result<()> {
     }
     let dictionary = start_dictionary(&node, &args).await?;
     let mut leader_changes = dictionary.as_ref().and_then(Leader::leader_changes);
+    if let (Some(addr), Some(metrics)) = (&args.given.http, metrics) {
+        let ready = readiness(&node, args.expects_peers(), leader_changes.clone());
+        let bound = crate::http::serve(addr, metrics, ready).await?;
+        printer.print("http", None, None, Some(&bound));
+    }
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut tls_files = tls.as_ref().map(TlsWatch::new);
@@ -170,6 +180,35 @@ async fn serve(args: Settings) -> Result<()> {
     node.shutdown().await;
     printer.print("stopped", None, None, None);
     Ok(())
+}
+
+/// The node's readiness: in its cluster once a peer is up (when it was given peers to find),
+/// and following a leader when it runs the dictionary.
+fn readiness(
+    node: &Node,
+    expects_peers: bool,
+    leader: Option<tokio::sync::watch::Receiver<Option<ElectionId>>>,
+) -> crate::http::Readiness {
+    let node = node.clone();
+    std::sync::Arc::new(move || {
+        if node.is_shutting_down() {
+            return Err("shutting down".into());
+        }
+        let view = node.view();
+        let joined = view
+            .nodes
+            .iter()
+            .any(|known| known.name != *node.name() && known.state == NodeState::Up);
+        if expects_peers && !joined {
+            return Err("no peer is up: the node has not joined its cluster yet".into());
+        }
+        if let Some(leader) = &leader
+            && leader.borrow().is_none()
+        {
+            return Err("the dictionary follows no leader (electing, or no quorum)".into());
+        }
+        Ok(())
+    })
 }
 
 /// How often the TLS files are checked for a change.

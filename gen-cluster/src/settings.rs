@@ -19,6 +19,7 @@
 //! data_dir = "/var/lib/gen-cluster"   # where the election's incarnation (and term) is kept
 //! election = "majority"           # or "priority" (the default)
 //! election_timeout_ms = 500       # majority: stand after 1-2x this without a leader
+//! http = "0.0.0.0:9100"           # serve /metrics, /ready, /alive
 //! tls = { cert = "/etc/gen-cluster/a.pem", key = "/etc/gen-cluster/a.key", ca = "/etc/gen-cluster/ca.pem" }
 //!
 //! [discovery]                     # any of these sources, each kept connected
@@ -102,6 +103,9 @@ pub struct NodeSettings {
     /// milliseconds stands; a leader that hears no quorum within it steps down [default: 500].
     #[arg(long)]
     pub election_timeout_ms: Option<u64>,
+    /// Serve /metrics (Prometheus), /ready and /alive over HTTP on this address.
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<String>,
     /// Mutual TLS: the three files, or none.
     #[command(flatten)]
     #[serde(default)]
@@ -262,6 +266,7 @@ impl NodeSettings {
             data_dir: self.data_dir.or(file.data_dir),
             election: self.election.or(file.election),
             election_timeout_ms: self.election_timeout_ms.or(file.election_timeout_ms),
+            http: self.http.or(file.http),
             tls: self.tls.over(file.tls),
             seeds,
             discovery: DiscoverySettings {
@@ -331,6 +336,16 @@ impl Settings {
             config.heartbeat = config.election_timeout / 5;
         }
         Some(config)
+    }
+
+    /// Whether the node was given peers to find (seeds or a discovery source): then it is
+    /// ready only once it has found one.
+    pub fn expects_peers(&self) -> bool {
+        let discovery = &self.given.discovery;
+        !self.given.seeds.is_empty()
+            || discovery.dns_a.is_some()
+            || discovery.dns_srv.is_some()
+            || !discovery.epmd.is_empty()
     }
 
     /// How the discovery loops run.

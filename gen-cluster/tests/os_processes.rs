@@ -1448,3 +1448,131 @@ fn a_tls_cluster_serves_the_dictionary_and_reloads_a_renewed_certificate() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// `curl` of `path` at the HTTP address `addr`: the status and the body.
+fn scrape(addr: &str, path: &str) -> (u16, String) {
+    let curl = Command::new("curl")
+        .args(["-s", "-m", "5", "-w", "\n%{http_code}"])
+        .arg(format!("http://{addr}{path}"))
+        .output()
+        .expect("curl runs (apt-get install curl)");
+    let text = String::from_utf8_lossy(&curl.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (status.trim().parse().unwrap_or(0), body.to_string())
+}
+
+/// The value of the series `series` (a name with its labels, as Prometheus prints it) in
+/// `text`.
+fn series_value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+}
+
+/// Scrapes `/metrics` at `addr` until `series` satisfies `holds` (a hang bound fails the
+/// test); its value.
+fn wait_series(addr: &str, series: &str, holds: impl Fn(f64) -> bool) -> f64 {
+    let deadline = Instant::now() + HANG;
+    loop {
+        let (status, text) = scrape(addr, "/metrics");
+        assert_eq!(status, 200, "{text}");
+        if let Some(value) = series_value(&text, series).filter(|value| holds(*value)) {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{series} never held at {addr}: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `--http`: the probes answer as the node's state says, and the metrics move with the
+/// cluster: links, bytes, handshakes, the leader; a `kill -9` shows in links up, node downs
+/// and leader changes at the survivors; a node that finds no peer is not ready, and says why.
+#[test]
+fn metrics_and_probes_follow_the_cluster_as_it_changes() {
+    let start = |name: &str, seeds: &[&str]| {
+        NodeProcess::start_with(
+            name,
+            "127.0.0.1:0",
+            COOKIE,
+            seeds,
+            &["--candidates", "a,b,c", "--http", "127.0.0.1:0"],
+        )
+    };
+    let mut a = start("a", &[]);
+    let b = start("b", &[&a.addr]);
+    let c = start("c", &[&a.addr]);
+    let http = |node: &NodeProcess| {
+        node.wait_for("http event", |event| event["event"] == "http")["addr"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (http_a, http_b) = (http(&a), http(&b));
+    for node in [&a, &b, &c] {
+        node.wait_leader("a");
+    }
+    assert_eq!(scrape(&http_a, "/alive"), (200, "alive\n".to_string()));
+    assert_eq!(scrape(&http_b, "/ready"), (200, "ready\n".to_string()));
+    assert_eq!(scrape(&http_a, "/nope").0, 404);
+    wait_series(&http_a, "gen_cluster_links_up", |n| n == 2.0);
+    wait_series(&http_a, "gen_cluster_nodes{state=\"up\"}", |n| n == 3.0);
+    wait_series(&http_a, "gen_cluster_sent_bytes_total{peer=\"b\"}", |n| {
+        n > 0.0
+    });
+    wait_series(
+        &http_a,
+        "gen_cluster_received_frames_total{peer=\"c\"}",
+        |n| n > 0.0,
+    );
+    wait_series(
+        &http_a,
+        "gen_cluster_handshakes_total{role=\"acceptor\",outcome=\"ok\"}",
+        |n| n >= 2.0,
+    );
+    wait_series(
+        &http_b,
+        "gen_cluster_leader_present{election=\"dict\"}",
+        |n| n == 1.0,
+    );
+    let changes = wait_series(
+        &http_b,
+        "gen_cluster_leader_changes_total{election=\"dict\"}",
+        |n| n >= 1.0,
+    );
+
+    a.kill9();
+    b.wait_leader("b");
+    wait_series(&http_b, "gen_cluster_links_up", |n| n == 1.0);
+    wait_series(
+        &http_b,
+        "gen_cluster_node_down_total{reason=\"connection_lost\"}",
+        |n| n >= 1.0,
+    );
+    wait_series(
+        &http_b,
+        "gen_cluster_leader_changes_total{election=\"dict\"}",
+        |n| n > changes,
+    );
+    wait_series(&http_b, "gen_cluster_nodes{state=\"up\"}", |n| n == 2.0);
+
+    // A node seeded with a port where no node listens has not joined its cluster.
+    let lonely = NodeProcess::start_with(
+        "d",
+        "127.0.0.1:0",
+        COOKIE,
+        &[&format!("127.0.0.1:{}", free_port())],
+        &["--http", "127.0.0.1:0"],
+    );
+    let (status, body) = scrape(&http(&lonely), "/ready");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("not joined"), "{body}");
+}
+
+/// A loopback port free at the time of asking.
+fn free_port() -> u16 {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    probe.local_addr().unwrap().port()
+}

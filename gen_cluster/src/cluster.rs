@@ -22,6 +22,7 @@
 //! the member carries it out once connected, or after three failed attempts (its monitor then
 //! reports that member gone).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 
 use gen_cluster_proto::membership::{MembershipAction, MembershipEvent, MembershipMessage};
@@ -37,7 +38,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use crate::clock;
 use crate::error::{SendError, StartError};
 use crate::process::{Context, Flow, Info, Message, MonitorRef, ReplyTo, Server, ServerRef};
-use crate::{Node, RegisterError};
+use crate::{Node, RegisterError, telemetry};
 
 /// The context of a cluster member's callbacks.
 pub type ClusterContext<C> = Context<Clustered<C>>;
@@ -247,6 +248,8 @@ pub struct Clustered<C> {
     /// Cancelled when the member ends, however it ends: its rally takeovers stop with it.
     ended: CancellationToken,
     _end_on_drop: DropGuard,
+    /// The kinds the members gauge was set for (to zero a kind whose last member left).
+    kinds_counted: BTreeSet<String>,
 }
 
 impl<C: ClusterServer> Clustered<C> {
@@ -284,6 +287,7 @@ impl<C: ClusterServer> Clustered<C> {
             reaching: FxHashMap::default(),
             _end_on_drop: ended.clone().drop_guard(),
             ended,
+            kinds_counted: BTreeSet::new(),
         })
         .await
     }
@@ -313,6 +317,27 @@ impl<C: ClusterServer> Clustered<C> {
         self.membership.as_mut().expect("set in init")
     }
 
+    /// Sets the members gauge, by kind, from the member list.
+    fn count_members(&mut self) {
+        let mut by_kind: BTreeMap<String, usize> = self
+            .kinds_counted
+            .iter()
+            .map(|kind| (kind.clone(), 0))
+            .collect();
+        for member in self.membership.iter().flat_map(Membership::members) {
+            *by_kind.entry(member.kind.clone()).or_default() += 1;
+        }
+        for (kind, count) in &by_kind {
+            metrics::gauge!(
+                telemetry::MEMBERS,
+                "cluster" => self.config.cluster.clone(),
+                "kind" => kind.clone()
+            )
+            .set(*count as f64);
+        }
+        self.kinds_counted = by_kind.into_keys().collect();
+    }
+
     /// Carries out what the membership asks, calling back the behaviour for its events.
     async fn drive(&mut self, ctx: &mut ClusterContext<C>) -> Flow {
         while let Some(action) = self.membership_mut().poll_action() {
@@ -326,6 +351,7 @@ impl<C: ClusterServer> Clustered<C> {
                     Flow::Continue
                 }
                 MembershipAction::Event(MembershipEvent::Joined { member, contacted }) => {
+                    self.count_members();
                     let members = self.membership.as_ref().expect("set in init");
                     if contacted {
                         self.inner.handle_join(&member, members, ctx).await
@@ -334,10 +360,12 @@ impl<C: ClusterServer> Clustered<C> {
                     }
                 }
                 MembershipAction::Event(MembershipEvent::Welcomed) => {
+                    self.count_members();
                     let members = self.membership.as_ref().expect("set in init");
                     self.inner.handle_welcomed(members, ctx).await
                 }
                 MembershipAction::Event(MembershipEvent::Left { member, reason }) => {
+                    self.count_members();
                     let members = self.membership.as_ref().expect("set in init");
                     let flow = self
                         .inner

@@ -4,12 +4,16 @@
 //! every subscriber. Dial failures of the discovery loop and of the cluster view's dialing are
 //! logged here too, each cause once.
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gen_cluster_proto::reconcile::DiscoveryEvent;
 use gen_cluster_proto::wire::WireError;
 use gen_cluster_proto::{ExitReason, Incarnation, NodeName};
 use tokio::sync::broadcast;
+
+use crate::{lock, telemetry};
 
 /// How many events a slow subscriber may fall behind before it misses some (it then gets
 /// `Lagged` and should recheck what it tracks).
@@ -20,6 +24,8 @@ const EVENT_BUFFER: usize = 1024;
 pub(crate) struct EventBus {
     node: NodeName,
     sender: broadcast::Sender<NodeEvent>,
+    /// The peers linked at some time in this node's life, to count reconnects.
+    linked_before: Arc<Mutex<HashSet<NodeName>>>,
 }
 
 impl EventBus {
@@ -28,6 +34,7 @@ impl EventBus {
         Self {
             node,
             sender: broadcast::channel(EVENT_BUFFER).0,
+            linked_before: Arc::default(),
         }
     }
 
@@ -38,7 +45,10 @@ impl EventBus {
 
     /// A peer's connection was established and authenticated.
     pub(crate) fn node_up(&self, peer: &NodeName, incarnation: Incarnation, addr: &str) {
-        metrics::counter!("gen_cluster_node_up_total").increment(1);
+        metrics::counter!(telemetry::NODE_UP).increment(1);
+        if !lock(&self.linked_before).insert(peer.clone()) {
+            metrics::counter!(telemetry::RECONNECTS).increment(1);
+        }
         tracing::info!(node = %self.node, %peer, %addr, "node up");
         let _ = self.sender.send(NodeEvent::NodeUp {
             peer: peer.clone(),
@@ -49,7 +59,7 @@ impl EventBus {
 
     /// A peer's connection ended (called once per connection).
     pub(crate) fn node_down(&self, peer: &NodeName, incarnation: Incarnation, reason: DownReason) {
-        metrics::counter!("gen_cluster_node_down_total", "reason" => reason.kind()).increment(1);
+        metrics::counter!(telemetry::NODE_DOWN, "reason" => reason.kind()).increment(1);
         match reason {
             DownReason::Left(_) | DownReason::LocalShutdown | DownReason::Disconnected => {
                 tracing::info!(node = %self.node, %peer, %reason, "node down")

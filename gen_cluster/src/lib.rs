@@ -94,6 +94,7 @@ mod process;
 mod router;
 pub mod services;
 mod tasks;
+pub mod telemetry;
 mod throttle;
 mod transport;
 mod view;

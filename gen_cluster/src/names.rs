@@ -123,6 +123,16 @@ impl GlobalNames {
         self.known.borrow().get(name).copied()
     }
 
+    /// How many global names this node knows.
+    pub fn len(&self) -> usize {
+        self.known.borrow().len()
+    }
+
+    /// Whether this node knows no global name.
+    pub fn is_empty(&self) -> bool {
+        self.known.borrow().is_empty()
+    }
+
     /// Every global name this node knows, with its holder, in name order.
     pub fn list(&self) -> Vec<(String, Pid)> {
         self.known

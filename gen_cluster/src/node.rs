@@ -26,6 +26,7 @@ use crate::process::watch::Watchers;
 use crate::process::{self, Mailbox, Message, Server, ServerRef, Target};
 use crate::router::{Delivery, Router};
 use crate::tasks::Tasks;
+use crate::telemetry;
 use crate::throttle::Throttle;
 use crate::transport::{Tcp, Transport};
 use crate::view::{self, ClusterView};
@@ -107,6 +108,16 @@ impl Node {
             answer_within: config.liveness.down_after,
         })
         .map_err(StartNodeError::Services)?;
+        telemetry::start(
+            &tasks,
+            telemetry::Sampled {
+                peers: Arc::clone(&peers),
+                processes: Arc::clone(&processes),
+                globals: globals.clone(),
+                view: view.clone(),
+                send_queue_bound: config.send_queue_bytes,
+            },
+        );
         dist::listener::start(&dist, transport, listener);
         tracing::info!(node = %config.name, addr = %listen_addr, %incarnation, "node started");
         Ok(Node(Arc::new(Kernel {

@@ -149,7 +149,7 @@ async fn stay_registered(node: Node, epmd: String) {
                 failures += 1;
                 if last_error.as_ref() != Some(&error) {
                     tracing::warn!(%epmd, %error, "cannot register in EPMD; retrying");
-                    metrics::counter!("gen_cluster_epmd_register_failures_total").increment(1);
+                    metrics::counter!(crate::telemetry::EPMD_REGISTER_FAILURES).increment(1);
                     last_error = Some(error);
                 }
             }

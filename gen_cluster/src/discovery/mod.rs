@@ -22,6 +22,7 @@ use crate::NodeState;
 use crate::clock::{self, now};
 use crate::error::{ConnectError, with_causes};
 use crate::events::NodeEvent;
+use crate::telemetry;
 
 mod dns;
 mod epmd;
@@ -141,7 +142,11 @@ async fn reconcile<D: Discover>(
         tokio::select! {
             _ = node.shutting_down() => return,
             Some(outcome) = results.recv() => match outcome {
-                Outcome::Discovered(found) => machine.handle_discovered(now(), found),
+                Outcome::Discovered(found) => {
+                    let outcome = if found.is_ok() { "ok" } else { "failed" };
+                    metrics::counter!(telemetry::DISCOVERY_ROUNDS, "outcome" => outcome).increment(1);
+                    machine.handle_discovered(now(), found);
+                }
                 Outcome::Dialed(addr, Ok(peer)) => {
                     machine.handle_connected(&addr);
                     dialed.insert(peer, addr);
@@ -187,23 +192,23 @@ async fn sleep_until(wake: Option<std::time::Instant>) {
 fn report(event: &DiscoveryEvent, node: &Node) {
     match event {
         DiscoveryEvent::Discovered(addr) => {
-            metrics::counter!("gen_cluster_discovery_discovered_total").increment(1);
+            metrics::counter!(telemetry::DISCOVERED).increment(1);
             tracing::info!(%addr, "peer discovered");
         }
         DiscoveryEvent::Connected(addr) => {
-            metrics::counter!("gen_cluster_discovery_connected_total").increment(1);
+            metrics::counter!(telemetry::DISCOVERY_CONNECTED).increment(1);
             tracing::info!(%addr, "discovered peer connected");
         }
         DiscoveryEvent::Removed(addr) => {
-            metrics::counter!("gen_cluster_discovery_removed_total").increment(1);
+            metrics::counter!(telemetry::DISCOVERY_REMOVED).increment(1);
             tracing::info!(%addr, "peer no longer discovered");
         }
         DiscoveryEvent::DiscoveryFailed(error) => {
-            metrics::counter!("gen_cluster_discovery_failures_total").increment(1);
+            metrics::counter!(telemetry::DISCOVERY_ROUND_FAILURES).increment(1);
             tracing::warn!(%error, "discovery failed; keeping the last answer");
         }
         DiscoveryEvent::ConnectFailed { addr, .. } => {
-            metrics::counter!("gen_cluster_discovery_connect_failures_total").increment(1);
+            metrics::counter!(telemetry::DISCOVERY_CONNECT_FAILURES).increment(1);
             crate::events::report_connect_failed(event, dialed_as_member(node, addr));
         }
     }

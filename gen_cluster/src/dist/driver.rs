@@ -42,6 +42,7 @@ use crate::error::CallError;
 use crate::events::DownReason;
 use crate::process::signal::{Payload, ReplyRoute, Signal};
 use crate::process::table::Placement;
+use crate::telemetry::LinkCounters;
 use crate::transport::{ReadHalf, WriteHalf};
 
 /// A link just established, not yet running.
@@ -95,6 +96,7 @@ pub(crate) fn run(dist: &Arc<Dist>, new: NewLink, mut frames: Frames, write: Wri
         .set_max_frame_length(wire::MAX_WIRE_FRAME);
     let last_heard = frames.get_ref().last_heard();
     let span = tracing::info_span!("link", peer = %link.name);
+    let counters = Arc::new(LinkCounters::new(link.name.as_str()));
     let writer = dist.tasks.spawn(
         span.clone(),
         write_loop(
@@ -103,13 +105,14 @@ pub(crate) fn run(dist: &Arc<Dist>, new: NewLink, mut frames: Frames, write: Wri
             outgoing,
             write,
             Arc::clone(&last_heard),
+            Arc::clone(&counters),
         ),
     );
     let tasks = dist.tasks.clone();
     let dist = Arc::clone(dist);
     tasks.spawn(span, async move {
         let reason = tokio::select! {
-            reason = read_loop(&dist, &link, frames) => reason,
+            reason = read_loop(&dist, &link, frames, &counters) => reason,
             _ = link.cancelled() => DownReason::LocalShutdown,
         };
         link.note_down_reason(reason.clone());
@@ -122,7 +125,12 @@ pub(crate) fn run(dist: &Arc<Dist>, new: NewLink, mut frames: Frames, write: Wri
 /// Reads frames until the connection ends or breaks the protocol; returns why. Fragments of a
 /// large frame are put back together (up to the link's message size cap) and the frame handled
 /// as if it had come whole.
-async fn read_loop(dist: &Dist, link: &PeerLink, mut frames: Frames) -> DownReason {
+async fn read_loop(
+    dist: &Dist,
+    link: &PeerLink,
+    mut frames: Frames,
+    counters: &LinkCounters,
+) -> DownReason {
     let mut reassembly = wire::Reassembly::default();
     let last_heard = frames.get_ref().last_heard();
     loop {
@@ -131,6 +139,10 @@ async fn read_loop(dist: &Dist, link: &PeerLink, mut frames: Frames) -> DownReas
             Some(Err(error)) => return DownReason::ConnectionLost(error.to_string()),
             None => return DownReason::ConnectionLost("closed by peer".into()),
         };
+        counters.received_frames.increment(1);
+        counters
+            .received_bytes
+            .increment(FRAME_PREFIX + frame.len() as u64);
         let frame = match wire::decode(&frame) {
             Ok((Header::Fragment { left }, piece)) => {
                 match reassembly.add(piece, left, dist.config.max_frame) {
@@ -242,6 +254,9 @@ async fn deliver(
     }
 }
 
+/// The length prefix of every frame on the wire.
+const FRAME_PREFIX: u64 = 4;
+
 /// The most bytes the writer gathers for one write (small frames coalesced in a burst).
 const WRITE_BUFFER: usize = 256 * 1024;
 
@@ -254,6 +269,7 @@ async fn write_loop(
     mut queue: mpsc::UnboundedReceiver<Outgoing>,
     mut write: WriteHalf,
     last_heard: Arc<AtomicU64>,
+    counters: Arc<LinkCounters>,
 ) {
     let config = dist.config.liveness;
     let deadline = config.down_after;
@@ -337,6 +353,8 @@ async fn write_loop(
             outbox.next_fragment(&mut buffer);
             if !buffer.is_empty() {
                 write_all(&mut write, &buffer, &silence).await?;
+                counters.sent_frames.increment(taken as u64);
+                counters.sent_bytes.increment(buffer.len() as u64);
                 last_write = now();
                 detector.handle_sent(last_write);
             }
@@ -353,7 +371,9 @@ async fn write_loop(
             detector.handle_heard(dist.epoch.load(&last_heard));
             match detector.poll(now()) {
                 Some(LivenessAction::SendHeartbeat) => {
-                    write_all(&mut write, &heartbeat, &silence).await?
+                    write_all(&mut write, &heartbeat, &silence).await?;
+                    counters.sent_frames.increment(1);
+                    counters.sent_bytes.increment(heartbeat.len() as u64);
                 }
                 Some(LivenessAction::Down { silent_for }) => {
                     return Err(DownReason::Unresponsive { silent_for });

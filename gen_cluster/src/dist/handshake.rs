@@ -34,6 +34,7 @@ use crate::dist::admission::Ticket;
 use crate::dist::driver::{self, Heard};
 use crate::error::{ConnectError, HandshakeFailed};
 use crate::events::{DownReason, NodeEvent};
+use crate::telemetry;
 use crate::transport::{Connection, PeerCertificate, WriteHalf};
 
 /// Frames read from a connection: handshake frames first (capped small), then link frames.
@@ -73,15 +74,16 @@ pub(crate) async fn dial(dist: &Arc<Dist>, addr: &str) -> Result<NodeName, Conne
     let error = match outcome {
         Ok(link) => {
             let name = link.peer().clone();
+            count("initiator", None);
             driver::run(dist, link, frames, write);
             return Ok(name);
         }
         Err(error) => error,
     };
+    count("initiator", Some(&error));
     if let Some(peer) = &proven {
         dist.peers.abandon(conn, peer.name.id());
     }
-    metrics::counter!("gen_cluster_handshake_failures_total", "role" => "initiator").increment(1);
     // Another connection to the same node may have won: then we are, or are about to be,
     // connected to it.
     let winner = match (&error, proven) {
@@ -217,6 +219,7 @@ pub(crate) async fn accept(
     };
     let error = match outcome {
         Ok(established) => {
+            count("acceptor", None);
             let heard = frames.get_ref().last_read();
             if let Some(link) = driver::establish(&dist, conn, &established, heard) {
                 driver::run(&dist, link, frames, write);
@@ -234,7 +237,7 @@ pub(crate) async fn accept(
 /// Counts and logs (held back to one line a second per cause) an incoming connection that did
 /// not become a link.
 fn report_refused(dist: &Dist, remote: &str, caller: &Caller, error: &HandshakeFailed) {
-    metrics::counter!("gen_cluster_handshake_failures_total", "role" => "acceptor").increment(1);
+    count("acceptor", Some(error));
     let cause = match error {
         // A connection that lost to another one to the same node, or this node's own dial of
         // itself (discovery lists it among the others): expected.
@@ -269,6 +272,29 @@ fn report_refused(dist: &Dist, remote: &str, caller: &Caller, error: &HandshakeF
         let error = crate::error::with_causes(error);
         tracing::warn!(%remote, %peer, %error, held_back, "incoming connection dropped: handshake failed");
     }
+}
+
+/// Counts a handshake of `role` by its outcome: `None` for success, else the error.
+fn count(role: &'static str, error: Option<&HandshakeFailed>) {
+    use HandshakeError::{RefusedByPeer, RefusedPeer};
+    let outcome = match error {
+        None => "ok",
+        Some(HandshakeFailed::Protocol(RefusedPeer(refusal) | RefusedByPeer(refusal))) => {
+            match refusal {
+                Refusal::BadProof => "bad_cookie",
+                Refusal::WrongCluster { .. } => "other_cluster",
+                Refusal::Uncertified { .. } => "uncertified",
+                Refusal::Duplicate { .. } | Refusal::SelfConnect => "superseded",
+                _ => "other",
+            }
+        }
+        Some(HandshakeFailed::Timeout(_)) => "timeout",
+        Some(HandshakeFailed::Evicted) => "evicted",
+        Some(HandshakeFailed::Superseded) => "superseded",
+        Some(HandshakeFailed::Transport(_) | HandshakeFailed::Unrecognized) => "transport",
+        Some(_) => "other",
+    };
+    metrics::counter!(telemetry::HANDSHAKES, "role" => role, "outcome" => outcome).increment(1);
 }
 
 /// What the acceptor's steps work with besides the connection.

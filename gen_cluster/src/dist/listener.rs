@@ -40,7 +40,6 @@ async fn accept_loop<T: Transport>(
             Ok((incoming, remote)) => {
                 let (ticket, crowded) = admission.admit(&remote);
                 if let Some(crowded) = crowded {
-                    metrics::counter!("gen_cluster_handshakes_evicted_total").increment(1);
                     let cause = match crowded {
                         Crowded::Total => "too many pending handshakes",
                         Crowded::Source => "too many pending handshakes from one address",

@@ -107,6 +107,11 @@ impl FrameQueue {
         self.queue_charged(frame, lane, charge)
     }
 
+    /// The bytes of messages queued, not yet taken by the writer.
+    pub(crate) fn queued_bytes(&self) -> usize {
+        (self.0.bound as usize).saturating_sub(self.0.room.available_permits())
+    }
+
     /// The writer took a frame that held `charge` bytes of room.
     pub(crate) fn release(&self, charge: u32) {
         if charge > 0 {

@@ -29,6 +29,7 @@ use crate::Node;
 use crate::clock::now;
 use crate::events::NodeEvent;
 use crate::process::{Context, Flow, Info, MonitorRef, ReplyTo, Server, ServerRef};
+use crate::telemetry;
 use crate::view::{Counting, GroupPeers};
 
 /// The most leader calls an instance holds while no leader is known, and the most it has
@@ -519,13 +520,22 @@ impl<B: LeaderServer> Instance<B> {
         }
         let flow = self.carry_out(ctx).await;
         let current = self.machine.current();
-        self.changes.send_if_modified(|seen| {
+        let leader_changed = self.changes.send_if_modified(|seen| {
             let changed = *seen != current;
             if changed {
                 seen.clone_from(&current);
             }
             changed
         });
+        if leader_changed {
+            let election = super::election_of(&self.name);
+            metrics::counter!(telemetry::LEADER_CHANGES, "election" => election.clone())
+                .increment(1);
+            metrics::gauge!(telemetry::LEADER_PRESENT, "election" => election.clone())
+                .set(f64::from(u8::from(current.is_some())));
+            let term = current.as_ref().map_or(0, |e| e.term.max(e.round));
+            metrics::gauge!(telemetry::LEADER_TERM, "election" => election).set(term as f64);
+        }
         let standing = self.machine.standing();
         self.standing.send_if_modified(|seen| {
             let changed = *seen != standing;

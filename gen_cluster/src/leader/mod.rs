@@ -60,6 +60,7 @@ pub use gen_cluster_proto::election::ElectionId;
 use crate::clock;
 use crate::error::{CallError, DataDirError, DecodeError, StartError};
 use crate::process::{Message, ReplyTo, ServerRef};
+use crate::telemetry;
 use crate::view::KnownNode;
 use crate::{Node, SendError};
 
@@ -76,7 +77,17 @@ use instance::{
 
 /// The local name of an election's instance on every node.
 pub fn instance_name(election: &str) -> String {
-    format!("gen_leader:{election}")
+    format!("{INSTANCE_PREFIX}{election}")
+}
+
+const INSTANCE_PREFIX: &str = "gen_leader:";
+
+/// The election an instance named `instance` runs (its metrics' `election` label).
+fn election_of(instance: &str) -> String {
+    instance
+        .strip_prefix(INSTANCE_PREFIX)
+        .unwrap_or(instance)
+        .to_string()
 }
 
 /// What a leader callback tells the runtime to do next.
@@ -673,10 +684,23 @@ impl<B: LeaderServer> Leader<B> {
         request: B::Call,
         timeout: Duration,
     ) -> Result<(B::Reply, u64), LeaderCallError> {
-        match &self.changes {
+        let outcome = match &self.changes {
             Some(changes) => self.call_leader(changes.clone(), request, timeout).await,
             None => self.call_through_instance(request, timeout).await,
-        }
+        };
+        let label = match &outcome {
+            Ok(_) => "ok",
+            Err(LeaderCallError::Timeout(_)) => "timeout",
+            Err(LeaderCallError::LeaderDied) => "leader_died",
+            Err(LeaderCallError::NoQuorum) => "no_quorum",
+            Err(LeaderCallError::NotRunning) => "not_running",
+            Err(LeaderCallError::Overloaded) => "overloaded",
+            Err(_) => "other",
+        };
+        let election = election_of(&self.instance_name);
+        metrics::counter!(telemetry::LEADER_CALLS, "election" => election, "outcome" => label)
+            .increment(1);
+        outcome
     }
 
     /// The call of a handle on this node's own instance: straight to the leader's instance.

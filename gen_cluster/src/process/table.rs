@@ -106,6 +106,10 @@ impl ProcessTable {
     }
 
     /// Whether `pid` is a process of this node's life (alive or not).
+    pub(crate) fn len(&self) -> usize {
+        lock(&self.slots).by_local.len()
+    }
+
     pub(crate) fn is_local(&self, pid: Pid) -> bool {
         pid.is_of(self.node, self.incarnation)
     }
