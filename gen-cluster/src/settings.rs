@@ -158,7 +158,8 @@ impl TlsSettings {
             })),
             _ => bail!(
                 "TLS needs a certificate, a key and a CA: give all of --tls-cert, --tls-key and \
-                 --tls-ca (or tls = {{ cert = \"…\", key = \"…\", ca = \"…\" }} in the file)"
+                 --tls-ca (in a node's config file: tls = {{ cert = \"…\", key = \"…\", \
+                 ca = \"…\" }})"
             ),
         }
     }

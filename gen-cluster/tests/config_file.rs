@@ -239,3 +239,39 @@ fn a_client_facing_a_silent_port_says_so_within_a_second() {
     assert!(took < Duration::from_secs(3), "took {took:?}");
     drop(silent);
 }
+
+/// `gen-cluster certs` refuses what would break the CA or make a certificate no node can use.
+#[test]
+fn certs_refuses_names_and_validities_it_cannot_honour() {
+    let dir = scratch().join("certs");
+    let certs = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_gen-cluster"))
+            .args(["certs", "--dir", dir.to_str().unwrap()])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    assert!(certs(&["a"]).status.success());
+    let ca = std::fs::read(dir.join("ca.key")).unwrap();
+    for (args, said) in [
+        (&["ca"][..], "overwrite the CA"),
+        (&["A"][..], "DNS name"),
+        (&["a@host"][..], "DNS name"),
+        (&["--days", "0", "b"][..], "--days"),
+        (&["--days", "99999999999", "b"][..], "--days"),
+    ] {
+        let output = certs(args);
+        assert!(!output.status.success(), "{args:?}");
+        let error = String::from_utf8_lossy(&output.stderr);
+        assert!(error.contains(said), "{args:?}: {error}");
+    }
+    assert_eq!(
+        std::fs::read(dir.join("ca.key")).unwrap(),
+        ca,
+        "the CA is untouched"
+    );
+    std::fs::remove_file(dir.join("ca.key")).unwrap();
+    let output = certs(&["b"]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("without its key"));
+}

@@ -124,8 +124,8 @@ pub use leader::{
 pub use names::{GlobalNames, RegisterError};
 pub use process::{Context, Flow, Info, Mailbox, Message, MonitorRef, ReplyTo, Server, ServerRef};
 pub use transport::{
-    Connection, MemoryNetwork, MemoryTransport, PeerCertificate, ReadHalf, Tcp, Tls, TlsError,
-    TlsFiles, Transport, WriteHalf,
+    Connection, MemoryNetwork, MemoryTransport, PeerCertificate, ReadHalf, Side, Tcp, Tls,
+    TlsError, TlsFiles, Transport, WriteHalf,
 };
 pub use view::{ClusterView, KnownNode, NodeState};
 

@@ -52,12 +52,25 @@ impl Ca {
     /// Files for a node whose certificate names `names`, valid from `from` to `until` days
     /// from now, trusting this CA.
     fn issue_for(&self, file: &str, names: &[&str], from: i64, until: i64) -> TlsFiles {
-        let names: Vec<String> = names.iter().map(|name| name.to_string()).collect();
-        let mut params = CertificateParams::new(names).unwrap();
-        params.extended_key_usages = vec![
+        let uses = [
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
+        self.issue_with(file, names, from, until, &uses)
+    }
+
+    /// Files for a certificate allowing only the extended key uses `uses`.
+    fn issue_with(
+        &self,
+        file: &str,
+        names: &[&str],
+        from: i64,
+        until: i64,
+        uses: &[ExtendedKeyUsagePurpose],
+    ) -> TlsFiles {
+        let names: Vec<String> = names.iter().map(|name| name.to_string()).collect();
+        let mut params = CertificateParams::new(names).unwrap();
+        params.extended_key_usages = uses.to_vec();
         let now = OffsetDateTime::now_utc();
         params.not_before = now + TimeSpan::days(from);
         params.not_after = now + TimeSpan::days(until);
@@ -157,6 +170,21 @@ async fn a_node_does_not_start_with_a_certificate_its_peers_would_refuse() {
 
     let error = Tls::load(ca.issue("b"), name("a")).unwrap_err();
     assert!(matches!(error, TlsError::NotNamed { .. }), "{error}");
+
+    // Names a host name match would take for "a" are other nodes.
+    for other in ["A", "a."] {
+        let error = Tls::load(ca.issue("a"), name(other)).unwrap_err();
+        assert!(
+            matches!(error, TlsError::NotNamed { .. }),
+            "{other}: {error}"
+        );
+    }
+
+    // A certificate only a server may use: peers it dials would refuse it.
+    let server_only = [ExtendedKeyUsagePurpose::ServerAuth];
+    let files = ca.issue_with("server-only", &["a"], -1, 1, &server_only);
+    let error = Tls::load(files, name("a")).unwrap_err();
+    assert!(matches!(error, TlsError::NotUnderCa { .. }), "{error}");
 
     let mut missing = ca.issue("a");
     missing.key = dir.join("no-such.key");

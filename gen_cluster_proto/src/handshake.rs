@@ -352,6 +352,17 @@ pub struct AwaitConfirm {
 }
 
 impl AwaitConfirm {
+    /// The acceptor as it claims to be (not yet proven).
+    pub fn peer(&self) -> &Identity {
+        &self.established.peer
+    }
+
+    /// Refuses the acceptor before sending this side's proof (a claim the transport
+    /// disproves): returns the notice to send.
+    pub fn refuse(self, refusal: Refusal) -> HandshakeFailure {
+        HandshakeFailure::refusing(refusal)
+    }
+
     /// Checks the acceptor's proof.
     pub fn handle(self, frame: &[u8]) -> Result<ConfirmVerified, HandshakeFailure> {
         let Message::Confirm { proof } = decode(frame, "Confirm")? else {

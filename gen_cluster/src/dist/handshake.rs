@@ -35,7 +35,7 @@ use crate::dist::driver::{self, Heard};
 use crate::error::{ConnectError, HandshakeFailed};
 use crate::events::{DownReason, NodeEvent};
 use crate::telemetry;
-use crate::transport::{Connection, PeerCertificate, WriteHalf};
+use crate::transport::{Connection, Opening, PeerCertificate, WriteHalf};
 
 /// Frames read from a connection: handshake frames first (capped small), then link frames.
 pub(crate) type Frames = FramedRead<Heard, LengthDelimitedCodec>;
@@ -148,10 +148,10 @@ async fn connect(dist: &Dist, addr: &str) -> Result<Connection, ConnectError> {
     let mut fresh =
         tokio::time::interval_at(Instant::now() + FRESH_ATTEMPT_EVERY, FRESH_ATTEMPT_EVERY);
     fresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
+    let opening = loop {
         tokio::select! {
             Some(outcome) = attempts.next() => match outcome {
-                Ok(Ok(connection)) => return Ok(connection),
+                Ok(Ok(opening)) => break opening,
                 Ok(Err(source)) => return Err(ConnectError::Io { addr: addr.into(), source }),
                 // A fresh attempt's time is up; the others go on.
                 Err(_) => {}
@@ -159,11 +159,21 @@ async fn connect(dist: &Dist, addr: &str) -> Result<Connection, ConnectError> {
             _ = fresh.tick() => attempts.push(attempt(FRESH_ATTEMPT_LIFE)),
             _ = tokio::time::sleep_until(deadline) => return Err(timed_out()),
         }
+    };
+    // The one connection kept is opened (for TLS: its TLS handshake), the others dropped.
+    drop(attempts);
+    match tokio::time::timeout_at(deadline, opening).await {
+        Ok(Ok(connection)) => Ok(connection),
+        Ok(Err(source)) => Err(ConnectError::Io {
+            addr: addr.into(),
+            source,
+        }),
+        Err(_) => Err(timed_out()),
     }
 }
 
 /// Dials `targets` (never empty) in order: the first connection made, or the last error.
-async fn dial_first(dist: &Dist, targets: &[String]) -> io::Result<Connection> {
+async fn dial_first(dist: &Dist, targets: &[String]) -> io::Result<Opening> {
     let mut last = io::Error::new(io::ErrorKind::NotFound, "no address to dial");
     for target in targets {
         match dist.dialer.dial(target.clone()).await {
@@ -177,7 +187,8 @@ async fn dial_first(dist: &Dist, targets: &[String]) -> io::Result<Connection> {
 /// Runs the acceptor's side of a new connection from `remote`: `opening` readies it (for TLS,
 /// the TLS handshake), then the handshake runs, holding `ticket` (its place in the admission
 /// pool) until the dialer proves the secret, and its link if it succeeds. Opening and proving
-/// share one deadline, `auth_timeout`.
+/// have `auth_timeout` each: a TLS handshake costs a round trip more than the proof, and a slow
+/// path should not fail for it.
 pub(crate) async fn accept(
     dist: Arc<Dist>,
     opening: impl Future<Output = io::Result<Connection>>,
@@ -185,11 +196,10 @@ pub(crate) async fn accept(
     ticket: Ticket,
 ) {
     let auth_timeout = dist.config.auth_timeout;
-    let auth_deadline = Instant::now() + auth_timeout;
     let mut evicted = std::pin::pin!(ticket.evicted());
     let opened = tokio::select! {
         _ = &mut evicted => Err(HandshakeFailed::Evicted),
-        opened = tokio::time::timeout_at(auth_deadline, opening) => match opened {
+        opened = tokio::time::timeout(auth_timeout, opening) => match opened {
             Ok(Ok(connection)) => Ok(connection),
             Ok(Err(error)) => Err(HandshakeFailed::Transport(error)),
             Err(_) => Err(HandshakeFailed::Timeout(auth_timeout)),
@@ -203,6 +213,7 @@ pub(crate) async fn accept(
         Ok(connection) => connection,
         Err(error) => return report_refused(&dist, &remote, &Caller::default(), &error),
     };
+    let auth_deadline = Instant::now() + auth_timeout;
     let conn = dist.peers.new_conn_id();
     let cancel = dist.tasks.child_token();
     let mut frames = handshake_frames(Heard::new(read, dist.epoch));
@@ -382,13 +393,15 @@ async fn initiate(
     write_frame(write, &hello).await?;
     let challenge = next_frame(frames, cancel).await?;
     let (machine, response) = fail_with_notice(machine.handle(&challenge), write).await?;
+    // Over TLS, no proof of the secret goes to a node whose certificate does not name it.
+    if let Err(refusal) = certified(certificate, machine.peer()) {
+        return Err(send_notice(machine.refuse(refusal), write).await);
+    }
     write_frame(write, &response).await?;
     let confirm = next_frame(frames, cancel).await?;
     let verified = fail_with_notice(machine.handle(&confirm), write).await?;
     *proven = Some(verified.peer().clone());
-    let checked = certified(certificate, verified.peer())
-        .and_then(|()| arbitrate(dist, conn, verified.peer(), Step::ConfirmVerified, cancel));
-    if let Err(refusal) = checked {
+    if let Err(refusal) = arbitrate(dist, conn, verified.peer(), Step::ConfirmVerified, cancel) {
         return Err(send_notice(verified.refuse(refusal), write).await);
     }
     let (established, ready) = verified.ready();

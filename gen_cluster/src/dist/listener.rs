@@ -1,7 +1,8 @@
 //! Accepts connections until the node shuts down. Each connection is opened (for TLS: its TLS
-//! handshake) and runs its handshake in a task of its own, with a place in the admission pool (see `admission`): the pool of connections that have not yet
-//! proved the secret is bounded in total and per source, and a newcomer takes the place of the
-//! oldest one rather than being turned away, so silent dialers cannot starve real peers. Log
+//! handshake) and runs its handshake in a task of its own, with a place in the admission pool
+//! (see `admission`): the pool of connections that have not yet proved the secret is bounded
+//! in total and per source, and a newcomer takes the place of the oldest one rather than being
+//! turned away, so silent dialers cannot starve real peers. Log
 //! lines about crowding are held back to one per second per cause.
 
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use std::time::Duration;
 
 use crate::dist::admission::{Admission, Crowded};
 use crate::dist::{Dist, handshake};
-use crate::transport::Transport;
+use crate::transport::{Side, Transport};
 
 /// Starts the accept loop of `dist` on `listener`.
 pub(crate) fn start<T: Transport>(dist: &Arc<Dist>, transport: Arc<T>, listener: T::Listener) {
@@ -37,7 +38,7 @@ async fn accept_loop<T: Transport>(
             accepted = transport.accept(&mut listener) => accepted,
         };
         match accepted {
-            Ok((incoming, remote)) => {
+            Ok((stream, remote)) => {
                 let (ticket, crowded) = admission.admit(&remote);
                 if let Some(crowded) = crowded {
                     let cause = match crowded {
@@ -51,7 +52,7 @@ async fn accept_loop<T: Transport>(
                 let span = tracing::info_span!("accept", %remote);
                 let opening = {
                     let transport = Arc::clone(&transport);
-                    async move { transport.open(incoming).await }
+                    async move { transport.open(stream, Side::Accepted).await }
                 };
                 let handshake = handshake::accept(Arc::clone(&dist), opening, remote, ticket);
                 dist.tasks.spawn(span, handshake);

@@ -24,7 +24,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{Notify, mpsc};
 use tokio::time::{Instant, Sleep};
 
-use super::{Connection, Transport};
+use super::{Connection, Side, Transport};
 use crate::lock;
 
 /// The bytes one direction of a connection holds before its writer waits.
@@ -196,7 +196,7 @@ impl Drop for MemoryListener {
 
 impl Transport for MemoryTransport {
     type Listener = MemoryListener;
-    type Incoming = Connection;
+    type Stream = Connection;
 
     async fn bind(&self, addr: &str) -> io::Result<(MemoryListener, String)> {
         let port = match addr.rsplit_once(':').map(|(_, port)| port.parse::<u16>()) {
@@ -239,8 +239,8 @@ impl Transport for MemoryTransport {
         }
     }
 
-    async fn open(&self, incoming: Connection) -> io::Result<Connection> {
-        Ok(incoming)
+    async fn open(&self, stream: Connection, _: Side) -> io::Result<Connection> {
+        Ok(stream)
     }
 
     async fn connect(&self, addr: &str) -> io::Result<Connection> {

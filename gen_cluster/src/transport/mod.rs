@@ -51,9 +51,9 @@ impl Connection {
 pub trait Transport: Send + Sync + 'static {
     /// A bound listener.
     type Listener: Send + 'static;
-    /// A connection accepted, not yet ready to carry the handshake (for TLS: before the TLS
-    /// handshake).
-    type Incoming: Send + 'static;
+    /// A connection made, accepted or dialed, not yet ready to carry the handshake (for TLS:
+    /// before the TLS handshake).
+    type Stream: Send + 'static;
 
     /// Binds a listener on `addr`; returns it and the address it actually listens on (the port
     /// chosen when `addr` asks for port 0).
@@ -67,13 +67,7 @@ pub trait Transport: Send + Sync + 'static {
     fn accept(
         &self,
         listener: &mut Self::Listener,
-    ) -> impl Future<Output = io::Result<(Self::Incoming, String)>> + Send;
-
-    /// Makes an accepted connection ready to carry the handshake (for TLS: runs the TLS
-    /// handshake). Run in the connection's own task, within the deadline a peer has to prove
-    /// itself.
-    fn open(&self, incoming: Self::Incoming)
-    -> impl Future<Output = io::Result<Connection>> + Send;
+    ) -> impl Future<Output = io::Result<(Self::Stream, String)>> + Send;
 
     /// Looks `addr` up once: the addresses to dial for it, in the order to try them, none of
     /// which needs looking up again. The default takes `addr` as it is, for transports whose
@@ -82,9 +76,28 @@ pub trait Transport: Send + Sync + 'static {
         std::future::ready(Ok(vec![addr.to_owned()]))
     }
 
-    /// Dials `addr` (one that [`resolve`](Transport::resolve) gave) and opens the connection.
-    /// The caller bounds the wait.
-    fn connect(&self, addr: &str) -> impl Future<Output = io::Result<Connection>> + Send;
+    /// Dials `addr` (one that [`resolve`](Transport::resolve) gave); [`open`] follows, on the
+    /// one dial kept when several race. The caller bounds the wait.
+    ///
+    /// [`open`]: Transport::open
+    fn connect(&self, addr: &str) -> impl Future<Output = io::Result<Self::Stream>> + Send;
+
+    /// Makes a connection ready to carry the handshake (for TLS: runs the TLS handshake, as
+    /// `side` says). Run in the connection's own task; the caller bounds the wait.
+    fn open(
+        &self,
+        stream: Self::Stream,
+        side: Side,
+    ) -> impl Future<Output = io::Result<Connection>> + Send;
+}
+
+/// Which end of a connection this node is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// It accepted the connection.
+    Accepted,
+    /// It dialed.
+    Dialed,
 }
 
 /// Plain TCP, with Nagle's algorithm off (every frame is written as soon as the writer has it)
@@ -94,7 +107,7 @@ pub struct Tcp;
 
 impl Transport for Tcp {
     type Listener = TcpListener;
-    type Incoming = TcpStream;
+    type Stream = TcpStream;
 
     async fn bind(&self, addr: &str) -> io::Result<(TcpListener, String)> {
         let listener = TcpListener::bind(addr).await?;
@@ -107,7 +120,7 @@ impl Transport for Tcp {
         Ok((stream, peer.to_string()))
     }
 
-    async fn open(&self, stream: TcpStream) -> io::Result<Connection> {
+    async fn open(&self, stream: TcpStream, _: Side) -> io::Result<Connection> {
         tune(&stream)?;
         let (read, write) = stream.into_split();
         Ok(Connection::new(Box::new(read), Box::new(write)))
@@ -117,9 +130,8 @@ impl Transport for Tcp {
         resolve_host(addr).await
     }
 
-    async fn connect(&self, addr: &str) -> io::Result<Connection> {
-        let stream = TcpStream::connect(addr).await?;
-        self.open(stream).await
+    async fn connect(&self, addr: &str) -> io::Result<TcpStream> {
+        TcpStream::connect(addr).await
     }
 }
 
@@ -156,10 +168,14 @@ fn tune(stream: &TcpStream) -> io::Result<()> {
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = io::Result<T>> + Send>>;
 
+/// A dialed connection's opening (for TLS, its TLS handshake), not yet started.
+pub(crate) type Opening = BoxFuture<Connection>;
+
 /// The dialing side of a transport, with its type erased so that the node is not generic.
 pub(crate) trait Dialer: Send + Sync + 'static {
     fn resolve(&self, addr: String) -> BoxFuture<Vec<String>>;
-    fn dial(&self, addr: String) -> BoxFuture<Connection>;
+    /// Dials `addr`; what opens the connection once this dial is the one kept.
+    fn dial(&self, addr: String) -> BoxFuture<Opening>;
 }
 
 impl<T: Transport> Dialer for Arc<T> {
@@ -168,8 +184,13 @@ impl<T: Transport> Dialer for Arc<T> {
         Box::pin(async move { Transport::resolve(&*transport, &addr).await })
     }
 
-    fn dial(&self, addr: String) -> BoxFuture<Connection> {
+    fn dial(&self, addr: String) -> BoxFuture<Opening> {
         let transport = Arc::clone(self);
-        Box::pin(async move { transport.connect(&addr).await })
+        Box::pin(async move {
+            let stream = transport.connect(&addr).await?;
+            let opening: Opening =
+                Box::pin(async move { transport.open(stream, Side::Dialed).await });
+            Ok(opening)
+        })
     }
 }

@@ -21,14 +21,16 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{ParsedCertificate, WebPkiClientVerifier};
 use rustls::{
-    ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme, version,
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig,
+    SignatureScheme, version,
 };
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-use super::{Connection, Transport, resolve_host, tune};
+use super::{Connection, Side, Transport, resolve_host, tune};
 use crate::lock;
 
 /// Where a node's TLS files are: PEM text each.
@@ -68,8 +70,9 @@ pub enum TlsError {
     },
     /// The node's own certificate would be refused by its peers.
     #[error(
-        "this node's certificate ({path}) is not valid under the CA: {reason}; \
-         issue it from the cluster's CA, with both serverAuth and clientAuth uses"
+        "this node's certificate ({path}) would be refused by its peers: {reason}; it must be \
+         current, issued by the cluster's CA (the CA file), and allow the serverAuth and \
+         clientAuth uses"
     )]
     NotUnderCa {
         /// The certificate file.
@@ -79,8 +82,9 @@ pub enum TlsError {
     },
     /// The node's own certificate does not name it.
     #[error(
-        "this node's certificate ({path}) is not valid for its name {name}: \
-         put the node's name among the certificate's DNS names (subject alternative names)"
+        "this node's certificate ({path}) is not valid for its name {name}: put the node's \
+         name among the certificate's DNS names (subject alternative names); with TLS a node's \
+         name is a DNS name: lower-case letters, digits, '-' and '.'"
     )]
     NotNamed {
         /// The certificate file.
@@ -121,7 +125,8 @@ impl fmt::Debug for Tls {
 }
 
 impl Tls {
-    /// Reads the files of the node `name` and checks that its certificate is signed by the CA,
+    /// Reads the files of the node `name` (its `NodeConfig::name`: peers check the name it
+    /// claims against its certificate) and checks that its certificate is signed by the CA,
     /// current, and valid for `name`: a node that peers would refuse does not start.
     pub fn load(files: TlsFiles, name: NodeName) -> Result<Self, TlsError> {
         let sides = build(&files, &name)?;
@@ -159,8 +164,14 @@ pub struct PeerCertificate(CertificateDer<'static>);
 
 impl PeerCertificate {
     /// Whether the certificate is valid for the node name `name`: one of its DNS names (or IP
-    /// addresses) matches it as a TLS client matches a server's host name.
+    /// addresses) matches it as a TLS client matches a server's host name. Only a name in the
+    /// one form a DNS name has (lower case, no final dot) can match: `A` and `a.` are other
+    /// nodes than `a`, though a host name match would take them for it.
     pub fn certifies(&self, name: &NodeName) -> bool {
+        let text = name.as_str();
+        if text.ends_with('.') || text.bytes().any(|b| b.is_ascii_uppercase()) {
+            return false;
+        }
         let (Ok(parsed), Ok(subject)) = (
             ParsedCertificate::try_from(&self.0),
             ServerName::try_from(name.as_str()),
@@ -173,7 +184,7 @@ impl PeerCertificate {
 
 impl Transport for Tls {
     type Listener = TcpListener;
-    type Incoming = TcpStream;
+    type Stream = TcpStream;
 
     async fn bind(&self, addr: &str) -> io::Result<(TcpListener, String)> {
         super::Tcp.bind(addr).await
@@ -183,28 +194,31 @@ impl Transport for Tls {
         super::Tcp.accept(listener).await
     }
 
-    async fn open(&self, stream: TcpStream) -> io::Result<Connection> {
+    async fn open(&self, stream: TcpStream, side: Side) -> io::Result<Connection> {
         tune(&stream)?;
-        let acceptor = self.sides().acceptor;
-        let stream = acceptor.accept(stream).await.map_err(explain_handshake)?;
-        let stream = tokio_rustls::TlsStream::Server(stream);
-        Ok(connection(stream))
+        let Sides {
+            acceptor,
+            connector,
+        } = self.sides();
+        let stream = match side {
+            Side::Accepted => acceptor
+                .accept(stream)
+                .await
+                .map(tokio_rustls::TlsStream::from),
+            Side::Dialed => connector
+                .connect(unchecked_server_name(), stream)
+                .await
+                .map(tokio_rustls::TlsStream::from),
+        };
+        connection(stream.map_err(explain_handshake)?)
     }
 
     async fn resolve(&self, addr: &str) -> io::Result<Vec<String>> {
         resolve_host(addr).await
     }
 
-    async fn connect(&self, addr: &str) -> io::Result<Connection> {
-        let stream = TcpStream::connect(addr).await?;
-        tune(&stream)?;
-        let connector = self.sides().connector;
-        let stream = connector
-            .connect(unchecked_server_name(), stream)
-            .await
-            .map_err(explain_handshake)?;
-        let stream = tokio_rustls::TlsStream::Client(stream);
-        Ok(connection(stream))
+    async fn connect(&self, addr: &str) -> io::Result<TcpStream> {
+        TcpStream::connect(addr).await
     }
 }
 
@@ -214,20 +228,27 @@ fn unchecked_server_name() -> ServerName<'static> {
     ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into())
 }
 
-/// The connection over `stream`, with the certificate the peer proved.
-fn connection(stream: tokio_rustls::TlsStream<TcpStream>) -> Connection {
+/// The connection over `stream`, with the certificate the peer proved (both sides require
+/// one: a connection without is refused, never taken as unauthenticated).
+fn connection(stream: tokio_rustls::TlsStream<TcpStream>) -> io::Result<Connection> {
     let certificate = stream
         .get_ref()
         .1
         .peer_certificates()
         .and_then(<[_]>::first)
-        .map(|cert| PeerCertificate(cert.clone().into_owned()));
+        .map(|cert| PeerCertificate(cert.clone().into_owned()))
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                "TLS: the peer presented no certificate",
+            )
+        })?;
     let (read, write) = tokio::io::split(stream);
-    Connection {
+    Ok(Connection {
         read: Box::new(Explained(read)),
         write: Box::new(Explained(write)),
-        certificate,
-    }
+        certificate: Some(certificate),
+    })
 }
 
 /// A half of a TLS stream whose errors say what they most likely mean ([`explain`]): in TLS 1.3
@@ -313,8 +334,18 @@ fn explain(error: io::Error) -> io::Error {
         Some(rustls::Error::InvalidMessage(_)) => {
             "the peer does not speak TLS: configure tls on every node of the cluster, or on none"
         }
+        Some(rustls::Error::InvalidCertificate(
+            CertificateError::UnknownIssuer | CertificateError::BadSignature,
+        )) => "the peer's certificate is not issued by this cluster's CA (--tls-ca)",
+        Some(rustls::Error::InvalidCertificate(
+            CertificateError::Expired
+            | CertificateError::ExpiredContext { .. }
+            | CertificateError::NotValidYet
+            | CertificateError::NotValidYetContext { .. },
+        )) => "the peer's certificate is out of its dates: renew it (or check the clocks)",
         Some(rustls::Error::InvalidCertificate(_)) => {
-            "the peer's certificate is refused: is it issued by this cluster's CA, and current?"
+            "the peer's certificate is refused: it must come from this cluster's CA, be current, \
+             and allow the serverAuth and clientAuth uses"
         }
         Some(rustls::Error::AlertReceived(_)) => {
             "the peer refused this node's certificate, or does not speak TLS 1.3 \
@@ -345,11 +376,11 @@ fn build(files: &TlsFiles, name: &NodeName) -> Result<Sides, TlsError> {
         roots: Arc::clone(&roots),
         algorithms: provider.signature_verification_algorithms,
     };
-    check_own(&verifier, &chain, files, name)?;
-
     let clients = WebPkiClientVerifier::builder_with_provider(roots, Arc::clone(&provider))
         .build()
         .map_err(|error| TlsError::Refused(rustls::Error::General(error.to_string())))?;
+    check_own(&verifier, clients.as_ref(), &chain, files, name)?;
+
     let mut server = ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_protocol_versions(&[&version::TLS13])
         .map_err(TlsError::Refused)?
@@ -376,9 +407,11 @@ fn build(files: &TlsFiles, name: &NodeName) -> Result<Sides, TlsError> {
     })
 }
 
-/// Refuses to start with a certificate that peers would refuse.
+/// Refuses to start with a certificate that peers would refuse, as a server (`verifier`) or as
+/// a client (`clients`).
 fn check_own(
     verifier: &PeerVerifier,
+    clients: &dyn ClientCertVerifier,
     chain: &[CertificateDer<'static>],
     files: &TlsFiles,
     name: &NodeName,
@@ -390,8 +423,12 @@ fn check_own(
     let (own, intermediates) = chain
         .split_first()
         .ok_or_else(|| not_under_ca(rustls::Error::NoCertificatesPresented))?;
+    let now = UnixTime::now();
     verifier
-        .verify_chain(own, intermediates, UnixTime::now())
+        .verify_chain(own, intermediates, now)
+        .map_err(not_under_ca)?;
+    clients
+        .verify_client_cert(own, intermediates, now)
         .map_err(not_under_ca)?;
     if !PeerCertificate(own.clone()).certifies(name) {
         return Err(TlsError::NotNamed {

@@ -7,8 +7,8 @@
 use std::time::Duration;
 
 use gen_cluster::{
-    LivenessConfig, MemoryNetwork, Node, NodeConfig, NodeEvent, NodeName, ReadHalf, Transport,
-    WriteHalf,
+    LivenessConfig, MemoryNetwork, Node, NodeConfig, NodeEvent, NodeName, ReadHalf, Side,
+    Transport, WriteHalf,
 };
 use gen_cluster_proto::Incarnation;
 use gen_cluster_proto::handshake::{self, HandshakeConfig, Identity, SUPPORTED_VERSIONS};
@@ -195,8 +195,8 @@ impl RawListener {
                 (Box::new(read), Box::new(write))
             }
             RawAccept::Memory(transport, listener) => {
-                let (incoming, _) = transport.accept(listener).await.unwrap();
-                let connection = transport.open(incoming).await.unwrap();
+                let (stream, _) = transport.accept(listener).await.unwrap();
+                let connection = transport.open(stream, Side::Accepted).await.unwrap();
                 (connection.read, connection.write)
             }
         };
