@@ -9,12 +9,11 @@ mod cookie;
 mod demo;
 mod http;
 mod node_cmd;
-mod settings;
 
 use std::path::PathBuf;
 
 use anyhow::Result;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -68,7 +67,7 @@ struct NodeArgs {
     #[arg(long)]
     config: Option<PathBuf>,
     #[command(flatten)]
-    settings: settings::NodeSettings,
+    settings: gen_cluster::settings::NodeSettings,
 }
 
 /// How a client reaches a running node.
@@ -89,7 +88,7 @@ struct ClientArgs {
     name: Option<gen_cluster::NodeName>,
     /// Mutual TLS, as the node's.
     #[command(flatten)]
-    tls: settings::TlsSettings,
+    tls: gen_cluster::settings::TlsSettings,
 }
 
 /// Flags of `gen-cluster dict`.
@@ -136,23 +135,6 @@ struct StatusArgs {
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
-}
-
-#[derive(Clone, Copy, Default, ValueEnum, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum EventFormat {
-    /// One readable line per event.
-    #[default]
-    Text,
-    /// One JSON object per line: event, node, peer, reason, ts_ms, …
-    Json,
-}
-
-impl std::fmt::Display for EventFormat {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let value = self.to_possible_value().expect("no variant is skipped");
-        f.write_str(value.get_name())
-    }
 }
 
 /// Flags of `gen-cluster bench`.

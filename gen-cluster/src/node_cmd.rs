@@ -18,11 +18,12 @@ use serde_json::json;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::cookie::Missing;
-use crate::settings::Settings;
-use crate::{EventFormat, NodeArgs};
+use gen_cluster::settings::{EventFormat, Settings};
+
+use crate::NodeArgs;
 
 pub fn run(args: NodeArgs) -> Result<()> {
-    let settings = crate::settings::resolve(args.config.as_deref(), args.settings)?;
+    let settings = gen_cluster::settings::resolve(args.config.as_deref(), args.settings)?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(serve(settings))
 }

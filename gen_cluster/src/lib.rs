@@ -93,6 +93,7 @@ mod node;
 mod process;
 mod router;
 pub mod services;
+pub mod settings;
 mod tasks;
 pub mod telemetry;
 mod throttle;

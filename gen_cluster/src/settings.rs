@@ -1,5 +1,8 @@
-//! A node's settings, declared once in [`NodeSettings`]: each field is both a flag of
-//! `gen-cluster node` and a key of its TOML file (`--config`). The flags override the file, lists
+//! A node's settings, declared once in [`NodeSettings`]: each field is a key of the node's TOML
+//! file and (with the `clap` feature, as the `gen-cluster` CLI builds it) a flag of
+//! `gen-cluster node`. An application starts from the same file as the CLI with
+//! [`Settings::from_toml_file`], then takes its [`NodeConfig`](Settings::node_config), its
+//! election's [`LeaderConfig`](Settings::leader_config), its discovery and TLS files. The flags override the file, lists
 //! add up, and where neither gives a setting the library's default applies (`NodeConfig::new`,
 //! `ReconcileConfig::default`): no default is restated here. A bad file is refused at start with
 //! the line and the reason.
@@ -35,105 +38,175 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
-use gen_cluster::{
-    ElectionMode, HostType, LeaderConfig, LivenessConfig, NodeConfig, NodeName, ReconcileConfig,
-    TlsFiles,
-};
+use gen_cluster_proto::NodeName;
+use gen_cluster_proto::liveness::LivenessConfig;
 use serde::{Deserialize, Deserializer};
 
-use crate::EventFormat;
+use crate::config::NodeConfig;
+use crate::discovery::{HostType, ReconcileConfig};
+use crate::leader::{ElectionMode, LeaderConfig};
+use crate::transport::TlsFiles;
+
+/// Settings that cannot start a node: the message says what to change.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SettingsError {
+    /// The file could not be read.
+    #[error("cannot read the config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not a valid settings file (the message has the line and the reason).
+    #[error("invalid config file {path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The line and the reason.
+        message: String,
+    },
+    /// The settings contradict each other or miss one.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// Returns early with [`SettingsError::Refused`].
+macro_rules! refuse {
+    ($($message:tt)*) => {
+        return Err(SettingsError::Refused(format!($($message)*)))
+    };
+}
+
+/// How the CLI prints a node's events.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
+pub enum EventFormat {
+    /// One readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line: event, node, peer, reason, ts_ms, …
+    Json,
+}
+
+impl std::fmt::Display for EventFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            EventFormat::Text => "text",
+            EventFormat::Json => "json",
+        })
+    }
+}
 
 /// What a node runs with: every field optional, from the flags or the config file.
-#[derive(clap::Args, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
 #[serde(deny_unknown_fields)]
 pub struct NodeSettings {
     /// The node's name, unique in the cluster (letters, digits, `-_.@:`); required.
-    #[arg(long)]
+    #[cfg_attr(feature = "clap", arg(long))]
     pub name: Option<NodeName>,
     /// The address to listen on.
-    #[arg(long, help = with_default("The address to listen on", NodeConfig::DEFAULT_LISTEN))]
+    #[cfg_attr(feature = "clap", arg(long, help = with_default("The address to listen on", NodeConfig::DEFAULT_LISTEN)))]
     pub listen: Option<String>,
     /// The address other nodes dial to reach this one. Default: the listen address; listening
     /// on 0.0.0.0 (or ::), the same port at this host's address on its default route.
-    #[arg(long)]
+    #[cfg_attr(feature = "clap", arg(long))]
     pub advertise: Option<String>,
     /// A file holding the cluster secret. Without it: $GEN_CLUSTER_COOKIE, else
     /// ~/.gen_cluster.cookie (created with a random secret if missing).
-    #[arg(long)]
+    #[cfg_attr(feature = "clap", arg(long))]
     pub cookie_file: Option<PathBuf>,
     /// The cluster's name; nodes of another cluster are refused.
-    #[arg(long, help = with_default(
+    #[cfg_attr(feature = "clap", arg(long, help = with_default(
         "The cluster's name; nodes of another cluster are refused",
         NodeConfig::DEFAULT_CLUSTER,
-    ))]
+    )))]
     pub cluster: Option<String>,
     /// Declare a silent peer down after this many milliseconds.
-    #[arg(long, help = with_default(
+    #[cfg_attr(feature = "clap", arg(long, help = with_default(
         "Declare a silent peer down after this many milliseconds",
         LivenessConfig::default().down_after.as_millis(),
-    ))]
+    )))]
     pub down_after_ms: Option<u64>,
     /// How events are printed.
-    #[arg(long, value_enum, help = with_default("How events are printed", EventFormat::default()))]
+    #[cfg_attr(feature = "clap", arg(long, value_enum, help = with_default("How events are printed", EventFormat::default())))]
     pub events: Option<EventFormat>,
     /// Register this node's echo server under this global name (repeatable).
-    #[arg(long = "global")]
+    #[cfg_attr(feature = "clap", arg(long = "global"))]
     #[serde(default)]
     pub globals: Vec<String>,
     /// Run a cluster member of this kind (in the cluster named by --cluster) that prints the
     /// member list on every join and leave; it joins through the seeds' cluster.
-    #[arg(long)]
+    #[cfg_attr(feature = "clap", arg(long))]
     pub member: Option<String>,
     /// Run the global dictionary, led by one of these nodes: comma-separated names, highest
     /// priority first, the same list on every node (a,b,c). A node not in the list is a worker.
-    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+    #[cfg_attr(
+        feature = "clap",
+        arg(long, value_delimiter = ',', value_name = "NAMES")
+    )]
     pub candidates: Option<Vec<NodeName>>,
     /// Workers of the dictionary known in advance, comma-separated (others may join).
-    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+    #[cfg_attr(
+        feature = "clap",
+        arg(long, value_delimiter = ',', value_name = "NAMES")
+    )]
     pub workers: Option<Vec<NodeName>>,
     /// Where the election's incarnation is kept across restarts [default: none, a random one];
     /// in the majority election, a candidate's term and vote (required there).
-    #[arg(long)]
+    #[cfg_attr(feature = "clap", arg(long))]
     pub data_dir: Option<PathBuf>,
     /// How the dictionary's leader is chosen [default: priority].
-    #[arg(long, value_enum)]
+    #[cfg_attr(feature = "clap", arg(long, value_enum))]
     pub election: Option<Election>,
     /// Majority election: a candidate that hears no leader for a random 1-2x this many
     /// milliseconds stands; a leader that hears no quorum within it steps down [default: 500].
-    #[arg(long)]
+    #[cfg_attr(feature = "clap", arg(long))]
     pub election_timeout_ms: Option<u64>,
     /// Serve /metrics (Prometheus), /ready and /alive over HTTP on this address.
-    #[arg(long, value_name = "ADDR")]
+    #[cfg_attr(feature = "clap", arg(long, value_name = "ADDR"))]
     pub http: Option<String>,
     /// Mutual TLS: the three files, or none.
-    #[command(flatten)]
+    #[cfg_attr(feature = "clap", command(flatten))]
     #[serde(default)]
     pub tls: TlsSettings,
     /// A node to connect to (repeatable); in the file, `static` under `[discovery]`.
-    #[arg(long = "seed")]
+    #[cfg_attr(feature = "clap", arg(long = "seed"))]
     #[serde(skip)]
     pub seeds: Vec<String>,
     /// The file's `[discovery]` table.
-    #[arg(skip)]
+    #[cfg_attr(feature = "clap", arg(skip))]
     #[serde(default)]
     pub discovery: DiscoverySettings,
 }
 
 /// Mutual TLS between nodes (and with clients): each node's certificate, signed by the
 /// cluster's CA, must name the node. All three or none.
-#[derive(clap::Args, Deserialize, Default, Clone)]
+#[derive(Debug, Deserialize, Default, Clone)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
 #[serde(deny_unknown_fields)]
 pub struct TlsSettings {
     /// This node's TLS certificate (PEM; its DNS names must include the node's name); with
     /// --tls-key and --tls-ca, turns on mutual TLS. Reloaded on SIGHUP and when it changes.
-    #[arg(id = "tls_cert", long = "tls-cert", value_name = "FILE", global = true)]
+    #[cfg_attr(
+        feature = "clap",
+        arg(id = "tls_cert", long = "tls-cert", value_name = "FILE", global = true)
+    )]
     pub cert: Option<PathBuf>,
     /// This node's TLS private key (PEM).
-    #[arg(id = "tls_key", long = "tls-key", value_name = "FILE", global = true)]
+    #[cfg_attr(
+        feature = "clap",
+        arg(id = "tls_key", long = "tls-key", value_name = "FILE", global = true)
+    )]
     pub key: Option<PathBuf>,
     /// The cluster's CA certificate(s) (PEM): peers must hold a certificate signed by one.
-    #[arg(id = "tls_ca", long = "tls-ca", value_name = "FILE", global = true)]
+    #[cfg_attr(
+        feature = "clap",
+        arg(id = "tls_ca", long = "tls-ca", value_name = "FILE", global = true)
+    )]
     pub ca: Option<PathBuf>,
 }
 
@@ -148,7 +221,7 @@ impl TlsSettings {
     }
 
     /// The files, if TLS is on; an error if only some are given.
-    pub fn files(&self) -> Result<Option<TlsFiles>> {
+    pub fn files(&self) -> Result<Option<TlsFiles>, SettingsError> {
         match (&self.cert, &self.key, &self.ca) {
             (None, None, None) => Ok(None),
             (Some(cert), Some(key), Some(ca)) => Ok(Some(TlsFiles {
@@ -156,7 +229,7 @@ impl TlsSettings {
                 key: key.clone(),
                 ca: ca.clone(),
             })),
-            _ => bail!(
+            _ => refuse!(
                 "TLS needs a certificate, a key and a CA: give all of --tls-cert, --tls-key and \
                  --tls-ca (in a node's config file: tls = {{ cert = \"…\", key = \"…\", \
                  ca = \"…\" }})"
@@ -166,7 +239,8 @@ impl TlsSettings {
 }
 
 /// How the dictionary's leader is chosen.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Election {
     /// The highest-priority candidate each side of a split can reach leads; the sides' writes
@@ -178,13 +252,15 @@ pub enum Election {
 }
 
 /// The sources a node discovers its peers from, each kept connected.
-#[derive(Deserialize, Default)]
+#[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct DiscoverySettings {
     /// Fixed addresses (the file's list; `--seed` adds to it).
     #[serde(rename = "static", default)]
     pub static_peers: Vec<String>,
+    /// Peers on every address of this DNS name.
     pub dns_a: Option<DnsA>,
+    /// Peers named by this DNS name's SRV records.
     pub dns_srv: Option<DnsSrv>,
     /// Default: the system's resolver.
     pub nameserver: Option<std::net::SocketAddr>,
@@ -198,25 +274,30 @@ pub struct DiscoverySettings {
 }
 
 /// Peers on every address of a DNS name's A/AAAA records.
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DnsA {
+    /// The DNS name to look up.
     pub name: String,
+    /// The port the peers listen on.
     pub port: u16,
     #[serde(default)]
+    /// Whether a peer is dialed at its address or at its host name.
     pub host_type: HostType,
 }
 
 /// Peers named by a DNS name's SRV records.
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DnsSrv {
+    /// The DNS name whose SRV records name the peers.
     pub name: String,
     #[serde(default)]
+    /// Whether a peer is dialed at its address or at its host name.
     pub host_type: HostType,
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 enum Refresh {
     Every(Duration),
     Once,
@@ -243,6 +324,7 @@ fn refresh<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Refresh>
 }
 
 /// A flag's help with the default the library applies.
+#[cfg(feature = "clap")]
 fn with_default(what: &str, default: impl std::fmt::Display) -> String {
     format!("{what} [default: {default}]")
 }
@@ -279,12 +361,39 @@ impl NodeSettings {
 }
 
 /// The settings of a node about to start: the flags over the file, checked.
+#[derive(Debug)]
 pub struct Settings {
+    /// The node's name.
     pub name: NodeName,
+    /// Everything given, the flags over the file.
     pub given: NodeSettings,
 }
 
 impl Settings {
+    /// The settings in the TOML file `path`, checked, with no flag over them.
+    ///
+    /// ```no_run
+    /// # async fn start() -> Result<(), Box<dyn std::error::Error>> {
+    /// use gen_cluster::settings::Settings;
+    ///
+    /// let settings = Settings::from_toml_file("node.toml".as_ref())?;
+    /// let cookie = std::fs::read(settings.given.cookie_file.as_ref().expect("cookie_file"))?;
+    /// let node = match settings.given.tls.files()? {
+    ///     Some(files) => {
+    ///         let tls = gen_cluster::Tls::load(files, settings.name.clone())?;
+    ///         gen_cluster::Node::start_with(settings.node_config(cookie), tls).await?
+    ///     }
+    ///     None => gen_cluster::Node::start(settings.node_config(cookie)).await?,
+    /// };
+    /// let election = settings.leader_config("dict"); // Some when the file names candidates
+    /// # drop((node, election));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn from_toml_file(path: &Path) -> Result<Settings, SettingsError> {
+        resolve(Some(path), NodeSettings::default())
+    }
+
     /// The node's configuration: the library's defaults, with what was given.
     pub fn node_config(&self, cookie: Vec<u8>) -> NodeConfig {
         let mut config = NodeConfig::new(self.name.clone(), cookie);
@@ -362,39 +471,39 @@ impl Settings {
 }
 
 /// Reads the file named by `--config` (if any) and lays the flags over it.
-pub fn resolve(config: Option<&Path>, flags: NodeSettings) -> Result<Settings> {
+pub fn resolve(config: Option<&Path>, flags: NodeSettings) -> Result<Settings, SettingsError> {
     let file = match config {
         Some(path) => read(path)?,
         None => NodeSettings::default(),
     };
     let given = flags.over(file);
     let Some(name) = given.name.clone() else {
-        bail!("no node name: give --name or `name = \"…\"` in the config file");
+        refuse!("no node name: give --name or `name = \"…\"` in the config file");
     };
     let no_candidates = given.candidates.as_ref().is_none_or(Vec::is_empty);
     if no_candidates && given.workers.as_ref().is_some_and(|w| !w.is_empty()) {
-        bail!("workers without candidates: give the candidates too (--candidates)");
+        refuse!("workers without candidates: give the candidates too (--candidates)");
     }
     if no_candidates && given.election == Some(Election::Majority) {
-        bail!("a majority election needs its voters: give the candidates (--candidates)");
+        refuse!("a majority election needs its voters: give the candidates (--candidates)");
     }
     if given.election_timeout_ms.is_some() && given.election != Some(Election::Majority) {
-        bail!(
+        refuse!(
             "election_timeout_ms is a setting of the majority election: give --election majority too"
         );
     }
     if given.election_timeout_ms.is_some_and(|ms| ms < 20) {
-        bail!("election_timeout_ms must be at least 20");
+        refuse!("election_timeout_ms must be at least 20");
     }
     if given.down_after_ms.is_some_and(|ms| ms < 10) {
-        bail!("down_after_ms must be at least 10");
+        refuse!("down_after_ms must be at least 10");
     }
     if given
         .data_dir
         .as_ref()
         .is_some_and(|dir| dir.as_os_str().is_empty())
     {
-        bail!(gen_cluster::DataDirError::EmptyDataDir);
+        refuse!("{}", crate::error::DataDirError::EmptyDataDir);
     }
     for seed in &given.seeds {
         check_seed(seed)?;
@@ -405,10 +514,10 @@ pub fn resolve(config: Option<&Path>, flags: NodeSettings) -> Result<Settings> {
 
 /// A seed is one `HOST:PORT` (an IPv6 host in brackets): refused with the expected form
 /// otherwise, so that a missing port or a comma-separated list is not dialed for ever.
-fn check_seed(seed: &str) -> Result<()> {
+fn check_seed(seed: &str) -> Result<(), SettingsError> {
     let expected = "expected HOST:PORT, e.g. 10.0.0.2:4370 (repeat --seed for several seeds)";
     if seed.contains(',') || seed.contains(char::is_whitespace) {
-        bail!("the seed {seed:?} holds several addresses: {expected}");
+        refuse!("the seed {seed:?} holds several addresses: {expected}");
     }
     let port = seed
         .rsplit_once(':')
@@ -416,15 +525,19 @@ fn check_seed(seed: &str) -> Result<()> {
         .map(|(_, port)| port);
     match port.map(str::parse::<u16>) {
         Some(Ok(port)) if port > 0 => Ok(()),
-        _ => bail!("the seed {seed:?} has no port: {expected}"),
+        _ => refuse!("the seed {seed:?} has no port: {expected}"),
     }
 }
 
-fn read(path: &Path) -> Result<NodeSettings> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read the config file {}", path.display()))?;
-    toml::from_str(&text)
-        .map_err(|error| anyhow::anyhow!("invalid config file {}: {error}", path.display()))
+fn read(path: &Path) -> Result<NodeSettings, SettingsError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|error| SettingsError::Invalid {
+        path: path.to_owned(),
+        message: error.to_string(),
+    })
 }
 
 #[cfg(test)]
@@ -450,5 +563,59 @@ mod seed_tests {
             let error = check_seed(bad).unwrap_err().to_string();
             assert!(error.contains("HOST:PORT"), "{bad}: {error}");
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+mod file_tests {
+    use std::time::Duration;
+
+    use super::{Settings, SettingsError};
+    use crate::leader::ElectionMode;
+
+    fn file(name: &str, text: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("gen-cluster-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn an_application_starts_from_the_clis_file() {
+        let path = file(
+            "node.toml",
+            "name = \"a\"\nlisten = \"127.0.0.1:4370\"\ndown_after_ms = 2000\n\
+             candidates = [\"a\", \"b\", \"c\"]\nelection = \"majority\"\ndata_dir = \"/var/lib/x\"\n\
+             tls = { cert = \"a.pem\", key = \"a.key\", ca = \"ca.pem\" }\n\
+             [discovery]\nstatic = [\"10.0.0.2:4370\"]\nrefresh_interval_ms = \"infinity\"\n",
+        );
+        let settings = Settings::from_toml_file(&path).unwrap();
+        let config = settings.node_config(b"cookie".to_vec());
+        assert_eq!(config.name.as_str(), "a");
+        assert_eq!(config.listen, "127.0.0.1:4370");
+        assert_eq!(config.liveness.down_after, Duration::from_secs(2));
+        let leader = settings.leader_config("dict").unwrap();
+        assert_eq!(leader.mode, ElectionMode::Majority);
+        assert_eq!(leader.candidates.len(), 3);
+        assert_eq!(settings.given.seeds, ["10.0.0.2:4370"]);
+        assert!(settings.expects_peers());
+        assert_eq!(settings.reconcile().refresh_interval, None);
+        let tls = settings.given.tls.files().unwrap().unwrap();
+        assert_eq!(tls.ca, std::path::Path::new("ca.pem"));
+    }
+
+    #[test]
+    fn a_bad_file_says_its_line_and_what_to_change() {
+        let typo = file("typo.toml", "name = \"a\"\nlisen = \"x\"\n");
+        let error = Settings::from_toml_file(&typo).unwrap_err();
+        assert!(matches!(error, SettingsError::Invalid { .. }), "{error}");
+        assert!(error.to_string().contains("line 2"), "{error}");
+        let half_tls = file("tls.toml", "name = \"a\"\ntls = { cert = \"a.pem\" }\n");
+        let error = Settings::from_toml_file(&half_tls).unwrap_err();
+        assert!(matches!(error, SettingsError::Refused(_)), "{error}");
+        let missing = Settings::from_toml_file(std::path::Path::new("/no/such/file.toml"));
+        assert!(matches!(missing, Err(SettingsError::Read { .. })));
     }
 }
