@@ -1529,6 +1529,11 @@ fn metrics_and_probes_follow_the_cluster_as_it_changes() {
     );
     wait_series(
         &http_a,
+        "gen_cluster_peer_round_trip_seconds_count{peer=\"b\"}",
+        |n| n >= 1.0,
+    );
+    wait_series(
+        &http_a,
         "gen_cluster_handshakes_total{role=\"acceptor\",outcome=\"ok\"}",
         |n| n >= 2.0,
     );

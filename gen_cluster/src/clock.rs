@@ -33,6 +33,18 @@ impl Epoch {
         cell.store(u64::try_from(nanos).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 
+    /// `at` as nanoseconds since the epoch, to send and get back (a ping's stamp).
+    pub(crate) fn stamp(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.0).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// How long before `now` the `stamp` was made; none for a stamp from the future (not one
+    /// this epoch made).
+    pub(crate) fn since(&self, now: Instant, stamp: u64) -> Option<Duration> {
+        let at = self.0.checked_add(Duration::from_nanos(stamp))?;
+        now.checked_duration_since(at)
+    }
+
     /// The instant stored in `cell` (the epoch itself if nothing was stored).
     pub(crate) fn load(&self, cell: &AtomicU64) -> Instant {
         self.0 + Duration::from_nanos(cell.load(Ordering::Relaxed))

@@ -1,7 +1,7 @@
 //! The node's metrics, through the `metrics` facade: every name, with its kind, labels and help,
 //! is in [`METRICS`] (the README's table, the dashboard and the alert rules are checked against
 //! it). Counters are recorded where things happen, with handles made once per link so that a
-//! frame costs an atomic add; gauges of state (nodes by view state, links, queues, names,
+//! frame costs an atomic add (the round trip too: a ping each second); gauges of state (nodes by view state, links, queues, names,
 //! processes) are sampled once a second by the task [`start`] runs, from the node's tables.
 //! Without a recorder installed every call is a no-op. The CLI serves them over HTTP
 //! (`gen-cluster node --http`); an application installs the recorder it likes.
@@ -25,6 +25,8 @@ pub enum Kind {
     Counter,
     /// Goes up and down.
     Gauge,
+    /// A distribution of observations.
+    Histogram,
 }
 
 /// One metric the node exports.
@@ -70,6 +72,8 @@ pub const SENT_FRAMES: &str = "gen_cluster_sent_frames_total";
 pub const RECEIVED_BYTES: &str = "gen_cluster_received_bytes_total";
 /// Frames received on a link.
 pub const RECEIVED_FRAMES: &str = "gen_cluster_received_frames_total";
+/// The link's round trip, measured once a second.
+pub const PEER_ROUND_TRIP: &str = "gen_cluster_peer_round_trip_seconds";
 /// Handshakes, by role and outcome.
 pub const HANDSHAKES: &str = "gen_cluster_handshakes_total";
 /// Links established.
@@ -152,6 +156,12 @@ pub const METRICS: &[Metric] = &[
         Kind::Counter,
         &["peer"],
         "frames received on the link",
+    ),
+    metric(
+        PEER_ROUND_TRIP,
+        Kind::Histogram,
+        &["peer"],
+        "the link's round trip (a ping the peer answers, once a second), in seconds",
     ),
     metric(
         HANDSHAKES,
@@ -264,6 +274,7 @@ pub fn describe() {
         match metric.kind {
             Kind::Counter => metrics::describe_counter!(metric.name, metric.help),
             Kind::Gauge => metrics::describe_gauge!(metric.name, metric.help),
+            Kind::Histogram => metrics::describe_histogram!(metric.name, metric.help),
         }
     }
 }
@@ -331,6 +342,7 @@ pub(crate) struct LinkCounters {
     pub(crate) sent_frames: metrics::Counter,
     pub(crate) received_bytes: metrics::Counter,
     pub(crate) received_frames: metrics::Counter,
+    pub(crate) round_trip: metrics::Histogram,
 }
 
 impl LinkCounters {
@@ -341,6 +353,7 @@ impl LinkCounters {
             sent_frames: counter(SENT_FRAMES),
             received_bytes: counter(RECEIVED_BYTES),
             received_frames: counter(RECEIVED_FRAMES),
+            round_trip: metrics::histogram!(PEER_ROUND_TRIP, "peer" => peer.to_string()),
         }
     }
 }

@@ -154,6 +154,16 @@ pub enum Header<'a> {
         /// and every later piece against.
         left: u32,
     },
+    /// Asks the receiver to answer `Pong` with `sent`, to measure the round trip.
+    Ping {
+        /// The sender's clock when it sent this, opaque to the receiver.
+        sent: u64,
+    },
+    /// The answer to a `Ping`.
+    Pong {
+        /// The `Ping`'s `sent`.
+        sent: u64,
+    },
 }
 
 impl Header<'_> {
@@ -442,7 +452,7 @@ mod tests {
     proptest! {
         #[test]
         fn every_header_round_trips(
-            kind in 0u8..12, a in arb_pid(), b in arb_pid(), r in any::<u64>(),
+            kind in 0u8..14, a in arb_pid(), b in arb_pid(), r in any::<u64>(),
             reason in arb_reason(), name in "[a-z]{0,20}", payload in proptest::collection::vec(any::<u8>(), 0..64)
         ) {
             let to = if r % 2 == 0 { Dest::Pid(a) } else { Dest::Name(&name) };
@@ -458,6 +468,8 @@ mod tests {
                 8 => Header::Demonitor { reference: r, target: b },
                 9 => Header::Down { reference: r, target: b, reason },
                 10 => Header::Link { from: a, to: b },
+                11 => Header::Ping { sent: r },
+                12 => Header::Pong { sent: r },
                 _ => Header::Exit { from: a, to: b, reason },
             };
             let carried = header.carries_payload().then_some(&payload);

@@ -154,7 +154,7 @@ async fn read_loop(
             Ok(_) => frame,
             Err(error) => return protocol_error(link, error),
         };
-        match handle_frame(dist, link, &frame, &last_heard).await {
+        match handle_frame(dist, link, &frame, &last_heard, counters).await {
             Ok(None) => {}
             Ok(Some(reason)) => return reason,
             Err(error) => return protocol_error(link, error),
@@ -173,11 +173,20 @@ async fn handle_frame(
     link: &PeerLink,
     frame: &Bytes,
     last_heard: &AtomicU64,
+    counters: &LinkCounters,
 ) -> Result<Option<DownReason>, WireError> {
     let (header, payload) = wire::decode(frame)?;
     let payload = || Payload::Encoded(frame.slice_ref(payload));
     match header {
         Header::Heartbeat => {}
+        Header::Ping { sent } => {
+            link.queue.send_header(&Header::Pong { sent });
+        }
+        Header::Pong { sent } => {
+            if let Some(round_trip) = dist.epoch.since(now(), sent) {
+                counters.round_trip.record(round_trip.as_secs_f64());
+            }
+        }
         Header::Goodbye { reason } => return Ok(Some(DownReason::Left(reason))),
         Header::Send { to } => {
             let signal = Signal::Info {
@@ -254,6 +263,9 @@ async fn deliver(
     }
 }
 
+/// How often a link measures its round trip (a `Ping` the peer answers with a `Pong`).
+const PING_EVERY: Duration = Duration::from_secs(1);
+
 /// The length prefix of every frame on the wire.
 const FRAME_PREFIX: u64 = 4;
 
@@ -279,6 +291,7 @@ async fn write_loop(
         config,
     };
     let mut detector = Liveness::new(config, now());
+    let mut next_ping = now();
     let mut last_write = now() - COALESCE_WINDOW;
     let mut batch = Vec::with_capacity(WRITE_BATCH);
     let mut buffer = Vec::with_capacity(64 * 1024);
@@ -379,6 +392,17 @@ async fn write_loop(
                     return Err(DownReason::Unresponsive { silent_for });
                 }
                 None => {}
+            }
+            let at = now();
+            if at >= next_ping {
+                next_ping = at + PING_EVERY;
+                let ping = Header::Ping {
+                    sent: dist.epoch.stamp(at),
+                };
+                let ping = wire::encode_header(&ping, wire::DEFAULT_MAX_FRAME).unwrap_or_default();
+                write_all(&mut write, &ping, &silence).await?;
+                counters.sent_frames.increment(1);
+                counters.sent_bytes.increment(ping.len() as u64);
             }
         }
     }
