@@ -1,9 +1,10 @@
 //! The node's metrics, through the `metrics` facade: every name, with its kind, labels and help,
 //! is in [`METRICS`] (the README's table, the dashboard and the alert rules are checked against
 //! it). Counters are recorded where things happen, with handles made once per link so that a
-//! frame costs an atomic add (the round trip too: a ping each second); gauges of state (nodes by view state, links, queues, names,
-//! processes) are sampled once a second by the task [`start`] runs, from the node's tables.
-//! Without a recorder installed every call is a no-op. The CLI serves them over HTTP
+//! frame costs an atomic add (the round trip too: a ping each second); gauges of state (nodes
+//! by view state, links, queues, names, processes, mailboxes) are sampled once a second by the
+//! task [`start`] runs, from the node's tables, in O(nodes + links + processes). Without a
+//! recorder installed every call is a no-op. The CLI serves them over HTTP
 //! (`gen-cluster node --http`); an application installs the recorder it likes.
 
 use std::sync::Arc;
@@ -94,6 +95,10 @@ pub const LEADER_CALLS: &str = "gen_cluster_leader_calls_total";
 pub const GLOBAL_NAMES: &str = "gen_cluster_global_names";
 /// Processes running on this node.
 pub const PROCESSES: &str = "gen_cluster_processes";
+/// Signals waiting in the longest mailbox of this node.
+pub const MAILBOX_LONGEST: &str = "gen_cluster_mailbox_longest";
+/// Signals waiting in all the mailboxes of this node.
+pub const MAILBOX_WAITING: &str = "gen_cluster_mailbox_waiting";
 /// Members of a cluster of processes this node's member sees, by kind.
 pub const MEMBERS: &str = "gen_cluster_members";
 /// Discovery rounds, by outcome.
@@ -221,6 +226,18 @@ pub const METRICS: &[Metric] = &[
         "processes running on this node",
     ),
     metric(
+        MAILBOX_LONGEST,
+        Kind::Gauge,
+        &[],
+        "signals (messages, notices) waiting in the longest mailbox of this node",
+    ),
+    metric(
+        MAILBOX_WAITING,
+        Kind::Gauge,
+        &[],
+        "signals waiting in all the mailboxes of this node",
+    ),
+    metric(
         MEMBERS,
         Kind::Gauge,
         &["cluster", "kind"],
@@ -334,6 +351,9 @@ fn sample(sampled: &Sampled, queues: &mut Vec<String>) {
     *queues = now;
     metrics::gauge!(GLOBAL_NAMES).set(sampled.globals.len() as f64);
     metrics::gauge!(PROCESSES).set(sampled.processes.len() as f64);
+    let (longest, waiting) = sampled.processes.mailbox_lengths();
+    metrics::gauge!(MAILBOX_LONGEST).set(longest as f64);
+    metrics::gauge!(MAILBOX_WAITING).set(waiting as f64);
 }
 
 /// A link's counters, made once when it comes up.

@@ -4,6 +4,7 @@
 
 use std::any::Any;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use gen_cluster_proto::wire::CallRefusal;
@@ -48,19 +49,54 @@ impl Signal {
     }
 }
 
+/// The sending side of a process's mailbox, counting what it puts in (the count the node's
+/// metrics sample: one atomic add per signal, as the channel's own).
+#[derive(Clone, Debug)]
+pub(crate) struct MailboxSender {
+    tx: mpsc::UnboundedSender<Signal>,
+    waiting: Arc<AtomicUsize>,
+}
+
+impl MailboxSender {
+    /// Puts `signal` in the mailbox; gives it back if the process has ended.
+    pub(crate) fn send(&self, signal: Signal) -> Result<(), Signal> {
+        // Counted first: the process may take it (and count it out) before `send` returns.
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        self.tx.send(signal).map_err(|returned| {
+            self.waiting.fetch_sub(1, Ordering::Relaxed);
+            returned.0
+        })
+    }
+
+    /// How many signals wait in the mailbox.
+    pub(crate) fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
+    }
+}
+
+/// A process's mailbox: where signals are put in ([`MailboxSender`]), and where the process takes
+/// them ([`Inbox`]).
+pub(crate) fn mailbox(room: Option<Arc<Semaphore>>) -> (MailboxSender, Inbox) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let waiting = Arc::new(AtomicUsize::new(0));
+    let outbox = MailboxSender {
+        tx,
+        waiting: Arc::clone(&waiting),
+    };
+    (outbox, Inbox { rx, room, waiting })
+}
+
 /// The receiving side of a process's mailbox: signals in the order they came. A bounded
 /// mailbox gives a place back for each message taken.
 #[derive(Debug)]
 pub(crate) struct Inbox {
     rx: mpsc::UnboundedReceiver<Signal>,
     room: Option<Arc<Semaphore>>,
+    /// Counted in by the [`MailboxSender`], out here.
+    waiting: Arc<AtomicUsize>,
 }
 
 impl Inbox {
-    pub(crate) fn new(rx: mpsc::UnboundedReceiver<Signal>, room: Option<Arc<Semaphore>>) -> Self {
-        Self { rx, room }
-    }
-
     /// Whether no signal waits.
     pub(crate) fn is_empty(&self) -> bool {
         self.rx.is_empty()
@@ -69,6 +105,7 @@ impl Inbox {
     /// The next signal; `None` once every sender is gone.
     pub(crate) async fn recv(&mut self) -> Option<Signal> {
         let signal = self.rx.recv().await?;
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
         if signal.is_message()
             && let Some(room) = &self.room
         {

@@ -18,11 +18,11 @@ use std::sync::{Arc, Mutex};
 use gen_cluster_proto::wire::Dest;
 use gen_cluster_proto::{Incarnation, NodeId, Pid};
 use rustc_hash::FxHashMap as HashMap;
-use tokio::sync::{Semaphore, TryAcquireError, mpsc};
+use tokio::sync::{Semaphore, TryAcquireError};
 
 use crate::error::StartError;
 use crate::lock;
-use crate::process::signal::{Inbox, Signal};
+use crate::process::signal::{self, Inbox, MailboxSender, Signal};
 
 /// A message could not be put in a mailbox now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,7 +49,7 @@ impl Placement {
 
 /// A message waiting for a place in a full mailbox.
 pub(crate) struct Waiting {
-    mailbox: mpsc::UnboundedSender<Signal>,
+    mailbox: MailboxSender,
     room: Arc<Semaphore>,
     signal: Signal,
 }
@@ -61,9 +61,7 @@ impl Waiting {
             Ok(place) => place.forget(),
             Err(_) => return Err(self.signal),
         }
-        self.mailbox
-            .send(self.signal)
-            .map_err(|returned| returned.0)
+        self.mailbox.send(self.signal)
     }
 }
 
@@ -87,7 +85,7 @@ struct Slots {
 
 #[derive(Debug)]
 struct Slot {
-    mailbox: mpsc::UnboundedSender<Signal>,
+    mailbox: MailboxSender,
     /// The places left, for a bounded mailbox.
     room: Option<Arc<Semaphore>>,
     name: Option<Arc<str>>,
@@ -108,6 +106,18 @@ impl ProcessTable {
     /// Whether `pid` is a process of this node's life (alive or not).
     pub(crate) fn len(&self) -> usize {
         lock(&self.slots).by_local.len()
+    }
+
+    /// The signals waiting in the longest mailbox, and in all of them.
+    pub(crate) fn mailbox_lengths(&self) -> (usize, usize) {
+        let slots = lock(&self.slots);
+        slots
+            .by_local
+            .values()
+            .map(|slot| slot.mailbox.waiting())
+            .fold((0, 0), |(longest, all), waiting| {
+                (longest.max(waiting), all + waiting)
+            })
     }
 
     pub(crate) fn is_local(&self, pid: Pid) -> bool {
@@ -131,8 +141,8 @@ impl ProcessTable {
         name: Option<Arc<str>>,
         capacity: Option<usize>,
     ) -> Result<(Pid, Inbox), StartError> {
-        let (mailbox, rx) = mpsc::unbounded_channel();
         let room = capacity.map(|places| Arc::new(Semaphore::new(places)));
+        let (mailbox, inbox) = signal::mailbox(room.clone());
         let mut slots = lock(&self.slots);
         if slots.closed {
             return Err(StartError::ShuttingDown);
@@ -146,7 +156,6 @@ impl ProcessTable {
         if let Some(name) = &name {
             slots.names.insert(Arc::clone(name), local);
         }
-        let inbox = Inbox::new(rx, room.clone());
         slots.by_local.insert(
             local,
             Slot {
@@ -160,9 +169,9 @@ impl ProcessTable {
 
     /// A pid that will never receive anything, for a mailbox asked for during shutdown.
     pub(crate) fn closed_slot(&self) -> (Pid, Inbox) {
-        let (_, rx) = mpsc::unbounded_channel();
+        let (_, inbox) = signal::mailbox(None);
         let local = self.next_local.fetch_add(1, Ordering::Relaxed);
-        (self.pid_of(local), Inbox::new(rx, None))
+        (self.pid_of(local), inbox)
     }
 
     /// Frees the slot of `pid` and its name; false if it had no slot (already freed).
@@ -262,11 +271,11 @@ impl ProcessTable {
                 }
             }
         }
-        Placement::Done(slot.mailbox.send(signal).map_err(|returned| returned.0))
+        Placement::Done(slot.mailbox.send(signal))
     }
 
     /// Refuses new processes from now on and returns every live mailbox, for shutdown.
-    pub(crate) fn close(&self) -> Vec<mpsc::UnboundedSender<Signal>> {
+    pub(crate) fn close(&self) -> Vec<MailboxSender> {
         let mut slots = lock(&self.slots);
         slots.closed = true;
         slots
@@ -309,6 +318,28 @@ mod tests {
             Signal::Info { payload, .. } => payload.decode().ok(),
             _ => None,
         }
+    }
+
+    #[test]
+    fn mailboxes_count_what_waits_in_them() {
+        let table = table();
+        let (a, mut inbox_a) = table.register(None, None).unwrap();
+        let (b, _inbox_b) = table.register(None, Some(8)).unwrap();
+        for n in 0..3 {
+            assert!(matches!(
+                table.deliver_message(a, info(n)),
+                Placement::Done(Ok(()))
+            ));
+        }
+        assert!(matches!(
+            table.deliver_message(b, info(9)),
+            Placement::Done(Ok(()))
+        ));
+        assert_eq!(table.mailbox_lengths(), (3, 4));
+        assert_eq!(received(&mut inbox_a), Some(0));
+        assert_eq!(table.mailbox_lengths(), (2, 3));
+        table.remove(b);
+        assert_eq!(table.mailbox_lengths(), (2, 2));
     }
 
     #[test]
