@@ -3,102 +3,221 @@
 //!
 //! - `/metrics`: every metric of `gen_cluster::telemetry::METRICS`, Prometheus text (the
 //!   recorder of `metrics-exporter-prometheus`, installed for the process);
-//! - `/ready`: 200 once the node is in its cluster (a peer is up, or it was given no peer to
-//!   find) and, when it runs the dictionary, follows a leader; 503 with the reason otherwise;
+//! - `/ready`: 200 once the node has joined its cluster (a peer was up, when it was given peers
+//!   to find) and, when it runs the dictionary, while it follows a leader; 503 with the reason
+//!   otherwise;
 //! - `/alive`: 200 while the node runs.
 //!
-//! A scrape or a probe is small: a connection may take 5 s to send its request and at most
-//! [`MAX_CONNECTIONS`] are served at once (more wait in the kernel's backlog), so a slow or
-//! hostile client cannot hold the node up.
+//! The server runs on a thread and a runtime of its own, so a flood of scrapes cannot starve the
+//! node's links of their heartbeats; the metrics text is rendered at most once a second
+//! ([`RENDER_EVERY`]), whatever the request rate. One request per connection, each connection
+//! done within [`CONNECTION_TIMEOUT`], at most [`MAX_CONNECTIONS`] at once and
+//! [`MAX_PER_SOURCE`] from one address (more are closed at once, not queued), so a slow or
+//! hostile client cannot hold the probes out for long.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::Arc;
-use std::time::Duration;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
-use hyper::{Request, Response, StatusCode};
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use metrics_util::MetricKindMask;
 
 /// The most connections served at once.
 const MAX_CONNECTIONS: usize = 64;
+/// The most connections served at once from one address.
+const MAX_PER_SOURCE: usize = 8;
 /// How long a client may take to send its request's head.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a connection may last, its answer read included.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
+/// The metrics text is rendered at most this often.
+const RENDER_EVERY: Duration = Duration::from_secs(1);
+/// A per-peer series not updated for this long (a peer gone) leaves `/metrics`.
+const FORGET_AFTER: Duration = Duration::from_secs(600);
 
 /// Whether the node is ready to serve, or why not.
 pub type Readiness = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 
 /// Installs the Prometheus recorder for this process (the node's metrics go to it from now
-/// on); then [`serve`] exports it.
+/// on); then [`serve`] exports it. Counters and histograms not updated for ten minutes (those
+/// of a peer gone) are dropped.
 pub fn install_recorder() -> Result<PrometheusHandle> {
     let handle = PrometheusBuilder::new()
+        .idle_timeout(
+            MetricKindMask::COUNTER | MetricKindMask::HISTOGRAM,
+            Some(FORGET_AFTER),
+        )
         .install_recorder()
         .context("cannot install the metrics recorder")?;
     gen_cluster::telemetry::describe();
     Ok(handle)
 }
 
-/// Binds `addr` and serves the endpoints in the background; returns the bound address.
-pub async fn serve(addr: &str, metrics: PrometheusHandle, ready: Readiness) -> Result<String> {
-    let listener = TcpListener::bind(addr)
-        .await
+/// Binds `addr` now (before the node starts, so that a taken port stops it before it joins
+/// anyone); [`Bound::serve`] starts serving.
+pub fn bind(addr: &str) -> Result<Bound> {
+    let listener = std::net::TcpListener::bind(addr)
         .with_context(|| format!("cannot listen for HTTP on {addr}"))?;
-    let bound = listener.local_addr()?.to_string();
-    let room = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    tokio::spawn(async move {
-        loop {
-            let Ok(permit) = Arc::clone(&room).acquire_owned().await else {
-                return;
-            };
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let (metrics, ready) = (metrics.clone(), Arc::clone(&ready));
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |request| {
-                    let response = respond(&request, &metrics, &ready);
-                    async move { Ok::<_, Infallible>(response) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(REQUEST_TIMEOUT)
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-                drop(permit);
-            });
-        }
-    });
-    Ok(bound)
+    listener.set_nonblocking(true)?;
+    Ok(Bound(listener))
 }
 
-fn respond(
-    request: &Request<Incoming>,
-    metrics: &PrometheusHandle,
-    ready: &Readiness,
-) -> Response<Full<Bytes>> {
-    let (status, body) = match request.uri().path() {
-        "/metrics" => {
-            metrics.run_upkeep();
-            (StatusCode::OK, metrics.render())
+/// The HTTP address, bound, not yet served.
+pub struct Bound(std::net::TcpListener);
+
+impl Bound {
+    /// The address bound.
+    pub fn addr(&self) -> Result<String> {
+        Ok(self.0.local_addr()?.to_string())
+    }
+
+    /// Serves the endpoints on a thread of their own until the process ends.
+    pub fn serve(self, metrics: PrometheusHandle, ready: Readiness) -> Result<()> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let listener = self.0;
+        std::thread::Builder::new()
+            .name("gen-cluster-http".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    match tokio::net::TcpListener::from_std(listener) {
+                        Ok(listener) => accept_loop(listener, Endpoints::new(metrics, ready)).await,
+                        Err(error) => tracing::error!(%error, "cannot serve HTTP"),
+                    }
+                });
+            })?;
+        Ok(())
+    }
+}
+
+/// What the requests are answered from.
+struct Endpoints {
+    metrics: PrometheusHandle,
+    ready: Readiness,
+    /// The metrics text last rendered, and when.
+    rendered: Mutex<Option<(Instant, Bytes)>>,
+}
+
+impl Endpoints {
+    fn new(metrics: PrometheusHandle, ready: Readiness) -> Arc<Self> {
+        Arc::new(Self {
+            metrics,
+            ready,
+            rendered: Mutex::new(None),
+        })
+    }
+
+    /// The metrics text, rendered again if the last is older than [`RENDER_EVERY`].
+    fn metrics_text(&self) -> Bytes {
+        let mut rendered = self.rendered.lock().unwrap_or_else(|e| e.into_inner());
+        match &*rendered {
+            Some((at, text)) if at.elapsed() < RENDER_EVERY => text.clone(),
+            _ => {
+                self.metrics.run_upkeep();
+                let text = Bytes::from(self.metrics.render());
+                *rendered = Some((Instant::now(), text.clone()));
+                text
+            }
         }
-        "/alive" => (StatusCode::OK, "alive\n".to_string()),
-        "/ready" => match ready() {
-            Ok(()) => (StatusCode::OK, "ready\n".to_string()),
-            Err(reason) => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("not ready: {reason}\n"),
+    }
+
+    fn respond(&self, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+        if !matches!(*request.method(), Method::GET | Method::HEAD) {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
+        }
+        match request.uri().path() {
+            "/metrics" => {
+                let mut response = Response::new(Full::new(self.metrics_text()));
+                response.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                );
+                response
+            }
+            "/alive" => text(StatusCode::OK, "alive\n"),
+            "/ready" => match (self.ready)() {
+                Ok(()) => text(StatusCode::OK, "ready\n"),
+                Err(reason) => text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &format!("not ready: {reason}\n"),
+                ),
+            },
+            _ => text(
+                StatusCode::NOT_FOUND,
+                "not found: try /metrics, /ready or /alive\n",
             ),
-        },
-        _ => (
-            StatusCode::NOT_FOUND,
-            "not found: try /metrics, /ready or /alive\n".to_string(),
-        ),
-    };
-    let mut response = Response::new(Full::new(Bytes::from(body)));
+        }
+    }
+}
+
+fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
     *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     response
+}
+
+/// The connections being served, in all and by source address.
+#[derive(Default)]
+struct Served {
+    all: usize,
+    by_source: HashMap<IpAddr, usize>,
+}
+
+async fn accept_loop(listener: tokio::net::TcpListener, endpoints: Arc<Endpoints>) {
+    let served = Arc::new(Mutex::new(Served::default()));
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(_) => {
+                // Out of file descriptors, most likely: wait instead of spinning.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let source = peer.ip();
+        {
+            let mut served = served.lock().unwrap_or_else(|e| e.into_inner());
+            let from_source = served.by_source.get(&source).copied().unwrap_or(0);
+            if served.all >= MAX_CONNECTIONS || from_source >= MAX_PER_SOURCE {
+                // Closed at once: a client over the limits waits in no queue.
+                continue;
+            }
+            served.all += 1;
+            *served.by_source.entry(source).or_default() += 1;
+        }
+        let (endpoints, served) = (Arc::clone(&endpoints), Arc::clone(&served));
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(|request| {
+                let response = endpoints.respond(&request);
+                async move { Ok::<_, Infallible>(response) }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(REQUEST_TIMEOUT)
+                .keep_alive(false)
+                .serve_connection(TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(CONNECTION_TIMEOUT, connection).await;
+            let mut served = served.lock().unwrap_or_else(|e| e.into_inner());
+            served.all -= 1;
+            if let Some(count) = served.by_source.get_mut(&source) {
+                *count -= 1;
+                if *count == 0 {
+                    served.by_source.remove(&source);
+                }
+            }
+        });
+    }
 }

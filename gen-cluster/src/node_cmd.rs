@@ -85,9 +85,10 @@ fn start_discovery(node: &Node, args: &Settings) -> Result<()> {
 }
 
 async fn serve(args: Settings) -> Result<()> {
-    // Before the node starts: the counters it makes as links come up go to this recorder.
-    let metrics = match &args.given.http {
-        Some(_) => Some(crate::http::install_recorder()?),
+    // Before the node starts: a taken port stops it before it joins anyone, and the counters
+    // it makes as links come up go to this recorder.
+    let http = match &args.given.http {
+        Some(addr) => Some((crate::http::bind(addr)?, crate::http::install_recorder()?)),
         None => None,
     };
     let config = args.node_config(crate::cookie::load(
@@ -131,10 +132,13 @@ async fn serve(args: Settings) -> Result<()> {
     }
     let dictionary = start_dictionary(&node, &args).await?;
     let mut leader_changes = dictionary.as_ref().and_then(Leader::leader_changes);
-    if let (Some(addr), Some(metrics)) = (&args.given.http, metrics) {
-        let ready = readiness(&node, args.expects_peers(), leader_changes.clone());
-        let bound = crate::http::serve(addr, metrics, ready).await?;
-        printer.print("http", None, None, Some(&bound));
+    if let Some((bound, metrics)) = http {
+        let addr = bound.addr()?;
+        bound.serve(
+            metrics,
+            readiness(&node, args.expects_peers(), leader_changes.clone()),
+        )?;
+        printer.print("http", None, None, Some(&addr));
     }
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
@@ -183,25 +187,38 @@ async fn serve(args: Settings) -> Result<()> {
     Ok(())
 }
 
-/// The node's readiness: in its cluster once a peer is up (when it was given peers to find),
-/// and following a leader when it runs the dictionary.
+/// The node's readiness: once it has joined its cluster (a peer was up, when it was given
+/// peers to find; it stays joined when they go, so that a survivor keeps serving), and while it
+/// follows a leader when it runs the dictionary.
 fn readiness(
     node: &Node,
     expects_peers: bool,
     leader: Option<tokio::sync::watch::Receiver<Option<ElectionId>>>,
 ) -> crate::http::Readiness {
+    use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+    let joined = std::sync::Arc::new(AtomicBool::new(!expects_peers));
+    if expects_peers {
+        let (node, joined) = (node.clone(), std::sync::Arc::clone(&joined));
+        tokio::spawn(async move {
+            let mut views = node.view_changes();
+            let name = node.name().clone();
+            let peer_up = |view: &std::sync::Arc<gen_cluster::ClusterView>| {
+                view.nodes
+                    .iter()
+                    .any(|known| known.name != name && known.state == NodeState::Up)
+            };
+            if views.wait_for(peer_up).await.is_ok() {
+                joined.store(true, Relaxed);
+            }
+        });
+    }
     let node = node.clone();
     std::sync::Arc::new(move || {
         if node.is_shutting_down() {
             return Err("shutting down".into());
         }
-        let view = node.view();
-        let joined = view
-            .nodes
-            .iter()
-            .any(|known| known.name != *node.name() && known.state == NodeState::Up);
-        if expects_peers && !joined {
-            return Err("no peer is up: the node has not joined its cluster yet".into());
+        if !joined.load(Relaxed) {
+            return Err("no peer has been up yet: the node has not joined its cluster".into());
         }
         if let Some(leader) = &leader
             && leader.borrow().is_none()

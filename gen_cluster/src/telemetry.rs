@@ -85,7 +85,7 @@ pub const NODE_DOWN: &str = "gen_cluster_node_down_total";
 pub const RECONNECTS: &str = "gen_cluster_reconnects_total";
 /// Whether this node follows a leader in an election (0 or 1).
 pub const LEADER_PRESENT: &str = "gen_cluster_leader_present";
-/// Changes of the leader this node follows (to none included).
+/// Changes to a new leader this node follows (a change to none does not count).
 pub const LEADER_CHANGES: &str = "gen_cluster_leader_changes_total";
 /// The term (majority) or round (priority) of the leader this node follows.
 pub const LEADER_TERM: &str = "gen_cluster_leader_term";
@@ -199,7 +199,7 @@ pub const METRICS: &[Metric] = &[
         LEADER_CHANGES,
         Kind::Counter,
         &["election"],
-        "changes of the leader this node follows, to none included",
+        "changes to a new leader followed by this node (a failover counts one)",
     ),
     metric(
         LEADER_TERM,

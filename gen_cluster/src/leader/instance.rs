@@ -528,13 +528,7 @@ impl<B: LeaderServer> Instance<B> {
             changed
         });
         if leader_changed {
-            let election = super::election_of(&self.name);
-            metrics::counter!(telemetry::LEADER_CHANGES, "election" => election.clone())
-                .increment(1);
-            metrics::gauge!(telemetry::LEADER_PRESENT, "election" => election.clone())
-                .set(f64::from(u8::from(current.is_some())));
-            let term = current.as_ref().map_or(0, |e| e.term.max(e.round));
-            metrics::gauge!(telemetry::LEADER_TERM, "election" => election).set(term as f64);
+            record_leader(&self.name, current.as_ref());
         }
         let standing = self.machine.standing();
         self.standing.send_if_modified(|seen| {
@@ -1436,4 +1430,17 @@ async fn sleep_until(due: Option<Instant>) {
         Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
         None => std::future::pending().await,
     }
+}
+
+/// The election metrics of the instance `instance`, which follows `leader`: a change to a new
+/// leader counts, one to none does not (a failover is one change).
+pub(super) fn record_leader(instance: &str, leader: Option<&ElectionId>) {
+    let election = super::election_of(instance);
+    if leader.is_some() {
+        metrics::counter!(telemetry::LEADER_CHANGES, "election" => election.clone()).increment(1);
+    }
+    metrics::gauge!(telemetry::LEADER_PRESENT, "election" => election.clone())
+        .set(f64::from(u8::from(leader.is_some())));
+    let term = leader.map_or(0, |e| e.term.max(e.round));
+    metrics::gauge!(telemetry::LEADER_TERM, "election" => election).set(term as f64);
 }

@@ -620,6 +620,8 @@ impl<B: LeaderServer> Leader<B> {
         };
         let name = instance_name(&config.name);
         let (instance, wiring) = Instance::new(behaviour, machine, &name);
+        // No leader yet: an alert on a missing leader fires even if one never comes.
+        instance::record_leader(&name, None);
         let changes = wiring.changes.clone();
         let standing = wiring.standing.clone();
         let server = node.spawn_named(&name, instance).await?;
