@@ -1574,6 +1574,51 @@ fn metrics_and_probes_follow_the_cluster_as_it_changes() {
     let (status, body) = scrape(&http(&lonely), "/ready");
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("not joined"), "{body}");
+
+    // A voter alone never gets a leader: the gauge says so from the start (the no-leader alert
+    // fires), and it is not ready.
+    let data = scratch("metrics-voter");
+    let voter = NodeProcess::start_with(
+        "v",
+        "127.0.0.1:0",
+        COOKIE,
+        &[],
+        &[
+            "--candidates",
+            "v,x,y",
+            "--election",
+            "majority",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--http",
+            "127.0.0.1:0",
+        ],
+    );
+    let voter_http = http(&voter);
+    wait_series(
+        &voter_http,
+        "gen_cluster_leader_present{election=\"dict\"}",
+        |n| n == 0.0,
+    );
+    assert_eq!(scrape(&voter_http, "/ready").0, 503);
+
+    // A taken HTTP port stops the node before it joins anyone.
+    let taken = gen_cluster(&[
+        "node",
+        "--name",
+        "t",
+        "--listen",
+        "127.0.0.1:0",
+        "--seed",
+        &b.addr,
+        "--http",
+        &http_b,
+    ]);
+    assert!(!taken.status.success());
+    let said = String::from_utf8_lossy(&taken.stderr);
+    assert!(said.contains("cannot listen for HTTP"), "{said}");
+    assert!(!String::from_utf8_lossy(&taken.stdout).contains("node_up"));
+    let _ = std::fs::remove_dir_all(data);
 }
 
 /// A loopback port free at the time of asking.
