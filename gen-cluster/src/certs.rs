@@ -74,8 +74,8 @@ pub fn issue(dir: &Path, name: &str, days: i64) -> Result<TlsFiles> {
     Ok(files)
 }
 
-/// The longest validity `certs` issues.
-const MAX_DAYS: i64 = 36_500;
+/// The CA's validity, and so the longest a certificate it issues can be valid.
+const MAX_DAYS: i64 = 3_650;
 
 /// Whether `name` is a node name that is also a DNS name in its one form: the only names
 /// a certificate can bind (see `gen_cluster::PeerCertificate::certifies`).
@@ -101,6 +101,13 @@ fn name_for_file(name: &str) -> String {
 fn ca(dir: &Path) -> Result<Issuer<'static, KeyPair>> {
     let (cert_path, key_path): (PathBuf, PathBuf) = (dir.join("ca.pem"), dir.join("ca.key"));
     if key_path.exists() {
+        if !cert_path.exists() {
+            bail!(
+                "{} exists without its certificate ca.pem: put it beside the key (peers check \
+                 certificates against it), or use another directory",
+                key_path.display()
+            );
+        }
         let pem = std::fs::read_to_string(&key_path)
             .with_context(|| format!("cannot read {}", key_path.display()))?;
         let key = KeyPair::from_pem(&pem)
@@ -118,7 +125,7 @@ fn ca(dir: &Path) -> Result<Issuer<'static, KeyPair>> {
     let mut params = ca_params(&key)?;
     let now = OffsetDateTime::now_utc();
     params.not_before = now - Duration::hours(1);
-    params.not_after = now + Duration::days(3650);
+    params.not_after = now + Duration::days(MAX_DAYS);
     let cert = params.self_signed(&key)?;
     write(&key_path, &key.serialize_pem(), true)?;
     write(&cert_path, &cert.pem(), false)?;

@@ -40,21 +40,18 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
 /// The metrics text is rendered at most this often.
 const RENDER_EVERY: Duration = Duration::from_secs(1);
-/// A per-peer series not updated for this long (a peer gone) leaves `/metrics`.
+/// A round-trip series not updated for this long (its peer gone) leaves `/metrics`.
 const FORGET_AFTER: Duration = Duration::from_secs(600);
 
 /// Whether the node is ready to serve, or why not.
 pub type Readiness = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 
 /// Installs the Prometheus recorder for this process (the node's metrics go to it from now
-/// on); then [`serve`] exports it. Counters and histograms not updated for ten minutes (those
-/// of a peer gone) are dropped.
+/// on); then [`Bound::serve`] exports it. A histogram not updated for ten minutes (the round
+/// trip of a peer gone) is dropped; counters stay, so that a rate over an hour stays right.
 pub fn install_recorder() -> Result<PrometheusHandle> {
     let handle = PrometheusBuilder::new()
-        .idle_timeout(
-            MetricKindMask::COUNTER | MetricKindMask::HISTOGRAM,
-            Some(FORGET_AFTER),
-        )
+        .idle_timeout(MetricKindMask::HISTOGRAM, Some(FORGET_AFTER))
         .install_recorder()
         .context("cannot install the metrics recorder")?;
     gen_cluster::telemetry::describe();
@@ -176,13 +173,33 @@ struct Served {
     by_source: HashMap<IpAddr, usize>,
 }
 
+/// A connection's place among those served, given back when dropped (however its task ends).
+struct Place {
+    served: Arc<Mutex<Served>>,
+    source: IpAddr,
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        let mut served = self.served.lock().unwrap_or_else(|e| e.into_inner());
+        served.all -= 1;
+        if let Some(count) = served.by_source.get_mut(&self.source) {
+            *count -= 1;
+            if *count == 0 {
+                served.by_source.remove(&self.source);
+            }
+        }
+    }
+}
+
 async fn accept_loop(listener: tokio::net::TcpListener, endpoints: Arc<Endpoints>) {
     let served = Arc::new(Mutex::new(Served::default()));
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
-            Err(_) => {
+            Err(error) => {
                 // Out of file descriptors, most likely: wait instead of spinning.
+                tracing::warn!(%error, "HTTP accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
@@ -198,7 +215,11 @@ async fn accept_loop(listener: tokio::net::TcpListener, endpoints: Arc<Endpoints
             served.all += 1;
             *served.by_source.entry(source).or_default() += 1;
         }
-        let (endpoints, served) = (Arc::clone(&endpoints), Arc::clone(&served));
+        let endpoints = Arc::clone(&endpoints);
+        let place = Place {
+            served: Arc::clone(&served),
+            source,
+        };
         tokio::spawn(async move {
             let service = hyper::service::service_fn(|request| {
                 let response = endpoints.respond(&request);
@@ -210,14 +231,7 @@ async fn accept_loop(listener: tokio::net::TcpListener, endpoints: Arc<Endpoints
                 .keep_alive(false)
                 .serve_connection(TokioIo::new(stream), service);
             let _ = tokio::time::timeout(CONNECTION_TIMEOUT, connection).await;
-            let mut served = served.lock().unwrap_or_else(|e| e.into_inner());
-            served.all -= 1;
-            if let Some(count) = served.by_source.get_mut(&source) {
-                *count -= 1;
-                if *count == 0 {
-                    served.by_source.remove(&source);
-                }
-            }
+            drop(place);
         });
     }
 }

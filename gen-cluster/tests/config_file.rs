@@ -259,6 +259,7 @@ fn certs_refuses_names_and_validities_it_cannot_honour() {
         (&["a@host"][..], "DNS name"),
         (&["--days", "0", "b"][..], "--days"),
         (&["--days", "99999999999", "b"][..], "--days"),
+        (&["--days", "3651", "b"][..], "--days"),
     ] {
         let output = certs(args);
         assert!(!output.status.success(), "{args:?}");

@@ -137,11 +137,19 @@ fn the_dashboard_parses_and_names_only_exported_metrics() {
 fn the_readme_lists_every_exported_metric() {
     let readme = repo_file("README.md");
     for metric in METRICS {
+        let row = readme
+            .lines()
+            .find(|line| line.starts_with(&format!("| `{}` |", metric.name)))
+            .unwrap_or_else(|| panic!("the README's metric table lacks {}", metric.name));
         assert!(
-            readme.contains(&format!("`{}`", metric.name)),
-            "the README's metric table lacks {}",
-            metric.name
+            row.contains(&format!("| {} |", metric.help)),
+            "the README's row of {} does not say what the node says: {}",
+            metric.name,
+            metric.help
         );
+        for label in metric.labels {
+            assert!(row.contains(&format!("`{label}`")), "{row} lacks {label}");
+        }
     }
     // The protocol crate's name reads like a metric's.
     let mut named = metric_names(&readme);

@@ -2,7 +2,9 @@
 //! file and (with the `clap` feature, as the `gen-cluster` CLI builds it) a flag of
 //! `gen-cluster node`. An application starts from the same file as the CLI with
 //! [`Settings::from_toml_file`], then takes its [`NodeConfig`](Settings::node_config), its
-//! election's [`LeaderConfig`](Settings::leader_config), its discovery and TLS files. The flags override the file, lists
+//! election's [`LeaderConfig`](Settings::leader_config), its TLS files, and the discovery
+//! sources it names (`given.discovery`, `given.seeds`) to start as it likes. `EventFormat` is
+//! read for the CLI, which prints the events. The flags override the file, lists
 //! add up, and where neither gives a setting the library's default applies (`NodeConfig::new`,
 //! `ReconcileConfig::default`): no default is restated here. A bad file is refused at start with
 //! the line and the reason.

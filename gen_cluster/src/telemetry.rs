@@ -35,7 +35,7 @@ pub enum Kind {
 pub struct Metric {
     /// Its name, prefixed `gen_cluster_`.
     pub name: &'static str,
-    /// Counter or gauge.
+    /// Counter, gauge or histogram.
     pub kind: Kind,
     /// Its labels.
     pub labels: &'static [&'static str],
@@ -148,7 +148,7 @@ pub const METRICS: &[Metric] = &[
         SENT_FRAMES,
         Kind::Counter,
         &["peer"],
-        "frames sent on the link",
+        "frames sent on the link (messages and control frames; a message sent in fragments counts once)",
     ),
     metric(
         RECEIVED_BYTES,
@@ -160,7 +160,7 @@ pub const METRICS: &[Metric] = &[
         RECEIVED_FRAMES,
         Kind::Counter,
         &["peer"],
-        "frames received on the link",
+        "frames received on the link (a message that came in fragments counts once)",
     ),
     metric(
         PEER_ROUND_TRIP,

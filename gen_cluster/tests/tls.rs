@@ -179,6 +179,11 @@ async fn a_node_does_not_start_with_a_certificate_its_peers_would_refuse() {
             "{other}: {error}"
         );
     }
+    // An address has one name too: `0::1` is not the node `::1`.
+    let address = ca.issue_for("address", &["::1"], -1, 1);
+    assert!(Tls::load(address.clone(), name("::1")).is_ok());
+    let error = Tls::load(address, name("0::1")).unwrap_err();
+    assert!(matches!(error, TlsError::NotNamed { .. }), "{error}");
 
     // A certificate only a server may use: peers it dials would refuse it.
     let server_only = [ExtendedKeyUsagePurpose::ServerAuth];
@@ -263,7 +268,14 @@ async fn an_expired_certificate_is_refused() {
     let ca = Ca::new(&dir, "ca");
     let a = tls_node("a", ca.issue("a")).await;
     let expired = ca.issue_for("old", &["old"], -30, -1);
+    let started = std::time::Instant::now();
     let error = raw_tls_dial(&a, &expired).await.unwrap_err();
+    // Refused at once, not closed by the pre-auth deadline after the certificate was taken.
+    assert!(
+        started.elapsed() < a.config().auth_timeout / 2,
+        "{error} after {:?}",
+        started.elapsed()
+    );
     assert!(
         error.contains("CertificateExpired") || error.contains("closed"),
         "{error}"
@@ -339,6 +351,11 @@ async fn every_certificate_and_the_ca_rotate_while_the_cluster_runs() {
         let fresh = new_ca.issue(n);
         std::fs::copy(&fresh.cert, &tls.files().cert).unwrap();
         std::fs::copy(&fresh.key, &tls.files().key).unwrap();
+        tls.reload().unwrap();
+    }
+    // Step 3: the old CA is dropped.
+    for tls in &transports {
+        std::fs::write(&tls.files().ca, &new_ca.pem).unwrap();
         tls.reload().unwrap();
     }
     // A newcomer that knows only the new CA reaches every node: they present new certificates.

@@ -26,7 +26,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use gen_cluster_proto::ExitReason;
 use gen_cluster_proto::NodeName;
-use gen_cluster_proto::handshake::Established;
+use gen_cluster_proto::handshake::{Established, ROUND_TRIP_VERSION};
 use gen_cluster_proto::liveness::{Liveness, LivenessAction, LivenessConfig};
 use gen_cluster_proto::wire::{self, CallRefusal, Header, WireError};
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
@@ -49,6 +49,8 @@ use crate::transport::{ReadHalf, WriteHalf};
 pub(crate) struct NewLink {
     link: Arc<PeerLink>,
     outgoing: mpsc::UnboundedReceiver<Outgoing>,
+    /// Whether the peer answers pings (its version has them).
+    pings: bool,
 }
 
 impl NewLink {
@@ -66,6 +68,7 @@ pub(crate) fn establish(
     peer: &Established,
     heard: Arc<AtomicU64>,
 ) -> Option<NewLink> {
+    let pings = peer.version >= ROUND_TRIP_VERSION;
     let peer = &peer.peer;
     let config = &dist.config;
     let (queue, outgoing) =
@@ -83,13 +86,21 @@ pub(crate) fn establish(
         tracing::debug!(peer = %peer.name, "handshake completed but another connection won");
         return None;
     };
-    Some(NewLink { link, outgoing })
+    Some(NewLink {
+        link,
+        outgoing,
+        pings,
+    })
 }
 
 /// Runs an established link: its writer, and its reader, which takes the link down when either
 /// ends.
 pub(crate) fn run(dist: &Arc<Dist>, new: NewLink, mut frames: Frames, write: WriteHalf) {
-    let NewLink { link, outgoing } = new;
+    let NewLink {
+        link,
+        outgoing,
+        pings,
+    } = new;
     // Larger messages come in fragments; the reader's buffer never grows past one.
     frames
         .decoder_mut()
@@ -106,6 +117,7 @@ pub(crate) fn run(dist: &Arc<Dist>, new: NewLink, mut frames: Frames, write: Wri
             write,
             Arc::clone(&last_heard),
             Arc::clone(&counters),
+            pings,
         ),
     );
     let tasks = dist.tasks.clone();
@@ -139,10 +151,9 @@ async fn read_loop(
             Some(Err(error)) => return DownReason::ConnectionLost(error.to_string()),
             None => return DownReason::ConnectionLost("closed by peer".into()),
         };
-        counters.received_frames.increment(1);
         counters
             .received_bytes
-            .increment(FRAME_PREFIX + frame.len() as u64);
+            .increment((wire::LENGTH_PREFIX + frame.len()) as u64);
         let frame = match wire::decode(&frame) {
             Ok((Header::Fragment { left }, piece)) => {
                 match reassembly.add(piece, left, dist.config.max_frame) {
@@ -154,6 +165,9 @@ async fn read_loop(
             Ok(_) => frame,
             Err(error) => return protocol_error(link, error),
         };
+        // Frames as the peer queued them: a message that came in fragments counts once, as
+        // the sender counts it.
+        counters.received_frames.increment(1);
         match handle_frame(dist, link, &frame, &last_heard, counters).await {
             Ok(None) => {}
             Ok(Some(reason)) => return reason,
@@ -266,9 +280,6 @@ async fn deliver(
 /// How often a link measures its round trip (a `Ping` the peer answers with a `Pong`).
 const PING_EVERY: Duration = Duration::from_secs(1);
 
-/// The length prefix of every frame on the wire.
-const FRAME_PREFIX: u64 = 4;
-
 /// The most bytes the writer gathers for one write (small frames coalesced in a burst).
 const WRITE_BUFFER: usize = 256 * 1024;
 
@@ -282,6 +293,7 @@ async fn write_loop(
     mut write: WriteHalf,
     last_heard: Arc<AtomicU64>,
     counters: Arc<LinkCounters>,
+    pings: bool,
 ) {
     let config = dist.config.liveness;
     let deadline = config.down_after;
@@ -394,15 +406,16 @@ async fn write_loop(
                 None => {}
             }
             let at = now();
-            if at >= next_ping {
+            if pings && at >= next_ping {
                 next_ping = at + PING_EVERY;
                 let ping = Header::Ping {
                     sent: dist.epoch.stamp(at),
                 };
-                let ping = wire::encode_header(&ping, wire::DEFAULT_MAX_FRAME).unwrap_or_default();
-                write_all(&mut write, &ping, &silence).await?;
-                counters.sent_frames.increment(1);
-                counters.sent_bytes.increment(ping.len() as u64);
+                if let Ok(ping) = wire::encode_header(&ping, wire::DEFAULT_MAX_FRAME) {
+                    write_all(&mut write, &ping, &silence).await?;
+                    counters.sent_frames.increment(1);
+                    counters.sent_bytes.increment(ping.len() as u64);
+                }
             }
         }
     }

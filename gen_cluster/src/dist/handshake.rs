@@ -164,10 +164,14 @@ async fn connect(dist: &Dist, addr: &str) -> Result<Connection, ConnectError> {
     drop(attempts);
     match tokio::time::timeout_at(deadline, opening).await {
         Ok(Ok(connection)) => Ok(connection),
-        Ok(Err(source)) => Err(ConnectError::Io {
-            addr: addr.into(),
-            source,
-        }),
+        Ok(Err(source)) => {
+            let source = HandshakeFailed::Transport(source);
+            count("initiator", Some(&source));
+            Err(ConnectError::Handshake {
+                addr: addr.into(),
+                source,
+            })
+        }
         Err(_) => Err(timed_out()),
     }
 }
@@ -230,10 +234,13 @@ pub(crate) async fn accept(
     };
     let error = match outcome {
         Ok(established) => {
-            count("acceptor", None);
             let heard = frames.get_ref().last_read();
-            if let Some(link) = driver::establish(&dist, conn, &established, heard) {
-                driver::run(&dist, link, frames, write);
+            match driver::establish(&dist, conn, &established, heard) {
+                Some(link) => {
+                    count("acceptor", None);
+                    driver::run(&dist, link, frames, write);
+                }
+                None => count("acceptor", Some(&HandshakeFailed::Superseded)),
             }
             return;
         }

@@ -125,6 +125,7 @@ impl Inbox {
     pub(crate) fn refuse_left_calls(&mut self) {
         self.rx.close();
         while let Ok(signal) = self.rx.try_recv() {
+            self.waiting.fetch_sub(1, Ordering::Relaxed);
             if let Signal::Call { reply, .. } = signal {
                 reply.refuse(CallRefusal::NoProc);
             }

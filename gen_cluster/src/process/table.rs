@@ -103,7 +103,7 @@ impl ProcessTable {
         }
     }
 
-    /// Whether `pid` is a process of this node's life (alive or not).
+    /// How many slots are taken: live processes, and mailboxes made without a process.
     pub(crate) fn len(&self) -> usize {
         lock(&self.slots).by_local.len()
     }
@@ -120,6 +120,7 @@ impl ProcessTable {
             })
     }
 
+    /// Whether `pid` is a process of this node's life (alive or not).
     pub(crate) fn is_local(&self, pid: Pid) -> bool {
         pid.is_of(self.node, self.incarnation)
     }

@@ -30,7 +30,7 @@ use rustls::{
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-use super::{Connection, Side, Transport, resolve_host, tune};
+use super::{Connection, Side, Transport, tune};
 use crate::lock;
 
 /// Where a node's TLS files are: PEM text each.
@@ -172,6 +172,12 @@ impl PeerCertificate {
         if text.ends_with('.') || text.bytes().any(|b| b.is_ascii_uppercase()) {
             return false;
         }
+        // An address too: `::1` and `0::1` are one address, not one node name.
+        if let Ok(address) = text.parse::<std::net::IpAddr>()
+            && address.to_string() != text
+        {
+            return false;
+        }
         let (Ok(parsed), Ok(subject)) = (
             ParsedCertificate::try_from(&self.0),
             ServerName::try_from(name.as_str()),
@@ -214,11 +220,11 @@ impl Transport for Tls {
     }
 
     async fn resolve(&self, addr: &str) -> io::Result<Vec<String>> {
-        resolve_host(addr).await
+        super::Tcp.resolve(addr).await
     }
 
     async fn connect(&self, addr: &str) -> io::Result<TcpStream> {
-        TcpStream::connect(addr).await
+        super::Tcp.connect(addr).await
     }
 }
 
