@@ -6,7 +6,8 @@
 //! like silence to the peer. Everything else waits behind it, in order: frames to the same
 //! destination (so one process's messages to another keep their order) and control frames
 //! (monitors, links, exits, replies keep their order with the messages around them, whose
-//! destinations they do not name). One large frame is sent at a time.
+//! destinations they do not name). The answer to a ping keeps no order and passes everything.
+//! One large frame is sent at a time.
 //!
 //! Sans-IO: the writer pushes what it takes from the queue and asks for the next fragment; the
 //! outbox appends what may be written now to the writer's buffer. The writer stops taking from
@@ -27,6 +28,9 @@ pub(crate) enum Lane {
     To(u64),
     /// Anything else: monitors, links, exits, replies, goodbyes.
     Control,
+    /// A frame that keeps no order with any other (the answer to a ping): it passes everything,
+    /// so that a round trip measured behind a large message is the link's, not the message's.
+    Unordered,
 }
 
 impl Lane {
@@ -34,6 +38,7 @@ impl Lane {
     pub(crate) fn of(header: &Header<'_>) -> Self {
         match header {
             Header::Send { to } | Header::Cast { to } | Header::Call { to, .. } => Lane::to(to),
+            Header::Ping { .. } | Header::Pong { .. } => Lane::Unordered,
             _ => Lane::Control,
         }
     }
@@ -49,10 +54,14 @@ impl Lane {
         Lane::To(hasher.finish())
     }
 
-    /// Whether a frame of this lane may go before one of lane `other` queued earlier: only a
-    /// message, before a message to another destination.
+    /// Whether a frame of this lane may go before one of lane `other` queued earlier: a
+    /// message, before a message to another destination; an unordered frame, before anything.
     fn may_pass(self, other: Lane) -> bool {
-        matches!((self, other), (Lane::To(a), Lane::To(b)) if a != b)
+        match (self, other) {
+            (Lane::Unordered, _) => true,
+            (Lane::To(a), Lane::To(b)) => a != b,
+            _ => false,
+        }
     }
 }
 
@@ -81,8 +90,9 @@ impl Outbox {
         };
         let passes = !is_large(&frame)
             && lane.may_pass(*streaming)
-            && !self.held_lanes.contains_key(&lane)
-            && !self.held_lanes.contains_key(&Lane::Control);
+            && (lane == Lane::Unordered
+                || !self.held_lanes.contains_key(&lane)
+                    && !self.held_lanes.contains_key(&Lane::Control));
         if passes {
             out.extend_from_slice(&frame);
         } else {
@@ -252,6 +262,16 @@ mod tests {
         let big = 3 * MAX_FRAGMENT;
         let wire = send_all(vec![cast(1, big), control(), cast(2, 5)]);
         assert_eq!(delivered(&wire), [(1, big), (0, 0), (2, 5)]);
+    }
+
+    #[test]
+    fn a_pong_passes_a_large_message_and_a_held_control_frame() {
+        let big = 3 * MAX_FRAGMENT;
+        let pong = wire::encode_header(&Header::Pong { sent: 7 }, 1024).unwrap();
+        let pong = (pong, Lane::of(&Header::Pong { sent: 7 }));
+        let wire = send_all(vec![cast(1, big), control(), pong]);
+        // The pong (a control-like frame, shown as (0, 0)) arrives first.
+        assert_eq!(delivered(&wire), [(0, 0), (1, big), (0, 0)]);
     }
 
     #[test]
