@@ -47,14 +47,14 @@ const FORGET_AFTER: Duration = Duration::from_secs(600);
 pub type Readiness = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 
 /// Installs the Prometheus recorder for this process (the node's metrics go to it from now
-/// on); then [`Bound::serve`] exports it. A histogram not updated for ten minutes (the round
+/// on, the metrics' help included: the node describes them when it starts); then
+/// [`Bound::serve`] exports it. A histogram not updated for ten minutes (the round
 /// trip of a peer gone) is dropped; counters stay, so that a rate over an hour stays right.
 pub fn install_recorder() -> Result<PrometheusHandle> {
     let handle = PrometheusBuilder::new()
         .idle_timeout(MetricKindMask::HISTOGRAM, Some(FORGET_AFTER))
         .install_recorder()
         .context("cannot install the metrics recorder")?;
-    gen_cluster::telemetry::describe();
     Ok(handle)
 }
 

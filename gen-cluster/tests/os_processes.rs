@@ -987,13 +987,7 @@ fn cli_status_nodes(node: &str) -> String {
 }
 
 fn cli(node: &str, command: &str, args: &[&str]) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_gen-cluster"))
-        .arg(command)
-        .args(args)
-        .args(["--node", node])
-        .env("GEN_CLUSTER_COOKIE", COOKIE)
-        .output()
-        .unwrap();
+    let output = gen_cluster(&[&[command], args, &["--node", node]].concat());
     assert!(
         output.status.success(),
         "{command} {args:?} at {node}: {}",

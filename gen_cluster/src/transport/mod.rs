@@ -126,29 +126,25 @@ impl Transport for Tcp {
         Ok(Connection::new(Box::new(read), Box::new(write)))
     }
 
+    /// An IP address and port as it is; a host name and port through the system's resolver
+    /// (`/etc/hosts`, then DNS), its IPv4 and IPv6 addresses in the resolver's order.
     async fn resolve(&self, addr: &str) -> io::Result<Vec<String>> {
-        resolve_host(addr).await
+        let found: Vec<String> = tokio::net::lookup_host(addr)
+            .await?
+            .map(|ip| ip.to_string())
+            .collect();
+        if found.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{addr} has no address"),
+            ));
+        }
+        Ok(found)
     }
 
     async fn connect(&self, addr: &str) -> io::Result<TcpStream> {
         TcpStream::connect(addr).await
     }
-}
-
-/// An IP address and port as it is; a host name and port through the system's resolver
-/// (`/etc/hosts`, then DNS), its IPv4 and IPv6 addresses in the resolver's order.
-async fn resolve_host(addr: &str) -> io::Result<Vec<String>> {
-    let found: Vec<String> = tokio::net::lookup_host(addr)
-        .await?
-        .map(|ip| ip.to_string())
-        .collect();
-    if found.is_empty() {
-        return Err(io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("{addr} has no address"),
-        ));
-    }
-    Ok(found)
 }
 
 /// How many bytes written but not yet sent the kernel may hold for one connection
