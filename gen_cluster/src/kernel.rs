@@ -19,7 +19,7 @@ use crate::process::table::ProcessTable;
 use crate::process::watch::Watchers;
 use crate::router::Router;
 use crate::tasks::Tasks;
-use crate::view::ClusterView;
+use crate::view::{ClusterView, Undiscovered};
 
 /// A running node. Cheap to clone: every clone is the same node.
 ///
@@ -45,6 +45,8 @@ pub(crate) struct Kernel {
     pub(crate) view: watch::Receiver<Arc<ClusterView>>,
     /// Cancelled once the view service has said that this node leaves.
     pub(crate) view_left: CancellationToken,
+    /// Where the view service learns the addresses discovery no longer finds.
+    pub(crate) undiscovered: Arc<Undiscovered>,
     pub(crate) events: EventBus,
     pub(crate) tasks: Tasks,
     pub(crate) dist: Arc<Dist>,

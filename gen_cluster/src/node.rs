@@ -86,6 +86,7 @@ impl Node {
         let view::Started {
             published: view,
             left: view_left,
+            undiscovered,
         } = view::start(view::Parts {
             router: router.clone(),
             processes: Arc::clone(&processes),
@@ -132,6 +133,7 @@ impl Node {
             globals,
             view,
             view_left,
+            undiscovered,
             events,
             tasks,
             dist,
@@ -183,6 +185,16 @@ impl Node {
     /// The view, to wait for its changes (`changed().await`).
     pub fn view_changes(&self) -> watch::Receiver<Arc<ClusterView>> {
         self.0.view.clone()
+    }
+
+    /// Tells the node that no node lives at `addr` any more, as a discovery source no longer
+    /// finds one there: a cluster member known at that address is not dialed again when its
+    /// link drops, until it is connected again (found again, or dialing in). [`Discovery`]
+    /// says so of every address its source drops.
+    ///
+    /// [`Discovery`]: crate::Discovery
+    pub fn forget_address(&self, addr: &str) {
+        self.0.undiscovered.insert(addr);
     }
 
     /// Whether a peer of this name is connected.

@@ -9,15 +9,19 @@
 //! knows — a full mesh, as Erlang's `connect_all` — through the reconcile machine of
 //! `gen_cluster_proto::reconcile` fed with the members' addresses: a member is dialed when it is
 //! learned of and again at once when its link drops, failed dials back off with jitter, and each
-//! dial has the node's `connect_timeout`. When the node shuts down, the service says it leaves
-//! before the links close, so that its peers mark it `left`, not `down`. A hidden node's service
-//! tells no one anything and takes nothing from peers: its view holds only itself.
+//! dial has the node's `connect_timeout`. A member at an address a discovery source no longer
+//! finds ([`Undiscovered`], from `Node::forget_address`) is not dialed again when its link drops,
+//! until it is connected again: a container gone from DNS is left alone, as discovery leaves
+//! it, and its address, which another may take, is not dialed forever. When the node shuts down,
+//! the service says it leaves before the links close, so that its peers mark it `left`, not
+//! `down`. A hidden node's service tells no one anything and takes nothing from peers: its view
+//! holds only itself.
 //!
 //! Costs: one record per node of the cluster; a change of one node's links is passed once over
 //! each link (see the machine's docs); each published view is O(n) to build.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use gen_cluster_proto::handshake::Identity;
 use gen_cluster_proto::reconcile::{ReconcileAction, ReconcileConfig, Reconciler};
@@ -25,7 +29,7 @@ use gen_cluster_proto::view::{View, ViewAction, ViewMessage};
 use gen_cluster_proto::{Incarnation, NodeId, NodeName};
 use rustc_hash::FxHashSet;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{Notify, broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 pub use gen_cluster_proto::view::NodeState;
@@ -207,6 +211,35 @@ impl GroupPeers {
 /// backoff's 10 s. A member down for good costs each node one failed dial per this.
 const MEMBER_REDIAL_MAX: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// Addresses a discovery source no longer finds: a member known at one is not redialed. At most
+/// one entry per member (an address no member has is dropped at the next change of members).
+#[derive(Default)]
+pub(crate) struct Undiscovered {
+    addrs: Mutex<BTreeSet<String>>,
+    changed: Notify,
+}
+
+impl Undiscovered {
+    pub(crate) fn insert(&self, addr: &str) {
+        let mut addrs = self.addrs.lock().unwrap_or_else(PoisonError::into_inner);
+        if addrs.insert(addr.to_string()) {
+            self.changed.notify_one();
+        }
+    }
+
+    fn remove(&self, addr: &str) {
+        let mut addrs = self.addrs.lock().unwrap_or_else(PoisonError::into_inner);
+        addrs.remove(addr);
+    }
+
+    /// Keeps only the addresses of `members`; returns those left.
+    fn retain(&self, members: &BTreeSet<&str>) -> BTreeSet<String> {
+        let mut addrs = self.addrs.lock().unwrap_or_else(PoisonError::into_inner);
+        addrs.retain(|addr| members.contains(addr.as_str()));
+        addrs.clone()
+    }
+}
+
 /// The parts the service works with.
 pub(crate) struct Parts {
     pub(crate) router: Router,
@@ -233,6 +266,7 @@ pub(crate) fn start(parts: Parts) -> Result<Started, StartError> {
     });
     let (publish, published) = watch::channel(Arc::new(ClusterView::default()));
     let left = CancellationToken::new();
+    let undiscovered = Arc::new(Undiscovered::default());
     let events = parts.events.subscribe();
     let tasks = parts.tasks.clone();
     let service = Service {
@@ -240,6 +274,7 @@ pub(crate) fn start(parts: Parts) -> Result<Started, StartError> {
         hidden,
         dialing,
         dialed: BTreeMap::new(),
+        undiscovered: Arc::clone(&undiscovered),
         members: BTreeMap::new(),
         router: parts.router,
         peers: parts.peers,
@@ -254,7 +289,11 @@ pub(crate) fn start(parts: Parts) -> Result<Started, StartError> {
         tracing::info_span!("view"),
         service.run(inbox, events, parts.tasks),
     );
-    Ok(Started { published, left })
+    Ok(Started {
+        published,
+        left,
+        undiscovered,
+    })
 }
 
 /// What a started service hands the node.
@@ -264,6 +303,8 @@ pub(crate) struct Started {
     /// Cancelled once the service has told its peers that the node leaves: shutdown waits for
     /// it before it closes the links.
     pub(crate) left: CancellationToken,
+    /// Where discovery says the addresses it no longer finds.
+    pub(crate) undiscovered: Arc<Undiscovered>,
 }
 
 struct Service {
@@ -274,6 +315,8 @@ struct Service {
     dialing: Option<Reconciler>,
     /// The address each connected member was reached at, for the reconcile machine.
     dialed: BTreeMap<NodeName, String>,
+    /// Members' addresses not to redial.
+    undiscovered: Arc<Undiscovered>,
     /// Every member ever connected, by id: whose view messages are taken (never a hidden
     /// node's, which is never reported up).
     members: BTreeMap<NodeId, NodeName>,
@@ -306,8 +349,10 @@ impl Service {
             self.dial(&outcomes, &tasks);
             let wake = self.dialing.as_ref().and_then(Reconciler::poll_timeout);
             let flush = self.flush_due;
+            let undiscovered = Arc::clone(&self.undiscovered);
             tokio::select! {
                 _ = tasks.stopping() => break,
+                () = undiscovered.changed.notified() => self.members_changed(),
                 signal = inbox.recv() => match signal {
                     Some(Signal::Info { payload, from }) => {
                         // By the members' names, not the links: a goodbye may close the link
@@ -342,7 +387,7 @@ impl Service {
                     if let Some(dialing) = &mut self.dialing {
                         match result {
                             Ok(_) => dialing.handle_connected(&addr),
-                            Err(error) if error.reached_self() => dialing.handle_self(&addr),
+                            Err(error) if error.reached_self() => dialing.handle_self(now(), &addr),
                             Err(error) => dialing.handle_connect_failed(now(), &addr, with_causes(&error)),
                         }
                     }
@@ -426,13 +471,19 @@ impl Service {
     }
 
     /// Tells the reconcile machine which members to keep connected to: every node that has not
-    /// left.
+    /// left, but at an address discovery no longer finds.
     fn members_changed(&mut self) {
+        let addrs: BTreeSet<&str> = self
+            .machine
+            .members()
+            .map(|record| record.addr.as_str())
+            .collect();
+        let undiscovered = self.undiscovered.retain(&addrs);
         if let Some(dialing) = &mut self.dialing {
-            let members: Vec<String> = self
-                .machine
-                .members()
-                .map(|record| record.addr.clone())
+            let members: Vec<String> = addrs
+                .into_iter()
+                .filter(|addr| !undiscovered.contains(*addr))
+                .map(str::to_string)
                 .collect();
             dialing.handle_discovered(now(), Ok(members));
         }
@@ -491,8 +542,9 @@ impl Service {
         }
     }
 
-    /// A link to the member `peer` came up.
+    /// A link to the member `peer` came up: dialed again when it drops, wherever it is.
     fn link_up(&mut self, peer: Identity) {
+        self.undiscovered.remove(&peer.listen);
         self.members.insert(peer.name.id(), peer.name.clone());
         self.machine.handle_up(&peer);
         // The member first (carrying out the change tells the reconcile machine of it), then

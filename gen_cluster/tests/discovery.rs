@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use common::{loner, loner_config, next_event, wait_until};
 use gen_cluster::{
-    Discover, DiscoverError, Discovery, Node, NodeEvent, ReconcileConfig, StaticPeers,
+    Discover, DiscoverError, Discovery, DiscoveryEvent, Node, NodeEvent, ReconcileConfig,
+    StaticPeers,
 };
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -135,4 +136,46 @@ async fn unrelated_events_do_not_stop_the_loop() {
     let before = rounds.load(Ordering::SeqCst);
     wait_until(|| rounds.load(Ordering::SeqCst) >= before + 3).await;
     assert!(a.is_connected(b.name()));
+}
+
+/// Finds what the test says, as it says it now.
+struct Switchable(Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Discover for Switchable {
+    async fn peers(&self) -> Result<Vec<String>, DiscoverError> {
+        Ok(self.0.lock().unwrap().clone())
+    }
+}
+
+#[tokio::test]
+async fn a_member_discovery_no_longer_finds_is_not_redialed_when_its_link_drops() {
+    // `a` keeps connected to the members it knows (connect_all); `b` dials no one.
+    let b = loner("b").await;
+    let a = Node::start(common::config("a")).await.unwrap();
+    let found = Arc::new(std::sync::Mutex::new(vec![b.listen_addr().to_string()]));
+    let discovery = Discovery::start(
+        &a,
+        Switchable(found.clone()),
+        every(Some(Duration::from_millis(20))),
+    );
+    let mut events = discovery.subscribe();
+    wait_until(|| a.is_connected(b.name())).await;
+    found.lock().unwrap().clear();
+    loop {
+        if let DiscoveryEvent::Removed(_) = events.recv().await.unwrap() {
+            break;
+        }
+    }
+    assert!(b.disconnect(a.name()));
+    wait_until(|| !a.is_connected(b.name())).await;
+    // The view would dial a lost member again at once: a quiet while shows it does not.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !a.is_connected(b.name()),
+        "a member gone from discovery was redialed"
+    );
+    found.lock().unwrap().push(b.listen_addr().to_string());
+    wait_until(|| a.is_connected(b.name())).await;
+    // Connected again, it is dialed again when its link drops, as any member.
+    dropped_then_reconnected(&a, &b).await;
 }

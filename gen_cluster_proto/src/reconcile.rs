@@ -11,6 +11,8 @@
 //!   and for `reconnect_window` its retries come at most `reconnect_max` apart (a restart is
 //!   usually short).
 //! - A peer no longer discovered is not dialed again; its connection, if any, is left alone.
+//! - An address that reached this node itself is tried again only after a refresh interval (or
+//!   `backoff_max`), and never reported: addresses change hands.
 //!
 //! Inputs take `now`; [`Reconciler::poll`] gives the next action, [`Reconciler::poll_timeout`]
 //! when to ask again. Costs: O(peers) per discovery round, O(log peers) per event.
@@ -187,9 +189,24 @@ impl Reconciler {
         }
     }
 
-    /// `addr` is this node itself: it is not dialed again.
-    pub fn handle_self(&mut self, addr: &str) {
-        self.settle(addr);
+    /// `addr` reached this node itself: it is not reported, and dialed again only after a
+    /// refresh interval (`backoff_max` if shorter or without refreshes; with jitter). An address
+    /// can change hands — a container put back on its network may get another's old address,
+    /// and this node a new one — and the node there then is found within that time.
+    pub fn handle_self(&mut self, now: Instant, addr: &str) {
+        let wait = self
+            .config
+            .refresh_interval
+            .map_or(self.config.backoff_max, |every| {
+                every.min(self.config.backoff_max)
+            });
+        let retry_in = self.backoff.delay(u32::MAX, wait);
+        if let Some(peer) = self.peers.get_mut(addr) {
+            *peer = Peer {
+                retry_at: Some(now + retry_in),
+                ..Peer::default()
+            };
+        }
     }
 
     /// Marks a discovered peer connected; false if it is not discovered.
@@ -492,14 +509,24 @@ mod tests {
     }
 
     #[test]
-    fn this_node_found_by_discovery_is_not_dialed_again_nor_reported_connected() {
+    fn this_node_found_by_discovery_is_not_reported_and_dialed_again_only_after_a_while() {
         let t0 = Instant::now();
-        let mut r = Reconciler::new(ReconcileConfig::default(), 1, t0);
+        let once = ReconcileConfig {
+            refresh_interval: None,
+            ..ReconcileConfig::default()
+        };
+        let mut r = Reconciler::new(once, 1, t0);
         drain(&mut r, t0);
         r.handle_discovered(t0, peers(&["me:1"]));
         drain(&mut r, t0);
-        r.handle_self("me:1");
-        assert_eq!(drain(&mut r, t0 + 1000 * MS), vec![]);
+        r.handle_self(t0, "me:1");
+        assert_eq!(drain(&mut r, t0 + 7000 * MS), vec![]);
+        // The address may belong to another node by now: it is tried again.
+        let later = t0 + 12_001 * MS;
+        assert_eq!(
+            drain(&mut r, later),
+            vec![ReconcileAction::Connect("me:1".into())]
+        );
     }
 
     #[test]

@@ -133,6 +133,9 @@ async fn reconcile<D: Discover>(
                     });
                 }
                 ReconcileAction::Event(event) => {
+                    if let DiscoveryEvent::Removed(addr) = &event {
+                        node.forget_address(addr);
+                    }
                     report(&event, &node);
                     let _ = announce.send(event);
                 }
@@ -153,7 +156,7 @@ async fn reconcile<D: Discover>(
                 }
                 Outcome::Dialed(addr, Err(error)) if error.reached_self() => {
                     tracing::debug!(%addr, "discovered this node itself; skipped");
-                    machine.handle_self(&addr);
+                    machine.handle_self(now(), &addr);
                 }
                 Outcome::Dialed(addr, Err(error)) => machine.handle_connect_failed(now(), &addr, with_causes(&error)),
             },

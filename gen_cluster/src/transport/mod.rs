@@ -8,9 +8,11 @@
 
 use std::future::Future;
 use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 
+use hickory_resolver::TokioResolver;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -126,12 +128,24 @@ impl Transport for Tcp {
         Ok(Connection::new(Box::new(read), Box::new(write)))
     }
 
-    /// An IP address and port as it is; a host name and port through the system's resolver
-    /// (`/etc/hosts`, then DNS), its IPv4 and IPv6 addresses in the resolver's order.
+    /// An IP address and port as it is; a host name and port through [`host_addresses`]: its
+    /// IPv4 and IPv6 addresses, in the resolver's order.
     async fn resolve(&self, addr: &str) -> io::Result<Vec<String>> {
-        let found: Vec<String> = tokio::net::lookup_host(addr)
+        if let Ok(socket) = addr.parse::<SocketAddr>() {
+            return Ok(vec![socket.to_string()]);
+        }
+        let not_host_port = || {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{addr:?} is not HOST:PORT"),
+            )
+        };
+        let (host, port) = addr.rsplit_once(':').ok_or_else(not_host_port)?;
+        let port: u16 = port.parse().map_err(|_| not_host_port())?;
+        let found: Vec<String> = host_addresses(host)
             .await?
-            .map(|ip| ip.to_string())
+            .into_iter()
+            .map(|ip| SocketAddr::new(ip, port).to_string())
             .collect();
         if found.is_empty() {
             return Err(io::Error::new(
@@ -145,6 +159,27 @@ impl Transport for Tcp {
     async fn connect(&self, addr: &str) -> io::Result<TcpStream> {
         TcpStream::connect(addr).await
     }
+}
+
+/// The addresses of a host name, looked up by hickory with the system's configuration
+/// (`/etc/hosts`, then the name servers of `/etc/resolv.conf`), read for each lookup (a dial, at
+/// most one per backoff step, so a changed configuration is taken at once). Never the C library's
+/// resolver, which a static binary in an image without one cannot load. No cache: a name that
+/// moved (a container restarted at a new address) is dialed where it is now. The resolver ends
+/// with the lookup, and the tasks it started with it.
+async fn host_addresses(host: &str) -> io::Result<Vec<IpAddr>> {
+    let mut builder = TokioResolver::builder_tokio().map_err(|e| {
+        io::Error::other(format!(
+            "cannot read the system's DNS configuration (/etc/resolv.conf): {e}"
+        ))
+    })?;
+    builder.options_mut().cache_size = 0;
+    let resolver = builder.build().map_err(io::Error::other)?;
+    let found = resolver
+        .lookup_ip(host)
+        .await
+        .map_err(|e| io::Error::new(io::ErrorKind::NotFound, format!("{host}: {e}")))?;
+    Ok(found.iter().collect())
 }
 
 /// How many bytes written but not yet sent the kernel may hold for one connection
