@@ -45,6 +45,12 @@ pub fn issue(dir: &Path, name: &str, days: i64) -> Result<TlsFiles> {
              '-', and '.' between labels), or *. before one for a wildcard"
         );
     }
+    if name.starts_with("*.") && !node.contains('.') {
+        bail!(
+            "{name:?} would match no node: TLS takes a wildcard only over two labels or more \
+             (*.clients.example, not *.clients)"
+        );
+    }
     if name == "ca" {
         bail!("\"ca\" would overwrite the CA's own files (ca.pem, ca.key): choose another name");
     }
@@ -166,4 +172,21 @@ fn write(path: &Path, text: &str, private: bool) -> Result<()> {
         .with_context(|| format!("cannot write {}", path.display()))?;
     file.write_all(text.as_bytes())
         .with_context(|| format!("cannot write {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wildcard_over_one_label_is_refused_as_matching_nothing() {
+        let dir = std::env::temp_dir().join(format!("gen-cluster-certs-{}", std::process::id()));
+        let refused = issue(&dir, "*.clients", 1).unwrap_err().to_string();
+        assert!(refused.contains("would match no node"), "{refused}");
+        assert!(!dir.exists(), "nothing is written for a refused name");
+        let files = issue(&dir, "*.clients.example", 1).unwrap();
+        let tls = gen_cluster::Tls::load(files, NodeName::new("c1.clients.example").unwrap());
+        let _ = std::fs::remove_dir_all(&dir);
+        tls.unwrap();
+    }
 }

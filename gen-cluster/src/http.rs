@@ -235,3 +235,44 @@ async fn accept_loop(listener: tokio::net::TcpListener, endpoints: Arc<Endpoints
         });
     }
 }
+
+/// `gen-cluster health`: asks the node's HTTP server at `addr` for `path` and succeeds on a 200,
+/// for an orchestrator's health check in an image with no HTTP client of its own. An address
+/// bound to every interface (`0.0.0.0`, `::`) is asked on loopback. Bounded by
+/// [`REQUEST_TIMEOUT`] to connect and as much again for the answer.
+pub fn probe(addr: &str, path: &str) -> Result<()> {
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+
+    let mut target: SocketAddr = addr
+        .to_socket_addrs()
+        .with_context(|| format!("{addr:?} is not the node's --http ADDR"))?
+        .next()
+        .with_context(|| format!("{addr} has no address"))?;
+    if target.ip().is_unspecified() {
+        target.set_ip(match target {
+            SocketAddr::V4(_) => IpAddr::from([127, 0, 0, 1]),
+            SocketAddr::V6(_) => IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+        });
+    }
+    let mut stream = TcpStream::connect_timeout(&target, REQUEST_TIMEOUT)
+        .with_context(|| format!("no HTTP server at {target} (is the node up, with --http?)"))?;
+    stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
+    stream.set_write_timeout(Some(REQUEST_TIMEOUT))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut answer = Vec::new();
+    stream
+        .take(64 * 1024)
+        .read_to_end(&mut answer)
+        .with_context(|| format!("no answer from {target} in time"))?;
+    let answer = String::from_utf8_lossy(&answer);
+    let status = answer.lines().next().unwrap_or_default();
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default().trim();
+    if status.split(' ').nth(1) == Some("200") {
+        return Ok(());
+    }
+    anyhow::bail!("{path}: {status}: {body}")
+}

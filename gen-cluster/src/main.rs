@@ -40,6 +40,9 @@ enum Command {
     Dict(DictArgs),
     /// Print a running node's view of the dictionary's election.
     Status(StatusArgs),
+    /// Ask a running node's HTTP server whether it is alive (or ready): exit status 0 if so, for
+    /// a container's health check.
+    Health(HealthArgs),
     /// Make TLS certificates for nodes (and clients), signed by a CA kept in the directory
     /// (made on first use).
     Certs(CertsArgs),
@@ -63,8 +66,9 @@ struct CertsArgs {
 /// Flags of `gen-cluster node`.
 #[derive(clap::Args)]
 struct NodeArgs {
-    /// A TOML file with the node's settings; the flags below override it.
-    #[arg(long)]
+    /// A TOML file with the node's settings; the flags below (and their environment variables)
+    /// override it.
+    #[arg(long, env = "GEN_CLUSTER_CONFIG")]
     config: Option<PathBuf>,
     #[command(flatten)]
     settings: gen_cluster::settings::NodeSettings,
@@ -77,10 +81,15 @@ struct ClientArgs {
     #[arg(long, global = true)]
     node: Option<String>,
     /// The cluster secret's file, as for `node`.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, env = "GEN_CLUSTER_COOKIE_FILE")]
     cookie_file: Option<PathBuf>,
     /// The cluster's name.
-    #[arg(long, global = true, default_value = "default")]
+    #[arg(
+        long,
+        global = true,
+        env = "GEN_CLUSTER_CLUSTER",
+        default_value = "default"
+    )]
     cluster: String,
     /// This client's node name [default: gen-cluster-client-PID]. With TLS, one its certificate
     /// is valid for (a certificate for *.clients.example serves any NAME.clients.example).
@@ -137,6 +146,17 @@ struct StatusArgs {
     json: bool,
 }
 
+/// Flags of `gen-cluster health`.
+#[derive(clap::Args)]
+struct HealthArgs {
+    /// The node's --http address (0.0.0.0 and :: are asked on loopback).
+    #[arg(long, env = "GEN_CLUSTER_HTTP", value_name = "ADDR")]
+    http: String,
+    /// What to ask: /alive (the node runs) or /ready (joined, and following a leader).
+    #[arg(long, default_value = "/alive", value_parser = ["/alive", "/ready"])]
+    path: String,
+}
+
 /// Flags of `gen-cluster bench`.
 #[derive(clap::Args)]
 struct BenchArgs {
@@ -170,7 +190,8 @@ fn run(cli: Cli) -> Result<()> {
         | Command::Demo
         | Command::Dict(_)
         | Command::Status(_)
-        | Command::Certs(_) => "error",
+        | Command::Certs(_)
+        | Command::Health(_) => "error",
         Command::Node(_) => "warn",
     };
     tracing_subscriber::fmt()
@@ -190,5 +211,6 @@ fn run(cli: Cli) -> Result<()> {
         Command::Dict(args) => client::dict(args),
         Command::Status(args) => client::status(args),
         Command::Certs(args) => certs::run(args),
+        Command::Health(args) => http::probe(&args.http, &args.path),
     }
 }

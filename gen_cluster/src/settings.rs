@@ -4,10 +4,11 @@
 //! [`Settings::from_toml_file`], then takes its [`NodeConfig`](Settings::node_config), its
 //! election's [`LeaderConfig`](Settings::leader_config), its TLS files, and the discovery
 //! sources it names (`given.discovery`, `given.seeds`) to start as it likes. `EventFormat` is
-//! read for the CLI, which prints the events. The flags override the file, lists
-//! add up, and where neither gives a setting the library's default applies (`NodeConfig::new`,
-//! `ReconcileConfig::default`): no default is restated here. A bad file is refused at start with
-//! the line and the reason.
+//! read for the CLI, which prints the events. The flags (and the CLI's `GEN_CLUSTER_*`
+//! environment variables, which stand for them: `GEN_CLUSTER_NAME` for `--name`) override the
+//! file, lists add up, and where neither gives a setting the library's default applies
+//! (`NodeConfig::new`, `ReconcileConfig::default`): no default is restated here. A bad file is
+//! refused at start with the line and the reason.
 //!
 //! ```toml
 //! name = "a"                      # required, here or as --name
@@ -108,33 +109,33 @@ impl std::fmt::Display for EventFormat {
 #[serde(deny_unknown_fields)]
 pub struct NodeSettings {
     /// The node's name, unique in the cluster (letters, digits, `-_.@:`); required.
-    #[cfg_attr(feature = "clap", arg(long))]
+    #[cfg_attr(feature = "clap", arg(long, env = "GEN_CLUSTER_NAME"))]
     pub name: Option<NodeName>,
     /// The address to listen on.
-    #[cfg_attr(feature = "clap", arg(long, help = with_default("The address to listen on", NodeConfig::DEFAULT_LISTEN)))]
+    #[cfg_attr(feature = "clap", arg(long, env = "GEN_CLUSTER_LISTEN", help = with_default("The address to listen on", NodeConfig::DEFAULT_LISTEN)))]
     pub listen: Option<String>,
     /// The address other nodes dial to reach this one. Default: the listen address; listening
     /// on 0.0.0.0 (or ::), the same port at this host's address on its default route.
-    #[cfg_attr(feature = "clap", arg(long))]
+    #[cfg_attr(feature = "clap", arg(long, env = "GEN_CLUSTER_ADVERTISE"))]
     pub advertise: Option<String>,
     /// A file holding the cluster secret. Without it: $GEN_CLUSTER_COOKIE, else
     /// ~/.gen_cluster.cookie (created with a random secret if missing).
-    #[cfg_attr(feature = "clap", arg(long))]
+    #[cfg_attr(feature = "clap", arg(long, env = "GEN_CLUSTER_COOKIE_FILE"))]
     pub cookie_file: Option<PathBuf>,
     /// The cluster's name; nodes of another cluster are refused.
-    #[cfg_attr(feature = "clap", arg(long, help = with_default(
+    #[cfg_attr(feature = "clap", arg(long, env = "GEN_CLUSTER_CLUSTER", help = with_default(
         "The cluster's name; nodes of another cluster are refused",
         NodeConfig::DEFAULT_CLUSTER,
     )))]
     pub cluster: Option<String>,
     /// Declare a silent peer down after this many milliseconds.
-    #[cfg_attr(feature = "clap", arg(long, help = with_default(
+    #[cfg_attr(feature = "clap", arg(long, env = "GEN_CLUSTER_DOWN_AFTER_MS", help = with_default(
         "Declare a silent peer down after this many milliseconds",
         LivenessConfig::default().down_after.as_millis(),
     )))]
     pub down_after_ms: Option<u64>,
     /// How events are printed.
-    #[cfg_attr(feature = "clap", arg(long, value_enum, help = with_default("How events are printed", EventFormat::default())))]
+    #[cfg_attr(feature = "clap", arg(long, env = "GEN_CLUSTER_EVENTS", value_enum, help = with_default("How events are printed", EventFormat::default())))]
     pub events: Option<EventFormat>,
     /// Register this node's echo server under this global name (repeatable).
     #[cfg_attr(feature = "clap", arg(long = "global"))]
@@ -148,28 +149,41 @@ pub struct NodeSettings {
     /// priority first, the same list on every node (a,b,c). A node not in the list is a worker.
     #[cfg_attr(
         feature = "clap",
-        arg(long, value_delimiter = ',', value_name = "NAMES")
+        arg(
+            long,
+            env = "GEN_CLUSTER_CANDIDATES",
+            value_delimiter = ',',
+            value_name = "NAMES"
+        )
     )]
     pub candidates: Option<Vec<NodeName>>,
     /// Workers of the dictionary known in advance, comma-separated (others may join).
     #[cfg_attr(
         feature = "clap",
-        arg(long, value_delimiter = ',', value_name = "NAMES")
+        arg(
+            long,
+            env = "GEN_CLUSTER_WORKERS",
+            value_delimiter = ',',
+            value_name = "NAMES"
+        )
     )]
     pub workers: Option<Vec<NodeName>>,
     /// Where the election's incarnation is kept across restarts [default: none, a random one];
     /// in the majority election, a candidate's term and vote (required there).
-    #[cfg_attr(feature = "clap", arg(long))]
+    #[cfg_attr(feature = "clap", arg(long, env = "GEN_CLUSTER_DATA_DIR"))]
     pub data_dir: Option<PathBuf>,
     /// How the dictionary's leader is chosen [default: priority].
-    #[cfg_attr(feature = "clap", arg(long, value_enum))]
+    #[cfg_attr(feature = "clap", arg(long, env = "GEN_CLUSTER_ELECTION", value_enum))]
     pub election: Option<Election>,
     /// Majority election: a candidate that hears no leader for a random 1-2x this many
     /// milliseconds stands; a leader that hears no quorum within it steps down [default: 500].
-    #[cfg_attr(feature = "clap", arg(long))]
+    #[cfg_attr(feature = "clap", arg(long, env = "GEN_CLUSTER_ELECTION_TIMEOUT_MS"))]
     pub election_timeout_ms: Option<u64>,
     /// Serve /metrics (Prometheus), /ready and /alive over HTTP on this address.
-    #[cfg_attr(feature = "clap", arg(long, value_name = "ADDR"))]
+    #[cfg_attr(
+        feature = "clap",
+        arg(long, env = "GEN_CLUSTER_HTTP", value_name = "ADDR")
+    )]
     pub http: Option<String>,
     /// Mutual TLS: the three files, or none.
     #[cfg_attr(feature = "clap", command(flatten))]
