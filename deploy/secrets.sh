@@ -4,9 +4,10 @@
 # any client named NAME.clients.cluster). Each node's folder holds its certificate and key, the
 # CA's certificate and the cookie; the CA's key stays in secrets/ca, mounted nowhere. The
 # folders mounted into containers belong to the image's user id (10001) and only it can read
-# the keys and the cookie, so run this as root. Keeps a secrets/ that exists (delete it to
-# start over).
+# the keys and the cookie, so this runs as root. Keeps a secrets/ that exists (delete it to
+# start over); an interrupted run leaves none.
 set -euo pipefail
+umask 077
 cd "$(dirname "$0")"
 image=${GEN_CLUSTER_IMAGE:-gen-cluster:latest}
 nodes=(node1 node2 node3 node4 node5 node6 node7)
@@ -14,25 +15,31 @@ if [ -e secrets ]; then
   echo "deploy/secrets exists: kept (delete it to make new secrets)"
   exit 0
 fi
-trap 'rm -rf secrets' ERR
-mkdir -p secrets/ca
-docker run --rm --user "$(id -u):$(id -g)" --entrypoint /gen-cluster \
-  --volume "$PWD/secrets/ca:/ca" "$image" certs --dir /ca "${nodes[@]}" '*.clients.cluster' >/dev/null
+if [ "$(id -u)" -ne 0 ]; then
+  echo "run as root: the files are handed to the containers' user id (10001)" >&2
+  exit 1
+fi
+made=$(mktemp -d secrets.XXXXXX)
+trap 'rm -rf "$made"' EXIT
+mkdir "$made/ca"
+docker run --rm --user 0 --entrypoint /gen-cluster --volume "$PWD/$made/ca:/ca" "$image" \
+  certs --dir /ca "${nodes[@]}" '*.clients.cluster' >/dev/null
 cookie=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')
 for node in "${nodes[@]}" client; do
-  mkdir -p "secrets/$node"
-  printf '%s\n' "$cookie" > "secrets/$node/cookie"
-  cp secrets/ca/ca.pem "secrets/$node/ca.pem"
+  mkdir "$made/$node"
+  printf '%s\n' "$cookie" >"$made/$node/cookie"
+  cp "$made/ca/ca.pem" "$made/$node/ca.pem"
 done
 for node in "${nodes[@]}"; do
-  cp "secrets/ca/$node.pem" "secrets/$node/node.pem"
-  cp "secrets/ca/$node.key" "secrets/$node/node.key"
+  cp "$made/ca/$node.pem" "$made/$node/node.pem"
+  cp "$made/ca/$node.key" "$made/$node/node.key"
 done
-cp secrets/ca/_.clients.cluster.pem secrets/client/client.pem
-cp secrets/ca/_.clients.cluster.key secrets/client/client.key
+cp "$made/ca/_.clients.cluster.pem" "$made/client/client.pem"
+cp "$made/ca/_.clients.cluster.key" "$made/client/client.key"
 for node in "${nodes[@]}" client; do
-  chmod 700 "secrets/$node"
-  chmod 600 "secrets/$node"/*
-  chown -R 10001:10001 "secrets/$node"
+  chown -R 10001:10001 "$made/$node"
 done
+chmod 755 "$made"
+mv "$made" secrets
+trap - EXIT
 echo "made deploy/secrets: a cookie, a CA (secrets/ca), certificates for ${nodes[*]} and *.clients.cluster"

@@ -697,6 +697,9 @@ fn node_down(Bench { sides, .. }: &Bench, report: &mut Report) -> Result<()> {
     let mut raw = Vec::new();
     for trial in 0..TRIALS {
         let mut child = tokio::process::Command::new(&exe);
+        for name in crate::child::settings_in_env() {
+            child.env_remove(name);
+        }
         child
             .args([
                 "node",

@@ -22,10 +22,26 @@ pub struct NodeProcess {
     step: Duration,
 }
 
+/// The node settings of this process's environment (`GEN_CLUSTER_*` but the log filter): a node
+/// started for a benchmark or the demo is given its settings as flags, and a variable left in the
+/// caller's shell (`GEN_CLUSTER_HTTP`, `GEN_CLUSTER_COOKIE_FILE`, …) would override them.
+pub fn settings_in_env() -> Vec<std::ffi::OsString> {
+    std::env::vars_os()
+        .map(|(name, _)| name)
+        .filter(|name| {
+            let name = name.to_string_lossy();
+            name.starts_with("GEN_CLUSTER_") && name != "GEN_CLUSTER_LOG"
+        })
+        .collect()
+}
+
 impl NodeProcess {
     /// Starts `gen-cluster node --name NAME --events json ARGS…` with `cookie`.
     pub fn start(name: &str, cookie: &str, args: &[&str], step: Duration) -> Result<Self> {
         let mut command = Command::new(std::env::current_exe()?);
+        for name in settings_in_env() {
+            command.env_remove(name);
+        }
         command
             .args(["node", "--name", name, "--events", "json"])
             .args(args)

@@ -239,7 +239,8 @@ async fn accept_loop(listener: tokio::net::TcpListener, endpoints: Arc<Endpoints
 /// `gen-cluster health`: asks the node's HTTP server at `addr` for `path` and succeeds on a 200,
 /// for an orchestrator's health check in an image with no HTTP client of its own. An address
 /// bound to every interface (`0.0.0.0`, `::`) is asked on loopback. Bounded by
-/// [`REQUEST_TIMEOUT`] to connect and as much again for the answer.
+/// [`REQUEST_TIMEOUT`] to connect and as much again for the request and the whole answer (at
+/// most 64 KiB read).
 pub fn probe(addr: &str, path: &str) -> Result<()> {
     use std::io::{Read, Write};
     use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
@@ -257,17 +258,29 @@ pub fn probe(addr: &str, path: &str) -> Result<()> {
     }
     let mut stream = TcpStream::connect_timeout(&target, REQUEST_TIMEOUT)
         .with_context(|| format!("no HTTP server at {target} (is the node up, with --http?)"))?;
-    stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
-    stream.set_write_timeout(Some(REQUEST_TIMEOUT))?;
+    let deadline = Instant::now() + REQUEST_TIMEOUT;
+    let left = || {
+        deadline
+            .checked_duration_since(Instant::now())
+            .filter(|left| !left.is_zero())
+            .with_context(|| format!("no whole answer from {target} in time"))
+    };
+    stream.set_write_timeout(Some(left()?))?;
     write!(
         stream,
         "GET {path} HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n"
     )?;
     let mut answer = Vec::new();
-    stream
-        .take(64 * 1024)
-        .read_to_end(&mut answer)
-        .with_context(|| format!("no answer from {target} in time"))?;
+    let mut chunk = [0u8; 4096];
+    while answer.len() < 64 * 1024 {
+        stream.set_read_timeout(Some(left()?))?;
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e).with_context(|| format!("no answer from {target} in time")),
+        }
+    }
     let answer = String::from_utf8_lossy(&answer);
     let status = answer.lines().next().unwrap_or_default();
     let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default().trim();

@@ -261,6 +261,12 @@ impl Fleet for Processes {
         let secrets = deploy().join("secrets").join(node);
         let (port, http) = Self::ports(node);
         let mut command = Command::new(env!("CARGO_BIN_EXE_gen-cluster"));
+        // Its settings are the flags below, whatever the environment says.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("GEN_CLUSTER_") {
+                command.env_remove(name);
+            }
+        }
         command
             .args([
                 "node",
@@ -841,6 +847,7 @@ fn a_container_gone_from_dns_is_not_redialed_and_is_found_again_when_back() {
     };
     cluster.wait_for_one_leader(&NODES);
     let pid = docker(&["inspect", "--format", "{{.State.Pid}}", "node5"]).unwrap();
+    let old_ip = Compose::inspect_ip("node5").unwrap();
     // Paused, node5 dials no one: any connection to it is another node's dial.
     docker(&["pause", "node5"]).unwrap();
     cluster.fleet.cut("node5");
@@ -858,6 +865,8 @@ fn a_container_gone_from_dns_is_not_redialed_and_is_found_again_when_back() {
     // Back on the network at an address, but not under the alias discovery looks up.
     docker(&["network", "connect", &Compose::network(), "node5"]).unwrap();
     let ip = Compose::inspect_ip("node5").unwrap();
+    // At another address, the others' redials would miss it and prove nothing.
+    assert_eq!(ip, old_ip, "node5 came back at another address");
     // The peer address of every connection to node5's port.
     let dials = || {
         run(Command::new("nsenter").args(["-t", &pid, "-n", "ss", "-Htan", "sport", "=", ":4370"]))

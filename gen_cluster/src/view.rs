@@ -343,13 +343,13 @@ impl Service {
         tasks: Tasks,
     ) {
         let (outcomes, mut results) = mpsc::unbounded_channel();
+        let undiscovered = Arc::clone(&self.undiscovered);
         self.carry_out();
         self.flush();
         loop {
             self.dial(&outcomes, &tasks);
             let wake = self.dialing.as_ref().and_then(Reconciler::poll_timeout);
             let flush = self.flush_due;
-            let undiscovered = Arc::clone(&self.undiscovered);
             tokio::select! {
                 _ = tasks.stopping() => break,
                 () = undiscovered.changed.notified() => self.members_changed(),

@@ -11,8 +11,8 @@
 //!   and for `reconnect_window` its retries come at most `reconnect_max` apart (a restart is
 //!   usually short).
 //! - A peer no longer discovered is not dialed again; its connection, if any, is left alone.
-//! - An address that reached this node itself is tried again only after a refresh interval (or
-//!   `backoff_max`), and never reported: addresses change hands.
+//! - An address that reached this node itself is tried again after a refresh interval, doubling
+//!   up to `backoff_max`, and never reported: addresses change hands.
 //!
 //! Inputs take `now`; [`Reconciler::poll`] gives the next action, [`Reconciler::poll_timeout`]
 //! when to ask again. Costs: O(peers) per discovery round, O(log peers) per event.
@@ -100,6 +100,8 @@ struct Peer {
     dropped_at: Option<Instant>,
     /// Why its dials failed since it was last connected (the first few distinct causes).
     causes: Vec<String>,
+    /// How many dials in a row reached this node itself.
+    self_hits: u32,
 }
 
 /// How many distinct causes of failed dials are remembered per peer (a peer failing for more
@@ -189,24 +191,30 @@ impl Reconciler {
         }
     }
 
-    /// `addr` reached this node itself: it is not reported, and dialed again only after a
-    /// refresh interval (`backoff_max` if shorter or without refreshes; with jitter). An address
-    /// can change hands — a container put back on its network may get another's old address,
-    /// and this node a new one — and the node there then is found within that time.
+    /// `addr` reached this node itself: it is not reported, and dialed again after a refresh
+    /// interval (or `backoff_max` if shorter, or without refreshes), doubling at each hit in a
+    /// row up to `backoff_max`, with jitter. An address can change hands — a container put back
+    /// on its network may get another's old address, and this node a new one — and the node
+    /// there then is found within that time; meanwhile a node dials itself about once per
+    /// `backoff_max` per address of its own.
     pub fn handle_self(&mut self, now: Instant, addr: &str) {
-        let wait = self
+        let max = self.config.backoff_max;
+        let first = self
             .config
             .refresh_interval
-            .map_or(self.config.backoff_max, |every| {
-                every.min(self.config.backoff_max)
-            });
-        let retry_in = self.backoff.delay(u32::MAX, wait);
-        if let Some(peer) = self.peers.get_mut(addr) {
-            *peer = Peer {
-                retry_at: Some(now + retry_in),
-                ..Peer::default()
-            };
-        }
+            .map_or(max, |every| every.min(max));
+        let Some(peer) = self.peers.get_mut(addr) else {
+            return;
+        };
+        let hits = peer.self_hits.saturating_add(1);
+        let wait = first
+            .saturating_mul(1 << hits.saturating_sub(1).min(16))
+            .min(max);
+        *peer = Peer {
+            retry_at: Some(now + self.backoff.at_cap(wait)),
+            self_hits: hits,
+            ..Peer::default()
+        };
     }
 
     /// Marks a discovered peer connected; false if it is not discovered.
@@ -321,6 +329,11 @@ impl Backoff {
             .min(cap);
         let unit = (self.next_random() >> 11) as f64 / (1u64 << 53) as f64;
         base.mul_f64(1.0 + self.jitter * (2.0 * unit - 1.0))
+    }
+
+    /// The longest delay: `cap` with jitter.
+    pub fn at_cap(&mut self, cap: Duration) -> Duration {
+        self.delay(u32::MAX, cap)
     }
 
     /// xorshift64*: small, seeded, good enough for jitter.
@@ -527,6 +540,9 @@ mod tests {
             drain(&mut r, later),
             vec![ReconcileAction::Connect("me:1".into())]
         );
+        // Still this node: about once per backoff_max, however many hits.
+        r.handle_self(later, "me:1");
+        assert_eq!(drain(&mut r, later + 7000 * MS), vec![]);
     }
 
     #[test]

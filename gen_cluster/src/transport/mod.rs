@@ -13,6 +13,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use hickory_resolver::TokioResolver;
+use hickory_resolver::config::LookupIpStrategy;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -173,7 +174,11 @@ async fn host_addresses(host: &str) -> io::Result<Vec<IpAddr>> {
             "cannot read the system's DNS configuration (/etc/resolv.conf): {e}"
         ))
     })?;
-    builder.options_mut().cache_size = 0;
+    let options = builder.options_mut();
+    options.cache_size = 0;
+    // Both families, IPv4 first: the dialer tries them in order, and an IPv6 address without a
+    // route would otherwise hold up a reachable IPv4 one.
+    options.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
     let resolver = builder.build().map_err(io::Error::other)?;
     let found = resolver
         .lookup_ip(host)
