@@ -207,11 +207,8 @@ impl Reconciler {
             return;
         };
         let hits = peer.self_hits.saturating_add(1);
-        let wait = first
-            .saturating_mul(1 << hits.saturating_sub(1).min(16))
-            .min(max);
         *peer = Peer {
-            retry_at: Some(now + self.backoff.at_cap(wait)),
+            retry_at: Some(now + self.backoff.delay_from(first, hits, max)),
             self_hits: hits,
             ..Peer::default()
         };
@@ -323,17 +320,16 @@ impl Backoff {
 
     /// The delay before retry number `failures` (from 1), at most `cap` before jitter.
     pub fn delay(&mut self, failures: u32, cap: Duration) -> Duration {
-        let base = self
-            .min
+        self.delay_from(self.min, failures, cap)
+    }
+
+    /// [`delay`](Self::delay), doubling from `first` instead of the configured minimum.
+    pub fn delay_from(&mut self, first: Duration, failures: u32, cap: Duration) -> Duration {
+        let base = first
             .saturating_mul(2u32.saturating_pow(failures.saturating_sub(1).min(30)))
             .min(cap);
         let unit = (self.next_random() >> 11) as f64 / (1u64 << 53) as f64;
         base.mul_f64(1.0 + self.jitter * (2.0 * unit - 1.0))
-    }
-
-    /// The longest delay: `cap` with jitter.
-    pub fn at_cap(&mut self, cap: Duration) -> Duration {
-        self.delay(u32::MAX, cap)
     }
 
     /// xorshift64*: small, seeded, good enough for jitter.
