@@ -159,7 +159,9 @@ async fn a_member_discovery_no_longer_finds_is_not_redialed_when_its_link_drops(
         every(Some(Duration::from_millis(20))),
     );
     let mut events = discovery.subscribe();
-    wait_until(|| a.is_connected(b.name())).await;
+    // Both ends: `b` drops the link from its side below.
+    let linked = || a.is_connected(b.name()) && b.is_connected(a.name());
+    wait_until(linked).await;
     found.lock().unwrap().clear();
     loop {
         if let DiscoveryEvent::Removed(_) = events.recv().await.unwrap() {
@@ -175,7 +177,7 @@ async fn a_member_discovery_no_longer_finds_is_not_redialed_when_its_link_drops(
         "a member gone from discovery was redialed"
     );
     found.lock().unwrap().push(b.listen_addr().to_string());
-    wait_until(|| a.is_connected(b.name())).await;
+    wait_until(linked).await;
     // Connected again, it is dialed again when its link drops, as any member.
     dropped_then_reconnected(&a, &b).await;
 }
