@@ -167,6 +167,7 @@ async fn local_node(name: &str) -> Node {
     config.liveness = LivenessConfig {
         heartbeat_interval: DOWN_AFTER / 5,
         down_after: DOWN_AFTER,
+        ..LivenessConfig::default()
     };
     Node::start(config).await.unwrap()
 }

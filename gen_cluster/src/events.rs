@@ -120,11 +120,14 @@ pub enum DownReason {
     LocalShutdown,
     /// This node dropped the connection ([`Node::disconnect`](crate::Node::disconnect)).
     Disconnected,
+    /// Most of the peer's watchers lost it (it is hung, stopped or cut off from them): this node,
+    /// which does not watch it, closed its link too.
+    Unreachable,
 }
 
 impl DownReason {
     /// A short machine-friendly name: `left`, `connection_lost`, `unresponsive`,
-    /// `protocol_error`, `restarted`, `local_shutdown`, `disconnected`.
+    /// `protocol_error`, `restarted`, `local_shutdown`, `disconnected`, `unreachable`.
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Left(_) => "left",
@@ -134,6 +137,7 @@ impl DownReason {
             Self::Restarted => "restarted",
             Self::LocalShutdown => "local_shutdown",
             Self::Disconnected => "disconnected",
+            Self::Unreachable => "unreachable",
         }
     }
 }
@@ -150,6 +154,7 @@ impl std::fmt::Display for DownReason {
             Self::Restarted => f.write_str("restarted"),
             Self::LocalShutdown => f.write_str("local shutdown"),
             Self::Disconnected => f.write_str("disconnected by this node"),
+            Self::Unreachable => f.write_str("unreachable: lost by most of its watchers"),
         }
     }
 }

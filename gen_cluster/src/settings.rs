@@ -17,6 +17,7 @@
 //! cluster = "default"
 //! cookie_file = "/etc/gen-cluster/cookie"
 //! down_after_ms = 1000
+//! monitors = 5                    # how many members watch each member
 //! events = "json"                 # or "text"
 //! member = "web"                  # run a cluster member of this kind
 //! globals = ["scheduler"]         # global names for the echo server
@@ -134,6 +135,12 @@ pub struct NodeSettings {
         LivenessConfig::default().down_after.as_millis(),
     )))]
     pub down_after_ms: Option<u64>,
+    /// How many members watch each member for silence.
+    #[cfg_attr(feature = "clap", arg(long, env = "GEN_CLUSTER_MONITORS", help = with_default(
+        "How many members watch each member for silence",
+        LivenessConfig::default().monitors,
+    )))]
+    pub monitors: Option<usize>,
     /// How events are printed.
     #[cfg_attr(feature = "clap", arg(long, env = "GEN_CLUSTER_EVENTS", value_enum, help = with_default("How events are printed", EventFormat::default())))]
     pub events: Option<EventFormat>,
@@ -357,6 +364,7 @@ impl NodeSettings {
             cookie_file: self.cookie_file.or(file.cookie_file),
             cluster: self.cluster.or(file.cluster),
             down_after_ms: self.down_after_ms.or(file.down_after_ms),
+            monitors: self.monitors.or(file.monitors),
             events: self.events.or(file.events),
             globals: [file.globals, self.globals].concat(),
             member: self.member.or(file.member),
@@ -423,7 +431,11 @@ impl Settings {
             config.liveness = LivenessConfig {
                 heartbeat_interval: down_after / 5,
                 down_after,
+                ..LivenessConfig::default()
             };
+        }
+        if let Some(monitors) = self.given.monitors {
+            config.liveness.monitors = monitors;
         }
         config
     }
@@ -514,6 +526,9 @@ pub fn resolve(config: Option<&Path>, flags: NodeSettings) -> Result<Settings, S
     if given.down_after_ms.is_some_and(|ms| ms < 10) {
         refuse!("down_after_ms must be at least 10");
     }
+    if given.monitors == Some(0) {
+        refuse!("monitors must be at least 1");
+    }
     if given
         .data_dir
         .as_ref()
@@ -602,7 +617,7 @@ mod file_tests {
     fn an_application_starts_from_the_clis_file() {
         let path = file(
             "node.toml",
-            "name = \"a\"\nlisten = \"127.0.0.1:4370\"\ndown_after_ms = 2000\n\
+            "name = \"a\"\nlisten = \"127.0.0.1:4370\"\ndown_after_ms = 2000\nmonitors = 3\n\
              candidates = [\"a\", \"b\", \"c\"]\nelection = \"majority\"\ndata_dir = \"/var/lib/x\"\n\
              tls = { cert = \"a.pem\", key = \"a.key\", ca = \"ca.pem\" }\n\
              [discovery]\nstatic = [\"10.0.0.2:4370\"]\nrefresh_interval_ms = \"infinity\"\n",
@@ -612,6 +627,7 @@ mod file_tests {
         assert_eq!(config.name.as_str(), "a");
         assert_eq!(config.listen, "127.0.0.1:4370");
         assert_eq!(config.liveness.down_after, Duration::from_secs(2));
+        assert_eq!(config.liveness.monitors, 3);
         let leader = settings.leader_config("dict").unwrap();
         assert_eq!(leader.mode, ElectionMode::Majority);
         assert_eq!(leader.candidates.len(), 3);

@@ -166,7 +166,7 @@ pub const METRICS: &[Metric] = &[
         PEER_ROUND_TRIP,
         Kind::Histogram,
         &["peer"],
-        "the link's round trip (a ping the peer answers, once a second), in seconds",
+        "the link's round trip (a ping the peer answers, once a second, on the links this node watches and those to hidden nodes), in seconds",
     ),
     metric(
         HANDSHAKES,

@@ -17,6 +17,12 @@
 //! `down`. A hidden node's service tells no one anything and takes nothing from peers: its view
 //! holds only itself.
 //!
+//! The service also runs the node's share of failure detection: after each flush it turns the
+//! failure detector on for the links to the peers the view says this node watches (a few, on
+//! the monitor ring) and off for the others, and closes the link to a member the view finds
+//! lost by most of its watchers ([`DownReason::Unreachable`]); such a member is redialed by its
+//! watchers only, until one of them gets through.
+//!
 //! Costs: one record per node of the cluster; a change of one node's links is passed once over
 //! each link (see the machine's docs); each published view is O(n) to build.
 
@@ -35,10 +41,12 @@ use tokio_util::sync::CancellationToken;
 pub use gen_cluster_proto::view::NodeState;
 
 use crate::clock::{self, now};
+use crate::dist::link::PeerLink;
 use crate::dist::peers::PeerTable;
+use crate::dist::queue::Outgoing;
 use crate::dist::{self, Dist};
 use crate::error::{ConnectError, StartError, with_causes};
-use crate::events::{EventBus, NodeEvent};
+use crate::events::{DownReason, EventBus, NodeEvent};
 use crate::process::Target;
 use crate::process::signal::{Inbox, Signal};
 use crate::process::table::ProcessTable;
@@ -254,7 +262,8 @@ pub(crate) struct Parts {
 pub(crate) fn start(parts: Parts) -> Result<Started, StartError> {
     let (_, inbox) = parts.processes.register(Some(MAILBOX.into()), None)?;
     let local = &parts.dist.local;
-    let machine = View::new(local.name.clone(), local.listen.clone(), local.incarnation);
+    let machine = View::new(local.name.clone(), local.listen.clone(), local.incarnation)
+        .with_monitors(parts.dist.config.liveness.monitors);
     let hidden = local.hidden;
     let dialing = (parts.dist.config.connect_all && !hidden).then(|| {
         let config = ReconcileConfig {
@@ -276,6 +285,7 @@ pub(crate) fn start(parts: Parts) -> Result<Started, StartError> {
         dialed: BTreeMap::new(),
         undiscovered: Arc::clone(&undiscovered),
         members: BTreeMap::new(),
+        watched: BTreeMap::new(),
         router: parts.router,
         peers: parts.peers,
         dist: parts.dist,
@@ -320,6 +330,8 @@ struct Service {
     /// Every member ever connected, by id: whose view messages are taken (never a hidden
     /// node's, which is never reported up).
     members: BTreeMap<NodeId, NodeName>,
+    /// The links whose failure detector this node turned on.
+    watched: BTreeMap<NodeName, Arc<PeerLink>>,
     router: Router,
     peers: Arc<PeerTable>,
     dist: Arc<Dist>,
@@ -436,6 +448,12 @@ impl Service {
                     let _ = self.router.post_unbounded(&target, message);
                 }
                 ViewAction::Changed => changed = true,
+                ViewAction::Disconnect(peer) => {
+                    if let Some(link) = self.peers.link_to(peer.id()).filter(|l| l.name == peer) {
+                        link.note_down_reason(DownReason::Unreachable);
+                        link.cancel();
+                    }
+                }
             }
         }
         if changed {
@@ -468,6 +486,32 @@ impl Service {
         let group = self.machine.group();
         self.publish
             .send_replace(Arc::new(ClusterView { nodes, group }));
+        self.watch();
+    }
+
+    /// Turns the failure detector on for the links to the peers the view says this node
+    /// watches, and off for the others it was on for.
+    fn watch(&mut self) {
+        let wanted = self.machine.watching();
+        self.watched.retain(|peer, link| {
+            let keep = wanted.contains(peer);
+            if !keep {
+                link.queue.switch(Outgoing::Watch(false));
+            }
+            keep
+        });
+        for peer in wanted {
+            let Some(link) = self.peers.link_to(peer.id()).filter(|l| l.name == peer) else {
+                continue;
+            };
+            let switched = self
+                .watched
+                .get(&peer)
+                .is_some_and(|watched| Arc::ptr_eq(watched, &link));
+            if !switched && link.queue.switch(Outgoing::Watch(true)) {
+                self.watched.insert(peer, link);
+            }
+        }
     }
 
     /// Tells the reconcile machine which members to keep connected to: every node that has not
@@ -558,6 +602,7 @@ impl Service {
 
     /// The link to the member `peer` is gone: it is dialed again at once.
     fn link_down(&mut self, peer: &NodeName) {
+        self.watched.remove(peer);
         self.machine.handle_down(peer);
         if let (Some(dialing), Some(addr)) = (&mut self.dialing, self.dialed.remove(peer)) {
             dialing.handle_disconnected(now(), &addr);

@@ -1,6 +1,7 @@
 //! The cluster view through the runtime: nodes seeded with one node come to know and connect to
 //! every other; a node that shuts down is `left` and out of the group; a hidden client is
-//! no member anywhere. Waits follow the published view, bounded by a hang timeout.
+//! no member anywhere; a hung node is declared down by its few watchers and closed out by
+//! everyone. Waits follow the published view and the events, bounded by a hang timeout.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -11,7 +12,9 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::{HANG, Net, config};
-use gen_cluster::{ClusterView, LivenessConfig, Node, NodeEvent, NodeName, NodeState};
+use gen_cluster::{
+    ClusterView, DownReason, LivenessConfig, MemoryNetwork, Node, NodeEvent, NodeName, NodeState,
+};
 use tokio::sync::broadcast::error::TryRecvError;
 
 /// Waits until `node`'s view satisfies `done`.
@@ -41,6 +44,7 @@ async fn twenty_nodes_seeded_with_one_come_to_a_full_mesh(net: Net) {
         config.liveness = LivenessConfig {
             heartbeat_interval: Duration::from_secs(1),
             down_after: Duration::from_secs(5),
+            ..LivenessConfig::default()
         };
         net.start(config)
     };
@@ -136,3 +140,73 @@ on_both_transports!(
     a_node_that_shuts_down_is_left_out,
     a_hidden_client_is_no_member_and_no_event,
 );
+
+/// Eight nodes, each watched by two others: a node that hangs (the in-memory network holds every
+/// byte to and from it, its connections stay open) is found silent by its two watchers alone —
+/// the other links to it carry no heartbeats — and every other node then closes its link to it
+/// as unreachable and holds it down. Let go, it is back in everyone's group.
+#[tokio::test(start_paused = true)]
+async fn a_hung_node_is_found_by_its_watchers_and_closed_out_by_everyone() {
+    let memory = MemoryNetwork::new();
+    let net = Net::Memory(memory.clone());
+    let mut nodes = Vec::new();
+    for i in 0..8 {
+        let mut config = config(&format!("w{i}"));
+        config.liveness.monitors = 2;
+        nodes.push(net.start(config).await);
+    }
+    for node in &nodes[1..] {
+        node.connect(nodes[0].listen_addr()).await.unwrap();
+    }
+    let everyone = names(&nodes);
+    for node in &nodes {
+        view_until(node, "all eight in one group", |view| {
+            view.group == everyone
+        })
+        .await;
+    }
+    let hung = nodes[3].name().clone();
+    let others: Vec<&Node> = nodes.iter().filter(|n| *n.name() != hung).collect();
+    let mut events: Vec<_> = others.iter().map(|node| node.subscribe()).collect();
+    memory.isolate(hung.as_str());
+    let mut reasons = Vec::new();
+    for (node, events) in others.iter().zip(&mut events) {
+        let reason = tokio::time::timeout(HANG, async {
+            loop {
+                if let NodeEvent::NodeDown { peer, reason, .. } = events.recv().await.unwrap()
+                    && peer == hung
+                {
+                    return reason;
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{} never closed its link to {hung}", node.name()));
+        reasons.push(reason);
+    }
+    let found = reasons
+        .iter()
+        .filter(|r| matches!(r, DownReason::Unresponsive { .. }))
+        .count();
+    let followed = reasons
+        .iter()
+        .filter(|r| matches!(r, DownReason::Unreachable))
+        .count();
+    assert!(
+        found == 2 && followed == 5,
+        "its two watchers find it silent, the five others follow them: {reasons:?}"
+    );
+    for node in &others {
+        view_until(node, "the hung node down", |view| {
+            view.state(&hung) == Some(NodeState::Down) && !view.group.contains(&hung)
+        })
+        .await;
+    }
+    memory.heal_all();
+    for node in &nodes {
+        view_until(node, "all eight in one group again", |view| {
+            view.group == everyone
+        })
+        .await;
+    }
+}

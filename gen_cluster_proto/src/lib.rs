@@ -21,6 +21,8 @@
 //! - [`registry`] — global names: who holds what, and the rule that settles a clash after a heal.
 //! - [`liveness`] — the per-connection failure detector: heartbeats when idle, down after a silent
 //!   deadline.
+//! - [`monitor_ring`] — who watches whom: each member watches a few others on a ring, so
+//!   heartbeats grow with the number of nodes, not its square.
 //! - [`view`] — the cluster view: every node of the cluster learned transitively, its state, the
 //!   nodes to dial for a full mesh, and the fully connected groups the services act on.
 
@@ -35,6 +37,7 @@ pub mod ids;
 pub mod liveness;
 pub mod majority;
 pub mod membership;
+pub mod monitor_ring;
 pub mod reconcile;
 pub mod registry;
 pub mod view;

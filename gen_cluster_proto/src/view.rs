@@ -30,6 +30,14 @@
 //!   linked to some members but not yet to all is set aside until it is linked to all, rather
 //!   than splitting members that are (which would make a second leader for a moment).
 //!
+//! - Failure detection is spread over the view: each node watches only the few peers the
+//!   monitor ring gives it ([`View::watching`], see `monitor_ring`), and a watcher that finds a
+//!   peer silent closes its link, which puts the peer in its record's `lost`. A member that a
+//!   quorum of its watchers lost ([`View::unreachable`]) is disconnected by every other node
+//!   ([`ViewAction::Disconnect`]) and dialed again only by its watchers: when one gets through
+//!   (the node is back), its record no longer accuses the node and everyone dials it. A
+//!   closed connection needs no quorum: each end sees it at once.
+//!
 //! Sans-IO: the runtime reports links that come up and go down and the messages that arrive,
 //! carries out what [`View::poll_action`] returns, and calls [`View::flush`] after each burst of
 //! changes. Costs: a node holds one record per node of the cluster, each listing up to n − 1
@@ -38,13 +46,15 @@
 //! mesh forms, a learned version is announced in digests of O(1) bytes per entry to the nodes
 //! not yet connected to its author and fetched once by each. [`View::groups`] reads each record's
 //! links once (O(n²) for a full mesh), then settles each group in O(n²) steps, computed when
-//! asked.
+//! asked. A flush after a change builds the monitor ring again (O(n log n)) and looks for
+//! unreachable members (O(n·k)).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
 use crate::handshake::Identity;
+use crate::monitor_ring::{self, MonitorRing};
 use crate::{Incarnation, NodeName};
 
 /// What a node says about itself.
@@ -134,6 +144,8 @@ pub enum ViewAction {
     /// The view changed: states, members or groups may differ. Call [`View::flush`] once the
     /// burst of changes is over.
     Changed,
+    /// A quorum of the node's watchers lost it: close the link to it (if there is one).
+    Disconnect(NodeName),
 }
 
 /// One node's view of its cluster.
@@ -148,6 +160,14 @@ pub struct View {
     learned: BTreeMap<NodeName, NodeName>,
     /// The records asked for and not yet received.
     asked: BTreeMap<NodeName, Asked>,
+    /// How many members watch each member.
+    monitors: usize,
+    /// The live nodes on the monitor ring, as of the last flush.
+    ring: MonitorRing,
+    /// The members a quorum of whose watchers lost them, as of the last flush.
+    unreachable: BTreeSet<NodeName>,
+    /// Whether the view changed since the ring was last built.
+    ring_stale: bool,
 }
 
 /// A record asked of one peer, and what the other peers offered of it: if the asked one answers
@@ -182,7 +202,18 @@ impl View {
             mine_changed: false,
             learned: BTreeMap::new(),
             asked: BTreeMap::new(),
+            monitors: monitor_ring::DEFAULT_MONITORS,
+            ring: MonitorRing::default(),
+            unreachable: BTreeSet::new(),
+            ring_stale: true,
         }
+    }
+
+    /// The same view with each member watched by `monitors` others (see `monitor_ring`).
+    pub fn with_monitors(mut self, monitors: usize) -> Self {
+        self.monitors = monitors.max(1);
+        self.ring_stale = true;
+        self
     }
 
     /// This node's name.
@@ -215,7 +246,7 @@ impl View {
             };
             self.records.insert(peer.name.clone(), first_sight);
             self.learned.insert(peer.name.clone(), peer.name.clone());
-            self.actions.push_back(ViewAction::Changed);
+            self.changed();
         }
         // What was asked of an earlier life of the peer will not be answered.
         self.ask_elsewhere(|asked| asked.of == peer.name);
@@ -250,8 +281,13 @@ impl View {
     /// Sends what changed since the last flush: this node's record to every node it is
     /// connected to, and the digest entries of the records it learned to the connected nodes
     /// that did not give them and are not connected to their authors (who send them their
-    /// records themselves) — in a full mesh, no one.
+    /// records themselves) — in a full mesh, no one. A member that a quorum of its watchers has
+    /// newly lost is disconnected.
     pub fn flush(&mut self) {
+        if std::mem::take(&mut self.ring_stale) {
+            self.ring = MonitorRing::new(self.live().into_iter().cloned(), self.monitors);
+            self.settle_unreachable();
+        }
         let mine = &self.records[&self.me];
         let links: Vec<NodeName> = mine.links.iter().cloned().collect();
         if std::mem::take(&mut self.mine_changed) {
@@ -337,7 +373,7 @@ impl View {
                     }
                 }
                 if changed {
-                    self.actions.push_back(ViewAction::Changed);
+                    self.changed();
                 }
                 // Whatever `from` was asked for and did not send (this may be its answer, or a
                 // push of its own record before it: at worst a record is fetched twice) is asked
@@ -431,34 +467,93 @@ impl View {
     }
 
     /// The members this node should be connected to and is not, with their addresses: every
-    /// node that has not left, whatever others say of it (a node down for everyone may be back).
+    /// node that has not left (a node down for everyone may be back), but those a quorum of
+    /// their watchers lost (as of the last flush), which only their watchers dial (when a
+    /// watcher gets through, the others follow).
     pub fn to_dial(&self) -> impl Iterator<Item = (&NodeName, &str)> {
         let mine = &self.records[&self.me];
         self.members()
             .filter(|record| !mine.links.contains(&record.name))
+            .filter(|record| {
+                !self.unreachable.contains(&record.name)
+                    || self.ring.watchers_of(&record.name).contains(&&self.me)
+            })
             .map(|record| (&record.name, record.addr.as_str()))
+    }
+
+    /// The peers this node watches (as of the last flush): the failure detector runs on its
+    /// links to them, and on no other link to a member (see `monitor_ring`).
+    pub fn watching(&self) -> BTreeSet<NodeName> {
+        self.ring
+            .watched_by(&self.me)
+            .into_iter()
+            .cloned()
+            .collect()
+    }
+
+    /// The members a quorum of whose watchers lost them (as of the last flush): hung, stopped
+    /// or cut off from most of their watchers.
+    pub fn unreachable(&self) -> &BTreeSet<NodeName> {
+        &self.unreachable
+    }
+
+    /// The nodes this node holds live: itself, the members it is connected to, and those a node
+    /// it is connected to is connected to.
+    fn live(&self) -> BTreeSet<&NodeName> {
+        let mine = &self.records[&self.me];
+        let heard_of = mine
+            .links
+            .iter()
+            .filter_map(|peer| self.records.get(peer))
+            .flat_map(|peer| &peer.links);
+        std::iter::once(&self.me)
+            .chain(&mine.links)
+            .chain(heard_of)
+            .filter(|name| {
+                self.records
+                    .get(*name)
+                    .is_some_and(|record| record.presence == Presence::Member)
+            })
+            .collect()
+    }
+
+    /// Finds the members a quorum of whose watchers say they lost them (and are not connected to
+    /// them again); asks to disconnect those newly found that this node is connected to.
+    fn settle_unreachable(&mut self) {
+        let ring = &self.ring;
+        let lost_by = |watcher: &NodeName, node: &NodeName| {
+            self.records
+                .get(watcher)
+                .is_some_and(|record| record.lost.contains(node) && !record.links.contains(node))
+        };
+        let unreachable: BTreeSet<NodeName> = self
+            .members()
+            .filter(|record| {
+                let watchers = ring.watchers_of(&record.name);
+                let lost = watchers.iter().filter(|w| lost_by(w, &record.name)).count();
+                !watchers.is_empty() && lost >= monitor_ring::quorum(watchers.len())
+            })
+            .map(|record| record.name.clone())
+            .collect();
+        let mine = &self.records[&self.me];
+        let newly: Vec<NodeName> = unreachable
+            .difference(&self.unreachable)
+            .filter(|name| mine.links.contains(*name))
+            .cloned()
+            .collect();
+        self.unreachable = unreachable;
+        for name in newly {
+            self.actions.push_back(ViewAction::Disconnect(name));
+        }
     }
 
     /// The fully connected groups of the nodes that are up or unreachable (see the module docs),
     /// each in name order; each of those nodes is in exactly one.
     pub fn groups(&self) -> Vec<BTreeSet<NodeName>> {
-        let mine = &self.records[&self.me];
-        // The nodes that a node this one is connected to is connected to.
-        let heard_of: BTreeSet<&NodeName> = mine
-            .links
-            .iter()
-            .filter_map(|peer| self.records.get(peer))
-            .flat_map(|peer| &peer.links)
-            .collect();
         let live: Vec<&NodeRecord> = self
-            .records
-            .values()
-            .filter(|record| {
-                record.presence == Presence::Member
-                    && (record.name == self.me
-                        || mine.links.contains(&record.name)
-                        || heard_of.contains(&record.name))
-            })
+            .live()
+            .into_iter()
+            .filter_map(|name| self.records.get(name))
             .collect();
         let index: BTreeMap<&NodeName, usize> = live
             .iter()
@@ -568,6 +663,13 @@ impl View {
         }
         mine.version += 1;
         self.mine_changed = true;
+        self.changed();
+    }
+
+    /// States, members or groups may differ: the runtime is told, and the ring is built again at
+    /// the next flush.
+    fn changed(&mut self) {
+        self.ring_stale = true;
         self.actions.push_back(ViewAction::Changed);
     }
 

@@ -164,6 +164,12 @@ pub enum Header<'a> {
         /// The `Ping`'s `sent`.
         sent: u64,
     },
+    /// The sender watches (`on`) or stops watching this link: the receiver sends a heartbeat
+    /// whenever it has sent nothing for its heartbeat interval, or stops.
+    Heartbeats {
+        /// Whether heartbeats are asked for.
+        on: bool,
+    },
 }
 
 impl Header<'_> {
@@ -452,7 +458,7 @@ mod tests {
     proptest! {
         #[test]
         fn every_header_round_trips(
-            kind in 0u8..14, a in arb_pid(), b in arb_pid(), r in any::<u64>(),
+            kind in 0u8..15, a in arb_pid(), b in arb_pid(), r in any::<u64>(),
             reason in arb_reason(), name in "[a-z]{0,20}", payload in proptest::collection::vec(any::<u8>(), 0..64)
         ) {
             let to = if r % 2 == 0 { Dest::Pid(a) } else { Dest::Name(&name) };
@@ -470,6 +476,7 @@ mod tests {
                 10 => Header::Link { from: a, to: b },
                 11 => Header::Ping { sent: r },
                 12 => Header::Pong { sent: r },
+                13 => Header::Heartbeats { on: r % 2 == 0 },
                 _ => Header::Exit { from: a, to: b, reason },
             };
             let carried = header.carries_payload().then_some(&payload);

@@ -6,10 +6,15 @@
 //!   arrives (not every whole frame) counts as hearing the peer;
 //! - the **writer** drains the link's queue, coalescing queued frames into one write and sending
 //!   large ones in fragments (see `outbox`), and runs the failure detector
-//!   (`gen_cluster_proto::liveness`): heartbeats when idle, down after the silent deadline. A
-//!   write that makes no progress waits while the peer is still heard (back-pressure: it reads
-//!   slowly) and fails once the peer is silent too, so a dead peer cannot wedge the writer and a
-//!   slow one is not taken for dead.
+//!   (`gen_cluster_proto::liveness`): heartbeats when idle if the peer asked for them, down after
+//!   the silent deadline if this node watches the peer. Between members of this version both
+//!   are off until the cluster view says which peers this node watches (a few, on the monitor
+//!   ring); a link to a hidden node, or to a peer of an older version, watches and heartbeats
+//!   both ways. A write that makes no progress on a watched link waits while the peer is still
+//!   heard (back-pressure: it reads slowly) and fails once the peer is silent too, so a dead
+//!   peer cannot wedge the writer and a slow one is not taken for dead; on a link this node does
+//!   not watch it waits until the peer's watchers declare it down (the view then closes the
+//!   link).
 //!
 //! When either task ends, the link is taken down once, with the reason of whichever ended first.
 //! The reader ends on the link's own token, not the node's shutdown: a node that shuts down
@@ -26,7 +31,9 @@ use bytes::Bytes;
 use futures::StreamExt;
 use gen_cluster_proto::ExitReason;
 use gen_cluster_proto::NodeName;
-use gen_cluster_proto::handshake::{Established, ROUND_TRIP_VERSION};
+use gen_cluster_proto::handshake::{
+    Established, HEARTBEATS_ON_REQUEST_VERSION, ROUND_TRIP_VERSION,
+};
 use gen_cluster_proto::liveness::{Liveness, LivenessAction, LivenessConfig};
 use gen_cluster_proto::wire::{self, CallRefusal, Header, WireError};
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
@@ -49,8 +56,18 @@ use crate::transport::{ReadHalf, WriteHalf};
 pub(crate) struct NewLink {
     link: Arc<PeerLink>,
     outgoing: mpsc::UnboundedReceiver<Outgoing>,
-    /// Whether the peer answers pings (its version has them).
+    /// What the peer's version has.
+    features: Features,
+}
+
+/// What a link's peer understands.
+#[derive(Clone, Copy, Debug)]
+struct Features {
+    /// It answers pings.
     pings: bool,
+    /// It heartbeats on request, and the link is between two members: the failure detector
+    /// starts quiet, and the view turns it on for the peers this node watches.
+    quiet: bool,
 }
 
 impl NewLink {
@@ -68,7 +85,12 @@ pub(crate) fn establish(
     peer: &Established,
     heard: Arc<AtomicU64>,
 ) -> Option<NewLink> {
-    let pings = peer.version >= ROUND_TRIP_VERSION;
+    let features = Features {
+        pings: peer.version >= ROUND_TRIP_VERSION,
+        quiet: peer.version >= HEARTBEATS_ON_REQUEST_VERSION
+            && !peer.peer.hidden
+            && !dist.local.hidden,
+    };
     let peer = &peer.peer;
     let config = &dist.config;
     let (queue, outgoing) =
@@ -89,7 +111,7 @@ pub(crate) fn establish(
     Some(NewLink {
         link,
         outgoing,
-        pings,
+        features,
     })
 }
 
@@ -99,7 +121,7 @@ pub(crate) fn run(dist: &Arc<Dist>, new: NewLink, mut frames: Frames, write: Wri
     let NewLink {
         link,
         outgoing,
-        pings,
+        features,
     } = new;
     // Larger messages come in fragments; the reader's buffer never grows past one.
     frames
@@ -117,7 +139,7 @@ pub(crate) fn run(dist: &Arc<Dist>, new: NewLink, mut frames: Frames, write: Wri
             write,
             Arc::clone(&last_heard),
             Arc::clone(&counters),
-            pings,
+            features,
         ),
     );
     let tasks = dist.tasks.clone();
@@ -193,6 +215,9 @@ async fn handle_frame(
     let payload = || Payload::Encoded(frame.slice_ref(payload));
     match header {
         Header::Heartbeat => {}
+        Header::Heartbeats { on } => {
+            link.queue.switch(Outgoing::Heartbeats(on));
+        }
         Header::Ping { sent } => {
             link.queue.send_header(&Header::Pong { sent });
         }
@@ -293,16 +318,20 @@ async fn write_loop(
     mut write: WriteHalf,
     last_heard: Arc<AtomicU64>,
     counters: Arc<LinkCounters>,
-    pings: bool,
+    features: Features,
 ) {
     let config = dist.config.liveness;
     let deadline = config.down_after;
     let silence = Silence {
         dist: &dist,
+        link: &link,
         last_heard: &last_heard,
         config,
     };
-    let mut detector = Liveness::new(config, now());
+    let mut detector = match features.quiet {
+        true => Liveness::quiet(config, now()),
+        false => Liveness::new(config, now()),
+    };
     let mut next_ping = now();
     let mut last_write = now() - COALESCE_WINDOW;
     let mut batch = Vec::with_capacity(WRITE_BATCH);
@@ -327,7 +356,7 @@ async fn write_loop(
                     }
                 }
             } else {
-                let wake = tokio::time::Instant::from_std(detector.poll_timeout());
+                let wake = detector.poll_timeout().map(tokio::time::Instant::from_std);
                 tokio::select! {
                     biased;
                     _ = link.cancelled() => return Ok(()),
@@ -348,7 +377,7 @@ async fn write_loop(
                             }
                         }
                     }
-                    _ = tokio::time::sleep_until(wake) => {}
+                    _ = sleep_until(wake) => {}
                 }
             }
             buffer.clear();
@@ -363,6 +392,14 @@ async fn write_loop(
                         link.queue.release(charge);
                         outbox.push(frame, lane, &mut buffer)
                     }
+                    Outgoing::Watch(on) => {
+                        detector.set_watching(on, now());
+                        let header = Header::Heartbeats { on };
+                        if let Ok(frame) = wire::encode_header(&header, wire::DEFAULT_MAX_FRAME) {
+                            outbox.push(frame, Lane::of(&header), &mut buffer);
+                        }
+                    }
+                    Outgoing::Heartbeats(on) => detector.set_heartbeats(on),
                     Outgoing::Goodbye(reason) => {
                         let header = Header::Goodbye {
                             reason: reason.clone(),
@@ -377,7 +414,7 @@ async fn write_loop(
             batch.drain(..taken);
             outbox.next_fragment(&mut buffer);
             if !buffer.is_empty() {
-                write_all(&mut write, &buffer, &silence).await?;
+                write_all(&mut write, &buffer, &silence, detector.watching()).await?;
                 counters.sent_frames.increment(taken as u64);
                 counters.sent_bytes.increment(buffer.len() as u64);
                 last_write = now();
@@ -396,7 +433,7 @@ async fn write_loop(
             detector.handle_heard(dist.epoch.load(&last_heard));
             match detector.poll(now()) {
                 Some(LivenessAction::SendHeartbeat) => {
-                    write_all(&mut write, &heartbeat, &silence).await?;
+                    write_all(&mut write, &heartbeat, &silence, detector.watching()).await?;
                     counters.sent_frames.increment(1);
                     counters.sent_bytes.increment(heartbeat.len() as u64);
                 }
@@ -406,13 +443,14 @@ async fn write_loop(
                 None => {}
             }
             let at = now();
-            if pings && at >= next_ping {
+            // The round trip is measured on the links the failure detector watches.
+            if features.pings && detector.watching() && at >= next_ping {
                 next_ping = at + PING_EVERY;
                 let ping = Header::Ping {
                     sent: dist.epoch.stamp(at),
                 };
                 if let Ok(ping) = wire::encode_header(&ping, wire::DEFAULT_MAX_FRAME) {
-                    write_all(&mut write, &ping, &silence).await?;
+                    write_all(&mut write, &ping, &silence, detector.watching()).await?;
                     counters.sent_frames.increment(1);
                     counters.sent_bytes.increment(ping.len() as u64);
                 }
@@ -430,25 +468,34 @@ async fn write_loop(
 /// is silent too.
 struct Silence<'a> {
     dist: &'a Dist,
+    link: &'a PeerLink,
     last_heard: &'a AtomicU64,
     config: LivenessConfig,
 }
 
 /// Writes `bytes`. A write that makes no progress is back-pressure while the peer is still
-/// heard (it reads slowly, or its processes' mailboxes are full): it waits. It fails once the
-/// peer has also been silent for the failure detector's deadline: a peer that stopped reading
-/// and talking cannot wedge the writer.
+/// heard (it reads slowly, or its processes' mailboxes are full): it waits. On a `watched` link
+/// it fails once the peer has also been silent for the failure detector's deadline: a peer that
+/// stopped reading and talking cannot wedge the writer. On another link, where silence is no
+/// sign, it waits until the link is closed (its watchers declared the peer down).
 async fn write_all(
     write: &mut WriteHalf,
     mut bytes: &[u8],
     silence: &Silence<'_>,
+    watched: bool,
 ) -> Result<(), DownReason> {
     let deadline = silence.config.down_after;
     while !bytes.is_empty() {
-        match tokio::time::timeout(silence.config.heartbeat_interval, write.write(bytes)).await {
+        let written = tokio::select! {
+            biased;
+            _ = silence.link.cancelled() => return Err(DownReason::LocalShutdown),
+            written = tokio::time::timeout(silence.config.heartbeat_interval, write.write(bytes)) => written,
+        };
+        match written {
             Ok(Ok(0)) => return Err(DownReason::ConnectionLost("wrote nothing".into())),
             Ok(Ok(written)) => bytes = &bytes[written..],
             Ok(Err(error)) => return Err(DownReason::ConnectionLost(error.to_string())),
+            Err(_) if !watched => {}
             Err(_) => {
                 let heard = silence.dist.epoch.load(silence.last_heard);
                 let silent_for = now().saturating_duration_since(heard);
@@ -510,5 +557,12 @@ impl AsyncRead for Heard {
             self.epoch.store(&self.read_at, at);
         }
         polled
+    }
+}
+
+async fn sleep_until(wake: Option<tokio::time::Instant>) {
+    match wake {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }

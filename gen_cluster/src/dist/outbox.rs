@@ -6,7 +6,9 @@
 //! like silence to the peer. Everything else waits behind it, in order: frames to the same
 //! destination (so one process's messages to another keep their order) and control frames
 //! (monitors, links, exits, replies keep their order with the messages around them, whose
-//! destinations they do not name). The answer to a ping keeps no order and passes everything.
+//! destinations they do not name). Pings, their answers and requests for heartbeats keep no order
+//! with the rest and pass everything (a failure detector starting behind a large message would
+//! not hear the heartbeats it asked for).
 //! One large frame is sent at a time.
 //!
 //! Sans-IO: the writer pushes what it takes from the queue and asks for the next fragment; the
@@ -28,8 +30,9 @@ pub(crate) enum Lane {
     To(u64),
     /// Anything else: monitors, links, exits, replies, goodbyes.
     Control,
-    /// A frame that keeps no order with any other (the answer to a ping): it passes everything,
-    /// so that a round trip measured behind a large message is the link's, not the message's.
+    /// A frame that keeps no order with any other but its like (pings, their answers, requests
+    /// for heartbeats): it passes everything, so that a round trip measured behind a large
+    /// message is the link's, not the message's, and heartbeats asked for come at once.
     Unordered,
 }
 
@@ -38,7 +41,9 @@ impl Lane {
     pub(crate) fn of(header: &Header<'_>) -> Self {
         match header {
             Header::Send { to } | Header::Cast { to } | Header::Call { to, .. } => Lane::to(to),
-            Header::Ping { .. } | Header::Pong { .. } => Lane::Unordered,
+            Header::Ping { .. } | Header::Pong { .. } | Header::Heartbeats { .. } => {
+                Lane::Unordered
+            }
             _ => Lane::Control,
         }
     }

@@ -32,6 +32,10 @@ pub(crate) enum Outgoing {
     Frame(Vec<u8>, Lane, u32),
     /// Say goodbye with this reason, then close.
     Goodbye(ExitReason),
+    /// Start or stop watching the peer (and ask it for heartbeats, or to stop them).
+    Watch(bool),
+    /// The peer asked for heartbeats, or to stop them.
+    Heartbeats(bool),
 }
 
 /// The queue of frames to one peer. Cheap to clone: clones share the queue.
@@ -161,6 +165,16 @@ impl FrameQueue {
                 false
             }
         }
+    }
+
+    /// Asks the writer to start or stop watching the peer, or to start or stop sending it
+    /// heartbeats ([`Outgoing::Watch`], [`Outgoing::Heartbeats`]); false if the link has closed.
+    pub(crate) fn switch(&self, switch: Outgoing) -> bool {
+        debug_assert!(matches!(
+            switch,
+            Outgoing::Watch(_) | Outgoing::Heartbeats(_)
+        ));
+        self.0.out.send(switch).is_ok()
     }
 
     /// Asks the writer to say goodbye and close; false if the link has closed.

@@ -293,6 +293,7 @@ pub fn config(name: &str) -> NodeConfig {
     config.liveness = LivenessConfig {
         heartbeat_interval: Duration::from_millis(100),
         down_after: Duration::from_millis(500),
+        ..LivenessConfig::default()
     };
     config
 }

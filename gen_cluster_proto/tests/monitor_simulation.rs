@@ -1,0 +1,509 @@
+//! Deterministic simulation of failure detection at scale: the cluster view and the per-link
+//! failure detector of every node, in simulated time, over links with seeded random latency.
+//! Each node watches the peers its view's monitor ring gives it (its detector on those links
+//! watches, and the peer heartbeats on request); nothing else heartbeats. Checked:
+//!
+//! - an idle cluster sends at most `k` heartbeats per node per interval, whatever its size;
+//! - a hung node (it sends and reads nothing, its connections stay open) is declared down by its
+//!   watchers, and every other node closes its link to it and holds it unreachable and down;
+//! - a watcher that hears a live node late (a slow path) declares it down alone, and no one
+//!   follows: one lagging watcher is not a quorum;
+//! - while every watcher hears every node in time, no node is declared down;
+//! - a crashed node is redialed by its watchers only, and when it is back everyone reconnects.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use gen_cluster_proto::handshake::Identity;
+use gen_cluster_proto::liveness::{Liveness, LivenessAction, LivenessConfig};
+use gen_cluster_proto::monitor_ring::{MonitorRing, quorum};
+use gen_cluster_proto::view::{NodeState, View, ViewAction, ViewMessage};
+use gen_cluster_proto::{Incarnation, NodeName};
+
+const MS: Duration = Duration::from_millis(1);
+const STEP: Duration = Duration::from_millis(10);
+const MONITORS: usize = 5;
+
+fn name(i: usize) -> NodeName {
+    NodeName::new(format!("n{i}")).unwrap()
+}
+
+/// What travels between two nodes.
+enum Frame {
+    Heartbeat,
+    View(ViewMessage),
+}
+
+struct InFlight {
+    at: Instant,
+    from: usize,
+    to: usize,
+    frame: Frame,
+}
+
+struct Sim {
+    now: Instant,
+    config: LivenessConfig,
+    views: Vec<View>,
+    lives: Vec<u64>,
+    hung: Vec<bool>,
+    crashed: Vec<bool>,
+    /// Connected pairs, smaller index first.
+    links: BTreeSet<(usize, usize)>,
+    /// The detector of each end of each link: (me, peer).
+    detectors: BTreeMap<(usize, usize), Liveness>,
+    in_flight: Vec<InFlight>,
+    /// Links whose closing a hung node has not noticed yet.
+    closed_while_hung: Vec<(usize, usize)>,
+    /// Extra latency on the path from one node to another.
+    slow_paths: BTreeMap<(usize, usize), Duration>,
+    /// The most random latency of a frame.
+    jitter: Duration,
+    rng: u64,
+    /// Every `Down` of a detector: (watcher, watched, when).
+    detections: Vec<(usize, usize, Instant)>,
+    /// Every link closed because of a view's verdict: (closer, closed, when).
+    verdict_cuts: Vec<(usize, usize, Instant)>,
+    heartbeats_sent: u64,
+    view_messages_sent: u64,
+    next_dial: Instant,
+}
+
+fn pair(a: usize, b: usize) -> (usize, usize) {
+    (a.min(b), a.max(b))
+}
+
+impl Sim {
+    /// `n` nodes, each seeded with node 0, meshed and settled.
+    fn meshed(n: usize, seed: u64, jitter: Duration) -> Self {
+        let now = Instant::now();
+        let config = LivenessConfig {
+            monitors: MONITORS,
+            ..LivenessConfig::default()
+        };
+        let mut sim = Sim {
+            now,
+            config,
+            views: (0..n).map(|i| view(i, 1)).collect(),
+            lives: vec![1; n],
+            hung: vec![false; n],
+            crashed: vec![false; n],
+            links: BTreeSet::new(),
+            detectors: BTreeMap::new(),
+            in_flight: Vec::new(),
+            closed_while_hung: Vec::new(),
+            slow_paths: BTreeMap::new(),
+            jitter,
+            rng: seed | 1,
+            detections: Vec::new(),
+            verdict_cuts: Vec::new(),
+            heartbeats_sent: 0,
+            view_messages_sent: 0,
+            next_dial: now,
+        };
+        for i in 1..n {
+            sim.connect(i, 0);
+        }
+        sim.run_until(|sim| sim.meshed_all());
+        sim.run_for(Duration::from_secs(2));
+        assert!(sim.meshed_all(), "the cluster settles into a full mesh");
+        sim
+    }
+
+    fn random(&mut self, below: u64) -> u64 {
+        // xorshift64*: deterministic for a seed.
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d) % below.max(1)
+    }
+
+    fn latency(&mut self, from: usize, to: usize) -> Duration {
+        let jitter = self.random(self.jitter.as_millis() as u64 + 1);
+        let slow = self
+            .slow_paths
+            .get(&(from, to))
+            .copied()
+            .unwrap_or_default();
+        MS + Duration::from_millis(jitter) + slow
+    }
+
+    fn identity(&self, i: usize) -> Identity {
+        Identity {
+            name: name(i),
+            incarnation: Incarnation(self.lives[i]),
+            listen: format!("10.0.0.{i}:4370"),
+            hidden: false,
+        }
+    }
+
+    fn up(&self, i: usize) -> bool {
+        !self.hung[i] && !self.crashed[i]
+    }
+
+    fn connect(&mut self, a: usize, b: usize) {
+        if a == b || self.crashed[a] || self.crashed[b] || !self.links.insert(pair(a, b)) {
+            return;
+        }
+        let (ia, ib) = (self.identity(a), self.identity(b));
+        self.views[a].handle_up(&ib);
+        self.views[b].handle_up(&ia);
+        for (me, peer) in [(a, b), (b, a)] {
+            let detector = Liveness::quiet(self.config, self.now);
+            self.detectors.insert((me, peer), detector);
+        }
+    }
+
+    /// Closes the link: `a` knows at once, `b` when it next runs.
+    fn cut(&mut self, a: usize, b: usize) {
+        if !self.links.remove(&pair(a, b)) {
+            return;
+        }
+        self.detectors.remove(&(a, b));
+        self.detectors.remove(&(b, a));
+        self.in_flight.retain(|f| pair(f.from, f.to) != pair(a, b));
+        self.views[a].handle_down(&name(b));
+        if self.up(b) {
+            self.views[b].handle_down(&name(a));
+        } else if self.hung[b] {
+            self.closed_while_hung.push((b, a));
+        }
+    }
+
+    fn crash(&mut self, i: usize) {
+        self.crashed[i] = true;
+        let peers: Vec<usize> = self.peers(i);
+        for peer in peers {
+            self.cut(peer, i);
+        }
+    }
+
+    fn restart(&mut self, i: usize, seed: usize) {
+        self.crashed[i] = false;
+        self.lives[i] += 1;
+        self.views[i] = view(i, self.lives[i]);
+        self.connect(i, seed);
+    }
+
+    fn resume(&mut self, i: usize) {
+        self.hung[i] = false;
+        for (me, peer) in std::mem::take(&mut self.closed_while_hung) {
+            if me == i {
+                self.views[me].handle_down(&name(peer));
+            } else {
+                self.closed_while_hung.push((me, peer));
+            }
+        }
+    }
+
+    fn peers(&self, i: usize) -> Vec<usize> {
+        (0..self.views.len())
+            .filter(|&j| self.links.contains(&pair(i, j)))
+            .collect()
+    }
+
+    fn send(&mut self, from: usize, to: usize, frame: Frame) {
+        match frame {
+            Frame::Heartbeat => self.heartbeats_sent += 1,
+            Frame::View(_) => self.view_messages_sent += 1,
+        }
+        let at = self.now + self.latency(from, to);
+        if let Some(detector) = self.detectors.get_mut(&(from, to)) {
+            detector.handle_sent(self.now);
+        }
+        self.in_flight.push(InFlight {
+            at,
+            from,
+            to,
+            frame,
+        });
+    }
+
+    fn step(&mut self) {
+        self.now += STEP;
+        let n = self.views.len();
+        // Detectors first: a node that resumes looks at its clocks before it reads what waited.
+        for i in 0..n {
+            if !self.up(i) {
+                continue;
+            }
+            let watching = self.views[i].watching();
+            for peer in self.peers(i) {
+                let watch = watching.contains(&name(peer));
+                self.detectors
+                    .get_mut(&(i, peer))
+                    .unwrap()
+                    .set_watching(watch, self.now);
+                // The request for heartbeats, as if it arrived at once.
+                if let Some(theirs) = self.detectors.get_mut(&(peer, i)) {
+                    theirs.set_heartbeats(watch);
+                }
+            }
+            for peer in self.peers(i) {
+                let Some(detector) = self.detectors.get_mut(&(i, peer)) else {
+                    continue;
+                };
+                match detector.poll(self.now) {
+                    Some(LivenessAction::SendHeartbeat) => self.send(i, peer, Frame::Heartbeat),
+                    Some(LivenessAction::Down { .. }) => {
+                        self.detections.push((i, peer, self.now));
+                        self.cut(i, peer);
+                    }
+                    None => {}
+                }
+            }
+        }
+        let (due, later): (Vec<InFlight>, Vec<InFlight>) = std::mem::take(&mut self.in_flight)
+            .into_iter()
+            .partition(|f| f.at <= self.now && self.up(f.to));
+        self.in_flight = later;
+        for InFlight {
+            from, to, frame, ..
+        } in due
+        {
+            if !self.links.contains(&pair(from, to)) {
+                continue;
+            }
+            if let Some(detector) = self.detectors.get_mut(&(to, from)) {
+                detector.handle_heard(self.now);
+            }
+            if let Frame::View(message) = frame {
+                self.views[to].handle_message(&name(from), message);
+            }
+        }
+        for i in 0..n {
+            if !self.up(i) {
+                continue;
+            }
+            self.views[i].flush();
+            while let Some(action) = self.views[i].poll_action() {
+                match action {
+                    ViewAction::Send { to, message } => {
+                        let to = index(&to);
+                        if self.links.contains(&pair(i, to)) {
+                            self.send(i, to, Frame::View(message));
+                        }
+                    }
+                    ViewAction::Disconnect(peer) => {
+                        let peer = index(&peer);
+                        if self.links.contains(&pair(i, peer)) {
+                            self.verdict_cuts.push((i, peer, self.now));
+                            self.cut(i, peer);
+                        }
+                    }
+                    ViewAction::Changed => {}
+                }
+            }
+        }
+        // Each node dials what its view asks for twice a second; a dial to a hung or crashed
+        // node fails (its handshake would time out).
+        if self.now >= self.next_dial {
+            self.next_dial = self.now + 500 * MS;
+            for i in 0..n {
+                if !self.up(i) {
+                    continue;
+                }
+                let targets: Vec<usize> = self.views[i]
+                    .to_dial()
+                    .map(|(target, _)| index(target))
+                    .collect();
+                for target in targets {
+                    if self.up(target) {
+                        self.connect(i, target);
+                    }
+                }
+            }
+        }
+    }
+
+    fn run_for(&mut self, duration: Duration) {
+        let end = self.now + duration;
+        while self.now < end {
+            self.step();
+        }
+    }
+
+    /// Runs until `done`, at most a simulated minute.
+    fn run_until(&mut self, done: impl Fn(&Sim) -> bool) -> Duration {
+        let start = self.now;
+        while !done(self) {
+            assert!(
+                self.now - start < Duration::from_secs(60),
+                "not done within a simulated minute"
+            );
+            self.step();
+        }
+        self.now - start
+    }
+
+    fn meshed_all(&self) -> bool {
+        let live: Vec<usize> = (0..self.views.len()).filter(|&i| self.up(i)).collect();
+        live.iter().all(|&a| {
+            live.iter()
+                .all(|&b| a == b || self.links.contains(&pair(a, b)))
+                && self.views[a].unreachable().is_empty()
+        })
+    }
+
+    /// The nodes that watch `i`, as the ring of every other live node places them.
+    fn watchers_of(&self, i: usize) -> Vec<usize> {
+        let names: Vec<NodeName> = (0..self.views.len())
+            .filter(|&j| j != i && self.up(j))
+            .map(name)
+            .collect();
+        let ring = MonitorRing::new(names, MONITORS);
+        ring.watchers_of(&name(i)).into_iter().map(index).collect()
+    }
+}
+
+fn view(i: usize, life: u64) -> View {
+    View::new(name(i), format!("10.0.0.{i}:4370"), Incarnation(life)).with_monitors(MONITORS)
+}
+
+fn index(name: &NodeName) -> usize {
+    name.as_str()[1..].parse().unwrap()
+}
+
+#[test]
+fn an_idle_cluster_sends_k_heartbeats_per_node_per_interval_whatever_its_size() {
+    for n in [10, 30, 60] {
+        let mut sim = Sim::meshed(n, 7, 20 * MS);
+        let (heartbeats, views) = (sim.heartbeats_sent, sim.view_messages_sent);
+        let idle = Duration::from_secs(10);
+        sim.run_for(idle);
+        let per_node_per_second =
+            (sim.heartbeats_sent - heartbeats) as f64 / n as f64 / idle.as_secs_f64();
+        let intervals_per_second = 1.0 / sim.config.heartbeat_interval.as_secs_f64();
+        println!("{n} nodes idle: {per_node_per_second:.1} heartbeats per node per second");
+        assert!(
+            per_node_per_second <= MONITORS as f64 * intervals_per_second * 1.05,
+            "{n} nodes: {per_node_per_second} heartbeats per node per second"
+        );
+        assert!(per_node_per_second >= MONITORS as f64 * intervals_per_second * 0.5);
+        assert_eq!(sim.view_messages_sent, views, "an idle view says nothing");
+        assert!(sim.detections.is_empty() && sim.verdict_cuts.is_empty());
+    }
+}
+
+#[test]
+fn a_hung_node_is_declared_down_by_its_watchers_and_everyone_follows() {
+    for seed in 1..=5 {
+        let n = 30;
+        let mut sim = Sim::meshed(n, seed, 20 * MS);
+        let hung = sim.random(n as u64) as usize;
+        let watchers = sim.watchers_of(hung);
+        sim.hung[hung] = true;
+        let started = sim.now;
+        let took = sim.run_until(|sim| {
+            (0..n).filter(|&i| i != hung).all(|i| {
+                !sim.links.contains(&pair(i, hung))
+                    && sim.views[i].unreachable().contains(&name(hung))
+                    && sim.views[i].state(&name(hung)) == Some(NodeState::Down)
+            })
+        });
+        println!("seed {seed}: n{hung} hung, down everywhere after {took:?}");
+        assert!(
+            took <= sim.config.down_after + 300 * MS,
+            "the news of a hang spreads within moments of its detection: {took:?}"
+        );
+        // Its watchers, and only they, detect it: a quorum of them at least (the rest may
+        // hear the verdict before their own deadline).
+        let detectors: BTreeSet<usize> = sim.detections.iter().map(|d| d.0).collect();
+        assert!(sim.detections.iter().all(|d| d.1 == hung && d.2 >= started));
+        assert!(
+            detectors.iter().all(|d| watchers.contains(d)),
+            "{detectors:?}"
+        );
+        assert!(detectors.len() >= quorum(watchers.len()), "{detectors:?}");
+        // The rest of the cluster stays meshed, and only watchers dial the hung node.
+        sim.run_for(Duration::from_secs(3));
+        assert!(sim.verdict_cuts.iter().all(|cut| cut.1 == hung));
+        for i in (0..n).filter(|&i| i != hung) {
+            let dials = sim.views[i]
+                .to_dial()
+                .any(|(target, _)| *target == name(hung));
+            assert_eq!(dials, watchers.contains(&i), "n{i} dials n{hung}");
+        }
+        // Resumed, it is back in the mesh.
+        sim.resume(hung);
+        sim.run_until(Sim::meshed_all);
+    }
+}
+
+#[test]
+fn one_lagging_watcher_declares_a_live_node_down_alone() {
+    for seed in 1..=5 {
+        let n = 20;
+        let mut sim = Sim::meshed(n, seed, 20 * MS);
+        let node = sim.random(n as u64) as usize;
+        let watchers = sim.watchers_of(node);
+        let lagging = watchers[sim.random(watchers.len() as u64) as usize];
+        // Everything from the node reaches this watcher a second and a half late.
+        sim.slow_paths.insert((node, lagging), 1500 * MS);
+        let mut cuts_seen = 0;
+        for _ in 0..(10_000 / STEP.as_millis()) {
+            sim.step();
+            for i in (0..n).filter(|&i| i != node) {
+                assert!(
+                    !sim.views[i].unreachable().contains(&name(node)),
+                    "seed {seed}: n{i} holds n{node} unreachable on one watcher's word"
+                );
+            }
+            cuts_seen = sim.verdict_cuts.len();
+            assert_eq!(cuts_seen, 0, "seed {seed}: {:?}", sim.verdict_cuts);
+        }
+        assert!(
+            sim.detections
+                .iter()
+                .any(|&(by, of, _)| by == lagging && of == node),
+            "seed {seed}: the lagging watcher did declare it down"
+        );
+        assert!(
+            sim.detections.iter().all(|&(by, _, _)| by == lagging),
+            "seed {seed}: no one else did: {:?}",
+            sim.detections
+        );
+        assert_eq!(cuts_seen, 0);
+    }
+}
+
+#[test]
+fn no_node_is_declared_down_while_every_watcher_hears_it_in_time() {
+    for seed in 1..=5 {
+        // Frames take up to 600 ms: with a heartbeat every 200 ms, a watcher hears each node
+        // at least every 800 ms, within the 1 s deadline.
+        let mut sim = Sim::meshed(20, seed, 600 * MS);
+        sim.run_for(Duration::from_secs(20));
+        assert_eq!(sim.detections, [], "seed {seed}");
+        assert_eq!(sim.verdict_cuts, [], "seed {seed}");
+        assert!(sim.meshed_all());
+    }
+}
+
+#[test]
+fn a_crashed_node_is_redialed_by_its_watchers_and_rejoins_everyone() {
+    let n = 20;
+    let mut sim = Sim::meshed(n, 3, 20 * MS);
+    let crashed = 7;
+    let watchers = sim.watchers_of(crashed);
+    sim.crash(crashed);
+    sim.run_for(Duration::from_secs(1));
+    for i in (0..n).filter(|&i| i != crashed) {
+        assert_eq!(sim.views[i].state(&name(crashed)), Some(NodeState::Down));
+        let dials = sim.views[i]
+            .to_dial()
+            .any(|(target, _)| *target == name(crashed));
+        assert_eq!(dials, watchers.contains(&i), "n{i} dials n{crashed}");
+    }
+    // Back, seeded with a node that is not among its watchers: the watchers reach it (the
+    // verdict clears) and everyone follows.
+    let seed = (0..n)
+        .find(|i| *i != crashed && !watchers.contains(i))
+        .unwrap();
+    sim.restart(crashed, seed);
+    let took = sim.run_until(Sim::meshed_all);
+    println!("a restarted node is meshed again after {took:?}");
+    assert!(took < Duration::from_secs(3), "{took:?}");
+}
