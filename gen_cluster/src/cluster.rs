@@ -164,6 +164,10 @@ pub enum ClusterInfo<I> {
     /// ignored.
     #[doc(hidden)]
     Reached(NodeId, u64),
+    /// The join's seed was lost and no other member held the rally name: time to join again.
+    /// Sent by the member's own task.
+    #[doc(hidden)]
+    Rejoin,
 }
 
 /// Where a new member joins.
@@ -383,7 +387,8 @@ impl<C: ClusterServer> Clustered<C> {
                     {
                         Some(rally) => self.membership_mut().rejoin(rally),
                         None => {
-                            tracing::warn!(%seed, "seed lost before the join and no rally holder to join through")
+                            tracing::info!(%seed, "seed lost before the join; joining again shortly");
+                            rejoin_later(ctx);
                         }
                     }
                     Flow::Continue
@@ -516,6 +521,24 @@ impl<C: ClusterServer> Clustered<C> {
     }
 }
 
+/// Has the member told to join again after the failure detector's deadline: its seed was lost
+/// with no other member holding the rally name, and the seed may be alive behind a link that
+/// dropped, or its successor not chosen yet.
+fn rejoin_later<S: Server>(ctx: &mut Context<S>) {
+    let (node, me) = (ctx.node().clone(), ctx.pid());
+    let pause = node.config().liveness.down_after;
+    ctx.node()
+        .clone()
+        .spawn_task(tracing::info_span!("rejoin"), async move {
+            tokio::select! {
+                _ = node.shutting_down() => {}
+                _ = tokio::time::sleep(pause) => {
+                    let _ = node.send_encoded(me, ClusterInfo::<()>::Rejoin).await;
+                }
+            }
+        });
+}
+
 /// Takes the rally name for `me` once the registry has let go of `left`, the member that held
 /// it; done when some live member holds it. Every survivor runs this: the registry lets one win,
 /// and the others see the winner. The registry learns of the end on its own (at once for a
@@ -629,6 +652,13 @@ impl<C: ClusterServer> Server for Clustered<C> {
             }
             Info::Message(ClusterInfo::Reached(node, token)) => {
                 self.reached(node, token, ctx).await;
+                return self.drive(ctx).await;
+            }
+            Info::Message(ClusterInfo::Rejoin) => {
+                match ctx.node().globals().whereis(&self.config.rally_name()) {
+                    Some(holder) => self.membership_mut().rejoin(holder),
+                    None => rejoin_later(ctx),
+                }
                 return self.drive(ctx).await;
             }
             Info::Down {

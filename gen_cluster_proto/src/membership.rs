@@ -151,12 +151,14 @@ impl Membership {
         }
     }
 
-    /// Asks `seed` to let this member in, after its previous seed was lost. Does nothing once
-    /// this member has been let in.
+    /// Asks `seed` to let this member in, after its previous seed was lost (it may be the same
+    /// seed again, lost behind a link that dropped). Does nothing once this member has been let
+    /// in.
     pub fn rejoin(&mut self, seed: Pid) {
         if self.welcomed || seed == self.me.pid {
             return;
         }
+        self.departed.remove(&seed);
         self.seed = Some(seed);
         self.actions.push_back(MembershipAction::Monitor(seed));
         self.actions.push_back(MembershipAction::Send {
@@ -572,5 +574,68 @@ mod tests {
             "a stale list or join does not revive a departed member"
         );
         assert_eq!(ma.members().count(), 1);
+    }
+
+    /// Delivers every message among `members` until none is left.
+    fn settle(members: &mut [Membership]) {
+        loop {
+            let mut sent = Vec::new();
+            for m in members.iter_mut() {
+                for action in drain(m) {
+                    if let MembershipAction::Send { to, message } = action {
+                        sent.push((to, message));
+                    }
+                }
+            }
+            if sent.is_empty() {
+                return;
+            }
+            for (to, message) in sent {
+                if let Some(m) = members.iter_mut().find(|m| m.me.pid == to) {
+                    m.handle_message(message);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn two_groups_merge_when_a_member_of_one_meets_a_member_of_the_other() {
+        let mut members = vec![
+            Membership::first(member(0, "web")),
+            Membership::first(member(10, "web")),
+        ];
+        let (left, right) = (members[0].me.pid, members[1].me.pid);
+        for i in 1..4 {
+            members.push(Membership::joining(member(i, "web"), left));
+            members.push(Membership::joining(member(10 + i, "web"), right));
+        }
+        settle(&mut members);
+        assert_eq!(members[0].members().count(), 4);
+        // The loser of the rally name meets its winner.
+        let loser = members.iter().position(|m| m.me.pid == right).unwrap();
+        members[loser].introduce_to(left);
+        settle(&mut members);
+        for m in &members {
+            assert_eq!(m.members().count(), 8, "{:?}", m.me.pid);
+        }
+    }
+
+    #[test]
+    fn a_newcomer_whose_seed_was_lost_behind_a_dropped_link_joins_through_it_again() {
+        let a = member(0, "web");
+        let mut members = vec![Membership::first(a.clone())];
+        let mut newcomer = Membership::joining(member(1, "web"), a.pid);
+        drain(&mut newcomer);
+        // The link to the seed's node dropped: the seed is reported down, and the join is lost.
+        newcomer.handle_down(a.pid, ExitReason::NoConnection);
+        assert!(
+            events(&drain(&mut newcomer)).contains(&&MembershipEvent::SeedLost { seed: a.pid })
+        );
+        newcomer.rejoin(a.pid);
+        members.push(newcomer);
+        settle(&mut members);
+        for m in &members {
+            assert_eq!(m.members().count(), 2, "{:?}", m.me.pid);
+        }
     }
 }
