@@ -1,7 +1,7 @@
 //! `gen-cluster node`: one node from flags, printing its events until it is told to stop.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -117,9 +117,11 @@ async fn serve(args: Settings) -> Result<()> {
         node: node.name().to_string(),
         names: RefCell::new(BTreeMap::from([(node.id(), node.name().to_string())])),
         peers: node.clone(),
+        up: RefCell::default(),
     };
     let mut events = node.subscribe();
     printer.print("started", None, None, Some(node.listen_addr()));
+    printer.resync_links();
     start_discovery(&node, &args)?;
     let (changes_tx, mut changes) = tokio::sync::mpsc::unbounded_channel();
     let (rally_tx, mut rally_holders) = tokio::sync::mpsc::unbounded_channel();
@@ -166,16 +168,14 @@ async fn serve(args: Settings) -> Result<()> {
             Some(change) = changes.recv() => printer.print_member(&change),
             Some(holder) = rally_holders.recv() => printer.print_rally(holder),
             event = events.recv() => match event {
-                Ok(NodeEvent::NodeUp { peer, addr, .. }) => {
-                    printer.learn(&peer);
-                    printer.print("node_up", Some(peer.as_str()), None, Some(&addr));
-                }
+                Ok(NodeEvent::NodeUp { peer, addr, .. }) => printer.node_up(&peer, &addr),
                 Ok(NodeEvent::NodeDown { peer, reason, .. }) => {
-                    printer.print("node_down", Some(peer.as_str()), Some((reason.kind(), reason.to_string())), None)
+                    printer.node_down(&peer, reason.kind(), reason.to_string())
                 }
                 Ok(_) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
-                    tracing::warn!(missed, "event printer fell behind");
+                    tracing::warn!(missed, "event printer fell behind; it reports the links as they are now");
+                    printer.resync_links();
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
             },
@@ -337,9 +337,53 @@ struct Printer {
     names: RefCell<BTreeMap<NodeId, String>>,
     /// This node, whose connected peers name the ids not met yet.
     peers: Node,
+    /// The members reported up and not down since.
+    up: RefCell<BTreeSet<NodeName>>,
 }
 
 impl Printer {
+    /// Reports `peer` up, once until it is reported down (the first resync and the event of a
+    /// peer that connected meanwhile may both tell of it).
+    fn node_up(&self, peer: &NodeName, addr: &str) {
+        self.learn(peer);
+        if self.up.borrow_mut().insert(peer.clone()) {
+            self.print("node_up", Some(peer.as_str()), None, Some(addr));
+        }
+    }
+
+    fn node_down(&self, peer: &NodeName, kind: &str, detail: String) {
+        self.up.borrow_mut().remove(peer);
+        self.print("node_down", Some(peer.as_str()), Some((kind, detail)), None);
+    }
+
+    /// After missed events (or before the first: a peer may connect before the printer
+    /// subscribes): reports the members connected now that were not reported up, and those
+    /// reported up that are not connected now (why is unknown: the event was missed).
+    fn resync_links(&self) {
+        let now: BTreeMap<NodeName, String> = self
+            .peers
+            .peers()
+            .into_iter()
+            .filter(|peer| !peer.hidden)
+            .map(|peer| (peer.name, peer.addr))
+            .collect();
+        let gone: Vec<NodeName> = self
+            .up
+            .borrow()
+            .iter()
+            .filter(|peer| !now.contains_key(*peer))
+            .cloned()
+            .collect();
+        for peer in gone {
+            self.node_down(&peer, "unknown", "its event was missed".into());
+        }
+        for (peer, addr) in &now {
+            if !self.up.borrow().contains(peer) {
+                self.node_up(peer, addr);
+            }
+        }
+    }
+
     /// Notes a node's name, to show with its processes' pids.
     fn learn(&self, node: &NodeName) {
         self.names.borrow_mut().insert(node.id(), node.to_string());

@@ -44,6 +44,8 @@ pub struct PeerInfo {
     pub incarnation: Incarnation,
     /// Where it listens.
     pub addr: String,
+    /// Whether it is a hidden node (a tool or a client: no member, not reported up or down).
+    pub hidden: bool,
 }
 
 /// What the distribution layer works on: this node's identity and settings, and the parts it

@@ -96,6 +96,7 @@ impl PeerTable {
                 name: link.name.clone(),
                 incarnation: link.incarnation,
                 addr: link.addr.clone(),
+                hidden: link.hidden,
             })
             .collect();
         list.sort_by(|a, b| a.name.cmp(&b.name));
