@@ -28,6 +28,7 @@ use tokio::runtime::Runtime;
 use crate::BenchArgs;
 
 mod leader;
+mod scale;
 
 const PAYLOAD: usize = 64;
 const COOKIE: &str = "bench-cookie";
@@ -43,7 +44,7 @@ struct Bench {
 type Runner = fn(&Bench, &mut Report) -> Result<()>;
 
 /// Every benchmark, in the order they run: its name (for `--only`) and its runner.
-const BENCHMARKS: [(&str, Runner); 18] = [
+const BENCHMARKS: [(&str, Runner); 19] = [
     ("remote_call", remote_call),
     ("concurrent_calls", concurrent_calls),
     ("tls", tls),
@@ -61,9 +62,15 @@ const BENCHMARKS: [(&str, Runner); 18] = [
     ("leader_heal", leader::heal),
     ("leader_resign", leader::resign),
     ("majority_leader_call", leader::majority_leader_call),
-    // Last: it installs the process's metrics recorder (switched off when it ends).
+    // Last of the default run: it installs the process's metrics recorder (switched off when it
+    // ends).
     ("metrics", metrics_cost),
+    // On demand only (see `ON_DEMAND`).
+    ("scale", scale::scale),
 ];
+
+/// The benchmarks that take minutes: run only when named with `--only`.
+const ON_DEMAND: [&str; 1] = ["scale"];
 
 pub fn run(args: BenchArgs) -> Result<()> {
     if let Some(only) = &args.only
@@ -85,7 +92,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
         erlang,
     };
     for (name, runner) in BENCHMARKS {
-        if args.only.as_deref().is_none_or(|only| only == name) {
+        let chosen = match args.only.as_deref() {
+            Some(only) => only == name,
+            None => !ON_DEMAND.contains(&name),
+        };
+        if chosen {
             runner(&bench, &mut report).with_context(|| format!("benchmark {name}"))?;
         }
     }

@@ -87,6 +87,16 @@ impl NodeProcess {
         }
     }
 
+    /// The next event printed, if one is waiting.
+    pub fn try_event(&self) -> Option<Value> {
+        self.events.try_recv().ok()
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Waits until the node prints that `leader` leads its dictionary.
     pub fn wait_leader(&self, leader: &str) -> Result<()> {
         self.wait(|e| e["event"] == "leader" && e["leader"] == leader)
