@@ -1766,6 +1766,9 @@ fn a_hundred_processes_seeded_with_one_converge_go_quiet_and_see_ten_killed() {
         idle * 100.0
     );
 
+    for p in &mut printed {
+        p.down.clear();
+    }
     let mut killed = Vec::new();
     for i in (5..N).step_by(10) {
         nodes[i].kill9();

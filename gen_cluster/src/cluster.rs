@@ -654,6 +654,9 @@ impl<C: ClusterServer> Server for Clustered<C> {
                 self.reached(node, token, ctx).await;
                 return self.drive(ctx).await;
             }
+            Info::Message(ClusterInfo::Rejoin) if self.membership_mut().is_welcomed() => {
+                return Flow::Continue;
+            }
             Info::Message(ClusterInfo::Rejoin) => {
                 match ctx.node().globals().whereis(&self.config.rally_name()) {
                     Some(holder) => self.membership_mut().rejoin(holder),

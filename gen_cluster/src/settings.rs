@@ -17,7 +17,7 @@
 //! cluster = "default"
 //! cookie_file = "/etc/gen-cluster/cookie"
 //! down_after_ms = 1000
-//! monitors = 5                    # how many members watch each member
+//! monitors = 5                    # how many members watch each member (same on every node)
 //! events = "json"                 # or "text"
 //! member = "web"                  # run a cluster member of this kind
 //! globals = ["scheduler"]         # global names for the echo server
@@ -135,9 +135,9 @@ pub struct NodeSettings {
         LivenessConfig::default().down_after.as_millis(),
     )))]
     pub down_after_ms: Option<u64>,
-    /// How many members watch each member for silence.
+    /// How many members watch each member for silence (the same on every node).
     #[cfg_attr(feature = "clap", arg(long, env = "GEN_CLUSTER_MONITORS", help = with_default(
-        "How many members watch each member for silence",
+        "How many members watch each member for silence (the same on every node)",
         LivenessConfig::default().monitors,
     )))]
     pub monitors: Option<usize>,

@@ -21,7 +21,8 @@
 //! failure detector on for the links to the peers the view says this node watches (a few, on
 //! the monitor ring) and off for the others, and closes the link to a member the view finds
 //! lost by most of its watchers ([`DownReason::Unreachable`]); such a member is redialed by its
-//! watchers only, until one of them gets through.
+//! watchers only, until most of them get through (the reconcile machine is given the members
+//! the view keeps connected to, after every change and flush).
 //!
 //! Costs: one record per node of the cluster; a change of one node's links is passed once over
 //! each link (see the machine's docs); each published view is O(n) to build.
@@ -487,6 +488,8 @@ impl Service {
         self.publish
             .send_replace(Arc::new(ClusterView { nodes, group }));
         self.watch();
+        // The flush settles which members are unreachable, and so which to redial.
+        self.members_changed();
     }
 
     /// Turns the failure detector on for the links to the peers the view says this node
@@ -514,8 +517,9 @@ impl Service {
         }
     }
 
-    /// Tells the reconcile machine which members to keep connected to: every node that has not
-    /// left, but at an address discovery no longer finds.
+    /// Tells the reconcile machine which members to keep connected to: those the view keeps
+    /// (every node that has not left, but the unreachable ones this node does not watch), but
+    /// at an address discovery no longer finds.
     fn members_changed(&mut self) {
         let addrs: BTreeSet<&str> = self
             .machine
@@ -524,8 +528,10 @@ impl Service {
             .collect();
         let undiscovered = self.undiscovered.retain(&addrs);
         if let Some(dialing) = &mut self.dialing {
-            let members: Vec<String> = addrs
-                .into_iter()
+            let members: Vec<String> = self
+                .machine
+                .to_keep()
+                .map(|record| record.addr.as_str())
                 .filter(|addr| !undiscovered.contains(*addr))
                 .map(str::to_string)
                 .collect();

@@ -184,6 +184,9 @@ async fn a_hung_node_is_found_by_its_watchers_and_closed_out_by_everyone() {
         .unwrap_or_else(|_| panic!("{} never closed its link to {hung}", node.name()));
         reasons.push(reason);
     }
+    // The in-memory network holds the bytes of an isolated host but not the end of its
+    // connections: the two peers the hung node watches may see it drop their links (its own
+    // detector found them silent) before the verdict reaches them.
     let found = reasons
         .iter()
         .filter(|r| matches!(r, DownReason::Unresponsive { .. }))
@@ -192,8 +195,12 @@ async fn a_hung_node_is_found_by_its_watchers_and_closed_out_by_everyone() {
         .iter()
         .filter(|r| matches!(r, DownReason::Unreachable))
         .count();
+    let dropped = reasons
+        .iter()
+        .filter(|r| matches!(r, DownReason::ConnectionLost(_)))
+        .count();
     assert!(
-        found == 2 && followed == 5,
+        found == 2 && followed >= 3 && followed + dropped == 5,
         "its two watchers find it silent, the five others follow them: {reasons:?}"
     );
     for node in &others {

@@ -34,9 +34,10 @@
 //!   monitor ring gives it ([`View::watching`], see `monitor_ring`), and a watcher that finds a
 //!   peer silent closes its link, which puts the peer in its record's `lost`. A member that a
 //!   quorum of its watchers lost ([`View::unreachable`]) is disconnected by every other node
-//!   ([`ViewAction::Disconnect`]) and dialed again only by its watchers: when one gets through
-//!   (the node is back), its record no longer accuses the node and everyone dials it. A
-//!   closed connection needs no quorum: each end sees it at once.
+//!   ([`ViewAction::Disconnect`]) and dialed again only by its watchers: once most of them get
+//!   through (the node is back), their records no longer accuse it and everyone dials it. A
+//!   node that connects to this one while unreachable is watched by it. A closed connection
+//!   needs no quorum: each end sees it at once.
 //!
 //! Sans-IO: the runtime reports links that come up and go down and the messages that arrive,
 //! carries out what [`View::poll_action`] returns, and calls [`View::flush`] after each burst of
@@ -466,27 +467,35 @@ impl View {
             .filter(|record| record.name != self.me && record.presence == Presence::Member)
     }
 
-    /// The members this node should be connected to and is not, with their addresses: every
-    /// node that has not left (a node down for everyone may be back), but those a quorum of
-    /// their watchers lost (as of the last flush), which only their watchers dial (when a
-    /// watcher gets through, the others follow).
+    /// The members this node keeps connected to (as of the last flush): every node that has not
+    /// left (a node down for everyone may be back), but those a quorum of their watchers lost,
+    /// which only their watchers dial (once most of them get through, the others follow).
+    pub fn to_keep(&self) -> impl Iterator<Item = &NodeRecord> {
+        self.members().filter(|record| {
+            !self.unreachable.contains(&record.name)
+                || self.ring.watchers_of(&record.name).contains(&&self.me)
+        })
+    }
+
+    /// The members this node should be connected to and is not, with their addresses (see
+    /// [`to_keep`](Self::to_keep)).
     pub fn to_dial(&self) -> impl Iterator<Item = (&NodeName, &str)> {
         let mine = &self.records[&self.me];
-        self.members()
+        self.to_keep()
             .filter(|record| !mine.links.contains(&record.name))
-            .filter(|record| {
-                !self.unreachable.contains(&record.name)
-                    || self.ring.watchers_of(&record.name).contains(&&self.me)
-            })
             .map(|record| (&record.name, record.addr.as_str()))
     }
 
     /// The peers this node watches (as of the last flush): the failure detector runs on its
-    /// links to them, and on no other link to a member (see `monitor_ring`).
+    /// links to them, and on no other link to a member (see `monitor_ring`). Those are the
+    /// peers the ring gives it, and the unreachable members: one that connects to this node
+    /// while most of its watchers cannot reach it is watched here too, so that a later hang of
+    /// it is still seen.
     pub fn watching(&self) -> BTreeSet<NodeName> {
         self.ring
             .watched_by(&self.me)
             .into_iter()
+            .chain(&self.unreachable)
             .cloned()
             .collect()
     }

@@ -236,6 +236,9 @@ impl Fleet {
     /// Kills every tenth node; the time until every survivor has reported each of them down.
     fn kill_tenth(&mut self) -> Result<Duration> {
         self.drain();
+        for seen in &mut self.seen {
+            seen.down_at.clear();
+        }
         let mut killed = Vec::new();
         for i in (5..self.nodes.len()).step_by(10) {
             if let Some(mut node) = self.nodes[i].take() {

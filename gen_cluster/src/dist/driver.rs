@@ -392,6 +392,9 @@ async fn write_loop(
                         link.queue.release(charge);
                         outbox.push(frame, lane, &mut buffer)
                     }
+                    // A peer of an older version knows no such frame (it would take it for a
+                    // protocol error), and its link watches and heartbeats both ways anyway.
+                    Outgoing::Watch(_) if !features.quiet => {}
                     Outgoing::Watch(on) => {
                         detector.set_watching(on, now());
                         let header = Header::Heartbeats { on };
