@@ -20,9 +20,9 @@
 //! The service also runs the node's share of failure detection: after each flush it turns the
 //! failure detector on for the links to the peers the view says this node watches (a few, on
 //! the monitor ring) and off for the others, and closes the link to a member the view finds
-//! lost by most of its watchers ([`DownReason::Unreachable`]); such a member is redialed by its
-//! watchers only, until most of them get through (the reconcile machine is given the members
-//! the view keeps connected to, after every change and flush).
+//! lost by most of its watchers ([`DownReason::Unreachable`]). The reconcile machine keeps
+//! redialing it, with backoff, as any lost member; a link to it that comes up while it is
+//! unreachable is watched (so a later hang of it is still seen here).
 //!
 //! Costs: one record per node of the cluster; a change of one node's links is passed once over
 //! each link (see the machine's docs); each published view is O(n) to build.
@@ -488,8 +488,6 @@ impl Service {
         self.publish
             .send_replace(Arc::new(ClusterView { nodes, group }));
         self.watch();
-        // The flush settles which members are unreachable, and so which to redial.
-        self.members_changed();
     }
 
     /// Turns the failure detector on for the links to the peers the view says this node
@@ -517,9 +515,8 @@ impl Service {
         }
     }
 
-    /// Tells the reconcile machine which members to keep connected to: those the view keeps
-    /// (every node that has not left, but the unreachable ones this node does not watch), but
-    /// at an address discovery no longer finds.
+    /// Tells the reconcile machine which members to keep connected to: every node that has not
+    /// left, but at an address discovery no longer finds.
     fn members_changed(&mut self) {
         let addrs: BTreeSet<&str> = self
             .machine
@@ -528,10 +525,8 @@ impl Service {
             .collect();
         let undiscovered = self.undiscovered.retain(&addrs);
         if let Some(dialing) = &mut self.dialing {
-            let members: Vec<String> = self
-                .machine
-                .to_keep()
-                .map(|record| record.addr.as_str())
+            let members: Vec<String> = addrs
+                .into_iter()
                 .filter(|addr| !undiscovered.contains(*addr))
                 .map(str::to_string)
                 .collect();
