@@ -467,22 +467,18 @@ impl View {
             .filter(|record| record.name != self.me && record.presence == Presence::Member)
     }
 
-    /// The members this node keeps connected to (as of the last flush): every node that has not
-    /// left (a node down for everyone may be back), but those a quorum of their watchers lost,
-    /// which only their watchers dial (once most of them get through, the others follow).
-    pub fn to_keep(&self) -> impl Iterator<Item = &NodeRecord> {
-        self.members().filter(|record| {
-            !self.unreachable.contains(&record.name)
-                || self.ring.watchers_of(&record.name).contains(&&self.me)
-        })
-    }
-
-    /// The members this node should be connected to and is not, with their addresses (see
-    /// [`to_keep`](Self::to_keep)).
+    /// The members this node should be connected to and is not, with their addresses: every
+    /// node that has not left (a node down for everyone may be back), but those a quorum of
+    /// their watchers lost (as of the last flush), which only their watchers dial (once most of
+    /// them get through, the others follow).
     pub fn to_dial(&self) -> impl Iterator<Item = (&NodeName, &str)> {
         let mine = &self.records[&self.me];
-        self.to_keep()
+        self.members()
             .filter(|record| !mine.links.contains(&record.name))
+            .filter(|record| {
+                !self.unreachable.contains(&record.name)
+                    || self.ring.watchers_of(&record.name).contains(&&self.me)
+            })
             .map(|record| (&record.name, record.addr.as_str()))
     }
 
