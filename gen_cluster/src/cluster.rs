@@ -17,6 +17,11 @@
 //! whose list lacks the rally's holder (after members that linked two groups ended, or after a
 //! partition heals) introduces itself to it, so the groups merge.
 //!
+//! Every `down_after` (the failure detector's deadline) a member ticks its membership: it sends
+//! its digest to the next member and probes the members lost with their node (anti-entropy:
+//! what a dropped link lost is repaired), and introduces itself to the rally's holder if it does
+//! not know it.
+//!
 //! A member never waits on the network: what the membership sends to (or watches) a member on
 //! a node this node is not connected to waits, in order, while a task connects to that node;
 //! the member carries it out once connected, or after three failed attempts (its monitor then
@@ -168,6 +173,9 @@ pub enum ClusterInfo<I> {
     /// Sent by the member's own task.
     #[doc(hidden)]
     Rejoin,
+    /// Time for the membership's anti-entropy round. Sent by the member's own task.
+    #[doc(hidden)]
+    Tick,
 }
 
 /// Where a new member joins.
@@ -348,6 +356,13 @@ impl<C: ClusterServer> Clustered<C> {
             let flow = match action {
                 MembershipAction::Send { to, message } => {
                     self.carry_out(Deferred::Send(to, message), ctx).await;
+                    Flow::Continue
+                }
+                MembershipAction::Probe { to, message } => {
+                    let node = ctx.node();
+                    if to.node == node.id() || node.is_connected_id(to.node) {
+                        self.now(Deferred::Send(to, message), ctx).await;
+                    }
                     Flow::Continue
                 }
                 MembershipAction::Monitor(pid) => {
@@ -539,6 +554,34 @@ fn rejoin_later<S: Server>(ctx: &mut Context<S>) {
         });
 }
 
+/// Has the member told to tick its membership every `down_after`, with a random tenth either
+/// way so that members do not tick in step, until it ends.
+fn tick_every<S: Server>(ctx: &mut Context<S>, ended: CancellationToken) {
+    let (node, me) = (ctx.node().clone(), ctx.pid());
+    let period = node.config().liveness.down_after;
+    ctx.node()
+        .clone()
+        .spawn_task(tracing::info_span!("membership ticks"), async move {
+            loop {
+                // A uniform fraction from the top 53 bits of a random word.
+                let fraction = (clock::seed() >> 11) as f64 / (1u64 << 53) as f64;
+                let pause = period.mul_f64(0.9 + 0.2 * fraction);
+                tokio::select! {
+                    _ = node.shutting_down() => return,
+                    _ = ended.cancelled() => return,
+                    _ = tokio::time::sleep(pause) => {}
+                }
+                if node
+                    .send_encoded(me, ClusterInfo::<()>::Tick)
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+}
+
 /// Takes the rally name for `me` once the registry has let go of `left`, the member that held
 /// it; done when some live member holds it. Every survivor runs this: the registry lets one win,
 /// and the others see the winner. The registry learns of the end on its own (at once for a
@@ -612,13 +655,20 @@ impl<C: ClusterServer> Server for Clustered<C> {
         };
         self.membership = Some(match seed {
             Some(seed) => Membership::joining(me, seed),
-            None => {
-                if let Err(error) = ctx.node().globals().register(&rally, ctx.pid()).await {
-                    tracing::warn!(%rally, %error, "a first member could not take the rally name");
+            None => match ctx.node().globals().register(&rally, ctx.pid()).await {
+                Ok(()) => Membership::first(me),
+                Err(RegisterError::Taken(holder)) => {
+                    // The cluster exists after all (its name reached this node late).
+                    tracing::info!(%rally, %holder, "the rally name is held: joining through its holder");
+                    Membership::joining(me, holder)
                 }
-                Membership::first(me)
-            }
+                Err(error) => {
+                    tracing::warn!(%rally, %error, "a first member could not take the rally name");
+                    Membership::first(me)
+                }
+            },
         });
+        tick_every(ctx, self.ended.clone());
         match self.drive(ctx).await {
             Flow::Continue => Ok(()),
             Flow::Stop(reason) => Err(reason),
@@ -652,6 +702,15 @@ impl<C: ClusterServer> Server for Clustered<C> {
             }
             Info::Message(ClusterInfo::Reached(node, token)) => {
                 self.reached(node, token, ctx).await;
+                return self.drive(ctx).await;
+            }
+            Info::Message(ClusterInfo::Tick) => {
+                let holder = ctx.node().globals().whereis(&self.config.rally_name());
+                let membership = self.membership_mut();
+                membership.tick();
+                if let Some(holder) = holder {
+                    membership.introduce_to(holder);
+                }
                 return self.drive(ctx).await;
             }
             Info::Message(ClusterInfo::Rejoin) if self.membership_mut().is_welcomed() => {

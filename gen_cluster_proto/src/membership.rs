@@ -8,23 +8,33 @@
 //!   in itself: it holds their requests until then. A newcomer whose seed ends first is told
 //!   ([`MembershipEvent::SeedLost`]) and joins again through another member
 //!   ([`Membership::rejoin`]).
-//! - The newcomer adopts the list silently and announces itself, with its list, to every member
-//!   (so a contacted member that ends right after the welcome loses nothing). A member that
-//!   learns of a member it did not know adds it and reports `Joined` with `contacted: false`
-//!   (`handle_node_joined`) and sends the new member its own list, so knowing is always mutual.
-//!   That is how concurrent joins through different seeds meet.
-//! - Members that knew of each other only through members that ended before telling them find
-//!   each other through the rally name: a member whose list lacks the rally's holder introduces
-//!   itself to it ([`Membership::introduce_to`]).
+//! - The newcomer adopts the list silently and announces itself to every member with a
+//!   [`Sync`](MembershipMessage::Sync): its pid and a digest of its member set, not the set. A
+//!   member that hears from a member it did not know adds it and reports `Joined` with
+//!   `contacted: false` (`handle_node_joined`). Two members whose digests differ exchange their
+//!   lists (at most three messages: digest, list, list); a member learning of another from a
+//!   list sends it its own digest, so knowing is always mutual. That is how concurrent joins
+//!   through different seeds meet.
+//! - Anti-entropy: on each [`tick`](Membership::tick) a member sends its digest to the next
+//!   member in pid order, so a lost message or a member that two groups did not tell each
+//!   other about is repaired within n ticks; and a member whose list lacks the rally name's
+//!   holder sends it its digest ([`Membership::introduce_to`]), so split groups merge.
 //! - Each member monitors every other member once; a DOWN removes the member and reports
-//!   [`MembershipEvent::Left`] with the reason (`handle_leave`). Departed pids are remembered, so a
-//!   late list never brings them back (pids are never reused).
+//!   [`MembershipEvent::Left`] with the reason (`handle_leave`). A member that ended is
+//!   remembered, so a late list never brings it back (pids are never reused). A member lost
+//!   with its node (`noconnection`: its fate is unknown) comes back only on its own word: a
+//!   digest from it (probed for on each tick, [`MembershipAction::Probe`], once its node is
+//!   connected again) lets it in again, reported `Joined` once more; lists that name it do not.
 //!
-//! Each event is reported exactly once per member and per process. Costs: a join sends the list
-//! (O(n) entries) to the newcomer and from the newcomer to each of the n members, so O(n²) bytes
-//! per join in all; a member holds n entries and n − 1 monitors.
+//! Each event is reported once per member and per process, but for a member lost with its node
+//! and heard from again (left, then joined). Costs: a join sends the list (O(n) entries) to the
+//! newcomer and a digest from the newcomer to each of the n members, O(n) bytes per join when
+//! the lists agree (a member whose list differs answers with its list, O(n) more); a tick sends
+//! one digest; a member holds n entries and n − 1 monitors; the digest is kept up to date in
+//! O(1) per change.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::ops::Bound;
 
 use serde::{Deserialize, Serialize};
 
@@ -53,11 +63,34 @@ pub enum MembershipMessage {
         /// The newcomer.
         member: Member,
     },
-    /// The members the sender knows (itself included).
+    /// The members the sender knows (itself included): the welcome of a newcomer, and the news
+    /// of a child.
     Members {
         /// The members.
         members: Vec<Member>,
     },
+    /// Anti-entropy between two members: the sender, a digest of its member set, and its list
+    /// when a digest differed. Hearing it is proof the sender lives.
+    Sync {
+        /// The sender.
+        from: Member,
+        /// The digest of the sender's member set ([`Membership::digest`]).
+        digest: u64,
+        /// Whether the sender's list comes with it.
+        list: SyncList,
+    },
+}
+
+/// How far a [`MembershipMessage::Sync`] exchange has gone; it ends after three messages.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum SyncList {
+    /// The digest alone: answered with the receiver's list when the digests differ.
+    None,
+    /// The answer to a differing digest: merged, then answered with the receiver's list if it
+    /// holds members the answer lacks.
+    Answer(Vec<Member>),
+    /// The last word: merged, not answered.
+    Last(Vec<Member>),
 }
 
 /// What happened to the membership, for the behaviour's callbacks.
@@ -100,6 +133,14 @@ pub enum MembershipAction {
         /// The message.
         message: MembershipMessage,
     },
+    /// Send a message to a member lost with its node, only if that node is connected now
+    /// (nothing is dialed for it; the node's own discovery redials it).
+    Probe {
+        /// The lost member.
+        to: Pid,
+        /// The message.
+        message: MembershipMessage,
+    },
     /// Watch a member, so that its end is reported.
     Monitor(Pid),
     /// Report an event to the behaviour; the member list already reflects it.
@@ -111,7 +152,15 @@ pub enum MembershipAction {
 pub struct Membership {
     me: Member,
     members: BTreeMap<Pid, Member>,
+    /// The digest of `members`' pids, kept up to date.
+    digest: u64,
+    /// Members that ended: never let in again.
     departed: BTreeSet<Pid>,
+    /// Members lost with their node, oldest first (at most [`LOST_REMEMBERED`]): let in again
+    /// only on their own word.
+    lost: VecDeque<Pid>,
+    /// The member the last tick's digest went to.
+    synced: Option<Pid>,
     /// Whether this member has heard its first list since asking to join (a newcomer adopts that
     /// list without reporting each member as joined).
     welcomed: bool,
@@ -121,6 +170,11 @@ pub struct Membership {
     held_joins: Vec<Member>,
     actions: VecDeque<MembershipAction>,
 }
+
+/// How many members lost with their node a member remembers (and probes on each tick); the
+/// oldest is forgotten first, and a forgotten one that comes back is let in through its
+/// digest like any member heard from.
+pub const LOST_REMEMBERED: usize = 256;
 
 impl Membership {
     /// The membership of `me`, alone: the first member of a new cluster (welcomed at once).
@@ -142,8 +196,11 @@ impl Membership {
     fn alone(me: Member, welcomed: bool) -> Self {
         Self {
             members: BTreeMap::from([(me.pid, me.clone())]),
+            digest: pid_hash(me.pid),
             me,
             departed: BTreeSet::new(),
+            lost: VecDeque::new(),
+            synced: None,
             welcomed,
             seed: None,
             held_joins: Vec::new(),
@@ -159,6 +216,7 @@ impl Membership {
             return;
         }
         self.departed.remove(&seed);
+        self.lost.retain(|&pid| pid != seed);
         self.seed = Some(seed);
         self.actions.push_back(MembershipAction::Monitor(seed));
         self.actions.push_back(MembershipAction::Send {
@@ -169,13 +227,47 @@ impl Membership {
         });
     }
 
-    /// Sends this member's list to `other`, a member of the same cluster that this one does not
-    /// know — found through the cluster's rally name when members that linked two groups ended
-    /// before telling each side of the other. The groups then learn of each other as of joins.
+    /// Sends this member's digest to `other`, a member of the same cluster that this one does
+    /// not know — the rally name's holder, when members that linked two groups ended before
+    /// telling each side of the other, or when a partition healed. The groups then exchange
+    /// their lists and learn of each other as of joins.
     pub fn introduce_to(&mut self, other: Pid) {
         if self.welcomed && other != self.me.pid && !self.members.contains_key(&other) {
-            self.send_list(other);
+            self.send_digest(other);
         }
+    }
+
+    /// Anti-entropy, every few seconds: sends this member's digest to the next member in pid
+    /// order (each member hears from each other within n ticks), and probes the members lost
+    /// with their node, in case their node is back.
+    pub fn tick(&mut self) {
+        if !self.welcomed {
+            return;
+        }
+        let after = self.synced.unwrap_or(self.me.pid);
+        let next = self
+            .members
+            .range((Bound::Excluded(after), Bound::Unbounded))
+            .chain(self.members.range(..=after))
+            .map(|(_, member)| member)
+            .find(|member| !member.child && member.pid != self.me.pid)
+            .map(|member| member.pid);
+        if let Some(next) = next {
+            self.synced = Some(next);
+            self.send_digest(next);
+        }
+        for index in 0..self.lost.len() {
+            let to = self.lost[index];
+            let message = self.sync_message(SyncList::None);
+            self.actions
+                .push_back(MembershipAction::Probe { to, message });
+        }
+    }
+
+    /// The digest of the member set: equal sets have equal digests (a wrapping sum of a hash
+    /// of each pid, so it is kept up to date in O(1) per change and needs no order).
+    pub fn digest(&self) -> u64 {
+        self.digest
     }
 
     /// Adds `child`, a plain process (not a member process), as a member through this one: it is
@@ -257,6 +349,8 @@ impl Membership {
                     }
                     return;
                 }
+                // A join is the newcomer's own word: one lost with its node is let in again.
+                self.forget_lost(newcomer);
                 if !self.members.contains_key(&newcomer) {
                     self.add(member, Some(true));
                 }
@@ -265,25 +359,79 @@ impl Membership {
             }
             MembershipMessage::Members { members } if !self.welcomed => self.adopt(members),
             MembershipMessage::Members { members } => {
-                for member in members {
-                    if member.pid != self.me.pid
-                        && !self.departed.contains(&member.pid)
-                        && !self.members.contains_key(&member.pid)
-                    {
-                        // Learning is returned: the new member hears of this one (and of all
-                        // it knows), even if whoever told of it ends before telling it.
-                        let pid = member.pid;
-                        self.add(member, Some(false));
-                        self.send_list(pid);
-                    }
+                self.merge(members);
+            }
+            MembershipMessage::Sync { .. } if !self.welcomed => {
+                // A newcomer announces itself once let in; the sender will hear from it then.
+            }
+            MembershipMessage::Sync { from, digest, list } => self.handle_sync(from, digest, list),
+        }
+    }
+
+    /// A digest, or a list answering one, from the member `from`.
+    fn handle_sync(&mut self, from: Member, digest: u64, list: SyncList) {
+        if from.pid == self.me.pid || from.child || self.departed.contains(&from.pid) {
+            return;
+        }
+        if !self.members.contains_key(&from.pid) {
+            // Its own word: it lives, even if it was lost with its node.
+            self.forget_lost(from.pid);
+            self.add(from.clone(), Some(false));
+        }
+        match list {
+            SyncList::None => {
+                if digest != self.digest {
+                    let answer = self.sync_message(SyncList::Answer(self.list()));
+                    self.send(from.pid, answer);
                 }
+            }
+            SyncList::Answer(members) => {
+                let theirs: BTreeSet<Pid> = members.iter().map(|m| m.pid).collect();
+                self.merge(members);
+                if self.members.keys().any(|pid| !theirs.contains(pid)) {
+                    let last = self.sync_message(SyncList::Last(self.list()));
+                    self.send(from.pid, last);
+                }
+            }
+            SyncList::Last(members) => self.merge(members),
+        }
+    }
+
+    /// Adds the members of a list that this one did not know, ended or lost, reporting each
+    /// joined (`handle_node_joined`), and sends each its digest: the new member hears of this
+    /// one even if whoever told of it ends before telling it.
+    fn merge(&mut self, members: Vec<Member>) {
+        for member in members {
+            if member.pid == self.me.pid
+                || self.departed.contains(&member.pid)
+                || self.lost.contains(&member.pid)
+                || self.members.contains_key(&member.pid)
+            {
+                continue;
+            }
+            let (pid, child) = (member.pid, member.child);
+            self.add(member, Some(false));
+            if !child {
+                self.send_digest(pid);
             }
         }
     }
 
-    /// A monitored process ended: if it was a member, it left.
+    /// A monitored process ended: if it was a member, it left. A member lost with its node
+    /// (`noconnection`) may live on: it is let in again when it is heard from; any other end is
+    /// final.
     pub fn handle_down(&mut self, pid: Pid, reason: ExitReason) {
-        self.departed.insert(pid);
+        if reason == ExitReason::NoConnection {
+            if !self.departed.contains(&pid) && !self.lost.contains(&pid) {
+                if self.lost.len() == LOST_REMEMBERED {
+                    self.lost.pop_front();
+                }
+                self.lost.push_back(pid);
+            }
+        } else {
+            self.forget_lost(pid);
+            self.departed.insert(pid);
+        }
         if !self.welcomed && self.seed == Some(pid) {
             self.seed = None;
             self.actions
@@ -292,6 +440,7 @@ impl Membership {
                 }));
         }
         if let Some(member) = self.members.remove(&pid) {
+            self.digest = self.digest.wrapping_sub(pid_hash(pid));
             self.actions
                 .push_back(MembershipAction::Event(MembershipEvent::Left {
                     member,
@@ -306,14 +455,16 @@ impl Membership {
     }
 
     /// A newcomer takes its first list as the cluster it joined, without reporting each member
-    /// as joined (it is told it is in: [`MembershipEvent::Welcomed`]); announces itself to every member (the contacted one may end before telling
-    /// anyone); then lets in the newcomers that asked it while it waited.
+    /// as joined (it is told it is in: [`MembershipEvent::Welcomed`]); announces itself to
+    /// every member with its digest (the contacted one may end before telling anyone); then
+    /// lets in the newcomers that asked it while it waited.
     fn adopt(&mut self, members: Vec<Member>) {
         self.welcomed = true;
         self.seed = None;
         for member in members {
             if member.pid != self.me.pid
                 && !self.departed.contains(&member.pid)
+                && !self.lost.contains(&member.pid)
                 && !self.members.contains_key(&member.pid)
             {
                 self.add(member, None);
@@ -322,13 +473,11 @@ impl Membership {
         self.actions
             .push_back(MembershipAction::Event(MembershipEvent::Welcomed));
         let others: Vec<Pid> = self
-            .members
-            .keys()
-            .copied()
+            .speaking_members()
             .filter(|&pid| pid != self.me.pid)
             .collect();
         for pid in others {
-            self.send_list(pid);
+            self.send_digest(pid);
         }
         for member in std::mem::take(&mut self.held_joins) {
             self.handle_message(MembershipMessage::Join { member });
@@ -340,6 +489,7 @@ impl Membership {
     fn add(&mut self, member: Member, joined: Option<bool>) {
         let pid = member.pid;
         self.members.insert(pid, member.clone());
+        self.digest = self.digest.wrapping_add(pid_hash(pid));
         self.actions.push_back(MembershipAction::Monitor(pid));
         if let Some(contacted) = joined {
             self.actions
@@ -355,17 +505,49 @@ impl Membership {
         self.members.values().filter(|m| !m.child).map(|m| m.pid)
     }
 
+    fn list(&self) -> Vec<Member> {
+        self.members.values().cloned().collect()
+    }
+
     fn send_list(&mut self, to: Pid) {
         if self.members.get(&to).is_some_and(|m| m.child) {
             return;
         }
-        self.actions.push_back(MembershipAction::Send {
-            to,
-            message: MembershipMessage::Members {
-                members: self.members.values().cloned().collect(),
-            },
-        });
+        let members = self.list();
+        self.send(to, MembershipMessage::Members { members });
     }
+
+    fn sync_message(&self, list: SyncList) -> MembershipMessage {
+        MembershipMessage::Sync {
+            from: self.me.clone(),
+            digest: self.digest,
+            list,
+        }
+    }
+
+    fn send_digest(&mut self, to: Pid) {
+        let message = self.sync_message(SyncList::None);
+        self.send(to, message);
+    }
+
+    fn send(&mut self, to: Pid, message: MembershipMessage) {
+        self.actions
+            .push_back(MembershipAction::Send { to, message });
+    }
+
+    fn forget_lost(&mut self, pid: Pid) {
+        self.lost.retain(|&lost| lost != pid);
+    }
+}
+
+/// A hash of a pid, the same on every member (SplitMix64's finalizer over its three numbers).
+fn pid_hash(pid: Pid) -> u64 {
+    let mix = |mut z: u64| {
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    mix(mix(mix(pid.node.0) ^ pid.incarnation.0) ^ pid.local)
 }
 
 #[cfg(test)]
@@ -637,5 +819,179 @@ mod tests {
         for m in &members {
             assert_eq!(m.members().count(), 2, "{:?}", m.me.pid);
         }
+    }
+
+    /// Members let in one after another through the first, every message delivered.
+    fn cluster_of(n: u64) -> Vec<Membership> {
+        let first = member(0, "web");
+        let mut members = vec![Membership::first(first.clone())];
+        for i in 1..n {
+            members.push(Membership::joining(member(i, "web"), first.pid));
+            settle(&mut members);
+        }
+        members
+    }
+
+    /// The member entries carried by the messages in `actions`.
+    fn entries_sent(actions: &[MembershipAction]) -> usize {
+        actions
+            .iter()
+            .map(|action| match action {
+                MembershipAction::Send { message, .. }
+                | MembershipAction::Probe { message, .. } => match message {
+                    MembershipMessage::Join { .. } => 1,
+                    MembershipMessage::Members { members } => members.len(),
+                    MembershipMessage::Sync { list, .. } => match list {
+                        SyncList::None => 1,
+                        SyncList::Answer(members) | SyncList::Last(members) => members.len() + 1,
+                    },
+                },
+                _ => 0,
+            })
+            .sum()
+    }
+
+    #[test]
+    fn a_join_into_agreeing_members_sends_one_list_and_a_digest_to_each() {
+        let mut members = cluster_of(40);
+        let seed = members[0].me.pid;
+        let mut newcomer = Membership::joining(member(40, "web"), seed);
+        let mut sent = 0;
+        let asks = drain(&mut newcomer);
+        sent += entries_sent(&asks);
+        deliver(&asks, &mut members[0]);
+        let welcome = drain(&mut members[0]);
+        sent += entries_sent(&welcome);
+        deliver(&welcome, &mut newcomer);
+        let announce = drain(&mut newcomer);
+        sent += entries_sent(&announce);
+        for m in &mut members[1..] {
+            deliver(&announce, m);
+            let answer = drain(m);
+            assert_eq!(
+                events(&answer),
+                vec![&MembershipEvent::Joined {
+                    member: newcomer.me.clone(),
+                    contacted: false
+                }]
+            );
+            sent += entries_sent(&answer);
+        }
+        // The join, the welcome's 41 entries, one digest to each of the 40 members, no answer.
+        assert_eq!(sent, 1 + 41 + 40, "O(n) entries per join when lists agree");
+        assert!(members.iter().all(|m| m.digest() == newcomer.digest()));
+    }
+
+    #[test]
+    fn a_member_lost_with_its_node_comes_back_on_its_own_word_not_on_a_list() {
+        let mut members = cluster_of(3);
+        let (a, b) = (members[1].me.clone(), members[2].me.clone());
+        // The link between a and b drops: each reports the other left, with noconnection.
+        members[1].handle_down(b.pid, ExitReason::NoConnection);
+        members[2].handle_down(a.pid, ExitReason::NoConnection);
+        for m in &mut members[1..] {
+            let left = drain(m);
+            assert!(matches!(
+                events(&left)[..],
+                [MembershipEvent::Left {
+                    reason: ExitReason::NoConnection,
+                    ..
+                }]
+            ));
+        }
+        // The first member's list still names b; a takes no one's word for it.
+        let list = members[0].list();
+        members[1].handle_message(MembershipMessage::Members { members: list });
+        assert!(events(&drain(&mut members[1])).is_empty());
+        assert!(!members[1].contains(b.pid));
+        // On the next tick, b probes the members it lost (sent only once the link is back).
+        members[2].tick();
+        let probes: Vec<MembershipAction> = drain(&mut members[2])
+            .into_iter()
+            .filter(|action| matches!(action, MembershipAction::Probe { to, .. } if *to == a.pid))
+            .collect();
+        assert_eq!(probes.len(), 1, "b probes a, lost with its node");
+        let MembershipAction::Probe { message, .. } = probes[0].clone() else {
+            unreachable!()
+        };
+        members[1].handle_message(message);
+        let heard = drain(&mut members[1]);
+        assert_eq!(
+            events(&heard),
+            vec![&MembershipEvent::Joined {
+                member: b.clone(),
+                contacted: false
+            }],
+            "a lets b in again on b's word"
+        );
+        let mut sent: Vec<(Pid, MembershipMessage)> = heard
+            .into_iter()
+            .filter_map(|a| match a {
+                MembershipAction::Send { to, message } => Some((to, message)),
+                _ => None,
+            })
+            .collect();
+        while let Some((to, message)) = sent.pop() {
+            let m = members.iter_mut().find(|m| m.me.pid == to).unwrap();
+            m.handle_message(message);
+            for action in drain(m) {
+                if let MembershipAction::Send { to, message } = action {
+                    sent.push((to, message));
+                }
+            }
+        }
+        for m in &members {
+            assert_eq!(m.members().count(), 3, "{:?}", m.me.pid);
+        }
+    }
+
+    #[test]
+    fn a_sync_exchange_ends_even_when_the_lists_never_agree() {
+        let mut members = cluster_of(3);
+        let gone = members[2].me.pid;
+        // The first member saw the third end; the second has not yet.
+        members[0].handle_down(gone, ExitReason::Shutdown);
+        drain(&mut members[0]);
+        let digest = members[1].sync_message(SyncList::None);
+        let mut rounds = 0;
+        let mut sent = vec![(members[0].me.pid, digest)];
+        while let Some((to, message)) = sent.pop() {
+            rounds += 1;
+            let m = members.iter_mut().find(|m| m.me.pid == to).unwrap();
+            m.handle_message(message);
+            sent.extend(drain(m).into_iter().filter_map(|a| match a {
+                MembershipAction::Send { to, message } if to != gone => Some((to, message)),
+                _ => None,
+            }));
+        }
+        assert!(
+            (2..=3).contains(&rounds),
+            "digest, answer, last word: {rounds} messages"
+        );
+        assert!(
+            !members[0].contains(gone),
+            "a late list does not bring back a member that ended"
+        );
+    }
+
+    #[test]
+    fn ticks_reach_every_other_member_in_turn() {
+        let mut members = cluster_of(5);
+        let me = members[2].me.pid;
+        let mut reached = BTreeSet::new();
+        for _ in 0..4 {
+            members[2].tick();
+            for action in drain(&mut members[2]) {
+                if let MembershipAction::Send { to, .. } = action {
+                    reached.insert(to);
+                }
+            }
+        }
+        let others: BTreeSet<Pid> = members
+            .iter()
+            .map(|m| m.me.pid)
+            .filter(|&p| p != me)
+            .collect();
+        assert_eq!(reached, others);
     }
 }
