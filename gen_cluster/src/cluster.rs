@@ -91,7 +91,8 @@ pub trait ClusterServer: Sized + Send + 'static {
         async { Flow::Continue }
     }
 
-    /// A newcomer joined through another member.
+    /// A newcomer joined through another member, or a member lost with its node (reported in
+    /// `handle_leave` with `noconnection`) was heard from again.
     fn handle_node_joined(
         &mut self,
         joined: &Member,
@@ -173,15 +174,17 @@ pub enum ClusterInfo<I> {
     /// Sent by the member's own task.
     #[doc(hidden)]
     Rejoin,
-    /// Time for the membership's anti-entropy round. Sent by the member's own task.
+    /// Time for the membership's anti-entropy round. Sent by the member's own task with the
+    /// member's random token; one with any other token is ignored.
     #[doc(hidden)]
-    Tick,
+    Tick(u64),
 }
 
 /// Where a new member joins.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Seed {
-    /// Nowhere: it is the first member of a new cluster.
+    /// Nowhere: it is the first member of a new cluster (if the cluster's rally name turns out
+    /// to be held already, it joins through its holder).
     First,
     /// Through this member.
     Member(Pid),
@@ -255,6 +258,11 @@ pub struct Clustered<C> {
     membership: Option<Membership>,
     /// The monitors set for the membership, to tell their DOWNs from the behaviour's own.
     monitors: FxHashSet<MonitorRef>,
+    /// The members lost with their node that were probed and are watched since (so that one
+    /// that ended meanwhile is forgotten), until their monitor fires.
+    probed: FxHashSet<Pid>,
+    /// The token of this member's ticks (a tick with another is ignored).
+    tick_token: u64,
     /// What waits, in order, on a connection attempt to a node, by node.
     reaching: FxHashMap<NodeId, Reaching>,
     /// Cancelled when the member ends, however it ends: its rally takeovers stop with it.
@@ -296,6 +304,8 @@ impl<C: ClusterServer> Clustered<C> {
             config,
             membership: None,
             monitors: FxHashSet::default(),
+            probed: FxHashSet::default(),
+            tick_token: clock::seed(),
             reaching: FxHashMap::default(),
             _end_on_drop: ended.clone().drop_guard(),
             ended,
@@ -359,10 +369,7 @@ impl<C: ClusterServer> Clustered<C> {
                     Flow::Continue
                 }
                 MembershipAction::Probe { to, message } => {
-                    let node = ctx.node();
-                    if to.node == node.id() || node.is_connected_id(to.node) {
-                        self.now(Deferred::Send(to, message), ctx).await;
-                    }
+                    self.probe(to, message, ctx).await;
                     Flow::Continue
                 }
                 MembershipAction::Monitor(pid) => {
@@ -447,6 +454,19 @@ impl<C: ClusterServer> Clustered<C> {
                 self.attempt(pid.node, ctx);
             }
             None => self.now(action, ctx).await,
+        }
+    }
+
+    /// Sends `message` to `to`, a member lost with its node, if that node is connected again,
+    /// and watches it (once): if it ended meanwhile, or belonged to an earlier life of its
+    /// node, the monitor says so at once and the membership forgets it.
+    async fn probe(&mut self, to: Pid, message: MembershipMessage, ctx: &mut ClusterContext<C>) {
+        if !ctx.node().is_connected_id(to.node) {
+            return;
+        }
+        self.now(Deferred::Send(to, message), ctx).await;
+        if self.probed.insert(to) {
+            self.now(Deferred::Monitor(to), ctx).await;
         }
     }
 
@@ -556,7 +576,7 @@ fn rejoin_later<S: Server>(ctx: &mut Context<S>) {
 
 /// Has the member told to tick its membership every `down_after`, with a random tenth either
 /// way so that members do not tick in step, until it ends.
-fn tick_every<S: Server>(ctx: &mut Context<S>, ended: CancellationToken) {
+fn tick_every<S: Server>(ctx: &mut Context<S>, token: u64, ended: CancellationToken) {
     let (node, me) = (ctx.node().clone(), ctx.pid());
     let period = node.config().liveness.down_after;
     ctx.node()
@@ -571,13 +591,7 @@ fn tick_every<S: Server>(ctx: &mut Context<S>, ended: CancellationToken) {
                     _ = ended.cancelled() => return,
                     _ = tokio::time::sleep(pause) => {}
                 }
-                if node
-                    .send_encoded(me, ClusterInfo::<()>::Tick)
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
+                let _ = node.send_encoded(me, ClusterInfo::<()>::Tick(token)).await;
             }
         });
 }
@@ -657,7 +671,7 @@ impl<C: ClusterServer> Server for Clustered<C> {
             Some(seed) => Membership::joining(me, seed),
             None => match ctx.node().globals().register(&rally, ctx.pid()).await {
                 Ok(()) => Membership::first(me),
-                Err(RegisterError::Taken(holder)) => {
+                Err(RegisterError::Taken(holder)) if holder != ctx.pid() => {
                     // The cluster exists after all (its name reached this node late).
                     tracing::info!(%rally, %holder, "the rally name is held: joining through its holder");
                     Membership::joining(me, holder)
@@ -668,7 +682,7 @@ impl<C: ClusterServer> Server for Clustered<C> {
                 }
             },
         });
-        tick_every(ctx, self.ended.clone());
+        tick_every(ctx, self.tick_token, self.ended.clone());
         match self.drive(ctx).await {
             Flow::Continue => Ok(()),
             Flow::Stop(reason) => Err(reason),
@@ -704,7 +718,7 @@ impl<C: ClusterServer> Server for Clustered<C> {
                 self.reached(node, token, ctx).await;
                 return self.drive(ctx).await;
             }
-            Info::Message(ClusterInfo::Tick) => {
+            Info::Message(ClusterInfo::Tick(token)) if token == self.tick_token => {
                 let holder = ctx.node().globals().whereis(&self.config.rally_name());
                 let membership = self.membership_mut();
                 membership.tick();
@@ -713,11 +727,18 @@ impl<C: ClusterServer> Server for Clustered<C> {
                 }
                 return self.drive(ctx).await;
             }
+            Info::Message(ClusterInfo::Tick(_)) => return Flow::Continue,
             Info::Message(ClusterInfo::Rejoin) if self.membership_mut().is_welcomed() => {
                 return Flow::Continue;
             }
             Info::Message(ClusterInfo::Rejoin) => {
-                match ctx.node().globals().whereis(&self.config.rally_name()) {
+                let rally = self.config.rally_name();
+                match ctx
+                    .node()
+                    .globals()
+                    .whereis(&rally)
+                    .filter(|&h| h != ctx.pid())
+                {
                     Some(holder) => self.membership_mut().rejoin(holder),
                     None => rejoin_later(ctx),
                 }
@@ -728,6 +749,7 @@ impl<C: ClusterServer> Server for Clustered<C> {
                 pid,
                 reason,
             } if self.monitors.remove(&reference) => {
+                self.probed.remove(&pid);
                 self.membership_mut().handle_down(pid, reason);
                 return self.drive(ctx).await;
             }

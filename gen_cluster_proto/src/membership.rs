@@ -15,23 +15,29 @@
 //!   lists (at most three messages: digest, list, list); a member learning of another from a
 //!   list sends it its own digest, so knowing is always mutual. That is how concurrent joins
 //!   through different seeds meet.
-//! - Anti-entropy: on each [`tick`](Membership::tick) a member sends its digest to the next
-//!   member in pid order, so a lost message or a member that two groups did not tell each
-//!   other about is repaired within n ticks; and a member whose list lacks the rally name's
-//!   holder sends it its digest ([`Membership::introduce_to`]), so split groups merge.
+//! - Anti-entropy: on each [`tick`](Membership::tick) (the runtime ticks every `down_after`) a
+//!   member sends its digest to the next member in pid order, so a lost message or a member
+//!   that two groups did not tell each other about is repaired within n ticks. A member whose
+//!   list lacks the rally name's holder sends it its digest ([`Membership::introduce_to`], which
+//!   the runtime calls on each tick), so split groups merge.
 //! - Each member monitors every other member once; a DOWN removes the member and reports
 //!   [`MembershipEvent::Left`] with the reason (`handle_leave`). A member that ended is
 //!   remembered, so a late list never brings it back (pids are never reused). A member lost
 //!   with its node (`noconnection`: its fate is unknown) comes back only on its own word: a
 //!   digest from it (probed for on each tick, [`MembershipAction::Probe`], once its node is
 //!   connected again) lets it in again, reported `Joined` once more; lists that name it do not.
+//!   A child lost with its node cannot speak for itself: it is let in again from a list.
 //!
 //! Each event is reported once per member and per process, but for a member lost with its node
 //! and heard from again (left, then joined). Costs: a join sends the list (O(n) entries) to the
 //! newcomer and a digest from the newcomer to each of the n members, O(n) bytes per join when
 //! the lists agree (a member whose list differs answers with its list, O(n) more); a tick sends
-//! one digest; a member holds n entries and n − 1 monitors; the digest is kept up to date in
-//! O(1) per change.
+//! one digest (O(1) bytes; O(n) more when the two lists differ, as they do for good across a
+//! partition that cuts only some members apart) and one probe per member lost with its node
+//! (at most [`LOST_REMEMBERED`]; the runtime sends a probe only over a link that is up, and
+//! watches the probed process, so one that ended is forgotten); a member holds n entries,
+//! n − 1 monitors and the pids of the members that ended (never reused, so never let in
+//! again); the digest is kept up to date in O(1) per change.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ops::Bound;
@@ -63,8 +69,7 @@ pub enum MembershipMessage {
         /// The newcomer.
         member: Member,
     },
-    /// The members the sender knows (itself included): the welcome of a newcomer, and the news
-    /// of a child.
+    /// The members the sender knows (itself included): the welcome of a newcomer.
     Members {
         /// The members.
         members: Vec<Member>,
@@ -172,8 +177,8 @@ pub struct Membership {
 }
 
 /// How many members lost with their node a member remembers (and probes on each tick); the
-/// oldest is forgotten first, and a forgotten one that comes back is let in through its
-/// digest like any member heard from.
+/// oldest is forgotten first, and a forgotten one may then be let in again from a list, as
+/// one never lost.
 pub const LOST_REMEMBERED: usize = 256;
 
 impl Membership {
@@ -186,7 +191,8 @@ impl Membership {
         membership
     }
 
-    /// The membership of `me`, joining through the member `seed`.
+    /// The membership of `me`, joining through the member `seed`, which must be another
+    /// member: through itself, it would wait for a welcome that never comes.
     pub fn joining(me: Member, seed: Pid) -> Self {
         let mut membership = Self::alone(me, false);
         membership.rejoin(seed);
@@ -210,13 +216,13 @@ impl Membership {
 
     /// Asks `seed` to let this member in, after its previous seed was lost (it may be the same
     /// seed again, lost behind a link that dropped). Does nothing once this member has been let
-    /// in.
+    /// in, and when `seed` is this member (the caller must find another: see
+    /// [`Membership::joining`]).
     pub fn rejoin(&mut self, seed: Pid) {
         if self.welcomed || seed == self.me.pid {
             return;
         }
-        self.departed.remove(&seed);
-        self.lost.retain(|&pid| pid != seed);
+        self.forget_lost(seed);
         self.seed = Some(seed);
         self.actions.push_back(MembershipAction::Monitor(seed));
         self.actions.push_back(MembershipAction::Send {
@@ -231,14 +237,20 @@ impl Membership {
     /// not know — the rally name's holder, when members that linked two groups ended before
     /// telling each side of the other, or when a partition healed. The groups then exchange
     /// their lists and learn of each other as of joins.
+    /// A holder that ended is not told; nor one lost with its node (it is probed on each tick).
     pub fn introduce_to(&mut self, other: Pid) {
-        if self.welcomed && other != self.me.pid && !self.members.contains_key(&other) {
+        if self.welcomed
+            && other != self.me.pid
+            && !self.members.contains_key(&other)
+            && !self.departed.contains(&other)
+            && !self.lost.contains(&other)
+        {
             self.send_digest(other);
         }
     }
 
-    /// Anti-entropy, every few seconds: sends this member's digest to the next member in pid
-    /// order (each member hears from each other within n ticks), and probes the members lost
+    /// Anti-entropy, every `down_after` in the runtime: sends this member's digest to the next
+    /// member in pid order (each member hears from each other within n ticks), and probes the members lost
     /// with their node, in case their node is back.
     pub fn tick(&mut self) {
         if !self.welcomed {
@@ -332,10 +344,9 @@ impl Membership {
                 if member.child {
                     if !self.members.contains_key(&newcomer) {
                         self.add(member.clone(), Some(true));
-                        // A child does not speak: tell the others about it.
-                        let news = MembershipMessage::Members {
-                            members: vec![self.me.clone(), member],
-                        };
+                        // A child does not speak: tell the others about it (the last word of
+                        // an exchange: merged, not answered).
+                        let news = self.sync_message(SyncList::Last(vec![self.me.clone(), member]));
                         let others: Vec<Pid> = self
                             .speaking_members()
                             .filter(|&pid| pid != self.me.pid)
@@ -358,9 +369,7 @@ impl Membership {
                 self.send_list(newcomer);
             }
             MembershipMessage::Members { members } if !self.welcomed => self.adopt(members),
-            MembershipMessage::Members { members } => {
-                self.merge(members);
-            }
+            MembershipMessage::Members { members } => self.merge(members),
             MembershipMessage::Sync { .. } if !self.welcomed => {
                 // A newcomer announces itself once let in; the sender will hear from it then.
             }
@@ -418,11 +427,12 @@ impl Membership {
     }
 
     /// A monitored process ended: if it was a member, it left. A member lost with its node
-    /// (`noconnection`) may live on: it is let in again when it is heard from; any other end is
-    /// final.
+    /// (`noconnection`) may live on: it is let in again when it is heard from (a child, which
+    /// never speaks, from a list); any other end is final.
     pub fn handle_down(&mut self, pid: Pid, reason: ExitReason) {
+        let child = self.members.get(&pid).is_some_and(|member| member.child);
         if reason == ExitReason::NoConnection {
-            if !self.departed.contains(&pid) && !self.lost.contains(&pid) {
+            if !child && !self.departed.contains(&pid) && !self.lost.contains(&pid) {
                 if self.lost.len() == LOST_REMEMBERED {
                     self.lost.pop_front();
                 }
@@ -993,5 +1003,43 @@ mod tests {
             .filter(|&p| p != me)
             .collect();
         assert_eq!(reached, others);
+    }
+
+    #[test]
+    fn a_child_lost_with_its_node_comes_back_from_a_list_and_is_never_probed() {
+        let mut members = cluster_of(2);
+        let child = Member {
+            child: true,
+            ..member(9, "worker")
+        };
+        members[0].add_child(child.clone());
+        settle(&mut members);
+        assert!(members[1].contains(child.pid));
+        members[1].handle_down(child.pid, ExitReason::NoConnection);
+        drain(&mut members[1]);
+        members[1].tick();
+        assert!(
+            drain(&mut members[1])
+                .iter()
+                .all(|a| !matches!(a, MembershipAction::Probe { to, .. } if *to == child.pid)),
+            "a child is never probed: it does not speak"
+        );
+        // The list of the member it was added through names it: it is let in again.
+        let list = members[0].list();
+        members[1].handle_message(MembershipMessage::Members { members: list });
+        assert!(members[1].contains(child.pid));
+        assert_eq!(members[1].digest(), members[0].digest());
+    }
+
+    #[test]
+    fn a_member_that_ended_is_not_let_in_again_by_a_sync_in_its_name() {
+        let mut members = cluster_of(3);
+        let gone = members[2].me.clone();
+        let forged = members[2].sync_message(SyncList::None);
+        members[0].handle_down(gone.pid, ExitReason::Killed);
+        drain(&mut members[0]);
+        members[0].handle_message(forged);
+        assert!(drain(&mut members[0]).is_empty());
+        assert!(!members[0].contains(gone.pid));
     }
 }

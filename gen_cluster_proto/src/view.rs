@@ -34,10 +34,10 @@
 //!   monitor ring gives it ([`View::watching`], see `monitor_ring`), and a watcher that finds a
 //!   peer silent closes its link, which puts the peer in its record's `lost`. A member that a
 //!   quorum of its watchers lost ([`View::unreachable`]) is disconnected by every other node
-//!   ([`ViewAction::Disconnect`]) and dialed again only by its watchers: once most of them get
-//!   through (the node is back), their records no longer accuse it and everyone dials it. A
-//!   node that connects to this one while unreachable is watched by it. A closed connection
-//!   needs no quorum: each end sees it at once.
+//!   ([`ViewAction::Disconnect`]) and dialed again, with backoff, as any member that is not
+//!   connected: once most of its watchers get through (the node is back), their records no
+//!   longer accuse it. A node that connects to this one while unreachable is watched by it. A
+//!   closed connection needs no quorum: each end sees it at once.
 //!
 //! Sans-IO: the runtime reports links that come up and go down and the messages that arrive,
 //! carries out what [`View::poll_action`] returns, and calls [`View::flush`] after each burst of
@@ -468,17 +468,12 @@ impl View {
     }
 
     /// The members this node should be connected to and is not, with their addresses: every
-    /// node that has not left (a node down for everyone may be back), but those a quorum of
-    /// their watchers lost (as of the last flush), which only their watchers dial (once most of
-    /// them get through, the others follow).
+    /// node that has not left (a node down for everyone may be back, an unreachable one may be
+    /// reachable from here).
     pub fn to_dial(&self) -> impl Iterator<Item = (&NodeName, &str)> {
         let mine = &self.records[&self.me];
         self.members()
             .filter(|record| !mine.links.contains(&record.name))
-            .filter(|record| {
-                !self.unreachable.contains(&record.name)
-                    || self.ring.watchers_of(&record.name).contains(&&self.me)
-            })
             .map(|record| (&record.name, record.addr.as_str()))
     }
 

@@ -1,14 +1,19 @@
 //! Deterministic simulation of the membership machine: members join through random members
-//! (concurrently too), die at random, links between two members drop (what was in flight is
-//! lost, each side's monitor of the other fires with `noconnection`) and come back, members
-//! tick (anti-entropy), and messages arrive in random order over per-pair FIFO links. A monitor
-//! set on a process that already ended fires at once with `noproc`, and one across a dropped link
-//! with `noconnection`, as in the runtime; a newcomer whose seed ended joins again through a
-//! live member, as the runtime does through the rally name. After the faults stop (every link
-//! back) and members have ticked and delivered everything, every live member that was let in
-//! holds the same list (exactly the live members that were let in); no member reported a join
-//! or a leave twice in a row, nor anything about a member after its final leave. A failing case
-//! prints its input; proptest replays it.
+//! (concurrently too), plain processes are added as children, members and children die at
+//! random, links between two of them drop (what was in flight is lost, each side's monitor of
+//! the other fires with `noconnection`) and come back, members tick (anti-entropy), and
+//! messages arrive in random order over per-pair FIFO links. A monitor set on a process that
+//! already ended fires at once with `noproc`, and one across a dropped link with
+//! `noconnection`, as in the runtime; a probe goes only over a link that is up and watches the
+//! probed process, as the runtime's does; a newcomer whose seed ended joins again through a
+//! live member on its next tick, as the runtime does through the rally name. After the faults
+//! stop (every link back) and members have ticked and delivered everything (a bounded number of
+//! messages), every live member that was let in holds the same list, with the same digest:
+//! exactly the live members that were let in, and live children only. Along the way: no member
+//! reported a join or a leave twice in a row, nor anything about a process after its final
+//! leave; a member lost with its link is reported lost at most once per drop of that link;
+//! nothing is ever sent to a child; and in the end no one probes a process that ended. A
+//! failing case prints its input; proptest replays it.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -28,6 +33,7 @@ enum Op {
     Cut { a: usize, b: usize },
     Heal { a: usize, b: usize },
     Tick { member: usize },
+    AddChild { through: usize },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -38,6 +44,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (any::<usize>(), any::<usize>()).prop_map(|(a, b)| Op::Cut { a, b }),
         1 => (any::<usize>(), any::<usize>()).prop_map(|(a, b)| Op::Heal { a, b }),
         2 => any::<usize>().prop_map(|member| Op::Tick { member }),
+        1 => any::<usize>().prop_map(|through| Op::AddChild { through }),
     ]
 }
 
@@ -66,24 +73,52 @@ struct Sim {
     /// Newcomers whose seed was lost, to join again through the rally's holder.
     rejoining: BTreeSet<usize>,
     events: Vec<(usize, MembershipEvent)>,
+    /// Which processes are children (they run no membership: their machine is never used).
+    child: Vec<bool>,
+    /// How many times the link of each pair dropped.
+    drops: BTreeMap<(usize, usize), usize>,
+    /// Messages delivered, to bound the settling.
+    delivered: usize,
+    /// Probes sent to processes that had ended.
+    probes_to_the_dead: usize,
 }
+
+/// More messages than this while settling is an exchange that does not end.
+const DELIVERY_BOUND: usize = 200_000;
 
 impl Sim {
     fn add(&mut self, membership: Membership) {
         self.members.push(membership);
         self.alive.push(true);
+        self.child.push(false);
         self.flush(self.members.len() - 1);
     }
 
     fn flush(&mut self, i: usize) {
         while let Some(action) = self.members[i].poll_action() {
             match action {
-                // A send waits for the link; a probe goes only over a link that is up.
-                MembershipAction::Send { to, message }
-                | MembershipAction::Probe { to, message } => {
+                // A send over a dropped link is lost (the runtime would dial, and might get
+                // through: losing it is the harder case).
+                MembershipAction::Send { to, message } => {
                     let to = (to.local - 1) as usize;
+                    assert!(!self.child[to], "{i} sent {message:?} to the child {to}");
                     if self.alive[to] && !self.cut.contains(&pair(i, to)) {
                         self.links.entry((i, to)).or_default().push_back(message);
+                    }
+                }
+                // A probe goes only over a link that is up, and watches the probed process.
+                MembershipAction::Probe { to, message } => {
+                    let to = (to.local - 1) as usize;
+                    assert!(!self.child[to], "{i} probed the child {to}");
+                    if self.cut.contains(&pair(i, to)) {
+                        continue;
+                    }
+                    if self.alive[to] {
+                        self.links.entry((i, to)).or_default().push_back(message);
+                        self.watchers.entry(to).or_default().insert(i);
+                    } else {
+                        self.probes_to_the_dead += 1;
+                        self.members[i].handle_down(pid(to), ExitReason::NoProc);
                     }
                 }
                 MembershipAction::Monitor(target) => {
@@ -117,7 +152,10 @@ impl Sim {
                     addr: String::new(),
                     child: false,
                 };
-                self.add(Membership::joining(member, pid(seed % n)));
+                // Through a member process (a child cannot let anyone in).
+                let processes: Vec<usize> = (0..n).filter(|&j| !self.child[j]).collect();
+                let seed = processes[seed % processes.len()];
+                self.add(Membership::joining(member, pid(seed)));
             }
             Op::Die { member } => {
                 let i = member % n;
@@ -139,6 +177,7 @@ impl Sim {
                 }
                 self.links.remove(&(a, b));
                 self.links.remove(&(b, a));
+                *self.drops.entry(pair(a, b)).or_default() += 1;
                 for (watcher, watched) in [(a, b), (b, a)] {
                     let watching = self
                         .watchers
@@ -154,6 +193,23 @@ impl Sim {
                 self.cut.remove(&pair(a % n, b % n));
             }
             Op::Tick { member } => self.tick(member % n),
+            Op::AddChild { through } => {
+                let (i, through) = (n, through % n);
+                let child = Member {
+                    pid: pid(i),
+                    kind: "child".into(),
+                    addr: String::new(),
+                    child: true,
+                };
+                // Its machine stands in the table only to keep indices aligned; it is never used.
+                self.members.push(Membership::first(child.clone()));
+                self.alive.push(true);
+                self.child.push(true);
+                if self.alive[through] && !self.child[through] {
+                    self.members[through].add_child(child);
+                    self.flush(through);
+                }
+            }
             Op::Deliver { from, to } => {
                 let (from, to) = (from % n, to % n);
                 if let Some(message) = self
@@ -161,6 +217,11 @@ impl Sim {
                     .get_mut(&(from, to))
                     .and_then(VecDeque::pop_front)
                 {
+                    self.delivered += 1;
+                    assert!(
+                        self.delivered < DELIVERY_BOUND,
+                        "{DELIVERY_BOUND} messages: an exchange does not end"
+                    );
                     self.members[to].handle_message(message);
                     self.flush(to);
                 }
@@ -171,13 +232,18 @@ impl Sim {
     /// The rally name's holder: one live member that was let in (the registry keeps one holder
     /// per connected cluster; the lowest index stands in for it here).
     fn rally(&self) -> Option<usize> {
-        (0..self.members.len()).find(|&j| self.alive[j] && self.members[j].is_welcomed())
+        (0..self.members.len()).find(|&j| self.speaks(j) && self.members[j].is_welcomed())
+    }
+
+    /// Whether `i` is a live member process (not a child).
+    fn speaks(&self, i: usize) -> bool {
+        self.alive[i] && !self.child[i]
     }
 
     /// A member's tick, as the runtime runs it: anti-entropy, an introduction to the rally's
     /// holder, and a join again through it for a newcomer whose seed was lost.
     fn tick(&mut self, i: usize) {
-        if !self.alive[i] {
+        if !self.speaks(i) {
             return;
         }
         let rally = self.rally().filter(|&j| j != i);
@@ -209,6 +275,14 @@ impl Sim {
         while let Some((&(from, to), _)) = self.links.iter().find(|(_, q)| !q.is_empty()) {
             self.apply(Op::Deliver { from, to });
         }
+        // One more round: by now every process that ended was probed once and forgotten.
+        self.probes_to_the_dead = 0;
+        for i in 0..self.members.len() {
+            self.tick(i);
+        }
+        while let Some((&(from, to), _)) = self.links.iter().find(|(_, q)| !q.is_empty()) {
+            self.apply(Op::Deliver { from, to });
+        }
     }
 }
 
@@ -225,19 +299,32 @@ proptest! {
             sim.apply(op);
         }
         sim.settle();
-        let inside: BTreeSet<Pid> = (0..sim.members.len())
-            .filter(|&i| sim.alive[i] && sim.members[i].is_welcomed())
-            .map(pid)
+        let inside: Vec<usize> = (0..sim.members.len())
+            .filter(|&i| sim.speaks(i) && sim.members[i].is_welcomed())
             .collect();
-        for i in 0..sim.members.len() {
-            if sim.alive[i] && sim.members[i].is_welcomed() {
+        let speaking: BTreeSet<Pid> = inside.iter().copied().map(pid).collect();
+        if let Some(&first) = inside.first() {
+            let first_view: BTreeSet<Pid> = sim.members[first].members().map(|m| m.pid).collect();
+            for &i in &inside {
                 let view: BTreeSet<Pid> = sim.members[i].members().map(|m| m.pid).collect();
-                prop_assert_eq!(&view, &inside, "member {} disagrees", i);
+                prop_assert_eq!(&view, &first_view, "member {} disagrees with member {}", i, first);
+                prop_assert_eq!(sim.members[i].digest(), sim.members[first].digest());
+                let (members, children): (BTreeSet<Pid>, BTreeSet<Pid>) = sim.members[i]
+                    .members()
+                    .map(|m| m.pid)
+                    .partition(|p| !sim.child[(p.local - 1) as usize]);
+                prop_assert_eq!(&members, &speaking, "member {} holds other members", i);
+                prop_assert!(
+                    children.iter().all(|p| sim.alive[(p.local - 1) as usize]),
+                    "member {} holds a child that ended", i
+                );
             }
         }
+        prop_assert_eq!(sim.probes_to_the_dead, 0, "a process that ended is still probed");
         // Per observer and member: joins and leaves alternate, and a leave other than a lost
         // link is the last word.
         let mut last: BTreeMap<(usize, Pid), &MembershipEvent> = BTreeMap::new();
+        let mut lost: BTreeMap<(usize, usize), usize> = BTreeMap::new();
         let mut seen = BTreeSet::new();
         for (i, event) in &sim.events {
             let about = match event {
@@ -248,6 +335,19 @@ proptest! {
                 }
                 MembershipEvent::SeedLost { .. } => continue,
             };
+            let other = (about.local - 1) as usize;
+            if let MembershipEvent::Left { reason: ExitReason::NoConnection, .. } = event
+                && !sim.child[other]
+            {
+                let count = lost.entry((*i, other)).or_default();
+                *count += 1;
+                prop_assert!(
+                    *count <= sim.drops.get(&pair(*i, other)).copied().unwrap_or(0),
+                    "{} reported {} lost more often than their link dropped",
+                    i,
+                    other
+                );
+            }
             if let Some(before) = last.insert((*i, about), event) {
                 let twice = matches!(
                     (before, event),
@@ -262,7 +362,7 @@ proptest! {
                 prop_assert!(!after_final, "member {} reported {:?} after a final leave", i, event);
             }
         }
-        for i in 0..sim.members.len() {
+        for i in (0..sim.members.len()).filter(|&i| !sim.child[i]) {
             let welcomed = seen.contains(&i);
             prop_assert_eq!(
                 welcomed,

@@ -9,7 +9,7 @@
 //! - a watcher that hears a live node late (a slow path) declares it down alone, and no one
 //!   follows: one lagging watcher is not a quorum;
 //! - while every watcher hears every node in time, no node is declared down;
-//! - a crashed node is redialed by its watchers only, and when it is back everyone reconnects.
+//! - a crashed node is redialed by every node, and when it is back everyone reconnects.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -417,14 +417,15 @@ fn a_hung_node_is_declared_down_by_its_watchers_and_everyone_follows() {
             "{detectors:?}"
         );
         assert!(detectors.len() >= quorum(watchers.len()), "{detectors:?}");
-        // The rest of the cluster stays meshed, and only watchers dial the hung node.
+        // The rest of the cluster stays meshed, and every node dials the hung node again (in
+        // vain while it hangs).
         sim.run_for(Duration::from_secs(3));
         assert!(sim.verdict_cuts.iter().all(|cut| cut.1 == hung));
         for i in (0..n).filter(|&i| i != hung) {
             let dials = sim.views[i]
                 .to_dial()
                 .any(|(target, _)| *target == name(hung));
-            assert_eq!(dials, watchers.contains(&i), "n{i} dials n{hung}");
+            assert!(dials, "n{i} does not dial n{hung}");
         }
         // Resumed, it is back in the mesh.
         sim.resume(hung);
@@ -483,7 +484,7 @@ fn no_node_is_declared_down_while_every_watcher_hears_it_in_time() {
 }
 
 #[test]
-fn a_crashed_node_is_redialed_by_its_watchers_and_rejoins_everyone() {
+fn a_crashed_node_is_redialed_and_rejoins_everyone() {
     let n = 20;
     let mut sim = Sim::meshed(n, 3, 20 * MS);
     let crashed = 7;
@@ -495,10 +496,9 @@ fn a_crashed_node_is_redialed_by_its_watchers_and_rejoins_everyone() {
         let dials = sim.views[i]
             .to_dial()
             .any(|(target, _)| *target == name(crashed));
-        assert_eq!(dials, watchers.contains(&i), "n{i} dials n{crashed}");
+        assert!(dials, "n{i} does not dial n{crashed}");
     }
-    // Back, seeded with a node that is not among its watchers: the watchers reach it (the
-    // verdict clears) and everyone follows.
+    // Back, seeded with a node that is not among its watchers: everyone reaches it.
     let seed = (0..n)
         .find(|i| *i != crashed && !watchers.contains(i))
         .unwrap();
