@@ -28,8 +28,8 @@ const CANDIDATES: usize = 3;
 /// A bound on each wait, only so that a broken run ends.
 const BOUND: Duration = Duration::from_secs(60);
 /// The failure detector's deadline: 100 processes joining at once on two cores starve some of
-/// them for over the default second, and a starved member is rightly declared down (and, once
-/// gone, not let back into the member lists: see the README's known limits).
+/// them for over the default second, and a starved member is rightly declared down (and let
+/// back in once heard from, which the convergence figures would then include).
 const DOWN_AFTER_MS: &str = "3000";
 /// How long idle CPU is measured.
 const IDLE_WINDOW: Duration = Duration::from_secs(5);
