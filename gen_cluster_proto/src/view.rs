@@ -286,7 +286,8 @@ impl View {
     /// newly lost is disconnected.
     pub fn flush(&mut self) {
         if std::mem::take(&mut self.ring_stale) {
-            self.ring = MonitorRing::new(self.live().into_iter().cloned(), self.monitors);
+            let live = self.live().map(|record| record.name.clone());
+            self.ring = MonitorRing::new(live, self.monitors);
             self.settle_unreachable();
         }
         let mine = &self.records[&self.me];
@@ -492,19 +493,17 @@ impl View {
         &self.unreachable
     }
 
-    /// The nodes this node holds live: itself, the members it is connected to, and those a node
-    /// it is connected to is connected to. O(n log n) when this node is connected to all (each
-    /// record is one lookup in its links), O(n² log n) at worst.
-    fn live(&self) -> BTreeSet<&NodeName> {
+    /// The records of the nodes this node holds live, in name order: itself, the members it is
+    /// connected to, and those a node it is connected to is connected to. O(n log n) when this
+    /// node is connected to all (each record is one lookup in its links), O(n² log n) at worst.
+    fn live(&self) -> impl Iterator<Item = &NodeRecord> {
         let mine = &self.records[&self.me];
-        self.records
-            .values()
-            .filter(|record| record.presence == Presence::Member)
-            .map(|record| &record.name)
-            .filter(|name| {
-                **name == self.me || mine.links.contains(*name) || self.linked_to_a_peer(name)
-            })
-            .collect()
+        self.records.values().filter(move |record| {
+            record.presence == Presence::Member
+                && (record.name == self.me
+                    || mine.links.contains(&record.name)
+                    || self.linked_to_a_peer(&record.name))
+        })
     }
 
     /// Whether a node this node is connected to says it is connected to `name`.
@@ -549,11 +548,7 @@ impl View {
     /// The fully connected groups of the nodes that are up or unreachable (see the module docs),
     /// each in name order; each of those nodes is in exactly one.
     pub fn groups(&self) -> Vec<BTreeSet<NodeName>> {
-        let live: Vec<&NodeRecord> = self
-            .live()
-            .into_iter()
-            .filter_map(|name| self.records.get(name))
-            .collect();
+        let live: Vec<&NodeRecord> = self.live().collect();
         // `lists[i][j]`: i's record lists j among its links; `lost[i][j]`: among its lost. Both
         // the names a record lists and `live` are in name order: each row is one merge walk.
         let matrix = |names: fn(&NodeRecord) -> &BTreeSet<NodeName>| -> Vec<Vec<bool>> {
