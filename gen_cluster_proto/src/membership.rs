@@ -239,12 +239,7 @@ impl Membership {
     /// their lists and learn of each other as of joins.
     /// A holder that ended is not told; nor one lost with its node (it is probed on each tick).
     pub fn introduce_to(&mut self, other: Pid) {
-        if self.welcomed
-            && other != self.me.pid
-            && !self.members.contains_key(&other)
-            && !self.departed.contains(&other)
-            && !self.lost.contains(&other)
-        {
+        if self.welcomed && self.is_stranger(other) {
             self.send_digest(other);
         }
     }
@@ -268,9 +263,9 @@ impl Membership {
             self.synced = Some(next);
             self.send_digest(next);
         }
-        for index in 0..self.lost.len() {
-            let to = self.lost[index];
-            let message = self.sync_message(SyncList::None);
+        let message = self.sync_message(SyncList::None);
+        for &to in &self.lost {
+            let message = message.clone();
             self.actions
                 .push_back(MembershipAction::Probe { to, message });
         }
@@ -411,11 +406,7 @@ impl Membership {
     /// one even if whoever told of it ends before telling it.
     fn merge(&mut self, members: Vec<Member>) {
         for member in members {
-            if member.pid == self.me.pid
-                || self.departed.contains(&member.pid)
-                || self.lost.contains(&member.pid)
-                || self.members.contains_key(&member.pid)
-            {
+            if !self.is_stranger(member.pid) {
                 continue;
             }
             let (pid, child) = (member.pid, member.child);
@@ -472,11 +463,7 @@ impl Membership {
         self.welcomed = true;
         self.seed = None;
         for member in members {
-            if member.pid != self.me.pid
-                && !self.departed.contains(&member.pid)
-                && !self.lost.contains(&member.pid)
-                && !self.members.contains_key(&member.pid)
-            {
+            if self.is_stranger(member.pid) {
                 self.add(member, None);
             }
         }
@@ -543,6 +530,15 @@ impl Membership {
     fn send(&mut self, to: Pid, message: MembershipMessage) {
         self.actions
             .push_back(MembershipAction::Send { to, message });
+    }
+
+    /// Whether `pid` is another process that is not a member here and may become one from a
+    /// list: it neither ended nor was lost with its node (those come back on their own word).
+    fn is_stranger(&self, pid: Pid) -> bool {
+        pid != self.me.pid
+            && !self.members.contains_key(&pid)
+            && !self.departed.contains(&pid)
+            && !self.lost.contains(&pid)
     }
 
     fn forget_lost(&mut self, pid: Pid) {
