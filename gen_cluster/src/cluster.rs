@@ -401,18 +401,7 @@ impl<C: ClusterServer> Clustered<C> {
                     flow
                 }
                 MembershipAction::Event(MembershipEvent::SeedLost { seed }) => {
-                    match ctx
-                        .node()
-                        .globals()
-                        .whereis(&self.config.rally_name())
-                        .filter(|&p| p != seed)
-                    {
-                        Some(rally) => self.membership_mut().rejoin(rally),
-                        None => {
-                            tracing::info!(%seed, "seed lost before the join; joining again shortly");
-                            rejoin_later(ctx);
-                        }
-                    }
+                    self.join_again(Some(seed), ctx);
                     Flow::Continue
                 }
             };
@@ -454,6 +443,27 @@ impl<C: ClusterServer> Clustered<C> {
                 self.attempt(pid.node, ctx);
             }
             None => self.now(action, ctx).await,
+        }
+    }
+
+    /// Joins again through the rally name's holder (but `lost_seed`, the seed just lost, or this
+    /// member itself); with no such holder, again after the failure detector's deadline.
+    fn join_again(&mut self, lost_seed: Option<Pid>, ctx: &mut ClusterContext<C>) {
+        let me = ctx.pid();
+        let holder = ctx
+            .node()
+            .globals()
+            .whereis(&self.config.rally_name())
+            .filter(|&holder| holder != me && Some(holder) != lost_seed);
+        match holder {
+            Some(holder) => self.membership_mut().rejoin(holder),
+            None => {
+                tracing::info!(
+                    ?lost_seed,
+                    "no member to join through yet; joining again shortly"
+                );
+                rejoin_later(ctx);
+            }
         }
     }
 
@@ -732,16 +742,7 @@ impl<C: ClusterServer> Server for Clustered<C> {
                 return Flow::Continue;
             }
             Info::Message(ClusterInfo::Rejoin) => {
-                let rally = self.config.rally_name();
-                match ctx
-                    .node()
-                    .globals()
-                    .whereis(&rally)
-                    .filter(|&h| h != ctx.pid())
-                {
-                    Some(holder) => self.membership_mut().rejoin(holder),
-                    None => rejoin_later(ctx),
-                }
+                self.join_again(None, ctx);
                 return self.drive(ctx).await;
             }
             Info::Down {
