@@ -458,10 +458,9 @@ impl<C: ClusterServer> Clustered<C> {
         match holder {
             Some(holder) => self.membership_mut().rejoin(holder),
             None => {
-                tracing::info!(
-                    ?lost_seed,
-                    "no member to join through yet; joining again shortly"
-                );
+                if let Some(seed) = lost_seed {
+                    tracing::info!(%seed, "seed lost before the join; joining again shortly");
+                }
                 rejoin_later(ctx);
             }
         }
