@@ -930,25 +930,41 @@ mod tests {
             }],
             "a lets b in again on b's word"
         );
-        let mut sent: Vec<(Pid, MembershipMessage)> = heard
-            .into_iter()
-            .filter_map(|a| match a {
-                MembershipAction::Send { to, message } => Some((to, message)),
-                _ => None,
-            })
-            .collect();
-        while let Some((to, message)) = sent.pop() {
-            let m = members.iter_mut().find(|m| m.me.pid == to).unwrap();
-            m.handle_message(message);
-            for action in drain(m) {
-                if let MembershipAction::Send { to, message } = action {
-                    sent.push((to, message));
-                }
-            }
-        }
+        exchange(&mut members, sends(heard), &[]);
         for m in &members {
             assert_eq!(m.members().count(), 3, "{:?}", m.me.pid);
         }
+    }
+
+    /// The messages `actions` sends.
+    fn sends(actions: Vec<MembershipAction>) -> Vec<(Pid, MembershipMessage)> {
+        actions
+            .into_iter()
+            .filter_map(|action| match action {
+                MembershipAction::Send { to, message } => Some((to, message)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Delivers `sent`, and what each delivery sends in turn, until nothing is left; what goes
+    /// to `dead` is lost. Returns how many messages were delivered.
+    fn exchange(
+        members: &mut [Membership],
+        mut sent: Vec<(Pid, MembershipMessage)>,
+        dead: &[Pid],
+    ) -> usize {
+        let mut delivered = 0;
+        while let Some((to, message)) = sent.pop() {
+            if dead.contains(&to) {
+                continue;
+            }
+            delivered += 1;
+            let m = members.iter_mut().find(|m| m.me.pid == to).unwrap();
+            m.handle_message(message);
+            sent.extend(sends(drain(m)));
+        }
+        delivered
     }
 
     #[test]
@@ -958,18 +974,8 @@ mod tests {
         // The first member saw the third end; the second has not yet.
         members[0].handle_down(gone, ExitReason::Shutdown);
         drain(&mut members[0]);
-        let digest = members[1].sync_message(SyncList::None);
-        let mut rounds = 0;
-        let mut sent = vec![(members[0].me.pid, digest)];
-        while let Some((to, message)) = sent.pop() {
-            rounds += 1;
-            let m = members.iter_mut().find(|m| m.me.pid == to).unwrap();
-            m.handle_message(message);
-            sent.extend(drain(m).into_iter().filter_map(|a| match a {
-                MembershipAction::Send { to, message } if to != gone => Some((to, message)),
-                _ => None,
-            }));
-        }
+        let digest = (members[0].me.pid, members[1].sync_message(SyncList::None));
+        let rounds = exchange(&mut members, vec![digest], &[gone]);
         assert!(
             (2..=3).contains(&rounds),
             "digest, answer, last word: {rounds} messages"
