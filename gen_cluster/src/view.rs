@@ -30,7 +30,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use gen_cluster_proto::handshake::Identity;
+use gen_cluster_proto::handshake::{Identity, RECORD_CHANGES_VERSION};
 use gen_cluster_proto::reconcile::{ReconcileAction, ReconcileConfig, Reconciler};
 use gen_cluster_proto::view::{View, ViewAction, ViewMessage};
 use gen_cluster_proto::{Incarnation, NodeId, NodeName};
@@ -592,6 +592,13 @@ impl Service {
         self.undiscovered.remove(&peer.listen);
         self.members.insert(peer.name.id(), peer.name.clone());
         self.machine.handle_up(&peer);
+        let changes_spoken = self
+            .peers
+            .link_to(peer.name.id())
+            .is_some_and(|link| link.version >= RECORD_CHANGES_VERSION);
+        if !changes_spoken {
+            self.machine.handle_whole_records_only(&peer.name);
+        }
         // The member first (carrying out the change tells the reconcile machine of it), then
         // its link: the reconcile machine marks only members.
         self.carry_out();

@@ -1,7 +1,9 @@
 //! The cluster view through the runtime: nodes seeded with one node come to know and connect to
 //! every other; a node that shuts down is `left` and out of the group; a hidden client is
 //! no member anywhere; a hung node is declared down by its few watchers and closed out by
-//! everyone. Waits follow the published view and the events, bounded by a hang timeout.
+//! everyone; a peer is sent what changed in a node's record, or the whole record if its link
+//! speaks an earlier protocol. Waits follow the published view and the events, bounded by a hang
+//! timeout.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -15,6 +17,9 @@ use common::{HANG, Net, config};
 use gen_cluster::{
     ClusterView, DownReason, LivenessConfig, MemoryNetwork, Node, NodeEvent, NodeName, NodeState,
 };
+use gen_cluster_proto::handshake::{SUPPORTED_VERSIONS, VersionRange};
+use gen_cluster_proto::view::ViewMessage;
+use gen_cluster_proto::wire::{self, Dest, Header};
 use tokio::sync::broadcast::error::TryRecvError;
 
 /// Waits until `node`'s view satisfies `done`.
@@ -62,6 +67,69 @@ async fn twenty_nodes_seeded_with_one_come_to_a_full_mesh(net: Net) {
         })
         .await;
         assert_eq!(node.peers().len(), 19, "{}", node.name());
+    }
+}
+
+/// Reads `raw`'s frames until a view message to it satisfies `wanted`.
+async fn view_message_until(raw: &mut common::Raw, wanted: impl Fn(&ViewMessage) -> bool) {
+    tokio::time::timeout(HANG, async {
+        loop {
+            let frame = raw.read_frame().await;
+            let (header, payload) = wire::decode(&frame).unwrap();
+            let Header::Send {
+                to: Dest::Name("gen_cluster.view"),
+                ..
+            } = header
+            else {
+                continue;
+            };
+            if wanted(&postcard::from_bytes(payload).unwrap()) {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("the view message comes");
+}
+
+async fn a_peer_is_sent_what_changed_and_one_of_an_earlier_protocol_whole_records(net: Net) {
+    let earlier = VersionRange { min: 4, max: 6 };
+    for (versions, changes) in [(SUPPORTED_VERSIONS, true), (earlier, false)] {
+        let v = versions.max;
+        let (a, b) = (
+            net.node(&format!("a{v}")).await,
+            net.node(&format!("b{v}")).await,
+        );
+        let mut raw = net
+            .authenticated_speaking(a.listen_addr(), &format!("r{v}"), versions)
+            .await;
+        // r is sent a's whole record first, as every new link is.
+        let a_name = a.name().clone();
+        view_message_until(&mut raw, |message| {
+            matches!(message, ViewMessage::Records(records)
+                if records.iter().any(|record| record.name == a_name))
+        })
+        .await;
+        b.connect(a.listen_addr()).await.unwrap();
+        let b_name = b.name().clone();
+        view_message_until(&mut raw, |message| match message {
+            ViewMessage::Change(change) => {
+                assert!(changes, "a change sent over version {v}");
+                change.linked.contains(&b_name)
+            }
+            ViewMessage::Records(records) => {
+                let listed = records
+                    .iter()
+                    .any(|record| record.name == a_name && record.links.contains(&b_name));
+                assert!(!(listed && changes), "a whole record sent over version {v}");
+                listed
+            }
+            _ => false,
+        })
+        .await;
+        for node in [a, b] {
+            node.shutdown().await;
+        }
     }
 }
 
@@ -139,6 +207,7 @@ on_both_transports!(
     twenty_nodes_seeded_with_one_come_to_a_full_mesh,
     a_node_that_shuts_down_is_left_out,
     a_hidden_client_is_no_member_and_no_event,
+    a_peer_is_sent_what_changed_and_one_of_an_earlier_protocol_whole_records,
 );
 
 /// Eight nodes, each watched by two others: a node that hangs (the in-memory network holds every

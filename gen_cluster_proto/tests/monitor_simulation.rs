@@ -9,7 +9,9 @@
 //! - a watcher that hears a live node late (a slow path) declares it down alone, and no one
 //!   follows: one lagging watcher is not a quorum;
 //! - while every watcher hears every node in time, no node is declared down;
-//! - a crashed node is redialed by every node, and when it is back everyone reconnects.
+//! - a crashed node is redialed by every node, and when it is back everyone reconnects;
+//! - a mesh forming sends what changed in the records: fewer bytes than sending every changed
+//!   record whole (the baseline, in the same run: links of an earlier protocol).
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -68,7 +70,13 @@ struct Sim {
     verdict_cuts: Vec<(usize, usize, Instant)>,
     heartbeats_sent: u64,
     view_messages_sent: u64,
+    view_bytes_sent: u64,
     next_dial: Instant,
+    /// Whether every link speaks a protocol from before record changes.
+    whole_records_only: bool,
+    /// How often each node dials what its view asks for, and how many of those at once.
+    dial_every: Duration,
+    dials_at_once: usize,
 }
 
 fn pair(a: usize, b: usize) -> (usize, usize) {
@@ -78,12 +86,17 @@ fn pair(a: usize, b: usize) -> (usize, usize) {
 impl Sim {
     /// `n` nodes, each seeded with node 0, meshed and settled.
     fn meshed(n: usize, seed: u64, jitter: Duration) -> Self {
+        Self::started(n, seed, jitter).settled()
+    }
+
+    /// `n` nodes, not connected yet.
+    fn started(n: usize, seed: u64, jitter: Duration) -> Self {
         let now = Instant::now();
         let config = LivenessConfig {
             monitors: MONITORS,
             ..LivenessConfig::default()
         };
-        let mut sim = Sim {
+        Sim {
             now,
             config,
             views: (0..n).map(|i| view(i, 1)).collect(),
@@ -101,15 +114,23 @@ impl Sim {
             verdict_cuts: Vec::new(),
             heartbeats_sent: 0,
             view_messages_sent: 0,
+            view_bytes_sent: 0,
             next_dial: now,
-        };
-        for i in 1..n {
-            sim.connect(i, 0);
+            whole_records_only: false,
+            dial_every: 500 * MS,
+            dials_at_once: usize::MAX,
         }
-        sim.run_until(|sim| sim.meshed_all());
-        sim.run_for(Duration::from_secs(2));
-        assert!(sim.meshed_all(), "the cluster settles into a full mesh");
-        sim
+    }
+
+    /// Connects every node to node 0, and runs until they are meshed and settled.
+    fn settled(mut self) -> Self {
+        for i in 1..self.views.len() {
+            self.connect(i, 0);
+        }
+        self.run_until(|sim| sim.meshed_all());
+        self.run_for(Duration::from_secs(2));
+        assert!(self.meshed_all(), "the cluster settles into a full mesh");
+        self
     }
 
     fn random(&mut self, below: u64) -> u64 {
@@ -150,6 +171,10 @@ impl Sim {
         let (ia, ib) = (self.identity(a), self.identity(b));
         self.views[a].handle_up(&ib);
         self.views[b].handle_up(&ia);
+        if self.whole_records_only {
+            self.views[a].handle_whole_records_only(&name(b));
+            self.views[b].handle_whole_records_only(&name(a));
+        }
         for (me, peer) in [(a, b), (b, a)] {
             let detector = Liveness::quiet(self.config, self.now);
             self.detectors.insert((me, peer), detector);
@@ -207,7 +232,11 @@ impl Sim {
     fn send(&mut self, from: usize, to: usize, frame: Frame) {
         match frame {
             Frame::Heartbeat => self.heartbeats_sent += 1,
-            Frame::View(_) => self.view_messages_sent += 1,
+            Frame::View(ref message) => {
+                self.view_messages_sent += 1;
+                let size = postcard::experimental::serialized_size(message).unwrap() as u64;
+                self.view_bytes_sent += size;
+            }
         }
         let at = self.now + self.latency(from, to);
         if let Some(detector) = self.detectors.get_mut(&(from, to)) {
@@ -300,7 +329,7 @@ impl Sim {
         // Each node dials what its view asks for twice a second; a dial to a hung or crashed
         // node fails (its handshake would time out).
         if self.now >= self.next_dial {
-            self.next_dial = self.now + 500 * MS;
+            self.next_dial = self.now + self.dial_every;
             for i in 0..n {
                 if !self.up(i) {
                     continue;
@@ -309,7 +338,7 @@ impl Sim {
                     .to_dial()
                     .map(|(target, _)| index(target))
                     .collect();
-                for target in targets {
+                for target in targets.into_iter().take(self.dials_at_once) {
                     if self.up(target) {
                         self.connect(i, target);
                     }
@@ -506,4 +535,34 @@ fn a_crashed_node_is_redialed_and_rejoins_everyone() {
     let took = sim.run_until(Sim::meshed_all);
     println!("a restarted node is meshed again after {took:?}");
     assert!(took < Duration::from_secs(3), "{took:?}");
+}
+
+#[test]
+fn a_mesh_forming_sends_what_changed_in_the_records_not_whole_records() {
+    let n = 40;
+    // Each node dials one member per step, as handshakes come one after another.
+    let forming = |whole_records_only: bool| {
+        let mut sim = Sim::started(n, 5, 20 * MS);
+        sim.whole_records_only = whole_records_only;
+        sim.dial_every = STEP;
+        sim.dials_at_once = 1;
+        sim.settled()
+    };
+    let (changes, whole) = (forming(false), forming(true));
+    let per_node = |sim: &Sim| sim.view_bytes_sent as f64 / n as f64;
+    println!(
+        "{n} nodes seeded with one, meshed: {:.0} view bytes per node ({} messages), whole records \
+         only {:.0} ({}): {:.2}x",
+        per_node(&changes),
+        changes.view_messages_sent,
+        per_node(&whole),
+        whole.view_messages_sent,
+        per_node(&changes) / per_node(&whole),
+    );
+    assert!(
+        per_node(&changes) < per_node(&whole) * 0.9,
+        "{} vs {}",
+        per_node(&changes),
+        per_node(&whole)
+    );
 }

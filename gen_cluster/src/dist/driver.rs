@@ -91,6 +91,7 @@ pub(crate) fn establish(
             && !peer.peer.hidden
             && !dist.local.hidden,
     };
+    let version = peer.version;
     let peer = &peer.peer;
     let config = &dist.config;
     let (queue, outgoing) =
@@ -104,7 +105,10 @@ pub(crate) fn establish(
         }
     };
     let heard = LastHeard::new(heard, dist.epoch);
-    let Some(link) = dist.peers.establish(conn, peer, queue, heard, announce) else {
+    let Some(link) = dist
+        .peers
+        .establish(conn, peer, version, queue, heard, announce)
+    else {
         tracing::debug!(peer = %peer.name, "handshake completed but another connection won");
         return None;
     };

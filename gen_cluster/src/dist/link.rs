@@ -39,6 +39,8 @@ pub(crate) struct PeerLink {
     pub(crate) addr: String,
     /// Whether the peer is a hidden node (not reported up or down, not a member).
     pub(crate) hidden: bool,
+    /// The protocol version the handshake settled on.
+    pub(crate) version: u16,
     /// Where frames to the peer go.
     pub(crate) queue: FrameQueue,
     /// `None` once the link has closed.
@@ -89,9 +91,11 @@ pub(crate) struct LinkState {
 }
 
 impl PeerLink {
-    /// A link to the peer `peer` (as its handshake proved it), heard as `heard` says.
-    pub(crate) fn new(peer: &Identity, queue: FrameQueue, heard: LastHeard) -> Self {
+    /// A link to the peer `peer` (as its handshake proved it) speaking protocol `version`,
+    /// heard as `heard` says.
+    pub(crate) fn new(peer: &Identity, version: u16, queue: FrameQueue, heard: LastHeard) -> Self {
         Self {
+            version,
             id: peer.name.id(),
             name: peer.name.clone(),
             incarnation: peer.incarnation,
@@ -224,6 +228,7 @@ mod tests {
                     listen: "127.0.0.1:1".into(),
                     hidden: false,
                 },
+                gen_cluster_proto::handshake::SUPPORTED_VERSIONS.max,
                 queue,
                 LastHeard::now(),
             ),

@@ -203,6 +203,7 @@ impl PeerTable {
         &self,
         conn: u64,
         peer: &Identity,
+        version: u16,
         queue: FrameQueue,
         heard: LastHeard,
         announce: impl FnOnce(&PeerLink),
@@ -213,7 +214,7 @@ impl PeerTable {
         if !current || peers.closed {
             return None;
         }
-        let link = Arc::new(PeerLink::new(peer, queue, heard));
+        let link = Arc::new(PeerLink::new(peer, version, queue, heard));
         peers.by_id.insert(id, PeerEntry::Up(Arc::clone(&link)));
         announce(&link);
         Some(link)
@@ -243,7 +244,16 @@ impl PeerTable {
         .unwrap();
         let (queue, frames) = FrameQueue::new(peer.name.clone(), 1 << 20, 1 << 20);
         let heard = LastHeard::now();
-        let link = self.establish(conn, peer, queue, heard, |_| {}).unwrap();
+        let link = self
+            .establish(
+                conn,
+                peer,
+                gen_cluster_proto::handshake::SUPPORTED_VERSIONS.max,
+                queue,
+                heard,
+                |_| {},
+            )
+            .unwrap();
         (link, frames)
     }
 
@@ -282,6 +292,12 @@ mod tests {
 
     fn heard() -> LastHeard {
         LastHeard::now()
+    }
+
+    /// Establishes the proven handshake `conn` with `peer`, speaking the latest version.
+    fn establish(table: &PeerTable, conn: u64, peer: &Identity) -> Option<Arc<PeerLink>> {
+        let version = gen_cluster_proto::handshake::SUPPORTED_VERSIONS.max;
+        table.establish(conn, peer, version, queue(peer), heard(), |_| {})
     }
 
     fn queue(peer: &Identity) -> FrameQueue {
@@ -354,9 +370,7 @@ mod tests {
             !table.remove(&old, |_| {}),
             "the old link's loss was reported by its replacement, once"
         );
-        let new = table
-            .establish(conn, &b2, queue(&b2), heard(), |_| {})
-            .unwrap();
+        let new = establish(&table, conn, &b2).unwrap();
         assert_eq!(new.incarnation, Incarnation(2));
     }
 
@@ -377,9 +391,7 @@ mod tests {
                 |_, _| {},
             )
             .unwrap();
-        table
-            .establish(conn, &b2, queue(&b2), heard(), |_| {})
-            .unwrap();
+        establish(&table, conn, &b2).unwrap();
         table.remove(&old, |_| {});
         assert_eq!(
             table.link_to(b2.name.id()).unwrap().incarnation,
@@ -417,17 +429,9 @@ mod tests {
             )
             .unwrap();
         assert!(first_cancel.is_cancelled());
-        assert!(
-            table
-                .establish(first, &b, queue(&b), heard(), |_| {})
-                .is_none()
-        );
+        assert!(establish(&table, first, &b).is_none());
         table.abandon(second, b2.name.id());
-        assert!(
-            table
-                .establish(second, &b2, queue(&b2), heard(), |_| {})
-                .is_none()
-        );
+        assert!(establish(&table, second, &b2).is_none());
     }
 
     #[test]
@@ -454,7 +458,14 @@ mod tests {
                         |_, _| {},
                     )
                     .unwrap();
-                table.establish(conn, &b, queue(&b), heard(), |_| lock(&told).push("up"));
+                table.establish(
+                    conn,
+                    &b,
+                    gen_cluster_proto::handshake::SUPPORTED_VERSIONS.max,
+                    queue(&b),
+                    heard(),
+                    |_| lock(&told).push("up"),
+                );
             })
         };
         table.remove(&old, |_| {
@@ -537,10 +548,6 @@ mod tests {
             )
             .unwrap();
         assert!(table.close().is_empty());
-        assert!(
-            table
-                .establish(conn, &b, queue(&b), heard(), |_| {})
-                .is_none()
-        );
+        assert!(establish(&table, conn, &b).is_none());
     }
 }

@@ -122,6 +122,17 @@ impl Net {
     /// A raw connection named `name` that passes the real handshake with a node of [`config`],
     /// for tests that then misbehave on purpose.
     pub async fn authenticated(&self, addr: &str, name: &str) -> Raw {
+        self.authenticated_speaking(addr, name, SUPPORTED_VERSIONS)
+            .await
+    }
+
+    /// The same, offering only the protocol `versions` (a peer of an earlier build).
+    pub async fn authenticated_speaking(
+        &self,
+        addr: &str,
+        name: &str,
+        versions: handshake::VersionRange,
+    ) -> Raw {
         let mut raw = self.raw(addr).await;
         let config = HandshakeConfig {
             cluster: "default".into(),
@@ -132,7 +143,7 @@ impl Net {
                 listen: "127.0.0.1:1".into(),
                 hidden: false,
             },
-            versions: SUPPORTED_VERSIONS,
+            versions,
         };
         let (machine, hello) = handshake::initiate(config, [7; 32]);
         raw.write_frame(&hello).await;
