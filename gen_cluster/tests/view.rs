@@ -113,9 +113,10 @@ async fn a_peer_is_sent_what_changed_and_one_of_an_earlier_protocol_whole_record
         b.connect(a.listen_addr()).await.unwrap();
         let b_name = b.name().clone();
         view_message_until(&mut raw, |message| match message {
-            ViewMessage::Change(change) => {
+            ViewMessage::Changes(sent) => {
                 assert!(changes, "a change sent over version {v}");
-                change.linked.contains(&b_name)
+                sent.iter()
+                    .any(|change| change.name == a_name && change.linked.contains(&b_name))
             }
             ViewMessage::Records(records) => {
                 let listed = records

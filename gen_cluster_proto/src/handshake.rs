@@ -46,7 +46,7 @@ use crate::{Incarnation, NodeName};
 /// has not proved anything yet gets no more.
 pub const MAX_HANDSHAKE_FRAME: usize = 2048;
 
-/// The protocol versions this build speaks: 4 (version 1 decided on peers' unproven claims, and
+/// The protocol versions this build speaks: 4 to 7 (version 1 decided on peers' unproven claims, and
 /// had no Ready; version 2 had no hidden nodes and keyed its proofs with the secret itself;
 /// version 3's view records had no lost links and its registries no `Sync`).
 pub const SUPPORTED_VERSIONS: VersionRange = VersionRange { min: 4, max: 7 };
@@ -60,7 +60,7 @@ pub const ROUND_TRIP_VERSION: u16 = 5;
 pub const HEARTBEATS_ON_REQUEST_VERSION: u16 = 6;
 
 /// The first version whose links carry the cluster view's record changes
-/// (`view::ViewMessage::Change`): a link of an older version is sent whole records.
+/// (`view::ViewMessage::Changes`): a link of an older version is sent whole records.
 pub const RECORD_CHANGES_VERSION: u16 = 7;
 
 /// The first bytes of every Hello, so that a stray client of another protocol is told apart

@@ -8,10 +8,11 @@
 //!   each asks ([`Want`](ViewMessage::Want)) for the records it lacks or holds older, once per
 //!   version however many peers offer it. Changes go out once per burst, when the runtime calls
 //!   [`View::flush`]: this node's own record to every node it is connected to — whole over a new
-//!   link, then as what changed since the version sent before ([`RecordChange`]; a peer that
-//!   holds another version asks for the whole record) — and the digest entries of the records it
-//!   learned to the connected nodes that cannot have them from their author directly, who ask
-//!   for what they lack. A later life of a node replaces the records of its earlier lives.
+//!   link, then as what changed since the version flushed before ([`RecordChange`]; a peer that
+//!   holds an older version asks for the whole record while its link lives; a goodbye goes whole) —
+//!   and the records it learned to the connected nodes that cannot have them from their author
+//!   directly: as the change it learned, or as a digest entry, and the nodes ask for what they
+//!   lack. A later life of a node replaces the records of its earlier lives.
 //! - A node is [`Up`](NodeState::Up) when connected to this node, [`Unreachable`](NodeState::Unreachable)
 //!   when a node connected to this one says it is connected to it, [`Down`](NodeState::Down)
 //!   when no one this node hears from is connected to it, and [`Left`](NodeState::Left) once it
@@ -45,12 +46,13 @@
 //! changes. Costs: a node holds one record per node of the cluster, each listing up to n − 1 links
 //! (O(n²) per node). A flush sends what changed in the node's record over each of its links (the
 //! whole record, O(n) bytes, once per new link); in a full mesh nothing is passed on, so a change
-//! costs n − 1 messages of the size of the change. While a mesh forms, a learned version is
-//! announced in digests of O(1) bytes per entry to the nodes not yet connected to its author and
-//! fetched once by each, whole (in a simulation of 40 nodes seeded with one, dialing one member at
-//! a time, 0.8× the bytes of sending every change whole; the rest is the digest and the whole
-//! record each new link starts with, and the records fetched by the nodes not yet connected to
-//! their authors). [`View::groups`] reads each record's links once (O(n²) for a full mesh), then
+//! costs n − 1 messages of the size of the change. While a mesh forms, the records a node learned
+//! reach the nodes not yet connected to their author relayed: as the change that made them (if one
+//! change came since the last flush), or as a digest entry of O(1) bytes, fetched once per version
+//! by each node that lacks it. A simulation of 40 nodes seeded with one, dialing one member at a
+//! time, sends 0.7× the bytes of sending every change whole (measured in the same run); the rest is
+//! relays (a node may hear a change from several), and per new link its digest and the whole record
+//! it starts with. [`View::groups`] reads each record's links once (O(n²) for a full mesh), then
 //! settles each group in O(n²) steps, computed when asked. A flush after a change builds the
 //! monitor ring again (O(n log n)) and looks for unreachable members (O(n·k)).
 
@@ -61,6 +63,12 @@ use serde::{Deserialize, Serialize};
 use crate::handshake::Identity;
 use crate::monitor_ring::{self, MonitorRing};
 use crate::{Incarnation, NodeName};
+
+/// The most names (links and lost together) a record holds: a change that would pass it is
+/// dropped and a whole record past it is not taken, so an authenticated peer cannot grow a
+/// record without bound. Far above the clusters a full mesh serves (the groups cost O(n²)),
+/// and a record that large still fits a frame.
+pub const MAX_RECORD_NAMES: usize = 8192;
 
 /// What a node says about itself.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
@@ -130,20 +138,25 @@ pub enum ViewMessage {
     /// learned since its last flush otherwise.
     Digest(Vec<(NodeName, Incarnation, u64)>),
     /// Records: the answer to a [`Want`](ViewMessage::Want) (possibly empty), or the sender's
-    /// own record after it changed, to a peer that does not hold the version before.
+    /// own record after it changed, to a peer not known to hold the version before.
     Records(Vec<NodeRecord>),
     /// The names whose records the sender asks for.
     Want(Vec<NodeName>),
-    /// What changed in the sender's own record since the version it last sent on this link.
-    Change(RecordChange),
+    /// Changes of records, each from the version before: of the sender's own record, from the
+    /// version it flushed last (what every copy of its record holds: it answers a
+    /// [`Want`](ViewMessage::Want) with that version too); of records it learned as changes,
+    /// relayed where digest entries would be (see [`View::flush`]).
+    Changes(Vec<RecordChange>),
 }
 
-/// A change of its author's record, from the version its author sent on the link before: what
-/// a flush sends once the peer holds that version, so that a new link costs a few names, not
-/// the whole record (which lists every link of its author).
+/// A change of a node's record, from one version to the next: what a flush sends to a peer
+/// that holds the version before, so that a change costs a few names, not the whole record
+/// (which lists every link of its author).
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct RecordChange {
-    /// The author's life.
+    /// The record's node.
+    pub name: NodeName,
+    /// The node's life.
     pub incarnation: Incarnation,
     /// The version the change applies to.
     pub base: u64,
@@ -168,6 +181,7 @@ impl RecordChange {
             new.difference(old).cloned().collect()
         };
         Self {
+            name: after.name.clone(),
             incarnation: after.incarnation,
             base: before.version,
             version: after.version,
@@ -180,14 +194,14 @@ impl RecordChange {
     }
 
     /// Applies the change to `record`, if it holds the version the change applies to.
-    fn apply(self, record: &mut NodeRecord) -> bool {
+    fn apply(&self, record: &mut NodeRecord) -> bool {
         if (record.incarnation, record.version) != (self.incarnation, self.base) {
             return false;
         }
         record.version = self.version;
         record.presence = self.presence;
-        record.links.extend(self.linked);
-        record.lost.extend(self.lost);
+        record.links.extend(self.linked.iter().cloned());
+        record.lost.extend(self.lost.iter().cloned());
         for name in &self.unlinked {
             record.links.remove(name);
         }
@@ -229,8 +243,8 @@ pub struct View {
     holding_flushed: BTreeSet<NodeName>,
     /// The peers whose links speak an earlier protocol: they are sent whole records only.
     whole_records_only: BTreeSet<NodeName>,
-    /// The records learned since the last flush, each with the node it came from.
-    learned: BTreeMap<NodeName, NodeName>,
+    /// The records learned since the last flush.
+    learned: BTreeMap<NodeName, Learned>,
     /// The records asked for and not yet received.
     asked: BTreeMap<NodeName, Asked>,
     /// How many members watch each member.
@@ -241,6 +255,22 @@ pub struct View {
     unreachable: BTreeSet<NodeName>,
     /// Whether the view changed since the ring was last built.
     ring_stale: bool,
+}
+
+/// What came of a change: applied; ignored (this version or a later one is held, the record is
+/// this node's, or the change would pass [`MAX_RECORD_NAMES`]); or made for a version not held.
+enum Taken {
+    Applied,
+    Ignored,
+    OtherVersion,
+}
+
+/// A record learned since the last flush: the node it came from, and the change that made it
+/// if it came as the one change since (then relayed as it came).
+#[derive(Debug)]
+struct Learned {
+    from: NodeName,
+    change: Option<RecordChange>,
 }
 
 /// A record asked of one peer, and what the other peers offered of it: if the asked one answers
@@ -321,7 +351,7 @@ impl View {
                 lost: BTreeSet::new(),
             };
             self.records.insert(peer.name.clone(), first_sight);
-            self.learned.insert(peer.name.clone(), peer.name.clone());
+            self.learn(&peer.name, peer.name.clone(), None);
             self.changed();
         }
         // What was asked of an earlier life of the peer will not be answered; a new link starts
@@ -357,6 +387,8 @@ impl View {
     /// This node leaves the cluster: every connected node is told at once, before the links
     /// close.
     pub fn leave(&mut self) {
+        // The goodbye goes whole: a peer cannot ask for it again once the links close.
+        self.holding_flushed.clear();
         self.change_mine(|mine| {
             let changed = mine.presence != Presence::Left;
             mine.presence = Presence::Left;
@@ -367,10 +399,11 @@ impl View {
 
     /// Sends what changed since the last flush: this node's record to every node it is
     /// connected to (what changed in it to those that hold the version before, the whole
-    /// record to the others), and the digest entries of the records it learned to the connected nodes
-    /// that did not give them and are not connected to their authors (who send them their
-    /// records themselves) — in a full mesh, no one. A member that a quorum of its watchers has
-    /// newly lost is disconnected.
+    /// record to the others), and the records it learned to the connected nodes that did not
+    /// give them and are not connected to their authors (who send them their records
+    /// themselves) — in a full mesh, no one: each as the change that made it, if it came as one
+    /// change since the last flush, else as a digest entry. A member that a quorum of its
+    /// watchers has newly lost is disconnected.
     pub fn flush(&mut self) {
         if std::mem::take(&mut self.ring_stale) {
             let live = self.live().map(|record| record.name.clone());
@@ -379,39 +412,46 @@ impl View {
         }
         let mine = &self.records[&self.me];
         let links: Vec<NodeName> = mine.links.iter().cloned().collect();
-        if std::mem::take(&mut self.mine_changed) {
-            let mine = mine.clone();
-            let change = RecordChange::between(&self.flushed, &mine);
-            for peer in &links {
-                let message = if self.holding_flushed.contains(peer) {
-                    ViewMessage::Change(change.clone())
-                } else {
-                    ViewMessage::Records(vec![mine.clone()])
-                };
-                self.send(peer.clone(), message);
-            }
-            self.holding_flushed = links
-                .iter()
-                .filter(|peer| !self.whole_records_only.contains(*peer))
-                .cloned()
-                .collect();
-            self.flushed = mine;
-        }
+        let own_change = std::mem::take(&mut self.mine_changed)
+            .then(|| RecordChange::between(&self.flushed, mine));
         let learned = std::mem::take(&mut self.learned);
-        if learned.is_empty() {
-            return;
-        }
-        for peer in links {
-            let entries: Vec<(NodeName, Incarnation, u64)> = learned
-                .iter()
-                .filter(|&(author, from)| *author != peer && *from != peer)
-                .filter_map(|(author, _)| self.records.get(author))
-                .filter(|record| !record.links.contains(&peer))
-                .map(|r| (r.name.clone(), r.incarnation, r.version))
-                .collect();
-            if !entries.is_empty() {
-                self.send(peer, ViewMessage::Digest(entries));
+        for peer in &links {
+            let takes_changes = !self.whole_records_only.contains(peer);
+            let mut changes = Vec::new();
+            if let Some(change) = &own_change {
+                if self.holding_flushed.contains(peer) {
+                    changes.push(change.clone());
+                } else {
+                    let whole = self.records[&self.me].clone();
+                    self.send(peer.clone(), ViewMessage::Records(vec![whole]));
+                }
             }
+            let mut entries = Vec::new();
+            for (author, learned) in &learned {
+                let Some(record) = self.records.get(author) else {
+                    continue;
+                };
+                if author == peer || learned.from == *peer || record.links.contains(peer) {
+                    continue;
+                }
+                match &learned.change {
+                    Some(change) if takes_changes => changes.push(change.clone()),
+                    _ => entries.push((record.name.clone(), record.incarnation, record.version)),
+                }
+            }
+            if !changes.is_empty() {
+                self.send(peer.clone(), ViewMessage::Changes(changes));
+            }
+            if !entries.is_empty() {
+                self.send(peer.clone(), ViewMessage::Digest(entries));
+            }
+        }
+        if own_change.is_some() {
+            self.holding_flushed = links
+                .into_iter()
+                .filter(|peer| !self.whole_records_only.contains(peer))
+                .collect();
+            self.flushed = self.records[&self.me].clone();
         }
     }
 
@@ -420,48 +460,31 @@ impl View {
     /// node whose link has just gone too (its goodbye may come last).
     pub fn handle_message(&mut self, from: &NodeName, message: ViewMessage) {
         let linked = self.records[&self.me].links.contains(from);
-        if !linked && !matches!(message, ViewMessage::Records(_) | ViewMessage::Change(_)) {
+        if !linked && !matches!(message, ViewMessage::Records(_) | ViewMessage::Changes(_)) {
             return;
         }
         match message {
             ViewMessage::Digest(entries) => {
-                let mut wanted = Vec::new();
-                for (name, incarnation, version) in entries {
-                    let offered = (incarnation, version);
-                    let held = self.records.get(&name).map(NodeRecord::freshness);
-                    if name == self.me || held.is_some_and(|held| held >= offered) {
-                        continue;
-                    }
-                    match self.asked.get_mut(&name) {
-                        // Asked of another peer already: remember this offer for a fallback.
-                        Some(asked) if asked.freshness >= offered && &asked.of != from => {
-                            asked.offered_by.retain(|(other, _)| other != from);
-                            asked.offered_by.push((from.clone(), offered));
-                        }
-                        // Offered again by the peer asked (a later life, or it has it now).
-                        Some(asked) if asked.freshness >= offered => wanted.push(name),
-                        previous => {
-                            let offered_by =
-                                previous.map(|asked| std::mem::take(&mut asked.offered_by));
-                            let asked = Asked {
-                                freshness: offered,
-                                of: from.clone(),
-                                offered_by: offered_by.unwrap_or_default(),
-                            };
-                            self.asked.insert(name.clone(), asked);
-                            wanted.push(name);
-                        }
-                    }
-                }
+                let wanted: Vec<NodeName> = entries
+                    .into_iter()
+                    .filter(|(name, incarnation, version)| {
+                        self.offered(from, name, (*incarnation, *version))
+                    })
+                    .map(|(name, _, _)| name)
+                    .collect();
                 if !wanted.is_empty() {
                     self.send(from.clone(), ViewMessage::Want(wanted));
                 }
             }
             ViewMessage::Want(names) => {
                 // Answered even when empty: the asker then asks another peer for what is missing.
+                // This node's own record as flushed last: the changes it sends next apply to it.
                 let records: Vec<NodeRecord> = names
                     .iter()
-                    .filter_map(|name| self.records.get(name).cloned())
+                    .filter_map(|name| match *name == self.me {
+                        true => Some(self.flushed.clone()),
+                        false => self.records.get(name).cloned(),
+                    })
                     .collect();
                 self.send(from.clone(), ViewMessage::Records(records));
             }
@@ -470,7 +493,7 @@ impl View {
                 for record in records {
                     if self.merge(&record) {
                         changed = true;
-                        self.learned.insert(record.name.clone(), from.clone());
+                        self.learn(&record.name, from.clone(), None);
                     }
                 }
                 if changed {
@@ -481,44 +504,87 @@ impl View {
                 // of the next peer that offered it.
                 self.ask_elsewhere(|asked| &asked.of == from);
             }
-            ViewMessage::Change(change) => self.take_change(from, change, linked),
+            ViewMessage::Changes(changes) => {
+                let mut wanted = Vec::new();
+                let mut changed = false;
+                for change in changes {
+                    let (name, offered) =
+                        (change.name.clone(), (change.incarnation, change.version));
+                    match self.take_change(from, change) {
+                        Taken::Applied => changed = true,
+                        Taken::Ignored => {}
+                        // Another version is held: the change is an offer of the record.
+                        Taken::OtherVersion if linked && self.offered(from, &name, offered) => {
+                            wanted.push(name)
+                        }
+                        Taken::OtherVersion => {}
+                    }
+                }
+                if changed {
+                    self.changed();
+                }
+                if !wanted.is_empty() {
+                    self.send(from.clone(), ViewMessage::Want(wanted));
+                }
+            }
         }
     }
 
-    /// Applies the change `author` made to its record, if this node holds the version it
-    /// applies to; if this node holds an older one (it learned a version in between from
-    /// someone else, or none), asks `author` for the whole record.
-    fn take_change(&mut self, author: &NodeName, change: RecordChange, linked: bool) {
-        let freshness = (change.incarnation, change.version);
-        if *author == self.me {
-            return;
+    /// `from` offers the record of `name` at version `offered`: whether to ask it for the record
+    /// now. Not if this node holds that version or a later one, or asked another peer for it
+    /// already (this offer is then kept, should that peer not answer).
+    fn offered(&mut self, from: &NodeName, name: &NodeName, offered: (Incarnation, u64)) -> bool {
+        let held = self.records.get(name).map(NodeRecord::freshness);
+        if *name == self.me || held.is_some_and(|held| held >= offered) {
+            return false;
         }
-        if let Some(held) = self.records.get_mut(author) {
-            if held.freshness() >= freshness {
-                return;
+        match self.asked.get_mut(name) {
+            Some(asked) if asked.freshness >= offered && &asked.of != from => {
+                asked.offered_by.retain(|(other, _)| other != from);
+                asked.offered_by.push((from.clone(), offered));
+                false
             }
-            if change.apply(held) {
-                self.learned.insert(author.clone(), author.clone());
-                self.changed();
-                return;
+            // Offered again by the peer asked (a later life, or it has it now).
+            Some(asked) if asked.freshness >= offered => true,
+            previous => {
+                let offered_by = previous.map(|asked| std::mem::take(&mut asked.offered_by));
+                let asked = Asked {
+                    freshness: offered,
+                    of: from.clone(),
+                    offered_by: offered_by.unwrap_or_default(),
+                };
+                self.asked.insert(name.clone(), asked);
+                true
             }
         }
-        let previous = self.asked.get_mut(author);
-        if !linked
-            || previous
-                .as_ref()
-                .is_some_and(|asked| asked.freshness >= freshness && &asked.of == author)
-        {
-            return;
+    }
+
+    /// Applies `change`, which came from `from`, if this node holds the version it applies to.
+    fn take_change(&mut self, from: &NodeName, change: RecordChange) -> Taken {
+        if change.name == self.me {
+            return Taken::Ignored;
         }
-        let offered_by = previous.map(|asked| std::mem::take(&mut asked.offered_by));
-        let asked = Asked {
-            freshness,
-            of: author.clone(),
-            offered_by: offered_by.unwrap_or_default(),
+        let Some(held) = self.records.get_mut(&change.name) else {
+            return Taken::OtherVersion;
         };
-        self.asked.insert(author.clone(), asked);
-        self.send(author.clone(), ViewMessage::Want(vec![author.clone()]));
+        let names = held.links.len() + held.lost.len() + change.linked.len() + change.lost.len();
+        if held.freshness() >= (change.incarnation, change.version) || names > MAX_RECORD_NAMES {
+            return Taken::Ignored;
+        }
+        let name = change.name.clone();
+        if !change.apply(held) {
+            return Taken::OtherVersion;
+        }
+        self.learn(&name, from.clone(), Some(change));
+        Taken::Applied
+    }
+
+    /// Notes that the record of `name` changed, learned from `from` (by `change`, if that was
+    /// the change): it is relayed at the next flush, as that one change if it was the only one
+    /// since the last flush, else as a digest entry.
+    fn learn(&mut self, name: &NodeName, from: NodeName, change: Option<RecordChange>) {
+        let change = change.filter(|_| !self.learned.contains_key(name));
+        self.learned.insert(name.clone(), Learned { from, change });
     }
 
     /// Drops the asks that are answered; those of the others that `retry` picks go to the
@@ -757,16 +823,22 @@ impl View {
             .unwrap_or_else(|| BTreeSet::from([self.me.clone()]))
     }
 
+    /// The freshness of every record held; of this node's own, as flushed last (the version a
+    /// peer that asks gets).
     fn digest(&self) -> Vec<(NodeName, Incarnation, u64)> {
         self.records
             .values()
+            .map(|r| match r.name == self.me {
+                true => &self.flushed,
+                false => r,
+            })
             .map(|r| (r.name.clone(), r.incarnation, r.version))
             .collect()
     }
 
     /// Takes `record` if it is fresher than the one held; true if it was.
     fn merge(&mut self, record: &NodeRecord) -> bool {
-        if record.name == self.me {
+        if record.name == self.me || record.links.len() + record.lost.len() > MAX_RECORD_NAMES {
             return false;
         }
         match self.records.get(&record.name) {
@@ -900,6 +972,7 @@ mod tests {
         let version = views[0].records[&name("a")].version;
         let to_b = sent.iter().find(|(to, _)| *to == name("b")).unwrap();
         let change = RecordChange {
+            name: name("a"),
             incarnation: Incarnation(1),
             base: version - 1,
             version,
@@ -909,7 +982,7 @@ mod tests {
             lost: Vec::new(),
             found: Vec::new(),
         };
-        assert_eq!(to_b.1, ViewMessage::Change(change));
+        assert_eq!(to_b.1, ViewMessage::Changes(vec![change]));
         let to_c = sent.iter().filter(|(to, _)| *to == name("c"));
         let whole = ViewMessage::Records(vec![views[0].records[&name("a")].clone()]);
         assert!(
@@ -944,7 +1017,7 @@ mod tests {
         assert!(
             missed
                 .iter()
-                .any(|(to, m)| *to == name("b") && matches!(m, ViewMessage::Change(_)))
+                .any(|(to, m)| *to == name("b") && matches!(m, ViewMessage::Changes(_)))
         );
         cut(&mut views, 0, 2);
         let next = flushed(&mut views[0]);
@@ -980,13 +1053,98 @@ mod tests {
         let sent = flushed(&mut views[0]);
         assert!(
             sent.iter()
-                .all(|(_, message)| !matches!(message, ViewMessage::Change(_))),
+                .all(|(_, message)| !matches!(message, ViewMessage::Changes(_))),
             "{sent:?}"
         );
         assert!(sent.contains(&(
             name("b"),
             ViewMessage::Records(vec![views[0].records[&name("a")].clone()])
         )));
+    }
+
+    #[test]
+    fn a_change_learned_is_relayed_as_it_came_to_a_node_not_connected_to_its_author() {
+        // a – b – c, with c not connected to a.
+        let mut views = vec![view("a"), view("b"), view("c"), view("d")];
+        connect(&mut views, 0, 1);
+        connect(&mut views, 1, 2);
+        settle(&mut views);
+        connect(&mut views, 0, 3);
+        let from_a = flushed(&mut views[0]);
+        let (_, to_b) = from_a.into_iter().find(|(to, _)| *to == name("b")).unwrap();
+        let ViewMessage::Changes(changes) = to_b.clone() else {
+            panic!("{to_b:?}");
+        };
+        views[1].handle_message(&name("a"), to_b);
+        let from_b = flushed(&mut views[1]);
+        assert_eq!(
+            from_b,
+            vec![(name("c"), ViewMessage::Changes(changes))],
+            "relayed as it came, not as a digest entry to fetch"
+        );
+        for (_, message) in from_b {
+            views[2].handle_message(&name("b"), message);
+        }
+        assert_eq!(views[2].records[&name("a")], views[0].records[&name("a")]);
+        assert!(
+            flushed(&mut views[2])
+                .iter()
+                .all(|(_, message)| !matches!(message, ViewMessage::Want(_))),
+            "nothing to ask"
+        );
+    }
+
+    #[test]
+    fn a_goodbye_goes_whole_and_a_node_answers_for_its_record_with_the_version_it_flushed() {
+        let mut views = vec![view("a"), view("b"), view("c")];
+        connect(&mut views, 0, 1);
+        settle(&mut views);
+        let flushed_record = views[0].records[&name("a")].clone();
+        connect(&mut views, 0, 2);
+        views[0].handle_message(&name("b"), ViewMessage::Want(vec![name("a")]));
+        let answer =
+            std::iter::from_fn(|| views[0].poll_action()).find_map(|action| match action {
+                ViewAction::Send { to, message } if to == name("b") => Some(message),
+                _ => None,
+            });
+        assert_eq!(answer, Some(ViewMessage::Records(vec![flushed_record])));
+        settle(&mut views);
+        views[0].leave();
+        let goodbye: Vec<_> = std::iter::from_fn(|| views[0].poll_action())
+            .filter_map(|action| match action {
+                ViewAction::Send { to, message } => Some((to, message)),
+                _ => None,
+            })
+            .collect();
+        let whole = ViewMessage::Records(vec![views[0].records[&name("a")].clone()]);
+        assert_eq!(
+            goodbye,
+            vec![(name("b"), whole.clone()), (name("c"), whole)]
+        );
+    }
+
+    #[test]
+    fn a_change_that_would_grow_a_record_past_its_bound_is_dropped() {
+        let mut views = vec![view("a"), view("b")];
+        connect(&mut views, 0, 1);
+        settle(&mut views);
+        let held = views[1].records[&name("a")].clone();
+        let change = RecordChange {
+            name: name("a"),
+            incarnation: held.incarnation,
+            base: held.version,
+            version: held.version + 1,
+            presence: Presence::Member,
+            linked: (0..=MAX_RECORD_NAMES)
+                .map(|i| name(&format!("n{i}")))
+                .collect(),
+            unlinked: Vec::new(),
+            lost: Vec::new(),
+            found: Vec::new(),
+        };
+        views[1].handle_message(&name("a"), ViewMessage::Changes(vec![change]));
+        assert_eq!(views[1].records[&name("a")], held);
+        assert!(flushed(&mut views[1]).is_empty(), "and not asked for again");
     }
 
     #[test]

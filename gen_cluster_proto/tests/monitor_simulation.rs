@@ -28,8 +28,9 @@ const MS: Duration = Duration::from_millis(1);
 const STEP: Duration = Duration::from_millis(10);
 const MONITORS: usize = 5;
 
+/// A name as long as real ones, so that records weigh what they would.
 fn name(i: usize) -> NodeName {
-    NodeName::new(format!("n{i}")).unwrap()
+    NodeName::new(format!("n{i}@host-{i}.example")).unwrap()
 }
 
 /// What travels between two nodes.
@@ -392,7 +393,12 @@ fn view(i: usize, life: u64) -> View {
 }
 
 fn index(name: &NodeName) -> usize {
-    name.as_str()[1..].parse().unwrap()
+    name.as_str()[1..]
+        .split('@')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 #[test]
@@ -560,7 +566,7 @@ fn a_mesh_forming_sends_what_changed_in_the_records_not_whole_records() {
         per_node(&changes) / per_node(&whole),
     );
     assert!(
-        per_node(&changes) < per_node(&whole) * 0.9,
+        per_node(&changes) < per_node(&whole) * 0.8,
         "{} vs {}",
         per_node(&changes),
         per_node(&whole)
