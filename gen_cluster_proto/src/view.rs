@@ -478,13 +478,9 @@ impl View {
             }
             ViewMessage::Want(names) => {
                 // Answered even when empty: the asker then asks another peer for what is missing.
-                // This node's own record as flushed last: the changes it sends next apply to it.
                 let records: Vec<NodeRecord> = names
                     .iter()
-                    .filter_map(|name| match *name == self.me {
-                        true => Some(self.flushed.clone()),
-                        false => self.records.get(name).cloned(),
-                    })
+                    .filter_map(|name| self.given(name).cloned())
                     .collect();
                 self.send(from.clone(), ViewMessage::Records(records));
             }
@@ -823,15 +819,20 @@ impl View {
             .unwrap_or_else(|| BTreeSet::from([self.me.clone()]))
     }
 
-    /// The freshness of every record held; of this node's own, as flushed last (the version a
-    /// peer that asks gets).
+    /// The record of `name` as this node gives it out, in answers and digests: its own as
+    /// flushed last (the changes it sends next apply to that version), any other as held.
+    fn given(&self, name: &NodeName) -> Option<&NodeRecord> {
+        match *name == self.me {
+            true => Some(&self.flushed),
+            false => self.records.get(name),
+        }
+    }
+
+    /// The freshness of every record held, as given out.
     fn digest(&self) -> Vec<(NodeName, Incarnation, u64)> {
         self.records
-            .values()
-            .map(|r| match r.name == self.me {
-                true => &self.flushed,
-                false => r,
-            })
+            .keys()
+            .filter_map(|name| self.given(name))
             .map(|r| (r.name.clone(), r.incarnation, r.version))
             .collect()
     }
@@ -951,15 +952,20 @@ mod tests {
         views[b].handle_down(&na);
     }
 
-    /// What `view` sends on its next flush, by peer.
-    fn flushed(view: &mut View) -> Vec<(NodeName, ViewMessage)> {
-        view.flush();
+    /// What `view` asked to send, by peer, in order.
+    fn sent(view: &mut View) -> Vec<(NodeName, ViewMessage)> {
         std::iter::from_fn(|| view.poll_action())
             .filter_map(|action| match action {
                 ViewAction::Send { to, message } => Some((to, message)),
                 _ => None,
             })
             .collect()
+    }
+
+    /// What `view` sends on its next flush (and asked to send before it), by peer.
+    fn flushed(view: &mut View) -> Vec<(NodeName, ViewMessage)> {
+        view.flush();
+        sent(view)
     }
 
     #[test]
@@ -1102,20 +1108,13 @@ mod tests {
         let flushed_record = views[0].records[&name("a")].clone();
         connect(&mut views, 0, 2);
         views[0].handle_message(&name("b"), ViewMessage::Want(vec![name("a")]));
-        let answer =
-            std::iter::from_fn(|| views[0].poll_action()).find_map(|action| match action {
-                ViewAction::Send { to, message } if to == name("b") => Some(message),
-                _ => None,
-            });
+        let answer = sent(&mut views[0])
+            .into_iter()
+            .find_map(|(to, message)| (to == name("b")).then_some(message));
         assert_eq!(answer, Some(ViewMessage::Records(vec![flushed_record])));
         settle(&mut views);
         views[0].leave();
-        let goodbye: Vec<_> = std::iter::from_fn(|| views[0].poll_action())
-            .filter_map(|action| match action {
-                ViewAction::Send { to, message } => Some((to, message)),
-                _ => None,
-            })
-            .collect();
+        let goodbye = sent(&mut views[0]);
         let whole = ViewMessage::Records(vec![views[0].records[&name("a")].clone()]);
         assert_eq!(
             goodbye,
@@ -1293,12 +1292,10 @@ mod tests {
     }
 
     fn wants(view: &mut View) -> Vec<(NodeName, Vec<NodeName>)> {
-        std::iter::from_fn(|| view.poll_action())
-            .filter_map(|action| match action {
-                ViewAction::Send {
-                    to,
-                    message: ViewMessage::Want(names),
-                } => Some((to, names)),
+        sent(view)
+            .into_iter()
+            .filter_map(|(to, message)| match message {
+                ViewMessage::Want(names) => Some((to, names)),
                 _ => None,
             })
             .collect()
