@@ -36,8 +36,10 @@
 //! partition that cuts only some members apart) and one probe per member lost with its node
 //! (at most [`LOST_REMEMBERED`]; the runtime sends a probe only over a link that is up, and
 //! watches the probed process, so one that ended is forgotten); a member holds n entries,
-//! n − 1 monitors and the pids of the members that ended (never reused, so never let in
-//! again); the digest is kept up to date in O(1) per change.
+//! n − 1 monitors and the pids of the last [`DEPARTED_REMEMBERED`] members that ended (pids
+//! are never reused, so those are never let in again; one forgotten can come back only on a
+//! list that still names it long after its end, and its monitor then fires at once: it is
+//! reported joined and left again); the digest is kept up to date in O(1) per change.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ops::Bound;
@@ -159,8 +161,10 @@ pub struct Membership {
     members: BTreeMap<Pid, Member>,
     /// The digest of `members`' pids, kept up to date.
     digest: u64,
-    /// Members that ended: never let in again.
+    /// The last members that ended (at most [`DEPARTED_REMEMBERED`]): never let in again.
     departed: BTreeSet<Pid>,
+    /// The same, oldest first: the order they are forgotten in.
+    departed_order: VecDeque<Pid>,
     /// Members lost with their node, oldest first (at most [`LOST_REMEMBERED`]): let in again
     /// only on their own word.
     lost: VecDeque<Pid>,
@@ -180,6 +184,12 @@ pub struct Membership {
 /// oldest is forgotten first, and a forgotten one may then be let in again from a list, as
 /// one never lost.
 pub const LOST_REMEMBERED: usize = 256;
+
+/// How many members that ended a member remembers, so that a late list or join does not bring
+/// them back; the oldest is forgotten first. A bound on what churn (members ending and others
+/// starting, for as long as the cluster runs) makes a member hold: far more than the ends a
+/// list can lag behind.
+pub const DEPARTED_REMEMBERED: usize = 4096;
 
 impl Membership {
     /// The membership of `me`, alone: the first member of a new cluster (welcomed at once).
@@ -205,6 +215,7 @@ impl Membership {
             digest: pid_hash(me.pid),
             me,
             departed: BTreeSet::new(),
+            departed_order: VecDeque::new(),
             lost: VecDeque::new(),
             synced: None,
             welcomed,
@@ -431,7 +442,7 @@ impl Membership {
             }
         } else {
             self.forget_lost(pid);
-            self.departed.insert(pid);
+            self.remember_departed(pid);
         }
         if !self.welcomed && self.seed == Some(pid) {
             self.seed = None;
@@ -539,6 +550,18 @@ impl Membership {
             && !self.members.contains_key(&pid)
             && !self.departed.contains(&pid)
             && !self.lost.contains(&pid)
+    }
+
+    fn remember_departed(&mut self, pid: Pid) {
+        if !self.departed.insert(pid) {
+            return;
+        }
+        if self.departed_order.len() == DEPARTED_REMEMBERED
+            && let Some(oldest) = self.departed_order.pop_front()
+        {
+            self.departed.remove(&oldest);
+        }
+        self.departed_order.push_back(pid);
     }
 
     fn forget_lost(&mut self, pid: Pid) {
@@ -762,6 +785,40 @@ mod tests {
             "a stale list or join does not revive a departed member"
         );
         assert_eq!(ma.members().count(), 1);
+    }
+
+    #[test]
+    fn a_member_remembers_the_last_members_that_ended_and_forgets_the_oldest_first() {
+        let mut ma = Membership::first(member(0, "k"));
+        let ended = DEPARTED_REMEMBERED as u64 + 1;
+        for i in 1..=ended {
+            let m = member(i, "k");
+            ma.handle_message(MembershipMessage::Join { member: m.clone() });
+            ma.handle_down(m.pid, ExitReason::Shutdown);
+            ma.handle_down(m.pid, ExitReason::Shutdown);
+        }
+        drain(&mut ma);
+        assert_eq!(ma.departed.len(), DEPARTED_REMEMBERED);
+        assert_eq!(ma.departed_order.len(), DEPARTED_REMEMBERED);
+        let (oldest, second) = (member(1, "k"), member(2, "k"));
+        ma.handle_message(MembershipMessage::Join {
+            member: second.clone(),
+        });
+        assert!(
+            drain(&mut ma).is_empty(),
+            "the last that ended are remembered"
+        );
+        ma.handle_message(MembershipMessage::Join {
+            member: oldest.clone(),
+        });
+        assert_eq!(
+            events(&drain(&mut ma)),
+            vec![&MembershipEvent::Joined {
+                member: oldest,
+                contacted: true
+            }],
+            "the oldest is forgotten: its monitor, set again, tells that it ended"
+        );
     }
 
     /// Delivers every message among `members` until none is left.
