@@ -59,6 +59,12 @@ pub struct NodeConfig {
     /// they do not report it up or down, tell no one of it, and leave it out of their elections
     /// and names (Erlang's hidden nodes). It dials only what it is told to. Default false.
     pub hidden: bool,
+    /// How long a node stays in this node's cluster view while down for it (no node it hears
+    /// from is connected to it), or after it left; then it is forgotten and no longer dialed, so
+    /// that nodes that come and go under new names (containers) are not held and dialed
+    /// forever. A node forgotten that comes back (it dials, or a peer has news of it) is taken
+    /// again. Default 10 minutes.
+    pub forget_gone_after: Duration,
 }
 
 impl NodeConfig {
@@ -85,6 +91,7 @@ impl NodeConfig {
             auth_timeout: Duration::from_secs(1),
             connect_all: true,
             hidden: false,
+            forget_gone_after: gen_cluster_proto::view::DEFAULT_FORGET_AFTER,
         }
     }
 
@@ -108,6 +115,7 @@ impl NodeConfig {
         if self.handshake_timeout.is_zero()
             || self.connect_timeout.is_zero()
             || self.auth_timeout.is_zero()
+            || self.forget_gone_after.is_zero()
         {
             return Err(ConfigError::ZeroTimeout);
         }
@@ -142,6 +150,7 @@ impl std::fmt::Debug for NodeConfig {
             .field("auth_timeout", &self.auth_timeout)
             .field("connect_all", &self.connect_all)
             .field("hidden", &self.hidden)
+            .field("forget_gone_after", &self.forget_gone_after)
             .finish()
     }
 }
@@ -163,7 +172,10 @@ pub enum ConfigError {
     #[error(transparent)]
     Liveness(#[from] LivenessConfigError),
     /// A timeout of zero would fail every connection.
-    #[error("handshake_timeout, connect_timeout and auth_timeout must be greater than zero")]
+    #[error(
+        "handshake_timeout, connect_timeout, auth_timeout and forget_gone_after must be greater \
+         than zero"
+    )]
     ZeroTimeout,
     /// The frame cap is out of range.
     #[error("max_frame {0} is out of range: use 1 KiB to 4 GiB")]

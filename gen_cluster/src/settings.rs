@@ -18,6 +18,7 @@
 //! cookie_file = "/etc/gen-cluster/cookie"
 //! down_after_ms = 1000
 //! monitors = 5                    # how many members watch each member (same on every node)
+//! forget_gone_after_s = 600       # forget a node down (or left) this long; no longer dial it
 //! events = "json"                 # or "text"
 //! member = "web"                  # run a cluster member of this kind
 //! globals = ["scheduler"]         # global names for the echo server
@@ -141,6 +142,13 @@ pub struct NodeSettings {
         LivenessConfig::default().monitors,
     )))]
     pub monitors: Option<usize>,
+    /// Forget a node (no longer dial it) once it has been down for this node, or left, this
+    /// many seconds.
+    #[cfg_attr(feature = "clap", arg(long, env = "GEN_CLUSTER_FORGET_GONE_AFTER_S", help = with_default(
+        "Forget a node (no longer dial it) once it has been down for this node, or left, this many seconds",
+        gen_cluster_proto::view::DEFAULT_FORGET_AFTER.as_secs(),
+    )))]
+    pub forget_gone_after_s: Option<u64>,
     /// How events are printed.
     #[cfg_attr(feature = "clap", arg(long, env = "GEN_CLUSTER_EVENTS", value_enum, help = with_default("How events are printed", EventFormat::default())))]
     pub events: Option<EventFormat>,
@@ -365,6 +373,7 @@ impl NodeSettings {
             cluster: self.cluster.or(file.cluster),
             down_after_ms: self.down_after_ms.or(file.down_after_ms),
             monitors: self.monitors.or(file.monitors),
+            forget_gone_after_s: self.forget_gone_after_s.or(file.forget_gone_after_s),
             events: self.events.or(file.events),
             globals: [file.globals, self.globals].concat(),
             member: self.member.or(file.member),
@@ -436,6 +445,9 @@ impl Settings {
         }
         if let Some(monitors) = self.given.monitors {
             config.liveness.monitors = monitors;
+        }
+        if let Some(seconds) = self.given.forget_gone_after_s {
+            config.forget_gone_after = Duration::from_secs(seconds);
         }
         config
     }
@@ -529,6 +541,9 @@ pub fn resolve(config: Option<&Path>, flags: NodeSettings) -> Result<Settings, S
     if given.monitors == Some(0) {
         refuse!("monitors must be at least 1");
     }
+    if given.forget_gone_after_s == Some(0) {
+        refuse!("forget_gone_after_s must be at least 1");
+    }
     if given
         .data_dir
         .as_ref()
@@ -618,6 +633,7 @@ mod file_tests {
         let path = file(
             "node.toml",
             "name = \"a\"\nlisten = \"127.0.0.1:4370\"\ndown_after_ms = 2000\nmonitors = 3\n\
+             forget_gone_after_s = 120\n\
              candidates = [\"a\", \"b\", \"c\"]\nelection = \"majority\"\ndata_dir = \"/var/lib/x\"\n\
              tls = { cert = \"a.pem\", key = \"a.key\", ca = \"ca.pem\" }\n\
              [discovery]\nstatic = [\"10.0.0.2:4370\"]\nrefresh_interval_ms = \"infinity\"\n",
@@ -628,6 +644,7 @@ mod file_tests {
         assert_eq!(config.listen, "127.0.0.1:4370");
         assert_eq!(config.liveness.down_after, Duration::from_secs(2));
         assert_eq!(config.liveness.monitors, 3);
+        assert_eq!(config.forget_gone_after, Duration::from_secs(120));
         let leader = settings.leader_config("dict").unwrap();
         assert_eq!(leader.mode, ElectionMode::Majority);
         assert_eq!(leader.candidates.len(), 3);

@@ -24,6 +24,10 @@
 //! redialing it, with backoff, as any lost member; a link to it that comes up while it is
 //! unreachable is watched (so a later hang of it is still seen here).
 //!
+//! A node down for this node, or one that left, is forgotten after the node's
+//! `forget_gone_after` (see the machine's docs), checked every tenth of that time: the reconcile
+//! machine then stops dialing it.
+//!
 //! Costs: one record per node of the cluster; a change of one node's links is passed once over
 //! each link (see the machine's docs); each published view is O(n) to build.
 
@@ -220,6 +224,15 @@ impl GroupPeers {
 /// backoff's 10 s. A member down for good costs each node one failed dial per this.
 const MEMBER_REDIAL_MAX: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// How often the view looks for nodes gone long enough to be forgotten: a tenth of that time,
+/// between 1 s and a minute.
+fn forget_check_every(forget_after: std::time::Duration) -> std::time::Duration {
+    (forget_after / 10).clamp(
+        std::time::Duration::from_secs(1),
+        std::time::Duration::from_secs(60),
+    )
+}
+
 /// Addresses a discovery source no longer finds: a member known at one is not redialed. At most
 /// one entry per member (an address no member has is dropped at the next change of members).
 #[derive(Default)]
@@ -264,7 +277,8 @@ pub(crate) fn start(parts: Parts) -> Result<Started, StartError> {
     let (_, inbox) = parts.processes.register(Some(MAILBOX.into()), None)?;
     let local = &parts.dist.local;
     let machine = View::new(local.name.clone(), local.listen.clone(), local.incarnation)
-        .with_monitors(parts.dist.config.liveness.monitors);
+        .with_monitors(parts.dist.config.liveness.monitors)
+        .with_forget_after(parts.dist.config.forget_gone_after);
     let hidden = local.hidden;
     let dialing = (parts.dist.config.connect_all && !hidden).then(|| {
         let config = ReconcileConfig {
@@ -359,6 +373,9 @@ impl Service {
         let undiscovered = Arc::clone(&self.undiscovered);
         self.carry_out();
         self.flush();
+        let mut forget_check =
+            tokio::time::interval(forget_check_every(self.dist.config.forget_gone_after));
+        forget_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             self.dial(&outcomes, &tasks);
             let wake = self.dialing.as_ref().and_then(Reconciler::poll_timeout);
@@ -406,6 +423,7 @@ impl Service {
                     }
                 },
                 _ = sleep_until(wake) => {}
+                _ = forget_check.tick(), if !self.hidden => self.machine.handle_tick(now()),
                 _ = async { tokio::time::sleep_until(flush.unwrap_or_else(tokio::time::Instant::now)).await }, if flush.is_some() => {
                     self.flush();
                 }

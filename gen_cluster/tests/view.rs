@@ -287,3 +287,54 @@ async fn a_hung_node_is_found_by_its_watchers_and_closed_out_by_everyone() {
         .await;
     }
 }
+
+/// A node gone for the others (here cut off: it hangs for them) for `forget_gone_after` is
+/// forgotten by them — out of their views, no longer dialed — and not before; when it comes
+/// back (it dials one of them), it is taken again and all are one group.
+#[tokio::test(start_paused = true)]
+async fn a_node_gone_for_a_while_is_forgotten_and_taken_again_when_it_comes_back() {
+    let forget_after = Duration::from_secs(10);
+    let memory = MemoryNetwork::new();
+    let net = Net::Memory(memory.clone());
+    let mut nodes = Vec::new();
+    for name in ["a", "b", "c"] {
+        let mut config = config(name);
+        config.forget_gone_after = forget_after;
+        nodes.push(net.start(config).await);
+    }
+    for node in &nodes[1..] {
+        node.connect(nodes[0].listen_addr()).await.unwrap();
+    }
+    let everyone = names(&nodes);
+    for node in &nodes {
+        view_until(node, "all three in one group", |view| {
+            view.group == everyone
+        })
+        .await;
+    }
+    let gone = nodes[2].name().clone();
+    memory.isolate(gone.as_str());
+    for node in &nodes[..2] {
+        view_until(node, "c down", |view| {
+            view.state(&gone) == Some(NodeState::Down)
+        })
+        .await;
+    }
+    let down_at = tokio::time::Instant::now();
+    for node in &nodes[..2] {
+        view_until(node, "c forgotten", |view| view.state(&gone).is_none()).await;
+    }
+    let forgotten_after = down_at.elapsed();
+    assert!(
+        forgotten_after >= forget_after - Duration::from_secs(1),
+        "forgotten {forgotten_after:?} after it was down for both, before {forget_after:?}"
+    );
+    memory.heal_all();
+    nodes[2].connect(nodes[0].listen_addr()).await.unwrap();
+    for node in &nodes {
+        view_until(node, "all three in one group again", |view| {
+            view.group == everyone
+        })
+        .await;
+    }
+}

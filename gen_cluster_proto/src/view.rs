@@ -41,6 +41,13 @@
 //!   longer accuse it. A node that connects to this one while unreachable is watched by it. A
 //!   closed connection needs no quorum: each end sees it at once.
 //!
+//! - A node down for this node, or one that left, is forgotten once it has been so for
+//!   [`forget_after`](View::with_forget_after) ([`View::handle_tick`]): a cluster whose nodes
+//!   come and go under new names (containers) does not hold, and dial, every node it ever met.
+//!   The version forgotten is remembered (the last [`FORGOTTEN_REMEMBERED`]), so that a peer that
+//!   still holds it does not bring it back; a later version (the node is alive, or back) is
+//!   taken as any news.
+//!
 //! Sans-IO: the runtime reports links that come up and go down and the messages that arrive,
 //! carries out what [`View::poll_action`] returns, and calls [`View::flush`] after each burst of
 //! changes. Costs: a node holds one record per node of the cluster, each listing up to n − 1 links
@@ -57,6 +64,7 @@
 //! monitor ring again (O(n log n)) and looks for unreachable members (O(n·k)).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -69,6 +77,14 @@ use crate::{Incarnation, NodeName};
 /// record without bound. Far above the clusters a full mesh serves (the groups cost O(n²)),
 /// and a record that large still fits a frame.
 pub const MAX_RECORD_NAMES: usize = 8192;
+
+/// How long a node stays in the view while down for this node, or after it left, by default.
+pub const DEFAULT_FORGET_AFTER: Duration = Duration::from_secs(600);
+
+/// How many forgotten records' versions a view remembers, oldest forgotten first: one forgotten
+/// longer ago may be brought back by a peer that still holds it, and is forgotten again after
+/// [`View::with_forget_after`]'s time.
+pub const FORGOTTEN_REMEMBERED: usize = 4096;
 
 /// What a node says about itself.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
@@ -255,6 +271,15 @@ pub struct View {
     unreachable: BTreeSet<NodeName>,
     /// Whether the view changed since the ring was last built.
     ring_stale: bool,
+    /// How long a node down for this node, or that left, stays in the view.
+    forget_after: Duration,
+    /// The nodes down for this node, or that left, as of the last tick, and since when.
+    gone_since: BTreeMap<NodeName, Instant>,
+    /// The versions of the records forgotten (the last [`FORGOTTEN_REMEMBERED`]): not taken
+    /// again.
+    forgotten: BTreeMap<NodeName, (Incarnation, u64)>,
+    /// The same names, oldest forgotten first.
+    forgotten_order: VecDeque<NodeName>,
 }
 
 /// What came of a change: applied; ignored (this version or a later one is held, the record is
@@ -312,7 +337,75 @@ impl View {
             ring: MonitorRing::default(),
             unreachable: BTreeSet::new(),
             ring_stale: true,
+            forget_after: DEFAULT_FORGET_AFTER,
+            gone_since: BTreeMap::new(),
+            forgotten: BTreeMap::new(),
+            forgotten_order: VecDeque::new(),
         }
+    }
+
+    /// The same view forgetting a node once it has been down for this node, or has left, for
+    /// `forget_after` (default [`DEFAULT_FORGET_AFTER`]).
+    pub fn with_forget_after(mut self, forget_after: Duration) -> Self {
+        self.forget_after = forget_after;
+        self
+    }
+
+    /// Time passed: the nodes down for this node, or that left, for `forget_after` are
+    /// forgotten, and no longer dialed. O(n) when this node is connected to all, O(n²) at
+    /// worst (finding who is down).
+    pub fn handle_tick(&mut self, now: Instant) {
+        let gone: Vec<NodeName> = self
+            .nodes()
+            .filter(|(_, state)| matches!(state, NodeState::Down | NodeState::Left))
+            .map(|(record, _)| record.name.clone())
+            .collect();
+        let mut since = BTreeMap::new();
+        for name in gone {
+            let at = self.gone_since.get(&name).copied().unwrap_or(now);
+            since.insert(name, at);
+        }
+        self.gone_since = since;
+        let due: Vec<NodeName> = self
+            .gone_since
+            .iter()
+            .filter(|(_, since)| now.saturating_duration_since(**since) >= self.forget_after)
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in due {
+            self.forget(&name);
+        }
+    }
+
+    /// Drops the record of `name`, remembering its version.
+    fn forget(&mut self, name: &NodeName) {
+        self.gone_since.remove(name);
+        let Some(record) = self.records.remove(name) else {
+            return;
+        };
+        self.learned.remove(name);
+        self.asked.remove(name);
+        self.unreachable.remove(name);
+        if self
+            .forgotten
+            .insert(name.clone(), record.freshness())
+            .is_none()
+        {
+            if self.forgotten_order.len() == FORGOTTEN_REMEMBERED
+                && let Some(oldest) = self.forgotten_order.pop_front()
+            {
+                self.forgotten.remove(&oldest);
+            }
+            self.forgotten_order.push_back(name.clone());
+        }
+        self.changed();
+    }
+
+    /// Whether the version `offered` of `name`'s record is one this node forgot, or earlier.
+    fn forgotten(&self, name: &NodeName, offered: (Incarnation, u64)) -> bool {
+        self.forgotten
+            .get(name)
+            .is_some_and(|forgotten| *forgotten >= offered)
     }
 
     /// The same view with each member watched by `monitors` others (see `monitor_ring`).
@@ -531,7 +624,10 @@ impl View {
     /// already (this offer is then kept, should that peer not answer).
     fn offered(&mut self, from: &NodeName, name: &NodeName, offered: (Incarnation, u64)) -> bool {
         let held = self.records.get(name).map(NodeRecord::freshness);
-        if *name == self.me || held.is_some_and(|held| held >= offered) {
+        if *name == self.me
+            || held.is_some_and(|held| held >= offered)
+            || self.forgotten(name, offered)
+        {
             return false;
         }
         match self.asked.get_mut(name) {
@@ -839,7 +935,10 @@ impl View {
 
     /// Takes `record` if it is fresher than the one held; true if it was.
     fn merge(&mut self, record: &NodeRecord) -> bool {
-        if record.name == self.me || record.links.len() + record.lost.len() > MAX_RECORD_NAMES {
+        if record.name == self.me
+            || record.links.len() + record.lost.len() > MAX_RECORD_NAMES
+            || self.forgotten(&record.name, record.freshness())
+        {
             return false;
         }
         match self.records.get(&record.name) {
@@ -1256,6 +1355,79 @@ mod tests {
         settle(&mut views);
         assert_eq!(views[0].record(&name("c")).unwrap().addr, "c2:4370");
         assert_eq!(views[2].state(&name("b")), Some(NodeState::Left));
+    }
+
+    #[test]
+    fn a_node_down_or_left_for_a_while_is_forgotten_and_a_peer_does_not_bring_it_back() {
+        let forget_after = Duration::from_secs(60);
+        let mut views: Vec<View> = ["a", "b", "c", "d"]
+            .into_iter()
+            .map(|n| view(n).with_forget_after(forget_after))
+            .collect();
+        for (x, y) in [(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)] {
+            connect(&mut views, x, y);
+        }
+        settle(&mut views);
+        // c is cut off from a only (b still reaches it); d crashes; b leaves.
+        cut(&mut views, 0, 2);
+        cut(&mut views, 3, 0);
+        cut(&mut views, 3, 1);
+        cut(&mut views, 3, 2);
+        views[1].leave();
+        settle(&mut views);
+        cut(&mut views, 1, 0);
+        cut(&mut views, 1, 2);
+        let a = &mut views[0];
+        assert_eq!(a.state(&name("d")), Some(NodeState::Down));
+        assert_eq!(a.state(&name("b")), Some(NodeState::Left));
+        let t0 = Instant::now();
+        a.handle_tick(t0);
+        a.handle_tick(t0 + forget_after - Duration::from_millis(1));
+        assert_eq!(a.state(&name("d")), Some(NodeState::Down), "not yet");
+        let d_held = a.record(&name("d")).unwrap().freshness();
+        a.handle_tick(t0 + forget_after);
+        assert_eq!(a.state(&name("d")), None, "down for a while: forgotten");
+        assert_eq!(a.state(&name("b")), None, "left a while ago: forgotten");
+        assert_eq!(
+            a.state(&name("c")),
+            None,
+            "once b left, no one a hears from reaches c: forgotten too"
+        );
+        assert_eq!(a.to_dial().count(), 0, "and no longer dialed");
+        sent(a);
+        // c comes back to a: it says nothing new of d (the version forgotten), then news.
+        let c = identity(&views[2]);
+        let a = &mut views[0];
+        a.handle_up(&c);
+        sent(a);
+        let offer = |version: u64| ViewMessage::Digest(vec![(name("d"), d_held.0, version)]);
+        a.handle_message(&name("c"), offer(d_held.1));
+        assert!(
+            wants(a).is_empty(),
+            "the version forgotten is not taken again"
+        );
+        a.handle_message(&name("c"), offer(d_held.1 + 1));
+        assert_eq!(wants(a), vec![(name("c"), vec![name("d")])], "news is");
+    }
+
+    #[test]
+    fn a_node_unreachable_from_here_but_reached_by_a_peer_is_not_forgotten() {
+        let forget_after = Duration::from_secs(60);
+        let mut views: Vec<View> = ["a", "b", "c"]
+            .into_iter()
+            .map(|n| view(n).with_forget_after(forget_after))
+            .collect();
+        for (x, y) in [(0, 1), (0, 2), (1, 2)] {
+            connect(&mut views, x, y);
+        }
+        settle(&mut views);
+        cut(&mut views, 0, 2);
+        settle(&mut views);
+        let t0 = Instant::now();
+        views[0].handle_tick(t0);
+        views[0].handle_tick(t0 + forget_after * 2);
+        assert_eq!(views[0].state(&name("c")), Some(NodeState::Unreachable));
+        assert_eq!(views[0].to_dial().count(), 1, "still dialed");
     }
 
     /// Delivers what the view `from` has sent so far, without flushing anyone.
