@@ -11,7 +11,9 @@
 //! - while every watcher hears every node in time, no node is declared down;
 //! - a crashed node is redialed by every node, and when it is back everyone reconnects;
 //! - a mesh forming sends what changed in the records: fewer bytes than sending every changed
-//!   record whole (the baseline, in the same run: links of an earlier protocol).
+//!   record whole (the baseline, in the same run: links of an earlier protocol);
+//! - on demand, at 50 to 200 nodes: a cluster joins through one seed, a tenth crash, a
+//!   twentieth hang, all come back — within bounds, with the figures printed.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -72,6 +74,9 @@ struct Sim {
     heartbeats_sent: u64,
     view_messages_sent: u64,
     view_bytes_sent: u64,
+    /// Whether the last step sent a view message, or connected two nodes (whose views then
+    /// have their digests to send).
+    view_sent_last_step: bool,
     next_dial: Instant,
     /// Whether every link speaks a protocol from before record changes.
     whole_records_only: bool,
@@ -116,6 +121,7 @@ impl Sim {
             heartbeats_sent: 0,
             view_messages_sent: 0,
             view_bytes_sent: 0,
+            view_sent_last_step: false,
             next_dial: now,
             whole_records_only: false,
             dial_every: 500 * MS,
@@ -169,6 +175,7 @@ impl Sim {
         if a == b || self.crashed[a] || self.crashed[b] || !self.links.insert(pair(a, b)) {
             return;
         }
+        self.view_sent_last_step = true;
         let (ia, ib) = (self.identity(a), self.identity(b));
         self.views[a].handle_up(&ib);
         self.views[b].handle_up(&ia);
@@ -234,6 +241,7 @@ impl Sim {
         match frame {
             Frame::Heartbeat => self.heartbeats_sent += 1,
             Frame::View(ref message) => {
+                self.view_sent_last_step = true;
                 self.view_messages_sent += 1;
                 let size = postcard::experimental::serialized_size(message).unwrap() as u64;
                 self.view_bytes_sent += size;
@@ -253,6 +261,7 @@ impl Sim {
 
     fn step(&mut self) {
         self.now += STEP;
+        self.view_sent_last_step = false;
         let n = self.views.len();
         // Detectors first: a node that resumes looks at its clocks before it reads what waited.
         for i in 0..n {
@@ -375,6 +384,17 @@ impl Sim {
                 .all(|&b| a == b || self.links.contains(&pair(a, b)))
                 && self.views[a].unreachable().is_empty()
         })
+    }
+
+    /// Meshed, and no view message sent in the last step or in flight: every view holds what
+    /// the others said.
+    fn meshed_and_quiet(&self) -> bool {
+        self.meshed_all()
+            && !self.view_sent_last_step
+            && self
+                .in_flight
+                .iter()
+                .all(|f| matches!(f.frame, Frame::Heartbeat))
     }
 
     /// The nodes that watch `i`, as the ring of every other live node places them.
@@ -571,4 +591,97 @@ fn a_mesh_forming_sends_what_changed_in_the_records_not_whole_records() {
         per_node(&changes),
         per_node(&whole)
     );
+}
+
+/// The issue's scenario at the sizes a full mesh of records can be simulated in one process
+/// (each node's view holds every record with its links: O(n³) names in all): n nodes join
+/// through one seed and converge, then a tenth crash, then a twentieth hang (cut off, their
+/// connections open), then the crashed restart and the hung resume. Prints, per size, the
+/// simulated times, the messages and bytes per node per second, and the wall time; run on
+/// demand (`cargo test --release -p gen_cluster_proto --test monitor_simulation -- --ignored
+/// --nocapture`; `SIM_NODES=50,100` picks the sizes).
+#[test]
+#[ignore = "minutes in a debug build; run on demand in release"]
+fn a_cluster_joins_through_one_seed_loses_some_nodes_and_heals_at_scale() {
+    let sizes: Vec<usize> = std::env::var("SIM_NODES")
+        .unwrap_or_else(|_| "50,100,200".into())
+        .split(',')
+        .map(|n| n.trim().parse().unwrap())
+        .collect();
+    for n in sizes {
+        let wall = Instant::now();
+        let mut sim = Sim::started(n, 11, 20 * MS);
+        for i in 1..n {
+            sim.connect(i, 0);
+        }
+        let converged = sim.run_until(Sim::meshed_and_quiet);
+        let sent = |sim: &Sim| sim.heartbeats_sent + sim.view_messages_sent;
+        let per_node_per_s =
+            |messages: u64, over: Duration| messages as f64 / n as f64 / over.as_secs_f64();
+        let joining_messages = per_node_per_s(sent(&sim), converged);
+        let joining_bytes = per_node_per_s(sim.view_bytes_sent, converged);
+        let (before, idle) = (sent(&sim), Duration::from_secs(5));
+        sim.run_for(idle);
+        let idle_messages = per_node_per_s(sent(&sim) - before, idle);
+        assert!(
+            idle_messages <= 50.0,
+            "{n} nodes idle: {idle_messages:.1} messages per node per second"
+        );
+        // A tenth crash, a twentieth hang: never node 0, the seed of the restarts.
+        let mut picked = BTreeSet::new();
+        while picked.len() < n / 10 + n / 20 {
+            picked.insert(1 + sim.random(n as u64 - 1) as usize);
+        }
+        let picked: Vec<usize> = picked.into_iter().collect();
+        let (crashed, hung) = picked.split_at(n / 10);
+        for &i in crashed {
+            sim.crash(i);
+        }
+        let crashes_seen = sim.run_until(|sim| {
+            (0..n).filter(|&i| sim.up(i)).all(|i| {
+                crashed
+                    .iter()
+                    .all(|&c| sim.views[i].state(&name(c)) == Some(NodeState::Down))
+            })
+        });
+        for &i in hung {
+            sim.hung[i] = true;
+        }
+        let hangs_seen = sim.run_until(|sim| {
+            (0..n).filter(|&i| sim.up(i)).all(|i| {
+                hung.iter()
+                    .all(|&h| sim.views[i].state(&name(h)) == Some(NodeState::Down))
+            })
+        });
+        assert!(
+            crashes_seen <= 100 * MS,
+            "{n} nodes: crashes seen after {crashes_seen:?}"
+        );
+        assert!(
+            hangs_seen <= sim.config.down_after + Duration::from_secs(1),
+            "{n} nodes: hangs seen after {hangs_seen:?}"
+        );
+        for &i in crashed {
+            sim.restart(i, 0);
+        }
+        for &i in hung {
+            sim.resume(i);
+        }
+        let healed = sim.run_until(Sim::meshed_and_quiet);
+        println!(
+            "{n} nodes: joined through one seed, meshed and quiet in {converged:?} (simulated), \
+             {joining_messages:.0} messages and {joining_bytes:.0} view bytes per node per second \
+             meanwhile; idle {idle_messages:.1} messages per node per second; {} crashed seen \
+             down by all in {crashes_seen:?}, {} hung in {hangs_seen:?}; healed in {healed:?}; \
+             wall time {:.1} s",
+            crashed.len(),
+            hung.len(),
+            wall.elapsed().as_secs_f64()
+        );
+        assert!(
+            converged <= Duration::from_secs(30),
+            "{n} nodes: {converged:?}"
+        );
+        assert!(healed <= Duration::from_secs(30), "{n} nodes: {healed:?}");
+    }
 }
