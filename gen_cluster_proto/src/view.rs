@@ -351,14 +351,17 @@ impl View {
         self
     }
 
-    /// Time passed: the nodes down for this node, or that left, for `forget_after` are
-    /// forgotten, and no longer dialed. O(n) when this node is connected to all, O(n²) at
+    /// Time passed: the nodes down for this node, or that left (and are no longer connected),
+    /// for `forget_after` are forgotten, and no longer dialed. O(n) when this node is connected to all, O(n²) at
     /// worst (finding who is down).
     pub fn handle_tick(&mut self, now: Instant) {
+        let mine = &self.records[&self.me];
         let gone: Vec<NodeName> = self
             .nodes()
             .filter(|(_, state)| matches!(state, NodeState::Down | NodeState::Left))
-            .map(|(record, _)| record.name.clone())
+            .map(|(record, _)| &record.name)
+            .filter(|name| !mine.links.contains(*name))
+            .cloned()
             .collect();
         let mut since = BTreeMap::new();
         for name in gone {
