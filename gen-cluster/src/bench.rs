@@ -978,22 +978,47 @@ fn mesh_join(_: &Bench, report: &mut Report) -> Result<()> {
                 dialed??;
             }
             wait_all(&nodes, |node| node.view().group.len() == n).await?;
-            tokio::time::timeout(Duration::from_secs(60), async {
+            let leads =
+                |id: &Option<ElectionId>| id.as_ref().is_some_and(|id| id.leader == candidates[0]);
+            let agreed = tokio::time::timeout(Duration::from_secs(60), async {
                 for election in &elections {
                     let mut changes = election
                         .leader_changes()
                         .context("a started instance has a watch")?;
-                    let leads = |id: &Option<ElectionId>| {
-                        id.as_ref().is_some_and(|id| id.leader == candidates[0])
-                    };
                     while !leads(&changes.borrow_and_update()) {
                         changes.changed().await?;
                     }
                 }
                 anyhow::Ok(())
             })
-            .await
-            .context("no agreement on one leader within 60 s")??;
+            .await;
+            if agreed.is_err() {
+                // Which nodes do not follow the first candidate, what they follow, and what
+                // their views hold: what a failed run needs to be understood.
+                let astray: Vec<String> = nodes
+                    .iter()
+                    .zip(&elections)
+                    .filter_map(|(node, election)| {
+                        let follows = election.leader_changes()?.borrow().clone();
+                        (!leads(&follows)).then(|| {
+                            let view = node.view();
+                            format!(
+                                "{} follows {:?}, its group has {} nodes, {} peers",
+                                node.name(),
+                                follows,
+                                view.group.len(),
+                                node.peers().len()
+                            )
+                        })
+                    })
+                    .collect();
+                bail!(
+                    "no agreement on one leader within 60 s: {} nodes astray: {}",
+                    astray.len(),
+                    astray.join("; ")
+                );
+            }
+            agreed??;
             let meshed = started.elapsed();
             for node in &nodes {
                 node.shutdown().await;
