@@ -3,8 +3,9 @@
 //! the wire carries pids; the runtime keys its tables by them.
 
 use std::fmt;
+use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
 
 /// The longest node name accepted, in bytes (Erlang's atoms stop at 255 too).
@@ -13,10 +14,10 @@ pub const MAX_NODE_NAME_LEN: usize = 255;
 /// A node's name, unique within a cluster: 1 to 255 bytes of ASCII letters, digits and `-_.@:`.
 ///
 /// Names are validated when built and when decoded from a peer, so the rest of the system never
-/// sees an empty or unprintable one.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct NodeName(String);
+/// sees an empty or unprintable one. A name is shared, not copied: the view, the tables and the
+/// messages hold one name many times, and a clone costs a reference count.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NodeName(Arc<str>);
 
 /// A string that is not a valid [`NodeName`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -30,15 +31,15 @@ pub struct InvalidNodeName {
 
 impl NodeName {
     /// Validates `name`.
-    pub fn new(name: impl Into<String>) -> Result<Self, InvalidNodeName> {
-        let name = name.into();
+    pub fn new(name: impl AsRef<str>) -> Result<Self, InvalidNodeName> {
+        let name = name.as_ref();
         let valid = !name.is_empty()
             && name.len() <= MAX_NODE_NAME_LEN
             && name
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"-_.@:".contains(&b));
         if valid {
-            Ok(Self(name))
+            Ok(Self(Arc::from(name)))
         } else {
             Err(InvalidNodeName {
                 name: name.chars().take(64).collect(),
@@ -66,7 +67,29 @@ impl TryFrom<String> for NodeName {
 
 impl From<NodeName> for String {
     fn from(name: NodeName) -> Self {
-        name.0
+        name.0.as_ref().to_owned()
+    }
+}
+
+impl Serialize for NodeName {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for NodeName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Name;
+        impl serde::de::Visitor<'_> for Name {
+            type Value = NodeName;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a node name")
+            }
+            fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<NodeName, E> {
+                NodeName::new(name).map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_str(Name)
     }
 }
 
