@@ -32,7 +32,17 @@ const MONITORS: usize = 5;
 
 /// A name as long as real ones, so that records weigh what they would.
 fn name(i: usize) -> NodeName {
-    NodeName::new(format!("n{i}@host-{i}.example")).unwrap()
+    thread_local! {
+        /// Each node's name, made once: the simulation asks for names at every step.
+        static NAMES: std::cell::RefCell<Vec<NodeName>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    NAMES.with_borrow_mut(|names| {
+        while names.len() <= i {
+            let j = names.len();
+            names.push(NodeName::new(format!("n{j}@host-{j}.example")).unwrap());
+        }
+        names[i].clone()
+    })
 }
 
 /// What travels between two nodes.
@@ -55,8 +65,8 @@ struct Sim {
     lives: Vec<u64>,
     hung: Vec<bool>,
     crashed: Vec<bool>,
-    /// Connected pairs, smaller index first.
-    links: BTreeSet<(usize, usize)>,
+    /// Each node's connected peers (both ends list a link).
+    links: Vec<BTreeSet<usize>>,
     /// The detector of each end of each link: (me, peer).
     detectors: BTreeMap<(usize, usize), Liveness>,
     in_flight: Vec<InFlight>,
@@ -109,7 +119,7 @@ impl Sim {
             lives: vec![1; n],
             hung: vec![false; n],
             crashed: vec![false; n],
-            links: BTreeSet::new(),
+            links: vec![BTreeSet::new(); n],
             detectors: BTreeMap::new(),
             in_flight: Vec::new(),
             closed_while_hung: Vec::new(),
@@ -172,7 +182,7 @@ impl Sim {
     }
 
     fn connect(&mut self, a: usize, b: usize) {
-        if a == b || self.crashed[a] || self.crashed[b] || !self.links.insert(pair(a, b)) {
+        if a == b || self.crashed[a] || self.crashed[b] || !self.link(a, b) {
             return;
         }
         self.view_sent_last_step = true;
@@ -191,7 +201,7 @@ impl Sim {
 
     /// Closes the link: `a` knows at once, `b` when it next runs.
     fn cut(&mut self, a: usize, b: usize) {
-        if !self.links.remove(&pair(a, b)) {
+        if !self.unlink(a, b) {
             return;
         }
         self.detectors.remove(&(a, b));
@@ -232,9 +242,21 @@ impl Sim {
     }
 
     fn peers(&self, i: usize) -> Vec<usize> {
-        (0..self.views.len())
-            .filter(|&j| self.links.contains(&pair(i, j)))
-            .collect()
+        self.links[i].iter().copied().collect()
+    }
+
+    fn linked(&self, a: usize, b: usize) -> bool {
+        self.links[a].contains(&b)
+    }
+
+    /// Links `a` and `b`; whether they were not linked.
+    fn link(&mut self, a: usize, b: usize) -> bool {
+        self.links[a].insert(b) && self.links[b].insert(a)
+    }
+
+    /// Unlinks `a` and `b`; whether they were linked.
+    fn unlink(&mut self, a: usize, b: usize) -> bool {
+        self.links[a].remove(&b) && self.links[b].remove(&a)
     }
 
     fn send(&mut self, from: usize, to: usize, frame: Frame) {
@@ -268,9 +290,9 @@ impl Sim {
             if !self.up(i) {
                 continue;
             }
-            let watching = self.views[i].watching();
+            let watching: BTreeSet<usize> = self.views[i].watching().iter().map(index).collect();
             for peer in self.peers(i) {
-                let watch = watching.contains(&name(peer));
+                let watch = watching.contains(&peer);
                 self.detectors
                     .get_mut(&(i, peer))
                     .unwrap()
@@ -302,7 +324,7 @@ impl Sim {
             from, to, frame, ..
         } in due
         {
-            if !self.links.contains(&pair(from, to)) {
+            if !self.linked(from, to) {
                 continue;
             }
             if let Some(detector) = self.detectors.get_mut(&(to, from)) {
@@ -321,13 +343,13 @@ impl Sim {
                 match action {
                     ViewAction::Send { to, message } => {
                         let to = index(&to);
-                        if self.links.contains(&pair(i, to)) {
+                        if self.linked(i, to) {
                             self.send(i, to, Frame::View(message));
                         }
                     }
                     ViewAction::Disconnect(peer) => {
                         let peer = index(&peer);
-                        if self.links.contains(&pair(i, peer)) {
+                        if self.linked(i, peer) {
                             self.verdict_cuts.push((i, peer, self.now));
                             self.cut(i, peer);
                         }
@@ -380,8 +402,7 @@ impl Sim {
     fn meshed_all(&self) -> bool {
         let live: Vec<usize> = (0..self.views.len()).filter(|&i| self.up(i)).collect();
         live.iter().all(|&a| {
-            live.iter()
-                .all(|&b| a == b || self.links.contains(&pair(a, b)))
+            self.links[a].iter().filter(|&&b| self.up(b)).count() == live.len() - 1
                 && self.views[a].unreachable().is_empty()
         })
     }
@@ -389,8 +410,8 @@ impl Sim {
     /// Meshed, and no view message sent in the last step or in flight: every view holds what
     /// the others said.
     fn meshed_and_quiet(&self) -> bool {
-        self.meshed_all()
-            && !self.view_sent_last_step
+        !self.view_sent_last_step
+            && self.meshed_all()
             && self
                 .in_flight
                 .iter()
@@ -453,7 +474,7 @@ fn a_hung_node_is_declared_down_by_its_watchers_and_everyone_follows() {
         let started = sim.now;
         let took = sim.run_until(|sim| {
             (0..n).filter(|&i| i != hung).all(|i| {
-                !sim.links.contains(&pair(i, hung))
+                !sim.linked(i, hung)
                     && sim.views[i].unreachable().contains(&name(hung))
                     && sim.views[i].state(&name(hung)) == Some(NodeState::Down)
             })
