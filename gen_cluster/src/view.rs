@@ -309,6 +309,7 @@ pub(crate) fn start(parts: Parts) -> Result<Started, StartError> {
         left: left.clone(),
         flush_due: None,
         flushed_at: tokio::time::Instant::now(),
+        members_told: None,
     };
     tasks.spawn(
         tracing::info_span!("view"),
@@ -357,6 +358,8 @@ struct Service {
     flush_due: Option<tokio::time::Instant>,
     /// When the view was last flushed.
     flushed_at: tokio::time::Instant,
+    /// The view's members version the reconcile machine was last told the members of.
+    members_told: Option<u64>,
 }
 
 /// What a dial came to.
@@ -477,7 +480,11 @@ impl Service {
         }
         if changed {
             // New members are dialed at once; the rest waits for the burst to end.
-            self.members_changed();
+            let members = Some(self.machine.members_version());
+            if self.members_told != members {
+                self.members_told = members;
+                self.members_changed();
+            }
             if self.flush_due.is_none() {
                 let next = self.flushed_at + FLUSH_INTERVAL;
                 self.flush_due = Some(next.max(tokio::time::Instant::now()));

@@ -280,6 +280,9 @@ pub struct View {
     forgotten: BTreeMap<NodeName, (Incarnation, u64)>,
     /// The same names, oldest forgotten first.
     forgotten_order: VecDeque<NodeName>,
+    /// Bumped whenever what [`View::members`] lists may differ: a record added or forgotten, or
+    /// its address or presence changed.
+    members_version: u64,
 }
 
 /// What came of a change: applied; ignored (this version or a later one is held, the record is
@@ -341,6 +344,7 @@ impl View {
             gone_since: BTreeMap::new(),
             forgotten: BTreeMap::new(),
             forgotten_order: VecDeque::new(),
+            members_version: 0,
         }
     }
 
@@ -401,6 +405,7 @@ impl View {
             }
             self.forgotten_order.push_back(name.clone());
         }
+        self.members_version += 1;
         self.changed();
     }
 
@@ -447,6 +452,7 @@ impl View {
                 lost: BTreeSet::new(),
             };
             self.records.insert(peer.name.clone(), first_sight);
+            self.members_version += 1;
             self.learn(&peer.name, peer.name.clone(), None);
             self.changed();
         }
@@ -667,8 +673,12 @@ impl View {
             return Taken::Ignored;
         }
         let name = change.name.clone();
+        let presence = held.presence;
         if !change.apply(held) {
             return Taken::OtherVersion;
+        }
+        if held.presence != presence {
+            self.members_version += 1;
         }
         self.learn(&name, from.clone(), Some(change));
         Taken::Applied
@@ -758,6 +768,13 @@ impl View {
         self.records
             .values()
             .filter(|record| record.name != self.me && record.presence == Presence::Member)
+    }
+
+    /// A number that changes whenever what [`View::members`] lists may have changed (a node
+    /// came, went, left or moved), and only then: the links of a mesh forming change the view
+    /// on every message, its members far less often.
+    pub fn members_version(&self) -> u64 {
+        self.members_version
     }
 
     /// The members this node should be connected to and is not, with their addresses: every
@@ -946,7 +963,12 @@ impl View {
         }
         match self.records.get(&record.name) {
             Some(held) if held.freshness() >= record.freshness() => false,
-            _ => {
+            held => {
+                if held.is_none_or(|held| {
+                    (&held.addr, held.presence) != (&record.addr, record.presence)
+                }) {
+                    self.members_version += 1;
+                }
                 self.records.insert(record.name.clone(), record.clone());
                 true
             }
@@ -1431,6 +1453,41 @@ mod tests {
         views[0].handle_tick(t0 + forget_after * 2);
         assert_eq!(views[0].state(&name("c")), Some(NodeState::Unreachable));
         assert_eq!(views[0].to_dial().count(), 1, "still dialed");
+    }
+
+    #[test]
+    fn the_members_version_moves_when_a_member_comes_leaves_moves_or_is_forgotten_only() {
+        let mut views = [view("a"), view("b"), view("c")];
+        let version = |views: &[View]| views[0].members_version();
+        connect(&mut views, 0, 1);
+        settle(&mut views);
+        let b_came = version(&views);
+        connect(&mut views, 1, 2);
+        settle(&mut views);
+        let c_came = version(&views);
+        assert_ne!(c_came, b_came, "c came, through b");
+        connect(&mut views, 0, 2);
+        cut(&mut views, 1, 2);
+        settle(&mut views);
+        assert_eq!(version(&views), c_came, "links changed, members did not");
+        // c's next life listens elsewhere.
+        cut(&mut views, 0, 2);
+        settle(&mut views);
+        views[2] = View::new(name("c"), "c:4371".into(), Incarnation(2));
+        connect(&mut views, 1, 2);
+        settle(&mut views);
+        let c_moved = version(&views);
+        assert_ne!(c_moved, c_came, "c moved");
+        views[2].leave();
+        settle(&mut views);
+        let c_left = version(&views);
+        assert_ne!(c_left, c_moved, "c left");
+        cut(&mut views, 1, 2);
+        let t0 = Instant::now();
+        views[0].handle_tick(t0);
+        views[0].handle_tick(t0 + DEFAULT_FORGET_AFTER);
+        assert_eq!(views[0].state(&name("c")), None);
+        assert_ne!(version(&views), c_left, "c forgotten");
     }
 
     /// Delivers what the view `from` has sent so far, without flushing anyone.
