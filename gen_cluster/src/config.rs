@@ -62,10 +62,15 @@ pub struct NodeConfig {
     /// How long a node stays in this node's cluster view while down for it (no node it hears
     /// from is connected to it), or after it left; then it is forgotten and no longer dialed, so
     /// that nodes that come and go under new names (containers) are not held and dialed
-    /// forever. A node forgotten that comes back (it dials, or a peer has news of it) is taken
-    /// again. Default 10 minutes.
+    /// forever. A node forgotten that comes back (it dials, or a peer connected to it speaks of
+    /// it) is taken again. At least [`MIN_FORGET_GONE_AFTER`]; default 10 minutes.
     pub forget_gone_after: Duration,
 }
+
+/// The shortest [`NodeConfig::forget_gone_after`] accepted (the CLI's whole seconds): a guard
+/// against a unit mistake, far below any useful setting (a node that restarts is dialed again
+/// only if it comes back within it).
+pub const MIN_FORGET_GONE_AFTER: Duration = Duration::from_secs(1);
 
 impl NodeConfig {
     /// The default listen address: loopback, any free port.
@@ -115,9 +120,11 @@ impl NodeConfig {
         if self.handshake_timeout.is_zero()
             || self.connect_timeout.is_zero()
             || self.auth_timeout.is_zero()
-            || self.forget_gone_after.is_zero()
         {
             return Err(ConfigError::ZeroTimeout);
+        }
+        if self.forget_gone_after < MIN_FORGET_GONE_AFTER {
+            return Err(ConfigError::ForgetGoneAfter(self.forget_gone_after));
         }
         if self.max_frame < 1024 || self.max_frame > u32::MAX as usize {
             return Err(ConfigError::MaxFrame(self.max_frame));
@@ -172,11 +179,14 @@ pub enum ConfigError {
     #[error(transparent)]
     Liveness(#[from] LivenessConfigError),
     /// A timeout of zero would fail every connection.
-    #[error(
-        "handshake_timeout, connect_timeout, auth_timeout and forget_gone_after must be greater \
-         than zero"
-    )]
+    #[error("handshake_timeout, connect_timeout and auth_timeout must be greater than zero")]
     ZeroTimeout,
+    /// Nodes would be forgotten before a restart could bring them back.
+    #[error(
+        "forget_gone_after {0:?} is too short: use at least 1 s (the default is 10 minutes; a \
+         node down for that long is forgotten and no longer dialed)"
+    )]
+    ForgetGoneAfter(Duration),
     /// The frame cap is out of range.
     #[error("max_frame {0} is out of range: use 1 KiB to 4 GiB")]
     MaxFrame(usize),
@@ -186,4 +196,22 @@ pub enum ConfigError {
     /// No handshake could ever run.
     #[error("max_pending_handshakes and max_pending_per_source must be at least 1")]
     ZeroPendingHandshakes,
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_forget_time_below_a_second_is_refused_with_its_value() {
+        let mut config = NodeConfig::new(NodeName::new("a").unwrap(), "cookie");
+        config.forget_gone_after = Duration::from_millis(999);
+        assert!(matches!(
+            config.validate(),
+            Err(ConfigError::ForgetGoneAfter(after)) if after == Duration::from_millis(999)
+        ));
+        config.forget_gone_after = MIN_FORGET_GONE_AFTER;
+        assert!(config.validate().is_ok());
+    }
 }

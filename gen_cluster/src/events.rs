@@ -19,12 +19,17 @@ use crate::{lock, telemetry};
 /// `Lagged` and should recheck what it tracks).
 const EVENT_BUFFER: usize = 1024;
 
+/// How many peers the reconnect count remembers.
+const LINKED_REMEMBERED: usize = 4096;
+
 /// Where node events are published.
 #[derive(Clone, Debug)]
 pub(crate) struct EventBus {
     node: NodeName,
     sender: broadcast::Sender<NodeEvent>,
-    /// The peers linked at some time in this node's life, to count reconnects.
+    /// The peers linked at some time in this node's life, to count reconnects: at most
+    /// [`LINKED_REMEMBERED`], then forgotten all at once (a reconnect is then counted as a first
+    /// link), so that peers coming and going under new names do not grow it.
     linked_before: Arc<Mutex<HashSet<NodeName>>>,
 }
 
@@ -46,9 +51,14 @@ impl EventBus {
     /// A peer's connection was established and authenticated.
     pub(crate) fn node_up(&self, peer: &NodeName, incarnation: Incarnation, addr: &str) {
         metrics::counter!(telemetry::NODE_UP).increment(1);
-        if !lock(&self.linked_before).insert(peer.clone()) {
+        let mut linked_before = lock(&self.linked_before);
+        if linked_before.len() >= LINKED_REMEMBERED {
+            linked_before.clear();
+        }
+        if !linked_before.insert(peer.clone()) {
             metrics::counter!(telemetry::RECONNECTS).increment(1);
         }
+        drop(linked_before);
         tracing::info!(node = %self.node, %peer, %addr, "node up");
         let _ = self.sender.send(NodeEvent::NodeUp {
             peer: peer.clone(),

@@ -104,7 +104,7 @@ pub use cluster::{
     ClusterContext, ClusterInfo, ClusterServer, Clustered, Member, MemberConfig, Membership, Seed,
     rally_name,
 };
-pub use config::{ConfigError, NodeConfig};
+pub use config::{ConfigError, MIN_FORGET_GONE_AFTER, NodeConfig};
 pub use discovery::{
     Discover, DiscoverError, Discovery, DiscoveryEvent, Dns, DnsA, DnsConfigError, DnsSrv, Epmd,
     HostType, ReconcileConfig, StaticPeers,

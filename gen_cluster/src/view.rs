@@ -221,7 +221,8 @@ impl GroupPeers {
 
 /// The longest a lost member waits between dials: one that restarts without seeds of its own
 /// (the first node of a cluster) is met again within about this, not after a discovery
-/// backoff's 10 s. A member down for good costs each node one failed dial per this.
+/// backoff's 10 s, if it comes back before it is forgotten (`forget_gone_after`). A member down
+/// for good costs each node one failed dial per this until then.
 const MEMBER_REDIAL_MAX: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// How often the view looks for nodes gone long enough to be forgotten: a tenth of that time,
@@ -343,8 +344,8 @@ struct Service {
     dialed: BTreeMap<NodeName, String>,
     /// Members' addresses not to redial.
     undiscovered: Arc<Undiscovered>,
-    /// Every member ever connected, by id: whose view messages are taken (never a hidden
-    /// node's, which is never reported up).
+    /// Every member connected once and still in the view, by id: whose view messages are taken
+    /// (never a hidden node's, which is never reported up).
     members: BTreeMap<NodeId, NodeName>,
     /// The links whose failure detector this node turned on.
     watched: BTreeMap<NodeName, Arc<PeerLink>>,
@@ -484,6 +485,8 @@ impl Service {
             if self.members_told != members {
                 self.members_told = members;
                 self.members_changed();
+                let machine = &self.machine;
+                self.members.retain(|_, name| machine.state(name).is_some());
             }
             if self.flush_due.is_none() {
                 let next = self.flushed_at + FLUSH_INTERVAL;

@@ -289,7 +289,7 @@ async fn a_hung_node_is_found_by_its_watchers_and_closed_out_by_everyone() {
 }
 
 /// A node gone for the others (here cut off: it hangs for them) for `forget_gone_after` is
-/// forgotten by them — out of their views, no longer dialed — and not before; when it comes
+/// forgotten by them — out of their views — and not before; when it comes
 /// back (it dials one of them), it is taken again and all are one group.
 #[tokio::test(start_paused = true)]
 async fn a_node_gone_for_a_while_is_forgotten_and_taken_again_when_it_comes_back() {

@@ -22,7 +22,8 @@
 //!   the runtime calls on each tick), so split groups merge.
 //! - Each member monitors every other member once; a DOWN removes the member and reports
 //!   [`MembershipEvent::Left`] with the reason (`handle_leave`). A member that ended is
-//!   remembered, so a late list never brings it back (pids are never reused). A member lost
+//!   remembered (the last [`DEPARTED_REMEMBERED`]), so a late list does not bring it back (pids
+//!   are never reused). A member lost
 //!   with its node (`noconnection`: its fate is unknown) comes back only on its own word: a
 //!   digest from it (probed for on each tick, [`MembershipAction::Probe`], once its node is
 //!   connected again) lets it in again, reported `Joined` once more; lists that name it do not.

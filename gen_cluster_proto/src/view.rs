@@ -45,8 +45,9 @@
 //!   [`forget_after`](View::with_forget_after) ([`View::handle_tick`]): a cluster whose nodes
 //!   come and go under new names (containers) does not hold, and dial, every node it ever met.
 //!   The version forgotten is remembered (the last [`FORGOTTEN_REMEMBERED`]), so that a peer that
-//!   still holds it does not bring it back; a later version (the node is alive, or back) is
-//!   taken as any news.
+//!   still holds it does not bring it back; a later version is taken from the node itself, or
+//!   while a node connected to it says so (the node is alive, or back), not from a peer that lost
+//!   it too. This node's record stops listing a node forgotten among those it lost.
 //!
 //! Sans-IO: the runtime reports links that come up and go down and the messages that arrive,
 //! carries out what [`View::poll_action`] returns, and calls [`View::flush`] after each burst of
@@ -356,15 +357,15 @@ impl View {
     }
 
     /// Time passed: the nodes down for this node, or that left (and are no longer connected),
-    /// for `forget_after` are forgotten, and no longer dialed. O(n) when this node is connected to all, O(n²) at
-    /// worst (finding who is down).
+    /// for `forget_after` are forgotten, and no longer dialed; never this node, even once it
+    /// left. O(n) when this node is connected to all, O(n²) at worst (finding who is down).
     pub fn handle_tick(&mut self, now: Instant) {
         let mine = &self.records[&self.me];
         let gone: Vec<NodeName> = self
             .nodes()
             .filter(|(_, state)| matches!(state, NodeState::Down | NodeState::Left))
             .map(|(record, _)| &record.name)
-            .filter(|name| !mine.links.contains(*name))
+            .filter(|name| **name != self.me && !mine.links.contains(*name))
             .cloned()
             .collect();
         let mut since = BTreeMap::new();
@@ -393,20 +394,27 @@ impl View {
         self.learned.remove(name);
         self.asked.remove(name);
         self.unreachable.remove(name);
-        if self
-            .forgotten
-            .insert(name.clone(), record.freshness())
-            .is_none()
+        self.unforget(name);
+        if self.forgotten_order.len() == FORGOTTEN_REMEMBERED
+            && let Some(oldest) = self.forgotten_order.pop_front()
         {
-            if self.forgotten_order.len() == FORGOTTEN_REMEMBERED
-                && let Some(oldest) = self.forgotten_order.pop_front()
-            {
-                self.forgotten.remove(&oldest);
-            }
-            self.forgotten_order.push_back(name.clone());
+            self.forgotten.remove(&oldest);
         }
+        self.forgotten.insert(name.clone(), record.freshness());
+        self.forgotten_order.push_back(name.clone());
         self.members_version += 1;
         self.changed();
+        // No longer an accusation that counts: this node's record stops carrying it.
+        self.change_mine(|mine| mine.lost.remove(name));
+    }
+
+    /// `name` is held again (or forgotten again): the version forgotten of it is no longer
+    /// remembered. O(`FORGOTTEN_REMEMBERED`), once per node that comes back after it was
+    /// forgotten.
+    fn unforget(&mut self, name: &NodeName) {
+        if self.forgotten.remove(name).is_some() {
+            self.forgotten_order.retain(|forgotten| forgotten != name);
+        }
     }
 
     /// Whether the version `offered` of `name`'s record is one this node forgot, or earlier.
@@ -452,6 +460,7 @@ impl View {
                 lost: BTreeSet::new(),
             };
             self.records.insert(peer.name.clone(), first_sight);
+            self.unforget(&peer.name);
             self.members_version += 1;
             self.learn(&peer.name, peer.name.clone(), None);
             self.changed();
@@ -461,6 +470,7 @@ impl View {
         self.ask_elsewhere(|asked| asked.of == peer.name);
         self.holding_flushed.remove(&peer.name);
         self.whole_records_only.remove(&peer.name);
+        self.gone_since.remove(&peer.name);
         self.change_mine(|mine| {
             mine.links.insert(peer.name.clone()) | mine.lost.remove(&peer.name)
         });
@@ -735,7 +745,7 @@ impl View {
         self.actions.pop_front()
     }
 
-    /// The state of `name`; `None` if this node has never heard of it.
+    /// The state of `name`; `None` if this node has never heard of it, or forgot it.
     pub fn state(&self, name: &NodeName) -> Option<NodeState> {
         let record = self.records.get(name)?;
         let mine = &self.records[&self.me];
@@ -961,6 +971,11 @@ impl View {
         {
             return false;
         }
+        if self.forgotten.contains_key(&record.name) && !self.linked_to_a_peer(&record.name) {
+            // A later version of a node forgotten, kept by a peer that lost it too: the node
+            // comes back when it, or a node connected to it, speaks for it.
+            return false;
+        }
         match self.records.get(&record.name) {
             Some(held) if held.freshness() >= record.freshness() => false,
             held => {
@@ -970,6 +985,7 @@ impl View {
                     self.members_version += 1;
                 }
                 self.records.insert(record.name.clone(), record.clone());
+                self.unforget(&record.name);
                 true
             }
         }
@@ -1488,6 +1504,111 @@ mod tests {
         views[0].handle_tick(t0 + DEFAULT_FORGET_AFTER);
         assert_eq!(views[0].state(&name("c")), None);
         assert_ne!(version(&views), c_left, "c forgotten");
+    }
+
+    /// Ticks `view` past `forget_after` (its default).
+    fn forget_gone(view: &mut View) {
+        let t0 = Instant::now();
+        view.handle_tick(t0);
+        view.handle_tick(t0 + DEFAULT_FORGET_AFTER);
+    }
+
+    #[test]
+    fn a_node_forgotten_is_no_longer_listed_among_those_this_node_lost() {
+        let mut views = [view("a"), view("b")];
+        connect(&mut views, 0, 1);
+        settle(&mut views);
+        cut(&mut views, 0, 1);
+        assert!(views[0].records[&name("a")].lost.contains(&name("b")));
+        forget_gone(&mut views[0]);
+        assert_eq!(views[0].state(&name("b")), None);
+        assert!(
+            views[0].records[&name("a")].lost.is_empty(),
+            "a record listing every node ever lost would grow with churn"
+        );
+    }
+
+    #[test]
+    fn a_node_that_left_forgets_others_never_itself() {
+        let mut views = [view("a"), view("b")];
+        connect(&mut views, 0, 1);
+        settle(&mut views);
+        views[0].leave();
+        settle(&mut views);
+        cut(&mut views, 0, 1);
+        forget_gone(&mut views[0]);
+        assert_eq!(views[0].state(&name("a")), Some(NodeState::Left));
+        assert_eq!(views[0].state(&name("b")), None);
+        views[0].flush();
+    }
+
+    #[test]
+    fn a_node_that_left_is_forgotten_only_once_its_link_is_gone() {
+        let mut views = [view("a"), view("b")];
+        connect(&mut views, 0, 1);
+        settle(&mut views);
+        views[1].leave();
+        settle(&mut views);
+        assert_eq!(views[0].state(&name("b")), Some(NodeState::Left));
+        forget_gone(&mut views[0]);
+        assert_eq!(
+            views[0].state(&name("b")),
+            Some(NodeState::Left),
+            "still connected: kept"
+        );
+        cut(&mut views, 0, 1);
+        forget_gone(&mut views[0]);
+        assert_eq!(views[0].state(&name("b")), None);
+    }
+
+    #[test]
+    fn a_later_version_of_a_node_forgotten_from_a_peer_that_lost_it_too_does_not_bring_it_back() {
+        // a and b each reach c, not each other; c is cut from a, then from b (so b holds a
+        // later version of c than a); a forgets c, then meets b.
+        let mut views = [view("a"), view("b"), view("c")];
+        connect(&mut views, 0, 2);
+        connect(&mut views, 1, 2);
+        settle(&mut views);
+        cut(&mut views, 0, 2);
+        settle(&mut views);
+        cut(&mut views, 1, 2);
+        settle(&mut views);
+        forget_gone(&mut views[0]);
+        assert_eq!(views[0].state(&name("c")), None);
+        connect(&mut views, 0, 1);
+        settle(&mut views);
+        assert_eq!(views[0].state(&name("c")), None, "b lost c too");
+        assert_eq!(views[0].to_dial().count(), 0);
+        // c comes back to b: b now speaks for it, and a takes c again.
+        connect(&mut views, 1, 2);
+        settle(&mut views);
+        assert_eq!(views[0].state(&name("c")), Some(NodeState::Unreachable));
+    }
+
+    #[test]
+    fn a_node_forgotten_again_is_the_newest_forgotten() {
+        let mut views = [view("a"), view("x"), view("y")];
+        connect(&mut views, 0, 1);
+        connect(&mut views, 0, 2);
+        settle(&mut views);
+        cut(&mut views, 0, 1);
+        forget_gone(&mut views[0]);
+        // x comes back, and goes again after y.
+        connect(&mut views, 0, 1);
+        settle(&mut views);
+        assert!(
+            views[0].forgotten.is_empty(),
+            "held again: no longer remembered as forgotten"
+        );
+        cut(&mut views, 0, 2);
+        forget_gone(&mut views[0]);
+        cut(&mut views, 0, 1);
+        forget_gone(&mut views[0]);
+        assert_eq!(
+            Vec::from(views[0].forgotten_order.clone()),
+            vec![name("y"), name("x")],
+            "oldest forgotten first"
+        );
     }
 
     /// Delivers what the view `from` has sent so far, without flushing anyone.
