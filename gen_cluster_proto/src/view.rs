@@ -394,6 +394,8 @@ impl View {
         self.learned.remove(name);
         self.asked.remove(name);
         self.unreachable.remove(name);
+        self.holding_flushed.remove(name);
+        self.whole_records_only.remove(name);
         self.unforget(name);
         if self.forgotten_order.len() == FORGOTTEN_REMEMBERED
             && let Some(oldest) = self.forgotten_order.pop_front()
