@@ -15,9 +15,40 @@ pub const MAX_NODE_NAME_LEN: usize = 255;
 ///
 /// Names are validated when built and when decoded from a peer, so the rest of the system never
 /// sees an empty or unprintable one. A name is shared, not copied: the view, the tables and the
-/// messages hold one name many times, and a clone costs a reference count.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// messages hold one name many times, and a clone costs a reference count. Two clones of one
+/// name compare equal without reading their text (the view's link matrices compare names n² times
+/// per settling of its groups, mostly clones of the names it holds).
+#[derive(Clone)]
 pub struct NodeName(Arc<str>);
+
+impl std::hash::Hash for NodeName {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
+
+impl PartialEq for NodeName {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+    }
+}
+
+impl Eq for NodeName {}
+
+impl PartialOrd for NodeName {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for NodeName {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        if Arc::ptr_eq(&self.0, &other.0) {
+            return std::cmp::Ordering::Equal;
+        }
+        self.0.cmp(&other.0)
+    }
+}
 
 /// A string that is not a valid [`NodeName`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -207,6 +238,22 @@ mod tests {
         assert!(NodeName::new("x".repeat(256)).is_err());
         assert!(NodeName::new("x".repeat(255)).is_ok());
         assert!(NodeName::new("app@host-1.example:4370").is_ok());
+    }
+
+    #[test]
+    fn node_names_compare_by_their_text_whether_shared_or_not() {
+        let a = NodeName::new("a@host").unwrap();
+        let b = NodeName::new("b@host").unwrap();
+        let a_again = NodeName::new("a@host").unwrap();
+        assert_eq!(a, a.clone());
+        assert_eq!(a, a_again);
+        assert_eq!(a.cmp(&a_again), std::cmp::Ordering::Equal);
+        assert_eq!(a.cmp(&a.clone()), std::cmp::Ordering::Equal);
+        assert_eq!(a.cmp(&b), std::cmp::Ordering::Less);
+        assert_eq!(b.cmp(&a.clone()), std::cmp::Ordering::Greater);
+        assert_ne!(a, b);
+        let set = std::collections::BTreeSet::from([b.clone(), a.clone(), a_again]);
+        assert_eq!(set.into_iter().collect::<Vec<_>>(), [a, b]);
     }
 
     #[test]

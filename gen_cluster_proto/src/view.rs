@@ -61,8 +61,11 @@
 //! time, sends 0.7× the bytes of sending every change whole (measured in the same run); the rest is
 //! relays (a node may hear a change from several), and per new link its digest and the whole record
 //! it starts with. [`View::groups`] reads each record's links once (O(n²) for a full mesh), then
-//! settles each group in O(n²) steps, computed when asked. A flush after a change builds the
-//! monitor ring again (O(n log n)) and looks for unreachable members (O(n·k)).
+//! settles each group in O(n²) steps, computed when asked. The names a record taken in lists are
+//! the view's own (the keys of the records held), so those reads compare pointers, not text. A
+//! flush finds the peers each learned record goes to in one walk of its links (O(n) per record
+//! learned), builds the monitor ring again after a change (O(n log n), the peers' records looked
+//! up once) and looks for unreachable members (O(n·k)).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -286,6 +289,14 @@ pub struct View {
     members_version: u64,
 }
 
+/// `name` as the key of its record, if one is held: the names records list are then clones of
+/// one name, which compare without reading their text ([`View::groups`] compares them n² times).
+fn shared(records: &BTreeMap<NodeName, NodeRecord>, name: &NodeName) -> NodeName {
+    records
+        .get_key_value(name)
+        .map_or_else(|| name.clone(), |(key, _)| key.clone())
+}
+
 /// What came of a change: applied; ignored (this version or a later one is held, the record is
 /// this node's, or the change would pass [`MAX_RECORD_NAMES`]); or made for a version not held.
 enum Taken {
@@ -300,6 +311,18 @@ enum Taken {
 struct Learned {
     from: NodeName,
     change: Option<RecordChange>,
+}
+
+/// What a flush sends one peer, in this order.
+struct ToPeer {
+    /// This node's whole record: the peer is not known to hold the version flushed before.
+    whole_mine: bool,
+    /// Whether the peer's link takes changes (else only whole records and digests).
+    takes_changes: bool,
+    /// Changes: this node's own, then of the records it learned.
+    changes: Vec<RecordChange>,
+    /// Digest entries of the records learned whose changes cannot be relayed.
+    entries: Vec<(NodeName, Incarnation, u64)>,
 }
 
 /// A record asked of one peer, and what the other peers offered of it: if the asked one answers
@@ -529,35 +552,50 @@ impl View {
         let own_change = std::mem::take(&mut self.mine_changed)
             .then(|| RecordChange::between(&self.flushed, mine));
         let learned = std::mem::take(&mut self.learned);
-        for peer in &links {
-            let takes_changes = !self.whole_records_only.contains(peer);
-            let mut changes = Vec::new();
-            if let Some(change) = &own_change {
-                if self.holding_flushed.contains(peer) {
-                    changes.push(change.clone());
-                } else {
-                    let whole = self.records[&self.me].clone();
-                    self.send(peer.clone(), ViewMessage::Records(vec![whole]));
-                }
-            }
-            let mut entries = Vec::new();
-            for (author, learned) in &learned {
-                let Some(record) = self.records.get(author) else {
-                    continue;
-                };
-                if author == peer || learned.from == *peer || record.links.contains(peer) {
+        // What each peer is sent, in the order of `links`: this node's own change first, then
+        // what it learned, in the authors' order.
+        let mut outgoing: Vec<ToPeer> = links
+            .iter()
+            .map(|peer| ToPeer {
+                whole_mine: own_change.is_some() && !self.holding_flushed.contains(peer),
+                takes_changes: !self.whole_records_only.contains(peer),
+                changes: match &own_change {
+                    Some(change) if self.holding_flushed.contains(peer) => vec![change.clone()],
+                    _ => Vec::new(),
+                },
+                entries: Vec::new(),
+            })
+            .collect();
+        for (author, learned) in &learned {
+            let Some(record) = self.records.get(author) else {
+                continue;
+            };
+            // The peers that cannot have it from its author: both lists are in name order, so
+            // one walk finds them (O(n) per record learned, not a lookup per peer).
+            let mut theirs = record.links.iter().peekable();
+            for (peer, to) in links.iter().zip(&mut outgoing) {
+                while theirs.next_if(|linked| *linked < peer).is_some() {}
+                if theirs.next_if_eq(&peer).is_some() || peer == author || *peer == learned.from {
                     continue;
                 }
                 match &learned.change {
-                    Some(change) if takes_changes => changes.push(change.clone()),
-                    _ => entries.push((record.name.clone(), record.incarnation, record.version)),
+                    Some(change) if to.takes_changes => to.changes.push(change.clone()),
+                    _ => to
+                        .entries
+                        .push((record.name.clone(), record.incarnation, record.version)),
                 }
             }
-            if !changes.is_empty() {
-                self.send(peer.clone(), ViewMessage::Changes(changes));
+        }
+        for (peer, to) in links.iter().zip(outgoing) {
+            if to.whole_mine {
+                let whole = self.records[&self.me].clone();
+                self.send(peer.clone(), ViewMessage::Records(vec![whole]));
             }
-            if !entries.is_empty() {
-                self.send(peer.clone(), ViewMessage::Digest(entries));
+            if !to.changes.is_empty() {
+                self.send(peer.clone(), ViewMessage::Changes(to.changes));
+            }
+            if !to.entries.is_empty() {
+                self.send(peer.clone(), ViewMessage::Digest(to.entries));
             }
         }
         if own_change.is_some() {
@@ -677,13 +715,20 @@ impl View {
         if change.name == self.me {
             return Taken::Ignored;
         }
-        let Some(held) = self.records.get_mut(&change.name) else {
+        let Some(held) = self.records.get(&change.name) else {
             return Taken::OtherVersion;
         };
         let names = held.links.len() + held.lost.len() + change.linked.len() + change.lost.len();
         if held.freshness() >= (change.incarnation, change.version) || names > MAX_RECORD_NAMES {
             return Taken::Ignored;
         }
+        let mut change = change;
+        for name in change.linked.iter_mut().chain(&mut change.lost) {
+            *name = shared(&self.records, name);
+        }
+        let Some(held) = self.records.get_mut(&change.name) else {
+            return Taken::OtherVersion;
+        };
         let name = change.name.clone();
         let presence = held.presence;
         if !change.apply(held) {
@@ -824,21 +869,30 @@ impl View {
     /// node is connected to all (each record is one lookup in its links), O(n² log n) at worst.
     fn live(&self) -> impl Iterator<Item = &NodeRecord> {
         let mine = &self.records[&self.me];
+        // Looked up once, not once per record not connected to this node.
+        let peers = self.peer_records();
         self.records.values().filter(move |record| {
             record.presence == Presence::Member
                 && (record.name == self.me
                     || mine.links.contains(&record.name)
-                    || self.linked_to_a_peer(&record.name))
+                    || peers.iter().any(|peer| peer.links.contains(&record.name)))
         })
     }
 
     /// Whether a node this node is connected to says it is connected to `name`.
     fn linked_to_a_peer(&self, name: &NodeName) -> bool {
+        self.peer_records()
+            .iter()
+            .any(|peer| peer.links.contains(name))
+    }
+
+    /// The records of the nodes this node is connected to.
+    fn peer_records(&self) -> Vec<&NodeRecord> {
         self.records[&self.me]
             .links
             .iter()
             .filter_map(|peer| self.records.get(peer))
-            .any(|peer| peer.links.contains(name))
+            .collect()
     }
 
     /// Finds the members a quorum of whose watchers say they lost them (and are not connected to
@@ -986,7 +1040,22 @@ impl View {
                 }) {
                     self.members_version += 1;
                 }
-                self.records.insert(record.name.clone(), record.clone());
+                let share = |names: &BTreeSet<NodeName>| -> BTreeSet<NodeName> {
+                    names
+                        .iter()
+                        .map(|name| shared(&self.records, name))
+                        .collect()
+                };
+                let taken = NodeRecord {
+                    name: record.name.clone(),
+                    addr: record.addr.clone(),
+                    incarnation: record.incarnation,
+                    version: record.version,
+                    presence: record.presence,
+                    links: share(&record.links),
+                    lost: share(&record.lost),
+                };
+                self.records.insert(record.name.clone(), taken);
                 self.unforget(&record.name);
                 true
             }

@@ -67,8 +67,8 @@ struct Sim {
     crashed: Vec<bool>,
     /// Each node's connected peers (both ends list a link).
     links: Vec<BTreeSet<usize>>,
-    /// The detector of each end of each link: (me, peer).
-    detectors: BTreeMap<(usize, usize), Liveness>,
+    /// The detector of each end of each link: `detectors[me][peer]`.
+    detectors: Vec<Vec<Option<Liveness>>>,
     in_flight: Vec<InFlight>,
     /// Links whose closing a hung node has not noticed yet.
     closed_while_hung: Vec<(usize, usize)>,
@@ -120,7 +120,7 @@ impl Sim {
             hung: vec![false; n],
             crashed: vec![false; n],
             links: vec![BTreeSet::new(); n],
-            detectors: BTreeMap::new(),
+            detectors: (0..n).map(|_| (0..n).map(|_| None).collect()).collect(),
             in_flight: Vec::new(),
             closed_while_hung: Vec::new(),
             slow_paths: BTreeMap::new(),
@@ -195,7 +195,7 @@ impl Sim {
         }
         for (me, peer) in [(a, b), (b, a)] {
             let detector = Liveness::quiet(self.config, self.now);
-            self.detectors.insert((me, peer), detector);
+            self.detectors[me][peer] = Some(detector);
         }
     }
 
@@ -204,8 +204,8 @@ impl Sim {
         if !self.unlink(a, b) {
             return;
         }
-        self.detectors.remove(&(a, b));
-        self.detectors.remove(&(b, a));
+        self.detectors[a][b] = None;
+        self.detectors[b][a] = None;
         self.in_flight.retain(|f| pair(f.from, f.to) != pair(a, b));
         self.views[a].handle_down(&name(b));
         if self.up(b) {
@@ -270,7 +270,7 @@ impl Sim {
             }
         }
         let at = self.now + self.latency(from, to);
-        if let Some(detector) = self.detectors.get_mut(&(from, to)) {
+        if let Some(detector) = &mut self.detectors[from][to] {
             detector.handle_sent(self.now);
         }
         self.in_flight.push(InFlight {
@@ -293,17 +293,17 @@ impl Sim {
             let watching: BTreeSet<usize> = self.views[i].watching().iter().map(index).collect();
             for peer in self.peers(i) {
                 let watch = watching.contains(&peer);
-                self.detectors
-                    .get_mut(&(i, peer))
+                self.detectors[i][peer]
+                    .as_mut()
                     .unwrap()
                     .set_watching(watch, self.now);
                 // The request for heartbeats, as if it arrived at once.
-                if let Some(theirs) = self.detectors.get_mut(&(peer, i)) {
+                if let Some(theirs) = &mut self.detectors[peer][i] {
                     theirs.set_heartbeats(watch);
                 }
             }
             for peer in self.peers(i) {
-                let Some(detector) = self.detectors.get_mut(&(i, peer)) else {
+                let Some(detector) = &mut self.detectors[i][peer] else {
                     continue;
                 };
                 match detector.poll(self.now) {
@@ -327,7 +327,7 @@ impl Sim {
             if !self.linked(from, to) {
                 continue;
             }
-            if let Some(detector) = self.detectors.get_mut(&(to, from)) {
+            if let Some(detector) = &mut self.detectors[to][from] {
                 detector.handle_heard(self.now);
             }
             if let Frame::View(message) = frame {
