@@ -61,11 +61,14 @@
 //! time, sends 0.7× the bytes of sending every change whole (measured in the same run); the rest is
 //! relays (a node may hear a change from several), and per new link its digest and the whole record
 //! it starts with. [`View::groups`] reads each record's links once (O(n²) for a full mesh), then
-//! settles each group in O(n²) steps, computed when asked. The names a record taken in lists are
-//! the view's own (the keys of the records held), so those reads compare pointers, not text. A
-//! flush finds the peers each learned record goes to in one walk of its links (O(n) per record
-//! learned), builds the monitor ring again after a change (O(n log n), the peers' records looked
-//! up once) and looks for unreachable members (O(n·k)).
+//! settles each group in O(n²) steps, computed when asked. The names a record taken in lists are,
+//! where the view holds their record, clones of that record's key, so a test for equality between
+//! them compares pointers, not text (ordering them still reads the text). A flush finds the
+//! peers each learned record goes to in one walk of its links (O(n) per record learned); after a
+//! change it finds the live nodes (O(n log n), the peers' records looked up once), builds the
+//! monitor ring again only if they differ, and looks for unreachable members among the nodes
+//! some record lists as lost (O(names lost + k log n per node lost): O(n) while no one lost
+//! anyone). A flush with nothing to send stops there.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -271,6 +274,8 @@ pub struct View {
     monitors: usize,
     /// The live nodes on the monitor ring, as of the last flush.
     ring: MonitorRing,
+    /// The nodes on `ring`, in name order: the ring is built again only when they change.
+    ring_nodes: Vec<NodeName>,
     /// The members a quorum of whose watchers lost them, as of the last flush.
     unreachable: BTreeSet<NodeName>,
     /// Whether the view changed since the ring was last built.
@@ -362,6 +367,7 @@ impl View {
             asked: BTreeMap::new(),
             monitors: monitor_ring::DEFAULT_MONITORS,
             ring: MonitorRing::default(),
+            ring_nodes: Vec::new(),
             unreachable: BTreeSet::new(),
             ring_stale: true,
             forget_after: DEFAULT_FORGET_AFTER,
@@ -452,6 +458,7 @@ impl View {
     /// The same view with each member watched by `monitors` others (see `monitor_ring`).
     pub fn with_monitors(mut self, monitors: usize) -> Self {
         self.monitors = monitors.max(1);
+        self.ring = MonitorRing::new(self.ring_nodes.iter().cloned(), self.monitors);
         self.ring_stale = true;
         self
     }
@@ -543,9 +550,15 @@ impl View {
     /// watchers has newly lost is disconnected.
     pub fn flush(&mut self) {
         if std::mem::take(&mut self.ring_stale) {
-            let live = self.live().map(|record| record.name.clone());
-            self.ring = MonitorRing::new(live, self.monitors);
+            let live: Vec<NodeName> = self.live().map(|record| record.name.clone()).collect();
+            if live != self.ring_nodes {
+                self.ring = MonitorRing::new(live.iter().cloned(), self.monitors);
+                self.ring_nodes = live;
+            }
             self.settle_unreachable();
+        }
+        if !self.mine_changed && self.learned.is_empty() {
+            return;
         }
         let mine = &self.records[&self.me];
         let links: Vec<NodeName> = mine.links.iter().cloned().collect();
@@ -870,7 +883,7 @@ impl View {
     fn live(&self) -> impl Iterator<Item = &NodeRecord> {
         let mine = &self.records[&self.me];
         // Looked up once, not once per record not connected to this node.
-        let peers = self.peer_records();
+        let peers: Vec<&NodeRecord> = self.peer_records().collect();
         self.records.values().filter(move |record| {
             record.presence == Presence::Member
                 && (record.name == self.me
@@ -881,18 +894,15 @@ impl View {
 
     /// Whether a node this node is connected to says it is connected to `name`.
     fn linked_to_a_peer(&self, name: &NodeName) -> bool {
-        self.peer_records()
-            .iter()
-            .any(|peer| peer.links.contains(name))
+        self.peer_records().any(|peer| peer.links.contains(name))
     }
 
     /// The records of the nodes this node is connected to.
-    fn peer_records(&self) -> Vec<&NodeRecord> {
+    fn peer_records(&self) -> impl Iterator<Item = &NodeRecord> {
         self.records[&self.me]
             .links
             .iter()
             .filter_map(|peer| self.records.get(peer))
-            .collect()
     }
 
     /// Finds the members a quorum of whose watchers say they lost them (and are not connected to
@@ -904,8 +914,22 @@ impl View {
                 .get(watcher)
                 .is_some_and(|record| record.lost.contains(node) && !record.links.contains(node))
         };
-        let unreachable: BTreeSet<NodeName> = self
-            .members()
+        // Only a node that some record lists as lost can be: O(names lost) to find those, then
+        // O(k log n) for each, not O(n·k log n) for every member at every change.
+        let suspects: BTreeSet<&NodeName> = self
+            .records
+            .values()
+            .flat_map(|record| {
+                record
+                    .lost
+                    .iter()
+                    .filter(|name| !record.links.contains(*name))
+            })
+            .collect();
+        let unreachable: BTreeSet<NodeName> = suspects
+            .into_iter()
+            .filter_map(|name| self.records.get(name))
+            .filter(|record| record.name != self.me && record.presence == Presence::Member)
             .filter(|record| {
                 let watchers = ring.watchers_of(&record.name);
                 let lost = watchers.iter().filter(|w| lost_by(w, &record.name)).count();
@@ -1046,8 +1070,9 @@ impl View {
                         .map(|name| shared(&self.records, name))
                         .collect()
                 };
+                let name = shared(&self.records, &record.name);
                 let taken = NodeRecord {
-                    name: record.name.clone(),
+                    name: name.clone(),
                     addr: record.addr.clone(),
                     incarnation: record.incarnation,
                     version: record.version,
@@ -1055,7 +1080,7 @@ impl View {
                     links: share(&record.links),
                     lost: share(&record.lost),
                 };
-                self.records.insert(record.name.clone(), taken);
+                self.records.insert(name, taken);
                 self.unforget(&record.name);
                 true
             }
