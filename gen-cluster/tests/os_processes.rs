@@ -163,10 +163,15 @@ impl Drop for NodeProcess {
 }
 
 async fn local_node(name: &str) -> Node {
+    node_down_after(name, DOWN_AFTER).await
+}
+
+/// A node that declares a silent peer down after `down_after`.
+async fn node_down_after(name: &str, down_after: Duration) -> Node {
     let mut config = NodeConfig::new(NodeName::new(name).unwrap(), COOKIE);
     config.liveness = LivenessConfig {
-        heartbeat_interval: DOWN_AFTER / 5,
-        down_after: DOWN_AFTER,
+        heartbeat_interval: down_after / 5,
+        down_after,
         ..LivenessConfig::default()
     };
     Node::start(config).await.unwrap()
@@ -207,8 +212,11 @@ async fn next_up(events: &mut tokio::sync::broadcast::Receiver<NodeEvent>, peer:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_casts_deferred_replies_and_monitors_cross_process_boundaries() {
-    let remote = NodeProcess::start("remote1", "127.0.0.1:0", COOKIE, &[]);
-    let node = local_node("tester1").await;
+    // Not a test of failure detection: a detector that waits long, so that a starved machine
+    // does not cut the link (a call would then fail with `NodeDown` instead of its outcome).
+    let patient = ["--down-after-ms", "10000"];
+    let remote = NodeProcess::start_with("remote1", "127.0.0.1:0", COOKIE, &[], &patient);
+    let node = node_down_after("tester1", Duration::from_secs(10)).await;
     assert_eq!(node.connect(&remote.addr).await.unwrap(), remote.name);
     let echo = remote.echo();
     assert_eq!(
