@@ -40,9 +40,8 @@ const NO_QUORUM: &str = "no leader with a quorum of voters";
 const HANG: Duration = Duration::from_secs(60);
 /// A bound on one call of the client.
 const CALL: Duration = Duration::from_secs(3);
-/// The node's connect timeout (5 s) and a discovery round (1 s), with a margin: a dial begun
-/// before discovery lost a node has ended by then.
-const DIALS_BEFORE_DISCOVERY_END: Duration = Duration::from_secs(8);
+/// A discovery round (deploy/node.toml: 1 s) with a margin.
+const DISCOVERY_ROUND_AND_MARGIN: Duration = Duration::from_secs(3);
 
 fn deploy() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
@@ -866,10 +865,11 @@ fn a_container_gone_from_dns_is_not_redialed_and_is_found_again_when_back() {
         })
     });
     // A node may have seen node5's link drop before its discovery round found node5 gone from
-    // DNS, and redialed it then: such a dial waits on its connect (the 5 s connect timeout) and
-    // would complete once node5 is back. Those dials are allowed; let them end first, so that
+    // DNS, and redialed it then: such a dial waits on its connect (the node's connect timeout)
+    // and would complete once node5 is back. Those dials are allowed; let them end first, so that
     // only a dial begun after discovery lost node5 can reach it.
-    std::thread::sleep(DIALS_BEFORE_DISCOVERY_END);
+    let connect_timeout = NodeConfig::new(NodeName::new("any").unwrap(), "any").connect_timeout;
+    std::thread::sleep(connect_timeout + DISCOVERY_ROUND_AND_MARGIN);
     // Back on the network at an address, but not under the alias discovery looks up.
     docker(&["network", "connect", &Compose::network(), "node5"]).unwrap();
     let ip = Compose::inspect_ip("node5").unwrap();

@@ -214,9 +214,11 @@ async fn next_up(events: &mut tokio::sync::broadcast::Receiver<NodeEvent>, peer:
 async fn calls_casts_deferred_replies_and_monitors_cross_process_boundaries() {
     // Not a test of failure detection: a detector that waits long, so that a starved machine
     // does not cut the link (a call would then fail with `NodeDown` instead of its outcome).
-    let patient = ["--down-after-ms", "10000"];
-    let remote = NodeProcess::start_with("remote1", "127.0.0.1:0", COOKIE, &[], &patient);
-    let node = node_down_after("tester1", Duration::from_secs(10)).await;
+    let patient = Duration::from_secs(10);
+    let down_after_ms = patient.as_millis().to_string();
+    let extra = ["--down-after-ms", &down_after_ms];
+    let remote = NodeProcess::start_with("remote1", "127.0.0.1:0", COOKIE, &[], &extra);
+    let node = node_down_after("tester1", patient).await;
     assert_eq!(node.connect(&remote.addr).await.unwrap(), remote.name);
     let echo = remote.echo();
     assert_eq!(
