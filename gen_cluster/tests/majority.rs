@@ -367,6 +367,28 @@ async fn a_write_forwarded_by_a_worker_is_in_its_copy_when_the_reply_arrives() {
     each_write_answered_is_in(&dicts[3], &through, 16, 4, &"v".repeat(70 * 1024)).await;
 }
 
+/// A write a voter's handle made, with no call on the worker: the worker's copy has it within
+/// the leader's progress on it, not a heartbeat round later (the leader holds a worker's batch
+/// until a quorum's answer moves its progress; nothing else would send it here).
+#[tokio::test(start_paused = true)]
+async fn a_worker_gets_a_write_it_did_not_ask_for_once_a_quorum_holds_it() {
+    let (_nodes, dicts) = voters_and_a_slow_worker(None).await;
+    let heartbeat = LeaderConfig::new("any", Vec::new()).heartbeat;
+    for i in 0..10 {
+        let key = format!("k{i}");
+        dicts[0].leader_call(put(&key, "v"), T).await.unwrap();
+        let answered = Instant::now();
+        while value(&dicts[3], &key).await.is_none() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            assert!(
+                answered.elapsed() < heartbeat / 2,
+                "{key} not in the worker's copy {:?} after its answer",
+                answered.elapsed()
+            );
+        }
+    }
+}
+
 on_both_transports!(
     three_voters_agree_on_one_leader_and_an_acknowledged_write_is_held_by_a_quorum,
     a_restarted_voter_keeps_its_term_and_catches_up,

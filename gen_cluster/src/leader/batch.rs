@@ -7,7 +7,12 @@
 //! member answers, or once the unanswered batch is a heartbeat interval old (a member that
 //! dropped it — it did not count this node yet — is not waited for longer). So under load a
 //! leader's broadcasts leave in batches the size of what a round trip brings, and a member
-//! answers each batch once; idle, every message leaves when it is produced. An answer still
+//! answers each batch once; idle, every message leaves when it is produced. A leader holds the
+//! batches of the members that do not vote (workers) until a quorum's answer moves its progress
+//! (a broadcast committed, a round confirmed), and sends them then, before the replies that
+//! progress releases: a worker's copy counts toward no quorum, so its sends stay off the path
+//! from a write to its quorum, and a worker whose caller made the write gets the write and the
+//! reply in one read. An answer still
 //! waiting is replaced by a later one that says all it said
 //! ([`MajorityMessage::supersedes`]). A peer's link lost drops what waits for it (the machine
 //! starts again with the peer when a link is back).
@@ -99,19 +104,21 @@ impl<S: Serialize, B: Serialize> Outgoing<S, B> {
         self.unanswered.remove(peer);
     }
 
-    /// The batches to send now, by peer, noted as sent at `now`: every one, or with
-    /// `window: Some(heartbeat)` (this node leads) those of peers that answered the batch
-    /// before or let it grow a heartbeat old.
+    /// The batches to send now, by peer, noted as sent at `now`: every one but those of the
+    /// peers `held` names, or with `window: Some(heartbeat)` (this node leads) only those of
+    /// peers that answered the batch before or let it grow a heartbeat old.
     pub(crate) fn take_ready(
         &mut self,
         now: Instant,
         window: Option<Duration>,
+        held: impl Fn(&NodeName) -> bool,
     ) -> Vec<(NodeName, Vec<MajorityMessage<S, B>>)> {
         self.handled = 0;
         let unanswered = &mut self.unanswered;
         let ready: Vec<(NodeName, Vec<MajorityMessage<S, B>>)> = self
             .batches
             .extract_if(.., |peer, _| match (window, unanswered.get(peer)) {
+                _ if held(peer) => false,
                 (Some(window), Some(sent)) => now >= *sent + window,
                 _ => true,
             })
@@ -163,10 +170,12 @@ mod tests {
             );
         }
         outgoing.push(peer(), ack(4, 1), Instant::now());
-        let all = outgoing.take_ready(Instant::now(), None);
+        let all = outgoing.take_ready(Instant::now(), None, |_| false);
         assert_eq!(all, vec![(peer(), vec![ack(3, 10), ack(4, 1)])]);
         assert!(
-            outgoing.take_ready(Instant::now(), None).is_empty(),
+            outgoing
+                .take_ready(Instant::now(), None, |_| false)
+                .is_empty(),
             "taken once"
         );
     }
@@ -188,7 +197,7 @@ mod tests {
         }
         left.extend(
             outgoing
-                .take_ready(Instant::now(), None)
+                .take_ready(Instant::now(), None, |_| false)
                 .into_iter()
                 .flat_map(|(_, batch)| batch),
         );
@@ -212,44 +221,50 @@ mod tests {
         let mut outgoing = Outgoing::new();
         outgoing.push(peer(), append(1, 1), Instant::now());
         assert_eq!(
-            outgoing.take_ready(start, window).len(),
+            outgoing.take_ready(start, window, |_| false).len(),
             1,
             "none unanswered"
         );
         outgoing.push(peer(), append(2, 1), Instant::now());
         outgoing.push(peer(), append(3, 1), Instant::now());
         assert!(
-            outgoing.take_ready(start, window).is_empty(),
+            outgoing.take_ready(start, window, |_| false).is_empty(),
             "1 is unanswered"
         );
         assert_eq!(
-            outgoing.take_ready(start, None),
+            outgoing.take_ready(start, None, |_| false),
             vec![(peer(), vec![append(2, 1), append(3, 1)])],
             "not leading: no window"
         );
         outgoing.push(peer(), append(4, 1), Instant::now());
         outgoing.answered(&peer());
-        assert_eq!(outgoing.take_ready(start, window).len(), 1, "answered");
+        assert_eq!(
+            outgoing.take_ready(start, window, |_| false).len(),
+            1,
+            "answered"
+        );
         outgoing.push(peer(), append(5, 1), Instant::now());
         assert!(
             outgoing
-                .take_ready(start + heartbeat / 2, window)
+                .take_ready(start + heartbeat / 2, window, |_| false)
                 .is_empty()
         );
         assert_eq!(
-            outgoing.take_ready(start + heartbeat, window).len(),
+            outgoing
+                .take_ready(start + heartbeat, window, |_| false)
+                .len(),
             1,
             "unanswered for a heartbeat: not waited for longer"
         );
         outgoing.push(peer(), append(6, 1), Instant::now());
         outgoing.forget(&peer());
         assert!(
-            outgoing.take_ready(start, window).is_empty(),
+            outgoing.take_ready(start, window, |_| false).is_empty(),
             "dropped with the link"
         );
         outgoing.push(peer(), append(7, 1), Instant::now());
         assert_eq!(
-            outgoing.take_ready(start, window).len(),
+            outgoing.take_ready(start, window, |_| false).len(),
             1,
             "a new link waits for nothing"
         );
@@ -261,8 +276,29 @@ mod tests {
             "a batch that would pass its bound leaves at once"
         );
         assert!(
-            outgoing.take_ready(start, window).is_empty(),
+            outgoing.take_ready(start, window, |_| false).is_empty(),
             "and counts as the batch unanswered"
+        );
+    }
+
+    #[test]
+    fn a_held_peers_batch_waits_and_leaves_whole_once_no_longer_held() {
+        let worker = NodeName::new("worker").unwrap();
+        let is_worker = |peer: &NodeName| *peer == worker;
+        let mut outgoing = Outgoing::new();
+        let at = Instant::now();
+        for seq in 1..=3 {
+            outgoing.push(peer(), append(seq, 1), at);
+            outgoing.push(worker.clone(), append(seq, 1), at);
+        }
+        assert_eq!(
+            outgoing.take_ready(at, None, is_worker),
+            vec![(peer(), (1..=3).map(|seq| append(seq, 1)).collect())],
+            "the voter's batch leaves, the worker's waits"
+        );
+        assert_eq!(
+            outgoing.take_ready(at, None, |_| false),
+            vec![(worker.clone(), (1..=3).map(|seq| append(seq, 1)).collect())]
         );
     }
 
@@ -272,7 +308,7 @@ mod tests {
         let counted: Vec<bool> = (0..MAX_HANDLED).map(|_| outgoing.handled()).collect();
         assert_eq!(counted.iter().filter(|due| **due).count(), 1);
         assert!(counted[MAX_HANDLED - 1]);
-        outgoing.take_ready(Instant::now(), None);
+        outgoing.take_ready(Instant::now(), None, |_| false);
         assert!(!outgoing.handled(), "the count starts again");
     }
 }

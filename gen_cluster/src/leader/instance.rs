@@ -202,10 +202,15 @@ impl<B: LeaderServer> Quorum<B> {
     }
 }
 
-/// Whether a leader's batches wait for the answer to the one before (see [`super::batch`]).
+/// Which of a leader's batches leave (see [`super::batch`]); a node that does not lead sends
+/// every batch.
 #[derive(Clone, Copy)]
 enum Window {
+    /// A voter's once it answered the one before; a worker's waits for the leader's progress.
     Kept,
+    /// The leader's progress moved: a voter's or a worker's once it answered the one before.
+    Progressed,
+    /// Every batch, answered or not.
     Ignored,
 }
 
@@ -791,7 +796,10 @@ impl<B: LeaderServer> Instance<B> {
                     self.behaviour.from_leader(broadcast, &election);
                 }
             }
-            MajorityAction::Progress { .. } => self.release_covered(ctx).await,
+            MajorityAction::Progress { .. } => {
+                self.release_covered(ctx).await;
+                self.send_batches(ctx, Window::Progressed).await;
+            }
             MajorityAction::LeaderLost { term, leader } => {
                 tracing::info!(%leader, term, "leader lost");
                 quorum
@@ -830,11 +838,16 @@ impl<B: LeaderServer> Instance<B> {
             return;
         };
         let machine = &quorum.machine;
-        let window = match window {
-            Window::Kept if machine.is_leader() => Some(machine.config().heartbeat),
-            _ => None,
+        let leads = machine.is_leader();
+        let heartbeat = machine.config().heartbeat;
+        let (window, workers_held) = match window {
+            Window::Kept if leads => (Some(heartbeat), true),
+            Window::Progressed if leads => (Some(heartbeat), false),
+            _ => (None, false),
         };
-        for (to, messages) in quorum.outgoing.take_ready(now(), window) {
+        let voters = machine.voters();
+        let held = |peer: &NodeName| workers_held && !voters.contains(peer);
+        for (to, messages) in quorum.outgoing.take_ready(now(), window, held) {
             self.send_majority(ctx, &to, messages).await;
         }
     }
