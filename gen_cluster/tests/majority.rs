@@ -389,6 +389,35 @@ async fn a_worker_gets_a_write_it_did_not_ask_for_once_a_quorum_holds_it() {
     }
 }
 
+/// A single voter with a worker, idle for several election timeouts: the worker keeps
+/// following it (the leader's heartbeats reach it though no answer moves a quorum of one), and
+/// a write through the worker is answered at once and is in its copy.
+#[tokio::test(start_paused = true)]
+async fn a_worker_of_a_single_voter_keeps_following_it_while_idle() {
+    let net = Net::memory();
+    let nodes = net.loner_mesh(&["solo", "w"]).await;
+    let voters = names(&nodes[..1]);
+    let mut dicts = Vec::new();
+    for node in &nodes {
+        dicts.push(start_dict(node, &voters, &scratch_dir("majority-solo-worker")).await);
+    }
+    let election = agreed(&[&dicts[0], &dicts[1]]).await;
+    tokio::time::sleep(ELECTION_TIMEOUT * 6).await;
+    assert_eq!(
+        followed(&dicts[1]),
+        Some(election),
+        "the worker lost its leader"
+    );
+    let asked = Instant::now();
+    dicts[1].leader_call(put("k", "v"), T).await.unwrap();
+    assert!(
+        asked.elapsed() < Duration::from_millis(50),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert_eq!(value(&dicts[1], "k").await.as_deref(), Some("v"));
+}
+
 on_both_transports!(
     three_voters_agree_on_one_leader_and_an_acknowledged_write_is_held_by_a_quorum,
     a_restarted_voter_keeps_its_term_and_catches_up,

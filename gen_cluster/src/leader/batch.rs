@@ -12,7 +12,8 @@
 //! (a broadcast committed, a round confirmed), and sends them then, before the replies that
 //! progress releases: a worker's copy counts toward no quorum, so its sends stay off the path
 //! from a write to its quorum, and a worker whose caller made the write gets the write and the
-//! reply in one read. An answer still
+//! reply in one read. A worker's batch is held a heartbeat interval at most (a quorum of one
+//! moves its progress only with a broadcast, not with a heartbeat). An answer still
 //! waiting is replaced by a later one that says all it said
 //! ([`MajorityMessage::supersedes`]). A peer's link lost drops what waits for it (the machine
 //! starts again with the peer when a link is back).
@@ -46,6 +47,8 @@ pub(crate) struct Outgoing<S, B> {
 struct Batch<S, B> {
     messages: Vec<MajorityMessage<S, B>>,
     bytes: usize,
+    /// When its first message was queued.
+    since: Instant,
 }
 
 impl<S: Serialize, B: Serialize> Outgoing<S, B> {
@@ -68,6 +71,7 @@ impl<S: Serialize, B: Serialize> Outgoing<S, B> {
         let batch = self.batches.entry(to.clone()).or_insert_with(|| Batch {
             messages: Vec::new(),
             bytes: 0,
+            since: now,
         });
         if let Some(last) = batch.messages.last_mut()
             && message.supersedes(last)
@@ -80,6 +84,7 @@ impl<S: Serialize, B: Serialize> Outgoing<S, B> {
             .then(|| std::mem::take(&mut batch.messages));
         if full.is_some() {
             batch.bytes = 0;
+            batch.since = now;
             self.unanswered.insert(to, now);
         }
         batch.messages.push(message);
@@ -104,9 +109,10 @@ impl<S: Serialize, B: Serialize> Outgoing<S, B> {
         self.unanswered.remove(peer);
     }
 
-    /// The batches to send now, by peer, noted as sent at `now`: every one but those of the
-    /// peers `held` names, or with `window: Some(heartbeat)` (this node leads) only those of
-    /// peers that answered the batch before or let it grow a heartbeat old.
+    /// The batches to send now, by peer, noted as sent at `now`: every one, or with
+    /// `window: Some(heartbeat)` (this node leads) those of peers that answered the batch
+    /// before or let it grow a heartbeat old, but not those of the peers `held` names until
+    /// they are a heartbeat old themselves.
     pub(crate) fn take_ready(
         &mut self,
         now: Instant,
@@ -117,8 +123,8 @@ impl<S: Serialize, B: Serialize> Outgoing<S, B> {
         let unanswered = &mut self.unanswered;
         let ready: Vec<(NodeName, Vec<MajorityMessage<S, B>>)> = self
             .batches
-            .extract_if(.., |peer, _| match (window, unanswered.get(peer)) {
-                _ if held(peer) => false,
+            .extract_if(.., |peer, batch| match (window, unanswered.get(peer)) {
+                (Some(window), _) if held(peer) && now < batch.since + window => false,
                 (Some(window), Some(sent)) => now >= *sent + window,
                 _ => true,
             })
@@ -282,7 +288,9 @@ mod tests {
     }
 
     #[test]
-    fn a_held_peers_batch_waits_and_leaves_whole_once_no_longer_held() {
+    fn a_held_peers_batch_waits_until_released_or_a_heartbeat_old() {
+        let heartbeat = Duration::from_millis(100);
+        let window = Some(heartbeat);
         let worker = NodeName::new("worker").unwrap();
         let is_worker = |peer: &NodeName| *peer == worker;
         let mut outgoing = Outgoing::new();
@@ -291,14 +299,35 @@ mod tests {
             outgoing.push(peer(), append(seq, 1), at);
             outgoing.push(worker.clone(), append(seq, 1), at);
         }
+        let all = || (1..=3).map(|seq| append(seq, 1)).collect::<Vec<_>>();
         assert_eq!(
-            outgoing.take_ready(at, None, is_worker),
-            vec![(peer(), (1..=3).map(|seq| append(seq, 1)).collect())],
+            outgoing.take_ready(at, window, is_worker),
+            vec![(peer(), all())],
             "the voter's batch leaves, the worker's waits"
         );
         assert_eq!(
-            outgoing.take_ready(at, None, |_| false),
-            vec![(worker.clone(), (1..=3).map(|seq| append(seq, 1)).collect())]
+            outgoing.take_ready(at, window, |_| false),
+            vec![(worker.clone(), all())],
+            "released whole"
+        );
+        outgoing.answered(&worker);
+        outgoing.push(worker.clone(), append(4, 1), at);
+        assert!(
+            outgoing
+                .take_ready(at + heartbeat / 2, window, is_worker)
+                .is_empty()
+        );
+        assert_eq!(
+            outgoing.take_ready(at + heartbeat, window, is_worker),
+            vec![(worker.clone(), vec![append(4, 1)])],
+            "held a heartbeat at most"
+        );
+        outgoing.answered(&worker);
+        outgoing.push(worker.clone(), append(5, 1), at);
+        assert_eq!(
+            outgoing.take_ready(at, None, is_worker).len(),
+            1,
+            "not leading: nothing held"
         );
     }
 
