@@ -11,11 +11,12 @@
 //! The server runs on a thread and a runtime of its own, so a flood of scrapes cannot starve the
 //! node's links of their heartbeats; the metrics text is rendered at most once a second
 //! ([`RENDER_EVERY`]), whatever the request rate. One request per connection, each connection
-//! done within [`CONNECTION_TIMEOUT`], at most [`MAX_CONNECTIONS`] at once and
-//! [`MAX_PER_SOURCE`] from one address (more are closed at once, not queued), so a slow or
-//! hostile client cannot hold the probes out for long.
+//! done within [`CONNECTION_TIMEOUT`], at most [`MAX_PER_SOURCE`] at once from one address (more
+//! are closed at once, not queued) and [`MAX_CONNECTIONS`] in all: a connection past that bound
+//! ends the oldest one served, so slow or hostile clients, however many addresses they come
+//! from, cannot hold the probes out (each newcomer is served while they hold every place).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -29,6 +30,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use metrics_util::MetricKindMask;
+use tokio::sync::oneshot;
 
 /// The most connections served at once.
 const MAX_CONNECTIONS: usize = 64;
@@ -169,26 +171,38 @@ fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
 /// The connections being served, in all and by source address.
 #[derive(Default)]
 struct Served {
-    all: usize,
+    /// The connections served, oldest first (by the order accepted): where each comes from, and
+    /// what ends it when dropped.
+    connections: BTreeMap<u64, (IpAddr, oneshot::Sender<()>)>,
     by_source: HashMap<IpAddr, usize>,
+    accepted: u64,
+}
+
+impl Served {
+    /// Gives the place of connection `id` back, if it still holds one.
+    fn release(&mut self, id: u64) {
+        let Some((source, _end)) = self.connections.remove(&id) else {
+            return;
+        };
+        if let Some(count) = self.by_source.get_mut(&source) {
+            *count -= 1;
+            if *count == 0 {
+                self.by_source.remove(&source);
+            }
+        }
+    }
 }
 
 /// A connection's place among those served, given back when dropped (however its task ends).
 struct Place {
     served: Arc<Mutex<Served>>,
-    source: IpAddr,
+    id: u64,
 }
 
 impl Drop for Place {
     fn drop(&mut self) {
         let mut served = self.served.lock().unwrap_or_else(|e| e.into_inner());
-        served.all -= 1;
-        if let Some(count) = served.by_source.get_mut(&self.source) {
-            *count -= 1;
-            if *count == 0 {
-                served.by_source.remove(&self.source);
-            }
-        }
+        served.release(self.id);
     }
 }
 
@@ -205,20 +219,29 @@ async fn accept_loop(listener: tokio::net::TcpListener, endpoints: Arc<Endpoints
             }
         };
         let source = peer.ip();
-        {
+        let (end, ended) = oneshot::channel();
+        let id = {
             let mut served = served.lock().unwrap_or_else(|e| e.into_inner());
-            let from_source = served.by_source.get(&source).copied().unwrap_or(0);
-            if served.all >= MAX_CONNECTIONS || from_source >= MAX_PER_SOURCE {
-                // Closed at once: a client over the limits waits in no queue.
+            if served.by_source.get(&source).copied().unwrap_or(0) >= MAX_PER_SOURCE {
+                // Closed at once: a client over its address's bound waits in no queue.
                 continue;
             }
-            served.all += 1;
+            if served.connections.len() >= MAX_CONNECTIONS
+                && let Some(&oldest) = served.connections.keys().next()
+            {
+                // Dropping its sender ends it.
+                served.release(oldest);
+            }
+            let id = served.accepted;
+            served.accepted += 1;
+            served.connections.insert(id, (source, end));
             *served.by_source.entry(source).or_default() += 1;
-        }
+            id
+        };
         let endpoints = Arc::clone(&endpoints);
         let place = Place {
             served: Arc::clone(&served),
-            source,
+            id,
         };
         tokio::spawn(async move {
             let service = hyper::service::service_fn(|request| {
@@ -230,7 +253,10 @@ async fn accept_loop(listener: tokio::net::TcpListener, endpoints: Arc<Endpoints
                 .header_read_timeout(REQUEST_TIMEOUT)
                 .keep_alive(false)
                 .serve_connection(TokioIo::new(stream), service);
-            let _ = tokio::time::timeout(CONNECTION_TIMEOUT, connection).await;
+            tokio::select! {
+                _ = tokio::time::timeout(CONNECTION_TIMEOUT, connection) => {}
+                _ = ended => {}
+            }
             drop(place);
         });
     }

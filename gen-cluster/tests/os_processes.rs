@@ -1495,6 +1495,49 @@ fn wait_series(addr: &str, series: &str, holds: impl Fn(f64) -> bool) -> f64 {
 /// `--http`: the probes answer as the node's state says, and the metrics move with the
 /// cluster: links, bytes, handshakes, the leader; a `kill -9` shows in links up, node downs
 /// and leader changes at the survivors; a node that finds no peer is not ready, and says why.
+/// 80 slow clients from ten addresses (eight each, the most one address is served) hold more
+/// than every place of the node's HTTP server: each probe is still answered, at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_are_answered_while_slow_clients_from_many_addresses_hold_every_place() {
+    let node = NodeProcess::start_with(
+        "probed",
+        "127.0.0.1:0",
+        COOKIE,
+        &[],
+        &["--http", "127.0.0.1:0"],
+    );
+    let http = node.wait_for("http event", |event| event["event"] == "http")["addr"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let target: std::net::SocketAddr = http.parse().unwrap();
+    for round in 0..5 {
+        let mut slow = Vec::new();
+        for source in 2..12u8 {
+            for _ in 0..8 {
+                let socket = tokio::net::TcpSocket::new_v4().unwrap();
+                socket
+                    .bind(std::net::SocketAddr::from(([127, 0, 0, source], 0)))
+                    .unwrap();
+                let mut stream = socket.connect(target).await.unwrap();
+                tokio::io::AsyncWriteExt::write_all(&mut stream, b"G")
+                    .await
+                    .unwrap();
+                slow.push(stream);
+            }
+        }
+        let scraped = tokio::task::spawn_blocking({
+            let http = http.clone();
+            move || scrape(&http, "/alive")
+        });
+        assert_eq!(
+            scraped.await.unwrap(),
+            (200, "alive\n".to_string()),
+            "round {round}"
+        );
+    }
+}
+
 #[test]
 fn metrics_and_probes_follow_the_cluster_as_it_changes() {
     let start = |name: &str, seeds: &[&str]| {
