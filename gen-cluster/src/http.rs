@@ -16,7 +16,7 @@
 //! ends the oldest one served, so slow or hostile clients, however many addresses they come
 //! from, cannot hold the probes out (each newcomer is served while they hold every place).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -168,28 +168,23 @@ fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
     response
 }
 
-/// The connections being served, in all and by source address.
+/// The connections being served.
 #[derive(Default)]
 struct Served {
-    /// The connections served, oldest first (by the order accepted): where each comes from, and
-    /// what ends it when dropped.
+    /// Oldest first (by the order accepted): where each comes from, and what ends it when
+    /// dropped.
     connections: BTreeMap<u64, (IpAddr, oneshot::Sender<()>)>,
-    by_source: HashMap<IpAddr, usize>,
     accepted: u64,
 }
 
 impl Served {
-    /// Gives the place of connection `id` back, if it still holds one.
-    fn release(&mut self, id: u64) {
-        let Some((source, _end)) = self.connections.remove(&id) else {
-            return;
-        };
-        if let Some(count) = self.by_source.get_mut(&source) {
-            *count -= 1;
-            if *count == 0 {
-                self.by_source.remove(&source);
-            }
-        }
+    /// How many of the connections served come from `source` (at most [`MAX_CONNECTIONS`] to
+    /// count).
+    fn from(&self, source: IpAddr) -> usize {
+        self.connections
+            .values()
+            .filter(|(from, _)| *from == source)
+            .count()
     }
 }
 
@@ -202,7 +197,7 @@ struct Place {
 impl Drop for Place {
     fn drop(&mut self) {
         let mut served = self.served.lock().unwrap_or_else(|e| e.into_inner());
-        served.release(self.id);
+        served.connections.remove(&self.id);
     }
 }
 
@@ -222,20 +217,17 @@ async fn accept_loop(listener: tokio::net::TcpListener, endpoints: Arc<Endpoints
         let (end, ended) = oneshot::channel();
         let id = {
             let mut served = served.lock().unwrap_or_else(|e| e.into_inner());
-            if served.by_source.get(&source).copied().unwrap_or(0) >= MAX_PER_SOURCE {
+            if served.from(source) >= MAX_PER_SOURCE {
                 // Closed at once: a client over its address's bound waits in no queue.
                 continue;
             }
-            if served.connections.len() >= MAX_CONNECTIONS
-                && let Some(&oldest) = served.connections.keys().next()
-            {
+            if served.connections.len() >= MAX_CONNECTIONS {
                 // Dropping its sender ends it.
-                served.release(oldest);
+                served.connections.pop_first();
             }
             let id = served.accepted;
             served.accepted += 1;
             served.connections.insert(id, (source, end));
-            *served.by_source.entry(source).or_default() += 1;
             id
         };
         let endpoints = Arc::clone(&endpoints);
