@@ -201,7 +201,7 @@ pub(crate) fn start(parts: Parts) -> Result<GlobalNames, StartError> {
         router: parts.router,
         processes: parts.processes,
         watchers: parts.watchers,
-        members: GroupPeers::new(Vec::new(), group),
+        members: GroupPeers::new(Vec::new(), Some(group)),
         peers: parts.peers,
         monitors: FxHashMap::default(),
         pending: FxHashMap::default(),

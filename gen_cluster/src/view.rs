@@ -103,11 +103,14 @@ impl ClusterView {
 /// The peers a service acts with: those connected to this node *and* in its group of the view.
 /// The election and the global names each keep one, feed it the node's link ups and downs and
 /// the view's group changes, and tell their machine what it returns, so that they act on fully
-/// connected groups only (see `gen_cluster_proto::view`).
+/// connected groups only (see `gen_cluster_proto::view`). A service that needs no fully
+/// connected group (the `majority` election: its quorums overlap whatever the links) keeps one
+/// without a group, and counts every connected member.
 #[derive(Debug)]
 pub(crate) struct GroupPeers {
     connected: BTreeMap<NodeName, Incarnation>,
-    group: BTreeSet<NodeName>,
+    /// This node's group, or `None` when the group is not heeded.
+    group: Option<BTreeSet<NodeName>>,
     /// What the service's machine was told: always `connected ∩ group`, with the lives.
     counted: BTreeMap<NodeName, Incarnation>,
     /// The ids of `counted`, by which a service takes or drops a peer's messages.
@@ -124,11 +127,11 @@ pub(crate) enum Counting {
 }
 
 impl GroupPeers {
-    /// Counts the peers connected now that are in `group`; the service's machine is to be told
-    /// of them as a whole.
+    /// Counts the peers connected now that are in `group` (all of them with `None`); the
+    /// service's machine is to be told of them as a whole.
     pub(crate) fn new(
         connected: impl IntoIterator<Item = (NodeName, Incarnation)>,
-        group: BTreeSet<NodeName>,
+        group: Option<BTreeSet<NodeName>>,
     ) -> Self {
         let mut peers = Self {
             connected: connected.into_iter().collect(),
@@ -169,12 +172,12 @@ impl GroupPeers {
         self.counted_ids.remove(&peer.id());
     }
 
-    /// The view published a group.
+    /// The view published a group (nothing changes when the group is not heeded).
     pub(crate) fn group_changed(&mut self, group: &BTreeSet<NodeName>) -> Vec<Counting> {
-        if *group == self.group {
-            return Vec::new();
+        match &mut self.group {
+            Some(heeded) if heeded != group => heeded.clone_from(group),
+            _ => return Vec::new(),
         }
-        self.group = group.clone();
         self.recount()
     }
 
@@ -185,7 +188,9 @@ impl GroupPeers {
         group: BTreeSet<NodeName>,
     ) -> Vec<Counting> {
         self.connected = connected.into_iter().collect();
-        self.group = group;
+        if let Some(heeded) = &mut self.group {
+            *heeded = group;
+        }
         self.recount()
     }
 
@@ -194,7 +199,7 @@ impl GroupPeers {
         let counted: BTreeMap<NodeName, Incarnation> = self
             .connected
             .iter()
-            .filter(|(peer, _)| self.group.contains(*peer))
+            .filter(|(peer, _)| self.group.as_ref().is_none_or(|g| g.contains(*peer)))
             .map(|(peer, incarnation)| (peer.clone(), *incarnation))
             .collect();
         let changed = |from: &BTreeMap<NodeName, Incarnation>,

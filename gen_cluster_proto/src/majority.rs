@@ -532,7 +532,7 @@ impl<S: Clone, B: Clone> Majority<S, B> {
         self.send(peer, hello);
     }
 
-    /// The peer `peer` no longer counts (its link is gone, or it left this node's group).
+    /// The peer `peer` no longer counts (its link is gone).
     pub fn handle_node_down(&mut self, peer: &NodeName, now: Instant) {
         if self.connected.remove(peer).is_none() {
             return;

@@ -407,6 +407,9 @@ pub(crate) struct Wiring<B: LeaderServer> {
     timer: watch::Receiver<Option<Instant>>,
     /// `majority` mode: where the behaviour's replies wait.
     gate: Option<Arc<ReplyGate<B>>>,
+    /// Whether the election counts only the peers of this node's group (see
+    /// [`drive_from_node`]).
+    by_group: bool,
 }
 
 impl<B: LeaderServer> Instance<B> {
@@ -419,6 +422,7 @@ impl<B: LeaderServer> Instance<B> {
             Machine::Priority(_) => None,
             Machine::Majority(quorum) => Some(Arc::clone(&quorum.gate)),
         };
+        let by_group = matches!(machine, Machine::Priority(_));
         let instance = Self {
             behaviour,
             machine,
@@ -439,6 +443,7 @@ impl<B: LeaderServer> Instance<B> {
             standing: standing_seen,
             timer: due,
             gate,
+            by_group,
         };
         (instance, wiring)
     }
@@ -1323,11 +1328,16 @@ fn mixed_modes(peer: &NodeName) {
 /// Starts the task that tells the instance `instance` of node ups and downs, in order, and when
 /// its machine's timer is due; it ends with the instance or the node.
 ///
-/// The election acts on the node's group in the cluster view, not on its raw connections: a
-/// peer is up for the election while it is connected *and* in this node's group. When links are
-/// cut unevenly (A–B cut while both reach C), the view splits the nodes into fully connected
-/// groups that every node computes alike, so C drops A or B from its election as they drop each
-/// other, and each group elects one leader.
+/// The `priority` election acts on the node's group in the cluster view, not on its raw
+/// connections: a peer is up for the election while it is connected *and* in this node's group.
+/// When links are cut unevenly (A–B cut while both reach C), the view splits the nodes into
+/// fully connected groups that every node computes alike, so C drops A or B from its election as
+/// they drop each other, and each group elects one leader.
+///
+/// The `majority` election counts every connected member: any two of its quorums share a voter
+/// whatever the links, so it needs no fully connected group, and heeding one would cost it its
+/// leader for nothing — a node back from a cut is linked to one peer a moment before the other,
+/// and the group rule may set aside, for that moment, a peer that never left.
 pub(crate) fn drive_from_node<B: LeaderServer>(
     node: &Node,
     election: &str,
@@ -1336,19 +1346,26 @@ pub(crate) fn drive_from_node<B: LeaderServer>(
 ) {
     let events = node.subscribe();
     let span = tracing::info_span!("leader", %election);
-    node.spawn_task(
-        span,
-        feed::<B>(node.clone(), instance, events, wiring.timer, wiring.gate),
+    let task = feed::<B>(
+        node.clone(),
+        instance,
+        events,
+        wiring.timer,
+        wiring.gate,
+        wiring.by_group,
     );
+    node.spawn_task(span, task);
 }
 
-/// The peers the election counts, connected now and in this node's group.
-fn group_peers(node: &Node) -> GroupPeers {
+/// The peers the election counts: the members connected now, in this node's group if
+/// `by_group`.
+fn counted_peers(node: &Node, by_group: bool) -> GroupPeers {
     let connected = node
         .peers()
         .into_iter()
+        .filter(|peer| !peer.hidden)
         .map(|peer| (peer.name, peer.incarnation));
-    GroupPeers::new(connected, node.view().group.clone())
+    GroupPeers::new(connected, by_group.then(|| node.view().group.clone()))
 }
 
 /// What the instance is told of a change of the peers it counts.
@@ -1368,12 +1385,13 @@ async fn feed<B: LeaderServer>(
     mut events: broadcast::Receiver<NodeEvent>,
     mut timer: watch::Receiver<Option<Instant>>,
     gate: Option<Arc<ReplyGate<B>>>,
+    by_group: bool,
 ) {
     let mut views = node.view_changes();
     views.borrow_and_update();
     // The peers connected now, read after subscribing to the node's events: an event about
     // them that follows is applied after it, in order.
-    let mut members = group_peers(&node);
+    let mut members = counted_peers(&node, by_group);
     let counted = members.counted().keys().cloned().collect();
     if node
         .send(&instance, InstanceInfo::Connected(counted))
@@ -1417,7 +1435,7 @@ async fn feed<B: LeaderServer>(
                 }
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     tracing::warn!(missed, "an election instance missed node events; resynchronizing");
-                    members = group_peers(&node);
+                    members = counted_peers(&node, by_group);
                     vec![InstanceInfo::Connected(members.counted().keys().cloned().collect())]
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
