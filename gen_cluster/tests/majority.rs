@@ -2,8 +2,9 @@
 //! its behaviour: one leader per term, agreed by all; a write's `Ok` only once a quorum of the
 //! voters holds it; a leader cut from its voters never acknowledges and is replaced in a later
 //! term; the minority side fails calls with `NoQuorum` instead of waiting; a restarted voter
-//! keeps its term on disk and catches up; a leader that shuts down hands over; the settings
-//! that cannot run are refused at start. Scenarios on the in-memory network run in paused time,
+//! keeps its term on disk and catches up; a leader that shuts down hands over; a node started
+//! with other voters stops the election while it is connected; the settings that cannot run
+//! are refused at start. Scenarios on the in-memory network run in paused time,
 //! where cuts hold bytes as a hung link does.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
@@ -293,6 +294,51 @@ async fn a_leader_that_shuts_down_hands_over_and_the_fence_refuses_its_term(net:
     );
 }
 
+/// Node d, started with the voters c, d, e, meets a, b and c, started with a, b, c: with e, its
+/// list could have a quorum of its own beside a and b's. Every node that sees it abstains (no
+/// leader, calls refused with `NoQuorum`, the stranger named in the status) until it leaves;
+/// then a, b and c elect again, with every acknowledged write.
+async fn a_node_started_with_other_voters_stops_the_election_until_it_leaves(net: Net) {
+    let nodes = net.loner_mesh(&["a", "b", "c"]).await;
+    let (dicts, _dirs) = start_dicts(&nodes).await;
+    let all: Vec<&Leader<Dict>> = dicts.iter().collect();
+    let first = agreed(&all).await;
+    dicts[0].leader_call(put("before", "0"), T).await.unwrap();
+
+    let stranger = net.start(common::loner_config("d")).await;
+    let other_voters = ["c", "d", "e"].map(|n| NodeName::new(n).unwrap());
+    let dir = scratch_dir("majority");
+    let dict_d = start_dict(&stranger, &other_voters, &dir).await;
+    for node in &nodes {
+        common::connect(&stranger, node).await;
+    }
+    tokio::time::timeout(HANG, async {
+        while all.iter().any(|dict| followed(dict).is_some()) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("no node follows a leader while the stranger is connected");
+    for dict in &dicts {
+        let refused = dict.leader_call(put("during", "1"), T).await;
+        assert_eq!(refused, Err(LeaderCallError::NoQuorum));
+        let status = dict.status(T).await.unwrap();
+        assert_eq!(status.refused, [stranger.name().clone()]);
+    }
+    assert_eq!(dict_d.status(T).await.unwrap().refused, names(&nodes));
+    assert_eq!(followed(&dict_d), None);
+
+    stranger.shutdown().await;
+    let second = agreed_after(&all, first.term).await;
+    let leader = nodes
+        .iter()
+        .position(|n| *n.name() == second.leader)
+        .unwrap();
+    dicts[1].leader_call(put("after", "2"), T).await.unwrap();
+    assert_eq!(value(&dicts[leader], "before").await.as_deref(), Some("0"));
+    assert_eq!(value(&dicts[leader], "during").await, None);
+}
+
 /// Voters a, b, c and a worker w, in memory, w's links to the voters 2 ms each way (and, with
 /// `bytes_per_second`, that slow), running the dictionary once they agree on a leader.
 async fn voters_and_a_slow_worker(bytes_per_second: Option<u64>) -> (Vec<Node>, Vec<Leader<Dict>>) {
@@ -422,6 +468,7 @@ on_both_transports!(
     three_voters_agree_on_one_leader_and_an_acknowledged_write_is_held_by_a_quorum,
     a_restarted_voter_keeps_its_term_and_catches_up,
     a_leader_that_shuts_down_hands_over_and_the_fence_refuses_its_term,
+    a_node_started_with_other_voters_stops_the_election_until_it_leaves,
 );
 
 #[tokio::test]

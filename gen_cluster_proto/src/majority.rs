@@ -57,6 +57,14 @@
 //!    ([`MajorityMessage::TimeoutNow`]); voters grant such a vote despite rule 3. A voter that
 //!    sees its leader's link close stands after a short delay by its rank among the voters,
 //!    without waiting for its timeout: a crash is seen at once, a hang after `t`.
+//! 7. **One list of voters.** Every node greets a peer with its list of voters. Two lists could
+//!    each have a quorum of nodes that hold it, with no node in both (`a, b, c` on a and b;
+//!    `c, d, e` on c, d and e), and elect a leader each. So a node linked to a peer whose list
+//!    differs (as a set) abstains while that link lives: it leads no more, follows no one,
+//!    neither stands nor votes, and heeds no message but greetings; the runtime is told
+//!    ([`MajorityAction::Refused`]) to say which node to fix. The peer, greeted with this
+//!    node's list, abstains too, so nodes that meet cannot keep two leaders; nodes of two lists
+//!    that never meet are two clusters, which no protocol can tell from one.
 //!
 //! Workers (nodes not among the voters) follow and never vote. The machine is generic over `S`,
 //! the behaviour's state, and `B`, its broadcasts; it never looks inside either. Costs: O(voters)
@@ -110,12 +118,14 @@ pub struct Durable {
 /// this life).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum MajorityMessage<S, B> {
-    /// Sent when the peer is counted: the sender's term and what it holds.
+    /// Sent when the peer is counted: the sender's term, what it holds and its voters.
     Hello {
         /// The sender's term.
         term: u64,
         /// What it holds.
         held: Option<Position>,
+        /// The voters it was started with (rule 7).
+        voters: Vec<NodeName>,
     },
     /// Would the receiver vote for the sender in `term` (one past the sender's own)?
     PreVote {
@@ -270,6 +280,14 @@ pub enum MajorityAction<S, B> {
         /// The leader.
         leader: NodeName,
     },
+    /// The peer `node` was started with other voters: this node abstains while it is linked to
+    /// it (rule 7). Tell the operator.
+    Refused {
+        /// The peer.
+        node: NodeName,
+        /// Its voters.
+        voters: Vec<NodeName>,
+    },
 }
 
 /// Only the leader broadcasts.
@@ -366,6 +384,9 @@ pub struct Majority<S, B> {
     amnesiac: bool,
     /// The peers counted now, with what each last said it holds, once it said.
     connected: BTreeMap<NodeName, Option<Option<Position>>>,
+    /// The peers counted now that were started with other voters: while there is one, this
+    /// node abstains (rule 7).
+    refused: BTreeSet<NodeName>,
     /// When a voter that does not lead stands next.
     stand_at: Option<Instant>,
     rng: u64,
@@ -394,6 +415,7 @@ impl<S: Clone, B: Clone> Majority<S, B> {
             },
             held: None,
             connected: BTreeMap::new(),
+            refused: BTreeSet::new(),
             stand_at: None,
             rng,
             actions: VecDeque::new(),
@@ -484,6 +506,16 @@ impl<S: Clone, B: Clone> Majority<S, B> {
         self.connected.keys()
     }
 
+    /// The peers counted now that were started with other voters (rule 7).
+    pub fn refused(&self) -> &BTreeSet<NodeName> {
+        &self.refused
+    }
+
+    /// Whether this node abstains: a peer it counts was started with other voters (rule 7).
+    pub fn abstains(&self) -> bool {
+        !self.refused.is_empty()
+    }
+
     /// On the leader: hands `state` (its behaviour's state now) to `to`. Called for each
     /// member an [`MajorityAction::Elected`] names.
     pub fn send_state(&mut self, to: NodeName, state: S) -> Result<(), NotLeader> {
@@ -525,16 +557,20 @@ impl<S: Clone, B: Clone> Majority<S, B> {
             return;
         }
         self.connected.insert(peer.clone(), None);
-        let hello = MajorityMessage::Hello {
-            term: self.durable.term,
-            held: self.held,
-        };
+        let hello = self.hello();
         self.send(peer, hello);
     }
 
     /// The peer `peer` no longer counts (its link is gone).
     pub fn handle_node_down(&mut self, peer: &NodeName, now: Instant) {
         if self.connected.remove(peer).is_none() {
+            return;
+        }
+        if self.refused.remove(peer) {
+            if !self.abstains() {
+                // Rule 7: the lists agree again; stand in time if no leader speaks.
+                self.reset_timer(now);
+            }
             return;
         }
         match &mut self.role {
@@ -568,6 +604,9 @@ impl<S: Clone, B: Clone> Majority<S, B> {
 
     /// Time passed.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.abstains() {
+            return;
+        }
         if let Role::Leader(leading) = &self.role {
             if leading.next_heartbeat <= now {
                 if !self.heard_quorum_within(now, self.config.election_timeout) {
@@ -629,11 +668,19 @@ impl<S: Clone, B: Clone> Majority<S, B> {
 
     /// A message from `from`'s instance. Only a peer this node counts is heard.
     pub fn handle_message(&mut self, from: NodeName, message: MajorityMessage<S, B>, now: Instant) {
-        if from == self.me || !self.connected.contains_key(&from) {
+        if from == self.me || !self.connected.contains_key(&from) || self.refused.contains(&from) {
             return;
+        }
+        if let MajorityMessage::Hello { voters, .. } = &message
+            && !same_voters(voters, &self.config.voters)
+        {
+            return self.refuse(from, voters.clone());
         }
         if let Some(held) = held_of(&message) {
             self.connected.insert(from.clone(), Some(held));
+        }
+        if self.abstains() {
+            return;
         }
         let term = term_of(&message);
         if term == u64::MAX {
@@ -1007,6 +1054,24 @@ impl<S: Clone, B: Clone> Majority<S, B> {
         self.send_to_all(&heartbeat);
     }
 
+    /// This node's greeting.
+    fn hello(&self) -> MajorityMessage<S, B> {
+        MajorityMessage::Hello {
+            term: self.durable.term,
+            held: self.held,
+            voters: self.config.voters.clone(),
+        }
+    }
+
+    /// Rule 7: `peer` was started with `voters`, not this node's: abstain while it is linked.
+    fn refuse(&mut self, peer: NodeName, voters: Vec<NodeName>) {
+        self.refused.insert(peer.clone());
+        self.lose_leader();
+        self.stand_at = None;
+        self.actions
+            .push_back(MajorityAction::Refused { node: peer, voters });
+    }
+
     /// Stops leading (check-quorum failed, or a resignation).
     fn step_down(&mut self, now: Instant) {
         self.lose_leader();
@@ -1081,10 +1146,7 @@ impl<S: Clone, B: Clone> Majority<S, B> {
                 held: None,
                 round: 0,
             },
-            MajorityMessage::Hello { .. } => MajorityMessage::Hello {
-                term,
-                held: self.held,
-            },
+            MajorityMessage::Hello { .. } => self.hello(),
             // A reply or an answer of an earlier term needs none.
             _ => return,
         };
@@ -1182,6 +1244,11 @@ fn fnv1a(text: &str) -> u64 {
     })
 }
 
+/// Whether two lists name the same voters, in any order.
+fn same_voters(theirs: &[NodeName], ours: &[NodeName]) -> bool {
+    theirs.iter().collect::<BTreeSet<_>>() == ours.iter().collect::<BTreeSet<_>>()
+}
+
 fn term_of<S, B>(message: &MajorityMessage<S, B>) -> u64 {
     match message {
         MajorityMessage::Hello { term, .. }
@@ -1236,28 +1303,39 @@ mod tests {
 
     impl Net {
         fn new(count: usize) -> Self {
-            let now = Instant::now();
-            let config = MajorityConfig {
-                voters: (0..count).map(name).collect(),
-                election_timeout: T,
-                heartbeat: BEAT,
-            };
-            let nodes = (0..count)
-                .map(|i| Majority::new(name(i), config.clone(), Durable::default(), now, i as u64))
-                .collect();
-            let mut net = Self {
-                now,
-                nodes,
-                disks: vec![Durable::default(); count],
-                links: BTreeSet::new(),
-                seen: vec![Vec::new(); count],
-            };
+            let voters: Vec<usize> = (0..count).collect();
+            let mut net = Self::unlinked(&vec![&voters[..]; count]);
             for a in 0..count {
                 for b in a + 1..count {
                     net.link(a, b, true);
                 }
             }
             net
+        }
+
+        /// Node `i` started with the voters `voters[i]`; no links yet.
+        fn unlinked(voters: &[&[usize]]) -> Self {
+            let now = Instant::now();
+            let count = voters.len();
+            let nodes = voters
+                .iter()
+                .enumerate()
+                .map(|(i, list)| {
+                    let config = MajorityConfig {
+                        voters: list.iter().map(|&v| name(v)).collect(),
+                        election_timeout: T,
+                        heartbeat: BEAT,
+                    };
+                    Majority::new(name(i), config, Durable::default(), now, i as u64)
+                })
+                .collect();
+            Self {
+                now,
+                nodes,
+                disks: vec![Durable::default(); count],
+                links: BTreeSet::new(),
+                seen: vec![Vec::new(); count],
+            }
         }
 
         fn link(&mut self, a: usize, b: usize, up: bool) {
@@ -1584,6 +1662,65 @@ mod tests {
     }
 
     #[test]
+    fn nodes_of_two_voter_lists_that_meet_abstain_until_the_other_list_is_gone() {
+        // n0, n1 hold `n0, n1, n2`; n2, n3, n4 hold `n2, n3, n4`: disjoint quorums.
+        let (first, second): (&[usize], &[usize]) = (&[0, 1, 2], &[2, 3, 4]);
+        let mut net = Net::unlinked(&[first, first, second, second, second]);
+        let within = |a: usize, b: usize| (a < 2) == (b < 2);
+        let pairs: Vec<(usize, usize)> = (0..5)
+            .flat_map(|a| (a + 1..5).map(move |b| (a, b)))
+            .collect();
+        for &(a, b) in pairs.iter().filter(|(a, b)| within(*a, *b)) {
+            net.link(a, b, true);
+        }
+        // Apart they are two clusters: a leader each.
+        net.pass(T * 20);
+        let leaders = net.leaders();
+        assert_eq!(leaders.len(), 2, "{leaders:?}");
+        assert!(leaders[0] < 2 && leaders[1] >= 2, "{leaders:?}");
+
+        // Met, no one leads, follows, stands or votes, however long they wait.
+        for &(a, b) in pairs.iter().filter(|(a, b)| !within(*a, *b)) {
+            net.link(a, b, true);
+        }
+        let terms: Vec<u64> = net.nodes.iter().map(Majority::term).collect();
+        net.pass(T * 50);
+        assert_eq!(net.leaders(), Vec::<usize>::new());
+        for (i, node) in net.nodes.iter().enumerate() {
+            assert!(node.abstains(), "n{i}");
+            assert_eq!(node.leader(), None, "n{i}");
+            assert_eq!(node.term(), terms[i], "n{i} stood or voted");
+            assert_eq!(node.poll_timeout(), None, "n{i}");
+            let other_list = |peer: &NodeName| (i < 2) != (peer.as_str() < "n2");
+            assert!(node.refused().iter().all(other_list), "n{i}");
+            let refused =
+                |a: &MajorityAction<u32, u32>| matches!(a, MajorityAction::Refused { .. });
+            assert!(net.seen[i].iter().any(refused), "n{i} was not told");
+        }
+        let now = net.now;
+        assert_eq!(net.nodes[2].broadcast(1, now), Err(NotLeader));
+
+        // The second list's nodes leave: the first list's elect again, among themselves.
+        for &(a, b) in pairs.iter().filter(|(a, b)| !within(*a, *b)) {
+            net.link(a, b, false);
+        }
+        net.pass(T * 20);
+        let leaders = net.leaders();
+        assert_eq!(leaders.len(), 2, "{leaders:?}");
+        assert!(net.nodes.iter().all(|node| !node.abstains()));
+    }
+
+    #[test]
+    fn a_voter_list_in_another_order_is_the_same_list() {
+        let mut net = Net::unlinked(&[&[0, 1, 2], &[2, 1, 0], &[1, 0, 2]]);
+        for (a, b) in [(0, 1), (0, 2), (1, 2)] {
+            net.link(a, b, true);
+        }
+        net.elect();
+        assert!(net.nodes.iter().all(|node| !node.abstains()));
+    }
+
+    #[test]
     fn extreme_terms_and_numbers_from_a_peer_neither_panic_nor_move_anything_backwards() {
         let mut net = Net::new(3);
         let leader = net.elect();
@@ -1594,6 +1731,7 @@ mod tests {
         let hello = MajorityMessage::Hello {
             term: u64::MAX,
             held: None,
+            voters: net.nodes[follower].voters().to_vec(),
         };
         net.nodes[follower].handle_message(name(leader), hello, now);
         assert_eq!(net.nodes[follower].term(), term);

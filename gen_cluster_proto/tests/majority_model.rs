@@ -211,6 +211,9 @@ fn drain(system: &mut System, i: usize) {
                     system.pending.retain(|(n, ..)| *n != i);
                 }
             }
+            MajorityAction::Refused { node, .. } => {
+                panic!("{node} refused: every node has the same voters")
+            }
         }
     }
 }

@@ -330,6 +330,9 @@ impl Sim {
                         self.pending_reads.retain(|read| read.node != i);
                     }
                 }
+                MajorityAction::Refused { node, .. } => {
+                    panic!("{node} refused: every node has the same voters")
+                }
             }
         }
     }

@@ -264,8 +264,8 @@ impl<B: LeaderServer> Machine<B> {
         }
     }
 
-    /// Whether this node counts a quorum of voters (itself included); always in the `priority`
-    /// mode, which needs none.
+    /// Whether this node counts a quorum of voters (itself included) and abstains for no peer of
+    /// other voters; always in the `priority` mode, which needs none.
     fn has_quorum(&self) -> bool {
         let Self::Majority(quorum) = self else {
             return true;
@@ -277,7 +277,7 @@ impl<B: LeaderServer> Machine<B> {
         let voters = machine.voters();
         let counted = machine.connected().filter(|n| voters.contains(n)).count();
         let me = usize::from(voters.contains(machine.me()));
-        counted + me >= majority::quorum(voters.len())
+        !machine.abstains() && counted + me >= majority::quorum(voters.len())
     }
 
     fn standing(&self) -> Standing {
@@ -489,7 +489,7 @@ impl<B: LeaderServer> Instance<B> {
                     workers.map(|&n| n.clone()).collect(),
                     alive,
                     absent.cloned().collect(),
-                    Vec::new(),
+                    machine.refused().iter().cloned().collect(),
                 )
             }
         };
@@ -811,6 +811,14 @@ impl<B: LeaderServer> Instance<B> {
                     .gated
                     .drain(..)
                     .for_each(|gated| gated.route.leader_died());
+            }
+            MajorityAction::Refused { node, voters } => {
+                tracing::error!(
+                    peer = %node,
+                    theirs = ?voters,
+                    ours = ?quorum.machine.voters(),
+                    "a connected node was started with other voters; no node here leads, stands or votes while it is connected: give every node the same candidate list"
+                );
             }
         }
         Flow::Continue

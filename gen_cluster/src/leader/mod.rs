@@ -37,6 +37,10 @@
 //! - With no leader known, a call fails with [`LeaderCallError::NoQuorum`] at once when this
 //!   node counts fewer than a quorum of voters (it is on the minority side), and after twice the
 //!   election timeout otherwise (no election was won meanwhile).
+//! - A node connected to a peer started with other voters (not the same set) abstains while
+//!   that peer is connected — it leads no more, neither stands nor votes, and fails calls with
+//!   `NoQuorum` — and logs an error naming the peer; the peer does the same. Two lists could
+//!   otherwise each have a quorum of their own and elect two leaders.
 //! - A leader that stops (its node shuts down) hands over to the voter furthest along, which
 //!   stands at once.
 //!
@@ -212,7 +216,9 @@ pub struct LeaderStatus {
     /// in the answer to [`Leader::status`]; empty in the status the callbacks are given (they
     /// can read `node.view()`), which is built for every local call.
     pub nodes: Vec<KnownNode>,
-    /// Connected nodes refused for a candidate list that conflicts with this node's.
+    /// Connected nodes refused for a candidate list that conflicts with this node's (in the
+    /// `majority` mode, any list of other voters: while one is connected this node neither
+    /// leads nor votes).
     pub refused: Vec<NodeName>,
 }
 
@@ -224,7 +230,9 @@ pub struct LeaderConfig {
     pub name: String,
     /// The candidates, highest priority first; the same list on every node. A node not in it
     /// is a worker. A candidate added later goes at the end of the list; a node whose list
-    /// conflicts with this one (not the same, nor one extending the other) is refused.
+    /// conflicts with this one (not the same, nor one extending the other) is refused. In the
+    /// `majority` mode any other set of voters is refused, and stops the election where it is
+    /// seen (see [`LeaderStatus::refused`]).
     pub candidates: Vec<NodeName>,
     /// Workers known in advance; others may join at any time.
     pub workers: Vec<NodeName>,
@@ -358,9 +366,10 @@ pub enum LeaderCallError {
     #[error("the election's instance is not running or not reachable")]
     NotRunning,
     /// `majority` mode: no leader with a quorum of voters could be reached — this node counts
-    /// fewer than a quorum of voters (it is on a minority side), or no election was won within
-    /// twice the election timeout. The request was not handled; call again once the voters
-    /// are reachable.
+    /// fewer than a quorum of voters (it is on a minority side), a node connected to it was
+    /// started with other voters (no node that sees it leads or votes: see the error logged and
+    /// [`LeaderStatus::refused`]), or no election was won within twice the election timeout.
+    /// The request was not handled; call again once the voters are reachable.
     #[error(
         "no leader with a quorum of voters is reachable from this node; the request was not handled"
     )]
