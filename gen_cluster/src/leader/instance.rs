@@ -476,7 +476,11 @@ impl<B: LeaderServer> Instance<B> {
             Machine::Majority(quorum) => {
                 let machine = &quorum.machine;
                 let voters = machine.voters();
-                let counted: BTreeSet<&NodeName> = machine.connected().collect();
+                let refused = machine.refused();
+                let counted: BTreeSet<&NodeName> = machine
+                    .connected()
+                    .filter(|n| !refused.contains(*n))
+                    .collect();
                 let workers = counted.iter().filter(|n| !voters.contains(n));
                 let mut alive: Vec<NodeName> = counted.iter().map(|&n| n.clone()).collect();
                 alive.push(node.name().clone());
@@ -489,7 +493,7 @@ impl<B: LeaderServer> Instance<B> {
                     workers.map(|&n| n.clone()).collect(),
                     alive,
                     absent.cloned().collect(),
-                    machine.refused().iter().cloned().collect(),
+                    refused.iter().cloned().collect(),
                 )
             }
         };
