@@ -14,7 +14,9 @@
 //! - The `majority` election: a netsplit {a} | {b, c} leaves a without a leader (its writes
 //!   refused with `NoQuorum`, none acknowledged) while b or c leads a later term and takes
 //!   writes; after the heal a holds every acknowledged write, and its return unseats no one
-//!   (every node is still in the majority side's term). A leader paused with SIGSTOP is
+//!   (every node is still in the majority side's term). With one edge of the triangle cut
+//!   (the leader and a follower), the leader keeps its quorum and its term through the other
+//!   follower, and the cut one holds every write after the heal. A leader paused with SIGSTOP is
 //!   deposed, and once resumed no write is acknowledged in its old term.
 //!
 //! Needs root, `ip` (iproute2) and `iptables`. Where namespaces cannot be made the test fails
@@ -475,6 +477,62 @@ fn a_majority_netsplit_leaves_the_minority_without_a_leader_and_the_heal_loses_n
             Some(during_term),
             "{host} after the heal: {status}"
         );
+    }
+    register.finish();
+}
+
+/// `majority` election, a triangle with one edge cut: the leader and one follower drop each
+/// other's packets, both still reach the other follower. The leader keeps its quorum through
+/// that follower, which hears it and so refuses the cut follower's pre-votes: one leader, in
+/// the same term, takes writes throughout, while the cut follower, leaderless, acknowledges
+/// none. After the heal the cut follower holds every write, still in that term.
+#[test]
+fn a_majority_triangle_with_one_edge_cut_keeps_its_leader_and_term() {
+    let Some(net) = Net::new('u') else { return };
+    let dirs = DataDirs::new('u');
+    let hosts: Vec<Host> = HOSTS
+        .iter()
+        .map(|h| Host::start_majority(&net, h, &dirs.0))
+        .collect();
+    let (leader, term) = hosts[0].wait_term_after(0);
+    let register = RegisterClients::start(&net);
+    let at = HOSTS.iter().position(|h| *h == leader).unwrap();
+    let (cut, through) = (HOSTS[(at + 1) % 3], HOSTS[(at + 2) % 3]);
+    dict(&net, through, &["put", "before", "0"]);
+
+    net.cut_between(&leader, cut, true);
+    // Until the cut follower has been without a leader for twice the election timeout (it
+    // says NoQuorum then), its writes fail one way or another, or are taken by the leader.
+    loop {
+        match try_dict(&net, cut, &["put", "cut", "x"]) {
+            Ok(output) => assert_eq!(written_term(&output), term, "{output}"),
+            Err(error) if error.contains(NO_QUORUM) => break,
+            Err(_) => {}
+        }
+    }
+    for (i, host) in [leader.as_str(), through].into_iter().enumerate() {
+        let written = dict(&net, host, &["put", &format!("during{i}"), "1"]);
+        assert_eq!(written_term(&written), term, "{written}");
+    }
+
+    net.cut_between(&leader, cut, false);
+    let deadline = Instant::now() + HANG;
+    loop {
+        let listed = dict(&net, cut, &["list"]);
+        let keys: Vec<&str> = listed.lines().filter(|l| !l.starts_with("r\t")).collect();
+        let held = keys.iter().any(|k| k.starts_with("before\t"))
+            && keys.iter().any(|k| k.starts_with("during0\t"))
+            && keys.iter().any(|k| k.starts_with("during1\t"));
+        if held && status(&net, cut)["leader"] == leader.as_str() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{cut} holds {listed:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for host in HOSTS {
+        let status = status(&net, host);
+        let now_term = status["election"]["term"].as_u64();
+        assert_eq!(now_term, Some(term), "{host}: {status}");
     }
     register.finish();
 }
