@@ -232,6 +232,10 @@ pub enum DecodeError {
     /// The bytes from a peer do not decode as the expected type.
     #[error("malformed message: {0}")]
     Malformed(postcard::Error),
+    /// The bytes from a peer decode as the expected type with bytes left over: the peer's type
+    /// is another version of it (a field added, say). Give both nodes the same version.
+    #[error("message decoded with {0} bytes left over: the peer sends another version of its type")]
+    TrailingBytes(usize),
 }
 
 /// A one-way message could not be sent. (A message sent to a process that does not exist is

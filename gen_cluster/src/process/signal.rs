@@ -160,7 +160,14 @@ impl Payload {
                         expected: std::any::type_name::<T>(),
                     })
             }
-            Payload::Encoded(bytes) => postcard::from_bytes(&bytes).map_err(DecodeError::Malformed),
+            Payload::Encoded(bytes) => {
+                let (value, rest) =
+                    postcard::take_from_bytes(&bytes).map_err(DecodeError::Malformed)?;
+                match rest.len() {
+                    0 => Ok(value),
+                    left => Err(DecodeError::TrailingBytes(left)),
+                }
+            }
         }
     }
 }
@@ -192,5 +199,23 @@ impl ReplyRoute {
             }
             ReplyRoute::Remote(remote) => remote.reply(&value),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+    use super::*;
+
+    #[test]
+    fn a_message_from_a_peer_with_bytes_left_over_is_refused() {
+        let mut bytes = postcard::to_stdvec(&(5u32, "a".to_string())).unwrap();
+        let exact = Payload::Encoded(Bytes::from(bytes.clone())).decode::<(u32, String)>();
+        assert_eq!(exact, Ok((5, "a".to_string())));
+        // A newer version of the type, with a field added at the end.
+        bytes.extend(postcard::to_stdvec(&vec!["b".to_string()]).unwrap());
+        let newer = Payload::Encoded(Bytes::from(bytes)).decode::<(u32, String)>();
+        assert_eq!(newer, Err(DecodeError::TrailingBytes(3)));
     }
 }
