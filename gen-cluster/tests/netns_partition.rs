@@ -928,7 +928,10 @@ fn an_8_mib_cast_over_a_20_mbit_link_is_not_silence_and_small_calls_pass_it() {
             small_calls >= 10,
             "{small_calls} small calls passed the cast"
         );
-        assert!(slowest < Duration::from_millis(500), "{slowest:?}");
+        // Behind the whole cast a call would take seconds. Most take under 0.15 s; a segment
+        // dropped at the shaper that fast retransmit does not recover costs the stream a TCP
+        // retransmission timeout (200 ms, doubling), which has taken the slowest to 0.65 s.
+        assert!(slowest < Duration::from_secs(1), "{slowest:?}");
         while let Ok(event) = events.try_recv() {
             assert!(!matches!(event, NodeEvent::NodeDown { .. }), "{event:?}");
         }
