@@ -13,7 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{
-    HANG, free_port, loner, loner_config, next_event, real_peer, scratch_dir, wait_until,
+    HANG, ScratchDir, free_port, loner, loner_config, next_event, real_peer, scratch_dir,
+    wait_until,
 };
 use gen_cluster::{
     Discover, Discovery, DiscoveryEvent, Dns, DnsA, DnsSrv, HostType, Node, NodeEvent,
@@ -381,6 +382,8 @@ struct Dnsmasq {
     process: tokio::process::Child,
     hosts: std::path::PathBuf,
     addr: SocketAddr,
+    /// Holds the hosts file (declared last: removed after the process is killed).
+    _dir: ScratchDir,
 }
 
 impl Dnsmasq {
@@ -422,6 +425,7 @@ impl Dnsmasq {
             process,
             hosts: hosts_file,
             addr,
+            _dir: dir,
         };
         let probe = DnsSrv::new(Dns::server(addr), SERVICE, HostType::Hostname);
         tokio::time::timeout(HANG, async {

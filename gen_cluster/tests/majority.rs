@@ -15,7 +15,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{HANG, Net, scratch_dir};
+use common::{HANG, Net, ScratchDir, scratch_dir};
 use gen_cluster::services::dict::{Dict, Read, ReadReply, Request, Write};
 use gen_cluster::{
     DataDirError, ElectionId, ElectionMode, Fence, Leader, LeaderCallError, LeaderConfig, Node,
@@ -48,7 +48,7 @@ async fn start_dict(node: &Node, voters: &[NodeName], dir: &Path) -> Leader<Dict
 }
 
 /// The dictionary on every node, each with a data directory of its own.
-async fn start_dicts(nodes: &[Node]) -> (Vec<Leader<Dict>>, Vec<std::path::PathBuf>) {
+async fn start_dicts(nodes: &[Node]) -> (Vec<Leader<Dict>>, Vec<ScratchDir>) {
     let voters = names(nodes);
     let mut dicts = Vec::new();
     let mut dirs = Vec::new();
@@ -340,8 +340,11 @@ async fn a_node_started_with_other_voters_stops_the_election_until_it_leaves(net
 }
 
 /// Voters a, b, c and a worker w, in memory, w's links to the voters 2 ms each way (and, with
-/// `bytes_per_second`, that slow), running the dictionary once they agree on a leader.
-async fn voters_and_a_slow_worker(bytes_per_second: Option<u64>) -> (Vec<Node>, Vec<Leader<Dict>>) {
+/// `bytes_per_second`, that slow), running the dictionary once they agree on a leader; with the
+/// data directories, to hold while they run.
+async fn voters_and_a_slow_worker(
+    bytes_per_second: Option<u64>,
+) -> (Vec<Node>, Vec<Leader<Dict>>, Vec<ScratchDir>) {
     let net = Net::memory();
     let Net::Memory(memory) = &net else {
         unreachable!()
@@ -354,13 +357,15 @@ async fn voters_and_a_slow_worker(bytes_per_second: Option<u64>) -> (Vec<Node>, 
     }
     let nodes = net.loner_mesh(&["a", "b", "c", "w"]).await;
     let voters = names(&nodes[..3]);
-    let mut dicts = Vec::new();
+    let (mut dicts, mut dirs) = (Vec::new(), Vec::new());
     for node in &nodes {
-        dicts.push(start_dict(node, &voters, &scratch_dir("majority-worker")).await);
+        let dir = scratch_dir("majority-worker");
+        dicts.push(start_dict(node, &voters, &dir).await);
+        dirs.push(dir);
     }
     let all: Vec<&Leader<Dict>> = dicts.iter().collect();
     agreed(&all).await;
-    (nodes, dicts)
+    (nodes, dicts, dirs)
 }
 
 /// `writers` tasks each write `writes` keys through `through`, and read each back from `copy`
@@ -398,7 +403,7 @@ async fn each_write_answered_is_in(
 /// for the answer to the one before, which the worker gives last.
 #[tokio::test(start_paused = true)]
 async fn a_write_answered_to_a_worker_is_in_the_workers_copy_already() {
-    let (_nodes, dicts) = voters_and_a_slow_worker(None).await;
+    let (_nodes, dicts, _dirs) = voters_and_a_slow_worker(None).await;
     each_write_answered_is_in(&dicts[3], &dicts[3], 64, 7, "v").await;
 }
 
@@ -408,7 +413,7 @@ async fn a_write_answered_to_a_worker_is_in_the_workers_copy_already() {
 /// reply to the forwarding instance never overtakes the batch that carries its write.
 #[tokio::test(start_paused = true)]
 async fn a_write_forwarded_by_a_worker_is_in_its_copy_when_the_reply_arrives() {
-    let (nodes, dicts) = voters_and_a_slow_worker(Some(10_000_000)).await;
+    let (nodes, dicts, _dirs) = voters_and_a_slow_worker(Some(10_000_000)).await;
     let through = Leader::<Dict>::at(&nodes[3], nodes[3].name(), "dict");
     each_write_answered_is_in(&dicts[3], &through, 16, 4, &"v".repeat(70 * 1024)).await;
 }
@@ -418,7 +423,7 @@ async fn a_write_forwarded_by_a_worker_is_in_its_copy_when_the_reply_arrives() {
 /// until a quorum's answer moves its progress; nothing else would send it here).
 #[tokio::test(start_paused = true)]
 async fn a_worker_gets_a_write_it_did_not_ask_for_once_a_quorum_holds_it() {
-    let (_nodes, dicts) = voters_and_a_slow_worker(None).await;
+    let (_nodes, dicts, _dirs) = voters_and_a_slow_worker(None).await;
     let heartbeat = LeaderConfig::new("any", Vec::new()).heartbeat;
     for i in 0..10 {
         let key = format!("k{i}");
@@ -443,9 +448,11 @@ async fn a_worker_of_a_single_voter_keeps_following_it_while_idle() {
     let net = Net::memory();
     let nodes = net.loner_mesh(&["solo", "w"]).await;
     let voters = names(&nodes[..1]);
-    let mut dicts = Vec::new();
+    let (mut dicts, mut dirs) = (Vec::new(), Vec::new());
     for node in &nodes {
-        dicts.push(start_dict(node, &voters, &scratch_dir("majority-solo-worker")).await);
+        let dir = scratch_dir("majority-solo-worker");
+        dicts.push(start_dict(node, &voters, &dir).await);
+        dirs.push(dir);
     }
     let election = agreed(&[&dicts[0], &dicts[1]]).await;
     tokio::time::sleep(ELECTION_TIMEOUT * 6).await;

@@ -150,7 +150,6 @@ async fn a_tls_cluster_of_three_runs_the_dictionary() {
         };
         assert_eq!(tokio::time::timeout(HANG, value).await.unwrap(), "blue");
     }
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test]
@@ -199,7 +198,6 @@ async fn a_node_does_not_start_with_a_certificate_its_peers_would_refuse() {
     // A wildcard certificate names every node under it.
     let wildcard = ca.issue_for("wild", &["*.clients.example"], -1, 1);
     assert!(Tls::load(wildcard, name("x1.clients.example")).is_ok());
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test]
@@ -223,7 +221,6 @@ async fn a_peer_under_another_ca_is_refused_on_both_sides() {
     assert!(error.contains("cluster's CA"), "{error}");
     assert!(!a.is_connected(&name("x")) && !x.is_connected(&name("a")));
     assert!(events.try_recv().is_err(), "a saw no node up");
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test]
@@ -242,7 +239,6 @@ async fn a_peer_whose_certificate_does_not_name_it_is_refused_after_its_proof() 
     assert!(error.contains("not valid for the node name b"), "{error}");
     assert!(error.contains("refused the peer"), "{error}");
     assert!(!a.is_connected(&name("b")) && !b.is_connected(&name("a")));
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test]
@@ -257,7 +253,6 @@ async fn plaintext_and_tls_nodes_refuse_each_other() {
     assert!(error.contains("TLS: "), "{error}");
     assert!(error.contains("does not speak TLS"), "{error}");
     assert!(!secure.is_connected(&name("p")) && !plain.is_connected(&name("a")));
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// An outsider with a certificate of the cluster's CA but expired, speaking TLS itself: the
@@ -280,7 +275,6 @@ async fn an_expired_certificate_is_refused() {
         error.contains("CertificateExpired") || error.contains("closed"),
         "{error}"
     );
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// Dials `node` with TLS as `files` says (no check of the node's certificate), sends a byte and
@@ -378,7 +372,6 @@ async fn every_certificate_and_the_ca_rotate_while_the_cluster_runs() {
             );
         }
     }
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// The TLS handshake runs in the connection's own task under the pre-auth deadline: silent
@@ -402,5 +395,4 @@ async fn silent_sockets_do_not_keep_a_tls_peer_out() {
     connect(&b, &a).await;
     assert!(started.elapsed() < HANG);
     drop(silent);
-    let _ = std::fs::remove_dir_all(dir);
 }

@@ -388,15 +388,32 @@ pub fn real_peer(program: &str) -> Option<std::path::PathBuf> {
     found
 }
 
-/// A new empty directory under the system's temporary directory.
-pub fn scratch_dir(purpose: &str) -> std::path::PathBuf {
+/// A directory under the system's temporary directory, removed with what it holds when dropped.
+pub struct ScratchDir(std::path::PathBuf);
+
+impl std::ops::Deref for ScratchDir {
+    type Target = std::path::Path;
+
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A new empty directory under the system's temporary directory, for as long as it is held.
+pub fn scratch_dir(purpose: &str) -> ScratchDir {
     static COUNT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let dir =
         std::env::temp_dir().join(format!("gen-cluster-{purpose}-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    ScratchDir(dir)
 }
 
 /// A loopback port free at the time of asking.
