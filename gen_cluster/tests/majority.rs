@@ -305,13 +305,15 @@ async fn a_node_started_with_other_voters_stops_the_election_until_it_leaves(net
     let first = agreed(&all).await;
     dicts[0].leader_call(put("before", "0"), T).await.unwrap();
 
+    // Connected first, then started, as the CLI starts a node: the stranger's greetings may
+    // reach instances that do not count it yet, and theirs reach it before it counts them.
     let stranger = net.start(common::loner_config("d")).await;
-    let other_voters = ["c", "d", "e"].map(|n| NodeName::new(n).unwrap());
-    let dir = scratch_dir("majority");
-    let dict_d = start_dict(&stranger, &other_voters, &dir).await;
     for node in &nodes {
         common::connect(&stranger, node).await;
     }
+    let other_voters = ["c", "d", "e"].map(|n| NodeName::new(n).unwrap());
+    let dir = scratch_dir("majority");
+    let dict_d = start_dict(&stranger, &other_voters, &dir).await;
     tokio::time::timeout(HANG, async {
         while all.iter().any(|dict| followed(dict).is_some()) {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -509,6 +511,16 @@ async fn settings_that_cannot_run_a_majority_election_are_refused_at_start() {
         .err();
     assert!(
         matches!(error, Some(StartError::BadElectionConfig(_))),
+        "{error:?}"
+    );
+
+    let b = NodeName::new("b").unwrap();
+    let named_twice = [node.name().clone(), b.clone(), b.clone(), b];
+    let error = Leader::start(&node, majority_config(&named_twice, &dir), Dict::default())
+        .await
+        .err();
+    assert!(
+        matches!(&error, Some(StartError::BadElectionConfig(why)) if why.contains("twice")),
         "{error:?}"
     );
 

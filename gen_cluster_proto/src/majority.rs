@@ -57,7 +57,9 @@
 //!    ([`MajorityMessage::TimeoutNow`]); voters grant such a vote despite rule 3. A voter that
 //!    sees its leader's link close stands after a short delay by its rank among the voters,
 //!    without waiting for its timeout: a crash is seen at once, a hang after `t`.
-//! 7. **One list of voters.** Every node greets a peer with its list of voters. Two lists could
+//! 7. **One list of voters.** Every node greets a peer with its list of voters, and answers a
+//!    peer's first greeting with its own (a message from a peer not counted yet goes unheard,
+//!    and the peer may have greeted this node before this node counted it). Two lists could
 //!    each have a quorum of nodes that hold it, with no node in both (`a, b, c` on a and b;
 //!    `c, d, e` on c, d and e), and elect a leader each. So a node linked to a peer whose list
 //!    differs (as a set) abstains while that link lives: it leads no more, follows no one,
@@ -371,6 +373,15 @@ struct Answer {
     sent_at: Instant,
 }
 
+/// What a node knows of a peer it counts, since it began to count it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+struct Peer {
+    /// What the peer last said it holds, once it said.
+    held: Option<Option<Position>>,
+    /// Whether its greeting arrived.
+    greeted: bool,
+}
+
 /// One node's `majority` election state (cloned, compared and hashed by model checkers).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Majority<S, B> {
@@ -382,8 +393,8 @@ pub struct Majority<S, B> {
     /// Whether this node took part in a term in an earlier life and holds nothing yet in this
     /// one: what it acknowledged then is lost to it (rule 2).
     amnesiac: bool,
-    /// The peers counted now, with what each last said it holds, once it said.
-    connected: BTreeMap<NodeName, Option<Option<Position>>>,
+    /// The peers counted now.
+    connected: BTreeMap<NodeName, Peer>,
     /// The peers counted now that were started with other voters: while there is one, this
     /// node abstains (rule 7).
     refused: BTreeSet<NodeName>,
@@ -556,7 +567,7 @@ impl<S: Clone, B: Clone> Majority<S, B> {
         if peer == self.me {
             return;
         }
-        self.connected.insert(peer.clone(), None);
+        self.connected.insert(peer.clone(), Peer::default());
         let hello = self.hello();
         self.send(peer, hello);
     }
@@ -671,13 +682,25 @@ impl<S: Clone, B: Clone> Majority<S, B> {
         if from == self.me || !self.connected.contains_key(&from) || self.refused.contains(&from) {
             return;
         }
+        let peer = self.connected.entry(from.clone()).or_default();
+        let first_greeting = matches!(message, MajorityMessage::Hello { .. }) && !peer.greeted;
+        if first_greeting {
+            // The peer may have greeted this node before this node counted it, and that
+            // greeting was not heard: answer its first greeting with this node's own, so that
+            // both ends know each other's voters (rule 7) however their link-ups were ordered.
+            peer.greeted = true;
+            let hello = self.hello();
+            self.send(from.clone(), hello);
+        }
         if let MajorityMessage::Hello { voters, .. } = &message
             && !same_voters(voters, &self.config.voters)
         {
             return self.refuse(from, voters.clone());
         }
-        if let Some(held) = held_of(&message) {
-            self.connected.insert(from.clone(), Some(held));
+        if let Some(held) = held_of(&message)
+            && let Some(peer) = self.connected.get_mut(&from)
+        {
+            peer.held = Some(held);
         }
         if self.abstains() {
             return;
@@ -717,7 +740,7 @@ impl<S: Clone, B: Clone> Majority<S, B> {
         }
         match message {
             MajorityMessage::Hello { .. } => {
-                if self.is_leader() {
+                if self.is_leader() && first_greeting {
                     // A member just met: it gets the state.
                     self.actions.push_back(MajorityAction::Elected {
                         term,
@@ -921,7 +944,15 @@ impl<S: Clone, B: Clone> Majority<S, B> {
                 .voters
                 .iter()
                 .filter(|v| **v != self.me)
-                .all(|voter| matches!(self.connected.get(voter), Some(Some(None))))
+                .all(|voter| {
+                    matches!(
+                        self.connected.get(voter),
+                        Some(Peer {
+                            held: Some(None),
+                            ..
+                        })
+                    )
+                })
     }
 
     /// Whether this node heard a live leader within the election timeout (rule 3).
@@ -1338,6 +1369,19 @@ mod tests {
             }
         }
 
+        /// Links `a` and `b`, `a` counting `b` and greeting it before `b` counts `a`: what `a`
+        /// sends meanwhile goes unheard, as in a runtime that tells each end of a link-up
+        /// apart from the messages on it.
+        fn link_first_at(&mut self, a: usize, b: usize) {
+            let now = self.now;
+            self.links.insert((a, b));
+            self.links.insert((b, a));
+            self.nodes[a].handle_node_up(name(b), now);
+            self.run();
+            self.nodes[b].handle_node_up(name(a), now);
+            self.run();
+        }
+
         fn link(&mut self, a: usize, b: usize, up: bool) {
             let now = self.now;
             if up {
@@ -1708,6 +1752,34 @@ mod tests {
         let leaders = net.leaders();
         assert_eq!(leaders.len(), 2, "{leaders:?}");
         assert!(net.nodes.iter().all(|node| !node.abstains()));
+    }
+
+    #[test]
+    fn both_ends_of_a_link_learn_the_others_voters_whichever_counted_the_other_first() {
+        // n0, n1, n2 hold `n0, n1, n2`; n3, n4 hold `n2, n3, n4`; the only link across is
+        // n2–n3, and n2's greeting reaches n3 before n3 counts n2.
+        let (first, second): (&[usize], &[usize]) = (&[0, 1, 2], &[2, 3, 4]);
+        let mut net = Net::unlinked(&[first, first, first, second, second]);
+        for (a, b) in [(0, 1), (0, 2), (1, 2), (3, 4)] {
+            net.link(a, b, true);
+        }
+        net.link_first_at(2, 3);
+        assert_eq!(net.nodes[2].refused(), &BTreeSet::from([name(3)]));
+        assert_eq!(net.nodes[3].refused(), &BTreeSet::from([name(2)]));
+        // n0 and n1 are a quorum of their list with no link to the other: they may elect. The
+        // second list's n4 alone is no quorum of its own, with n3 abstaining.
+        net.pass(T * 20);
+        let leaders = net.leaders();
+        assert!(matches!(leaders[..], [] | [0] | [1]), "{leaders:?}");
+
+        // Two nodes of one list, the same way round: each greeted once more, no one refused.
+        let mut net = Net::unlinked(&[first, first, first]);
+        net.link(0, 1, true);
+        net.link_first_at(2, 0);
+        net.link_first_at(1, 2);
+        net.elect();
+        assert!(net.nodes.iter().all(|node| !node.abstains()));
+        assert!(net.nodes.iter().all(|node| node.held().is_some()));
     }
 
     #[test]

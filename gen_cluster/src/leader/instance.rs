@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use gen_cluster_proto::election::{Election, ElectionAction, ElectionMessage};
 use gen_cluster_proto::majority::{self, Majority, MajorityAction, MajorityMessage};
-use gen_cluster_proto::{ExitReason, NodeName, Pid};
+use gen_cluster_proto::{ExitReason, Incarnation, NodeName, Pid};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
@@ -487,7 +487,7 @@ impl<B: LeaderServer> Instance<B> {
                 alive.sort();
                 let absent = voters
                     .iter()
-                    .filter(|n| *n != node.name() && !counted.contains(n));
+                    .filter(|n| *n != node.name() && !counted.contains(n) && !refused.contains(*n));
                 (
                     voters.to_vec(),
                     workers.map(|&n| n.clone()).collect(),
@@ -1369,15 +1369,21 @@ pub(crate) fn drive_from_node<B: LeaderServer>(
     node.spawn_task(span, task);
 }
 
+/// The members connected now, with their lives.
+fn linked_members(node: &Node) -> impl Iterator<Item = (NodeName, Incarnation)> {
+    node.peers()
+        .into_iter()
+        .filter(|peer| !peer.hidden)
+        .map(|peer| (peer.name, peer.incarnation))
+}
+
 /// The peers the election counts: the members connected now, in this node's group if
 /// `by_group`.
 fn counted_peers(node: &Node, by_group: bool) -> GroupPeers {
-    let connected = node
-        .peers()
-        .into_iter()
-        .filter(|peer| !peer.hidden)
-        .map(|peer| (peer.name, peer.incarnation));
-    GroupPeers::new(connected, by_group.then(|| node.view().group.clone()))
+    GroupPeers::new(
+        linked_members(node),
+        by_group.then(|| node.view().group.clone()),
+    )
 }
 
 /// What the instance is told of a change of the peers it counts.
@@ -1447,8 +1453,12 @@ async fn feed<B: LeaderServer>(
                 }
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     tracing::warn!(missed, "an election instance missed node events; resynchronizing");
-                    members = counted_peers(&node, by_group);
-                    vec![InstanceInfo::Connected(members.counted().keys().cloned().collect())]
+                    // A peer that restarted meanwhile leaves in its old life and joins in its
+                    // new one, so that the machine forgets what the old life said.
+                    let group = node.view().group.clone();
+                    let mut changes = told(members.resync(linked_members(&node), group));
+                    changes.push(InstanceInfo::Connected(members.counted().keys().cloned().collect()));
+                    changes
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
             },

@@ -47,6 +47,7 @@
 //! Callbacks are plain functions: they change the state and return at once, so that elections
 //! and calls are never held up by one of them. Do slow work in tasks of your own.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -278,6 +279,10 @@ impl LeaderConfig {
         let invalid = |why: &str| Err(StartError::BadElectionConfig(why.to_string()));
         if self.candidates.is_empty() {
             return invalid("a majority election needs candidates: they are its voters");
+        }
+        let distinct: BTreeSet<&NodeName> = self.candidates.iter().collect();
+        if distinct.len() < self.candidates.len() {
+            return invalid("a candidate is named twice: each voter counts once in a quorum");
         }
         if self.heartbeat.is_zero() || self.heartbeat >= self.election_timeout {
             return invalid("the heartbeat must be above zero and below the election timeout");
