@@ -11,8 +11,8 @@ use gen_cluster::services::dict::{self, Dict};
 use gen_cluster::services::echo::{self, Echo};
 use gen_cluster::services::roster::{Roster, RosterChange};
 use gen_cluster::{
-    Clustered, Discovery, Dns, DnsA, DnsSrv, ElectionId, Epmd, Leader, MemberConfig, Node,
-    NodeEvent, NodeId, NodeName, NodeState, Pid, Seed, StaticPeers, Tls,
+    Clustered, Discovery, Dns, DnsA, DnsSrv, ElectionId, ElectionMode, Epmd, Leader, MemberConfig,
+    Node, NodeEvent, NodeId, NodeName, NodeState, Pid, Seed, StaticPeers, Tls,
 };
 use serde_json::json;
 use tokio::sync::mpsc::UnboundedSender;
@@ -39,6 +39,18 @@ async fn next_leader(
         return std::future::pending().await;
     }
     Some(changes.borrow_and_update().clone())
+}
+
+/// The nodes connected to this one that were started with other voters (`majority` mode): while
+/// there is one, no node that sees it leads, stands or votes.
+async fn refused_voters(dictionary: &Leader<Dict>) -> Vec<NodeName> {
+    match dictionary.status(Duration::from_secs(1)).await {
+        Ok(status) => status.refused,
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the election's status");
+            Vec::new()
+        }
+    }
 }
 
 /// The global dictionary, if the settings name its candidates.
@@ -134,6 +146,9 @@ async fn serve(args: Settings) -> Result<()> {
     }
     let dictionary = start_dictionary(&node, &args).await?;
     let mut leader_changes = dictionary.as_ref().and_then(Leader::leader_changes);
+    let majority = args
+        .leader_config(dict::ELECTION)
+        .is_some_and(|config| config.mode == ElectionMode::Majority);
     if let Some((bound, metrics)) = http {
         let addr = bound.addr()?;
         bound.serve(
@@ -161,7 +176,11 @@ async fn serve(args: Settings) -> Result<()> {
                 }
             }
             Some(election) = next_leader(&mut leader_changes) => {
-                printer.print_leader(election.as_ref());
+                let refused = match (&election, &dictionary) {
+                    (None, Some(dictionary)) if majority => refused_voters(dictionary).await,
+                    _ => Vec::new(),
+                };
+                printer.print_leader(election.as_ref(), &refused);
             }
             _ = tokio::signal::ctrl_c() => break,
             _ = terminate.recv() => break,
@@ -448,9 +467,19 @@ impl Printer {
     }
 
     /// The leader followed changed: who, and in the majority election its term; or none is
-    /// known (`reason` `none`) while the nodes elect.
-    fn print_leader(&self, election: Option<&ElectionId>) {
-        const ELECTING: &str = "no leader known; electing";
+    /// known (`reason` `none`) while the nodes elect, or while nodes started with other voters
+    /// (`refused`) are connected.
+    fn print_leader(&self, election: Option<&ElectionId>, refused: &[NodeName]) {
+        let why_none = match refused {
+            [] => "no leader known; electing".to_string(),
+            _ => {
+                let names: Vec<&str> = refused.iter().map(NodeName::as_str).collect();
+                format!(
+                    "no leader while {} is connected: it was started with other voters",
+                    names.join(",")
+                )
+            }
+        };
         let at = At::now();
         let leader = election.map(|e| e.leader.as_str());
         let term = election.map(|e| e.term).filter(|term| *term > 0);
@@ -458,7 +487,7 @@ impl Printer {
             EventFormat::Json => json!({
                 "event": "leader", "node": self.node, "leader": leader, "term": term,
                 "reason": election.is_none().then_some("none"),
-                "detail": election.is_none().then_some(ELECTING), "ts_ms": at.ms(),
+                "detail": election.is_none().then_some(&why_none), "ts_ms": at.ms(),
             })
             .to_string(),
             EventFormat::Text => {
@@ -466,7 +495,7 @@ impl Printer {
                 match (leader, term) {
                     (Some(leader), Some(term)) => line += &format!(" leader={leader} term={term}"),
                     (Some(leader), None) => line += &format!(" leader={leader}"),
-                    (None, _) => line += &format!(" leader=none reason=\"{ELECTING}\""),
+                    (None, _) => line += &format!(" leader=none reason=\"{why_none}\""),
                 }
                 line
             }
