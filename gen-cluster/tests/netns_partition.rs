@@ -455,30 +455,41 @@ fn a_majority_netsplit_leaves_the_minority_without_a_leader_and_the_heal_loses_n
     );
 
     net.link("a", "up");
-    let deadline = Instant::now() + HANG;
-    loop {
-        let listed = dict(&net, "a", &["list"]);
-        // Besides the register `r` of the clients beside.
-        let keys: Vec<&str> = listed.lines().filter(|l| !l.starts_with("r\t")).collect();
-        let status = status(&net, "a");
-        if keys == ["before\t0", "during\t1"] && status["leader"] != "a" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "a holds {listed:?}, {status}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until_caught_up(&net, "a", |entries, status| {
+        entries == ["before\t0", "during\t1"] && status["leader"] != "a"
+    });
     // The node back from the cut unseats no one: every node is in the term the majority side
     // wrote in.
-    for host in HOSTS {
-        let status = status(&net, host);
-        let now_term = status["election"]["term"].as_u64();
-        assert_eq!(
-            now_term,
-            Some(during_term),
-            "{host} after the heal: {status}"
-        );
-    }
+    assert_every_node_in_term(&net, during_term);
     register.finish();
+}
+
+/// Waits until `caught_up` holds of `host`'s dictionary entries (`key\tvalue`, besides the
+/// register `r` of the clients beside) and its election status.
+fn wait_until_caught_up(net: &Net, host: &str, caught_up: impl Fn(&[&str], &Value) -> bool) {
+    let deadline = Instant::now() + HANG;
+    loop {
+        let listed = dict(net, host, &["list"]);
+        let entries: Vec<&str> = listed.lines().filter(|l| !l.starts_with("r\t")).collect();
+        let status = status(net, host);
+        if caught_up(&entries, &status) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{host} holds {listed:?}, {status}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Asserts that every node's election is in `term`.
+fn assert_every_node_in_term(net: &Net, term: u64) {
+    for host in HOSTS {
+        let status = status(net, host);
+        let now_term = status["election"]["term"].as_u64();
+        assert_eq!(now_term, Some(term), "{host}: {status}");
+    }
 }
 
 /// `majority` election, a triangle with one edge cut: the leader and one follower drop each
@@ -516,24 +527,11 @@ fn a_majority_triangle_with_one_edge_cut_keeps_its_leader_and_term() {
     }
 
     net.cut_between(&leader, cut, false);
-    let deadline = Instant::now() + HANG;
-    loop {
-        let listed = dict(&net, cut, &["list"]);
-        let keys: Vec<&str> = listed.lines().filter(|l| !l.starts_with("r\t")).collect();
-        let held = keys.iter().any(|k| k.starts_with("before\t"))
-            && keys.iter().any(|k| k.starts_with("during0\t"))
-            && keys.iter().any(|k| k.starts_with("during1\t"));
-        if held && status(&net, cut)["leader"] == leader.as_str() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{cut} holds {listed:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    for host in HOSTS {
-        let status = status(&net, host);
-        let now_term = status["election"]["term"].as_u64();
-        assert_eq!(now_term, Some(term), "{host}: {status}");
-    }
+    wait_until_caught_up(&net, cut, |entries, status| {
+        let holds = |key: &str| entries.iter().any(|e| e.starts_with(&format!("{key}\t")));
+        holds("before") && holds("during0") && holds("during1") && status["leader"] == *leader
+    });
+    assert_every_node_in_term(&net, term);
     register.finish();
 }
 
