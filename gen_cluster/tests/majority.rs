@@ -47,14 +47,22 @@ async fn start_dict(node: &Node, voters: &[NodeName], dir: &Path) -> Leader<Dict
         .unwrap()
 }
 
-/// The dictionary on every node, each with a data directory of its own.
+/// The dictionary on every node, all of them voters, each with a data directory of its own.
 async fn start_dicts(nodes: &[Node]) -> (Vec<Leader<Dict>>, Vec<ScratchDir>) {
-    let voters = names(nodes);
+    start_dicts_among(nodes, &names(nodes)).await
+}
+
+/// The dictionary among `voters` on every node, each with a data directory of its own (to hold
+/// while they run).
+async fn start_dicts_among(
+    nodes: &[Node],
+    voters: &[NodeName],
+) -> (Vec<Leader<Dict>>, Vec<ScratchDir>) {
     let mut dicts = Vec::new();
     let mut dirs = Vec::new();
     for node in nodes {
         let dir = scratch_dir("majority");
-        dicts.push(start_dict(node, &voters, &dir).await);
+        dicts.push(start_dict(node, voters, &dir).await);
         dirs.push(dir);
     }
     (dicts, dirs)
@@ -359,12 +367,7 @@ async fn voters_and_a_slow_worker(
     }
     let nodes = net.loner_mesh(&["a", "b", "c", "w"]).await;
     let voters = names(&nodes[..3]);
-    let (mut dicts, mut dirs) = (Vec::new(), Vec::new());
-    for node in &nodes {
-        let dir = scratch_dir("majority-worker");
-        dicts.push(start_dict(node, &voters, &dir).await);
-        dirs.push(dir);
-    }
+    let (dicts, dirs) = start_dicts_among(&nodes, &voters).await;
     let all: Vec<&Leader<Dict>> = dicts.iter().collect();
     agreed(&all).await;
     (nodes, dicts, dirs)
@@ -450,12 +453,7 @@ async fn a_worker_of_a_single_voter_keeps_following_it_while_idle() {
     let net = Net::memory();
     let nodes = net.loner_mesh(&["solo", "w"]).await;
     let voters = names(&nodes[..1]);
-    let (mut dicts, mut dirs) = (Vec::new(), Vec::new());
-    for node in &nodes {
-        let dir = scratch_dir("majority-solo-worker");
-        dicts.push(start_dict(node, &voters, &dir).await);
-        dirs.push(dir);
-    }
+    let (dicts, _dirs) = start_dicts_among(&nodes, &voters).await;
     let election = agreed(&[&dicts[0], &dicts[1]]).await;
     tokio::time::sleep(ELECTION_TIMEOUT * 6).await;
     assert_eq!(
