@@ -679,10 +679,15 @@ impl<S: Clone, B: Clone> Majority<S, B> {
 
     /// A message from `from`'s instance. Only a peer this node counts is heard.
     pub fn handle_message(&mut self, from: NodeName, message: MajorityMessage<S, B>, now: Instant) {
-        if from == self.me || !self.connected.contains_key(&from) || self.refused.contains(&from) {
+        if from == self.me || self.refused.contains(&from) {
             return;
         }
-        let peer = self.connected.entry(from.clone()).or_default();
+        let Some(peer) = self.connected.get_mut(&from) else {
+            return;
+        };
+        if let Some(held) = held_of(&message) {
+            peer.held = Some(held);
+        }
         let first_greeting = matches!(message, MajorityMessage::Hello { .. }) && !peer.greeted;
         if first_greeting {
             // The peer may have greeted this node before this node counted it, and that
@@ -696,11 +701,6 @@ impl<S: Clone, B: Clone> Majority<S, B> {
             && !same_voters(voters, &self.config.voters)
         {
             return self.refuse(from, voters.clone());
-        }
-        if let Some(held) = held_of(&message)
-            && let Some(peer) = self.connected.get_mut(&from)
-        {
-            peer.held = Some(held);
         }
         if self.abstains() {
             return;
