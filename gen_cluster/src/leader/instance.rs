@@ -477,8 +477,10 @@ impl<B: LeaderServer> Instance<B> {
                 let machine = &quorum.machine;
                 let voters = machine.voters();
                 let refused = machine.refused();
-                let counted: BTreeSet<&NodeName> = machine
-                    .connected()
+                let connected: BTreeSet<&NodeName> = machine.connected().collect();
+                let counted: BTreeSet<&NodeName> = connected
+                    .iter()
+                    .copied()
                     .filter(|n| !refused.contains(*n))
                     .collect();
                 let workers = counted.iter().filter(|n| !voters.contains(n));
@@ -487,7 +489,7 @@ impl<B: LeaderServer> Instance<B> {
                 alive.sort();
                 let absent = voters
                     .iter()
-                    .filter(|n| *n != node.name() && !counted.contains(n) && !refused.contains(*n));
+                    .filter(|n| *n != node.name() && !connected.contains(n));
                 (
                     voters.to_vec(),
                     workers.map(|&n| n.clone()).collect(),
