@@ -55,8 +55,8 @@
 //!    index; no clock is trusted).
 //! 6. **Handover.** A leader that resigns tells the voter furthest along to stand at once
 //!    ([`MajorityMessage::TimeoutNow`]); voters grant such a vote despite rule 3. A voter that
-//!    sees its leader's link close stands after a short delay by its rank among the voters,
-//!    without waiting for its timeout: a crash is seen at once, a hang after `t`.
+//!    sees its leader's link close stands after a short delay by its rank among the voters
+//!    (by name), without waiting for its timeout: a crash is seen at once, a hang after `t`.
 //! 7. **One list of voters.** Every node greets a peer with its list of voters, and answers a
 //!    peer's first greeting with its own (a message from a peer not counted yet goes unheard,
 //!    and the peer may have greeted this node before this node counted it). Two lists could
@@ -1214,16 +1214,16 @@ impl<S: Clone, B: Clone> Majority<S, B> {
         self.config.voters.contains(node)
     }
 
-    /// How long a voter waits to stand after its leader's link closed: its rank among the
-    /// voters still connected, in heartbeat intervals.
+    /// How long a voter waits to stand after its leader's link closed: its rank, by name, among
+    /// the voters still connected, in heartbeat intervals. By name, not by list position: lists
+    /// in other orders are the same list (rule 7), and must rank the voters alike.
     fn rank_delay(&self) -> Duration {
         let rank = self
             .config
             .voters
             .iter()
-            .filter(|v| **v == self.me || self.connected.contains_key(*v))
-            .position(|v| *v == self.me)
-            .unwrap_or(0);
+            .filter(|v| **v < self.me && self.connected.contains_key(*v))
+            .count();
         self.config.heartbeat * u32::try_from(rank).unwrap_or(u32::MAX)
     }
 
@@ -1672,6 +1672,23 @@ mod tests {
             1,
             "a new leader within one heartbeat, not {T:?}"
         );
+    }
+
+    #[test]
+    fn voters_listed_in_other_orders_still_stand_one_at_a_time() {
+        // Each node lists itself first: ranked by its own list, every survivor would stand at
+        // once and split the vote.
+        let mut net = Net::unlinked(&[&[0, 1, 2], &[1, 2, 0], &[2, 0, 1]]);
+        for (a, b) in [(0, 1), (0, 2), (1, 2)] {
+            net.link(a, b, true);
+        }
+        let leader = net.elect();
+        for i in (0..3).filter(|&i| i != leader) {
+            net.link(leader, i, false);
+        }
+        net.pass(BEAT);
+        let leaders: Vec<usize> = net.leaders().into_iter().filter(|&i| i != leader).collect();
+        assert_eq!(leaders.len(), 1, "a new leader within one heartbeat");
     }
 
     #[test]
