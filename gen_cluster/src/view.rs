@@ -657,3 +657,107 @@ async fn sleep_until(wake: Option<std::time::Instant>) {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+    use super::*;
+
+    fn name(text: &str) -> NodeName {
+        NodeName::new(text).unwrap()
+    }
+
+    fn lives(peers: &[(&str, u64)]) -> Vec<(NodeName, Incarnation)> {
+        peers
+            .iter()
+            .map(|&(peer, life)| (name(peer), Incarnation(life)))
+            .collect()
+    }
+
+    fn group(peers: &[&str]) -> BTreeSet<NodeName> {
+        peers.iter().map(|peer| name(peer)).collect()
+    }
+
+    fn counted(peers: &GroupPeers) -> Vec<(String, u64)> {
+        let ids: BTreeSet<NodeId> = peers.counted_ids().collect();
+        let names: BTreeSet<NodeId> = peers.counted().keys().map(NodeName::id).collect();
+        assert_eq!(ids, names, "the ids follow the peers counted");
+        peers
+            .counted()
+            .iter()
+            .map(|(peer, life)| (peer.as_str().to_string(), life.0))
+            .collect()
+    }
+
+    #[test]
+    fn without_a_group_every_connected_peer_counts_and_a_new_life_leaves_then_joins() {
+        let mut peers = GroupPeers::new(lives(&[("b", 1)]), None);
+        assert_eq!(counted(&peers), [("b".into(), 1)]);
+        assert_eq!(
+            peers.link_up(name("c"), Incarnation(1)),
+            [Counting::Joins(name("c"))]
+        );
+        // The group is not heeded: a view that leaves `c` out changes nothing.
+        assert!(peers.group_changed(&group(&["a", "b"])).is_empty());
+        assert_eq!(
+            peers.link_up(name("b"), Incarnation(2)),
+            [
+                Counting::Leaves(name("b"), Incarnation(1)),
+                Counting::Joins(name("b"))
+            ]
+        );
+        peers.link_down(&name("c"));
+        assert_eq!(counted(&peers), [("b".into(), 2)]);
+    }
+
+    #[test]
+    fn with_a_group_only_the_connected_peers_in_it_count() {
+        let mut peers = GroupPeers::new(lives(&[("b", 1), ("c", 1)]), Some(group(&["a", "b"])));
+        assert_eq!(counted(&peers), [("b".into(), 1)]);
+        assert_eq!(
+            peers.group_changed(&group(&["a", "c"])),
+            [
+                Counting::Leaves(name("b"), Incarnation(1)),
+                Counting::Joins(name("c"))
+            ]
+        );
+        // In the group but not connected: counted once its link is up.
+        assert!(peers.group_changed(&group(&["a", "c", "d"])).is_empty());
+        assert_eq!(
+            peers.link_up(name("d"), Incarnation(1)),
+            [Counting::Joins(name("d"))]
+        );
+        assert!(peers.counts(name("d").id()));
+        assert!(!peers.counts(name("b").id()));
+    }
+
+    #[test]
+    fn after_missed_events_a_resync_tells_every_change_the_events_would_have() {
+        // Missed: `b` restarted, `c` went down, `d` came up, and the group grew to take in `e`.
+        let mut peers = GroupPeers::new(
+            lives(&[("b", 1), ("c", 1), ("e", 1)]),
+            Some(group(&["a", "b", "c", "d"])),
+        );
+        let now = (
+            lives(&[("b", 2), ("d", 1), ("e", 1)]),
+            group(&["a", "b", "c", "d", "e"]),
+        );
+        assert_eq!(
+            peers.resync(now.0.clone(), now.1.clone()),
+            [
+                Counting::Leaves(name("b"), Incarnation(1)),
+                Counting::Leaves(name("c"), Incarnation(1)),
+                Counting::Joins(name("b")),
+                Counting::Joins(name("d")),
+                Counting::Joins(name("e")),
+            ]
+        );
+        assert_eq!(
+            counted(&peers),
+            [("b".into(), 2), ("d".into(), 1), ("e".into(), 1)]
+        );
+        // Nothing missed: nothing to tell.
+        assert!(peers.resync(now.0, now.1).is_empty());
+    }
+}
