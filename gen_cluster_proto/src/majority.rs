@@ -41,7 +41,9 @@
 //!    ran ahead after a pre-vote won and a vote lost: its next message then deposes the
 //!    leader, once, as in etcd). A refusal names the
 //!    refuser's term, and a pre-candidate behind it adopts it: a node whose term ran ahead
-//!    while it could not win does not block the others for good (etcd#9586).
+//!    while it could not win does not block the others for good (etcd#9586). A voter met while
+//!    a node stands (their link came up meanwhile) is asked at once, once it greets: what was
+//!    asked before went unheard, and waiting would cost an election timeout.
 //! 4. **Check-quorum.** A leader whose messages sent within the last `t` no quorum (itself
 //!    included) has answered steps down: a leader cut off from its quorum stops leading within
 //!    one election timeout, and at once when its links to the voters close.
@@ -56,7 +58,8 @@
 //! 6. **Handover.** A leader that resigns tells the voter furthest along to stand at once
 //!    ([`MajorityMessage::TimeoutNow`]); voters grant such a vote despite rule 3. A voter that
 //!    sees its leader's link close stands after a short delay by its rank among the voters
-//!    (by name), without waiting for its timeout: a crash is seen at once, a hang after `t`.
+//!    (by name), without waiting for its timeout: a crash is seen at once, a hang after `t`. So
+//!    does a leader whose links to its quorum closed.
 //! 7. **One list of voters.** Every node greets a peer with its list of voters, and answers a
 //!    peer's first greeting with its own (a message from a peer not counted yet goes unheard,
 //!    and the peer may have greeted this node before this node counted it). Two lists could
@@ -317,10 +320,11 @@ enum Role {
     PreCandidate {
         granted: BTreeSet<NodeName>,
     },
-    /// Standing in its own term since `since`.
+    /// Standing in its own term since `since`; `handover`: asked to by its resigning leader.
     Candidate {
         granted: BTreeSet<NodeName>,
         since: Instant,
+        handover: bool,
     },
     Leader(Leading),
 }
@@ -595,8 +599,11 @@ impl<S: Clone, B: Clone> Majority<S, B> {
                     .filter(|node| self.config.voters.contains(node))
                     .count();
                 if voters + 1 < quorum(self.config.voters.len()) {
-                    // Rule 4: its quorum is gone for sure.
+                    // Rule 4: its quorum is gone for sure. Rule 6: the closes were seen at
+                    // once, so it stands again by rank, as a follower whose leader's link
+                    // closed does: a voter whose link comes back is asked at once (rule 3).
                     self.step_down(now);
+                    self.stand_at = Some(now + self.rank_delay());
                 }
             }
             Role::Follower {
@@ -679,6 +686,43 @@ impl<S: Clone, B: Clone> Majority<S, B> {
 
     /// A message from `from`'s instance. Only a peer this node counts is heard.
     pub fn handle_message(&mut self, from: NodeName, message: MajorityMessage<S, B>, now: Instant) {
+        let first_greeting = matches!(message, MajorityMessage::Hello { .. })
+            && self.connected.get(&from).is_some_and(|peer| !peer.greeted);
+        self.heed(from.clone(), message, now);
+        if first_greeting && self.connected.contains_key(&from) && !self.abstains() {
+            self.ask_met_voter(from);
+        }
+    }
+
+    /// Rule 3: a voter met while this node stands (their link came up meanwhile) is asked at
+    /// once. What this node asked before it counted the voter went unheard, and the voter
+    /// counts this node now that it greeted it; left unasked, it would cost a whole election
+    /// timeout (a follower that restarted and met the leader before the other follower, when
+    /// that leader resigns or is lost).
+    fn ask_met_voter(&mut self, voter: NodeName) {
+        if !self.is_voter(&voter) {
+            return;
+        }
+        let request = match &self.role {
+            Role::PreCandidate { granted } if !granted.contains(&voter) => {
+                MajorityMessage::PreVote {
+                    term: self.durable.term + 1,
+                    held: self.held,
+                }
+            }
+            Role::Candidate {
+                granted, handover, ..
+            } if !granted.contains(&voter) => MajorityMessage::Vote {
+                term: self.durable.term,
+                held: self.held,
+                handover: *handover,
+            },
+            _ => return,
+        };
+        self.send(voter, request);
+    }
+
+    fn heed(&mut self, from: NodeName, message: MajorityMessage<S, B>, now: Instant) {
         if from == self.me || self.refused.contains(&from) {
             return;
         }
@@ -1015,6 +1059,7 @@ impl<S: Clone, B: Clone> Majority<S, B> {
         self.role = Role::Candidate {
             granted: BTreeSet::from([self.me.clone()]),
             since: now,
+            handover,
         };
         if quorum(self.config.voters.len()) <= 1 {
             return self.lead(now);
@@ -1028,7 +1073,7 @@ impl<S: Clone, B: Clone> Majority<S, B> {
     }
 
     fn lead(&mut self, now: Instant) {
-        let Role::Candidate { granted, since } = &self.role else {
+        let Role::Candidate { granted, since, .. } = &self.role else {
             return;
         };
         let term = self.durable.term;
@@ -1689,6 +1734,66 @@ mod tests {
         net.pass(BEAT);
         let leaders: Vec<usize> = net.leaders().into_iter().filter(|&i| i != leader).collect();
         assert_eq!(leaders.len(), 1, "a new leader within one heartbeat");
+    }
+
+    #[test]
+    fn a_voter_met_while_standing_is_asked_at_once_not_after_a_timeout() {
+        // The two followers are not linked yet (one just restarted) when the leader resigns:
+        // the successor's vote request and the other's pre-vote go unheard.
+        let mut net = Net::new(3);
+        let leader = net.elect();
+        let (f1, f2) = match leader {
+            0 => (1, 2),
+            1 => (0, 2),
+            _ => (0, 1),
+        };
+        net.link(f1, f2, false);
+        // The leader resigns and stops: what it sends still arrives, nothing reaches it.
+        net.nodes[leader].resign(net.now);
+        net.links.remove(&(f1, leader));
+        net.links.remove(&(f2, leader));
+        net.run();
+        net.link(leader, f1, false);
+        net.link(leader, f2, false);
+        // The follower not asked stands by rank, and asks no one it can reach.
+        net.pass(BEAT / 2);
+        assert!(net.leaders().is_empty());
+        // Their link comes up: whoever stands asks the other as soon as they greet.
+        net.link(f1, f2, true);
+        net.pass(BEAT);
+        assert_eq!(
+            net.leaders().len(),
+            1,
+            "a new leader within one heartbeat, not after a timeout of {T:?} or more"
+        );
+    }
+
+    #[test]
+    fn a_leader_whose_voters_links_closed_stands_again_as_soon_as_one_is_back() {
+        // The successor wins with its resigning leader's vote before it is linked to the
+        // other follower; the resigned leader then stops, and the winner's quorum is gone.
+        let mut net = Net::new(3);
+        let leader = net.elect();
+        let followers: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+        net.link(followers[0], followers[1], false);
+        net.nodes[leader].resign(net.now);
+        net.run();
+        let [successor] = net.leaders()[..] else {
+            panic!("a handover: {:?}", net.leaders());
+        };
+        let other = followers.into_iter().find(|&i| i != successor).unwrap();
+        net.link(leader, successor, false);
+        net.link(leader, other, false);
+        net.pass(BEAT / 2);
+        assert!(net.leaders().is_empty(), "no quorum is linked");
+        // The successor holds the later position: only it can win, and it stands at once.
+        net.link(successor, other, true);
+        net.pass(BEAT);
+        assert_eq!(
+            net.leaders(),
+            vec![successor],
+            "a new leader within one heartbeat, not after a timeout of {T:?} or more"
+        );
     }
 
     #[test]
