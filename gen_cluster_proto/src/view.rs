@@ -39,7 +39,12 @@
 //!   ([`ViewAction::Disconnect`]) and dialed again, with backoff, as any member that is not
 //!   connected: once most of its watchers get through (the node is back), their records no
 //!   longer accuse it. A node that connects to this one while unreachable is watched by it. A
-//!   closed connection needs no quorum: each end sees it at once.
+//!   closed connection needs no quorum: each end sees it at once. A record names the nodes its
+//!   author lost, not their lives: this node counts an accusation against the life of the
+//!   accused it held when the record began to list it, and later lives, so a node restarted
+//!   and met by some of its watchers before the others is not set aside for the loss of its
+//!   earlier life. (A watcher that met a later life and lost it again before it flushed its
+//!   record is not counted against that life; the other watchers still are.)
 //!
 //! - A node down for this node, or one that left, is forgotten once it has been so for
 //!   [`forget_after`](View::with_forget_after) ([`View::handle_tick`]): a cluster whose nodes
@@ -278,6 +283,12 @@ pub struct View {
     ring_nodes: Vec<NodeName>,
     /// The members a quorum of whose watchers lost them, as of the last flush.
     unreachable: BTreeSet<NodeName>,
+    /// For each record, the life of each node it lists as lost, as this node attributes it: the
+    /// life of that node held here when the record began to list it (any life, if none was
+    /// held). A record names the nodes it lost, not their lives, and an accusation of an
+    /// earlier life must not set aside the node's later one: a node restarted, and met by some
+    /// of its watchers before the others, would be disconnected by all for a moment.
+    lost_lives: BTreeMap<NodeName, BTreeMap<NodeName, Incarnation>>,
     /// Whether the view changed since the ring was last built.
     ring_stale: bool,
     /// How long a node down for this node, or that left, stays in the view.
@@ -369,6 +380,7 @@ impl View {
             ring: MonitorRing::default(),
             ring_nodes: Vec::new(),
             unreachable: BTreeSet::new(),
+            lost_lives: BTreeMap::new(),
             ring_stale: true,
             forget_after: DEFAULT_FORGET_AFTER,
             gone_since: BTreeMap::new(),
@@ -423,6 +435,7 @@ impl View {
         self.learned.remove(name);
         self.asked.remove(name);
         self.unreachable.remove(name);
+        self.lost_lives.remove(name);
         self.holding_flushed.remove(name);
         self.whole_records_only.remove(name);
         self.unforget(name);
@@ -492,6 +505,8 @@ impl View {
                 lost: BTreeSet::new(),
             };
             self.records.insert(peer.name.clone(), first_sight);
+            // What an earlier life of the peer lost is not what this one lost.
+            self.lost_lives.remove(&peer.name);
             self.unforget(&peer.name);
             self.members_version += 1;
             self.learn(&peer.name, peer.name.clone(), None);
@@ -750,6 +765,7 @@ impl View {
         if held.presence != presence {
             self.members_version += 1;
         }
+        self.note_lost(&name);
         self.learn(&name, from.clone(), Some(change));
         Taken::Applied
     }
@@ -909,10 +925,15 @@ impl View {
     /// them again); asks to disconnect those newly found that this node is connected to.
     fn settle_unreachable(&mut self) {
         let ring = &self.ring;
-        let lost_by = |watcher: &NodeName, node: &NodeName| {
-            self.records
+        // An accusation counts against the life it was made of and later ones only.
+        let lost_by = |watcher: &NodeName, node: &NodeRecord| {
+            self.records.get(watcher).is_some_and(|record| {
+                record.lost.contains(&node.name) && !record.links.contains(&node.name)
+            }) && self
+                .lost_lives
                 .get(watcher)
-                .is_some_and(|record| record.lost.contains(node) && !record.links.contains(node))
+                .and_then(|lives| lives.get(&node.name))
+                .is_none_or(|life| *life >= node.incarnation)
         };
         // Only a node that some record lists as lost can be: O(names lost) to find those, then
         // O(k log n) for each, not O(n·k log n) for every member at every change.
@@ -932,7 +953,7 @@ impl View {
             .filter(|record| record.name != self.me && record.presence == Presence::Member)
             .filter(|record| {
                 let watchers = ring.watchers_of(&record.name);
-                let lost = watchers.iter().filter(|w| lost_by(w, &record.name)).count();
+                let lost = watchers.iter().filter(|w| lost_by(w, record)).count();
                 !watchers.is_empty() && lost >= monitor_ring::quorum(watchers.len())
             })
             .map(|record| record.name.clone())
@@ -1064,6 +1085,10 @@ impl View {
                 }) {
                     self.members_version += 1;
                 }
+                if held.is_some_and(|held| held.incarnation != record.incarnation) {
+                    // What an earlier life of the node lost is not what this one lost.
+                    self.lost_lives.remove(&record.name);
+                }
                 let share = |names: &BTreeSet<NodeName>| -> BTreeSet<NodeName> {
                     names
                         .iter()
@@ -1080,7 +1105,8 @@ impl View {
                     links: share(&record.links),
                     lost: share(&record.lost),
                 };
-                self.records.insert(name, taken);
+                self.records.insert(name.clone(), taken);
+                self.note_lost(&name);
                 self.unforget(&record.name);
                 true
             }
@@ -1098,7 +1124,26 @@ impl View {
         }
         mine.version += 1;
         self.mine_changed = true;
+        self.note_lost(&self.me.clone());
         self.changed();
+    }
+
+    /// Notes the life of each node the record of `accuser` now lists as lost and did not before:
+    /// the life of that node held now, or any life if none is (see
+    /// [`lost_lives`](View::lost_lives)). O(names lost) per record taken in.
+    fn note_lost(&mut self, accuser: &NodeName) {
+        let Some(record) = self.records.get(accuser) else {
+            return;
+        };
+        let lives = self.lost_lives.entry(accuser.clone()).or_default();
+        lives.retain(|name, _| record.lost.contains(name));
+        for name in &record.lost {
+            lives.entry(name.clone()).or_insert_with(|| {
+                self.records
+                    .get(name)
+                    .map_or(Incarnation(u64::MAX), |lost| lost.incarnation)
+            });
+        }
     }
 
     /// States, members or groups may differ: the runtime is told, and the ring is built again at
@@ -1492,6 +1537,31 @@ mod tests {
         settle(&mut views);
         assert_eq!(views[0].record(&name("c")).unwrap().addr, "c2:4370");
         assert_eq!(views[2].state(&name("b")), Some(NodeState::Left));
+    }
+
+    #[test]
+    fn a_later_life_is_not_held_unreachable_for_the_loss_of_an_earlier_one() {
+        let mut views = vec![view("a"), view("b"), view("c"), view("d")];
+        for (x, y) in [(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)] {
+            connect(&mut views, x, y);
+        }
+        settle(&mut views);
+        for other in 0..3 {
+            cut(&mut views, 3, other);
+        }
+        settle(&mut views);
+        assert!(views[0].records[&name("b")].lost.contains(&name("d")));
+        // d restarts and meets a first: b and c still say they lost d, its earlier life.
+        views[3] = View::new(name("d"), "d2:4370".into(), Incarnation(2));
+        connect(&mut views, 0, 3);
+        settle(&mut views);
+        let a = &mut views[0];
+        let disconnects: Vec<ViewAction> = std::iter::from_fn(|| a.poll_action())
+            .filter(|action| matches!(action, ViewAction::Disconnect(_)))
+            .collect();
+        assert!(disconnects.is_empty(), "{disconnects:?}");
+        assert!(!a.unreachable().contains(&name("d")));
+        assert_eq!(a.state(&name("d")), Some(NodeState::Up));
     }
 
     #[test]
