@@ -59,7 +59,9 @@
 //!    ([`MajorityMessage::TimeoutNow`]); voters grant such a vote despite rule 3. A voter that
 //!    sees its leader's link close stands after a short delay by its rank among the voters
 //!    (by name), without waiting for its timeout: a crash is seen at once, a hang after `t`. So
-//!    does a leader whose links to its quorum closed.
+//!    does a leader whose links to its quorum closed. A voter that refused a pre-vote only
+//!    because it still heard its leader grants it when that leader's link closes: the voter
+//!    that saw the crash first does not wait for the next ranked.
 //! 7. **One list of voters.** Every node greets a peer with its list of voters, and answers a
 //!    peer's first greeting with its own (a message from a peer not counted yet goes unheard,
 //!    and the peer may have greeted this node before this node counted it). Two lists could
@@ -384,6 +386,9 @@ struct Peer {
     held: Option<Option<Position>>,
     /// Whether its greeting arrived.
     greeted: bool,
+    /// Its pre-vote (the term asked for, what it held) that this node refused only because it
+    /// still heard its leader: granted if that leader's link closes first (rule 6).
+    deferred_pre_vote: Option<(u64, Option<Position>)>,
 }
 
 /// One node's `majority` election state (cloned, compared and hashed by model checkers).
@@ -612,8 +617,10 @@ impl<S: Clone, B: Clone> Majority<S, B> {
             } if leader == peer => {
                 self.lose_leader();
                 if self.is_voter(&self.me) {
-                    // Rule 6: a crash is seen at once; the higher ranked stands first.
+                    // Rule 6: a crash is seen at once; the higher ranked stands first, and a
+                    // voter that saw it first and was refused for it is granted now.
                     self.stand_at = Some(now + self.rank_delay());
+                    self.grant_deferred_pre_votes(now);
                 }
             }
             _ => {}
@@ -873,16 +880,37 @@ impl<S: Clone, B: Clone> Majority<S, B> {
     }
 
     fn handle_pre_vote(&mut self, from: NodeName, term: u64, held: Option<Position>, now: Instant) {
-        let granted = term > self.durable.term
-            && self.is_voter(&self.me)
-            && !self.hears_leader(now)
-            && self.would_vote_for(held);
+        let eligible =
+            term > self.durable.term && self.is_voter(&self.me) && self.would_vote_for(held);
+        let granted = eligible && !self.hears_leader(now);
+        if eligible
+            && !granted
+            && let Some(peer) = self.connected.get_mut(&from)
+        {
+            peer.deferred_pre_vote = Some((term, held));
+        }
         let reply = MajorityMessage::PreVoteReply {
             term: if granted { term } else { self.durable.term },
             granted,
             held: self.held,
         };
         self.send(from, reply);
+    }
+
+    /// Answers again the pre-votes refused only because this node still heard the leader it
+    /// has just lost (each is judged anew).
+    fn grant_deferred_pre_votes(&mut self, now: Instant) {
+        let deferred: Vec<(NodeName, u64, Option<Position>)> = self
+            .connected
+            .iter_mut()
+            .filter_map(|(name, peer)| {
+                let (term, held) = peer.deferred_pre_vote.take()?;
+                Some((name.clone(), term, held))
+            })
+            .collect();
+        for (from, term, held) in deferred {
+            self.handle_pre_vote(from, term, held, now);
+        }
     }
 
     fn handle_pre_vote_granted(&mut self, from: NodeName, term: u64, now: Instant) {
@@ -1793,6 +1821,26 @@ mod tests {
             net.leaders(),
             vec![successor],
             "a new leader within one heartbeat, not after a timeout of {T:?} or more"
+        );
+    }
+
+    #[test]
+    fn a_pre_vote_refused_while_its_leader_lived_is_granted_once_its_link_closes() {
+        let mut net = Net::new(3);
+        let leader = net.elect();
+        let followers: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+        let (first, last) = (followers[0], followers[1]);
+        // The leader crashes; the first ranked sees the close first and stands at once, while
+        // the other still hears the leader and refuses it.
+        net.link(leader, first, false);
+        net.pass(Duration::ZERO);
+        assert!(net.leaders().iter().all(|&i| i == leader));
+        net.link(leader, last, false);
+        net.pass(BEAT / 2);
+        assert_eq!(
+            net.leaders(),
+            vec![first],
+            "a new leader once the close is seen, not a heartbeat later"
         );
     }
 
