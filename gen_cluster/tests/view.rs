@@ -1,7 +1,7 @@
 //! The cluster view through the runtime: nodes seeded with one node come to know and connect to
 //! every other; a node that shuts down is `left` and out of the group; a hidden client is
 //! no member anywhere; a hung node is declared down by its few watchers and closed out by
-//! everyone; a peer is sent what changed in a node's record, or the whole record if its link
+//! everyone, and a restarted one is not, for the loss of its earlier life; a peer is sent what changed in a node's record, or the whole record if its link
 //! speaks an earlier protocol. Waits follow the published view and the events, bounded by a hang
 //! timeout.
 
@@ -204,9 +204,59 @@ async fn a_hidden_client_is_no_member_and_no_event(net: Net) {
     }
 }
 
+/// Four nodes; d leaves, and a later life of d is seeded with a alone. b and c still say they
+/// lost d (its earlier life) when a meets the new one: that must not make d unreachable, which
+/// would disconnect it everywhere for a moment.
+async fn a_restarted_node_is_not_closed_out_for_the_loss_of_its_earlier_life(net: Net) {
+    let mut nodes = vec![
+        net.node("a").await,
+        net.node("b").await,
+        net.node("c").await,
+        net.node("d").await,
+    ];
+    for node in &nodes[1..] {
+        node.connect(nodes[0].listen_addr()).await.unwrap();
+    }
+    let everyone = names(&nodes);
+    for node in &nodes {
+        view_until(node, "all four in one group", |view| view.group == everyone).await;
+    }
+    let gone = nodes.pop().unwrap();
+    gone.shutdown().await;
+    for node in &nodes {
+        view_until(node, "d left", |view| {
+            view.state(gone.name()) == Some(NodeState::Left)
+        })
+        .await;
+    }
+    let mut events: Vec<_> = nodes.iter().map(Node::subscribe).collect();
+    let back = net.node("d").await;
+    back.connect(nodes[0].listen_addr()).await.unwrap();
+    nodes.push(back);
+    for node in &nodes {
+        view_until(node, "all four in one group again", |view| {
+            view.group == everyone
+        })
+        .await;
+    }
+    for (node, events) in nodes.iter().zip(&mut events) {
+        loop {
+            match events.try_recv() {
+                Ok(NodeEvent::NodeDown { peer, reason, .. }) => {
+                    panic!("{}: {peer} down ({reason}) after its restart", node.name())
+                }
+                Ok(_) => {}
+                Err(TryRecvError::Empty) => break,
+                Err(error) => panic!("{error:?}"),
+            }
+        }
+    }
+}
+
 on_both_transports!(
     twenty_nodes_seeded_with_one_come_to_a_full_mesh,
     a_node_that_shuts_down_is_left_out,
+    a_restarted_node_is_not_closed_out_for_the_loss_of_its_earlier_life,
     a_hidden_client_is_no_member_and_no_event,
     a_peer_is_sent_what_changed_and_one_of_an_earlier_protocol_whole_records,
 );
