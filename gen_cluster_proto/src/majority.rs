@@ -43,7 +43,9 @@
 //!    refuser's term, and a pre-candidate behind it adopts it: a node whose term ran ahead
 //!    while it could not win does not block the others for good (etcd#9586). A voter met while
 //!    a node stands (their link came up meanwhile) is asked at once, once it greets: what was
-//!    asked before went unheard, and waiting would cost an election timeout.
+//!    asked before went unheard, and waiting would cost an election timeout. A pre-candidate
+//!    that grants the pre-vote of a voter earlier by name stops asking for its own, so that two
+//!    voters asking each other do not both stand and split the vote.
 //! 4. **Check-quorum.** A leader whose messages sent within the last `t` no quorum (itself
 //!    included) has answered steps down: a leader cut off from its quorum stops leading within
 //!    one election timeout, and at once when its links to the voters close.
@@ -59,9 +61,9 @@
 //!    ([`MajorityMessage::TimeoutNow`]); voters grant such a vote despite rule 3. A voter that
 //!    sees its leader's link close stands after a short delay by its rank among the voters
 //!    (by name), without waiting for its timeout: a crash is seen at once, a hang after `t`. So
-//!    does a leader whose links to its quorum closed. A voter that refused a pre-vote only
-//!    because it still heard its leader grants it when that leader's link closes: the voter
-//!    that saw the crash first does not wait for the next ranked.
+//!    does a leader whose links to its quorum closed. A follower that refused a pre-vote only
+//!    because it still heard its leader judges it again when that leader's link closes: the
+//!    voter that saw the crash first does not wait for the next ranked.
 //! 7. **One list of voters.** Every node greets a peer with its list of voters, and answers a
 //!    peer's first greeting with its own (a message from a peer not counted yet goes unheard,
 //!    and the peer may have greeted this node before this node counted it). Two lists could
@@ -386,8 +388,9 @@ struct Peer {
     held: Option<Option<Position>>,
     /// Whether its greeting arrived.
     greeted: bool,
-    /// Its pre-vote (the term asked for, what it held) that this node refused only because it
-    /// still heard its leader: granted if that leader's link closes first (rule 6).
+    /// Its pre-vote (the term asked for, what it held) that this node, a follower, refused only
+    /// because it still heard its leader: judged again if that leader's link closes before
+    /// this one (rule 6); one per peer, replaced by its next.
     deferred_pre_vote: Option<(u64, Option<Position>)>,
 }
 
@@ -883,8 +886,17 @@ impl<S: Clone, B: Clone> Majority<S, B> {
         let eligible =
             term > self.durable.term && self.is_voter(&self.me) && self.would_vote_for(held);
         let granted = eligible && !self.hears_leader(now);
+        if granted && from < self.me && matches!(self.role, Role::PreCandidate { .. }) {
+            // Two voters asking each other would each win the pre-vote and split the vote: the
+            // one later by name backs off (its timer still runs, should the other fail).
+            self.role = Role::Follower {
+                leader: None,
+                heard: None,
+            };
+        }
         if eligible
             && !granted
+            && matches!(self.role, Role::Follower { .. })
             && let Some(peer) = self.connected.get_mut(&from)
         {
             peer.deferred_pre_vote = Some((term, held));
@@ -1287,8 +1299,9 @@ impl<S: Clone, B: Clone> Majority<S, B> {
         self.config.voters.contains(node)
     }
 
-    /// How long a voter waits to stand after its leader's link closed: its rank, by name, among
-    /// the voters still connected, in heartbeat intervals. By name, not by list position: lists
+    /// How long a voter waits to stand after its leader's link closed (or, leading, its
+    /// quorum's links): its rank, by name, among the voters still connected, in heartbeat
+    /// intervals. By name, not by list position: lists
     /// in other orders are the same list (rule 7), and must rank the voters alike.
     fn rank_delay(&self) -> Duration {
         let rank = self
@@ -1841,6 +1854,29 @@ mod tests {
             net.leaders(),
             vec![first],
             "a new leader once the close is seen, not a heartbeat later"
+        );
+    }
+
+    #[test]
+    fn two_voters_standing_when_they_meet_do_not_split_the_vote() {
+        // The leader crashes while its followers are not linked to each other: each ranks first
+        // among the voters it reaches, stands at once, and asks no one.
+        let mut net = Net::new(3);
+        let leader = net.elect();
+        let followers: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+        net.link(followers[0], followers[1], false);
+        for &follower in &followers {
+            net.link(leader, follower, false);
+        }
+        net.pass(BEAT / 2);
+        assert!(net.leaders().is_empty());
+        // They meet and ask each other: one backs off, the other wins.
+        net.link(followers[0], followers[1], true);
+        net.pass(BEAT);
+        assert_eq!(
+            net.leaders().len(),
+            1,
+            "no split vote, no timeout of {T:?} or more"
         );
     }
 
