@@ -41,10 +41,13 @@
 //!   longer accuse it. A node that connects to this one while unreachable is watched by it. A
 //!   closed connection needs no quorum: each end sees it at once. A record names the nodes its
 //!   author lost, not their lives: this node counts an accusation against the life of the
-//!   accused it held when the record began to list it, and later lives, so a node restarted
-//!   and met by some of its watchers before the others is not set aside for the loss of its
-//!   earlier life. (A watcher that met a later life and lost it again before it flushed its
-//!   record is not counted against that life; the other watchers still are.)
+//!   accused it held when it took in the record that began to list it (every life, if it held
+//!   none yet), and later lives, so a node restarted and met by some of its watchers before the
+//!   others is not set aside for the loss of its earlier life. (A watcher that met a later life
+//!   and lost it again before it flushed its record is not counted against that life; the
+//!   other watchers still are.) A node connected to a member that most of its watchers do not
+//!   reach watches it too ([`View::watching`]): a later life cut off from its watchers, which
+//!   no watcher can accuse, is still found if it hangs.
 //!
 //! - A node down for this node, or one that left, is forgotten once it has been so for
 //!   [`forget_after`](View::with_forget_after) ([`View::handle_tick`]): a cluster whose nodes
@@ -283,6 +286,9 @@ pub struct View {
     ring_nodes: Vec<NodeName>,
     /// The members a quorum of whose watchers lost them, as of the last flush.
     unreachable: BTreeSet<NodeName>,
+    /// The peers connected to this node that most of their watchers do not reach, as of the
+    /// last flush.
+    reached_by_few: BTreeSet<NodeName>,
     /// For each record, the life of each node it lists as lost, as this node attributes it: the
     /// life of that node held here when the record began to list it (any life, if none was
     /// held). A record names the nodes it lost, not their lives, and an accusation of an
@@ -380,6 +386,7 @@ impl View {
             ring: MonitorRing::default(),
             ring_nodes: Vec::new(),
             unreachable: BTreeSet::new(),
+            reached_by_few: BTreeSet::new(),
             lost_lives: BTreeMap::new(),
             ring_stale: true,
             forget_after: DEFAULT_FORGET_AFTER,
@@ -571,6 +578,7 @@ impl View {
                 self.ring_nodes = live;
             }
             self.settle_unreachable();
+            self.settle_reached_by_few();
         }
         if !self.mine_changed && self.learned.is_empty() {
             return;
@@ -875,16 +883,38 @@ impl View {
 
     /// The peers this node watches (as of the last flush): the failure detector runs on its
     /// links to them, and on no other link to a member (see `monitor_ring`). Those are the
-    /// peers the ring gives it, and the unreachable members: one that connects to this node
-    /// while most of its watchers cannot reach it is watched here too, so that a later hang of
-    /// it is still seen.
+    /// peers the ring gives it, and the peers connected to this node that most of their
+    /// watchers do not reach (say they are not linked to: cut off from them, lost by them, or
+    /// not met yet, as a later life of a node), so that a hang of one is still seen.
     pub fn watching(&self) -> BTreeSet<NodeName> {
         self.ring
             .watched_by(&self.me)
             .into_iter()
             .chain(&self.unreachable)
+            .chain(&self.reached_by_few)
             .cloned()
             .collect()
+    }
+
+    /// Finds the peers connected to this node that most of their watchers say they are not
+    /// linked to (see [`watching`](View::watching)). O(peers · k log n), at a flush after a
+    /// change.
+    fn settle_reached_by_few(&mut self) {
+        let records = &self.records;
+        let ring = &self.ring;
+        self.reached_by_few = records[&self.me]
+            .links
+            .iter()
+            .filter(|peer| {
+                let watchers = ring.watchers_of(peer);
+                let linked = watchers
+                    .iter()
+                    .filter(|w| records.get(**w).is_some_and(|r| r.links.contains(*peer)))
+                    .count();
+                !watchers.is_empty() && linked < monitor_ring::quorum(watchers.len())
+            })
+            .cloned()
+            .collect();
     }
 
     /// The members a quorum of whose watchers lost them (as of the last flush): hung, stopped
@@ -1562,6 +1592,48 @@ mod tests {
         assert!(disconnects.is_empty(), "{disconnects:?}");
         assert!(!a.unreachable().contains(&name("d")));
         assert_eq!(a.state(&name("d")), Some(NodeState::Up));
+    }
+
+    #[test]
+    fn a_later_life_that_most_of_its_watchers_do_not_reach_is_watched_by_those_that_do() {
+        let names = ["a", "b", "c", "d", "e", "f"];
+        let mut views: Vec<View> = names.iter().map(|n| view(n).with_monitors(2)).collect();
+        for x in 0..names.len() {
+            for y in x + 1..names.len() {
+                connect(&mut views, x, y);
+            }
+        }
+        settle(&mut views);
+        let d = 3;
+        for other in (0..names.len()).filter(|&i| i != d) {
+            cut(&mut views, d, other);
+        }
+        settle(&mut views);
+        // d's later life meets one node that is not among its watchers, and no watcher.
+        let watchers: Vec<NodeName> = views[0]
+            .ring
+            .watchers_of(&name("d"))
+            .into_iter()
+            .cloned()
+            .collect();
+        let meets = (0..names.len())
+            .find(|&i| i != d && !watchers.contains(&name(names[i])))
+            .unwrap();
+        views[d] = View::new(name("d"), "d2:4370".into(), Incarnation(2)).with_monitors(2);
+        connect(&mut views, meets, d);
+        settle(&mut views);
+        assert!(!views[meets].unreachable().contains(&name("d")));
+        assert!(
+            views[meets].watching().contains(&name("d")),
+            "its watchers do not reach it: a hang of it would be seen by no one"
+        );
+        // Its watchers reach it: the ring's watchers alone watch it again.
+        for watcher in &watchers {
+            let w = names.iter().position(|n| name(n) == *watcher).unwrap();
+            connect(&mut views, w, d);
+        }
+        settle(&mut views);
+        assert!(!views[meets].watching().contains(&name("d")));
     }
 
     #[test]
