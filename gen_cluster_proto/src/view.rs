@@ -290,8 +290,8 @@ pub struct View {
     /// last flush.
     reached_by_few: BTreeSet<NodeName>,
     /// For each record, the life of each node it lists as lost, as this node attributes it: the
-    /// life of that node held here when the record began to list it (any life, if none was
-    /// held). A record names the nodes it lost, not their lives, and an accusation of an
+    /// life of that node held here when this node took in the version that began to list it
+    /// (every life, if none was held). A record names the nodes it lost, not their lives, and an accusation of an
     /// earlier life must not set aside the node's later one: a node restarted, and met by some
     /// of its watchers before the others, would be disconnected by all for a moment.
     lost_lives: BTreeMap<NodeName, BTreeMap<NodeName, Incarnation>>,
