@@ -44,8 +44,9 @@
 //!    while it could not win does not block the others for good (etcd#9586). A voter met while
 //!    a node stands (their link came up meanwhile) is asked at once, once it greets: what was
 //!    asked before went unheard, and waiting would cost an election timeout. A pre-candidate
-//!    that grants the pre-vote of a voter earlier by name stops asking for its own, so that two
-//!    voters asking each other do not both stand and split the vote.
+//!    that grants the pre-vote of a voter earlier by name stops asking for its own until a
+//!    heartbeat later, so that two voters asking each other do not both stand and split the
+//!    vote.
 //! 4. **Check-quorum.** A leader whose messages sent within the last `t` no quorum (itself
 //!    included) has answered steps down: a leader cut off from its quorum stops leading within
 //!    one election timeout, and at once when its links to the voters close.
@@ -389,8 +390,8 @@ struct Peer {
     /// Whether its greeting arrived.
     greeted: bool,
     /// Its pre-vote (the term asked for, what it held) that this node, a follower, refused only
-    /// because it still heard its leader: judged again if that leader's link closes before
-    /// this one (rule 6); one per peer, replaced by its next.
+    /// because it still heard its leader: judged again (granted or refused) if that leader's
+    /// link closes before this one (rule 6); one per peer, the latest.
     deferred_pre_vote: Option<(u64, Option<Position>)>,
 }
 
@@ -888,11 +889,13 @@ impl<S: Clone, B: Clone> Majority<S, B> {
         let granted = eligible && !self.hears_leader(now);
         if granted && from < self.me && matches!(self.role, Role::PreCandidate { .. }) {
             // Two voters asking each other would each win the pre-vote and split the vote: the
-            // one later by name backs off (its timer still runs, should the other fail).
+            // one later by name backs off, and asks again a heartbeat later should the other
+            // not win (it may lack voters this one reaches).
             self.role = Role::Follower {
                 leader: None,
                 heard: None,
             };
+            self.stand_at = Some(now + self.config.heartbeat);
         }
         if eligible
             && !granted
@@ -1877,6 +1880,36 @@ mod tests {
             net.leaders().len(),
             1,
             "no split vote, no timeout of {T:?} or more"
+        );
+    }
+
+    #[test]
+    fn a_voter_that_backed_off_for_one_that_cannot_win_asks_again_a_heartbeat_later() {
+        // Five voters, two of them gone: of the three left, only the middle one by name reaches
+        // both others, so only it can win.
+        let mut net = Net::new(5);
+        let leader = net.elect();
+        let gone = (0..5).find(|&i| i != leader).unwrap();
+        let left: Vec<usize> = (0..5).filter(|&i| i != leader && i != gone).collect();
+        let (first, middle, last) = (left[0], left[1], left[2]);
+        net.link(first, middle, false);
+        net.link(first, last, false);
+        for i in (0..5).filter(|&i| i != gone) {
+            net.link(gone, i, false);
+        }
+        for i in (0..5).filter(|&i| i != leader) {
+            net.link(leader, i, false);
+        }
+        net.pass(BEAT * 3 / 2);
+        assert!(net.leaders().is_empty());
+        // The first meets the middle one, which grants its pre-vote and backs off; the first
+        // cannot reach the last.
+        net.link(first, middle, true);
+        net.pass(BEAT * 2);
+        assert_eq!(
+            net.leaders(),
+            vec![middle],
+            "a leader within two heartbeats, not after a timeout of {T:?} or more"
         );
     }
 
