@@ -2,7 +2,10 @@
 //! ordered by their ids (hashes of their names: nodes named alike are not neighbours); each node
 //! watches the `k` nodes after it and is watched by the `k` before it, so an idle cluster of `n`
 //! nodes carries `n·k` heartbeats per interval, not `n·(n − 1)`, and each node's share is `k`
-//! whatever `n` (Akka's heartbeat ring, SWIM's constant load).
+//! whatever `n` (Akka's heartbeat ring, SWIM's constant load). A node also watches a peer connected
+//! to it that most of the peer's watchers do not reach (see `view`): for a moment while a mesh
+//! forms or a node restarts, and for good where the peers are not all connected (a hub then
+//! watches its spokes), so a node's share is `k` in a settled full mesh.
 //!
 //! The cluster view (`view`) builds the ring from the nodes it holds live, asks it which peers this
 //! node watches (the runtime turns heartbeats on for those links only) and which nodes watch a

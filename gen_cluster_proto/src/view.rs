@@ -76,7 +76,8 @@
 //! change it finds the live nodes (O(n log n), the peers' records looked up once), builds the
 //! monitor ring again only if they differ, and looks for unreachable members among the nodes
 //! some record lists as lost (O(names lost + k log n per node lost): O(n) while no one lost
-//! anyone). A flush with nothing to send stops there.
+//! anyone) and for the peers connected to it that most of their watchers do not reach (O(peers ·
+//! k log n)). A flush with nothing to send stops there.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -906,6 +907,12 @@ impl View {
             .links
             .iter()
             .filter(|peer| {
+                if records
+                    .get(*peer)
+                    .is_none_or(|record| record.presence != Presence::Member)
+                {
+                    return false;
+                }
                 let watchers = ring.watchers_of(peer);
                 let linked = watchers
                     .iter()
@@ -966,7 +973,7 @@ impl View {
                 .is_none_or(|life| *life >= node.incarnation)
         };
         // Only a node that some record lists as lost can be: O(names lost) to find those, then
-        // O(k log n) for each, not O(n·k log n) for every member at every change.
+        // O(k log n) for each, not O(n·k log n) for every member.
         let suspects: BTreeSet<&NodeName> = self
             .records
             .values()
