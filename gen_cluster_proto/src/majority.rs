@@ -699,7 +699,7 @@ impl<S: Clone, B: Clone> Majority<S, B> {
     pub fn handle_message(&mut self, from: NodeName, message: MajorityMessage<S, B>, now: Instant) {
         let first_greeting = matches!(message, MajorityMessage::Hello { .. })
             && self.connected.get(&from).is_some_and(|peer| !peer.greeted);
-        self.heed(from.clone(), message, now);
+        self.heed(from.clone(), message, first_greeting, now);
         if first_greeting && self.connected.contains_key(&from) && !self.abstains() {
             self.ask_met_voter(from);
         }
@@ -733,7 +733,14 @@ impl<S: Clone, B: Clone> Majority<S, B> {
         self.send(voter, request);
     }
 
-    fn heed(&mut self, from: NodeName, message: MajorityMessage<S, B>, now: Instant) {
+    /// `message` from `from`; `first_greeting`: it is the peer's first greeting on this link.
+    fn heed(
+        &mut self,
+        from: NodeName,
+        message: MajorityMessage<S, B>,
+        first_greeting: bool,
+        now: Instant,
+    ) {
         if from == self.me || self.refused.contains(&from) {
             return;
         }
@@ -743,7 +750,6 @@ impl<S: Clone, B: Clone> Majority<S, B> {
         if let Some(held) = held_of(&message) {
             peer.held = Some(held);
         }
-        let first_greeting = matches!(message, MajorityMessage::Hello { .. }) && !peer.greeted;
         if first_greeting {
             // The peer may have greeted this node before this node counted it, and that
             // greeting was not heard: answer its first greeting with this node's own, so that
@@ -891,10 +897,7 @@ impl<S: Clone, B: Clone> Majority<S, B> {
             // Two voters asking each other would each win the pre-vote and split the vote: the
             // one later by name backs off, and asks again a heartbeat later should the other
             // not win (it may lack voters this one reaches).
-            self.role = Role::Follower {
-                leader: None,
-                heard: None,
-            };
+            self.lose_leader();
             self.stand_at = Some(now + self.config.heartbeat);
         }
         if eligible
@@ -1304,8 +1307,8 @@ impl<S: Clone, B: Clone> Majority<S, B> {
 
     /// How long a voter waits to stand after its leader's link closed (or, leading, its
     /// quorum's links): its rank, by name, among the voters still connected, in heartbeat
-    /// intervals. By name, not by list position: lists
-    /// in other orders are the same list (rule 7), and must rank the voters alike.
+    /// intervals. By name, not by list position: lists in other orders are the same list
+    /// (rule 7), and must rank the voters alike.
     fn rank_delay(&self) -> Duration {
         let rank = self
             .config
@@ -1549,6 +1552,11 @@ mod tests {
             self.now = until;
         }
 
+        /// Every node but `node`, in order.
+        fn others(&self, node: usize) -> Vec<usize> {
+            (0..self.nodes.len()).filter(|&i| i != node).collect()
+        }
+
         fn leaders(&self) -> Vec<usize> {
             (0..self.nodes.len())
                 .filter(|&i| self.nodes[i].is_leader())
@@ -1647,7 +1655,7 @@ mod tests {
         // Links closed: at once.
         let mut net = Net::new(3);
         let leader = net.elect();
-        for i in (0..3).filter(|&i| i != leader) {
+        for i in net.others(leader) {
             net.link(leader, i, false);
         }
         assert!(!net.nodes[leader].is_leader());
@@ -1750,7 +1758,7 @@ mod tests {
     fn a_follower_that_sees_its_leaders_link_close_stands_without_waiting_for_its_timeout() {
         let mut net = Net::new(3);
         let leader = net.elect();
-        for i in (0..3).filter(|&i| i != leader) {
+        for i in net.others(leader) {
             net.link(leader, i, false);
         }
         // The first ranked stands at once; the next one heartbeat later.
@@ -1772,7 +1780,7 @@ mod tests {
             net.link(a, b, true);
         }
         let leader = net.elect();
-        for i in (0..3).filter(|&i| i != leader) {
+        for i in net.others(leader) {
             net.link(leader, i, false);
         }
         net.pass(BEAT);
@@ -1786,10 +1794,8 @@ mod tests {
         // the successor's vote request and the other's pre-vote go unheard.
         let mut net = Net::new(3);
         let leader = net.elect();
-        let (f1, f2) = match leader {
-            0 => (1, 2),
-            1 => (0, 2),
-            _ => (0, 1),
+        let [f1, f2] = net.others(leader)[..] else {
+            unreachable!("three nodes")
         };
         net.link(f1, f2, false);
         // The leader resigns and stops: what it sends still arrives, nothing reaches it.
@@ -1818,7 +1824,7 @@ mod tests {
         // other follower; the resigned leader then stops, and the winner's quorum is gone.
         let mut net = Net::new(3);
         let leader = net.elect();
-        let followers: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+        let followers = net.others(leader);
         net.link(followers[0], followers[1], false);
         net.nodes[leader].resign(net.now);
         net.run();
@@ -1844,7 +1850,7 @@ mod tests {
     fn a_pre_vote_refused_while_its_leader_lived_is_granted_once_its_link_closes() {
         let mut net = Net::new(3);
         let leader = net.elect();
-        let followers: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+        let followers = net.others(leader);
         let (first, last) = (followers[0], followers[1]);
         // The leader crashes; the first ranked sees the close first and stands at once, while
         // the other still hears the leader and refuses it.
@@ -1866,7 +1872,7 @@ mod tests {
         // among the voters it reaches, stands at once, and asks no one.
         let mut net = Net::new(3);
         let leader = net.elect();
-        let followers: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+        let followers = net.others(leader);
         net.link(followers[0], followers[1], false);
         for &follower in &followers {
             net.link(leader, follower, false);
@@ -1894,10 +1900,10 @@ mod tests {
         let (first, middle, last) = (left[0], left[1], left[2]);
         net.link(first, middle, false);
         net.link(first, last, false);
-        for i in (0..5).filter(|&i| i != gone) {
+        for i in net.others(gone) {
             net.link(gone, i, false);
         }
-        for i in (0..5).filter(|&i| i != leader) {
+        for i in net.others(leader) {
             net.link(leader, i, false);
         }
         net.pass(BEAT * 3 / 2);
