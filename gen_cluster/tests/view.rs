@@ -208,19 +208,8 @@ async fn a_hidden_client_is_no_member_and_no_event(net: Net) {
 /// lost d (its earlier life) when a meets the new one: that must not make d unreachable, which
 /// would disconnect it everywhere for a moment.
 async fn a_restarted_node_is_not_closed_out_for_the_loss_of_its_earlier_life(net: Net) {
-    let mut nodes = vec![
-        net.node("a").await,
-        net.node("b").await,
-        net.node("c").await,
-        net.node("d").await,
-    ];
-    for node in &nodes[1..] {
-        node.connect(nodes[0].listen_addr()).await.unwrap();
-    }
+    let mut nodes = net.mesh(&["a", "b", "c", "d"]).await;
     let everyone = names(&nodes);
-    for node in &nodes {
-        view_until(node, "all four in one group", |view| view.group == everyone).await;
-    }
     let gone = nodes.pop().unwrap();
     gone.shutdown().await;
     for node in &nodes {

@@ -292,9 +292,10 @@ pub struct View {
     reached_by_few: BTreeSet<NodeName>,
     /// For each record, the life of each node it lists as lost, as this node attributes it: the
     /// life of that node held here when this node took in the version that began to list it
-    /// (every life, if none was held). A record names the nodes it lost, not their lives, and an accusation of an
-    /// earlier life must not set aside the node's later one: a node restarted, and met by some
-    /// of its watchers before the others, would be disconnected by all for a moment.
+    /// (every life, if none was held). A record names the nodes it lost, not their lives, and
+    /// an accusation of an earlier life must not set aside the node's later one: a node
+    /// restarted, and met by some of its watchers before the others, would be disconnected by
+    /// all for a moment.
     lost_lives: BTreeMap<NodeName, BTreeMap<NodeName, Incarnation>>,
     /// Whether the view changed since the ring was last built.
     ring_stale: bool,
@@ -310,6 +311,20 @@ pub struct View {
     /// Bumped whenever what [`View::members`] lists may differ: a record added or forgotten, or
     /// its address or presence changed.
     members_version: u64,
+}
+
+/// Whether a quorum of the watchers of `node` on `ring` say so (`says`); `None` if it has none.
+fn watchers_agree(
+    ring: &MonitorRing,
+    node: &NodeName,
+    says: impl Fn(&NodeName) -> bool,
+) -> Option<bool> {
+    let watchers = ring.watchers_of(node);
+    if watchers.is_empty() {
+        return None;
+    }
+    let agree = watchers.iter().filter(|w| says(w)).count();
+    Some(agree >= monitor_ring::quorum(watchers.len()))
 }
 
 /// `name` as the key of its record, if one is held: the names records list are then clones of
@@ -907,18 +922,12 @@ impl View {
             .links
             .iter()
             .filter(|peer| {
-                if records
+                records
                     .get(*peer)
-                    .is_none_or(|record| record.presence != Presence::Member)
-                {
-                    return false;
-                }
-                let watchers = ring.watchers_of(peer);
-                let linked = watchers
-                    .iter()
-                    .filter(|w| records.get(**w).is_some_and(|r| r.links.contains(*peer)))
-                    .count();
-                !watchers.is_empty() && linked < monitor_ring::quorum(watchers.len())
+                    .is_some_and(|record| record.presence == Presence::Member)
+                    && watchers_agree(ring, peer, |w| {
+                        records.get(w).is_some_and(|r| r.links.contains(*peer))
+                    }) == Some(false)
             })
             .cloned()
             .collect();
@@ -989,9 +998,7 @@ impl View {
             .filter_map(|name| self.records.get(name))
             .filter(|record| record.name != self.me && record.presence == Presence::Member)
             .filter(|record| {
-                let watchers = ring.watchers_of(&record.name);
-                let lost = watchers.iter().filter(|w| lost_by(w, record)).count();
-                !watchers.is_empty() && lost >= monitor_ring::quorum(watchers.len())
+                watchers_agree(ring, &record.name, |w| lost_by(w, record)) == Some(true)
             })
             .map(|record| record.name.clone())
             .collect();
