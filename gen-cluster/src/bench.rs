@@ -44,7 +44,7 @@ struct Bench {
 type Runner = fn(&Bench, &mut Report) -> Result<()>;
 
 /// Every benchmark, in the order they run: its name (for `--only`) and its runner.
-const BENCHMARKS: [(&str, Runner); 19] = [
+const BENCHMARKS: [(&str, Runner); 21] = [
     ("remote_call", remote_call),
     ("concurrent_calls", concurrent_calls),
     ("tls", tls),
@@ -62,6 +62,8 @@ const BENCHMARKS: [(&str, Runner); 19] = [
     ("leader_heal", leader::heal),
     ("leader_resign", leader::resign),
     ("majority_leader_call", leader::majority_leader_call),
+    ("majority_read", leader::majority_read),
+    ("lease_failover", leader::lease_failover),
     // Last of the default run: it installs the process's metrics recorder (switched off when it
     // ends).
     ("metrics", metrics_cost),

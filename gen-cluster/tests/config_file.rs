@@ -183,6 +183,11 @@ fn a_majority_election_that_cannot_run_is_refused_at_start_with_what_to_give() {
             "setting of the majority election",
         ),
         (
+            "leases_without_majority.toml",
+            "name = \"a\"\nleases = true\ncandidates = [\"a\"]\n",
+            "leases are a setting of the majority election",
+        ),
+        (
             "tiny_timeout.toml",
             "name = \"a\"\nelection = \"majority\"\nelection_timeout_ms = 5\ncandidates = [\"a\"]\n",
             "at least 20",

@@ -478,6 +478,75 @@ on_both_transports!(
     a_node_started_with_other_voters_stops_the_election_until_it_leaves,
 );
 
+#[tokio::test(start_paused = true)]
+async fn with_leases_a_leader_reads_alone_within_its_lease_and_its_successor_waits_it_out() {
+    let network = Net::memory();
+    let Net::Memory(memory) = &network else {
+        unreachable!()
+    };
+    let nodes = network.loner_mesh(&["a", "b", "c"]).await;
+    let voters = names(&nodes);
+    let mut dicts = Vec::new();
+    let mut dirs = Vec::new();
+    for node in &nodes {
+        let dir = scratch_dir("majority-leases");
+        let mut config = majority_config(&voters, &dir);
+        config.leases = true;
+        dicts.push(Leader::start(node, config, Dict::default()).await.unwrap());
+        dirs.push(dir);
+    }
+    let all: Vec<&Leader<Dict>> = dicts.iter().collect();
+    let first = agreed(&all).await;
+    let old = nodes
+        .iter()
+        .position(|n| *n.name() == first.leader)
+        .unwrap();
+    let rest: Vec<usize> = (0..3).filter(|i| *i != old).collect();
+    dicts[old].leader_call(put("k", "1"), T).await.unwrap();
+
+    // The leader's links hang. Within its lease it still answers a read alone (without the
+    // lease it would wait for a round no quorum answers, and fail).
+    for &i in &rest {
+        memory.cut(nodes[old].name().as_str(), nodes[i].name().as_str());
+    }
+    let get = || Request::Get("k".into());
+    let asked = Instant::now();
+    let read = dicts[old].leader_call(get(), T).await;
+    assert_eq!(read, Ok(Some("1".to_string())), "a read within the lease");
+    assert!(
+        asked.elapsed() < ELECTION_TIMEOUT / 10,
+        "{:?}",
+        asked.elapsed()
+    );
+    // Past the lease (a heartbeat at most after the cut, then the lease), it answers none.
+    tokio::time::sleep(ELECTION_TIMEOUT).await;
+    let late = dicts[old].leader_call(get(), T).await;
+    assert!(
+        matches!(
+            late,
+            Err(LeaderCallError::LeaderDied | LeaderCallError::NoQuorum)
+        ),
+        "a read past the lease: {late:?}"
+    );
+
+    // The others elect a successor, which serves nothing until the election timeout passed.
+    let majority: Vec<&Leader<Dict>> = rest.iter().map(|&i| &dicts[i]).collect();
+    let second = agreed_after(&majority, first.term).await;
+    let seen = Instant::now();
+    let new = nodes
+        .iter()
+        .position(|n| *n.name() == second.leader)
+        .unwrap();
+    dicts[new].leader_call(put("k", "2"), T).await.unwrap();
+    assert!(
+        seen.elapsed() >= ELECTION_TIMEOUT - Duration::from_millis(100),
+        "the successor served {:?} after it was seen elected",
+        seen.elapsed()
+    );
+    let read = dicts[new].leader_call(get(), T).await;
+    assert_eq!(read, Ok(Some("2".to_string())));
+}
+
 #[tokio::test]
 async fn settings_that_cannot_run_a_majority_election_are_refused_at_start() {
     let node = common::loner("a").await;
@@ -509,6 +578,17 @@ async fn settings_that_cannot_run_a_majority_election_are_refused_at_start() {
         .err();
     assert!(
         matches!(error, Some(StartError::BadElectionConfig(_))),
+        "{error:?}"
+    );
+
+    let mut leases_without_majority = majority_config(&voters, &dir);
+    leases_without_majority.mode = ElectionMode::Priority;
+    leases_without_majority.leases = true;
+    let error = Leader::start(&node, leases_without_majority, Dict::default())
+        .await
+        .err();
+    assert!(
+        matches!(&error, Some(StartError::BadElectionConfig(why)) if why.contains("leases")),
         "{error:?}"
     );
 

@@ -76,6 +76,18 @@
 //!    node's list, abstains too, so nodes that meet cannot keep two leaders; nodes of two lists
 //!    that never meet are two clusters, which no protocol can tell from one.
 //!
+//! 8. **Leases** (only with [`MajorityConfig::leases`]). A round a quorum answered lets the
+//!    leader answer reads by itself (a call that broadcast nothing: [`Majority::lease_holds`])
+//!    for a [`lease`](MajorityConfig::lease) from when the round was sent: `t × (1 − 2ρ) −
+//!    margin`, with ρ the bound on how much two clocks' rates differ ([`MAX_CLOCK_DRIFT`]). A
+//!    leader elected by a timeout serves nothing, reads or writes, for `t` after it won:
+//!    whatever leader led before, its last round a quorum answered was sent before that win
+//!    (the two quorums share a voter, which answered the round before it voted in the later
+//!    term), so its lease ended first, on any clock. A leader elected by a handover serves at
+//!    once: its predecessor, serving then, stopped before it handed over, and one that has
+//!    not yet served hands over to no one. Only the monotonic clock is used; a host that
+//!    sleeps (suspend, not a paused process) stops it, and then a lease can outlast its term.
+//!
 //! Workers (nodes not among the voters) follow and never vote. The machine is generic over `S`,
 //! the behaviour's state, and `B`, its broadcasts; it never looks inside either. Costs: O(voters)
 //! time per event, O(nodes) state.
@@ -103,6 +115,30 @@ pub struct MajorityConfig {
     pub election_timeout: Duration,
     /// How often a leader tells its members it lives (well under `t`).
     pub heartbeat: Duration,
+    /// Leader leases (rule 8): a leader answers a call that broadcast nothing (a read) while a
+    /// quorum answered it within [`lease`](Self::lease), without a round of its own; a leader
+    /// elected by a timeout serves nothing for `t`. The same on every node.
+    pub leases: bool,
+}
+
+/// The most two nodes' monotonic clocks may drift apart in rate, as a fraction: a lease lasts
+/// `t × (1 − 2 × MAX_CLOCK_DRIFT) − LEASE_MARGIN`, so that it ends, on any clock, before a
+/// successor's wait of `t` on its own.
+pub const MAX_CLOCK_DRIFT: f64 = 0.01;
+
+/// Taken off every lease on top of the drift.
+pub const LEASE_MARGIN: Duration = Duration::from_millis(5);
+
+impl MajorityConfig {
+    /// How long a round answered by a quorum lets the leader answer reads by itself, counted
+    /// from when the round was sent; `None` without leases.
+    pub fn lease(&self) -> Option<Duration> {
+        let t = self.election_timeout;
+        self.leases.then(|| {
+            t.mul_f64(1.0 - 2.0 * MAX_CLOCK_DRIFT)
+                .saturating_sub(LEASE_MARGIN)
+        })
+    }
 }
 
 /// What a node holds: the term of the leader whose state it has, and how many of that
@@ -350,6 +386,11 @@ struct Leading {
     /// it ask for it again, and are not heeded.
     awaiting_state: BTreeSet<NodeName>,
     next_heartbeat: Instant,
+    /// Rule 8: until when it waits out its predecessors' leases, serving nothing (`None` once
+    /// it serves).
+    serve_from: Option<Instant>,
+    /// Rule 8: until when it may answer reads by itself.
+    lease_until: Option<Instant>,
 }
 
 impl Leading {
@@ -368,6 +409,15 @@ impl Leading {
             self.sent.pop_front();
         }
         self.sent.push_back((self.round, now));
+    }
+
+    /// When `round`, or the latest round kept before it, was sent: never later than it was.
+    fn sent_at(&self, round: u64) -> Option<Instant> {
+        self.sent
+            .iter()
+            .rev()
+            .find(|(r, _)| *r <= round)
+            .map(|(_, at)| *at)
     }
 }
 
@@ -456,7 +506,11 @@ impl<S: Clone, B: Clone> Majority<S, B> {
     /// When [`handle_timeout`](Self::handle_timeout) is due, if ever.
     pub fn poll_timeout(&self) -> Option<Instant> {
         match &self.role {
-            Role::Leader(leading) => Some(leading.next_heartbeat),
+            Role::Leader(leading) => Some(
+                leading
+                    .serve_from
+                    .map_or(leading.next_heartbeat, |at| at.min(leading.next_heartbeat)),
+            ),
             _ => self.stand_at,
         }
     }
@@ -511,12 +565,26 @@ impl<S: Clone, B: Clone> Majority<S, B> {
         }
     }
 
-    /// On the leader: the broadcasts committed and the rounds confirmed so far (see
-    /// [`MajorityAction::Progress`]).
+    /// On the leader, once it serves (rule 8): the broadcasts committed and the rounds
+    /// confirmed so far (see [`MajorityAction::Progress`]).
     pub fn progress(&self) -> Option<(u64, u64)> {
         match &self.role {
-            Role::Leader(leading) => Some((leading.committed, leading.confirmed)),
+            Role::Leader(leading) if leading.serve_from.is_none() => {
+                Some((leading.committed, leading.confirmed))
+            }
             _ => None,
+        }
+    }
+
+    /// On the leader, with leases (rule 8): whether it may answer a read now by itself, with
+    /// no round of its own (the reply still waits for the broadcasts sent before it to be
+    /// committed).
+    pub fn lease_holds(&self, now: Instant) -> bool {
+        match &self.role {
+            Role::Leader(leading) => {
+                leading.serve_from.is_none() && leading.lease_until.is_some_and(|until| now < until)
+            }
+            _ => false,
         }
     }
 
@@ -637,6 +705,13 @@ impl<S: Clone, B: Clone> Majority<S, B> {
             return;
         }
         if let Role::Leader(leading) = &self.role {
+            if leading.serve_from.is_some_and(|at| at <= now) {
+                // Rule 8: every earlier leader's lease is over.
+                self.serve();
+            }
+            let Role::Leader(leading) = &self.role else {
+                return;
+            };
             if leading.next_heartbeat <= now {
                 if !self.heard_quorum_within(now, self.config.election_timeout) {
                     self.step_down(now);
@@ -682,15 +757,20 @@ impl<S: Clone, B: Clone> Majority<S, B> {
         let Role::Leader(leading) = &self.role else {
             return;
         };
+        // Among the furthest along, the earliest by name: the one that stands first by rank
+        // when it sees this node's link close before the handover arrives (rule 6).
         let successor = leading
             .answers
             .iter()
             .filter(|(voter, _)| self.connected.contains_key(*voter))
-            .max_by_key(|(_, answer)| (answer.seq, answer.round))
+            .max_by(|(a, x), (b, y)| (x.seq, x.round).cmp(&(y.seq, y.round)).then(b.cmp(a)))
             .map(|(voter, _)| voter.clone());
+        // Rule 8: one still waiting out an earlier lease hands over to no one (its successor
+        // would serve at once, within that lease).
+        let serving = leading.serve_from.is_none();
         let term = self.durable.term;
         self.step_down(now);
-        if let Some(successor) = successor {
+        if let Some(successor) = successor.filter(|_| serving) {
             self.send(successor, MajorityMessage::TimeoutNow { term });
         }
     }
@@ -994,13 +1074,7 @@ impl<S: Clone, B: Clone> Majority<S, B> {
         // A round not sent yet (a broken peer, or an answer from another term) answers nothing.
         let round = if round <= leading.round { round } else { 0 };
         if voter {
-            // When the round, or the latest kept before it, was sent: never later than it was.
-            let sent_at = leading
-                .sent
-                .iter()
-                .rev()
-                .find(|(r, _)| *r <= round)
-                .map(|(_, at)| *at);
+            let sent_at = leading.sent_at(round);
             let answer = leading.answers.entry(from).or_insert(Answer {
                 seq: 0,
                 round: 0,
@@ -1119,9 +1193,18 @@ impl<S: Clone, B: Clone> Majority<S, B> {
     }
 
     fn lead(&mut self, now: Instant) {
-        let Role::Candidate { granted, since, .. } = &self.role else {
+        let Role::Candidate {
+            granted,
+            since,
+            handover,
+        } = &self.role
+        else {
             return;
         };
+        // Rule 8: the votes answer a request sent when it stood, as a round would.
+        let lease = self.config.lease();
+        let serve_from = (lease.is_some() && !handover).then(|| now + self.config.election_timeout);
+        let lease_until = lease.map(|lease| *since + lease);
         let term = self.durable.term;
         // A vote answers a request sent when the node stood.
         let answers = granted
@@ -1146,6 +1229,8 @@ impl<S: Clone, B: Clone> Majority<S, B> {
             answers,
             awaiting_state: BTreeSet::new(),
             next_heartbeat: now + self.config.heartbeat,
+            serve_from,
+            lease_until,
         });
         self.held = Some(Position { term, seq: 0 });
         self.amnesiac = false;
@@ -1174,6 +1259,21 @@ impl<S: Clone, B: Clone> Majority<S, B> {
             round: leading.round,
         };
         self.send_to_all(&heartbeat);
+    }
+
+    /// On a leader waiting out earlier leases: it serves now, and what waited may be answered
+    /// (rule 8).
+    fn serve(&mut self) {
+        let Role::Leader(leading) = &mut self.role else {
+            return;
+        };
+        if leading.serve_from.take().is_some() {
+            self.actions.push_back(MajorityAction::Progress {
+                term: self.durable.term,
+                committed: leading.committed,
+                confirmed: leading.confirmed,
+            });
+        }
     }
 
     /// This node's greeting.
@@ -1290,9 +1390,20 @@ impl<S: Clone, B: Clone> Majority<S, B> {
         let committed = nth_highest(seqs.chain([leading.seq]).collect());
         let rounds = leading.answers.values().map(|a| a.round);
         let confirmed = nth_highest(rounds.chain([leading.round]).collect());
+        if confirmed > leading.confirmed
+            && let Some(lease) = self.config.lease()
+            && let Some(sent_at) = leading.sent_at(confirmed)
+        {
+            let until = sent_at + lease;
+            leading.lease_until = Some(leading.lease_until.map_or(until, |was| was.max(until)));
+        }
         if committed > leading.committed || confirmed > leading.confirmed {
             leading.committed = leading.committed.max(committed);
             leading.confirmed = leading.confirmed.max(confirmed);
+            if leading.serve_from.is_some() {
+                // Told once it serves (rule 8).
+                return;
+            }
             self.actions.push_back(MajorityAction::Progress {
                 term,
                 committed: leading.committed,
@@ -1426,8 +1537,20 @@ mod tests {
 
     impl Net {
         fn new(count: usize) -> Self {
+            Self::linked(count, false)
+        }
+
+        /// As [`Net::new`], every node with leases (rule 8).
+        fn with_leases(count: usize) -> Self {
+            Self::linked(count, true)
+        }
+
+        fn linked(count: usize, leases: bool) -> Self {
             let voters: Vec<usize> = (0..count).collect();
             let mut net = Self::unlinked(&vec![&voters[..]; count]);
+            for node in &mut net.nodes {
+                node.config.leases = leases;
+            }
             for a in 0..count {
                 for b in a + 1..count {
                     net.link(a, b, true);
@@ -1448,6 +1571,7 @@ mod tests {
                         voters: list.iter().map(|&v| name(v)).collect(),
                         election_timeout: T,
                         heartbeat: BEAT,
+                        leases: false,
                     };
                     Majority::new(name(i), config, Durable::default(), now, i as u64)
                 })
@@ -1487,6 +1611,16 @@ mod tests {
                 self.nodes[a].handle_node_down(&name(b), now);
                 self.nodes[b].handle_node_down(&name(a), now);
             }
+            self.run();
+        }
+
+        /// Cuts `a` and `b` apart, only `a` seeing its link close (a runtime that drops a link
+        /// it finds silent, while the other end has yet to find out).
+        fn close_seen_by(&mut self, a: usize, b: usize) {
+            self.links.remove(&(a, b));
+            self.links.remove(&(b, a));
+            let now = self.now;
+            self.nodes[a].handle_node_down(&name(b), now);
             self.run();
         }
 
@@ -1752,6 +1886,149 @@ mod tests {
         assert_eq!(leaders.len(), 1, "a new leader without any time passing");
         assert_ne!(leaders[0], leader);
         assert_eq!(net.nodes[leaders[0]].term(), term + 1);
+    }
+
+    #[test]
+    fn a_lease_lets_the_leader_answer_reads_alone_until_its_quorum_was_silent_that_long() {
+        let mut net = Net::with_leases(3);
+        let leader = net.elect();
+        assert!(!net.nodes[leader].lease_holds(net.now), "no reads before t");
+        assert_eq!(
+            net.nodes[leader].progress(),
+            None,
+            "nothing served before t"
+        );
+        net.pass(T);
+        assert!(net.nodes[leader].progress().is_some());
+        assert!(net.nodes[leader].lease_holds(net.now));
+        // The followers fall silent (hung), their links still up: the round a quorum answered
+        // last was sent at most a heartbeat before.
+        net.links.clear();
+        let lease = net.nodes[leader].config().lease().unwrap();
+        let silent_since = net.now;
+        net.pass(lease - BEAT - Duration::from_millis(1));
+        assert!(
+            net.nodes[leader].lease_holds(net.now),
+            "kept by the last rounds answered"
+        );
+        net.pass(BEAT + Duration::from_millis(1));
+        assert_eq!(net.now, silent_since + lease);
+        assert!(
+            net.nodes[leader].is_leader(),
+            "leading still (check-quorum waits t)"
+        );
+        assert!(
+            !net.nodes[leader].lease_holds(net.now),
+            "no read a lease after the last"
+        );
+    }
+
+    #[test]
+    fn a_leader_elected_while_an_earlier_lease_may_hold_serves_nothing_until_it_ended() {
+        let mut net = Net::with_leases(3);
+        let old = net.elect();
+        net.pass(T);
+        assert!(net.nodes[old].lease_holds(net.now));
+        // Each follower drops its link to the leader, which has yet to find out: they elect one
+        // of them at once (rule 6) while the old leader still holds its lease.
+        for follower in net.others(old) {
+            net.close_seen_by(follower, old);
+        }
+        let mut elected_within_lease = false;
+        for _ in 0..(2 * T).as_millis() {
+            net.pass(Duration::from_millis(1));
+            let now = net.now;
+            let old_reads = net.nodes[old].lease_holds(now);
+            let new_serves: Vec<usize> = net
+                .others(old)
+                .into_iter()
+                .filter(|&i| net.nodes[i].progress().is_some())
+                .collect();
+            elected_within_lease |= old_reads && !net.leaders().is_empty();
+            assert!(
+                !old_reads || new_serves.is_empty(),
+                "n{new_serves:?} serves while n{old} may still answer reads alone"
+            );
+        }
+        assert!(
+            elected_within_lease,
+            "the case needs a successor elected within the lease"
+        );
+        let new = net
+            .others(old)
+            .into_iter()
+            .find(|&i| net.nodes[i].is_leader());
+        let new = new.expect("a successor");
+        assert!(
+            net.nodes[new].progress().is_some(),
+            "it serves once t passed"
+        );
+    }
+
+    #[test]
+    fn with_leases_a_leader_hands_over_only_once_it_serves_and_its_successor_serves_at_once() {
+        let mut net = Net::with_leases(3);
+        let leader = net.elect();
+        net.nodes[leader].resign(net.now);
+        net.run();
+        let handed_over = |net: &Net, node: usize| {
+            net.seen[node].iter().any(|action| {
+                matches!(
+                    action,
+                    MajorityAction::Send {
+                        message: MajorityMessage::TimeoutNow { .. },
+                        ..
+                    }
+                )
+            })
+        };
+        assert!(
+            !handed_over(&net, leader),
+            "within an earlier lease: no handover"
+        );
+
+        let mut net = Net::with_leases(3);
+        let leader = net.elect();
+        net.pass(T);
+        net.nodes[leader].resign(net.now);
+        net.run();
+        assert!(handed_over(&net, leader));
+        let leaders = net.leaders();
+        assert_eq!(leaders.len(), 1, "a successor without any time passing");
+        let successor = leaders[0];
+        assert_ne!(successor, leader);
+        assert!(net.nodes[successor].progress().is_some(), "serving at once");
+        assert!(
+            net.nodes[successor].lease_holds(net.now),
+            "its votes start its lease"
+        );
+    }
+
+    #[test]
+    fn a_leader_hands_over_to_the_voter_that_would_stand_first_on_its_close_among_equals() {
+        let mut net = Net::with_leases(3);
+        let leader = net.elect();
+        net.pass(T);
+        net.nodes[leader].resign(net.now);
+        // The handover is held back: the followers see the leader's links close first, and
+        // the one earliest by name stands at once (rule 6), as the runtime may have them.
+        let mut handover = None;
+        while let Some(action) = net.nodes[leader].poll_action() {
+            if let MajorityAction::Send {
+                to,
+                message: MajorityMessage::TimeoutNow { .. },
+            } = action
+            {
+                handover = Some(to);
+            }
+        }
+        let to = handover.expect("a handover");
+        let first_by_rank = net.others(leader)[0];
+        assert_eq!(
+            to,
+            name(first_by_rank),
+            "both furthest along: the earlier by name"
+        );
     }
 
     #[test]

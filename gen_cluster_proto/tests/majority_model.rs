@@ -104,6 +104,7 @@ impl ElectionModel {
                 voters: (0..VOTERS).map(name).collect(),
                 election_timeout: TIMEOUT,
                 heartbeat: TIMEOUT / 5,
+                leases: false,
             },
         }
     }

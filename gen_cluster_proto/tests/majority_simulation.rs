@@ -1,15 +1,17 @@
 //! Deterministic simulation of the `majority` election over 3, 5 and 7 voters (and a worker):
 //! random crashes and restarts (the term and vote kept on disk, the state lost), pauses (a node
 //! that stops taking messages and timers while its links stay up, as under SIGSTOP), partitions
-//! into islands and uneven cuts between two nodes, heals, time passing, and messages delivered
+//! into islands and uneven cuts between two nodes (some seen at first by one end only, as a
+//! runtime that drops a link it finds silent), heals, time passing, and messages delivered
 //! in random order over per-pair FIFO links that lose what is in flight when they drop (in half
 //! the cases a later answer replaces the one waiting before it on its link, as the runtime's
 //! batches do: `MajorityMessage::supersedes`). The
-//! leader takes writes (a broadcast each) and reads (a round confirmed after the read), and
-//! acknowledges each only as the runtime would: once [`MajorityAction::Progress`] commits and
-//! confirms it.
+//! leader takes writes (a broadcast each) and reads (a round confirmed after the read, or in
+//! the half of the cases with leases, none while the leader's lease holds), and acknowledges
+//! each only as the runtime would: once [`MajorityAction::Progress`] commits and confirms it.
 //!
-//! Checked after every step: at most one leader per term; a node's term on disk never goes
+//! Checked after every step: at most one leader per term; no leader serves while one of an
+//! earlier term may still answer reads alone (leases); a node's term on disk never goes
 //! back, nor its vote within a term; every acknowledged write is in the state of every node
 //! that wins a later term, as long as at most a minority of voters crashed in the case; a read
 //! acknowledged returns every write acknowledged before it began. Checked once faults stop:
@@ -49,6 +51,11 @@ enum Op {
     Move(usize, u8),
     /// Cuts (or heals) the link between two nodes only.
     Cut(usize, usize, bool),
+    /// Cuts the link between two nodes, only the first seeing it close (a runtime that drops a
+    /// link it finds silent); the second is told later.
+    CutSeenByOne(usize, usize),
+    /// Tells one node still unaware of a link that dropped (picked by the number).
+    TellLate(usize),
     HealAll,
     /// Delivers the next message of one of the links that carry any (picked by the number).
     Deliver(usize),
@@ -64,10 +71,19 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         1 => any::<usize>().prop_map(Op::Crash),
         2 => any::<usize>().prop_map(Op::Restart),
+        70 => op_but_crashes(),
+    ]
+}
+
+/// Every fault but a crash: no node loses its memory, so every case is held to every check.
+fn op_but_crashes() -> impl Strategy<Value = Op> {
+    prop_oneof![
         1 => any::<usize>().prop_map(Op::Pause),
         2 => any::<usize>().prop_map(Op::Resume),
         1 => (any::<usize>(), 0u8..3).prop_map(|(n, i)| Op::Move(n, i)),
         1 => (any::<usize>(), any::<usize>(), any::<bool>()).prop_map(|(a, b, c)| Op::Cut(a, b, c)),
+        4 => (any::<usize>(), any::<usize>()).prop_map(|(a, b)| Op::CutSeenByOne(a, b)),
+        2 => any::<usize>().prop_map(Op::TellLate),
         2 => Just(Op::HealAll),
         40 => any::<usize>().prop_map(Op::Deliver),
         12 => any::<u8>().prop_map(Op::Tick),
@@ -115,6 +131,10 @@ struct Sim {
     cuts: BTreeSet<(usize, usize)>,
     /// Which links are up, as the nodes were told.
     up: BTreeSet<(usize, usize)>,
+    /// (node, peer): the link dropped and `node` is not told yet; told before it comes up.
+    late_downs: BTreeSet<(usize, usize)>,
+    /// The end of the link the next cut is not told to at once.
+    told_late: Option<usize>,
     links: BTreeMap<(usize, usize), VecDeque<Message>>,
     leaders: BTreeMap<u64, usize>,
     next_write: u64,
@@ -138,6 +158,7 @@ impl Sim {
             voters: (0..voters).map(name).collect(),
             election_timeout: TIMEOUT,
             heartbeat: HEARTBEAT,
+            leases: seed & 2 != 0,
         };
         let start_time = Instant::now();
         let mut sim = Self {
@@ -150,6 +171,8 @@ impl Sim {
             island: vec![0; count],
             cuts: BTreeSet::new(),
             up: BTreeSet::new(),
+            late_downs: BTreeSet::new(),
+            told_late: None,
             links: BTreeMap::new(),
             leaders: BTreeMap::new(),
             next_write: 1,
@@ -220,6 +243,14 @@ impl Sim {
                     self.links.remove(&(b, a));
                 }
                 for (me, peer) in [(a, b), (b, a)] {
+                    if now_up && self.late_downs.remove(&(me, peer)) {
+                        // The runtime tells a link's loss before a new link to the same peer.
+                        self.tell_down(me, peer);
+                    }
+                    if !now_up && self.told_late == Some(me) {
+                        self.late_downs.insert((me, peer));
+                        continue;
+                    }
                     if let Some(node) = &mut self.nodes[me] {
                         if now_up {
                             node.machine.handle_node_up(name(peer), now);
@@ -231,6 +262,33 @@ impl Sim {
                 }
             }
         }
+    }
+
+    /// Rule 8: while a leader may answer reads alone, no leader of a later term serves (it
+    /// could acknowledge a write that read would miss).
+    fn check_leases(&self) {
+        let now = self.now;
+        let machines = || self.nodes.iter().flatten().map(|node| &node.machine);
+        for holder in machines().filter(|machine| machine.lease_holds(now)) {
+            let later = machines().find(|m| m.progress().is_some() && m.term() > holder.term());
+            if let Some(later) = later {
+                panic!(
+                    "{} serves term {} while {} holds a lease of term {}",
+                    later.me(),
+                    later.term(),
+                    holder.me(),
+                    holder.term()
+                );
+            }
+        }
+    }
+
+    fn tell_down(&mut self, me: usize, peer: usize) {
+        let now = self.now;
+        if let Some(node) = &mut self.nodes[me] {
+            node.machine.handle_node_down(&name(peer), now);
+        }
+        self.drain(me);
     }
 
     /// Carries out node `i`'s actions as the runtime would.
@@ -386,6 +444,7 @@ impl Sim {
             eprintln!("{op:?} at {:?}", self.now.duration_since(self.start_time));
         }
         let n = self.count();
+        self.check_leases();
         match op {
             Op::Crash(i) => {
                 let i = i % n;
@@ -395,6 +454,7 @@ impl Sim {
                     }
                     self.pending_writes.retain(|(node, ..)| *node != i);
                     self.pending_reads.retain(|read| read.node != i);
+                    self.late_downs.retain(|(node, _)| *node != i);
                     self.update_links();
                 }
             }
@@ -434,6 +494,23 @@ impl Sim {
                     self.cuts.remove(&(a.min(b), a.max(b)));
                 }
                 self.update_links();
+            }
+            Op::CutSeenByOne(a, b) => {
+                let (a, b) = (a % n, b % n);
+                self.cuts.insert((a.min(b), a.max(b)));
+                self.told_late = Some(b);
+                self.update_links();
+                self.told_late = None;
+            }
+            Op::TellLate(pick) => {
+                if let Some(&(me, peer)) = self
+                    .late_downs
+                    .iter()
+                    .nth(pick % self.late_downs.len().max(1))
+                {
+                    self.late_downs.remove(&(me, peer));
+                    self.tell_down(me, peer);
+                }
             }
             Op::HealAll => {
                 self.island = vec![0; n];
@@ -483,8 +560,12 @@ impl Sim {
                     let read = node.state.clone();
                     let seq = node.machine.seq().unwrap();
                     let term = node.machine.term();
-                    let round = node.machine.confirm(now).unwrap();
-                    let progress = node.machine.progress().unwrap();
+                    // Under a lease the leader answers alone, as the runtime does.
+                    let round = match node.machine.lease_holds(now) {
+                        true => 0,
+                        false => node.machine.confirm(now).unwrap(),
+                    };
+                    let progress = node.machine.progress();
                     self.pending_reads.push(PendingRead {
                         node: i,
                         term,
@@ -493,9 +574,12 @@ impl Sim {
                         read,
                         acknowledged_before,
                     });
-                    // Already committed and confirmed (one voter alone, or a mistake): the
-                    // runtime answers at once.
-                    self.settle_reads(i, term, progress.0, progress.1);
+                    // Already committed and confirmed (one voter alone, a lease, or a mistake):
+                    // the runtime answers at once. A leader waiting out an earlier lease
+                    // tells its progress once it serves.
+                    if let Some((committed, confirmed)) = progress {
+                        self.settle_reads(i, term, committed, confirmed);
+                    }
                     self.drain(i);
                 }
             }
@@ -590,12 +674,16 @@ impl Sim {
         self.apply(Op::HealAll);
     }
 
-    /// Lets time pass until one leader is followed by every node; returns it.
+    /// Lets time pass until one leader is followed by every node and serves; returns it.
     fn settle(&mut self) -> usize {
         let deadline = self.now + TIMEOUT * 50;
         while self.now < deadline {
             self.deliver_all();
-            if let Some(leader) = self.agreed_leader() {
+            if let Some(leader) = self.agreed_leader()
+                && self.nodes[leader]
+                    .as_ref()
+                    .is_some_and(|node| node.machine.progress().is_some())
+            {
                 return leader;
             }
             let next = self
@@ -696,6 +784,22 @@ proptest! {
         ops in proptest::collection::vec(op(), 50..600),
     ) {
         run_case(5, seed, ops);
+    }
+
+    #[test]
+    fn three_voters_with_leases_and_no_crash_never_read_stale(
+        seed in any::<u64>(),
+        ops in proptest::collection::vec(op_but_crashes(), 50..600),
+    ) {
+        run_case(3, seed | 2, ops);
+    }
+
+    #[test]
+    fn five_voters_with_leases_and_no_crash_never_read_stale(
+        seed in any::<u64>(),
+        ops in proptest::collection::vec(op_but_crashes(), 50..600),
+    ) {
+        run_case(5, seed | 2, ops);
     }
 
     #[test]

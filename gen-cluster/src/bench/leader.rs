@@ -4,7 +4,9 @@
 //! (beside forming the mesh), and `leader_call` (beside a plain remote call on the same
 //! connection). The `majority` election's failovers (kill, stop, SIGTERM) are measured in the
 //! same run as the `priority` one's and reported beside them, and its quorum-acknowledged
-//! `leader_call` beside a plain remote call to the leader's node.
+//! `leader_call` beside a plain remote call to the leader's node. Leader leases: reads through
+//! the leader beside the read index and a plain call, and the failovers beside the majority
+//! election's without leases.
 
 use std::time::{Duration, Instant};
 
@@ -33,18 +35,27 @@ fn summary(samples: &[Duration]) -> Result<(f64, f64, f64)> {
     Ok((p50 / 1000.0, p99 / 1000.0, max.as_secs_f64() * 1000.0))
 }
 
+/// How a trio elects its leader.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Election {
+    Priority,
+    Majority,
+    /// The majority election with leader leases (`--leases`).
+    MajorityLeases,
+}
+
 /// Three `gen-cluster node` processes running the dictionary on fixed ports, restartable.
 struct Trio {
     nodes: Vec<Option<NodeProcess>>,
     addrs: Vec<String>,
     data: std::path::PathBuf,
     down_after_ms: u64,
-    mode: ElectionMode,
+    mode: Election,
 }
 
 impl Trio {
     /// The trio, once every node follows one leader.
-    fn start(down_after_ms: u64, mode: ElectionMode) -> Result<Self> {
+    fn start(down_after_ms: u64, mode: Election) -> Result<Self> {
         let data =
             std::env::temp_dir().join(format!("gen-cluster-bench-{}-{mode:?}", std::process::id()));
         let _ = std::fs::remove_dir_all(&data);
@@ -65,7 +76,7 @@ impl Trio {
         }
         // The first node's event names the leader (in the majority mode any of the three).
         let leader = trio.node(0)?.wait_any_leader()?;
-        if mode == ElectionMode::Priority && leader != "a" {
+        if mode == Election::Priority && leader != "a" {
             bail!("{leader} leads, not the first candidate");
         }
         for node in trio.nodes.iter().flatten().skip(1) {
@@ -96,8 +107,10 @@ impl Trio {
                 args.extend(["--seed", addr]);
             }
         }
-        if self.mode == ElectionMode::Majority {
-            args.extend(["--election", "majority"]);
+        match self.mode {
+            Election::Priority => {}
+            Election::Majority => args.extend(["--election", "majority"]),
+            Election::MajorityLeases => args.extend(["--election", "majority", "--leases"]),
         }
         self.nodes[slot] = Some(NodeProcess::start(CANDIDATES[slot], COOKIE, &args, STEP)?);
         Ok(())
@@ -201,8 +214,8 @@ async fn leader_now(client: &Node, via: &str) -> Result<usize> {
 /// `kill -9` of the leader, then the first write a new leader answers; the killed node is
 /// restarted (it comes back as a follower) before the next trial. Both modes in the same run.
 pub(super) fn failover_kill9(_: &Bench, report: &mut Report) -> Result<()> {
-    let (priority, floor) = kill9_trials(ElectionMode::Priority).context("priority mode")?;
-    let (majority, _) = kill9_trials(ElectionMode::Majority).context("majority mode")?;
+    let (priority, floor) = kill9_trials(Election::Priority).context("priority mode")?;
+    let (majority, _) = kill9_trials(Election::Majority).context("majority mode")?;
     let (p50, p99, max) = summary(&priority)?;
     let (floor_p50, ..) = summary(&floor)?;
     report.lower(
@@ -239,7 +252,7 @@ fn beside_priority(
 
 /// 100 trials of `kill -9` of the leader in `mode`: the time until a new leader answered a
 /// write, and when the kernel's close of a raw connection to the killed node was seen.
-fn kill9_trials(mode: ElectionMode) -> Result<(Vec<Duration>, Vec<Duration>)> {
+fn kill9_trials(mode: Election) -> Result<(Vec<Duration>, Vec<Duration>)> {
     const TRIALS: usize = 100;
     let mut trio = Trio::start(1000, mode)?;
     let runtime = runtime()?;
@@ -271,8 +284,8 @@ fn kill9_trials(mode: ElectionMode) -> Result<(Vec<Duration>, Vec<Duration>)> {
 /// SIGTERM of the leader (the node shuts down cleanly: in the majority mode its leader hands
 /// over), then the first write a new leader answers; both modes in the same run.
 pub(super) fn resign(_: &Bench, report: &mut Report) -> Result<()> {
-    let priority = resign_trials(ElectionMode::Priority).context("priority mode")?;
-    let majority = resign_trials(ElectionMode::Majority).context("majority mode")?;
+    let priority = resign_trials(Election::Priority).context("priority mode")?;
+    let majority = resign_trials(Election::Majority).context("majority mode")?;
     let (p50, p99, max) = summary(&priority)?;
     report.lower("leader_sigterm_p50", "ms", p50, "target_ms", 100.0);
     report.lower("leader_sigterm_p99", "ms", p99, "target_ms", 100.0);
@@ -280,13 +293,16 @@ pub(super) fn resign(_: &Bench, report: &mut Report) -> Result<()> {
     beside_priority(report, "sigterm", &majority, &priority, 10.0)
 }
 
-fn resign_trials(mode: ElectionMode) -> Result<Vec<Duration>> {
+fn resign_trials(mode: Election) -> Result<Vec<Duration>> {
     const TRIALS: usize = 100;
     let mut trio = Trio::start(1000, mode)?;
     let runtime = runtime()?;
     let client = runtime.block_on(client(&trio.addrs))?;
     let mut ours = Vec::new();
     let mut leader = runtime.block_on(leader_once_connected(&client))?;
+    // The trials start once the leader serves: with leases, one elected by a timeout serves
+    // (and hands over) only an election timeout after it won.
+    runtime.block_on(first_answer(&client, CANDIDATES[leader], Instant::now()))?;
     for _ in 0..TRIALS {
         let survivor = (leader + 1) % CANDIDATES.len();
         runtime.block_on(connected(&client, CANDIDATES[survivor]))?;
@@ -302,13 +318,36 @@ fn resign_trials(mode: ElectionMode) -> Result<Vec<Duration>> {
     Ok(ours)
 }
 
+/// The majority election with leader leases beside it without, in the same run: `kill -9` of
+/// the leader (its successor waits out the lease: one election timeout) and SIGTERM (a
+/// handover: no wait), each until a new leader answered a write.
+pub(super) fn lease_failover(_: &Bench, report: &mut Report) -> Result<()> {
+    let (kill9, _) = kill9_trials(Election::MajorityLeases).context("with leases")?;
+    let (kill9_base, _) = kill9_trials(Election::Majority).context("without leases")?;
+    let sigterm = resign_trials(Election::MajorityLeases).context("with leases")?;
+    let sigterm_base = resign_trials(Election::Majority).context("without leases")?;
+    for (name, ours, base) in [
+        ("failover_kill9", &kill9, &kill9_base),
+        ("sigterm", &sigterm, &sigterm_base),
+    ] {
+        let (p50, p99, max) = summary(ours)?;
+        let (base_p50, base_p99, base_max) = summary(base)?;
+        let figure = |what: &str| format!("majority_leases_{name}_{what}");
+        let baseline = |what: &str| format!("majority_{name}_{what}");
+        report.lower(&figure("p50"), "ms", p50, &baseline("p50"), base_p50);
+        report.lower(&figure("p99"), "ms", p99, &baseline("p99"), base_p99);
+        report.lower(&figure("max"), "ms", max, &baseline("max"), base_max);
+    }
+    Ok(())
+}
+
 /// `SIGSTOP` of the leader with the default settings (the failure detector's deadline 1 s;
 /// the majority election's timeout 500 ms), then the first write a new leader answers; both
 /// modes in the same run.
 pub(super) fn failover_hung(_: &Bench, report: &mut Report) -> Result<()> {
     const DOWN_AFTER_MS: u64 = 1000;
-    let priority = hung_trials(ElectionMode::Priority, DOWN_AFTER_MS).context("priority mode")?;
-    let majority = hung_trials(ElectionMode::Majority, DOWN_AFTER_MS).context("majority mode")?;
+    let priority = hung_trials(Election::Priority, DOWN_AFTER_MS).context("priority mode")?;
+    let majority = hung_trials(Election::Majority, DOWN_AFTER_MS).context("majority mode")?;
     let (p50, p99, max) = summary(&priority)?;
     report.lower(
         "leader_failover_sigstop_p50",
@@ -334,7 +373,7 @@ pub(super) fn failover_hung(_: &Bench, report: &mut Report) -> Result<()> {
     beside_priority(report, "failover_sigstop", &majority, &priority, 1500.0)
 }
 
-fn hung_trials(mode: ElectionMode, down_after_ms: u64) -> Result<Vec<Duration>> {
+fn hung_trials(mode: Election, down_after_ms: u64) -> Result<Vec<Duration>> {
     const TRIALS: usize = 100;
     let trio = Trio::start(down_after_ms, mode)?;
     let runtime = runtime()?;
@@ -498,20 +537,29 @@ pub(super) fn heal(_: &Bench, report: &mut Report) -> Result<()> {
 const CALLS: usize = 5_000;
 const CALLERS: usize = 64;
 
-/// Dictionary writes through `instance` beside echo calls from `caller` to `echo`: the times of
-/// one caller's calls of each kind, taken in turn, then the rates of 64 callers of each kind.
+fn write() -> Request {
+    Write::Put("k".into(), "v".into()).into()
+}
+
+fn read() -> Request {
+    Request::Get("k".into())
+}
+
+/// Leader calls (`request`: a write or a read) through `instance` beside echo calls from
+/// `caller` to `echo`: the times of one caller's calls of each kind, taken in turn, then the
+/// rates of 64 callers of each kind.
 async fn calls_beside_echo(
     instance: Leader<Dict>,
     caller: Node,
     echo: ServerRef<Echo>,
+    request: fn() -> Request,
 ) -> Result<(Vec<Duration>, Vec<Duration>, f64, f64)> {
-    let write = || Request::from(Write::Put("k".into(), "v".into()));
     let echo_call = || EchoCall::Echo(vec![7u8; 64]);
     instance.leader_call(write(), STEP).await?;
     let (mut ours, mut plain) = (Vec::new(), Vec::new());
     for _ in 0..CALLS {
         let t = Instant::now();
-        instance.leader_call(write(), STEP).await?;
+        instance.leader_call(request(), STEP).await?;
         ours.push(t.elapsed());
         let t = Instant::now();
         caller.call(&echo, echo_call(), STEP).await?;
@@ -527,7 +575,7 @@ async fn calls_beside_echo(
                 callers.push(tokio::spawn(async move {
                     for _ in 0..CALLS / CALLERS * 4 {
                         if leader_calls {
-                            instance.leader_call(write(), STEP).await?;
+                            instance.leader_call(request(), STEP).await?;
                         } else {
                             caller.call(&echo, echo_call(), STEP).await?;
                         }
@@ -564,7 +612,7 @@ pub(super) fn leader_call(Bench { sides, .. }: &Bench, report: &mut Report) -> R
     let instance = sides.on_client(start(&follower))??;
     let follower_node = follower.clone();
     let (ours, plain, ours_rate, plain_rate) =
-        sides.on_client(calls_beside_echo(instance, follower, echo))??;
+        sides.on_client(calls_beside_echo(instance, follower, echo, write))??;
     sides.stop(&[&leader]);
     sides.stop(&[&follower_node]);
     let (p50, p99) = percentiles(ours)?;
@@ -597,61 +645,7 @@ pub(super) fn leader_call(Bench { sides, .. }: &Bench, report: &mut Report) -> R
 /// quorum of the three voters (on the server side) holds the write, beside a plain remote call
 /// to the leader's node on the same link: one caller, then 64.
 pub(super) fn majority_leader_call(Bench { sides, .. }: &Bench, report: &mut Report) -> Result<()> {
-    let data =
-        std::env::temp_dir().join(format!("gen-cluster-bench-quorum-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&data);
-    let voters = sides.server.block_on(async {
-        let mut voters = Vec::new();
-        for name in CANDIDATES {
-            let node = Node::start(config(&format!("voter-{name}"))).await?;
-            node.spawn_named(echo::NAME, Echo::default()).await?;
-            voters.push(node);
-        }
-        for (i, from) in voters.iter().enumerate() {
-            for to in &voters[i + 1..] {
-                from.connect(to.listen_addr()).await?;
-            }
-        }
-        anyhow::Ok(voters)
-    })?;
-    let names: Vec<NodeName> = voters.iter().map(|n| n.name().clone()).collect();
-    let majority = |node: &Node, names: Vec<NodeName>, data: std::path::PathBuf| {
-        let node = node.clone();
-        async move {
-            let mut config = LeaderConfig::new(dict::ELECTION, names);
-            config.mode = ElectionMode::Majority;
-            config.data_dir = Some(data.join(node.name().as_str()));
-            Leader::start(&node, config, Dict::default()).await
-        }
-    };
-    for voter in &voters {
-        sides
-            .server
-            .block_on(majority(voter, names.clone(), data.clone()))?;
-    }
-    let addrs: Vec<String> = voters.iter().map(|n| n.listen_addr().to_string()).collect();
-    let (names_c, data_c) = (names.clone(), data.clone());
-    let (ours, plain, ours_rate, plain_rate) = sides.on_client(async move {
-        let worker = Node::start(config("quorum-worker")).await?;
-        for addr in &addrs {
-            worker.connect(addr).await?;
-        }
-        let instance = majority(&worker, names_c, data_c).await?;
-        let mut changes = instance.leader_changes().context("a local handle")?;
-        let election = tokio::time::timeout(STEP, changes.wait_for(Option::is_some))
-            .await
-            .context("no leader elected")??
-            .clone()
-            .context("no leader")?;
-        let echo = ServerRef::<Echo>::named(&election.leader, echo::NAME);
-        let measured = calls_beside_echo(instance, worker.clone(), echo).await;
-        worker.shutdown().await;
-        measured
-    })??;
-    for voter in &voters {
-        sides.server.block_on(voter.shutdown());
-    }
-    let _ = std::fs::remove_dir_all(&data);
+    let (ours, plain, ours_rate, plain_rate) = quorum_calls(sides, false, write)?;
     let (p50, p99) = percentiles(ours)?;
     let (plain_p50, plain_p99) = percentiles(plain)?;
     report.lower(
@@ -676,4 +670,112 @@ pub(super) fn majority_leader_call(Bench { sides, .. }: &Bench, report: &mut Rep
         plain_rate,
     );
     Ok(())
+}
+
+/// Reads through the `majority` leader (the dictionary's `Request::Get`), set up as
+/// [`majority_leader_call`]: with leader leases (the leader answers alone) beside the read
+/// index (a round a quorum answers first) and a plain remote call to the leader's node.
+pub(super) fn majority_read(Bench { sides, .. }: &Bench, report: &mut Report) -> Result<()> {
+    let (leased, plain, leased_rate, plain_rate) = quorum_calls(sides, true, read)?;
+    let (read_index, _, read_index_rate, _) = quorum_calls(sides, false, read)?;
+    let (p50, p99) = percentiles(leased)?;
+    let (plain_p50, plain_p99) = percentiles(plain)?;
+    let (index_p50, _) = percentiles(read_index)?;
+    report.lower(
+        "lease_read_p50",
+        "us",
+        p50,
+        "remote_call_to_leader_p50",
+        plain_p50,
+    );
+    report.lower(
+        "lease_read_p99",
+        "us",
+        p99,
+        "remote_call_to_leader_p99",
+        plain_p99,
+    );
+    report.lower("lease_read_p50", "us", p50, "read_index_p50", index_p50);
+    report.higher(
+        "lease_reads_per_s_64_callers",
+        "/s",
+        leased_rate,
+        "remote_calls_per_s_64_callers",
+        plain_rate,
+    );
+    report.higher(
+        "lease_reads_per_s_64_callers",
+        "/s",
+        leased_rate,
+        "read_index_reads_per_s_64_callers",
+        read_index_rate,
+    );
+    Ok(())
+}
+
+/// Three voters of the dictionary's `majority` election on the server side (with leader leases
+/// or not) and a worker on the client side: `request` through the worker's instance beside a
+/// plain remote call to the leader's node, as [`calls_beside_echo`] measures them.
+fn quorum_calls(
+    sides: &super::Sides,
+    leases: bool,
+    request: fn() -> Request,
+) -> Result<(Vec<Duration>, Vec<Duration>, f64, f64)> {
+    let data =
+        std::env::temp_dir().join(format!("gen-cluster-bench-quorum-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    let voters = sides.server.block_on(async {
+        let mut voters = Vec::new();
+        for name in CANDIDATES {
+            let node = Node::start(config(&format!("voter-{name}"))).await?;
+            node.spawn_named(echo::NAME, Echo::default()).await?;
+            voters.push(node);
+        }
+        for (i, from) in voters.iter().enumerate() {
+            for to in &voters[i + 1..] {
+                from.connect(to.listen_addr()).await?;
+            }
+        }
+        anyhow::Ok(voters)
+    })?;
+    let names: Vec<NodeName> = voters.iter().map(|n| n.name().clone()).collect();
+    let majority = move |node: &Node, names: Vec<NodeName>, data: std::path::PathBuf| {
+        let node = node.clone();
+        async move {
+            let mut config = LeaderConfig::new(dict::ELECTION, names);
+            config.mode = ElectionMode::Majority;
+            config.leases = leases;
+            config.data_dir = Some(data.join(node.name().as_str()));
+            Leader::start(&node, config, Dict::default()).await
+        }
+    };
+    for voter in &voters {
+        sides
+            .server
+            .block_on(majority(voter, names.clone(), data.clone()))?;
+    }
+    let addrs: Vec<String> = voters.iter().map(|n| n.listen_addr().to_string()).collect();
+    let (names_c, data_c) = (names.clone(), data.clone());
+    let measured = sides.on_client(async move {
+        let worker = Node::start(config("quorum-worker")).await?;
+        for addr in &addrs {
+            worker.connect(addr).await?;
+        }
+        let instance = majority(&worker, names_c, data_c).await?;
+        let mut changes = instance.leader_changes().context("a local handle")?;
+        let election = tokio::time::timeout(STEP, changes.wait_for(Option::is_some))
+            .await
+            .context("no leader elected")??
+            .clone()
+            .context("no leader")?;
+        let echo = ServerRef::<Echo>::named(&election.leader, echo::NAME);
+        let measured = calls_beside_echo(instance, worker.clone(), echo, request).await;
+        worker.shutdown().await;
+        measured
+    })??;
+    for voter in &voters {
+        sides.server.block_on(voter.shutdown());
+    }
+    let _ = std::fs::remove_dir_all(&data);
+    Ok(measured)
 }

@@ -160,8 +160,8 @@ struct Forwarded<B: LeaderServer> {
 
 /// An election's machine, by mode.
 pub(crate) enum Machine<B: LeaderServer> {
-    Priority(Election<B::State>),
-    Majority(Quorum<B>),
+    Priority(Box<Election<B::State>>),
+    Majority(Box<Quorum<B>>),
 }
 
 /// The `majority` mode's machine and what the instance keeps beside it.
@@ -229,7 +229,7 @@ impl<B: LeaderServer> Machine<B> {
         term_file: Option<TermFile>,
         election_wait: Duration,
     ) -> Self {
-        Self::Majority(Quorum {
+        Self::Majority(Box::new(Quorum {
             machine,
             term_file,
             gate: Arc::new(ReplyGate::new()),
@@ -239,7 +239,7 @@ impl<B: LeaderServer> Machine<B> {
             told: false,
             broken: false,
             outgoing: Outgoing::new(),
-        })
+        }))
     }
 
     /// The election this node follows (its own if it leads). In the `majority` mode a node
@@ -616,8 +616,9 @@ impl<B: LeaderServer> Instance<B> {
 
     /// `majority` mode: numbers the replies the behaviour gave since the last time. Each waits
     /// for a quorum to hold the broadcasts sent so far and to answer a round started after its
-    /// request arrived: the round of a broadcast sent since, or else one started now (one round
-    /// for them all); given when this node no longer leads, they fail. Whether any was.
+    /// request arrived: the round of a broadcast sent since, or else (no lease holding) one
+    /// started now (one round for them all); given when this node no longer leads, they fail.
+    /// Whether any was.
     fn admit_replies(&mut self) -> bool {
         let Machine::Majority(quorum) = &mut self.machine else {
             return false;
@@ -626,9 +627,13 @@ impl<B: LeaderServer> Instance<B> {
         if given.is_empty() {
             return false;
         }
+        let at = now();
         let round = match quorum.machine.round() {
             Some(round) if round > quorum.round_at_receipt => Ok(round),
-            _ => quorum.machine.confirm(now()),
+            // A lease (rule 8 of the machine): replies that broadcast nothing (reads) need no
+            // round; what they read was this leader's alone to change since.
+            Some(_) if quorum.machine.lease_holds(at) => Ok(0),
+            _ => quorum.machine.confirm(at),
         };
         let term = quorum.machine.term();
         match (quorum.machine.seq(), round) {
