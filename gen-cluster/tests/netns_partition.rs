@@ -17,7 +17,8 @@
 //!   (every node is still in the majority side's term). With one edge of the triangle cut
 //!   (the leader and a follower), the leader keeps its quorum and its term through the other
 //!   follower, and the cut one holds every write after the heal. A leader paused with SIGSTOP is
-//!   deposed, and once resumed no write is acknowledged in its old term.
+//!   deposed, and once resumed no write is acknowledged in its old term (with leader leases
+//!   too, and no read is stale).
 //!
 //! Needs root, `ip` (iproute2) and `iptables`. Where namespaces cannot be made the test fails
 //! saying so, or is skipped with a notice when `GEN_CLUSTER_SKIP_REAL_PEERS` is set.
@@ -264,10 +265,21 @@ impl Host {
 
     /// A node of the candidates a, b, c in the `majority` election, keeping its term in `dir`.
     fn start_majority(net: &Net, name: &'static str, dir: &std::path::Path) -> Self {
+        Self::start_majority_with(net, name, dir, &[])
+    }
+
+    /// [`start_majority`](Self::start_majority) with `extra` flags.
+    fn start_majority_with(
+        net: &Net,
+        name: &'static str,
+        dir: &std::path::Path,
+        extra: &[&str],
+    ) -> Self {
         let dir = dir.join(name);
         let dir = dir.to_str().unwrap();
-        let extra = ["--election", "majority", "--data-dir", dir];
-        Self::start_with(net, name, addr, &extra)
+        let mut all = vec!["--election", "majority", "--data-dir", dir];
+        all.extend(extra);
+        Self::start_with(net, name, addr, &all)
     }
 
     /// [`start_known_by`](Self::start_known_by) with `extra` flags.
@@ -540,11 +552,23 @@ fn a_majority_triangle_with_one_edge_cut_keeps_its_leader_and_term() {
 /// gives carries the new term or a later one.
 #[test]
 fn a_paused_majority_leader_is_deposed_and_acknowledges_nothing_in_its_old_term_once_resumed() {
-    let Some(net) = Net::new('z') else { return };
-    let dirs = DataDirs::new('z');
+    paused_leader('z', &[]);
+}
+
+/// The same with leader leases: resumed, the old leader answers no read from its old term's
+/// copy (its lease ran out on its monotonic clock while it was stopped, and it sees at once that
+/// its links closed), and the register's history stays linearizable.
+#[test]
+fn with_leases_a_paused_leader_once_resumed_reads_nothing_stale() {
+    paused_leader('l', &["--leases"]);
+}
+
+fn paused_leader(letter: char, flags: &[&str]) {
+    let Some(net) = Net::new(letter) else { return };
+    let dirs = DataDirs::new(letter);
     let hosts: Vec<Host> = HOSTS
         .iter()
-        .map(|h| Host::start_majority(&net, h, &dirs.0))
+        .map(|h| Host::start_majority_with(&net, h, &dirs.0, flags))
         .collect();
     let (leader, first) = hosts[0].wait_term_after(0);
     let mut register = RegisterClients::start(&net);
