@@ -57,8 +57,10 @@
 //!    leader call's reply only once every broadcast sent before it is committed and a round
 //!    started after it ([`Majority::confirm`]) is confirmed: the caller's `Ok` means a quorum
 //!    holds the change, and a read never comes from a leader already deposed (Raft's read
-//!    index; no clock is trusted).
-//! 6. **Handover.** A leader that resigns tells the voter furthest along to stand at once
+//!    index; no clock is trusted). With leases, a reply that follows no broadcast of its own
+//!    needs no round while the lease holds (rule 8).
+//! 6. **Handover.** A leader that resigns tells the voter furthest along (among equals, the
+//!    earliest by name: the one that stands first should it see the close first) to stand at once
 //!    ([`MajorityMessage::TimeoutNow`]); voters grant such a vote despite rule 3. A voter that
 //!    sees its leader's link close stands after a short delay by its rank among the voters
 //!    (by name), without waiting for its timeout: a crash is seen at once, a hang after `t`. So
@@ -284,7 +286,7 @@ pub enum MajorityAction<S, B> {
         message: MajorityMessage<S, B>,
     },
     /// This node leads `term`: call `elected` and send the state it returns in a
-    /// [`MajorityMessage::State`] (see [`Majority::state_message`]) to `joined`, or to every
+    /// [`MajorityMessage::State`] (see [`Majority::send_state`]) to `joined`, or to every
     /// member on a fresh win (`joined` is `None`).
     Elected {
         /// The term.
