@@ -3,7 +3,7 @@
 //! it). Counters are recorded where things happen, with handles made once per link so that a
 //! frame costs an atomic add (the round trip too: a ping each second); gauges of state (nodes
 //! by view state, links, queues, names, processes, mailboxes) are sampled once a second by the
-//! task [`start`] runs, from the node's tables, in O(nodes + links + processes). Without a
+//! task `start` runs, from the node's tables, in O(nodes + links + processes). Without a
 //! recorder installed every call is a no-op. The CLI serves them over HTTP
 //! (`gen-cluster node --http`); an application installs the recorder it likes.
 

@@ -129,7 +129,7 @@ impl Transport for Tcp {
         Ok(Connection::new(Box::new(read), Box::new(write)))
     }
 
-    /// An IP address and port as it is; a host name and port through [`host_addresses`]: its
+    /// An IP address and port as it is; a host name and port through `host_addresses`: its
     /// IPv4 and IPv6 addresses, in the resolver's order.
     async fn resolve(&self, addr: &str) -> io::Result<Vec<String>> {
         if let Ok(socket) = addr.parse::<SocketAddr>() {
