@@ -58,14 +58,33 @@ async fn start_dicts_among(
     nodes: &[Node],
     voters: &[NodeName],
 ) -> (Vec<Leader<Dict>>, Vec<ScratchDir>) {
+    start_dicts_with(nodes, voters, |_| {}).await
+}
+
+/// [`start_dicts_among`], each node's settings changed by `configure` first.
+async fn start_dicts_with(
+    nodes: &[Node],
+    voters: &[NodeName],
+    configure: impl Fn(&mut LeaderConfig),
+) -> (Vec<Leader<Dict>>, Vec<ScratchDir>) {
     let mut dicts = Vec::new();
     let mut dirs = Vec::new();
     for node in nodes {
         let dir = scratch_dir("majority");
-        dicts.push(start_dict(node, voters, &dir).await);
+        let mut config = majority_config(voters, &dir);
+        configure(&mut config);
+        dicts.push(Leader::start(node, config, Dict::default()).await.unwrap());
         dirs.push(dir);
     }
     (dicts, dirs)
+}
+
+/// Which of `nodes` leads `election`.
+fn leader_of(nodes: &[Node], election: &ElectionId) -> usize {
+    nodes
+        .iter()
+        .position(|n| *n.name() == election.leader)
+        .expect("a leader among the nodes")
 }
 
 fn followed(dict: &Leader<Dict>) -> Option<ElectionId> {
@@ -144,10 +163,7 @@ async fn a_leader_cut_from_its_voters_never_acknowledges_and_the_rest_elect_a_la
     let (dicts, _dirs) = start_dicts(&nodes).await;
     let all: Vec<&Leader<Dict>> = dicts.iter().collect();
     let first = agreed(&all).await;
-    let old = nodes
-        .iter()
-        .position(|n| *n.name() == first.leader)
-        .unwrap();
+    let old = leader_of(&nodes, &first);
     let rest: Vec<usize> = (0..3).filter(|i| *i != old).collect();
     dicts[rest[0]]
         .leader_call(put("before", "0"), T)
@@ -283,10 +299,7 @@ async fn a_leader_that_shuts_down_hands_over_and_the_fence_refuses_its_term(net:
     let fence = Fence::new();
     fence.admit(first.term).unwrap();
 
-    let old = nodes
-        .iter()
-        .position(|n| *n.name() == first.leader)
-        .unwrap();
+    let old = leader_of(&nodes, &first);
     nodes[old].shutdown().await;
     let rest: Vec<&Leader<Dict>> = (0..3).filter(|i| *i != old).map(|i| &dicts[i]).collect();
     let second = agreed_after(&rest, first.term).await;
@@ -340,10 +353,7 @@ async fn a_node_started_with_other_voters_stops_the_election_until_it_leaves(net
 
     stranger.shutdown().await;
     let second = agreed_after(&all, first.term).await;
-    let leader = nodes
-        .iter()
-        .position(|n| *n.name() == second.leader)
-        .unwrap();
+    let leader = leader_of(&nodes, &second);
     dicts[1].leader_call(put("after", "2"), T).await.unwrap();
     assert_eq!(value(&dicts[leader], "before").await.as_deref(), Some("0"));
     assert_eq!(value(&dicts[leader], "during").await, None);
@@ -485,22 +495,10 @@ async fn with_leases_a_leader_reads_alone_within_its_lease_and_its_successor_wai
         unreachable!()
     };
     let nodes = network.loner_mesh(&["a", "b", "c"]).await;
-    let voters = names(&nodes);
-    let mut dicts = Vec::new();
-    let mut dirs = Vec::new();
-    for node in &nodes {
-        let dir = scratch_dir("majority-leases");
-        let mut config = majority_config(&voters, &dir);
-        config.leases = true;
-        dicts.push(Leader::start(node, config, Dict::default()).await.unwrap());
-        dirs.push(dir);
-    }
+    let (dicts, _dirs) = start_dicts_with(&nodes, &names(&nodes), |c| c.leases = true).await;
     let all: Vec<&Leader<Dict>> = dicts.iter().collect();
     let first = agreed(&all).await;
-    let old = nodes
-        .iter()
-        .position(|n| *n.name() == first.leader)
-        .unwrap();
+    let old = leader_of(&nodes, &first);
     let rest: Vec<usize> = (0..3).filter(|i| *i != old).collect();
     dicts[old].leader_call(put("k", "1"), T).await.unwrap();
 
@@ -533,10 +531,7 @@ async fn with_leases_a_leader_reads_alone_within_its_lease_and_its_successor_wai
     let majority: Vec<&Leader<Dict>> = rest.iter().map(|&i| &dicts[i]).collect();
     let second = agreed_after(&majority, first.term).await;
     let seen = Instant::now();
-    let new = nodes
-        .iter()
-        .position(|n| *n.name() == second.leader)
-        .unwrap();
+    let new = leader_of(&nodes, &second);
     dicts[new].leader_call(put("k", "2"), T).await.unwrap();
     assert!(
         seen.elapsed() >= ELECTION_TIMEOUT - Duration::from_millis(100),
