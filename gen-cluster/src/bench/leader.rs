@@ -239,14 +239,43 @@ fn beside_priority(
     priority: &[Duration],
     target_p50_ms: f64,
 ) -> Result<()> {
-    let (p50, p99, max) = summary(majority)?;
-    let (priority_p50, priority_p99, priority_max) = summary(priority)?;
-    let figure = |what: &str| format!("majority_{name}_{what}");
-    let baseline = |what: &str| format!("priority_{name}_{what}");
-    report.lower(&figure("p50"), "ms", p50, &baseline("p50"), priority_p50);
-    report.lower(&figure("p99"), "ms", p99, &baseline("p99"), priority_p99);
-    report.lower(&figure("max"), "ms", max, &baseline("max"), priority_max);
-    report.lower(&figure("p50"), "ms", p50, "target_ms_p50", target_p50_ms);
+    let figure = format!("majority_{name}");
+    beside(
+        report,
+        &figure,
+        majority,
+        &format!("priority_{name}"),
+        priority,
+    )?;
+    let (p50, ..) = summary(majority)?;
+    report.lower(
+        &format!("{figure}_p50"),
+        "ms",
+        p50,
+        "target_ms_p50",
+        target_p50_ms,
+    );
+    Ok(())
+}
+
+/// Reports the p50, p99 and max of `ours` (named `figure_p50`…) beside those of `base`.
+fn beside(
+    report: &mut Report,
+    figure: &str,
+    ours: &[Duration],
+    baseline: &str,
+    base: &[Duration],
+) -> Result<()> {
+    let (p50, p99, max) = summary(ours)?;
+    let (base_p50, base_p99, base_max) = summary(base)?;
+    for (what, value, base_value) in [
+        ("p50", p50, base_p50),
+        ("p99", p99, base_p99),
+        ("max", max, base_max),
+    ] {
+        let (name, base_name) = (format!("{figure}_{what}"), format!("{baseline}_{what}"));
+        report.lower(&name, "ms", value, &base_name, base_value);
+    }
     Ok(())
 }
 
@@ -330,13 +359,14 @@ pub(super) fn lease_failover(_: &Bench, report: &mut Report) -> Result<()> {
         ("failover_kill9", &kill9, &kill9_base),
         ("sigterm", &sigterm, &sigterm_base),
     ] {
-        let (p50, p99, max) = summary(ours)?;
-        let (base_p50, base_p99, base_max) = summary(base)?;
-        let figure = |what: &str| format!("majority_leases_{name}_{what}");
-        let baseline = |what: &str| format!("majority_{name}_{what}");
-        report.lower(&figure("p50"), "ms", p50, &baseline("p50"), base_p50);
-        report.lower(&figure("p99"), "ms", p99, &baseline("p99"), base_p99);
-        report.lower(&figure("max"), "ms", max, &baseline("max"), base_max);
+        let baseline = format!("majority_{name}");
+        beside(
+            report,
+            &format!("majority_leases_{name}"),
+            ours,
+            &baseline,
+            base,
+        )?;
     }
     Ok(())
 }
