@@ -53,7 +53,10 @@
 //! 5. **Commit and confirm.** The leader numbers its broadcasts (`seq`) and every message it
 //!    sends to its members (`round`); members answer each with what they hold and the round.
 //!    A broadcast is *committed* once a quorum of voters holds it; a round is *confirmed* once a
-//!    quorum answered it, still in this term ([`MajorityAction::Progress`]). The runtime sends a
+//!    quorum answered it, still in this term ([`MajorityAction::Progress`]). Nothing is, until
+//!    a quorum said it holds the leader's state: that state may carry its predecessor's last
+//!    broadcasts, which no quorum held yet (Raft's leader that commits nothing before an entry
+//!    of its own term). The runtime sends a
 //!    leader call's reply only once every broadcast sent before it is committed and a round
 //!    started after it ([`Majority::confirm`]) is confirmed: the caller's `Ok` means a quorum
 //!    holds the change, and a read never comes from a leader already deposed (Raft's read
@@ -82,13 +85,15 @@
 //!    leader answer reads by itself (a call that broadcast nothing: [`Majority::lease_holds`])
 //!    for a [`lease`](MajorityConfig::lease) from when the round was sent: `t × (1 − 2ρ) −
 //!    margin`, with ρ the bound on how much two clocks' rates differ ([`MAX_CLOCK_DRIFT`]). A
-//!    leader elected by a timeout serves nothing, reads or writes, for `t` after it won:
+//!    leader elected by a timeout lets no reply leave (reads and writes wait) for `t` after it won:
 //!    whatever leader led before, its last round a quorum answered was sent before that win
 //!    (the two quorums share a voter, which answered the round before it voted in the later
 //!    term), so its lease ended first, on any clock. A leader elected by a handover serves at
 //!    once: its predecessor, serving then, stopped before it handed over, and one that has
 //!    not yet served hands over to no one. Only the monotonic clock is used; a host that
 //!    sleeps (suspend, not a paused process) stops it, and then a lease can outlast its term.
+//!    Every node must run with the same `leases` and `t`, which greetings do not carry: a node
+//!    elected without leases, or with a shorter `t`, would wait less than a lease may last.
 //!
 //! Workers (nodes not among the voters) follow and never vote. The machine is generic over `S`,
 //! the behaviour's state, and `B`, its broadcasts; it never looks inside either. Costs: O(voters)
@@ -311,7 +316,9 @@ pub enum MajorityAction<S, B> {
         broadcast: B,
     },
     /// On the leader: a quorum of voters holds the broadcasts up to `committed` of `term`, and
-    /// has answered its rounds up to `confirmed` in that term. Sent when either grows.
+    /// has answered its rounds up to `confirmed` in that term. Sent once the leader serves (a
+    /// quorum holds its state, and with leases, earlier leases are over: rule 8), then when
+    /// either grows; until then no reply may leave.
     Progress {
         /// The term.
         term: u64,
@@ -388,22 +395,27 @@ struct Leading {
     /// it ask for it again, and are not heeded.
     awaiting_state: BTreeSet<NodeName>,
     next_heartbeat: Instant,
-    /// Rule 8: until when it waits out its predecessors' leases, serving nothing (`None` once
-    /// it serves).
+    /// Rule 8: until when it waits out its predecessors' leases (`None` once it did).
     serve_from: Option<Instant>,
+    /// Whether a quorum of voters (itself included) has held its state: until then nothing of
+    /// this term is committed, not even the state (which may carry its predecessor's last
+    /// broadcasts, not yet committed).
+    state_held: bool,
     /// Rule 8: until when it may answer reads by itself.
     lease_until: Option<Instant>,
 }
 
 impl Leading {
     /// Starts the next round, sent `now`. Its time is kept unless a kept round was sent less
-    /// than [`ROUND_TIME_GRAIN`] before: an answer to it then counts from that earlier time.
+    /// than [`ROUND_TIME_GRAIN`] before: an answer to it then counts from that earlier time (a
+    /// `now` earlier than the last time kept is kept, so that no round counts from later than
+    /// it was sent).
     fn start_round(&mut self, now: Instant) {
         self.round += 1;
         if self
             .sent
             .back()
-            .is_some_and(|(_, at)| now < *at + ROUND_TIME_GRAIN)
+            .is_some_and(|(_, at)| *at <= now && now < *at + ROUND_TIME_GRAIN)
         {
             return;
         }
@@ -411,6 +423,12 @@ impl Leading {
             self.sent.pop_front();
         }
         self.sent.push_back((self.round, now));
+    }
+
+    /// Whether it may answer calls: its state is held by a quorum, and no earlier leader's
+    /// lease may hold (rules 5 and 8).
+    fn serves(&self) -> bool {
+        self.serve_from.is_none() && self.state_held
     }
 
     /// When `round`, or the latest round kept before it, was sent: never later than it was.
@@ -432,6 +450,8 @@ struct Answer {
     round: u64,
     /// When that round (or the vote) was sent.
     sent_at: Instant,
+    /// Whether it said it holds this leader's state.
+    holds_state: bool,
 }
 
 /// What a node knows of a peer it counts, since it began to count it.
@@ -571,7 +591,7 @@ impl<S: Clone, B: Clone> Majority<S, B> {
     /// confirmed so far (see [`MajorityAction::Progress`]).
     pub fn progress(&self) -> Option<(u64, u64)> {
         match &self.role {
-            Role::Leader(leading) if leading.serve_from.is_none() => {
+            Role::Leader(leading) if leading.serves() => {
                 Some((leading.committed, leading.confirmed))
             }
             _ => None,
@@ -584,7 +604,7 @@ impl<S: Clone, B: Clone> Majority<S, B> {
     pub fn lease_holds(&self, now: Instant) -> bool {
         match &self.role {
             Role::Leader(leading) => {
-                leading.serve_from.is_none() && leading.lease_until.is_some_and(|until| now < until)
+                leading.serves() && leading.lease_until.is_some_and(|until| now < until)
             }
             _ => false,
         }
@@ -1081,7 +1101,9 @@ impl<S: Clone, B: Clone> Majority<S, B> {
                 seq: 0,
                 round: 0,
                 sent_at: now,
+                holds_state: false,
             });
+            answer.holds_state |= held.is_some();
             if let Some(seq) = held {
                 // A member cannot hold more than was sent.
                 answer.seq = answer.seq.max(seq.min(leading.seq));
@@ -1217,6 +1239,7 @@ impl<S: Clone, B: Clone> Majority<S, B> {
                     seq: 0,
                     round: 0,
                     sent_at: *since,
+                    holds_state: false,
                 };
                 (voter.clone(), answer)
             })
@@ -1232,12 +1255,15 @@ impl<S: Clone, B: Clone> Majority<S, B> {
             awaiting_state: BTreeSet::new(),
             next_heartbeat: now + self.config.heartbeat,
             serve_from,
+            state_held: false,
             lease_until,
         });
         self.held = Some(Position { term, seq: 0 });
         self.amnesiac = false;
         self.actions
             .push_back(MajorityAction::Elected { term, joined: None });
+        // A quorum of one holds its state already.
+        self.advance();
     }
 
     /// Starts a round: a heartbeat to every member.
@@ -1263,13 +1289,14 @@ impl<S: Clone, B: Clone> Majority<S, B> {
         self.send_to_all(&heartbeat);
     }
 
-    /// On a leader waiting out earlier leases: it serves now, and what waited may be answered
-    /// (rule 8).
+    /// On a leader, once it waited out earlier leases (rule 8): what waited may be answered if
+    /// its state is held by a quorum.
     fn serve(&mut self) {
         let Role::Leader(leading) = &mut self.role else {
             return;
         };
-        if leading.serve_from.take().is_some() {
+        leading.serve_from = None;
+        if leading.serves() {
             self.actions.push_back(MajorityAction::Progress {
                 term: self.durable.term,
                 committed: leading.committed,
@@ -1377,7 +1404,8 @@ impl<S: Clone, B: Clone> Majority<S, B> {
         self.send(from, reply);
     }
 
-    /// On the leader: what a quorum holds and has answered, told when it grows.
+    /// On the leader: what a quorum holds and has answered, told when it grows (once it
+    /// serves: rules 5 and 8).
     fn advance(&mut self) {
         let need = quorum(self.config.voters.len());
         let term = self.durable.term;
@@ -1392,6 +1420,7 @@ impl<S: Clone, B: Clone> Majority<S, B> {
         let committed = nth_highest(seqs.chain([leading.seq]).collect());
         let rounds = leading.answers.values().map(|a| a.round);
         let confirmed = nth_highest(rounds.chain([leading.round]).collect());
+        let holders = leading.answers.values().filter(|a| a.holds_state).count() + 1;
         if confirmed > leading.confirmed
             && let Some(lease) = self.config.lease()
             && let Some(sent_at) = leading.sent_at(confirmed)
@@ -1399,13 +1428,12 @@ impl<S: Clone, B: Clone> Majority<S, B> {
             let until = sent_at + lease;
             leading.lease_until = Some(leading.lease_until.map_or(until, |was| was.max(until)));
         }
-        if committed > leading.committed || confirmed > leading.confirmed {
-            leading.committed = leading.committed.max(committed);
-            leading.confirmed = leading.confirmed.max(confirmed);
-            if leading.serve_from.is_some() {
-                // Told once it serves (rule 8).
-                return;
-            }
+        let grew = committed > leading.committed || confirmed > leading.confirmed;
+        let state_now_held = !leading.state_held && holders >= need;
+        leading.committed = leading.committed.max(committed);
+        leading.confirmed = leading.confirmed.max(confirmed);
+        leading.state_held |= state_now_held;
+        if leading.serves() && (grew || state_now_held) {
             self.actions.push_back(MajorityAction::Progress {
                 term,
                 committed: leading.committed,
@@ -1643,13 +1671,7 @@ mod tests {
                                 }
                             }
                             MajorityAction::Elected { joined, .. } => {
-                                let to: Vec<NodeName> = match joined {
-                                    Some(node) => vec![node.clone()],
-                                    None => self.nodes[i].connected().cloned().collect(),
-                                };
-                                for peer in to {
-                                    self.nodes[i].send_state(peer, 7).unwrap();
-                                }
+                                self.send_state(i, joined.clone());
                             }
                             _ => {}
                         }
@@ -1686,6 +1708,34 @@ mod tests {
                 self.run();
             }
             self.now = until;
+        }
+
+        /// Node `i`, elected, hands its state to `joined`, or to every member.
+        fn send_state(&mut self, i: usize, joined: Option<NodeName>) {
+            let to: Vec<NodeName> = match joined {
+                Some(node) => vec![node],
+                None => self.nodes[i].connected().cloned().collect(),
+            };
+            for peer in to {
+                self.nodes[i].send_state(peer, 7).unwrap();
+            }
+        }
+
+        /// The messages node `i` has queued, taken instead of delivered (its other actions are
+        /// carried out as `run` does).
+        fn take_sends(&mut self, i: usize) -> Vec<(usize, MajorityMessage<u32, u32>)> {
+            let mut sends = Vec::new();
+            while let Some(action) = self.nodes[i].poll_action() {
+                match action {
+                    MajorityAction::Persist(durable) => self.disks[i] = durable,
+                    MajorityAction::Send { to, message } => {
+                        sends.push((to.as_str()[1..].parse().unwrap(), message));
+                    }
+                    MajorityAction::Elected { joined, .. } => self.send_state(i, joined),
+                    other => self.seen[i].push(other),
+                }
+            }
+            sends
         }
 
         /// Whom `node` handed over to, if it did.
@@ -1975,6 +2025,74 @@ mod tests {
         assert!(
             net.nodes[new].progress().is_some(),
             "it serves once t passed"
+        );
+    }
+
+    #[test]
+    fn a_successor_answers_nothing_until_a_quorum_holds_its_state_which_may_carry_uncommitted_writes()
+     {
+        let mut net = Net::with_leases(5);
+        let old = net.elect();
+        net.pass(T);
+        let others = net.others(old);
+        let (f, rest) = (others[0], others[1..].to_vec());
+        // A broadcast reaches f alone: not committed (its caller is told the leader was lost).
+        for &x in &rest {
+            net.links.remove(&(old, x));
+        }
+        let now = net.now;
+        net.nodes[old].broadcast(99, now).unwrap();
+        net.run();
+        let old_term = net.nodes[old].term();
+        assert_eq!(
+            net.nodes[f].held(),
+            Some(Position {
+                term: old_term,
+                seq: 1
+            })
+        );
+        // The leader shuts down and hands over to f, the furthest along; two others vote for it.
+        net.nodes[old].resign(now);
+        let handover = net
+            .take_sends(old)
+            .into_iter()
+            .find(|(to, m)| *to == f && matches!(m, MajorityMessage::TimeoutNow { .. }));
+        let (_, handover) = handover.expect("a handover to f");
+        net.nodes[f].handle_message(name(old), handover, now);
+        for (to, vote) in net.take_sends(f) {
+            if rest[..2].contains(&to) && matches!(vote, MajorityMessage::Vote { .. }) {
+                net.nodes[to].handle_message(name(f), vote, now);
+                for (back, reply) in net.take_sends(to) {
+                    if back == f {
+                        net.nodes[f].handle_message(name(to), reply, now);
+                    }
+                }
+            }
+        }
+        assert!(net.nodes[f].is_leader(), "f won by the handover");
+        // Its state, with the broadcast no quorum held, has reached no one: were f cut off now,
+        // the others would elect one of them without it. So it answers nothing yet.
+        let states = net.take_sends(f);
+        assert!(!net.nodes[f].lease_holds(net.now), "no read alone");
+        assert_eq!(net.nodes[f].progress(), None, "no reply at all");
+        // Two voters take its state: with f, a quorum holds it.
+        for (to, state) in states {
+            if rest[..2].contains(&to) && matches!(state, MajorityMessage::State { .. }) {
+                net.nodes[to].handle_message(name(f), state, now);
+                for (back, ack) in net.take_sends(to) {
+                    if back == f {
+                        net.nodes[f].handle_message(name(to), ack, now);
+                    }
+                }
+            }
+        }
+        assert!(
+            net.nodes[f].progress().is_some(),
+            "it serves once a quorum holds its state"
+        );
+        assert!(
+            net.nodes[f].lease_holds(net.now),
+            "and reads alone (a handover's)"
         );
     }
 

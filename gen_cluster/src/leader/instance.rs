@@ -171,7 +171,8 @@ pub(crate) struct Quorum<B: LeaderServer> {
     term_file: Option<TermFile>,
     /// The replies the behaviour gave, not yet numbered.
     gate: Arc<ReplyGate<B>>,
-    /// Replies waiting for a quorum, in the order given (so by broadcast and round).
+    /// Replies waiting for a quorum, in the order given (so by broadcast; by round too, but
+    /// for the replies a lease let through with none).
     gated: VecDeque<Gated<B>>,
     /// How long a call waits here for a leader while a quorum of voters is counted.
     election_wait: Duration,

@@ -262,8 +262,10 @@ pub struct LeaderConfig {
     /// lease (`election_timeout × 0.98 − 5 ms`, on the monotonic clock); in return a leader
     /// elected after a timeout (a crash, a cut) serves nothing for `election_timeout` after it
     /// won, so that the leader before it has stopped answering reads by then. A handover (a
-    /// leader that shuts down) costs no wait. The same on every node; not for hosts that
-    /// suspend (their monotonic clock stops). Default `false`.
+    /// leader that shuts down) costs no wait. Not for hosts that suspend (their monotonic clock
+    /// stops). It and `election_timeout` must be the same on every node, and nothing checks
+    /// it: a node elected with leases off, or a shorter timeout, would not wait long enough.
+    /// To change either, stop every node first, as for the candidates. Default `false`.
     pub leases: bool,
 }
 
