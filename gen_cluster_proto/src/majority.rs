@@ -89,8 +89,8 @@
 //!    whatever leader led before, its last round a quorum answered was sent before that win
 //!    (the two quorums share a voter, which answered the round before it voted in the later
 //!    term), so its lease ended first, on any clock. A leader elected by a handover serves at
-//!    once: its predecessor, serving then, stopped before it handed over, and one that has
-//!    not yet served hands over to no one. Only the monotonic clock is used; a host that
+//!    once: its predecessor, past its own wait then, stopped before it handed over, and one
+//!    still waiting out earlier leases hands over to no one. Only the monotonic clock is used; a host that
 //!    sleeps (suspend, not a paused process) stops it, and then a lease can outlast its term.
 //!    Every node must run with the same `leases` and `t`, which greetings do not carry: a node
 //!    elected without leases, or with a shorter `t`, would wait less than a lease may last.
@@ -391,9 +391,11 @@ struct Leading {
     sent: VecDeque<(u64, Instant)>,
     /// Per voter (not this node): what it answered last.
     answers: BTreeMap<NodeName, Answer>,
-    /// Members sent the state and not yet answered it: their answers to what was sent before
-    /// it ask for it again, and are not heeded.
-    awaiting_state: BTreeSet<NodeName>,
+    /// Members sent the state and not yet answered it, with the round it went out in: their
+    /// answers to what was sent before it ask for it again, and are not heeded; an answer to a
+    /// later round that still lacks it says it went unheeded (sent while the member abstained,
+    /// say), and it goes again.
+    awaiting_state: BTreeMap<NodeName, u64>,
     next_heartbeat: Instant,
     /// Rule 8: until when it waits out its predecessors' leases (`None` once it did).
     serve_from: Option<Instant>,
@@ -637,7 +639,7 @@ impl<S: Clone, B: Clone> Majority<S, B> {
         let Role::Leader(leading) = &mut self.role else {
             return Err(NotLeader);
         };
-        leading.awaiting_state.insert(to.clone());
+        leading.awaiting_state.insert(to.clone(), leading.round);
         let message = MajorityMessage::State {
             term,
             seq: leading.seq,
@@ -779,13 +781,15 @@ impl<S: Clone, B: Clone> Majority<S, B> {
         let Role::Leader(leading) = &self.role else {
             return;
         };
-        // Among the furthest along, the earliest by name: the one that stands first by rank
-        // when it sees this node's link close before the handover arrives (rule 6).
+        // Among the furthest along (holding this term's state first: the others would refuse
+        // a voter that lacks it), the earliest by name: the one that stands first by rank when
+        // it sees this node's link close before the handover arrives (rule 6).
+        let along = |a: &Answer| (a.holds_state, a.seq, a.round);
         let successor = leading
             .answers
             .iter()
             .filter(|(voter, _)| self.connected.contains_key(*voter))
-            .max_by(|(a, x), (b, y)| (x.seq, x.round).cmp(&(y.seq, y.round)).then(b.cmp(a)))
+            .max_by(|(a, x), (b, y)| along(x).cmp(&along(y)).then(b.cmp(a)))
             .map(|(voter, _)| voter.clone());
         // Rule 8: one still waiting out an earlier lease hands over to no one (its successor
         // would serve at once, within that lease).
@@ -1086,8 +1090,13 @@ impl<S: Clone, B: Clone> Majority<S, B> {
         };
         if held.is_some() {
             leading.awaiting_state.remove(&from);
-        } else if leading.awaiting_state.insert(from.clone()) {
+        } else if leading
+            .awaiting_state
+            .get(&from)
+            .is_none_or(|sent_in| round > *sent_in)
+        {
             // It lacks the state, and none is on its way.
+            leading.awaiting_state.insert(from.clone(), leading.round);
             self.actions.push_back(MajorityAction::Elected {
                 term,
                 joined: Some(from.clone()),
@@ -1252,7 +1261,7 @@ impl<S: Clone, B: Clone> Majority<S, B> {
             confirmed: 0,
             sent: VecDeque::new(),
             answers,
-            awaiting_state: BTreeSet::new(),
+            awaiting_state: BTreeMap::new(),
             next_heartbeat: now + self.config.heartbeat,
             serve_from,
             state_held: false,
@@ -2475,5 +2484,95 @@ mod tests {
         let now = net.now;
         net.nodes[follower].handle_message(name(leader), stale, now);
         assert_eq!(net.nodes[follower].held(), Some(Position { term, seq: 1 }));
+    }
+
+    /// A state a voter ignored while it abstained (rule 7) goes again once the voter answers a
+    /// later round without it: otherwise, with the third voter gone, the leader would lead on
+    /// its answers (check-quorum holds) and never serve.
+    #[test]
+    fn a_state_a_voter_ignored_while_it_abstained_goes_again() {
+        let mut net = Net::unlinked(&[&[0, 1, 2], &[0, 1, 2], &[0, 1, 2], &[1, 3]]);
+        net.link(1, 3, true);
+        assert!(net.nodes[1].abstains());
+        net.link(0, 1, true);
+        net.link(0, 2, true);
+        net.link(1, 2, true);
+        assert!(!net.nodes[0].abstains() && !net.nodes[2].abstains());
+        // n0 stands; n2 grants, n1 (abstaining) ignores.
+        net.now += 2 * T;
+        let now = net.now;
+        net.nodes[0].handle_timeout(now);
+        let mut to_n2 = net.take_sends(0);
+        for _ in 0..2 {
+            for (to, message) in std::mem::take(&mut to_n2) {
+                if to == 2 {
+                    net.nodes[2].handle_message(name(0), message, now);
+                    for (back, reply) in net.take_sends(2) {
+                        if back == 0 {
+                            net.nodes[0].handle_message(name(2), reply, now);
+                        }
+                    }
+                } else {
+                    net.nodes[to].handle_message(name(0), message, now);
+                    net.take_sends(to);
+                }
+            }
+            to_n2 = net.take_sends(0);
+        }
+        assert!(net.nodes[0].is_leader(), "n0 won with n2's vote");
+        // Its State reaches n1, which abstains and ignores it; n2's is lost with its link.
+        for (to, message) in to_n2 {
+            if to == 1 {
+                assert!(matches!(message, MajorityMessage::State { .. }));
+                net.nodes[1].handle_message(name(0), message, now);
+            }
+        }
+        // n2's link to n0 drops, seen at first by n2 only (n0 finds it silent later).
+        net.close_seen_by(2, 0);
+        net.link(1, 2, false);
+        assert!(net.nodes[0].is_leader());
+        // n1's other-list peer goes: it heeds n0 again.
+        net.link(1, 3, false);
+        assert!(!net.nodes[1].abstains());
+        net.pass(T / 2);
+        let now = net.now;
+        net.nodes[0].handle_node_down(&name(2), now);
+        net.run();
+        net.pass(20 * T);
+        assert!(net.nodes[0].is_leader(), "n0 still leads (n1 answers it)");
+        assert_eq!(net.nodes[1].leader(), Some(&name(0)));
+        assert_eq!(
+            net.nodes[1].held().map(|h| h.term),
+            Some(net.nodes[0].term()),
+            "n1 got n0's state again"
+        );
+        assert!(net.nodes[0].progress().is_some(), "n0 serves with n1");
+    }
+
+    #[test]
+    fn a_single_voter_with_a_worker_serves_with_or_without_leases() {
+        for leases in [false, true] {
+            let mut net = Net::unlinked(&[&[0], &[0]]);
+            for node in &mut net.nodes {
+                node.config.leases = leases;
+            }
+            net.link(0, 1, true);
+            let leader = net.elect();
+            assert_eq!(leader, 0);
+            net.pass(T + BEAT);
+            assert!(net.nodes[0].progress().is_some(), "leases {leases}");
+            let now = net.now;
+            let round = net.nodes[0].confirm(now).unwrap();
+            assert_eq!(net.nodes[0].progress().unwrap().1, round);
+            net.nodes[0].broadcast(1, now).unwrap();
+            net.run();
+            assert_eq!(net.nodes[0].progress().unwrap().0, 1);
+            assert_eq!(
+                net.nodes[1].held().map(|h| h.seq),
+                Some(1),
+                "the worker follows"
+            );
+            assert_eq!(net.nodes[0].lease_holds(net.now), leases);
+        }
     }
 }
