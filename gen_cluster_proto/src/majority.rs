@@ -663,7 +663,7 @@ impl<S: Clone, B: Clone> Majority<S, B> {
             Role::Leader(leading) => leading.round,
             _ => return Err(NotLeader),
         };
-        self.advance();
+        self.advance(now);
         Ok(round)
     }
 
@@ -729,14 +729,12 @@ impl<S: Clone, B: Clone> Majority<S, B> {
             return;
         }
         if let Role::Leader(leading) = &self.role {
+            let beat = leading.next_heartbeat <= now;
             if leading.serve_from.is_some_and(|at| at <= now) {
                 // Rule 8: every earlier leader's lease is over.
-                self.serve();
+                self.advance(now);
             }
-            let Role::Leader(leading) = &self.role else {
-                return;
-            };
-            if leading.next_heartbeat <= now {
+            if beat {
                 if !self.heard_quorum_within(now, self.config.election_timeout) {
                     self.step_down(now);
                     return;
@@ -771,7 +769,7 @@ impl<S: Clone, B: Clone> Majority<S, B> {
             broadcast,
         };
         self.send_to_all(&append);
-        self.advance();
+        self.advance(now);
         Ok(seq)
     }
 
@@ -1123,7 +1121,7 @@ impl<S: Clone, B: Clone> Majority<S, B> {
                     answer.sent_at = sent_at;
                 }
             }
-            self.advance();
+            self.advance(now);
         }
     }
 
@@ -1272,7 +1270,7 @@ impl<S: Clone, B: Clone> Majority<S, B> {
         self.actions
             .push_back(MajorityAction::Elected { term, joined: None });
         // A quorum of one holds its state already.
-        self.advance();
+        self.advance(now);
     }
 
     /// Starts a round: a heartbeat to every member.
@@ -1296,22 +1294,6 @@ impl<S: Clone, B: Clone> Majority<S, B> {
             round: leading.round,
         };
         self.send_to_all(&heartbeat);
-    }
-
-    /// On a leader, once it waited out earlier leases (rule 8): what waited may be answered if
-    /// its state is held by a quorum.
-    fn serve(&mut self) {
-        let Role::Leader(leading) = &mut self.role else {
-            return;
-        };
-        leading.serve_from = None;
-        if leading.serves() {
-            self.actions.push_back(MajorityAction::Progress {
-                term: self.durable.term,
-                committed: leading.committed,
-                confirmed: leading.confirmed,
-            });
-        }
     }
 
     /// This node's greeting.
@@ -1413,14 +1395,18 @@ impl<S: Clone, B: Clone> Majority<S, B> {
         self.send(from, reply);
     }
 
-    /// On the leader: what a quorum holds and has answered, told when it grows (once it
-    /// serves: rules 5 and 8).
-    fn advance(&mut self) {
+    /// On the leader: what a quorum holds and has answered, told once it serves and then when
+    /// it grows (rules 5 and 8); the wait for earlier leases ends when `now` passed it.
+    fn advance(&mut self, now: Instant) {
         let need = quorum(self.config.voters.len());
         let term = self.durable.term;
         let Role::Leader(leading) = &mut self.role else {
             return;
         };
+        let served = leading.serves();
+        if leading.serve_from.is_some_and(|at| at <= now) {
+            leading.serve_from = None;
+        }
         let nth_highest = |mut values: Vec<u64>| {
             values.sort_unstable_by(|a, b| b.cmp(a));
             values.get(need - 1).copied().unwrap_or(0)
@@ -1438,11 +1424,10 @@ impl<S: Clone, B: Clone> Majority<S, B> {
             leading.lease_until = Some(leading.lease_until.map_or(until, |was| was.max(until)));
         }
         let grew = committed > leading.committed || confirmed > leading.confirmed;
-        let state_now_held = !leading.state_held && holders >= need;
         leading.committed = leading.committed.max(committed);
         leading.confirmed = leading.confirmed.max(confirmed);
-        leading.state_held |= state_now_held;
-        if leading.serves() && (grew || state_now_held) {
+        leading.state_held |= holders >= need;
+        if leading.serves() && (grew || !served) {
             self.actions.push_back(MajorityAction::Progress {
                 term,
                 committed: leading.committed,
@@ -1745,6 +1730,18 @@ mod tests {
                 }
             }
             sends
+        }
+
+        /// Delivers `message` from `from` to `to`, and `to`'s answers to `from` back (what `to`
+        /// sends anyone else is dropped).
+        fn exchange(&mut self, from: usize, to: usize, message: MajorityMessage<u32, u32>) {
+            let now = self.now;
+            self.nodes[to].handle_message(name(from), message, now);
+            for (back, answer) in self.take_sends(to) {
+                if back == from {
+                    self.nodes[from].handle_message(name(to), answer, now);
+                }
+            }
         }
 
         /// Whom `node` handed over to, if it did.
@@ -2070,12 +2067,7 @@ mod tests {
         net.nodes[f].handle_message(name(old), handover, now);
         for (to, vote) in net.take_sends(f) {
             if rest[..2].contains(&to) && matches!(vote, MajorityMessage::Vote { .. }) {
-                net.nodes[to].handle_message(name(f), vote, now);
-                for (back, reply) in net.take_sends(to) {
-                    if back == f {
-                        net.nodes[f].handle_message(name(to), reply, now);
-                    }
-                }
+                net.exchange(f, to, vote);
             }
         }
         assert!(net.nodes[f].is_leader(), "f won by the handover");
@@ -2087,12 +2079,7 @@ mod tests {
         // Two voters take its state: with f, a quorum holds it.
         for (to, state) in states {
             if rest[..2].contains(&to) && matches!(state, MajorityMessage::State { .. }) {
-                net.nodes[to].handle_message(name(f), state, now);
-                for (back, ack) in net.take_sends(to) {
-                    if back == f {
-                        net.nodes[f].handle_message(name(to), ack, now);
-                    }
-                }
+                net.exchange(f, to, state);
             }
         }
         assert!(
@@ -2506,12 +2493,7 @@ mod tests {
         for _ in 0..2 {
             for (to, message) in std::mem::take(&mut to_n2) {
                 if to == 2 {
-                    net.nodes[2].handle_message(name(0), message, now);
-                    for (back, reply) in net.take_sends(2) {
-                        if back == 0 {
-                            net.nodes[0].handle_message(name(2), reply, now);
-                        }
-                    }
+                    net.exchange(0, 2, message);
                 } else {
                     net.nodes[to].handle_message(name(0), message, now);
                     net.take_sends(to);
