@@ -567,6 +567,32 @@ pub(super) fn heal(_: &Bench, report: &mut Report) -> Result<()> {
 const CALLS: usize = 5_000;
 const CALLERS: usize = 64;
 
+/// One caller's call times of leader calls and of the plain calls beside them, then 64 callers'
+/// rates of each.
+type Measured = (Vec<Duration>, Vec<Duration>, f64, f64);
+
+/// Reports `measured`: the leader calls' p50 and p99 (`{figure}_p50`, `{figure}_p99`) beside
+/// the plain calls' (`{baseline}_p50`, `{baseline}_p99`), and their rate (`rate`) beside the
+/// plain calls' (`remote_calls_per_s_64_callers`).
+fn report_calls(
+    report: &mut Report,
+    measured: Measured,
+    figure: &str,
+    baseline: &str,
+    rate: &str,
+) -> Result<()> {
+    let (ours, plain, ours_rate, plain_rate) = measured;
+    let (p50, p99) = percentiles(ours)?;
+    let (plain_p50, plain_p99) = percentiles(plain)?;
+    for (what, value, base_value) in [("p50", p50, plain_p50), ("p99", p99, plain_p99)] {
+        let (name, base_name) = (format!("{figure}_{what}"), format!("{baseline}_{what}"));
+        report.lower(&name, "us", value, &base_name, base_value);
+    }
+    let plain = "remote_calls_per_s_64_callers";
+    report.higher(rate, "/s", ours_rate, plain, plain_rate);
+    Ok(())
+}
+
 fn write() -> Request {
     Write::Put("k".into(), "v".into()).into()
 }
@@ -583,7 +609,7 @@ async fn calls_beside_echo(
     caller: Node,
     echo: ServerRef<Echo>,
     request: fn() -> Request,
-) -> Result<(Vec<Duration>, Vec<Duration>, f64, f64)> {
+) -> Result<Measured> {
     let echo_call = || EchoCall::Echo(vec![7u8; 64]);
     instance.leader_call(write(), STEP).await?;
     let (mut ours, mut plain) = (Vec::new(), Vec::new());
@@ -641,116 +667,61 @@ pub(super) fn leader_call(Bench { sides, .. }: &Bench, report: &mut Report) -> R
     sides.server.block_on(start(&leader))?;
     let instance = sides.on_client(start(&follower))??;
     let follower_node = follower.clone();
-    let (ours, plain, ours_rate, plain_rate) =
-        sides.on_client(calls_beside_echo(instance, follower, echo, write))??;
+    let measured = sides.on_client(calls_beside_echo(instance, follower, echo, write))??;
     sides.stop(&[&leader]);
     sides.stop(&[&follower_node]);
-    let (p50, p99) = percentiles(ours)?;
-    let (plain_p50, plain_p99) = percentiles(plain)?;
-    report.lower(
-        "leader_call_p50",
-        "us",
-        p50,
-        "remote_call_same_link_p50",
-        plain_p50,
-    );
-    report.lower(
-        "leader_call_p99",
-        "us",
-        p99,
-        "remote_call_same_link_p99",
-        plain_p99,
-    );
-    report.higher(
-        "leader_calls_per_s_64_callers",
-        "/s",
-        ours_rate,
-        "remote_calls_per_s_64_callers",
-        plain_rate,
-    );
-    Ok(())
+    let rate = "leader_calls_per_s_64_callers";
+    report_calls(
+        report,
+        measured,
+        "leader_call",
+        "remote_call_same_link",
+        rate,
+    )
 }
 
 /// The `majority` election's `leader_call` from a worker on the client side, answered once a
 /// quorum of the three voters (on the server side) holds the write, beside a plain remote call
 /// to the leader's node on the same link: one caller, then 64.
 pub(super) fn majority_leader_call(Bench { sides, .. }: &Bench, report: &mut Report) -> Result<()> {
-    let (ours, plain, ours_rate, plain_rate) = quorum_calls(sides, false, write)?;
-    let (p50, p99) = percentiles(ours)?;
-    let (plain_p50, plain_p99) = percentiles(plain)?;
-    report.lower(
-        "majority_leader_call_p50",
-        "us",
-        p50,
-        "remote_call_to_leader_p50",
-        plain_p50,
-    );
-    report.lower(
-        "majority_leader_call_p99",
-        "us",
-        p99,
-        "remote_call_to_leader_p99",
-        plain_p99,
-    );
-    report.higher(
-        "majority_leader_calls_per_s_64_callers",
-        "/s",
-        ours_rate,
-        "remote_calls_per_s_64_callers",
-        plain_rate,
-    );
-    Ok(())
+    let measured = quorum_calls(sides, false, write)?;
+    let rate = "majority_leader_calls_per_s_64_callers";
+    report_calls(
+        report,
+        measured,
+        "majority_leader_call",
+        "remote_call_to_leader",
+        rate,
+    )
 }
 
 /// Reads through the `majority` leader (the dictionary's `Request::Get`), set up as
 /// [`majority_leader_call`]: with leader leases (the leader answers alone) beside the read
 /// index (a round a quorum answers first) and a plain remote call to the leader's node.
 pub(super) fn majority_read(Bench { sides, .. }: &Bench, report: &mut Report) -> Result<()> {
-    let (leased, plain, leased_rate, plain_rate) = quorum_calls(sides, true, read)?;
+    let leased = quorum_calls(sides, true, read)?;
     let (read_index, _, read_index_rate, _) = quorum_calls(sides, false, read)?;
-    let (p50, p99) = percentiles(leased)?;
-    let (plain_p50, plain_p99) = percentiles(plain)?;
+    let (lease_p50, _) = percentiles(leased.0.clone())?;
+    let leased_rate = leased.2;
+    let rate = "lease_reads_per_s_64_callers";
+    report_calls(report, leased, "lease_read", "remote_call_to_leader", rate)?;
     let (index_p50, _) = percentiles(read_index)?;
     report.lower(
         "lease_read_p50",
         "us",
-        p50,
-        "remote_call_to_leader_p50",
-        plain_p50,
+        lease_p50,
+        "read_index_p50",
+        index_p50,
     );
-    report.lower(
-        "lease_read_p99",
-        "us",
-        p99,
-        "remote_call_to_leader_p99",
-        plain_p99,
-    );
-    report.lower("lease_read_p50", "us", p50, "read_index_p50", index_p50);
-    report.higher(
-        "lease_reads_per_s_64_callers",
-        "/s",
-        leased_rate,
-        "remote_calls_per_s_64_callers",
-        plain_rate,
-    );
-    report.higher(
-        "lease_reads_per_s_64_callers",
-        "/s",
-        leased_rate,
-        "read_index_reads_per_s_64_callers",
-        read_index_rate,
-    );
+    let index_rate = "read_index_reads_per_s_64_callers";
+    report.higher(rate, "/s", leased_rate, index_rate, read_index_rate);
     Ok(())
 }
 
 /// Three voters of the dictionary's `majority` election on the server side (with leader leases
 /// or not) and a worker on the client side: `request` through the worker's instance beside a
 /// plain remote call to the leader's node, as [`calls_beside_echo`] measures them.
-fn quorum_calls(
-    sides: &super::Sides,
-    leases: bool,
-    request: fn() -> Request,
-) -> Result<(Vec<Duration>, Vec<Duration>, f64, f64)> {
+fn quorum_calls(sides: &super::Sides, leases: bool, request: fn() -> Request) -> Result<Measured> {
     let data =
         std::env::temp_dir().join(format!("gen-cluster-bench-quorum-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data);
