@@ -85,13 +85,14 @@
 //!    leader answer reads by itself (a call that broadcast nothing: [`Majority::lease_holds`])
 //!    for a [`lease`](MajorityConfig::lease) from when the round was sent: `t × (1 − 2ρ) −
 //!    margin`, with ρ the bound on how much two clocks' rates differ ([`MAX_CLOCK_DRIFT`]). A
-//!    leader elected by a timeout lets no reply leave (reads and writes wait) for `t` after it won:
-//!    whatever leader led before, its last round a quorum answered was sent before that win
-//!    (the two quorums share a voter, which answered the round before it voted in the later
-//!    term), so its lease ended first, on any clock. A leader elected by a handover serves at
-//!    once: its predecessor, past its own wait then, stopped before it handed over, and one
-//!    still waiting out earlier leases hands over to no one. Only the monotonic clock is used; a host that
-//!    sleeps (suspend, not a paused process) stops it, and then a lease can outlast its term.
+//!    leader elected by a timeout lets no reply leave (reads and writes wait) for `t` after it
+//!    won: whatever leader led before, its last round a quorum answered was sent before that
+//!    win (the two quorums share a voter, which answered the round before it voted in the
+//!    later term), so its lease ended first, on any clock. A leader elected by a handover
+//!    serves at once: its predecessor, past its own wait then, stopped before it handed over,
+//!    and one still waiting out earlier leases hands over to no one. Only the monotonic clock
+//!    is used; a host that sleeps (suspend, not a paused process) stops it, and then a lease
+//!    can outlast its term.
 //!    Every node must run with the same `leases` and `t`, which greetings do not carry: a node
 //!    elected without leases, or with a shorter `t`, would wait less than a lease may last.
 //!
@@ -2035,8 +2036,7 @@ mod tests {
     }
 
     #[test]
-    fn a_successor_answers_nothing_until_a_quorum_holds_its_state_which_may_carry_uncommitted_writes()
-     {
+    fn a_successor_answers_nothing_until_a_quorum_holds_its_state_with_uncommitted_writes() {
         let mut net = Net::with_leases(5);
         let old = net.elect();
         net.pass(T);

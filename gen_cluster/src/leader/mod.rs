@@ -29,11 +29,12 @@
 //!   fencing token to check with a [`Fence`] wherever the leader's acts land. A voter keeps its
 //!   term and vote in `data_dir` (required), written and synced before it votes or stands.
 //! - A leader call's reply leaves the leader only once a quorum of voters holds its state and
-//!   every broadcast the leader sent before the reply, and has answered a round of messages started after the
-//!   call arrived (the reply's own broadcast, or a heartbeat sent for it): the caller's `Ok`
-//!   means the change survives any minority of crashes, and a reply never comes from a leader
-//!   already deposed. A leader that loses its quorum first, or a reply given in a later term
-//!   than its call's, fails the call with [`LeaderCallError::LeaderDied`].
+//!   every broadcast the leader sent before the reply, and has answered a round of messages
+//!   started after the call arrived (the reply's own broadcast, or a heartbeat sent for it):
+//!   the caller's `Ok` means the change survives any minority of crashes, and a reply never
+//!   comes from a leader already deposed. A leader that loses its quorum first, or a reply
+//!   given in a later term than its call's, fails the call with
+//!   [`LeaderCallError::LeaderDied`].
 //! - With no leader known, a call fails with [`LeaderCallError::NoQuorum`] at once when this
 //!   node counts fewer than a quorum of voters (it is on the minority side), and after twice the
 //!   election timeout otherwise (no election was won meanwhile).
