@@ -62,22 +62,33 @@ fn read(file: &Path) -> Result<Vec<u8>> {
     Ok(cookie.as_bytes().to_vec())
 }
 
+/// Makes `file` with a fresh secret, whole or not at all: the secret is written to a file of
+/// its own beside it, then linked to `file`'s name, which fails if `file` exists. So nodes
+/// started at once on a fresh host all read the one secret that was linked first, and none
+/// reads a file half written.
 fn create(file: &Path) -> Result<()> {
     use std::io::Write;
     #[cfg(unix)]
     use std::os::unix::fs::OpenOptionsExt;
-    let mut random = [0u8; 20];
+    let hex = |bytes: &[u8]| -> String { bytes.iter().map(|b| format!("{b:02x}")).collect() };
+    let mut random = [0u8; 28];
     getrandom::fill(&mut random).context("no OS randomness for a new cookie")?;
-    let cookie: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    let (secret, draft_tag) = random.split_at(20);
+    let draft = file.with_file_name(format!(".gen_cluster.cookie.{}", hex(draft_tag)));
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
     options.mode(0o600);
-    let mut out = options
-        .open(file)
-        .with_context(|| format!("cannot create the cookie file {}", file.display()))?;
-    writeln!(out, "{cookie}")?;
-    Ok(())
+    let written = options.open(&draft).and_then(|mut out| {
+        writeln!(out, "{}", hex(secret))?;
+        out.sync_all()
+    });
+    let linked = written.and_then(|()| match std::fs::hard_link(&draft, file) {
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        other => other,
+    });
+    let _ = std::fs::remove_file(&draft);
+    linked.with_context(|| format!("cannot create the cookie file {}", file.display()))
 }
 
 /// The file's permission bits, if group or others may read it.
@@ -113,5 +124,32 @@ mod tests {
         assert_eq!(readable_by_others(&file), None);
         assert_eq!(read(&file).unwrap(), b"secret");
         std::fs::remove_file(&file).unwrap();
+    }
+
+    #[test]
+    fn nodes_started_at_once_make_one_cookie_and_all_read_it() {
+        let dir = std::env::temp_dir().join(format!("gen-cluster-cookies-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join(".gen_cluster.cookie");
+        let start = std::sync::Barrier::new(8);
+        let cookies: Vec<Vec<u8>> = std::thread::scope(|scope| {
+            let nodes: Vec<_> = (0..8)
+                .map(|_| {
+                    scope.spawn(|| {
+                        start.wait();
+                        create(&file).unwrap();
+                        read(&file).unwrap()
+                    })
+                })
+                .collect();
+            nodes.into_iter().map(|node| node.join().unwrap()).collect()
+        });
+        assert_eq!(cookies[0].len(), 40);
+        assert!(cookies.iter().all(|cookie| *cookie == cookies[0]));
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+        assert_eq!(left.len(), 1, "drafts left behind: {left:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
