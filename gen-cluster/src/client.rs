@@ -124,7 +124,7 @@ fn print_status(status: &LeaderStatus, json: bool) {
     println!("nodes       {}", nodes.join(", "));
     if !status.refused.is_empty() {
         println!(
-            "refused     {} (their candidate lists conflict with this node's)",
+            "refused     {} (their candidate lists or lease settings conflict with this node's)",
             list(&status.refused)
         );
     }

@@ -3,8 +3,8 @@
 //! voters holds it; a leader cut from its voters never acknowledges and is replaced in a later
 //! term; the minority side fails calls with `NoQuorum` instead of waiting; a restarted voter
 //! keeps its term on disk and catches up; a leader that shuts down hands over; a node started
-//! with other voters stops the election while it is connected; the settings that cannot run
-//! are refused at start. Scenarios on the in-memory network run in paused time,
+//! with other voters, or another lease setting, stops the election while it is connected; the
+//! settings that cannot run are refused at start. Scenarios on the in-memory network run in paused time,
 //! where cuts hold bytes as a hung link does.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
@@ -316,10 +316,29 @@ async fn a_leader_that_shuts_down_hands_over_and_the_fence_refuses_its_term(net:
 }
 
 /// Node d, started with the voters c, d, e, meets a, b and c, started with a, b, c: with e, its
-/// list could have a quorum of its own beside a and b's. Every node that sees it abstains (no
-/// leader, calls refused with `NoQuorum`, the stranger named in the status) until it leaves;
-/// then a, b and c elect again, with every acknowledged write.
+/// list could have a quorum of its own beside a and b's.
 async fn a_node_started_with_other_voters_stops_the_election_until_it_leaves(net: Net) {
+    a_stranger_stops_the_election_until_it_leaves(net, ["c", "d", "e"], |_| {}).await;
+}
+
+/// Node d, a worker with leases, meets a, b and c, voters without: a leader elected without
+/// leases would not wait out a lease.
+async fn a_node_with_another_lease_setting_stops_the_election_until_it_leaves(net: Net) {
+    a_stranger_stops_the_election_until_it_leaves(net, ["a", "b", "c"], |config| {
+        config.leases = true;
+    })
+    .await;
+}
+
+/// The voters a, b, c meet d, started with the voters `voters_of_d` and its settings changed by
+/// `configure`. Every node that sees it abstains (no leader, calls refused with `NoQuorum`, the
+/// stranger named in the status) until it leaves; then a, b and c elect again, with every
+/// acknowledged write.
+async fn a_stranger_stops_the_election_until_it_leaves(
+    net: Net,
+    voters_of_d: [&str; 3],
+    configure: impl Fn(&mut LeaderConfig),
+) {
     let nodes = net.loner_mesh(&["a", "b", "c"]).await;
     let (dicts, _dirs) = start_dicts(&nodes).await;
     let all: Vec<&Leader<Dict>> = dicts.iter().collect();
@@ -332,9 +351,13 @@ async fn a_node_started_with_other_voters_stops_the_election_until_it_leaves(net
     for node in &nodes {
         common::connect(&stranger, node).await;
     }
-    let other_voters = ["c", "d", "e"].map(|n| NodeName::new(n).unwrap());
+    let voters_of_d = voters_of_d.map(|n| NodeName::new(n).unwrap());
     let dir = scratch_dir("majority");
-    let dict_d = start_dict(&stranger, &other_voters, &dir).await;
+    let mut config = majority_config(&voters_of_d, &dir);
+    configure(&mut config);
+    let dict_d = Leader::start(&stranger, config, Dict::default())
+        .await
+        .unwrap();
     tokio::time::timeout(HANG, async {
         while all.iter().any(|dict| followed(dict).is_some()) {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -486,6 +509,7 @@ on_both_transports!(
     a_restarted_voter_keeps_its_term_and_catches_up,
     a_leader_that_shuts_down_hands_over_and_the_fence_refuses_its_term,
     a_node_started_with_other_voters_stops_the_election_until_it_leaves,
+    a_node_with_another_lease_setting_stops_the_election_until_it_leaves,
 );
 
 #[tokio::test(start_paused = true)]

@@ -70,15 +70,18 @@
 //!    does a leader whose links to its quorum closed. A follower that refused a pre-vote only
 //!    because it still heard its leader judges it again when that leader's link closes: the
 //!    voter that saw the crash first does not wait for the next ranked.
-//! 7. **One list of voters.** Every node greets a peer with its list of voters, and answers a
-//!    peer's first greeting with its own (a message from a peer not counted yet goes unheard,
-//!    and the peer may have greeted this node before this node counted it). Two lists could
-//!    each have a quorum of nodes that hold it, with no node in both (`a, b, c` on a and b;
-//!    `c, d, e` on c, d and e), and elect a leader each. So a node linked to a peer whose list
-//!    differs (as a set) abstains while that link lives: it leads no more, follows no one,
-//!    neither stands nor votes, and heeds no message but greetings; the runtime is told
-//!    ([`MajorityAction::Refused`]) to say which node to fix. The peer, greeted with this
-//!    node's list, abstains too, so nodes that meet cannot keep two leaders; nodes of two lists
+//! 7. **One list of voters, one lease.** Every node greets a peer with its list of voters and
+//!    its lease setting ([`MajorityConfig::leases_with`]), and answers a peer's first greeting
+//!    with its own (a message from a peer not counted yet goes unheard, and the peer may have
+//!    greeted this node before this node counted it). Two lists could each have a quorum of
+//!    nodes that hold it, with no node in both (`a, b, c` on a and b; `c, d, e` on c, d and
+//!    e), and elect a leader each; a leader elected without leases, or with a shorter `t`,
+//!    would wait less than its predecessor's lease may last (rule 8). So a node linked to a
+//!    peer whose list differs (as a set), or whose lease setting differs, abstains while that
+//!    link lives: it leads no more, follows no one, neither stands nor votes, and heeds no
+//!    message but greetings; the runtime is told ([`MajorityAction::Refused`]) to say which
+//!    node to fix. The peer, greeted with this node's settings, abstains too, so nodes that
+//!    meet cannot keep two leaders, nor serve within one another's lease; nodes of two lists
 //!    that never meet are two clusters, which no protocol can tell from one.
 //!
 //! 8. **Leases** (only with [`MajorityConfig::leases`]). A round a quorum answered lets the
@@ -92,9 +95,8 @@
 //!    serves at once: its predecessor, past its own wait then, stopped before it handed over,
 //!    and one still waiting out earlier leases hands over to no one. Only the monotonic clock
 //!    is used; a host that sleeps (suspend, not a paused process) stops it, and then a lease
-//!    can outlast its term.
-//!    Every node must run with the same `leases` and `t`, which greetings do not carry: a node
-//!    elected without leases, or with a shorter `t`, would wait less than a lease may last.
+//!    can outlast its term. Every node must run with the same `leases` and, with leases, the
+//!    same `t`: greetings carry both (rule 7).
 //!
 //! Workers (nodes not among the voters) follow and never vote. The machine is generic over `S`,
 //! the behaviour's state, and `B`, its broadcasts; it never looks inside either. Costs: O(voters)
@@ -147,6 +149,12 @@ impl MajorityConfig {
                 .saturating_sub(LEASE_MARGIN)
         })
     }
+
+    /// What every node's lease setting must match (rule 7): with leases, the election timeout
+    /// they are drawn from; `None` without.
+    pub fn leases_with(&self) -> Option<Duration> {
+        self.leases.then_some(self.election_timeout)
+    }
 }
 
 /// What a node holds: the term of the leader whose state it has, and how many of that
@@ -172,14 +180,17 @@ pub struct Durable {
 /// this life).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum MajorityMessage<S, B> {
-    /// Sent when the peer is counted: the sender's term, what it holds and its voters.
+    /// Sent when the peer is counted: the sender's term, what it holds and the settings every
+    /// node must share (rule 7).
     Hello {
         /// The sender's term.
         term: u64,
         /// What it holds.
         held: Option<Position>,
-        /// The voters it was started with (rule 7).
+        /// The voters it was started with.
         voters: Vec<NodeName>,
+        /// Its lease setting ([`MajorityConfig::leases_with`]).
+        leases_with: Option<Duration>,
     },
     /// Would the receiver vote for the sender in `term` (one past the sender's own)?
     PreVote {
@@ -336,13 +347,15 @@ pub enum MajorityAction<S, B> {
         /// The leader.
         leader: NodeName,
     },
-    /// The peer `node` was started with other voters: this node abstains while it is linked to
-    /// it (rule 7). Tell the operator.
+    /// The peer `node` was started with other voters or another lease setting: this node
+    /// abstains while it is linked to it (rule 7). Tell the operator.
     Refused {
         /// The peer.
         node: NodeName,
         /// Its voters.
         voters: Vec<NodeName>,
+        /// Its lease setting ([`MajorityConfig::leases_with`]).
+        leases_with: Option<Duration>,
     },
 }
 
@@ -483,8 +496,8 @@ pub struct Majority<S, B> {
     amnesiac: bool,
     /// The peers counted now.
     connected: BTreeMap<NodeName, Peer>,
-    /// The peers counted now that were started with other voters: while there is one, this
-    /// node abstains (rule 7).
+    /// The peers counted now that were started with other voters or another lease setting:
+    /// while there is one, this node abstains (rule 7).
     refused: BTreeSet<NodeName>,
     /// When a voter that does not lead stands next.
     stand_at: Option<Instant>,
@@ -623,12 +636,13 @@ impl<S: Clone, B: Clone> Majority<S, B> {
         self.connected.keys()
     }
 
-    /// The peers counted now that were started with other voters (rule 7).
+    /// The peers counted now that were started with other voters or another lease setting
+    /// (rule 7).
     pub fn refused(&self) -> &BTreeSet<NodeName> {
         &self.refused
     }
 
-    /// Whether this node abstains: a peer it counts was started with other voters (rule 7).
+    /// Whether this node abstains: a peer it counts was started with other settings (rule 7).
     pub fn abstains(&self) -> bool {
         !self.refused.is_empty()
     }
@@ -863,10 +877,15 @@ impl<S: Clone, B: Clone> Majority<S, B> {
             let hello = self.hello();
             self.send(from.clone(), hello);
         }
-        if let MajorityMessage::Hello { voters, .. } = &message
-            && !same_voters(voters, &self.config.voters)
+        if let MajorityMessage::Hello {
+            voters,
+            leases_with,
+            ..
+        } = &message
+            && (!same_voters(voters, &self.config.voters)
+                || *leases_with != self.config.leases_with())
         {
-            return self.refuse(from, voters.clone());
+            return self.refuse(from, voters.clone(), *leases_with);
         }
         if self.abstains() {
             return;
@@ -1303,16 +1322,21 @@ impl<S: Clone, B: Clone> Majority<S, B> {
             term: self.durable.term,
             held: self.held,
             voters: self.config.voters.clone(),
+            leases_with: self.config.leases_with(),
         }
     }
 
-    /// Rule 7: `peer` was started with `voters`, not this node's: abstain while it is linked.
-    fn refuse(&mut self, peer: NodeName, voters: Vec<NodeName>) {
+    /// Rule 7: `peer` was started with `voters` and `leases_with`, not this node's: abstain
+    /// while it is linked.
+    fn refuse(&mut self, peer: NodeName, voters: Vec<NodeName>, leases_with: Option<Duration>) {
         self.refused.insert(peer.clone());
         self.lose_leader();
         self.stand_at = None;
-        self.actions
-            .push_back(MajorityAction::Refused { node: peer, voters });
+        self.actions.push_back(MajorityAction::Refused {
+            node: peer,
+            voters,
+            leases_with,
+        });
     }
 
     /// Stops leading (check-quorum failed, or a resignation).
@@ -2408,6 +2432,54 @@ mod tests {
     }
 
     #[test]
+    fn a_node_with_another_lease_setting_stops_the_election_while_it_is_linked() {
+        // n0 and n1 with leases; n2 without, or with leases of another election timeout.
+        let others: [fn(&mut MajorityConfig); 2] = [
+            |config| config.leases = false,
+            |config| config.election_timeout = T * 2,
+        ];
+        for other in others {
+            let voters: &[usize] = &[0, 1, 2];
+            let mut net = Net::unlinked(&[voters; 3]);
+            for node in &mut net.nodes {
+                node.config.leases = true;
+            }
+            other(&mut net.nodes[2].config);
+            for (a, b) in [(0, 1), (0, 2), (1, 2)] {
+                net.link(a, b, true);
+            }
+            net.pass(T * 20);
+            assert_eq!(net.leaders(), Vec::<usize>::new());
+            assert_eq!(net.nodes[0].refused(), &BTreeSet::from([name(2)]));
+            assert_eq!(net.nodes[1].refused(), &BTreeSet::from([name(2)]));
+            assert_eq!(net.nodes[2].refused(), &BTreeSet::from([name(0), name(1)]));
+            let told = net.seen[0].iter().any(|action| {
+                matches!(action, MajorityAction::Refused { node, leases_with, .. }
+                    if *node == name(2) && *leases_with == net.nodes[2].config.leases_with())
+            });
+            assert!(told, "n0 was not told what n2 runs with");
+
+            // n2 leaves: n0 and n1 elect, and serve.
+            net.link(0, 2, false);
+            net.link(1, 2, false);
+            net.pass(T * 20);
+            let leader = net.leaders()[..] == [0] || net.leaders()[..] == [1];
+            assert!(leader, "{:?}", net.leaders());
+        }
+
+        // Without leases the election timeouts may differ.
+        let voters: &[usize] = &[0, 1, 2];
+        let mut net = Net::unlinked(&[voters; 3]);
+        net.nodes[2].config.election_timeout = T * 2;
+        for (a, b) in [(0, 1), (0, 2), (1, 2)] {
+            net.link(a, b, true);
+        }
+        net.pass(T * 20);
+        assert!(net.nodes.iter().all(|node| !node.abstains()));
+        assert_eq!(net.leaders().len(), 1);
+    }
+
+    #[test]
     fn a_voter_list_in_another_order_is_the_same_list() {
         let mut net = Net::unlinked(&[&[0, 1, 2], &[2, 1, 0], &[1, 0, 2]]);
         for (a, b) in [(0, 1), (0, 2), (1, 2)] {
@@ -2429,6 +2501,7 @@ mod tests {
             term: u64::MAX,
             held: None,
             voters: net.nodes[follower].voters().to_vec(),
+            leases_with: None,
         };
         net.nodes[follower].handle_message(name(leader), hello, now);
         assert_eq!(net.nodes[follower].term(), term);

@@ -824,12 +824,19 @@ impl<B: LeaderServer> Instance<B> {
                     .drain(..)
                     .for_each(|gated| gated.route.leader_died());
             }
-            MajorityAction::Refused { node, voters } => {
+            MajorityAction::Refused {
+                node,
+                voters,
+                leases_with,
+            } => {
+                let config = quorum.machine.config();
                 tracing::error!(
                     peer = %node,
                     theirs = ?voters,
-                    ours = ?quorum.machine.voters(),
-                    "a connected node was started with other voters; no node here leads, stands or votes while it is connected: give every node the same candidate list"
+                    ours = ?config.voters,
+                    their_leases_with = ?leases_with,
+                    our_leases_with = ?config.leases_with(),
+                    "a connected node was started with other voters or another lease setting; no node here leads, stands or votes while it is connected: give every node the same candidate list, leases and (with leases) election timeout"
                 );
             }
         }

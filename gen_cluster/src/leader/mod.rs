@@ -223,8 +223,8 @@ pub struct LeaderStatus {
     /// can read `node.view()`), which is built for every local call.
     pub nodes: Vec<KnownNode>,
     /// Connected nodes refused for a candidate list that conflicts with this node's (in the
-    /// `majority` mode, any list of other voters: while one is connected this node neither
-    /// leads nor votes).
+    /// `majority` mode, any list of other voters, or another lease setting: while one is
+    /// connected this node neither leads nor votes).
     pub refused: Vec<NodeName>,
 }
 
@@ -264,9 +264,11 @@ pub struct LeaderConfig {
     /// elected after a timeout (a crash, a cut) serves nothing for `election_timeout` after it
     /// won, so that the leader before it has stopped answering reads by then. A handover (a
     /// leader that shuts down) costs no wait. Not for hosts that suspend (their monotonic clock
-    /// stops). It and `election_timeout` must be the same on every node, and nothing checks
-    /// it: a node elected with leases off, or a shorter timeout, would not wait long enough.
-    /// To change either, stop every node first, as for the candidates. Default `false`.
+    /// stops). It must be the same on every node, and with it `election_timeout` too (a node
+    /// elected with leases off, or a shorter timeout, would not wait long enough): a node
+    /// connected to one that differs stops the election, as one with other candidates does
+    /// (see [`LeaderStatus::refused`]). To change either, stop every node first, as for the
+    /// candidates. Default `false`.
     pub leases: bool,
 }
 
