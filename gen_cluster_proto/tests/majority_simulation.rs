@@ -9,6 +9,9 @@
 //! leader takes writes (a broadcast each) and reads (a round confirmed after the read, or in
 //! the half of the cases with leases, none while the leader's lease holds), and acknowledges
 //! each only as the runtime would: once [`MajorityAction::Progress`] commits and confirms it.
+//! Each node reads its own clock, whose rate differs from true time by up to
+//! [`MAX_CLOCK_DRIFT`] either way (drawn per node from the case's seed: the extremes, the middle
+//! and between), so that two nodes' clocks drift apart as fast as rule 8 allows.
 //!
 //! Checked after every step: at most one leader per term; no leader serves while one of an
 //! earlier term may still answer reads alone (leases); a node's term on disk never goes back,
@@ -29,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use gen_cluster_proto::NodeName;
 use gen_cluster_proto::majority::{
-    Durable, Majority, MajorityAction, MajorityConfig, MajorityMessage, quorum,
+    Durable, MAX_CLOCK_DRIFT, Majority, MajorityAction, MajorityConfig, MajorityMessage, quorum,
 };
 use proptest::prelude::*;
 
@@ -125,7 +128,10 @@ struct PendingRead {
 
 struct Sim {
     start_time: Instant,
+    /// True time.
     now: Instant,
+    /// How fast each node's clock runs against true time.
+    rates: Vec<f64>,
     config: MajorityConfig,
     voters: usize,
     nodes: Vec<Option<Running>>,
@@ -166,9 +172,14 @@ impl Sim {
             leases: seed & 2 != 0,
         };
         let start_time = Instant::now();
+        let drifts = [-1.0, -0.5, 0.0, 0.5, 1.0];
+        let rates = (0..count)
+            .map(|i| 1.0 + MAX_CLOCK_DRIFT * drifts[(seed >> (8 + 3 * i)) as usize % 5])
+            .collect();
         let mut sim = Self {
             start_time,
             now: start_time,
+            rates,
             config,
             voters,
             nodes: (0..count).map(|_| None).collect(),
@@ -200,6 +211,32 @@ impl Sim {
         self.nodes.len()
     }
 
+    /// Node `i`'s clock now.
+    fn clock(&self, i: usize) -> Instant {
+        self.start_time + (self.now - self.start_time).mul_f64(self.rates[i])
+    }
+
+    /// The true time at which node `i`'s clock reads `at` (a nanosecond late rather than early,
+    /// so that a timer due then has come due on that clock).
+    fn true_time(&self, i: usize, at: Instant) -> Instant {
+        let elapsed = at.saturating_duration_since(self.start_time);
+        let mut time = self.start_time + elapsed.div_f64(self.rates[i]);
+        while self.start_time + (time - self.start_time).mul_f64(self.rates[i]) < at {
+            time += Duration::from_nanos(1);
+        }
+        time
+    }
+
+    /// When the next timer of a node not paused is due, in true time.
+    fn next_timer(&self) -> Option<Instant> {
+        (0..self.count())
+            .filter_map(|i| {
+                let node = self.nodes[i].as_ref().filter(|node| !node.paused)?;
+                Some(self.true_time(i, node.machine.poll_timeout()?))
+            })
+            .min()
+    }
+
     fn start(&mut self, i: usize) {
         self.seed = self
             .seed
@@ -209,7 +246,7 @@ impl Sim {
             name(i),
             self.config.clone(),
             self.disk[i].clone(),
-            self.now,
+            self.clock(i),
             self.seed,
         );
         self.nodes[i] = Some(Running {
@@ -237,7 +274,6 @@ impl Sim {
                 if now_up == self.up.contains(&(a, b)) {
                     continue;
                 }
-                let now = self.now;
                 if now_up {
                     self.up.insert((a, b));
                     self.links.insert((a, b), VecDeque::new());
@@ -256,6 +292,7 @@ impl Sim {
                         self.late_downs.insert((me, peer));
                         continue;
                     }
+                    let now = self.clock(me);
                     if let Some(node) = &mut self.nodes[me] {
                         if now_up {
                             node.machine.handle_node_up(name(peer), now);
@@ -272,9 +309,12 @@ impl Sim {
     /// Rule 8: while a leader may answer reads alone, no leader of a later term serves (it
     /// could acknowledge a write that read would miss).
     fn check_leases(&self) {
-        let now = self.now;
         let machines = || self.nodes.iter().flatten().map(|node| &node.machine);
-        for holder in machines().filter(|machine| machine.lease_holds(now)) {
+        let holders = (0..self.count()).filter_map(|i| {
+            let machine = &self.nodes[i].as_ref()?.machine;
+            machine.lease_holds(self.clock(i)).then_some(machine)
+        });
+        for holder in holders {
             let later = machines().find(|m| m.progress().is_some() && m.term() > holder.term());
             if let Some(later) = later {
                 panic!(
@@ -289,7 +329,7 @@ impl Sim {
     }
 
     fn tell_down(&mut self, me: usize, peer: usize) {
-        let now = self.now;
+        let now = self.clock(me);
         if let Some(node) = &mut self.nodes[me] {
             node.machine.handle_node_down(&name(peer), now);
         }
@@ -557,7 +597,7 @@ impl Sim {
                 let Some(i) = self.pick_leader(pick) else {
                     return;
                 };
-                let (write, now) = (self.next_write, self.now);
+                let (write, now) = (self.next_write, self.clock(i));
                 if let Some(node) = self.running(i)
                     && node.machine.is_leader()
                 {
@@ -573,7 +613,7 @@ impl Sim {
                 let Some(i) = self.pick_leader(pick) else {
                     return;
                 };
-                let now = self.now;
+                let now = self.clock(i);
                 let acknowledged_before = self.acknowledged.clone();
                 if let Some(node) = self.running(i)
                     && node.machine.is_leader()
@@ -606,7 +646,7 @@ impl Sim {
             }
             Op::Resign(i) => {
                 let i = i % n;
-                let now = self.now;
+                let now = self.clock(i);
                 if let Some(node) = self.running(i) {
                     node.machine.resign(now);
                     self.drain(i);
@@ -626,7 +666,7 @@ impl Sim {
         else {
             return;
         };
-        let now = self.now;
+        let now = self.clock(to);
         if let Some(node) = &mut self.nodes[to] {
             node.machine.handle_message(name(from), message, now);
         }
@@ -637,15 +677,9 @@ impl Sim {
     fn advance(&mut self, by: Duration) {
         let until = self.now + by;
         loop {
-            let next = self
-                .nodes
-                .iter()
-                .flatten()
-                .filter(|node| !node.paused)
-                .filter_map(|node| node.machine.poll_timeout())
-                .filter(|at| *at <= until)
-                .min();
-            let Some(next) = next else { break };
+            let Some(next) = self.next_timer().filter(|at| *at <= until) else {
+                break;
+            };
             self.now = next.max(self.now);
             self.fire_timers();
         }
@@ -654,7 +688,7 @@ impl Sim {
 
     fn fire_timers(&mut self) {
         for i in 0..self.count() {
-            let now = self.now;
+            let now = self.clock(i);
             if let Some(node) = self.running(i)
                 && node.machine.poll_timeout().is_some_and(|at| at <= now)
             {
@@ -707,13 +741,7 @@ impl Sim {
             {
                 return leader;
             }
-            let next = self
-                .nodes
-                .iter()
-                .flatten()
-                .filter_map(|node| node.machine.poll_timeout())
-                .min()
-                .unwrap_or(self.now + HEARTBEAT);
+            let next = self.next_timer().unwrap_or(self.now + HEARTBEAT);
             self.now = next.max(self.now);
             self.fire_timers();
         }
@@ -889,5 +917,57 @@ fn a_successors_read_waits_until_a_quorum_holds_its_state() {
     assert!(
         ![f, old].contains(last),
         "the three left elected one of them"
+    );
+}
+
+/// Rule 8 on clocks as far apart as allowed: the leader's runs slow, the others' fast. Its last
+/// round a quorum answered is sent just before the others see it cut off (it does not), and the
+/// first by rank stands at once and wins at the same true time. The leader's lease must end, by
+/// true time, before its successor serves; the check after every step fails the case if not (a
+/// lease of `t` with no allowance for drift does, where equal clocks would not tell).
+#[test]
+fn a_lease_ends_before_the_successor_serves_on_clocks_drifting_apart() {
+    let mut sim = Sim::new(3, 0, 2);
+    assert!(sim.config.leases);
+    sim.rates = vec![
+        1.0 - MAX_CLOCK_DRIFT,
+        1.0 + MAX_CLOCK_DRIFT,
+        1.0 + MAX_CLOCK_DRIFT,
+    ];
+    let mut leader = sim.settle();
+    while leader != 0 {
+        // A handover goes to the earliest by name among those holding as much.
+        sim.apply(Op::Resign(leader));
+        leader = sim.settle();
+    }
+    let step = |sim: &mut Sim, ms: u8| {
+        sim.apply(Op::Tick(ms));
+        sim.deliver_all();
+    };
+    sim.deliver_all();
+    // The leader's next heartbeat is a round; both answer it at once.
+    while sim.links[&(0, 1)].is_empty() {
+        sim.apply(Op::Tick(1));
+    }
+    sim.deliver_all();
+    let term = sim.nodes[0].as_ref().unwrap().machine.term();
+    sim.apply(Op::IsolateSeenByOthers(0));
+    for _ in 0..3 {
+        step(&mut sim, 0);
+    }
+    let successor = &sim.nodes[1].as_ref().unwrap().machine;
+    assert!(
+        successor.is_leader() && successor.term() > term,
+        "n1 won at once"
+    );
+    let lease = &sim.nodes[0].as_ref().unwrap().machine;
+    assert!(lease.lease_holds(sim.clock(0)), "n0 still holds its lease");
+    for _ in 0..TIMEOUT.as_millis() * 2 {
+        step(&mut sim, 1);
+    }
+    let successor = &sim.nodes[1].as_ref().unwrap().machine;
+    assert!(
+        successor.progress().is_some(),
+        "n1 serves once the lease is over"
     );
 }
