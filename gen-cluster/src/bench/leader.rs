@@ -4,7 +4,8 @@
 //! (beside forming the mesh), and `leader_call` (beside a plain remote call on the same
 //! connection). The `majority` election's failovers (kill, stop, SIGTERM) are measured in the
 //! same run as the `priority` one's and reported beside them, and its quorum-acknowledged
-//! `leader_call` beside a plain remote call to the leader's node. Leader leases: reads through
+//! `leader_call` beside a plain remote call to the leader's node (voters in this process, then
+//! voters as `gen-cluster node` processes). Leader leases: reads through
 //! the leader beside the read index and a plain call, and the failovers beside the majority
 //! election's without leases.
 
@@ -566,20 +567,22 @@ pub(super) fn heal(_: &Bench, report: &mut Report) -> Result<()> {
 /// How many calls of each kind are timed one by one; 64 callers make four times as many.
 const CALLS: usize = 5_000;
 const CALLERS: usize = 64;
+/// The rate of plain remote calls in process, 64 callers.
+const PLAIN_RATE: &str = "remote_calls_per_s_64_callers";
 
 /// One caller's call times of leader calls and of the plain calls beside them, then 64 callers'
 /// rates of each.
 type Measured = (Vec<Duration>, Vec<Duration>, f64, f64);
 
 /// Reports `measured`: the leader calls' p50 and p99 (`{figure}_p50`, `{figure}_p99`) beside
-/// the plain calls' (`{baseline}_p50`, `{baseline}_p99`), and their rate (`rate`) beside the
-/// plain calls' (`remote_calls_per_s_64_callers`).
+/// the plain calls' (`{baseline}_p50`, `{baseline}_p99`), and their rate (`rates[0]`) beside
+/// the plain calls' (`rates[1]`).
 fn report_calls(
     report: &mut Report,
     measured: Measured,
     figure: &str,
     baseline: &str,
-    rate: &str,
+    rates: [&str; 2],
 ) -> Result<()> {
     let (ours, plain, ours_rate, plain_rate) = measured;
     let (p50, p99) = percentiles(ours)?;
@@ -588,8 +591,7 @@ fn report_calls(
         let (name, base_name) = (format!("{figure}_{what}"), format!("{baseline}_{what}"));
         report.lower(&name, "us", value, &base_name, base_value);
     }
-    let plain = "remote_calls_per_s_64_callers";
-    report.higher(rate, "/s", ours_rate, plain, plain_rate);
+    report.higher(rates[0], "/s", ours_rate, rates[1], plain_rate);
     Ok(())
 }
 
@@ -670,29 +672,60 @@ pub(super) fn leader_call(Bench { sides, .. }: &Bench, report: &mut Report) -> R
     let measured = sides.on_client(calls_beside_echo(instance, follower, echo, write))??;
     sides.stop(&[&leader]);
     sides.stop(&[&follower_node]);
-    let rate = "leader_calls_per_s_64_callers";
+    let rates = ["leader_calls_per_s_64_callers", PLAIN_RATE];
     report_calls(
         report,
         measured,
         "leader_call",
         "remote_call_same_link",
-        rate,
+        rates,
     )
 }
 
 /// The `majority` election's `leader_call` from a worker on the client side, answered once a
 /// quorum of the three voters (on the server side) holds the write, beside a plain remote call
-/// to the leader's node on the same link: one caller, then 64.
+/// to the leader's node on the same link: one caller, then 64. Then the same with each voter a
+/// `gen-cluster node` process and the calls made by a node that only calls (it holds no copy),
+/// straight to the leader, beside a plain remote call to the leader's process.
 pub(super) fn majority_leader_call(Bench { sides, .. }: &Bench, report: &mut Report) -> Result<()> {
     let measured = quorum_calls(sides, false, write)?;
-    let rate = "majority_leader_calls_per_s_64_callers";
+    let rates = ["majority_leader_calls_per_s_64_callers", PLAIN_RATE];
     report_calls(
         report,
         measured,
         "majority_leader_call",
         "remote_call_to_leader",
-        rate,
+        rates,
+    )?;
+    let measured = quorum_calls_to_processes()?;
+    let rates = [
+        "majority_leader_calls_per_s_64_callers_3_processes",
+        "remote_calls_per_s_64_callers_to_leader_process",
+    ];
+    report_calls(
+        report,
+        measured,
+        "majority_leader_call_3_processes",
+        "remote_call_to_leader_process",
+        rates,
     )
+}
+
+/// Writes to the leader of three `gen-cluster node` processes in the `majority` mode from a
+/// node of this process, as [`calls_beside_echo`] measures them.
+fn quorum_calls_to_processes() -> Result<Measured> {
+    let trio = Trio::start(1000, Election::Majority)?;
+    let runtime = runtime()?;
+    let client = runtime.block_on(client(&trio.addrs))?;
+    let measured = runtime.block_on(async {
+        let leader = NodeName::new(CANDIDATES[leader_once_connected(&client).await?])?;
+        let instance = Leader::<Dict>::at(&client, &leader, dict::ELECTION);
+        let echo = ServerRef::<Echo>::named(&leader, echo::NAME);
+        calls_beside_echo(instance, client.clone(), echo, write).await
+    });
+    runtime.block_on(client.shutdown());
+    drop(trio);
+    measured
 }
 
 /// Reads through the `majority` leader (the dictionary's `Request::Get`), set up as
@@ -704,7 +737,8 @@ pub(super) fn majority_read(Bench { sides, .. }: &Bench, report: &mut Report) ->
     let (lease_p50, _) = percentiles(leased.0.clone())?;
     let leased_rate = leased.2;
     let rate = "lease_reads_per_s_64_callers";
-    report_calls(report, leased, "lease_read", "remote_call_to_leader", rate)?;
+    let rates = [rate, PLAIN_RATE];
+    report_calls(report, leased, "lease_read", "remote_call_to_leader", rates)?;
     let (index_p50, _) = percentiles(read_index)?;
     report.lower(
         "lease_read_p50",
