@@ -676,10 +676,7 @@ impl Sim {
     /// Lets `by` pass, firing each timer at its time.
     fn advance(&mut self, by: Duration) {
         let until = self.now + by;
-        loop {
-            let Some(next) = self.next_timer().filter(|at| *at <= until) else {
-                break;
-            };
+        while let Some(next) = self.next_timer().filter(|at| *at <= until) {
             self.now = next.max(self.now);
             self.fire_timers();
         }
