@@ -83,12 +83,24 @@ fn create(file: &Path) -> Result<()> {
         writeln!(out, "{}", hex(secret))?;
         out.sync_all()
     });
-    let linked = written.and_then(|()| match std::fs::hard_link(&draft, file) {
+    if let Err(error) = written {
+        let _ = std::fs::remove_file(&draft);
+        return Err(error)
+            .with_context(|| format!("cannot write a new cookie to {}", draft.display()));
+    }
+    let linked = match std::fs::hard_link(&draft, file) {
         Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         other => other,
-    });
+    };
     let _ = std::fs::remove_file(&draft);
-    linked.with_context(|| format!("cannot create the cookie file {}", file.display()))
+    linked.with_context(|| {
+        format!(
+            "cannot create the cookie file {} (the secret is written beside it, then linked to \
+             its name: the filesystem must allow hard links); give the nodes' cookie with \
+             GEN_CLUSTER_COOKIE or --cookie-file",
+            file.display()
+        )
+    })
 }
 
 /// The file's permission bits, if group or others may read it.
