@@ -3,9 +3,9 @@
 //! voters holds it; a leader cut from its voters never acknowledges and is replaced in a later
 //! term; the minority side fails calls with `NoQuorum` instead of waiting; a restarted voter
 //! keeps its term on disk and catches up; a leader that shuts down hands over; a node started
-//! with other voters, or another lease setting, stops the election while it is connected; the
-//! settings that cannot run are refused at start. Scenarios on the in-memory network run in paused time,
-//! where cuts hold bytes as a hung link does.
+//! with other voters, or a voter with another lease setting, stops the election while it is
+//! connected; the settings that cannot run are refused at start. Scenarios on the in-memory
+//! network run in paused time, where cuts hold bytes as a hung link does.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -316,29 +316,10 @@ async fn a_leader_that_shuts_down_hands_over_and_the_fence_refuses_its_term(net:
 }
 
 /// Node d, started with the voters c, d, e, meets a, b and c, started with a, b, c: with e, its
-/// list could have a quorum of its own beside a and b's.
+/// list could have a quorum of its own beside a and b's. Every node that sees it abstains (no
+/// leader, calls refused with `NoQuorum`, the stranger named in the status) until it leaves;
+/// then a, b and c elect again, with every acknowledged write.
 async fn a_node_started_with_other_voters_stops_the_election_until_it_leaves(net: Net) {
-    a_stranger_stops_the_election_until_it_leaves(net, ["c", "d", "e"], |_| {}).await;
-}
-
-/// Node d, a worker with leases, meets a, b and c, voters without: a leader elected without
-/// leases would not wait out a lease.
-async fn a_node_with_another_lease_setting_stops_the_election_until_it_leaves(net: Net) {
-    a_stranger_stops_the_election_until_it_leaves(net, ["a", "b", "c"], |config| {
-        config.leases = true;
-    })
-    .await;
-}
-
-/// The voters a, b, c meet d, started with the voters `voters_of_d` and its settings changed by
-/// `configure`. Every node that sees it abstains (no leader, calls refused with `NoQuorum`, the
-/// stranger named in the status) until it leaves; then a, b and c elect again, with every
-/// acknowledged write.
-async fn a_stranger_stops_the_election_until_it_leaves(
-    net: Net,
-    voters_of_d: [&str; 3],
-    configure: impl Fn(&mut LeaderConfig),
-) {
     let nodes = net.loner_mesh(&["a", "b", "c"]).await;
     let (dicts, _dirs) = start_dicts(&nodes).await;
     let all: Vec<&Leader<Dict>> = dicts.iter().collect();
@@ -351,13 +332,9 @@ async fn a_stranger_stops_the_election_until_it_leaves(
     for node in &nodes {
         common::connect(&stranger, node).await;
     }
-    let voters_of_d = voters_of_d.map(|n| NodeName::new(n).unwrap());
+    let other_voters = ["c", "d", "e"].map(|n| NodeName::new(n).unwrap());
     let dir = scratch_dir("majority");
-    let mut config = majority_config(&voters_of_d, &dir);
-    configure(&mut config);
-    let dict_d = Leader::start(&stranger, config, Dict::default())
-        .await
-        .unwrap();
+    let dict_d = start_dict(&stranger, &other_voters, &dir).await;
     tokio::time::timeout(HANG, async {
         while all.iter().any(|dict| followed(dict).is_some()) {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -376,6 +353,47 @@ async fn a_stranger_stops_the_election_until_it_leaves(
 
     stranger.shutdown().await;
     let second = agreed_after(&all, first.term).await;
+    let leader = leader_of(&nodes, &second);
+    dicts[1].leader_call(put("after", "2"), T).await.unwrap();
+    assert_eq!(value(&dicts[leader], "before").await.as_deref(), Some("0"));
+    assert_eq!(value(&dicts[leader], "during").await, None);
+}
+
+/// Voters a and b lead without leases; voter c starts beside them with leases. A leader elected among a and
+/// b would not wait out c's leases, nor c out theirs: the three abstain (no leader, calls
+/// refused with `NoQuorum`, the other setting's nodes named in the status) until c leaves, and
+/// then a and b elect again, with every acknowledged write.
+async fn a_voter_with_another_lease_setting_stops_the_election_until_it_leaves(net: Net) {
+    let nodes = net.loner_mesh(&["a", "b", "c"]).await;
+    let voters = names(&nodes);
+    let (dicts, _dirs) = start_dicts_among(&nodes[..2], &voters).await;
+    let both: Vec<&Leader<Dict>> = dicts.iter().collect();
+    let first = agreed(&both).await;
+    dicts[0].leader_call(put("before", "0"), T).await.unwrap();
+
+    let dir = scratch_dir("majority");
+    let mut config = majority_config(&voters, &dir);
+    config.leases = true;
+    let dict_c = Leader::start(&nodes[2], config, Dict::default())
+        .await
+        .unwrap();
+    tokio::time::timeout(HANG, async {
+        while both.iter().any(|dict| followed(dict).is_some()) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("no node follows a leader while c is connected");
+    for dict in &dicts {
+        let refused = dict.leader_call(put("during", "1"), T).await;
+        assert_eq!(refused, Err(LeaderCallError::NoQuorum));
+        assert_eq!(dict.status(T).await.unwrap().refused, voters[2..]);
+    }
+    assert_eq!(dict_c.status(T).await.unwrap().refused, voters[..2]);
+    assert_eq!(followed(&dict_c), None);
+
+    nodes[2].shutdown().await;
+    let second = agreed_after(&both, first.term).await;
     let leader = leader_of(&nodes, &second);
     dicts[1].leader_call(put("after", "2"), T).await.unwrap();
     assert_eq!(value(&dicts[leader], "before").await.as_deref(), Some("0"));
@@ -509,7 +527,7 @@ on_both_transports!(
     a_restarted_voter_keeps_its_term_and_catches_up,
     a_leader_that_shuts_down_hands_over_and_the_fence_refuses_its_term,
     a_node_started_with_other_voters_stops_the_election_until_it_leaves,
-    a_node_with_another_lease_setting_stops_the_election_until_it_leaves,
+    a_voter_with_another_lease_setting_stops_the_election_until_it_leaves,
 );
 
 #[tokio::test(start_paused = true)]

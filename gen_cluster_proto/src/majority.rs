@@ -73,29 +73,31 @@
 //! 7. **One list of voters, one lease.** Every node greets a peer with its list of voters and
 //!    its lease setting ([`MajorityConfig::leases_with`]), and answers a peer's first greeting
 //!    with its own (a message from a peer not counted yet goes unheard, and the peer may have
-//!    greeted this node before this node counted it). Two lists could each have a quorum of
-//!    nodes that hold it, with no node in both (`a, b, c` on a and b; `c, d, e` on c, d and
-//!    e), and elect a leader each; a leader elected without leases, or with a shorter `t`,
-//!    would wait less than its predecessor's lease may last (rule 8). So a node linked to a
-//!    peer whose list differs (as a set), or whose lease setting differs, abstains while that
-//!    link lives: it leads no more, follows no one, neither stands nor votes, and heeds no
-//!    message but greetings; the runtime is told ([`MajorityAction::Refused`]) to say which
-//!    node to fix. The peer, greeted with this node's settings, abstains too, so nodes that
-//!    meet cannot keep two leaders, nor serve within one another's lease; nodes of two lists
-//!    that never meet are two clusters, which no protocol can tell from one.
+//!    greeted this node before this node counted it). Until a peer's greeting is heard, nothing
+//!    else it says is. Two lists could each have a quorum of nodes that hold it, with no node
+//!    in both (`a, b, c` on a and b; `c, d, e` on c, d and e), and elect a leader each; a voter
+//!    elected without leases, or with a shorter `t`, would wait less than its predecessor's
+//!    lease may last (rule 8). So a node linked to a peer whose list differs (as a set), or a
+//!    voter linked to a voter whose lease setting differs, abstains while that link lives: it
+//!    leads no more, follows no one, neither stands nor votes, and heeds no message but
+//!    greetings; the runtime is told ([`MajorityAction::Refused`]) to say which node to fix.
+//!    The peer, greeted with this node's settings, abstains too, so nodes that meet cannot
+//!    keep two leaders, nor serve within one another's lease; nodes of two lists that never
+//!    meet are two clusters, which no protocol can tell from one. (A worker's lease setting
+//!    is not compared: it never leads.)
 //!
 //! 8. **Leases** (only with [`MajorityConfig::leases`]). A round a quorum answered lets the
 //!    leader answer reads by itself (a call that broadcast nothing: [`Majority::lease_holds`])
 //!    for a [`lease`](MajorityConfig::lease) from when the round was sent: `t × (1 − 2ρ) −
-//!    margin`, with ρ the bound on how much two clocks' rates differ ([`MAX_CLOCK_DRIFT`]). A
-//!    leader elected by a timeout lets no reply leave (reads and writes wait) for `t` after it
+//!    margin`, with ρ the bound on how far each clock's rate is off true time
+//!    ([`MAX_CLOCK_DRIFT`]). A leader elected by a timeout lets no reply leave (reads and writes wait) for `t` after it
 //!    won: whatever leader led before, its last round a quorum answered was sent before that
 //!    win (the two quorums share a voter, which answered the round before it voted in the
 //!    later term), so its lease ended first, on any clock. A leader elected by a handover
 //!    serves at once: its predecessor, past its own wait then, stopped before it handed over,
 //!    and one still waiting out earlier leases hands over to no one. Only the monotonic clock
 //!    is used; a host that sleeps (suspend, not a paused process) stops it, and then a lease
-//!    can outlast its term. Every node must run with the same `leases` and, with leases, the
+//!    can outlast its term. Every voter must run with the same `leases` and, with leases, the
 //!    same `t`: greetings carry both (rule 7).
 //!
 //! Workers (nodes not among the voters) follow and never vote. The machine is generic over `S`,
@@ -131,9 +133,9 @@ pub struct MajorityConfig {
     pub leases: bool,
 }
 
-/// The most two nodes' monotonic clocks may drift apart in rate, as a fraction: a lease lasts
-/// `t × (1 − 2 × MAX_CLOCK_DRIFT) − LEASE_MARGIN`, so that it ends, on any clock, before a
-/// successor's wait of `t` on its own.
+/// The most a node's monotonic clock may be off true time in rate, either way, as a fraction
+/// (so two clocks may differ by twice it): a lease lasts `t × (1 − 2 × MAX_CLOCK_DRIFT) −
+/// LEASE_MARGIN`, so that it ends, on any clock, before a successor's wait of `t` on its own.
 pub const MAX_CLOCK_DRIFT: f64 = 0.01;
 
 /// Taken off every lease on top of the drift.
@@ -866,6 +868,11 @@ impl<S: Clone, B: Clone> Majority<S, B> {
         let Some(peer) = self.connected.get_mut(&from) else {
             return;
         };
+        if !peer.greeted && !first_greeting {
+            // Not judged yet (rule 7): its greeting went unheard, and it answers this node's
+            // with another, after which it asks again what it asked meanwhile.
+            return;
+        }
         if let Some(held) = held_of(&message) {
             peer.held = Some(held);
         }
@@ -883,7 +890,9 @@ impl<S: Clone, B: Clone> Majority<S, B> {
             ..
         } = &message
             && (!same_voters(voters, &self.config.voters)
-                || *leases_with != self.config.leases_with())
+                || (self.is_voter(&self.me)
+                    && self.is_voter(&from)
+                    && *leases_with != self.config.leases_with()))
         {
             return self.refuse(from, voters.clone(), *leases_with);
         }
@@ -2467,16 +2476,52 @@ mod tests {
             assert!(leader, "{:?}", net.leaders());
         }
 
-        // Without leases the election timeouts may differ.
+        // Without leases the election timeouts may differ; a worker's setting is its own (it
+        // never leads).
         let voters: &[usize] = &[0, 1, 2];
-        let mut net = Net::unlinked(&[voters; 3]);
+        let mut net = Net::unlinked(&[voters; 4]);
         net.nodes[2].config.election_timeout = T * 2;
-        for (a, b) in [(0, 1), (0, 2), (1, 2)] {
+        net.nodes[3].config.leases = true;
+        for (a, b) in [(0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3)] {
             net.link(a, b, true);
         }
         net.pass(T * 20);
         assert!(net.nodes.iter().all(|node| !node.abstains()));
         assert_eq!(net.leaders().len(), 1);
+        assert!(net.nodes[3].leader().is_some(), "the worker follows");
+    }
+
+    #[test]
+    fn nothing_a_peer_says_before_its_greeting_is_heard() {
+        // n1 (voters n1, n2, n3) counts n0, whose greeting it did not hear; n0 leads a list of
+        // its own and its state arrives first. n1 must not follow it, nor take its term, before
+        // it has judged n0's voters.
+        let config = MajorityConfig {
+            voters: vec![name(1), name(2), name(3)],
+            election_timeout: T,
+            heartbeat: BEAT,
+            leases: false,
+        };
+        let now = Instant::now();
+        let mut node: Machine = Majority::new(name(1), config, Durable::default(), now, 1);
+        node.handle_node_up(name(0), now);
+        let state = MajorityMessage::State {
+            term: 1,
+            seq: 0,
+            round: 0,
+            state: 7,
+        };
+        node.handle_message(name(0), state, now);
+        assert_eq!((node.term(), node.leader(), node.held()), (0, None, None));
+        let hello = MajorityMessage::Hello {
+            term: 1,
+            held: Some(Position { term: 1, seq: 0 }),
+            voters: vec![name(0)],
+            leases_with: None,
+        };
+        node.handle_message(name(0), hello, now);
+        assert_eq!(node.refused(), &BTreeSet::from([name(0)]));
+        assert_eq!((node.term(), node.leader()), (0, None));
     }
 
     #[test]
