@@ -138,9 +138,12 @@ impl Drop for Trio {
     }
 }
 
-/// A client node of the bench process, kept connected to the trio.
-async fn client(addrs: &[String]) -> Result<Node> {
-    let client = Node::start(config("bench-client")).await?;
+/// A client node of the bench process, kept connected to the trio; `hidden`: not a member (a
+/// tool's node: the trio's election counts it as no worker and sends it no copy).
+async fn client(addrs: &[String], hidden: bool) -> Result<Node> {
+    let mut config = config("bench-client");
+    config.hidden = hidden;
+    let client = Node::start(config).await?;
     let once_an_hour = ReconcileConfig {
         refresh_interval: Some(Duration::from_secs(3600)),
         ..ReconcileConfig::default()
@@ -286,7 +289,7 @@ fn kill9_trials(mode: Election) -> Result<(Vec<Duration>, Vec<Duration>)> {
     const TRIALS: usize = 100;
     let mut trio = Trio::start(1000, mode)?;
     let runtime = runtime()?;
-    let client = runtime.block_on(client(&trio.addrs))?;
+    let client = runtime.block_on(client(&trio.addrs, false))?;
     let (mut ours, mut floor) = (Vec::new(), Vec::new());
     let mut leader = runtime.block_on(leader_once_connected(&client))?;
     for _ in 0..TRIALS {
@@ -327,7 +330,7 @@ fn resign_trials(mode: Election) -> Result<Vec<Duration>> {
     const TRIALS: usize = 100;
     let mut trio = Trio::start(1000, mode)?;
     let runtime = runtime()?;
-    let client = runtime.block_on(client(&trio.addrs))?;
+    let client = runtime.block_on(client(&trio.addrs, false))?;
     let mut ours = Vec::new();
     let mut leader = runtime.block_on(leader_once_connected(&client))?;
     // The trials start once the leader serves: with leases, one elected by a timeout serves
@@ -408,7 +411,7 @@ fn hung_trials(mode: Election, down_after_ms: u64) -> Result<Vec<Duration>> {
     const TRIALS: usize = 100;
     let trio = Trio::start(down_after_ms, mode)?;
     let runtime = runtime()?;
-    let client = runtime.block_on(client(&trio.addrs))?;
+    let client = runtime.block_on(client(&trio.addrs, false))?;
     let mut ours = Vec::new();
     for _ in 0..TRIALS {
         for name in CANDIDATES {
@@ -685,8 +688,8 @@ pub(super) fn leader_call(Bench { sides, .. }: &Bench, report: &mut Report) -> R
 /// The `majority` election's `leader_call` from a worker on the client side, answered once a
 /// quorum of the three voters (on the server side) holds the write, beside a plain remote call
 /// to the leader's node on the same link: one caller, then 64. Then the same with each voter a
-/// `gen-cluster node` process and the calls made by a node that only calls (it holds no copy),
-/// straight to the leader, beside a plain remote call to the leader's process.
+/// `gen-cluster node` process and the calls made by a hidden node (no member: it is sent no
+/// copy), straight to the leader, beside a plain remote call to the leader's process.
 pub(super) fn majority_leader_call(Bench { sides, .. }: &Bench, report: &mut Report) -> Result<()> {
     let measured = quorum_calls(sides, false, write)?;
     let rates = ["majority_leader_calls_per_s_64_callers", PLAIN_RATE];
@@ -716,7 +719,7 @@ pub(super) fn majority_leader_call(Bench { sides, .. }: &Bench, report: &mut Rep
 fn quorum_calls_to_processes() -> Result<Measured> {
     let trio = Trio::start(1000, Election::Majority)?;
     let runtime = runtime()?;
-    let client = runtime.block_on(client(&trio.addrs))?;
+    let client = runtime.block_on(client(&trio.addrs, true))?;
     let measured = runtime.block_on(async {
         let leader = NodeName::new(CANDIDATES[leader_once_connected(&client).await?])?;
         let instance = Leader::<Dict>::at(&client, &leader, dict::ELECTION);
