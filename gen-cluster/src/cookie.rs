@@ -65,7 +65,8 @@ fn read(file: &Path) -> Result<Vec<u8>> {
 /// Makes `file` with a fresh secret, whole or not at all: the secret is written to a file of
 /// its own beside it, then linked to `file`'s name, which fails if `file` exists. So nodes
 /// started at once on a fresh host all read the one secret that was linked first, and none
-/// reads a file half written.
+/// reads a file half written. The directory is synced after the link, so that a power loss
+/// cannot take the name back from nodes that already use the secret.
 fn create(file: &Path) -> Result<()> {
     use std::io::Write;
     #[cfg(unix)]
@@ -93,6 +94,13 @@ fn create(file: &Path) -> Result<()> {
         other => other,
     };
     let _ = std::fs::remove_file(&draft);
+    #[cfg(unix)]
+    if linked.is_ok()
+        && let Some(dir) = file.parent()
+        && let Err(error) = std::fs::File::open(dir).and_then(|dir| dir.sync_all())
+    {
+        tracing::warn!(dir = %dir.display(), %error, "could not sync the cookie file's directory");
+    }
     linked.with_context(|| {
         format!(
             "cannot create the cookie file {} (the secret is written beside it, then linked to \
