@@ -335,34 +335,13 @@ async fn a_node_started_with_other_voters_stops_the_election_until_it_leaves(net
     let other_voters = ["c", "d", "e"].map(|n| NodeName::new(n).unwrap());
     let dir = scratch_dir("majority");
     let dict_d = start_dict(&stranger, &other_voters, &dir).await;
-    tokio::time::timeout(HANG, async {
-        while all.iter().any(|dict| followed(dict).is_some()) {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .expect("no node follows a leader while the stranger is connected");
-    for dict in &dicts {
-        let refused = dict.leader_call(put("during", "1"), T).await;
-        assert_eq!(refused, Err(LeaderCallError::NoQuorum));
-        let status = dict.status(T).await.unwrap();
-        assert_eq!(status.refused, [stranger.name().clone()]);
-    }
-    assert_eq!(dict_d.status(T).await.unwrap().refused, names(&nodes));
-    assert_eq!(followed(&dict_d), None);
-
-    stranger.shutdown().await;
-    let second = agreed_after(&all, first.term).await;
-    let leader = leader_of(&nodes, &second);
-    dicts[1].leader_call(put("after", "2"), T).await.unwrap();
-    assert_eq!(value(&dicts[leader], "before").await.as_deref(), Some("0"));
-    assert_eq!(value(&dicts[leader], "during").await, None);
+    all_abstain_until_it_leaves(&nodes, &dicts, first.term, &stranger, &dict_d).await;
 }
 
-/// Voters a and b lead without leases; voter c starts beside them with leases. A leader elected among a and
-/// b would not wait out c's leases, nor c out theirs: the three abstain (no leader, calls
-/// refused with `NoQuorum`, the other setting's nodes named in the status) until c leaves, and
-/// then a and b elect again, with every acknowledged write.
+/// Voters a and b lead without leases; voter c starts beside them with leases. A leader
+/// elected among a and b would not wait out c's leases, nor c out theirs: the three abstain (no
+/// leader, calls refused with `NoQuorum`, the other setting's nodes named in the status) until
+/// c leaves, and then a and b elect again, with every acknowledged write.
 async fn a_voter_with_another_lease_setting_stops_the_election_until_it_leaves(net: Net) {
     let nodes = net.loner_mesh(&["a", "b", "c"]).await;
     let voters = names(&nodes);
@@ -377,24 +356,40 @@ async fn a_voter_with_another_lease_setting_stops_the_election_until_it_leaves(n
     let dict_c = Leader::start(&nodes[2], config, Dict::default())
         .await
         .unwrap();
+    all_abstain_until_it_leaves(&nodes[..2], &dicts, first.term, &nodes[2], &dict_c).await;
+}
+
+/// `nodes` (running `dicts`, led in `term`, "before" written) have met `stranger` (running
+/// `its_dict`), whose settings they refuse: no node follows a leader, writes fail with
+/// `NoQuorum`, and each side names the other in its status. Once `stranger` leaves, `nodes`
+/// elect a later term holding "before" and not the refused write.
+async fn all_abstain_until_it_leaves(
+    nodes: &[Node],
+    dicts: &[Leader<Dict>],
+    term: u64,
+    stranger: &Node,
+    its_dict: &Leader<Dict>,
+) {
+    let all: Vec<&Leader<Dict>> = dicts.iter().collect();
     tokio::time::timeout(HANG, async {
-        while both.iter().any(|dict| followed(dict).is_some()) {
+        while all.iter().any(|dict| followed(dict).is_some()) {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
     .await
-    .expect("no node follows a leader while c is connected");
-    for dict in &dicts {
+    .expect("no node follows a leader while the stranger is connected");
+    for dict in dicts {
         let refused = dict.leader_call(put("during", "1"), T).await;
         assert_eq!(refused, Err(LeaderCallError::NoQuorum));
-        assert_eq!(dict.status(T).await.unwrap().refused, voters[2..]);
+        let status = dict.status(T).await.unwrap();
+        assert_eq!(status.refused, [stranger.name().clone()]);
     }
-    assert_eq!(dict_c.status(T).await.unwrap().refused, voters[..2]);
-    assert_eq!(followed(&dict_c), None);
+    assert_eq!(its_dict.status(T).await.unwrap().refused, names(nodes));
+    assert_eq!(followed(its_dict), None);
 
-    nodes[2].shutdown().await;
-    let second = agreed_after(&both, first.term).await;
-    let leader = leader_of(&nodes, &second);
+    stranger.shutdown().await;
+    let second = agreed_after(&all, term).await;
+    let leader = leader_of(nodes, &second);
     dicts[1].leader_call(put("after", "2"), T).await.unwrap();
     assert_eq!(value(&dicts[leader], "before").await.as_deref(), Some("0"));
     assert_eq!(value(&dicts[leader], "during").await, None);
