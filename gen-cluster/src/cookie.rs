@@ -5,6 +5,7 @@
 //! that group or others may read is used, with a warning (as ssh warns of an exposed key).
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, bail};
 
@@ -41,6 +42,9 @@ pub fn load(file: Option<&Path>, missing: Missing) -> Result<Vec<u8>> {
             ),
         }
     }
+    if missing == Missing::Create {
+        remove_stale_drafts(&file, SystemTime::now());
+    }
     read(&file)
 }
 
@@ -75,7 +79,11 @@ fn create(file: &Path) -> Result<()> {
     let mut random = [0u8; 28];
     getrandom::fill(&mut random).context("no OS randomness for a new cookie")?;
     let (secret, draft_tag) = random.split_at(20);
-    let draft = file.with_file_name(format!(".gen_cluster.cookie.{}", hex(draft_tag)));
+    let draft = PathBuf::from(format!(
+        "{}{}",
+        draft_prefix(file).display(),
+        hex(draft_tag)
+    ));
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -109,6 +117,61 @@ fn create(file: &Path) -> Result<()> {
             file.display()
         )
     })
+}
+
+/// A draft older than this was left by a node that ended between writing it and removing it
+/// ([`create`] takes milliseconds).
+const STALE_DRAFT: Duration = Duration::from_secs(60);
+
+/// How the names of `file`'s drafts begin (16 hex digits follow).
+fn draft_prefix(file: &Path) -> PathBuf {
+    let mut prefix = file.as_os_str().to_owned();
+    prefix.push(".");
+    PathBuf::from(prefix)
+}
+
+/// Removes the drafts of `file` that were last written [`STALE_DRAFT`] or more before `now`:
+/// a node that ended while making the cookie leaves its draft, a copy of a secret (readable by
+/// its owner only), which would otherwise stay beside the cookie for good. A draft younger
+/// than that may be another node's, being made now, and is left alone. Best effort: what
+/// cannot be read or removed is left.
+fn remove_stale_drafts(file: &Path, now: SystemTime) {
+    let prefix = draft_prefix(file);
+    let (Some(dir), Some(prefix)) = (file.parent(), prefix.file_name()) else {
+        return;
+    };
+    let prefix = prefix.to_string_lossy();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let is_draft = name
+            .to_str()
+            .and_then(|name| name.strip_prefix(&*prefix))
+            .is_some_and(|tag| tag.len() == 16 && tag.bytes().all(|byte| byte.is_ascii_hexdigit()));
+        let stale = || {
+            let written = entry.metadata().and_then(|meta| meta.modified()).ok();
+            written.is_some_and(|written| {
+                now.duration_since(written)
+                    .is_ok_and(|age| age >= STALE_DRAFT)
+            })
+        };
+        if is_draft && stale() {
+            let draft = entry.path();
+            match std::fs::remove_file(&draft) {
+                Ok(()) => tracing::info!(
+                    draft = %draft.display(),
+                    "removed a cookie draft left by a node that ended while making the cookie"
+                ),
+                Err(error) => tracing::debug!(
+                    draft = %draft.display(),
+                    %error,
+                    "could not remove a stale cookie draft"
+                ),
+            }
+        }
+    }
 }
 
 /// The file's permission bits, if group or others may read it.
@@ -170,6 +233,41 @@ mod tests {
         assert_eq!(mode, 0o600);
         let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
         assert_eq!(left.len(), 1, "drafts left behind: {left:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_draft_left_by_a_node_that_ended_is_removed_and_one_being_made_is_not() {
+        let dir = std::env::temp_dir().join(format!("gen-cluster-drafts-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join(".gen_cluster.cookie");
+        std::fs::write(&file, "secret\n").unwrap();
+        let make = |name: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, "secret\n").unwrap();
+            path
+        };
+        let left = make(".gen_cluster.cookie.0123456789abcdef");
+        let being_made = make(".gen_cluster.cookie.fedcba9876543210");
+        let not_drafts = [
+            make(".gen_cluster.cookie.backup"),
+            make(".gen_cluster.cookie.0123456789abcdef0"),
+            make("gen_cluster.cookie.0123456789abcdef"),
+        ];
+        let now = SystemTime::now() + STALE_DRAFT;
+        std::fs::File::options()
+            .write(true)
+            .open(&being_made)
+            .unwrap()
+            .set_modified(now - STALE_DRAFT / 2)
+            .unwrap();
+        remove_stale_drafts(&file, now);
+        assert!(!left.exists(), "a stale draft is left");
+        assert!(being_made.exists(), "a draft being made is removed");
+        assert!(file.exists());
+        for kept in not_drafts {
+            assert!(kept.exists(), "{} is removed", kept.display());
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
