@@ -22,7 +22,7 @@ use gen_cluster::{
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
-use super::{Bench, COOKIE, Report, config, percentiles, runtime};
+use super::{Bench, COOKIE, Report, config, median, percentiles, runtime};
 use crate::child::NodeProcess;
 
 const CANDIDATES: [&str; 3] = ["a", "b", "c"];
@@ -570,6 +570,9 @@ pub(super) fn heal(_: &Bench, report: &mut Report) -> Result<()> {
 /// How many calls of each kind are timed one by one; 64 callers make four times as many.
 const CALLS: usize = 5_000;
 const CALLERS: usize = 64;
+/// How many times each rate is taken, in turn with the other (ours, plain, ours, …); each is
+/// the median of its rounds, so that a moment's load on the shared machine moves neither far.
+const RATE_ROUNDS: usize = 5;
 /// The rate of plain remote calls in process, 64 callers.
 const PLAIN_RATE: &str = "remote_calls_per_s_64_callers";
 
@@ -608,7 +611,7 @@ fn read() -> Request {
 
 /// Leader calls (`request`: a write or a read) through `instance` beside echo calls from
 /// `caller` to `echo`: the times of one caller's calls of each kind, taken in turn, then the
-/// rates of 64 callers of each kind.
+/// rates of 64 callers of each kind, each the median of [`RATE_ROUNDS`] taken in turn.
 async fn calls_beside_echo(
     instance: Leader<Dict>,
     caller: Node,
@@ -651,9 +654,12 @@ async fn calls_beside_echo(
             anyhow::Ok(calls as f64 / started.elapsed().as_secs_f64())
         }
     };
-    let ours_rate = rate(true).await?;
-    let plain_rate = rate(false).await?;
-    Ok((ours, plain, ours_rate, plain_rate))
+    let (mut ours_rates, mut plain_rates) = (Vec::new(), Vec::new());
+    for _ in 0..RATE_ROUNDS {
+        ours_rates.push(rate(true).await?);
+        plain_rates.push(rate(false).await?);
+    }
+    Ok((ours, plain, median(ours_rates), median(plain_rates)))
 }
 
 /// `leader_call` from a follower (relayed by its instance to the leader's node) beside a plain
