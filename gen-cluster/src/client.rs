@@ -26,28 +26,29 @@ pub fn dict(args: DictArgs) -> Result<()> {
         let (node, dictionary) = connect(&args.client).await?;
         let outcome = run_dict(&dictionary, args.op).await;
         node.shutdown().await;
-        outcome
+        emit(&outcome?)
     })
 }
 
-async fn run_dict(dictionary: &Leader<Dict>, op: DictOp) -> Result<()> {
+/// What `op` prints.
+async fn run_dict(dictionary: &Leader<Dict>, op: DictOp) -> Result<String> {
     let to_leader = |request| dictionary.leader_call_with_term(request, CLIENT_TIMEOUT);
     // The term of the leader that answered, in the majority election (0 in the priority one).
     let term = |term: u64| match term {
         0 => String::new(),
         term => format!(" (term {term})"),
     };
-    match op {
+    Ok(match op {
         DictOp::Put { key, value } => {
             let (_, written) = to_leader(Write::Put(key.clone(), value.clone()).into()).await?;
-            println!("ok {key}={value}{}", term(written));
+            format!("ok {key}={value}{}\n", term(written))
         }
         DictOp::Del { key } => {
             let (_, written) = to_leader(Write::Delete(key.clone()).into()).await?;
-            println!("ok deleted {key}{}", term(written));
+            format!("ok deleted {key}{}\n", term(written))
         }
         DictOp::Get { key, leader: true } => match to_leader(Request::Get(key.clone())).await? {
-            (Some(value), _) => println!("{value}"),
+            (Some(value), _) => format!("{value}\n"),
             (None, _) => bail!("no key {key:?}"),
         },
         DictOp::Get { key, leader: false } => match dictionary
@@ -55,7 +56,7 @@ async fn run_dict(dictionary: &Leader<Dict>, op: DictOp) -> Result<()> {
             .await
             .context(NOT_RUNNING)?
         {
-            ReadReply::Value(Some(value)) => println!("{value}"),
+            ReadReply::Value(Some(value)) => format!("{value}\n"),
             ReadReply::Value(None) => bail!("no key {key:?}"),
             ReadReply::All(_) => bail!("unexpected answer"),
         },
@@ -64,15 +65,23 @@ async fn run_dict(dictionary: &Leader<Dict>, op: DictOp) -> Result<()> {
             .await
             .context(NOT_RUNNING)?
         {
-            ReadReply::All(entries) => {
-                for (key, value) in entries {
-                    println!("{key}\t{value}");
-                }
-            }
+            ReadReply::All(entries) => entries
+                .iter()
+                .map(|(key, value)| format!("{key}\t{value}\n"))
+                .collect(),
             ReadReply::Value(_) => bail!("unexpected answer"),
         },
+    })
+}
+
+/// Writes a command's output; a reader that stopped reading (`… | head -1`) is no error.
+fn emit(text: &str) -> Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        written => Ok(written.context("cannot write to standard output")?),
     }
-    Ok(())
 }
 
 pub fn status(args: StatusArgs) -> Result<()> {
@@ -82,15 +91,14 @@ pub fn status(args: StatusArgs) -> Result<()> {
         let status = dictionary.status(CLIENT_TIMEOUT).await;
         node.shutdown().await;
         let status = status.context(NOT_RUNNING)?;
-        print_status(&status, args.json);
-        Ok(())
+        emit(&status_text(&status, args.json))
     })
 }
 
-fn print_status(status: &LeaderStatus, json: bool) {
+/// What `status` prints.
+fn status_text(status: &LeaderStatus, json: bool) -> String {
     if json {
-        println!("{}", serde_json::to_string(status).unwrap_or_default());
-        return;
+        return format!("{}\n", serde_json::to_string(status).unwrap_or_default());
     }
     let list = |names: &[NodeName]| {
         names
@@ -104,30 +112,32 @@ fn print_status(status: &LeaderStatus, json: bool) {
         .election
         .as_ref()
         .map_or("none".to_string(), |e| e.to_string());
-    println!("node        {}", status.node);
-    println!("leader      {leader}");
-    println!("election    {election}");
-    println!("candidates  {}", list(&status.candidates));
-    println!("workers     {}", list(&status.workers));
-    println!("taking part {}", list(&status.alive));
+    let mut text = format!(
+        "node        {}\nleader      {leader}\nelection    {election}\ncandidates  {}\n\
+         workers     {}\ntaking part {}\n",
+        status.node,
+        list(&status.candidates),
+        list(&status.workers),
+        list(&status.alive)
+    );
     if !status.absent.is_empty() {
-        println!(
-            "absent      {} (known, not taking part now)",
-            list(&status.absent)
-        );
+        let absent = list(&status.absent);
+        text += &format!("absent      {absent} (known, not taking part now)\n");
     }
     let nodes: Vec<String> = status
         .nodes
         .iter()
         .map(|known| format!("{} {}", known.name, known.state))
         .collect();
-    println!("nodes       {}", nodes.join(", "));
+    text += &format!("nodes       {}\n", nodes.join(", "));
     if !status.refused.is_empty() {
-        println!(
-            "refused     {} (their candidate lists or lease settings conflict with this node's)",
-            list(&status.refused)
+        let refused = list(&status.refused);
+        text += &format!(
+            "refused     {refused} (their candidate lists or lease settings conflict with this \
+             node's)\n"
         );
     }
+    text
 }
 
 /// A client node connected to the node at `args.node`, and a handle on its dictionary.
