@@ -41,8 +41,8 @@ async fn next_leader(
     Some(changes.borrow_and_update().clone())
 }
 
-/// The nodes connected to this one that were started with other voters (`majority` mode): while
-/// there is one, no node that sees it leads, stands or votes.
+/// The nodes connected to this one that were started with other voters or another lease setting
+/// (`majority` mode): while there is one, no node that sees it leads, stands or votes.
 async fn refused_voters(dictionary: &Leader<Dict>) -> Vec<NodeName> {
     match dictionary.status(Duration::from_secs(1)).await {
         Ok(status) => status.refused,
@@ -467,15 +467,16 @@ impl Printer {
     }
 
     /// The leader followed changed: who, and in the majority election its term; or none is
-    /// known (`reason` `none`) while the nodes elect, or while nodes started with other voters
-    /// (`refused`) are connected.
+    /// known (`reason` `none`) while the nodes elect, or while nodes started with other voters or
+    /// another lease setting (`refused`) are connected.
     fn print_leader(&self, election: Option<&ElectionId>, refused: &[NodeName]) {
         let why_none = match refused {
             [] => "no leader known; electing".to_string(),
             _ => {
                 let names: Vec<&str> = refused.iter().map(NodeName::as_str).collect();
                 format!(
-                    "no leader while {} is connected: it was started with other voters",
+                    "no leader while {} is connected: it was started with other voters or \
+                     another lease setting",
                     names.join(",")
                 )
             }

@@ -163,11 +163,15 @@ pub enum DataDirError {
     )]
     NoDataDir,
     /// The file does not hold what it should.
-    #[error("the election file {0} is corrupt; restore it, or remove it to start a new history")]
-    Corrupt(PathBuf),
-    /// The file holds the largest incarnation there is: no later one can follow it.
     #[error(
-        "the incarnation file {0} holds the largest incarnation; remove it to start a new history"
+        "the election file {0} is corrupt; restore it, or remove it to start this node anew (a \
+         voter then starts as a new one: do that only while a quorum of the other voters runs)"
+    )]
+    Corrupt(PathBuf),
+    /// The file holds the largest incarnation or term there is: no later one can follow it.
+    #[error(
+        "the election file {0} holds the largest number there is, which no later incarnation or \
+         term can follow; restore it, or remove it to start this node anew"
     )]
     Exhausted(PathBuf),
     /// The file or its directory cannot be read or written.

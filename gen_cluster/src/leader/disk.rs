@@ -43,17 +43,22 @@ pub(crate) struct TermFile {
 
 impl TermFile {
     /// Opens the term file of `election` in `dir`, and reads what it holds (nothing yet: term 0,
-    /// no vote).
+    /// no vote). It is written back at once, so that a directory the node cannot write to stops
+    /// it now, not at its first election; and a term that no later one can follow is refused.
     pub(crate) fn open(dir: &Path, election: &str) -> Result<(Self, Durable), DataDirError> {
         let path = file(dir, election, "term")?;
         let durable = match read(&path)? {
             Some(text) => parse_term(&text).ok_or_else(|| DataDirError::Corrupt(path.clone()))?,
             None => Durable::default(),
         };
+        if durable.term == u64::MAX {
+            return Err(DataDirError::Exhausted(path));
+        }
         let file = Self {
             dir: dir.to_path_buf(),
             path,
         };
+        file.store(&durable)?;
         Ok((file, durable))
     }
 
@@ -225,6 +230,22 @@ mod tests {
             TermFile::open(&dir, "e"),
             Err(DataDirError::Corrupt(_))
         ));
+        std::fs::write(&path, format!("gen_leader-term-v1 {}\n", u64::MAX)).unwrap();
+        assert!(
+            matches!(TermFile::open(&dir, "e"), Err(DataDirError::Exhausted(_))),
+            "a term no later one can follow is refused"
+        );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// `/proc/self` can be read but not written, even by root.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_term_file_that_cannot_be_written_is_an_error_at_once() {
+        let error = TermFile::open(Path::new("/proc/self"), "e").err();
+        assert!(
+            matches!(error, Some(DataDirError::Io { .. })),
+            "a directory that cannot be written is found at open: {error:?}"
+        );
     }
 }
