@@ -1205,6 +1205,14 @@ impl<S: Clone, B: Clone> Majority<S, B> {
         heard + 1 >= quorum(self.config.voters.len())
     }
 
+    /// Rule 2: whether this voter took part in a term in an earlier life and waits for a
+    /// leader's state, neither standing nor voting meanwhile. Normally a leader gives it within
+    /// a round trip; while a majority of the voters lost their memory, no leader can be elected
+    /// to give it.
+    pub fn waits_for_state(&self) -> bool {
+        !self.may_stand()
+    }
+
     /// Rule 2: a voter that lost its memory cannot tell what it lacks, so it does not stand
     /// (unless every voter holds nothing): it waits for a leader's state.
     fn may_stand(&self) -> bool {
@@ -2353,6 +2361,8 @@ mod tests {
             net.leaders().is_empty(),
             "no quorum can prove it holds every acknowledged write"
         );
+        assert!(net.nodes[restarted].waits_for_state());
+        assert!(!net.nodes[other].waits_for_state(), "it holds the state");
         // The old leader comes back: it and `other` hold the write; one of them leads, and the
         // restarted voter gets the state.
         net.link(leader, other, true);
@@ -2361,6 +2371,7 @@ mod tests {
         let new_leader = net.elect();
         assert_ne!(new_leader, restarted);
         assert!(net.nodes[restarted].held().is_some());
+        assert!(!net.nodes[restarted].waits_for_state());
     }
 
     #[test]

@@ -37,6 +37,10 @@ use crate::view::{Counting, GroupPeers};
 /// most leader casts it holds; beyond it the oldest is dropped.
 const MAX_WAITING: usize = 10_000;
 
+/// After this many election timeouts waiting for a leader's state after a restart, a voter
+/// says so in its log (normally the state comes within a round trip of a leader).
+const STATE_WAIT_LOGGED: u32 = 10;
+
 /// Requests to an instance.
 #[derive(Serialize, Deserialize)]
 #[serde(bound = "")]
@@ -186,9 +190,35 @@ pub(crate) struct Quorum<B: LeaderServer> {
     broken: bool,
     /// The machine's messages not sent yet.
     outgoing: Outgoing<B::State, B::Broadcast>,
+    /// Since when this voter has waited for a leader's state after a restart (rule 2), and
+    /// whether the wait was logged (once it lasted [`STATE_WAIT_LOGGED`] election timeouts).
+    state_wait: Option<(Instant, bool)>,
 }
 
 impl<B: LeaderServer> Quorum<B> {
+    /// Logs, once per wait, a voter that has waited [`STATE_WAIT_LOGGED`] election timeouts
+    /// for a leader's state after a restart: no leader could be elected to give it, which is
+    /// what a majority of the voters restarted together leads to. Called at each of the
+    /// machine's timeouts, which come about once an election timeout while no leader is known.
+    fn note_state_wait(&mut self, now: Instant) {
+        if !self.machine.waits_for_state() {
+            self.state_wait = None;
+            return;
+        }
+        let (since, logged) = self.state_wait.get_or_insert((now, false));
+        let waited = now.saturating_duration_since(*since);
+        if !*logged && waited >= self.machine.config().election_timeout * STATE_WAIT_LOGGED {
+            *logged = true;
+            tracing::warn!(
+                ?waited,
+                "this voter restarted without the state it held (the state lives in memory) and \
+                 neither stands nor votes until a leader gives it, but no leader is elected: if \
+                 a majority of the voters restarted together, none can be while any voter \
+                 still holds state; restart those too to start anew with nothing"
+            );
+        }
+    }
+
     /// Takes the replies the quorum's progress now covers, in order.
     fn take_covered(&mut self) -> Vec<Gated<B>> {
         let Some((committed, confirmed)) = self.machine.progress() else {
@@ -240,6 +270,7 @@ impl<B: LeaderServer> Machine<B> {
             told: false,
             broken: false,
             outgoing: Outgoing::new(),
+            state_wait: None,
         }))
     }
 
@@ -342,7 +373,10 @@ impl<B: LeaderServer> Machine<B> {
     fn timeout(&mut self, now: Instant) {
         match self {
             Self::Priority(machine) => machine.handle_timeout(now),
-            Self::Majority(quorum) => quorum.machine.handle_timeout(now),
+            Self::Majority(quorum) => {
+                quorum.machine.handle_timeout(now);
+                quorum.note_state_wait(now);
+            }
         }
     }
 
