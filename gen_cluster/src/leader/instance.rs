@@ -809,12 +809,8 @@ impl<B: LeaderServer> Instance<B> {
                 // write never leaves.
                 while quorum.machine.poll_action().is_some() {}
                 quorum.broken = true;
-                let cause = std::error::Error::source(&error).map(ToString::to_string);
-                tracing::error!(
-                    %error,
-                    cause = cause.as_deref().unwrap_or("-"),
-                    "cannot keep the election's term; this node's instance stops"
-                );
+                let error = crate::error::with_causes(&error);
+                tracing::error!(%error, "cannot keep the election's term; this node's instance stops");
                 return Flow::Stop(ExitReason::Error(format!("cannot keep the term: {error}")));
             }
             MajorityAction::Send { to, message } => {
