@@ -79,11 +79,9 @@ fn create(file: &Path) -> Result<()> {
     let mut random = [0u8; 28];
     getrandom::fill(&mut random).context("no OS randomness for a new cookie")?;
     let (secret, draft_tag) = random.split_at(20);
-    let draft = PathBuf::from(format!(
-        "{}{}",
-        draft_prefix(file).display(),
-        hex(draft_tag)
-    ));
+    let mut draft = draft_prefix(file).into_os_string();
+    draft.push(hex(draft_tag));
+    let draft = PathBuf::from(draft);
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
