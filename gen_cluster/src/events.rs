@@ -13,6 +13,7 @@ use gen_cluster_proto::wire::WireError;
 use gen_cluster_proto::{ExitReason, Incarnation, NodeName};
 use tokio::sync::broadcast;
 
+use crate::throttle::Throttle;
 use crate::{lock, telemetry};
 
 /// How many events a slow subscriber may fall behind before it misses some (it then gets
@@ -172,8 +173,13 @@ impl std::fmt::Display for DownReason {
 /// Says why a peer cannot be dialed: at `warn` the first time for each cause (until the peer is
 /// connected again), at `debug` on every retry after, and at `debug` only when another dialer of
 /// this node warns of the same address (`said_elsewhere`). Used by discovery and by the cluster
-/// view's dialing alike.
-pub(crate) fn report_connect_failed(event: &DiscoveryEvent, said_elsewhere: bool) {
+/// view's dialing alike. Discovery's addresses come from outside and may be any number, so its
+/// warnings also pass `throttle`: one a second, each with the count held back at `debug`.
+pub(crate) fn report_connect_failed(
+    event: &DiscoveryEvent,
+    said_elsewhere: bool,
+    throttle: Option<&Throttle>,
+) {
     if let DiscoveryEvent::ConnectFailed {
         addr,
         error,
@@ -182,8 +188,13 @@ pub(crate) fn report_connect_failed(event: &DiscoveryEvent, said_elsewhere: bool
     } = event
     {
         let retry_in_ms = retry_in.as_millis() as u64;
-        if *new_cause && !said_elsewhere {
-            tracing::warn!(%addr, %error, retry_in_ms, "cannot connect; retrying (said once per cause)");
+        let warn = *new_cause && !said_elsewhere;
+        let held_back = match throttle {
+            Some(throttle) if warn => throttle.allow("cannot connect to a discovered peer"),
+            _ => Some(0),
+        };
+        if let (true, Some(held_back)) = (warn, held_back) {
+            tracing::warn!(%addr, %error, retry_in_ms, held_back, "cannot connect; retrying (said once per cause)");
         } else {
             tracing::debug!(%addr, %error, retry_in_ms, "dial failed again");
         }

@@ -290,6 +290,9 @@ pub(crate) fn start(parts: Parts) -> Result<Started, StartError> {
         let config = ReconcileConfig {
             refresh_interval: None,
             backoff_max: MEMBER_REDIAL_MAX,
+            // Members proved the cluster secret and are as many as the cluster: every one is
+            // dialed at once, however many a netsplit holds in their connect timeouts.
+            max_dials: usize::MAX,
             ..ReconcileConfig::default()
         };
         Reconciler::new(config, clock::seed(), now())
@@ -587,7 +590,7 @@ impl Service {
                     });
                 }
                 ReconcileAction::Event(event) => {
-                    crate::events::report_connect_failed(&event, false)
+                    crate::events::report_connect_failed(&event, false, None)
                 }
                 // The members are pushed to the machine as they change; nothing to ask.
                 ReconcileAction::Discover => {}

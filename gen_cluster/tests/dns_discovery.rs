@@ -20,6 +20,7 @@ use gen_cluster::{
     Discover, Discovery, DiscoveryEvent, Dns, DnsA, DnsSrv, HostType, Node, NodeEvent,
     ReconcileConfig,
 };
+use gen_cluster_proto::reconcile::MAX_PEERS;
 use hickory_proto::rr::rdata::{A, PTR, SOA, SRV};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType, RrKey};
 use hickory_server::Server;
@@ -158,7 +159,13 @@ async fn next(
     pick: impl Fn(&DiscoveryEvent) -> bool,
 ) {
     tokio::time::timeout(HANG, async {
-        while !pick(&events.recv().await.expect("discovery running")) {}
+        loop {
+            match events.recv().await {
+                Ok(event) if pick(&event) => return,
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => panic!("discovery ended"),
+            }
+        }
     })
     .await
     .expect("discovery event before the hang bound");
@@ -326,6 +333,36 @@ async fn nxdomain_empty_answers_and_unresolvable_srv_targets_fail_the_round_or_k
         vec!["127.0.0.1:2".to_string()],
         "a target that stops resolving keeps its last addresses"
     );
+}
+
+/// One SRV target with many ports and many addresses multiplies out: 100 × 50 would be 5,000
+/// peers. The source stops one past the bound, the loop keeps the bound and says so once, and
+/// the node stays reachable while it dials its share.
+#[tokio::test]
+async fn an_srv_answer_that_multiplies_out_is_cut_to_the_bound_and_said() {
+    let dns = TestDns::start().await;
+    let ips: Vec<Ipv4Addr> = (1..=50).map(|i| Ipv4Addr::new(127, 0, 9, i)).collect();
+    dns.set_a("many.cluster.test.", &ips).await;
+    let targets: Vec<(&str, u16)> = (1..=100).map(|port| ("many.cluster.test.", port)).collect();
+    dns.set_srv(&targets).await;
+    let srv = DnsSrv::new(dns.dns(), SERVICE, HostType::Ip);
+    assert_eq!(srv.peers().await.unwrap().len(), MAX_PEERS + 1);
+
+    let (a, b) = (loner("a").await, loner("b").await);
+    let once = ReconcileConfig {
+        refresh_interval: None,
+        ..Default::default()
+    };
+    let mut events = Discovery::start(&a, srv, once).into_events();
+    next(&mut events, |e| {
+        *e == DiscoveryEvent::TooManyPeers { kept: MAX_PEERS }
+    })
+    .await;
+    let name = tokio::time::timeout(HANG, b.connect(a.listen_addr()))
+        .await
+        .expect("a answers while it dials")
+        .unwrap();
+    assert_eq!(&name, a.name());
 }
 
 #[tokio::test]

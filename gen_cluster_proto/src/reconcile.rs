@@ -13,12 +13,23 @@
 //! - A peer no longer discovered is not dialed again; its connection, if any, is left alone.
 //! - An address that reached this node itself is tried again after a refresh interval, doubling
 //!   up to `backoff_max`, and never reported: addresses change hands.
+//! - What discovery finds comes from outside (a name server, an EPMD), so it is bounded: at most
+//!   [`MAX_PEERS`] addresses are kept from one answer (the first, in order; the overflow is
+//!   reported once), and at most `max_dials` dials run at once, the others waiting their turn.
 //!
 //! Inputs take `now`; [`Reconciler::poll`] gives the next action, [`Reconciler::poll_timeout`]
-//! when to ask again. Costs: O(peers) per discovery round, O(log peers) per event.
+//! when to ask again. Costs: O(peers · log peers) per discovery round, O(log peers) per event
+//! and per dial.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
+
+/// The most addresses kept from one discovery answer. A name server or EPMD may list any number
+/// (a hostile one, hundreds of thousands), and each address kept costs a peer entry and dials;
+/// this is well above the clusters this library is made for. A source that builds its addresses
+/// from parts (SRV targets times their addresses) may stop one past it: the overflow is told all
+/// the same.
+pub const MAX_PEERS: usize = 4096;
 
 /// Reconcile settings.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -38,6 +49,12 @@ pub struct ReconcileConfig {
     /// restarted peer is reconnected within 50 ms of listening, for at most 25 refused dials a
     /// second while it is down.
     pub reconnect_max: Duration,
+    /// The most dials at once; a peer due for a dial waits its turn beyond that. A dial to an
+    /// address that drops packets holds a few sockets until the connect timeout, so this bounds
+    /// the sockets and the work that addresses from outside can cost. Default 32: refused and
+    /// answered dials end in a round trip, so the bound only slows dialing where many addresses
+    /// do not answer at all.
+    pub max_dials: usize,
 }
 
 impl Default for ReconcileConfig {
@@ -49,6 +66,7 @@ impl Default for ReconcileConfig {
             jitter: 0.2,
             reconnect_window: Duration::from_secs(10),
             reconnect_max: Duration::from_millis(40),
+            max_dials: 32,
         }
     }
 }
@@ -76,6 +94,12 @@ pub enum DiscoveryEvent {
     Connected(String),
     /// Discovery failed; the last good answer stays. Reported once per distinct error.
     DiscoveryFailed(String),
+    /// Discovery found more than [`MAX_PEERS`] addresses; the first `kept` are dialed, the rest
+    /// left out. Reported once, until an answer fits again.
+    TooManyPeers {
+        /// How many are kept.
+        kept: usize,
+    },
     /// A dial failed; it is retried after `retry_in`.
     ConnectFailed {
         /// The address.
@@ -93,8 +117,9 @@ pub enum DiscoveryEvent {
 #[derive(Debug, Default)]
 struct Peer {
     connected: bool,
-    dialing: bool,
     failures: u32,
+    /// When it is next dialed (its entry in [`Reconciler::due`]); `None` while connected or
+    /// being dialed.
     retry_at: Option<Instant>,
     /// When its connection last dropped.
     dropped_at: Option<Instant>,
@@ -114,9 +139,15 @@ pub struct Reconciler {
     config: ReconcileConfig,
     backoff: Backoff,
     peers: BTreeMap<String, Peer>,
+    /// The peers waiting for a dial, by when it is due: what `poll` takes from, in order.
+    due: BTreeSet<(Instant, String)>,
+    /// The addresses being dialed (a peer removed meanwhile stays here until its outcome).
+    dialing: BTreeSet<String>,
     next_discovery: Option<Instant>,
     discovering: bool,
     last_error: Option<String>,
+    /// Whether the last answer was cut to [`MAX_PEERS`] (and said so).
+    truncated: bool,
     actions: VecDeque<ReconcileAction>,
 }
 
@@ -127,9 +158,12 @@ impl Reconciler {
             config,
             backoff: Backoff::new(config.backoff_min, config.jitter, seed),
             peers: BTreeMap::new(),
+            due: BTreeSet::new(),
+            dialing: BTreeSet::new(),
             next_discovery: Some(now),
             discovering: false,
             last_error: None,
+            truncated: false,
             actions: VecDeque::new(),
         }
     }
@@ -138,10 +172,10 @@ impl Reconciler {
     pub fn handle_discovered(&mut self, now: Instant, result: Result<Vec<String>, String>) {
         self.discovering = false;
         self.next_discovery = self.config.refresh_interval.map(|every| now + every);
-        let found = match result {
+        let (found, cut) = match result {
             Ok(found) => {
                 self.last_error = None;
-                found.into_iter().collect::<BTreeSet<String>>()
+                bounded(found)
             }
             Err(error) => {
                 if self.last_error.as_ref() != Some(&error) {
@@ -160,6 +194,7 @@ impl Reconciler {
             .cloned()
             .collect();
         for addr in removed {
+            self.unschedule(&addr);
             self.peers.remove(&addr);
             self.actions
                 .push_back(ReconcileAction::Event(DiscoveryEvent::Removed(addr)));
@@ -170,19 +205,42 @@ impl Reconciler {
                     .push_back(ReconcileAction::Event(DiscoveryEvent::Discovered(
                         addr.clone(),
                     )));
-                self.peers.insert(
-                    addr,
-                    Peer {
-                        retry_at: Some(now),
-                        ..Peer::default()
-                    },
-                );
+                self.peers.insert(addr.clone(), Peer::default());
+                self.schedule(&addr, now);
             }
+        }
+        // Said after the peers it brings, so that a subscriber lagging behind them sees it.
+        if cut && !self.truncated {
+            self.actions
+                .push_back(ReconcileAction::Event(DiscoveryEvent::TooManyPeers {
+                    kept: MAX_PEERS,
+                }));
+        }
+        self.truncated = cut;
+    }
+
+    /// `addr`, a known peer not being dialed, is dialed at `at`.
+    fn schedule(&mut self, addr: &str, at: Instant) {
+        self.unschedule(addr);
+        if self.dialing.contains(addr) {
+            return;
+        }
+        if let Some(peer) = self.peers.get_mut(addr) {
+            peer.retry_at = Some(at);
+            self.due.insert((at, addr.to_string()));
+        }
+    }
+
+    /// `addr` is not waiting for a dial (any more).
+    fn unschedule(&mut self, addr: &str) {
+        if let Some(at) = self.peers.get_mut(addr).and_then(|p| p.retry_at.take()) {
+            self.due.remove(&(at, addr.to_string()));
         }
     }
 
     /// The dial of `addr` succeeded.
     pub fn handle_connected(&mut self, addr: &str) {
+        self.dialing.remove(addr);
         if self.settle(addr) {
             self.actions
                 .push_back(ReconcileAction::Event(DiscoveryEvent::Connected(
@@ -203,19 +261,23 @@ impl Reconciler {
             .config
             .refresh_interval
             .map_or(max, |every| every.min(max));
+        self.dialing.remove(addr);
+        self.unschedule(addr);
         let Some(peer) = self.peers.get_mut(addr) else {
             return;
         };
         let hits = peer.self_hits.saturating_add(1);
         *peer = Peer {
-            retry_at: Some(now + self.backoff.delay_from(first, hits, max)),
             self_hits: hits,
             ..Peer::default()
         };
+        let at = now + self.backoff.delay_from(first, hits, max);
+        self.schedule(addr, at);
     }
 
     /// Marks a discovered peer connected; false if it is not discovered.
     fn settle(&mut self, addr: &str) -> bool {
+        self.unschedule(addr);
         let Some(peer) = self.peers.get_mut(addr) else {
             return false;
         };
@@ -228,9 +290,9 @@ impl Reconciler {
 
     /// The dial of `addr` failed.
     pub fn handle_connect_failed(&mut self, now: Instant, addr: &str, error: String) {
+        self.dialing.remove(addr);
         let (failures, dropped_at, new_cause) = match self.peers.get_mut(addr) {
             Some(peer) => {
-                peer.dialing = false;
                 peer.failures = peer.failures.saturating_add(1);
                 let new_cause = !peer.causes.contains(&error);
                 if new_cause && peer.causes.len() < MAX_CAUSES {
@@ -247,9 +309,7 @@ impl Reconciler {
             _ => self.config.backoff_max,
         };
         let retry_in = self.backoff.delay(failures, cap);
-        if let Some(peer) = self.peers.get_mut(addr) {
-            peer.retry_at = Some(now + retry_in);
-        }
+        self.schedule(addr, now + retry_in);
         self.actions
             .push_back(ReconcileAction::Event(DiscoveryEvent::ConnectFailed {
                 addr: addr.to_string(),
@@ -259,25 +319,31 @@ impl Reconciler {
             }));
     }
 
-    /// The connection to `addr` dropped: a discovered peer is dialed again at once.
+    /// The connection to `addr` dropped: a discovered peer is dialed again at once (unless a
+    /// dial of it is under way, whose outcome then decides).
     pub fn handle_disconnected(&mut self, now: Instant, addr: &str) {
         if let Some(peer) = self.peers.get_mut(addr) {
             peer.connected = false;
-            peer.dialing = false;
-            peer.retry_at = Some(now);
             peer.dropped_at = Some(now);
+            self.schedule(addr, now);
         }
     }
 
-    /// When [`poll`](Self::poll) next has something to do, if ever.
+    /// Whether another dial may start now.
+    fn may_dial(&self) -> bool {
+        self.dialing.len() < self.config.max_dials
+    }
+
+    /// When [`poll`](Self::poll) next has something to do, if ever: a dial waiting for its turn
+    /// is due when a running one ends, which the runtime reports anyway.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let discovery = self.next_discovery.filter(|_| !self.discovering);
-        let retries = self
-            .peers
-            .values()
-            .filter(|p| !p.connected && !p.dialing)
-            .filter_map(|p| p.retry_at);
-        discovery.into_iter().chain(retries).min()
+        let retry = self
+            .due
+            .first()
+            .filter(|_| self.may_dial())
+            .map(|(at, _)| *at);
+        discovery.into_iter().chain(retry).min()
     }
 
     /// The next action due at `now`.
@@ -289,14 +355,29 @@ impl Reconciler {
             self.discovering = true;
             return Some(ReconcileAction::Discover);
         }
-        let due = self
-            .peers
-            .iter_mut()
-            .find(|(_, p)| !p.connected && !p.dialing && p.retry_at.is_some_and(|at| at <= now))?;
-        due.1.dialing = true;
-        due.1.retry_at = None;
-        Some(ReconcileAction::Connect(due.0.clone()))
+        if !self.may_dial() || self.due.first().is_none_or(|(at, _)| *at > now) {
+            return None;
+        }
+        let (_, addr) = self.due.pop_first()?;
+        if let Some(peer) = self.peers.get_mut(&addr) {
+            peer.retry_at = None;
+        }
+        self.dialing.insert(addr.clone());
+        Some(ReconcileAction::Connect(addr))
     }
+}
+
+/// The first [`MAX_PEERS`] distinct addresses of an answer, in the answer's order, and whether
+/// any were left out.
+fn bounded(found: Vec<String>) -> (BTreeSet<String>, bool) {
+    let mut kept = BTreeSet::new();
+    for addr in found {
+        if kept.len() == MAX_PEERS && !kept.contains(&addr) {
+            return (kept, true);
+        }
+        kept.insert(addr);
+    }
+    (kept, false)
 }
 
 /// Exponential backoff with jitter drawn from a seeded generator: the delay before retry `n`
@@ -596,6 +677,125 @@ mod tests {
         assert!(
             drain(&mut r, t0 + 600 * MS).contains(&ReconcileAction::Connect("a:1".into())),
             "the last good answer still stands"
+        );
+    }
+
+    #[test]
+    fn an_answer_past_the_bound_is_cut_and_said_once_until_it_fits_again() {
+        let t0 = Instant::now();
+        let mut r = Reconciler::new(ReconcileConfig::default(), 1, t0);
+        drain(&mut r, t0);
+        let many: Vec<String> = (0..MAX_PEERS + 500)
+            .map(|i| format!("10.0.0.1:{i}"))
+            .collect();
+        let too_many = |actions: &[ReconcileAction]| {
+            actions
+                .iter()
+                .filter(|a| {
+                    matches!(
+                        a,
+                        ReconcileAction::Event(DiscoveryEvent::TooManyPeers { .. })
+                    )
+                })
+                .count()
+        };
+        r.handle_discovered(t0, Ok(many.clone()));
+        let actions = drain(&mut r, t0);
+        assert_eq!(too_many(&actions), 1);
+        assert!(
+            actions.contains(&ReconcileAction::Event(DiscoveryEvent::TooManyPeers {
+                kept: MAX_PEERS
+            }))
+        );
+        let discovered = |actions: &[ReconcileAction]| {
+            actions
+                .iter()
+                .filter(|a| matches!(a, ReconcileAction::Event(DiscoveryEvent::Discovered(_))))
+                .count()
+        };
+        assert_eq!(discovered(&actions), MAX_PEERS, "the first ones are kept");
+        assert!(
+            !actions.contains(&ReconcileAction::Event(DiscoveryEvent::Discovered(
+                many[MAX_PEERS].clone()
+            )))
+        );
+        let t1 = t0 + Duration::from_secs(5);
+        drain(&mut r, t1);
+        r.handle_discovered(t1, Ok(many.clone()));
+        assert_eq!(too_many(&drain(&mut r, t1)), 0, "said once");
+        let t2 = t1 + Duration::from_secs(5);
+        drain(&mut r, t2);
+        r.handle_discovered(t2, Ok(many[..10].to_vec()));
+        drain(&mut r, t2);
+        let t3 = t2 + Duration::from_secs(5);
+        drain(&mut r, t3);
+        r.handle_discovered(t3, Ok(many));
+        assert_eq!(
+            too_many(&drain(&mut r, t3)),
+            1,
+            "said again after an answer that fit"
+        );
+    }
+
+    #[test]
+    fn at_most_max_dials_run_at_once_and_the_rest_wait_their_turn() {
+        let t0 = Instant::now();
+        let config = ReconcileConfig {
+            max_dials: 3,
+            ..Default::default()
+        };
+        let mut r = Reconciler::new(config, 1, t0);
+        drain(&mut r, t0);
+        r.handle_discovered(t0, peers(&["a:1", "b:1", "c:1", "d:1", "e:1"]));
+        let dials = |actions: Vec<ReconcileAction>| -> Vec<String> {
+            actions
+                .into_iter()
+                .filter_map(|a| match a {
+                    ReconcileAction::Connect(addr) => Some(addr),
+                    _ => None,
+                })
+                .collect()
+        };
+        let first = dials(drain(&mut r, t0));
+        assert_eq!(first.len(), 3);
+        assert_eq!(
+            r.poll_timeout(),
+            Some(t0 + Duration::from_secs(5)),
+            "no wake-up for a dial that waits its turn: only the refresh"
+        );
+        r.handle_connect_failed(t0, &first[0], "timed out".into());
+        let second = dials(drain(&mut r, t0));
+        assert_eq!(second.len(), 1, "one ended, one more starts");
+        assert!(!first.contains(&second[0]));
+        r.handle_connected(&first[1]);
+        let third = dials(drain(&mut r, t0));
+        assert_eq!(third.len(), 1);
+        assert!(!first.contains(&third[0]) && third != second);
+        assert_eq!(
+            dials(drain(&mut r, t0 + Duration::from_secs(1))),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn a_peer_dropped_and_found_again_while_its_dial_runs_is_not_dialed_twice() {
+        let t0 = Instant::now();
+        let mut r = Reconciler::new(ReconcileConfig::default(), 1, t0);
+        drain(&mut r, t0);
+        r.handle_discovered(t0, peers(&["a:1"]));
+        assert!(drain(&mut r, t0).contains(&ReconcileAction::Connect("a:1".into())));
+        let t1 = t0 + Duration::from_secs(5);
+        drain(&mut r, t1);
+        r.handle_discovered(t1, peers(&[]));
+        let t2 = t1 + Duration::from_secs(5);
+        drain(&mut r, t2);
+        r.handle_discovered(t2, peers(&["a:1"]));
+        assert!(!drain(&mut r, t2).contains(&ReconcileAction::Connect("a:1".into())));
+        r.handle_connect_failed(t2, "a:1", "refused".into());
+        assert!(
+            drain(&mut r, t2 + Duration::from_secs(1))
+                .contains(&ReconcileAction::Connect("a:1".into())),
+            "its outcome schedules the next dial"
         );
     }
 

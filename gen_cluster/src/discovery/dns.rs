@@ -8,14 +8,19 @@
 //! answer with no records. One lookup failing inside a round (a PTR record, an SRV target) keeps
 //! that peer's last good result instead of dropping it; a warning is logged once per change.
 //! Cost per round: one query, plus one per address (PTR) or per SRV target not answered in the
-//! additional section.
+//! additional section, at most [`LOOKUPS_AT_ONCE`] of those at a time.
+//!
+//! An answer is untrusted input: the addresses built from it stop past
+//! [`MAX_PEERS`](gen_cluster_proto::reconcile::MAX_PEERS) (SRV records times the addresses of
+//! their targets could otherwise make millions), and the additional section is read once.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::join_all;
+use futures::{StreamExt, stream};
+use gen_cluster_proto::reconcile::MAX_PEERS;
 use hickory_resolver::config::{NameServerConfig, ResolveHosts, ResolverConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
@@ -27,6 +32,9 @@ use super::{Discover, DiscoverError, LastGood};
 /// How long one query may take before it is tried again, and how many tries.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
 const QUERY_ATTEMPTS: usize = 2;
+/// The most lookups of one round in flight at once (PTR records, SRV targets), so that a large
+/// answer does not become a flood of queries.
+const LOOKUPS_AT_ONCE: usize = 16;
 
 /// How a discovered peer is addressed (`"ip"` or `"hostname"` in a config file).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
@@ -91,15 +99,11 @@ impl Dns {
         })
     }
 
-    /// The addresses of `host`: from `additionals` if the server sent them, else asked.
-    async fn addresses(&self, host: &Name, additionals: &[Record]) -> Result<Vec<IpAddr>, String> {
-        let given: Vec<IpAddr> = additionals
-            .iter()
-            .filter(|r| &r.name == host)
-            .filter_map(|r| ip_of(&r.data))
-            .collect();
-        if !given.is_empty() {
-            return Ok(given);
+    /// The addresses of `host`: from the additional section if the server sent them there,
+    /// else asked.
+    async fn addresses(&self, host: &Name, given: &Additionals) -> Result<Vec<IpAddr>, String> {
+        if let Some(given) = given.get(host) {
+            return Ok(given.clone());
         }
         let found = self
             .resolver
@@ -129,6 +133,44 @@ impl Dns {
             })
             .ok_or_else(|| format!("reverse lookup of {ip}: no PTR record"))
     }
+}
+
+/// The addresses an answer's additional section gives, by host name.
+type Additionals = FxHashMap<Name, Vec<IpAddr>>;
+
+fn additionals(records: &[Record]) -> Additionals {
+    let mut given = Additionals::default();
+    for record in records {
+        if let Some(ip) = ip_of(&record.data) {
+            given.entry(record.name.clone()).or_default().push(ip);
+        }
+    }
+    given
+}
+
+/// The results of `lookup` for each of `keys`, in order, at most [`LOOKUPS_AT_ONCE`] at a time.
+async fn look_up_each<K, T, F>(keys: impl IntoIterator<Item = K>, lookup: impl Fn(K) -> F) -> Vec<T>
+where
+    F: std::future::Future<Output = T>,
+{
+    stream::iter(keys)
+        .map(lookup)
+        .buffered(LOOKUPS_AT_ONCE)
+        .collect()
+        .await
+}
+
+/// The first addresses given, until one past [`MAX_PEERS`]: enough for the reconcile loop to
+/// keep its share and tell that the answer overflowed.
+fn bounded(addresses: impl Iterator<Item = String>) -> BTreeSet<String> {
+    let mut kept = BTreeSet::new();
+    for addr in addresses {
+        if kept.len() > MAX_PEERS {
+            break;
+        }
+        kept.insert(addr);
+    }
+    kept
 }
 
 fn ip_of(data: &RData) -> Option<IpAddr> {
@@ -175,7 +217,7 @@ impl Discover for DnsA {
             .lookup_ip(self.name.as_str())
             .await
             .map_err(|e| DiscoverError(format!("{}: {e}", self.name)))?;
-        let ips: BTreeSet<IpAddr> = found.iter().collect();
+        let ips: BTreeSet<IpAddr> = found.iter().take(MAX_PEERS + 1).collect();
         if ips.is_empty() {
             return Err(DiscoverError(format!("{}: no address records", self.name)));
         }
@@ -185,7 +227,7 @@ impl Discover for DnsA {
                 .map(|ip| SocketAddr::new(ip, self.port).to_string())
                 .collect(),
             HostType::Hostname => {
-                let names = join_all(ips.iter().map(|ip| self.dns.host_name(*ip))).await;
+                let names = look_up_each(ips.iter().copied(), |ip| self.dns.host_name(ip)).await;
                 let hosts: BTreeSet<String> = self
                     .host_names
                     .settle(ips.into_iter().zip(names))
@@ -234,6 +276,7 @@ impl Discover for DnsSrv {
                 RData::SRV(srv) => Some((srv.target.clone(), srv.port)),
                 _ => None,
             })
+            .take(MAX_PEERS + 1)
             .collect();
         if targets.is_empty() {
             return Err(DiscoverError(format!("{}: no SRV records", self.name)));
@@ -244,26 +287,26 @@ impl Discover for DnsSrv {
                 .map(|(target, port)| format!("{}:{port}", host(target)))
                 .collect());
         }
-        let hosts: BTreeSet<&Name> = targets.iter().map(|(target, _)| target).collect();
-        let resolved = join_all(
-            hosts
-                .iter()
-                .map(|host| self.dns.addresses(host, found.additionals())),
-        )
+        let hosts: BTreeSet<Name> = targets.iter().map(|(target, _)| target.clone()).collect();
+        let given = &additionals(found.additionals());
+        let resolved = look_up_each(hosts.clone(), |host| async move {
+            self.dns.addresses(&host, given).await
+        })
         .await;
         let addresses: FxHashMap<Name, Vec<IpAddr>> = self
             .addresses
-            .settle(hosts.into_iter().cloned().zip(resolved))
+            .settle(hosts.into_iter().zip(resolved))
             .into_iter()
             .collect();
-        let peers: BTreeSet<String> = targets
-            .iter()
-            .filter_map(|(target, port)| Some((addresses.get(target)?, *port)))
-            .flat_map(|(ips, port)| {
-                ips.iter()
-                    .map(move |ip| SocketAddr::new(*ip, port).to_string())
-            })
-            .collect();
+        let peers = bounded(
+            targets
+                .iter()
+                .filter_map(|(target, port)| Some((addresses.get(target)?, *port)))
+                .flat_map(|(ips, port)| {
+                    ips.iter()
+                        .map(move |ip| SocketAddr::new(*ip, port).to_string())
+                }),
+        );
         if peers.is_empty() {
             return Err(DiscoverError(format!(
                 "{}: no SRV target resolves",

@@ -210,9 +210,19 @@ fn report(event: &DiscoveryEvent, node: &Node) {
             metrics::counter!(telemetry::DISCOVERY_ROUND_FAILURES).increment(1);
             tracing::warn!(%error, "discovery failed; keeping the last answer");
         }
+        DiscoveryEvent::TooManyPeers { kept } => {
+            tracing::warn!(
+                kept,
+                "discovery gave more addresses than are kept; only the first are dialed (check the name server or EPMD)"
+            );
+        }
         DiscoveryEvent::ConnectFailed { addr, .. } => {
             metrics::counter!(telemetry::DISCOVERY_CONNECT_FAILURES).increment(1);
-            crate::events::report_connect_failed(event, dialed_as_member(node, addr));
+            crate::events::report_connect_failed(
+                event,
+                dialed_as_member(node, addr),
+                Some(&node.0.dist.throttle),
+            );
         }
     }
 }
