@@ -1,6 +1,7 @@
 //! The `majority` election, as a state machine: a leader only while a quorum (⌊n/2⌋+1) of the
 //! voters accepts it, terms that only grow and fence a deposed leader, and changes that, once a
-//! quorum holds them, survive any minority of voters losing their memory (crashing). Raft's
+//! quorum holds them, survive any minority of voters losing their memory (crashing), and a
+//! majority too while one voter that holds them keeps it. Raft's
 //! election without its log: the leader's changes are its behaviour's state, handed whole to a
 //! member that lacks it ([`MajorityMessage::State`]), then streamed as numbered broadcasts
 //! ([`MajorityMessage::Append`]). The runtime's `leader` module is to run one machine per node
@@ -26,14 +27,18 @@
 //!    candidate at least as far as itself (Raft's election restriction), so a change a quorum
 //!    holds is held by every later leader. A voter that took part in a term in an earlier life
 //!    and holds nothing yet in this one (its term is on disk, its state was in memory) cannot
-//!    compare what it acknowledged then: it neither stands nor votes until a leader gives it
-//!    the state — unless every other voter has told it, in this life, that it holds nothing
-//!    either (the cluster restarted whole; nothing is left to lose). A new cluster elects with
-//!    any quorum; a voter restarted while a leader lives gets its state and votes again; when
-//!    a majority of the voters lost their memory and some voter still holds state, no leader
-//!    can be proved to hold every change a quorum acknowledged, and none is elected until
-//!    those voters restart too (the changes only they held are then lost, as a majority's loss
-//!    allows).
+//!    compare what it acknowledged then, so it stands only when every other voter has told it,
+//!    in this life, that it holds nothing either (the cluster restarted whole; nothing is left
+//!    to lose), and it votes only for a candidate at least as far as what every other voter
+//!    has told it, in this life, that it holds. A change a quorum acknowledged is then held by
+//!    every later leader unless every voter that held it lost its memory: a voter that still
+//!    holds it told this one so, and the candidate is as far; and a voter that has not told
+//!    (not connected, or silent since) may hold more, so while one has not, this voter waits
+//!    for a leader's state, as in Raft. A new cluster elects with any quorum; a voter
+//!    restarted while a leader lives gets its state and votes again; when a majority of the
+//!    voters lost their memory at once, the voter furthest along among those that kept theirs
+//!    is elected once every voter is connected (the changes only the others held are lost,
+//!    as a majority's loss allows), and none is while a voter is missing.
 //! 3. **Pre-vote and stickiness.** A voter that hears no leader for its election timeout (random
 //!    in `[t, 2t)`) first asks whether it would win ([`MajorityMessage::PreVote`]); only with a
 //!    quorum of yeses does it raise its term. A voter that heard a leader within `t` refuses
@@ -1159,24 +1164,22 @@ impl<S: Clone, B: Clone> Majority<S, B> {
         if !self.amnesiac {
             return held >= self.held;
         }
-        // What it acknowledged in its earlier life it cannot compare by itself: only when every
-        // other voter has told it, in this life, that it holds nothing either (a cluster that
-        // restarted whole) is there nothing to lose.
-        held.is_none()
-            && self
-                .config
-                .voters
-                .iter()
-                .filter(|v| **v != self.me)
-                .all(|voter| {
-                    matches!(
-                        self.connected.get(voter),
-                        Some(Peer {
-                            held: Some(None),
-                            ..
-                        })
-                    )
-                })
+        // What it acknowledged in its earlier life it cannot compare by itself: only a
+        // candidate as far as what every other voter told it, in this life, that it holds has
+        // every change some voter still holds.
+        self.config
+            .voters
+            .iter()
+            .filter(|v| **v != self.me)
+            .all(|voter| {
+                matches!(
+                    self.connected.get(voter),
+                    Some(Peer {
+                        held: Some(told),
+                        ..
+                    }) if held >= *told
+                )
+            })
     }
 
     /// Whether this node heard a live leader within the election timeout (rule 3).
@@ -1206,15 +1209,16 @@ impl<S: Clone, B: Clone> Majority<S, B> {
     }
 
     /// Rule 2: whether this voter took part in a term in an earlier life and waits for a
-    /// leader's state, neither standing nor voting meanwhile. Normally a leader gives it within
-    /// a round trip; while a majority of the voters lost their memory, no leader can be elected
-    /// to give it.
+    /// leader's state, not standing meanwhile (it votes only for a candidate as far as every
+    /// other voter told it it holds). Normally a leader gives it within a round trip; while a
+    /// voter it has not heard from in this life is missing, no leader may be elected to give it
+    /// (that voter may hold more than the candidates).
     pub fn waits_for_state(&self) -> bool {
         !self.may_stand()
     }
 
     /// Rule 2: a voter that lost its memory cannot tell what it lacks, so it does not stand
-    /// (unless every voter holds nothing): it waits for a leader's state.
+    /// (unless every other voter holds nothing): it waits for a leader's state.
     fn may_stand(&self) -> bool {
         !self.amnesiac || self.would_vote_for(None)
     }
@@ -2372,6 +2376,92 @@ mod tests {
         assert_ne!(new_leader, restarted);
         assert!(net.nodes[restarted].held().is_some());
         assert!(!net.nodes[restarted].waits_for_state());
+    }
+
+    /// Restarts node `i` with what its disk holds: its term and vote, no state.
+    fn restart(net: &mut Net, i: usize) {
+        for other in net.others(i) {
+            net.link(i, other, false);
+        }
+        let config = net.nodes[i].config.clone();
+        net.nodes[i] = Majority::new(
+            name(i),
+            config,
+            net.disks[i].clone(),
+            net.now,
+            50 + i as u64,
+        );
+    }
+
+    #[test]
+    fn a_majority_restarted_together_elects_the_voter_that_kept_the_state_once_all_are_back() {
+        let mut net = Net::new(3);
+        let leader = net.elect();
+        net.nodes[leader].broadcast(1, net.now).unwrap();
+        net.run();
+        let kept = (0..3).find(|&i| i != leader).unwrap();
+        let also_restarted = (0..3).find(|&i| i != leader && i != kept).unwrap();
+        let held = net.nodes[kept].held();
+        assert!(held.is_some());
+        restart(&mut net, leader);
+        restart(&mut net, also_restarted);
+        // Back with the holder, but not with each other: one of them may hold more.
+        net.link(leader, kept, true);
+        net.link(also_restarted, kept, true);
+        net.pass(T * 20);
+        assert!(
+            net.leaders().is_empty(),
+            "a voter that said nothing may hold more"
+        );
+        assert!(net.nodes[leader].waits_for_state());
+        // All three linked: each has told the others what it holds; the holder is elected.
+        net.link(leader, also_restarted, true);
+        net.pass(T * 20);
+        assert_eq!(net.elect(), kept);
+        for i in 0..3 {
+            assert!(!net.nodes[i].waits_for_state(), "n{i}");
+            assert!(net.nodes[i].held() >= held, "n{i} has the state");
+        }
+    }
+
+    #[test]
+    fn a_voter_that_lost_its_memory_votes_for_no_one_behind_what_another_voter_holds() {
+        // n0 leads and its write reaches n1 but not n2; then n0 restarts without it.
+        let mut net = Net::new(3);
+        let leader = net.elect();
+        let (holder, behind) = match leader {
+            0 => (1, 2),
+            1 => (0, 2),
+            _ => (0, 1),
+        };
+        net.link(leader, behind, false);
+        net.nodes[leader].broadcast(1, net.now).unwrap();
+        net.run();
+        assert!(net.nodes[holder].held() > net.nodes[behind].held());
+        restart(&mut net, leader);
+        for other in net.others(leader) {
+            net.link(leader, other, true);
+        }
+        net.link(holder, behind, true);
+        // Asked by `behind`, the restarted voter refuses: the holder told it it is further.
+        // Asked by the holder, it grants.
+        let term = net.nodes[behind].term() + 1;
+        for (asker, grants) in [(behind, false), (holder, true)] {
+            let asked = MajorityMessage::PreVote {
+                term,
+                held: net.nodes[asker].held(),
+            };
+            net.nodes[leader].handle_message(name(asker), asked, net.now);
+            let answers: Vec<bool> = net
+                .take_sends(leader)
+                .into_iter()
+                .filter_map(|(to, message)| match message {
+                    MajorityMessage::PreVoteReply { granted, .. } if to == asker => Some(granted),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(answers, vec![grants], "asked by n{asker}");
+        }
     }
 
     #[test]
