@@ -192,7 +192,10 @@ fn run(cli: Cli) -> Result<()> {
         | Command::Status(_)
         | Command::Certs(_)
         | Command::Health(_) => "error",
-        Command::Node(_) => "warn",
+        // The DNS client warns of every UDP reply it ignores (a wrong id, another sender), which
+        // anyone who can reach its port may send by the million: its own failures reach the
+        // node's discovery, which says them once per cause.
+        Command::Node(_) => "warn,hickory_net=error,hickory_proto=error",
     };
     tracing_subscriber::fmt()
         .with_env_filter(
