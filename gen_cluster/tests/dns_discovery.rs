@@ -378,6 +378,28 @@ async fn a_server_that_never_answers_is_a_failed_round_not_a_hang() {
     assert!(outcome.expect("an answer before the hang bound").is_err());
 }
 
+/// A lookup waiting on a server that never answers does not outlive the node: shutdown ends
+/// it, rather than wait for its deadline.
+#[tokio::test]
+async fn shutdown_ends_a_lookup_still_waiting_for_its_answer() {
+    let silent = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let a = loner("a").await;
+    let discover = DnsA::new(
+        Dns::server(silent.local_addr().unwrap()),
+        NODES,
+        4370,
+        HostType::Ip,
+    );
+    Discovery::start(&a, discover, ReconcileConfig::default());
+    let mut query = [0u8; 512];
+    tokio::time::timeout(HANG, silent.recv_from(&mut query))
+        .await
+        .expect("a query before the hang bound")
+        .unwrap();
+    a.shutdown().await;
+    assert_eq!(a.running_tasks(), 0, "a task outlived the node");
+}
+
 #[tokio::test]
 async fn a_connected_peer_whose_records_vanish_is_still_reconnected_after_a_drop() {
     let dns = TestDns::start().await;

@@ -115,22 +115,24 @@ async fn reconcile<D: Discover>(
             match action {
                 ReconcileAction::Discover => {
                     let (discover, outcomes) = (Arc::clone(&discover), outcomes.clone());
-                    node.spawn_task(tracing::info_span!("discover"), async move {
+                    let discovering = async move {
                         let found =
                             match tokio::time::timeout(DISCOVER_TIMEOUT, discover.peers()).await {
                                 Ok(found) => found.map_err(|e| e.0),
                                 Err(_) => Err(format!("no answer within {DISCOVER_TIMEOUT:?}")),
                             };
                         let _ = outcomes.send(Outcome::Discovered(found));
-                    });
+                    };
+                    spawn_until_shutdown(&node, tracing::info_span!("discover"), discovering);
                 }
                 ReconcileAction::Connect(addr) => {
                     let (dialer, outcomes) = (node.clone(), outcomes.clone());
                     let span = tracing::info_span!("dial", %addr);
-                    node.spawn_task(span, async move {
+                    let dialing = async move {
                         let result = dialer.connect(&addr).await;
                         let _ = outcomes.send(Outcome::Dialed(addr, result));
-                    });
+                    };
+                    spawn_until_shutdown(&node, span, dialing);
                 }
                 ReconcileAction::Event(event) => {
                     if let DiscoveryEvent::Removed(addr) = &event {
@@ -183,6 +185,22 @@ async fn reconcile<D: Discover>(
             _ = sleep_until(wake) => {}
         }
     }
+}
+
+/// Runs `task` in a task of the node, dropped when the node shuts down: a lookup or a dial
+/// still waiting on a slow server would otherwise hold the shutdown until its deadline.
+fn spawn_until_shutdown(
+    node: &Node,
+    span: tracing::Span,
+    task: impl Future<Output = ()> + Send + 'static,
+) {
+    let stopping = node.clone();
+    node.spawn_task(span, async move {
+        tokio::select! {
+            _ = stopping.shutting_down() => {}
+            () = task => {}
+        }
+    });
 }
 
 async fn sleep_until(wake: Option<std::time::Instant>) {
