@@ -23,6 +23,7 @@ use crate::clock::{self, now};
 use crate::error::{ConnectError, with_causes};
 use crate::events::NodeEvent;
 use crate::telemetry;
+use crate::throttle::Throttle;
 
 mod dns;
 mod epmd;
@@ -110,6 +111,7 @@ async fn reconcile<D: Discover>(
     let (outcomes, mut results) = mpsc::unbounded_channel();
     // Which address each connected peer was dialed at.
     let mut dialed: FxHashMap<NodeName, String> = FxHashMap::default();
+    let throttle = Throttle::default();
     loop {
         while let Some(action) = machine.poll(now()) {
             match action {
@@ -138,7 +140,7 @@ async fn reconcile<D: Discover>(
                     if let DiscoveryEvent::Removed(addr) = &event {
                         node.forget_address(addr);
                     }
-                    report(&event, &node);
+                    report(&event, &node, &throttle);
                     let _ = announce.send(event);
                 }
             }
@@ -210,7 +212,8 @@ async fn sleep_until(wake: Option<std::time::Instant>) {
     }
 }
 
-fn report(event: &DiscoveryEvent, node: &Node) {
+/// Tells the operator of `event`; the warnings of failed dials pass `throttle` (this loop's).
+fn report(event: &DiscoveryEvent, node: &Node, throttle: &Throttle) {
     match event {
         DiscoveryEvent::Discovered(addr) => {
             metrics::counter!(telemetry::DISCOVERED).increment(1);
@@ -239,7 +242,7 @@ fn report(event: &DiscoveryEvent, node: &Node) {
             crate::events::report_connect_failed(
                 event,
                 dialed_as_member(node, addr),
-                Some(&node.0.dist.throttle),
+                Some(throttle),
             );
         }
     }
