@@ -792,6 +792,76 @@ async fn a_majority_leader_killed_during_200_writes_loses_no_acknowledged_write(
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The `majority` election: the leader and a follower killed with SIGKILL together and
+/// restarted (their terms on disk, their state gone) with the third voter running: once all
+/// three are connected, the voter that kept the state leads, and every acknowledged write is
+/// on all three.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_of_three_voters_killed_together_elect_the_one_that_kept_the_writes() {
+    let dir = scratch("majority-two-killed");
+    let (mut nodes, leader) = majority_nodes(&dir);
+    let client = local_node("client").await;
+    client.connect(&nodes[0].addr).await.unwrap();
+    let through = Leader::<Dict>::at(&client, &nodes[0].name, dict::ELECTION);
+    let keys: Vec<String> = (0..20).map(|i| format!("k{i}")).collect();
+    for key in &keys {
+        through
+            .leader_call(Write::Put(key.clone(), "v".into()).into(), T)
+            .await
+            .unwrap();
+    }
+    let old = nodes
+        .iter()
+        .position(|n| n.name.as_str() == leader)
+        .unwrap();
+    let kept = (old + 1) % 3;
+    let also = (old + 2) % 3;
+    nodes[old].kill9();
+    nodes[also].kill9();
+    for i in [old, also] {
+        let name = nodes[i].name.as_str().to_string();
+        let data = dir.join(&name);
+        let extra = [
+            "--candidates",
+            "a,b,c",
+            "--election",
+            "majority",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ];
+        nodes[i] =
+            NodeProcess::start_with(&name, "127.0.0.1:0", COOKIE, &[&nodes[kept].addr], &extra);
+    }
+    let kept_name = nodes[kept].name.as_str().to_string();
+    // From now on for the keeper; since start for the restarted.
+    nodes[kept].wait_leader(&kept_name);
+    for i in [old, also] {
+        nodes[i].wait_for("the keeper leads", |e| {
+            e["event"] == "leader" && e["leader"] == kept_name.as_str()
+        });
+    }
+    for node in &nodes {
+        client.connect(&node.addr).await.unwrap();
+        let dictionary = Leader::<Dict>::at(&client, &node.name, dict::ELECTION);
+        let ReadReply::All(entries) = dictionary.call(Read::List, T).await.unwrap() else {
+            panic!("a list")
+        };
+        let held: Vec<&String> = entries.iter().map(|(k, _)| k).collect();
+        assert!(
+            keys.iter().all(|k| held.contains(&k)),
+            "{} lacks acknowledged writes: {held:?}",
+            node.name
+        );
+    }
+    let via_restarted = Leader::<Dict>::at(&client, &nodes[old].name, dict::ELECTION);
+    via_restarted
+        .leader_call(Write::Put("after".into(), "1".into()).into(), T)
+        .await
+        .unwrap();
+    client.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Writes the register `r` (values `<client>-<n>`) and reads it through the leader, in turn,
 /// through `dictionary`, until `stop`; records each outcome in `history`. After a failure it
 /// waits 20 ms, not to spin on a node that is gone.

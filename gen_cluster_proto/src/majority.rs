@@ -1,6 +1,7 @@
 //! The `majority` election, as a state machine: a leader only while a quorum (⌊n/2⌋+1) of the
 //! voters accepts it, terms that only grow and fence a deposed leader, and changes that, once a
-//! quorum holds them, survive any minority of voters losing their memory (crashing). Raft's
+//! quorum holds them, survive any minority of voters losing their memory (crashing), and a
+//! majority too while a running voter holds them. Raft's
 //! election without its log: the leader's changes are its behaviour's state, handed whole to a
 //! member that lacks it ([`MajorityMessage::State`]), then streamed as numbered broadcasts
 //! ([`MajorityMessage::Append`]). The runtime's `leader` module is to run one machine per node
@@ -26,15 +27,21 @@
 //!    candidate at least as far as itself (Raft's election restriction), so a change a quorum
 //!    holds is held by every later leader. A voter that took part in a term in an earlier life
 //!    and holds nothing yet in this one (its term is on disk, its state was in memory) cannot
-//!    compare what it acknowledged then: it neither stands nor votes until a leader gives it
-//!    the state — unless every other voter has told it, in this life, that it holds nothing
-//!    either (the cluster restarted whole; nothing is left to lose). A new cluster elects with
-//!    any quorum; a voter restarted while a leader lives gets its state and votes again; when
-//!    a majority of the voters lost their memory and some voter still holds state, no leader
-//!    can be proved to hold every change a quorum acknowledged, and none is elected until
-//!    those voters restart too (the changes only they held are then lost, as a majority's loss
-//!    allows). (Voting for a candidate as far as what every other voter said it holds is not
-//!    enough: a voter's word can be overtaken by a state still on its way to it.)
+//!    compare what it acknowledged then. It does not stand (unless every other voter has told
+//!    it, in this life, that it holds nothing either: the cluster restarted whole, nothing is
+//!    left to lose), and its vote is *conditional* ([`MajorityMessage::VoteReply`]): the
+//!    candidate counts it only once every other voter has answered it in its term, each
+//!    holding no more than the candidate. An answer in the candidate's term is final: its
+//!    voter took that term, so it takes no earlier leader's state from then on (rule 1), and a
+//!    change some voter held when it answered is held by the candidate. (What a voter said
+//!    before, in a greeting, is not enough: a state on its way can overtake it.) So a change a
+//!    quorum acknowledged is held by every later leader unless, at some moment, a majority of
+//!    the voters had lost their memory and no running voter held it. A restarted voter spends
+//!    its vote only on a candidate as far as every other voter told it it holds, and grants a
+//!    pre-vote likewise. A new cluster elects with any quorum; a voter restarted while a leader
+//!    lives gets its state and votes again; when a majority of the voters lost their memory
+//!    together, the voter furthest along among those that kept theirs is elected once every
+//!    voter answers it, and none while a voter is missing.
 //! 3. **Pre-vote and stickiness.** A voter that hears no leader for its election timeout (random
 //!    in `[t, 2t)`) first asks whether it would win ([`MajorityMessage::PreVote`]); only with a
 //!    quorum of yeses does it raise its term. A voter that heard a leader within `t` refuses
@@ -229,6 +236,9 @@ pub enum MajorityMessage<S, B> {
         granted: bool,
         /// What the voter holds.
         held: Option<Position>,
+        /// The vote counts only if every voter answered in this term and none holds more than
+        /// the candidate: the voter lost its memory and cannot compare by itself (rule 2).
+        conditional: bool,
     },
     /// The leader of `term`'s whole state, as of its broadcast `seq`, sent in `round`.
     State {
@@ -388,8 +398,12 @@ enum Role {
         granted: BTreeSet<NodeName>,
     },
     /// Standing in its own term since `since`; `handover`: asked to by its resigning leader.
+    /// `conditional`: the votes of voters that lost their memory; `answered`: what each voter
+    /// that answered in this term holds (rule 2).
     Candidate {
         granted: BTreeSet<NodeName>,
+        conditional: BTreeSet<NodeName>,
+        answered: BTreeMap<NodeName, Option<Position>>,
         since: Instant,
         handover: bool,
     },
@@ -844,12 +858,17 @@ impl<S: Clone, B: Clone> Majority<S, B> {
                 }
             }
             Role::Candidate {
-                granted, handover, ..
-            } if !granted.contains(&voter) => MajorityMessage::Vote {
-                term: self.durable.term,
-                held: self.held,
-                handover: *handover,
-            },
+                granted,
+                conditional,
+                handover,
+                ..
+            } if !granted.contains(&voter) && !conditional.contains(&voter) => {
+                MajorityMessage::Vote {
+                    term: self.durable.term,
+                    held: self.held,
+                    handover: *handover,
+                }
+            }
             _ => return,
         };
         self.send(voter, request);
@@ -923,6 +942,7 @@ impl<S: Clone, B: Clone> Majority<S, B> {
                     term: self.durable.term,
                     granted: false,
                     held: self.held,
+                    conditional: false,
                 };
                 return self.send(from, reply);
             }
@@ -946,11 +966,12 @@ impl<S: Clone, B: Clone> Majority<S, B> {
             // Refused, in this term: nothing to do (a refusal of a later term was adopted).
             MajorityMessage::PreVote { .. } | MajorityMessage::PreVoteReply { .. } => {}
             MajorityMessage::Vote { held, .. } => self.handle_vote(from, held, now),
-            MajorityMessage::VoteReply { granted, .. } => {
-                if granted {
-                    self.handle_vote_granted(from, now);
-                }
-            }
+            MajorityMessage::VoteReply {
+                granted,
+                held,
+                conditional,
+                ..
+            } => self.handle_vote_reply(from, granted, conditional, held, now),
             MajorityMessage::State {
                 seq, round, state, ..
             } => {
@@ -1024,8 +1045,11 @@ impl<S: Clone, B: Clone> Majority<S, B> {
     }
 
     fn handle_pre_vote(&mut self, from: NodeName, term: u64, held: Option<Position>, now: Instant) {
-        let eligible =
-            term > self.durable.term && self.is_voter(&self.me) && self.would_vote_for(held);
+        // A pre-vote binds nothing: a voter that lost its memory grants it as it would vote,
+        // conditionally or not.
+        let eligible = term > self.durable.term
+            && self.is_voter(&self.me)
+            && (self.would_vote_for(held) || (self.amnesiac && self.told_at_most(held)));
         let granted = eligible && !self.hears_leader(now);
         if granted && from < self.me && matches!(self.role, Role::PreCandidate { .. }) {
             // Two voters asking each other would each win the pre-vote and split the vote: the
@@ -1078,9 +1102,11 @@ impl<S: Clone, B: Clone> Majority<S, B> {
     }
 
     fn handle_vote(&mut self, from: NodeName, held: Option<Position>, now: Instant) {
-        let granted = self.is_voter(&self.me)
-            && self.durable.voted_for.as_ref().is_none_or(|v| *v == from)
-            && self.would_vote_for(held);
+        let free =
+            self.is_voter(&self.me) && self.durable.voted_for.as_ref().is_none_or(|v| *v == from);
+        let firm = free && self.would_vote_for(held);
+        let conditional = free && !firm && self.amnesiac && self.told_at_most(held);
+        let granted = firm || conditional;
         if granted {
             if self.durable.voted_for.is_none() {
                 self.durable.voted_for = Some(from.clone());
@@ -1094,20 +1120,75 @@ impl<S: Clone, B: Clone> Majority<S, B> {
             term: self.durable.term,
             granted,
             held: self.held,
+            conditional,
         };
         self.send(from, reply);
     }
 
-    fn handle_vote_granted(&mut self, from: NodeName, now: Instant) {
+    /// A voter's answer in this term (rule 2): a firm vote counts as it comes; the votes of
+    /// voters that lost their memory count once every voter has answered in this term and none
+    /// holds more than this node. An answer in this term is final: its voter took the term,
+    /// so it takes no state of an earlier leader from then on, and holds no more than it said
+    /// until this term's leader gives it more.
+    fn handle_vote_reply(
+        &mut self,
+        from: NodeName,
+        granted: bool,
+        conditional: bool,
+        held: Option<Position>,
+        now: Instant,
+    ) {
         if !self.is_voter(&from) {
             return;
         }
-        if let Role::Candidate { granted, .. } = &mut self.role {
-            granted.insert(from);
-            if granted.len() >= quorum(self.config.voters.len()) {
-                self.lead(now);
+        let need = quorum(self.config.voters.len());
+        let mine = self.held;
+        let voters = &self.config.voters;
+        let Role::Candidate {
+            granted: firm,
+            conditional: maybe,
+            answered,
+            ..
+        } = &mut self.role
+        else {
+            return;
+        };
+        answered.insert(from.clone(), held);
+        match (granted, conditional) {
+            (true, false) => {
+                firm.insert(from);
             }
+            (true, true) => {
+                maybe.insert(from);
+            }
+            (false, _) => {}
         }
+        let everyone_answered = voters
+            .iter()
+            .filter(|voter| **voter != self.me)
+            .all(|voter| answered.get(voter).is_some_and(|told| *told <= mine));
+        if firm.len() >= need || (everyone_answered && firm.len() + maybe.len() >= need) {
+            self.lead(now);
+        }
+    }
+
+    /// Whether every other voter has told this node, in this life, that it holds at most
+    /// `held`: a voter that lost its memory votes (conditionally) and grants pre-votes only
+    /// then, so as not to spend its vote on a candidate that cannot count it.
+    fn told_at_most(&self, held: Option<Position>) -> bool {
+        self.config
+            .voters
+            .iter()
+            .filter(|v| **v != self.me)
+            .all(|voter| {
+                matches!(
+                    self.connected.get(voter),
+                    Some(Peer {
+                        held: Some(told),
+                        ..
+                    }) if held >= *told
+                )
+            })
     }
 
     fn handle_ack(&mut self, from: NodeName, held: Option<u64>, round: u64, now: Instant) {
@@ -1207,9 +1288,9 @@ impl<S: Clone, B: Clone> Majority<S, B> {
     }
 
     /// Rule 2: whether this voter took part in a term in an earlier life and waits for a
-    /// leader's state, neither standing nor voting meanwhile. Normally a leader gives it within
-    /// a round trip; while a majority of the voters lost their memory, no leader can be elected
-    /// to give it.
+    /// leader's state, not standing and voting only conditionally meanwhile. Normally a leader
+    /// gives it within a round trip; while a majority of the voters lost their memory and a
+    /// voter is missing, no leader can be elected to give it.
     pub fn waits_for_state(&self) -> bool {
         !self.may_stand()
     }
@@ -1247,6 +1328,8 @@ impl<S: Clone, B: Clone> Majority<S, B> {
             .push_back(MajorityAction::Persist(self.durable.clone()));
         self.role = Role::Candidate {
             granted: BTreeSet::from([self.me.clone()]),
+            conditional: BTreeSet::new(),
+            answered: BTreeMap::new(),
             since: now,
             handover,
         };
@@ -1264,8 +1347,10 @@ impl<S: Clone, B: Clone> Majority<S, B> {
     fn lead(&mut self, now: Instant) {
         let Role::Candidate {
             granted,
+            conditional,
             since,
             handover,
+            ..
         } = &self.role
         else {
             return;
@@ -1278,6 +1363,7 @@ impl<S: Clone, B: Clone> Majority<S, B> {
         // A vote answers a request sent when the node stood.
         let answers = granted
             .iter()
+            .chain(conditional)
             .filter(|voter| **voter != self.me)
             .map(|voter| {
                 let answer = Answer {
@@ -1422,6 +1508,7 @@ impl<S: Clone, B: Clone> Majority<S, B> {
                 term,
                 granted: false,
                 held: self.held,
+                conditional: false,
             },
             // The round is of another term: no answer to any round of this one.
             MajorityMessage::State { .. }
@@ -2390,12 +2477,84 @@ mod tests {
         );
     }
 
-    /// Why a restarted voter cannot vote on what the others told it they hold: a report can be
-    /// overtaken. Five voters; W reaches a quorum (the leader, b, c) while d and e lag. b and c
-    /// restart and hear from d and e that they lag; then e gets W from the leader (its state,
-    /// delayed on their link) without telling them, and the leader restarts too. Three voters
-    /// hold nothing, e holds W, d lacks it: a rule that let the restarted vote for a candidate
-    /// as far as every report would elect d, and W, held by a running voter, would be lost.
+    #[test]
+    fn a_majority_restarted_together_elects_the_voter_that_kept_the_state_once_all_are_back() {
+        let mut net = Net::new(3);
+        let leader = net.elect();
+        net.nodes[leader].broadcast(1, net.now).unwrap();
+        net.run();
+        let kept = (0..3).find(|&i| i != leader).unwrap();
+        let also_restarted = (0..3).find(|&i| i != leader && i != kept).unwrap();
+        let held = net.nodes[kept].held();
+        assert!(held.is_some());
+        restart(&mut net, leader);
+        restart(&mut net, also_restarted);
+        // Back with the holder, but not with each other: one of them may hold more.
+        net.link(leader, kept, true);
+        net.link(also_restarted, kept, true);
+        net.pass(T * 20);
+        assert!(
+            net.leaders().is_empty(),
+            "a voter that said nothing may hold more"
+        );
+        assert!(net.nodes[leader].waits_for_state());
+        // All three linked: each has told the others what it holds; the holder is elected.
+        net.link(leader, also_restarted, true);
+        net.pass(T * 20);
+        assert_eq!(net.elect(), kept);
+        for i in 0..3 {
+            assert!(!net.nodes[i].waits_for_state(), "n{i}");
+            assert!(net.nodes[i].held() >= held, "n{i} has the state");
+        }
+    }
+
+    #[test]
+    fn a_voter_that_lost_its_memory_votes_for_no_one_behind_what_another_voter_holds() {
+        // n0 leads and its write reaches n1 but not n2; then n0 restarts without it.
+        let mut net = Net::new(3);
+        let leader = net.elect();
+        let (holder, behind) = match leader {
+            0 => (1, 2),
+            1 => (0, 2),
+            _ => (0, 1),
+        };
+        net.link(leader, behind, false);
+        net.nodes[leader].broadcast(1, net.now).unwrap();
+        net.run();
+        assert!(net.nodes[holder].held() > net.nodes[behind].held());
+        restart(&mut net, leader);
+        for other in net.others(leader) {
+            net.link(leader, other, true);
+        }
+        net.link(holder, behind, true);
+        // Asked by `behind`, the restarted voter refuses: the holder told it it is further.
+        // Asked by the holder, it grants.
+        let term = net.nodes[behind].term() + 1;
+        for (asker, grants) in [(behind, false), (holder, true)] {
+            let asked = MajorityMessage::PreVote {
+                term,
+                held: net.nodes[asker].held(),
+            };
+            net.nodes[leader].handle_message(name(asker), asked, net.now);
+            let answers: Vec<bool> = net
+                .take_sends(leader)
+                .into_iter()
+                .filter_map(|(to, message)| match message {
+                    MajorityMessage::PreVoteReply { granted, .. } if to == asker => Some(granted),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(answers, vec![grants], "asked by n{asker}");
+        }
+    }
+
+    /// Why the votes of voters that lost their memory count only with every voter's answer in
+    /// the candidate's term: a word given earlier can be overtaken. Five voters; W reaches a
+    /// quorum (the leader, b, c) while d and e lag. b and c restart and hear from d and e that
+    /// they lag; then e gets W from the leader (its state, delayed on their link) without
+    /// telling them, and the leader restarts too. Three voters hold nothing, e holds W, d lacks
+    /// it: were the restarted to vote on what they were told, d would be elected, and W, held
+    /// by a running voter, lost.
     #[test]
     fn a_report_overtaken_by_a_delayed_state_cannot_elect_a_voter_without_an_acknowledged_write() {
         let mut net = Net::new(5);
@@ -2462,13 +2621,14 @@ mod tests {
         net.nodes[d].handle_timeout(now);
         net.run();
         net.pass(T * 20);
-        for leader in net.leaders() {
-            assert!(
-                net.nodes[leader].held() >= Some(w),
-                "n{leader} leads without W"
-            );
-        }
-        assert_eq!(net.nodes[e].held(), Some(w), "W is still held");
+        // Every voter answered d in its term: e with W, so the others' votes do not count for
+        // d. e, which holds W, is elected instead, every voter answering it.
+        let leader = net.elect();
+        assert!(
+            net.nodes[leader].held() >= Some(w),
+            "n{leader} leads without W"
+        );
+        assert_eq!(leader, e);
     }
 
     #[test]

@@ -198,8 +198,9 @@ pub(crate) struct Quorum<B: LeaderServer> {
 impl<B: LeaderServer> Quorum<B> {
     /// Logs, once per wait, a voter that has waited [`STATE_WAIT_LOGGED`] election timeouts
     /// for a leader's state after a restart: no leader could be elected to give it, which is
-    /// what a majority of the voters restarted together leads to. Called at each of the
-    /// machine's timeouts, which come about once an election timeout while no leader is known.
+    /// what a majority of the voters restarted together, with a voter still missing, leads to.
+    /// Called at each of the machine's timeouts, which come about once an election timeout
+    /// while no leader is known.
     fn note_state_wait(&mut self, now: Instant) {
         if !self.machine.waits_for_state() {
             self.state_wait = None;
@@ -212,9 +213,10 @@ impl<B: LeaderServer> Quorum<B> {
             tracing::warn!(
                 ?waited,
                 "this voter restarted without the state it held (the state lives in memory) and \
-                 neither stands nor votes until a leader gives it, but no leader is elected: if \
-                 a majority of the voters restarted together, none can be while any voter \
-                 still holds state; restart those too to start anew with nothing"
+                 waits for a leader to give it, but no leader is elected: with a majority of the \
+                 voters restarted, a candidate counts their votes only once every voter has \
+                 answered it, so that the voter furthest along is elected; start the voters that \
+                 are down, or mend their links"
             );
         }
     }
