@@ -219,13 +219,13 @@ impl Reconciler {
         self.truncated = cut;
     }
 
-    /// `addr`, a known peer not being dialed, is dialed at `at`.
+    /// `addr`, a known peer neither connected nor being dialed, is dialed at `at`.
     fn schedule(&mut self, addr: &str, at: Instant) {
         self.unschedule(addr);
         if self.dialing.contains(addr) {
             return;
         }
-        if let Some(peer) = self.peers.get_mut(addr) {
+        if let Some(peer) = self.peers.get_mut(addr).filter(|peer| !peer.connected) {
             peer.retry_at = Some(at);
             self.due.insert((at, addr.to_string()));
         }
@@ -796,6 +796,23 @@ mod tests {
             drain(&mut r, t2 + Duration::from_secs(1))
                 .contains(&ReconcileAction::Connect("a:1".into())),
             "its outcome schedules the next dial"
+        );
+    }
+
+    #[test]
+    fn a_peer_connected_while_its_dial_runs_is_not_dialed_again_when_the_dial_fails() {
+        let t0 = Instant::now();
+        let mut r = Reconciler::new(ReconcileConfig::default(), 1, t0);
+        drain(&mut r, t0);
+        r.handle_discovered(t0, peers(&["a:1"]));
+        assert!(drain(&mut r, t0).contains(&ReconcileAction::Connect("a:1".into())));
+        // It dialed in meanwhile; this node's own dial then loses the race.
+        r.handle_connected("a:1");
+        r.handle_connect_failed(t0, "a:1", "superseded".into());
+        assert!(
+            !drain(&mut r, t0 + Duration::from_secs(20))
+                .contains(&ReconcileAction::Connect("a:1".into())),
+            "a connected peer is not dialed"
         );
     }
 
