@@ -29,9 +29,9 @@
 //!    and holds nothing yet in this one (its term is on disk, its state was in memory) cannot
 //!    compare what it acknowledged then. It does not stand (unless every other voter has told
 //!    it, in this life, that it holds nothing either: the cluster restarted whole, nothing is
-//!    left to lose), and its vote is *conditional* ([`MajorityMessage::VoteReply`]): the
-//!    candidate counts it only once every other voter has answered it in its term, each
-//!    holding no more than the candidate. An answer in the candidate's term is final: its
+//!    left to lose), and its vote is *conditional* ([`MajorityMessage::VoteReply`]; its own
+//!    too, when it stands): the candidate counts it only once every other voter has answered
+//!    it in its term, each holding no more than the candidate. An answer in the candidate's term is final: its
 //!    voter took that term, so it takes no earlier leader's state from then on (rule 1), and a
 //!    change some voter held when it answered is held by the candidate. (What a voter said
 //!    before, in a greeting, is not enough: a state on its way can overtake it.) So a change a
@@ -1045,11 +1045,9 @@ impl<S: Clone, B: Clone> Majority<S, B> {
     }
 
     fn handle_pre_vote(&mut self, from: NodeName, term: u64, held: Option<Position>, now: Instant) {
-        // A pre-vote binds nothing: a voter that lost its memory grants it as it would vote,
-        // conditionally or not.
-        let eligible = term > self.durable.term
-            && self.is_voter(&self.me)
-            && (self.would_vote_for(held) || (self.amnesiac && self.told_at_most(held)));
+        // A pre-vote binds nothing: a voter that lost its memory grants it as it would vote.
+        let eligible =
+            term > self.durable.term && self.is_voter(&self.me) && self.would_vote_for(held);
         let granted = eligible && !self.hears_leader(now);
         if granted && from < self.me && matches!(self.role, Role::PreCandidate { .. }) {
             // Two voters asking each other would each win the pre-vote and split the vote: the
@@ -1102,11 +1100,10 @@ impl<S: Clone, B: Clone> Majority<S, B> {
     }
 
     fn handle_vote(&mut self, from: NodeName, held: Option<Position>, now: Instant) {
-        let free =
-            self.is_voter(&self.me) && self.durable.voted_for.as_ref().is_none_or(|v| *v == from);
-        let firm = free && self.would_vote_for(held);
-        let conditional = free && !firm && self.amnesiac && self.told_at_most(held);
-        let granted = firm || conditional;
+        let granted = self.is_voter(&self.me)
+            && self.durable.voted_for.as_ref().is_none_or(|v| *v == from)
+            && self.would_vote_for(held);
+        let conditional = granted && self.amnesiac;
         if granted {
             if self.durable.voted_for.is_none() {
                 self.durable.voted_for = Some(from.clone());
@@ -1173,8 +1170,9 @@ impl<S: Clone, B: Clone> Majority<S, B> {
     }
 
     /// Whether every other voter has told this node, in this life, that it holds at most
-    /// `held`: a voter that lost its memory votes (conditionally) and grants pre-votes only
-    /// then, so as not to spend its vote on a candidate that cannot count it.
+    /// `held`: a voter that lost its memory votes (conditionally), grants pre-votes and stands
+    /// only then, so as not to spend its vote on a candidate that cannot count it. What it was
+    /// told may have been overtaken since: only answers in a candidate's term count (rule 2).
     fn told_at_most(&self, held: Option<Position>) -> bool {
         self.config
             .voters
@@ -1237,28 +1235,13 @@ impl<S: Clone, B: Clone> Majority<S, B> {
     }
 
     /// Whether this node would vote for a candidate that holds `held` (rule 2).
+    /// A voter that lost its memory cannot compare by itself: it goes by what the others told
+    /// it, and its vote is then only conditional ([`handle_vote`](Self::handle_vote)).
     fn would_vote_for(&self, held: Option<Position>) -> bool {
         if !self.amnesiac {
             return held >= self.held;
         }
-        // What it acknowledged in its earlier life it cannot compare by itself: only when every
-        // other voter has told it, in this life, that it holds nothing either (a cluster that
-        // restarted whole) is there nothing to lose.
-        held.is_none()
-            && self
-                .config
-                .voters
-                .iter()
-                .filter(|v| **v != self.me)
-                .all(|voter| {
-                    matches!(
-                        self.connected.get(voter),
-                        Some(Peer {
-                            held: Some(None),
-                            ..
-                        })
-                    )
-                })
+        self.told_at_most(held)
     }
 
     /// Whether this node heard a live leader within the election timeout (rule 3).
@@ -1296,7 +1279,7 @@ impl<S: Clone, B: Clone> Majority<S, B> {
     }
 
     /// Rule 2: a voter that lost its memory cannot tell what it lacks, so it does not stand
-    /// (unless every voter holds nothing): it waits for a leader's state.
+    /// (unless every other voter told it it holds nothing): it waits for a leader's state.
     fn may_stand(&self) -> bool {
         !self.amnesiac || self.would_vote_for(None)
     }
@@ -1326,9 +1309,15 @@ impl<S: Clone, B: Clone> Majority<S, B> {
         self.durable.voted_for = Some(self.me.clone());
         self.actions
             .push_back(MajorityAction::Persist(self.durable.clone()));
+        // Its own vote is conditional too if it lost its memory: it stood on what it was told.
+        let (granted, conditional) = if self.amnesiac {
+            (BTreeSet::new(), BTreeSet::from([self.me.clone()]))
+        } else {
+            (BTreeSet::from([self.me.clone()]), BTreeSet::new())
+        };
         self.role = Role::Candidate {
-            granted: BTreeSet::from([self.me.clone()]),
-            conditional: BTreeSet::new(),
+            granted,
+            conditional,
             answered: BTreeMap::new(),
             since: now,
             handover,
@@ -2504,7 +2493,6 @@ mod tests {
         assert_eq!(net.elect(), kept);
         for i in 0..3 {
             assert!(!net.nodes[i].waits_for_state(), "n{i}");
-            assert!(net.nodes[i].held() >= held, "n{i} has the state");
         }
     }
 
@@ -2623,12 +2611,101 @@ mod tests {
         net.pass(T * 20);
         // Every voter answered d in its term: e with W, so the others' votes do not count for
         // d. e, which holds W, is elected instead, every voter answering it.
-        let leader = net.elect();
-        assert!(
-            net.nodes[leader].held() >= Some(w),
-            "n{leader} leads without W"
+        assert_eq!(net.elect(), e);
+    }
+
+    /// As above, with what every voter said before being "nothing": d and e never held a
+    /// state; e says so to the restarted b and c, then gets W; the leader restarts. b and c,
+    /// told by every other voter that it holds nothing, must not elect d (which holds nothing)
+    /// on that word: their votes count only with e's answer, which holds W.
+    #[test]
+    fn a_word_of_holding_nothing_overtaken_by_a_delayed_state_elects_no_one_without_the_write() {
+        let mut net = Net::new(5);
+        let (d, e) = (3, 4);
+        for x in [d, e] {
+            for y in net.others(x) {
+                net.link(x, y, false);
+            }
+        }
+        let l = net.elect();
+        assert!(l != d && l != e);
+        let rest: Vec<usize> = [0, 1, 2].into_iter().filter(|&i| i != l).collect();
+        let (b, c) = (rest[0], rest[1]);
+        net.nodes[l].broadcast(1, net.now).unwrap();
+        net.run();
+        let w = net.nodes[l].held().unwrap();
+        assert_eq!(
+            net.nodes[l].progress().map(|p| p.0),
+            Some(w.seq),
+            "W committed"
         );
-        assert_eq!(leader, e);
+        // d and e, which hold nothing, learn the term from b.
+        net.link(d, e, true);
+        net.link(d, b, true);
+        net.link(e, b, true);
+        net.link(d, b, false);
+        net.link(e, b, false);
+        assert_eq!(net.nodes[e].term(), net.nodes[l].term());
+        // The leader and e link; what the leader sends e is held back on the way.
+        let now = net.now;
+        net.nodes[l].handle_node_up(name(e), now);
+        net.nodes[e].handle_node_up(name(l), now);
+        let mut held_back = Vec::new();
+        for (to, message) in net.take_sends(l) {
+            if to == e {
+                held_back.push(message);
+            }
+        }
+        for (to, message) in net.take_sends(e) {
+            assert_eq!(to, l);
+            net.nodes[l].handle_message(name(e), message, now);
+        }
+        for (to, message) in net.take_sends(l) {
+            if to == e {
+                held_back.push(message);
+            }
+        }
+        assert!(
+            held_back
+                .iter()
+                .any(|m| matches!(m, MajorityMessage::State { seq, .. } if *seq == w.seq))
+        );
+        restart(&mut net, b);
+        restart(&mut net, c);
+        for (x, y) in [(b, c), (b, d), (b, e), (c, d), (c, e)] {
+            net.link(x, y, true);
+        }
+        assert_eq!(net.nodes[e].held(), None, "e told b and c it holds nothing");
+        for message in held_back {
+            let now = net.now;
+            net.nodes[e].handle_message(name(l), message, now);
+        }
+        net.links.insert((l, e));
+        net.links.insert((e, l));
+        net.run();
+        assert_eq!(net.nodes[e].held(), Some(w), "e holds W from now on");
+        restart(&mut net, l);
+        for x in net.others(l) {
+            net.link(l, x, true);
+        }
+        let before: Vec<Option<Position>> = net.nodes.iter().map(Majority::held).collect();
+        net.nodes[d].stand_at = Some(net.now);
+        let now = net.now;
+        net.nodes[d].handle_timeout(now);
+        net.run();
+        for leader in net.leaders() {
+            assert!(
+                before[leader] >= Some(w),
+                "n{leader} elected holding {:?}, without W, which the running e held",
+                before[leader]
+            );
+        }
+        net.pass(T * 20);
+        assert_eq!(
+            net.elect(),
+            e,
+            "e, which holds W, is elected once all answer"
+        );
     }
 
     #[test]

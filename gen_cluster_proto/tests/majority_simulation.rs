@@ -114,6 +114,8 @@ struct Running {
     machine: Majority<State, u64>,
     state: State,
     paused: bool,
+    /// Started after a crash that took part in a term: what it held then is lost to it.
+    restarted: bool,
 }
 
 /// A read given by a leader, waiting for its round: what it read, and what had been
@@ -257,6 +259,7 @@ impl Sim {
             machine,
             state: Vec::new(),
             paused: false,
+            restarted: self.disk[i].term > 0,
         });
         self.drain(i);
     }
@@ -491,7 +494,7 @@ impl Sim {
             .filter(|&i| {
                 self.nodes[i]
                     .as_ref()
-                    .is_none_or(|node| node.machine.held().is_none())
+                    .is_none_or(|node| node.restarted && node.machine.held().is_none())
             })
             .count();
         if without >= quorum(self.voters) {
