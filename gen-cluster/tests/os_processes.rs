@@ -669,30 +669,29 @@ async fn a_killed_leader_is_replaced_racing_calls_never_hang_and_it_returns_as_a
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A CLI node `name` of the voters a, b, c in the `majority` election, keeping its term in
+/// `dir/name`.
+fn majority_node(dir: &std::path::Path, name: &str, seeds: &[&str]) -> NodeProcess {
+    let data = dir.join(name);
+    let extra = [
+        "--candidates",
+        "a,b,c",
+        "--election",
+        "majority",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
+    NodeProcess::start_with(name, "127.0.0.1:0", COOKIE, seeds, &extra)
+}
+
 /// Three CLI nodes running the dictionary in the `majority` election, each keeping its term
 /// in a directory of its own under `dir`; returns them once they agree on a leader, with its
 /// name.
 fn majority_nodes(dir: &std::path::Path) -> (Vec<NodeProcess>, String) {
     let mut nodes: Vec<NodeProcess> = Vec::new();
     for name in ["a", "b", "c"] {
-        let data = dir.join(name);
         let seeds: Vec<&str> = nodes.iter().map(|n| n.addr.as_str()).collect();
-        let extra = [
-            "--candidates",
-            "a,b,c",
-            "--election",
-            "majority",
-            "--data-dir",
-        ];
-        let mut extra = extra.to_vec();
-        extra.push(data.to_str().unwrap());
-        nodes.push(NodeProcess::start_with(
-            name,
-            "127.0.0.1:0",
-            COOKIE,
-            &seeds,
-            &extra,
-        ));
+        nodes.push(majority_node(dir, name, &seeds));
     }
     let leader = nodes[0].wait_for("a leader", |e| {
         e["event"] == "leader" && e["term"].as_u64().is_some()
@@ -820,17 +819,7 @@ async fn two_of_three_voters_killed_together_elect_the_one_that_kept_the_writes(
     nodes[also].kill9();
     for i in [old, also] {
         let name = nodes[i].name.as_str().to_string();
-        let data = dir.join(&name);
-        let extra = [
-            "--candidates",
-            "a,b,c",
-            "--election",
-            "majority",
-            "--data-dir",
-            data.to_str().unwrap(),
-        ];
-        nodes[i] =
-            NodeProcess::start_with(&name, "127.0.0.1:0", COOKIE, &[&nodes[kept].addr], &extra);
+        nodes[i] = majority_node(&dir, &name, &[&nodes[kept].addr]);
     }
     let kept_name = nodes[kept].name.as_str().to_string();
     // From now on for the keeper; since start for the restarted.

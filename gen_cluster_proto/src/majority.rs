@@ -2536,6 +2536,47 @@ mod tests {
         }
     }
 
+    /// Links `from` and `to`, `to`'s greeting reaching `from` while what `from` sends `to` (its
+    /// greeting, and what it sends once greeted: a leader's state) is held back on the way.
+    fn link_holding_back(net: &mut Net, from: usize, to: usize) -> Vec<MajorityMessage<u32, u32>> {
+        let now = net.now;
+        net.nodes[from].handle_node_up(name(to), now);
+        net.nodes[to].handle_node_up(name(from), now);
+        let mut held_back: Vec<_> = net
+            .take_sends(from)
+            .into_iter()
+            .filter(|(at, _)| *at == to)
+            .map(|(_, message)| message)
+            .collect();
+        for (at, message) in net.take_sends(to) {
+            assert_eq!(at, from);
+            net.nodes[from].handle_message(name(to), message, now);
+        }
+        held_back.extend(
+            net.take_sends(from)
+                .into_iter()
+                .filter(|(at, _)| *at == to)
+                .map(|(_, message)| message),
+        );
+        held_back
+    }
+
+    /// Delivers what [`link_holding_back`] held back, and opens the link to what follows.
+    fn deliver_held_back(
+        net: &mut Net,
+        from: usize,
+        to: usize,
+        held_back: Vec<MajorityMessage<u32, u32>>,
+    ) {
+        for message in held_back {
+            let now = net.now;
+            net.nodes[to].handle_message(name(from), message, now);
+        }
+        net.links.insert((from, to));
+        net.links.insert((to, from));
+        net.run();
+    }
+
     /// Why the votes of voters that lost their memory count only with every voter's answer in
     /// the candidate's term: a word given earlier can be overtaken. Five voters; W reaches a
     /// quorum (the leader, b, c) while d and e lag. b and c restart and hear from d and e that
@@ -2561,24 +2602,7 @@ mod tests {
         );
         // The leader and e link again; what the leader sends e (its greeting, then its state
         // with W) is held back on the way.
-        let now = net.now;
-        net.nodes[l].handle_node_up(name(e), now);
-        net.nodes[e].handle_node_up(name(l), now);
-        let mut held_back = Vec::new();
-        for (to, message) in net.take_sends(l) {
-            if to == e {
-                held_back.push(message);
-            }
-        }
-        for (to, message) in net.take_sends(e) {
-            assert_eq!(to, l);
-            net.nodes[l].handle_message(name(e), message, now);
-        }
-        for (to, message) in net.take_sends(l) {
-            if to == e {
-                held_back.push(message);
-            }
-        }
+        let held_back = link_holding_back(&mut net, l, e);
         assert!(
             held_back
                 .iter()
@@ -2590,13 +2614,7 @@ mod tests {
             net.link(x, y, true);
         }
         assert!(net.nodes[e].held() < Some(w), "e told b and c it lacks W");
-        for message in held_back {
-            let now = net.now;
-            net.nodes[e].handle_message(name(l), message, now);
-        }
-        net.links.insert((l, e));
-        net.links.insert((e, l));
-        net.run();
+        deliver_held_back(&mut net, l, e, held_back);
         assert_eq!(net.nodes[e].held(), Some(w), "e holds W from now on");
         restart(&mut net, l);
         for x in net.others(l) {
@@ -2647,24 +2665,7 @@ mod tests {
         net.link(e, b, false);
         assert_eq!(net.nodes[e].term(), net.nodes[l].term());
         // The leader and e link; what the leader sends e is held back on the way.
-        let now = net.now;
-        net.nodes[l].handle_node_up(name(e), now);
-        net.nodes[e].handle_node_up(name(l), now);
-        let mut held_back = Vec::new();
-        for (to, message) in net.take_sends(l) {
-            if to == e {
-                held_back.push(message);
-            }
-        }
-        for (to, message) in net.take_sends(e) {
-            assert_eq!(to, l);
-            net.nodes[l].handle_message(name(e), message, now);
-        }
-        for (to, message) in net.take_sends(l) {
-            if to == e {
-                held_back.push(message);
-            }
-        }
+        let held_back = link_holding_back(&mut net, l, e);
         assert!(
             held_back
                 .iter()
@@ -2676,13 +2677,7 @@ mod tests {
             net.link(x, y, true);
         }
         assert_eq!(net.nodes[e].held(), None, "e told b and c it holds nothing");
-        for message in held_back {
-            let now = net.now;
-            net.nodes[e].handle_message(name(l), message, now);
-        }
-        net.links.insert((l, e));
-        net.links.insert((e, l));
-        net.run();
+        deliver_held_back(&mut net, l, e, held_back);
         assert_eq!(net.nodes[e].held(), Some(w), "e holds W from now on");
         restart(&mut net, l);
         for x in net.others(l) {
